@@ -1,0 +1,43 @@
+import type { KeyObject } from 'node:crypto';
+import type { X509Certificate } from '@peculiar/x509';
+import type { KeyType } from '../pki/key-type.js';
+import type { LeafSigner } from '../pki/leaf-signer.js';
+
+/**
+ * The CA's material: an immutable snapshot, built only after every check passed (key matches
+ * certificate, certificate is a CA, chain reaches a root), then swapped in one step.
+ */
+export interface KeyCertBundle {
+  readonly signingCert: X509Certificate;
+  readonly signingKey: KeyObject;
+  readonly signingKeyType: KeyType;
+  /** From the signing certificate up to, not including, the root. Starts with signingCert. */
+  readonly certChain: readonly X509Certificate[];
+  /** One or more roots, deduplicated. */
+  readonly roots: readonly X509Certificate[];
+  /**
+   * What follows the leaf in a CreateCertificate response: each certificate of the chain, then
+   * the root(s); a root already in the chain is not sent twice. Each element one PEM ending "\n".
+   */
+  readonly responseChainPem: readonly string[];
+  /** The trust bundle clients need (`root-cert.pem`): the roots, concatenated PEM. */
+  readonly rootBundlePem: string;
+  /** Where it came from, for logs and metrics: e.g. `self-signed:/data`, `cacerts-dir:/etc/cacerts`. */
+  readonly source: string;
+}
+
+/** A CA snapshot ready to sign: the verified bundle plus the per-CA signer built from it. */
+export interface CaSnapshot {
+  readonly bundle: KeyCertBundle;
+  readonly leafSigner: LeafSigner;
+  /** Increases by one with each swap; lets caches (serving certificate, templates) follow. */
+  readonly generation: number;
+}
+
+/** A provider of the current CA snapshot. Sources (files, secret, self-signed) feed one. */
+export interface CaState {
+  /** The current snapshot, or undefined while no CA is loaded yet. */
+  current(): CaSnapshot | undefined;
+  /** Called after each swap with the new snapshot. Returns an unsubscribe function. */
+  onChange(listener: (snapshot: CaSnapshot) => void): () => void;
+}
