@@ -1,10 +1,24 @@
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 
-// Tests run compiled from dist/test/…; paths are resolved from the project root, not the file.
-export const projectRoot = fileURLToPath(new URL('../../../', import.meta.url));
+// Tests run compiled (dist/test/…) or through tsx (test/…): find the root by its package.json.
+function findRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (
+    !existsSync(join(dir, 'package.json')) ||
+    existsSync(join(dir, 'tsconfig.json')) === false
+  ) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('project root not found');
+    dir = up;
+  }
+  return dir;
+}
+
+export const projectRoot = findRoot();
 export const sharedTestdata = join(projectRoot, '..', 'shared', 'testdata');
 export const istioSampleCerts = join(sharedTestdata, 'istio-sample-certs');
-/** The compiled CLI entry; spawn with process.execPath. */
+/** The compiled CLI entry (build first: `npm run build`); spawn with process.execPath. */
 export const cliPath = join(projectRoot, 'dist', 'src', 'cli', 'main.js');
 export const protosDir = join(projectRoot, 'protos');
