@@ -1,4 +1,172 @@
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { authenticateCaller } from '../../authn/authenticate.js';
+import type { Authenticator } from '../../authn/authenticator.js';
+import { ClientCertAuthenticator } from '../../authn/client-cert-authenticator.js';
+import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
+import { loadJwksFile } from '../../authn/jwks.js';
+import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
+import type { CaState, KeyCertBundle } from '../../ca/authority.js';
+import { SwappableCaState } from '../../ca/ca-state.js';
+import { loadCacertsFolder } from '../../ca/sources/folder.js';
+import { loadOrCreateSelfSignedCa, writeFileAtomic } from '../../ca/sources/self-signed.js';
+import { systemClock, type Clock } from '../../clock.js';
+import { CastellanError } from '../../errors.js';
+import { createLogger, type Logger } from '../../log.js';
+import { formatHostPort } from '../../server/address.js';
+import { CaServer } from '../../server/ca-server.js';
+import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
+import {
+  addServeOptions,
+  parseServeConfig,
+  type RawServeOptions,
+  type ServeConfig,
+} from '../serve-config.js';
 
-// Placeholder until the owning issue lands: registers nothing.
-export function registerServeCommand(_program: Command): void {}
+/** The trust bundle clients need, kept in the data dir. */
+export const ROOT_CERT_FILE = 'root-cert.pem';
+
+/**
+ * Where the CA material and the authenticators come from. Local mode (below) reads the data
+ * dir or `--cacerts-dir`; Kubernetes mode (`--kube`, src/cli/kube-wiring.ts) provides its own
+ * CaState (Secrets, watched) and adds TokenReview to the authenticators.
+ */
+export interface CaRuntime {
+  readonly caState: CaState;
+  /** Tried in order after the client certificate: JWTs, then TokenReview. */
+  readonly tokenAuthenticators: readonly Authenticator[];
+  /** What the start line tells the user about getting a token. */
+  readonly tokenHint: string;
+  close(): Promise<void>;
+}
+
+/** Local mode: a plugged-in folder or the self-signed root in the data dir; the dev token issuer. */
+export async function startLocalRuntime(
+  config: ServeConfig,
+  clock: Clock,
+  logger: Logger,
+): Promise<CaRuntime> {
+  let bundle: KeyCertBundle | undefined;
+  if (config.cacertsDir) {
+    bundle = await loadCacertsFolder(config.cacertsDir, clock);
+    if (!bundle) {
+      throw new CastellanError(
+        'incomplete-ca',
+        'holds none of ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem (or tls.crt, tls.key, ca.crt)',
+        { subject: config.cacertsDir },
+      );
+    }
+  } else {
+    bundle = await loadOrCreateSelfSignedCa(
+      { dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType },
+      clock,
+    );
+  }
+  const caState = new SwappableCaState();
+  caState.swap(bundle);
+  logger.info({ source: bundle.source, keyType: bundle.signingKeyType }, 'CA loaded');
+
+  const dev = await DevTokenIssuer.open(config.dataDir, { clock });
+  const tokenAuthenticators: Authenticator[] = [
+    new JwtAuthenticator({
+      issuer: dev.issuer,
+      keys: dev.keySource(),
+      audiences: config.tokenAudiences,
+      clock,
+      logger,
+    }),
+  ];
+  if (config.jwt) {
+    tokenAuthenticators.push(
+      new JwtAuthenticator({
+        issuer: config.jwt.issuer,
+        keys: await loadJwksFile(config.jwt.jwksFile),
+        audiences: config.tokenAudiences,
+        clock,
+        logger,
+      }),
+    );
+  }
+  const dataDirFlag = config.dataDir === './.castellan' ? '' : ` --data-dir ${config.dataDir}`;
+  return {
+    caState,
+    tokenAuthenticators,
+    tokenHint: `npx castellan token --namespace default --service-account default${dataDirFlag} > token`,
+    close: async () => {},
+  };
+}
+
+/**
+ * Runs the CA service until SIGTERM/SIGINT, then stops accepting, lets in-flight calls finish
+ * and resolves (exit code 0).
+ */
+export async function runServe(config: ServeConfig, clock: Clock = systemClock): Promise<void> {
+  const logger = createLogger({ level: config.logLevel });
+  const runtime = await startLocalRuntime(config, clock, logger);
+
+  // root-cert.pem follows the CA: written now and after every swap.
+  const rootPath = resolve(join(config.dataDir, ROOT_CERT_FILE));
+  const writeRoot = async (pem: string): Promise<void> => {
+    try {
+      await writeFileAtomic(rootPath, pem);
+    } catch (e) {
+      logger.error({ err: e, path: rootPath }, 'could not write the trust bundle');
+    }
+  };
+  const initial = runtime.caState.current();
+  if (initial) await writeRoot(initial.bundle.rootBundlePem);
+  const unsubscribe = runtime.caState.onChange((s) => void writeRoot(s.bundle.rootBundlePem));
+
+  const clientCert = new ClientCertAuthenticator({
+    trustDomain: config.trustDomain,
+    roots: () => runtime.caState.current()?.bundle.roots ?? [],
+    clock,
+  });
+  const authenticators = [clientCert, ...runtime.tokenAuthenticators];
+  const server = new CaServer({
+    trustDomain: config.trustDomain,
+    caState: runtime.caState,
+    authenticate: (request) => authenticateCaller(authenticators, request),
+    issuer: workloadLeafIssuer(clock),
+    ttl: { defaultTtlMs: config.defaultTtlMs, maxTtlMs: config.maxTtlMs },
+    clock,
+    grpcAddress: config.grpcAddress,
+    monitoringAddress: config.monitoringAddress,
+    servingNames: { dnsNames: config.servingDnsNames, ipAddresses: config.servingIpAddresses },
+    servingIssuer: servingCertificateIssuer,
+    logger,
+  });
+
+  const stopped = new Promise<string>((resolveSignal) => {
+    process.once('SIGTERM', () => resolveSignal('SIGTERM'));
+    process.once('SIGINT', () => resolveSignal('SIGINT'));
+  });
+  const addrs = await server.start();
+  const grpcAddr = formatHostPort(addrs.grpc);
+  process.stdout.write(
+    `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}); ` +
+      `trust bundle: ${rootPath}; get a token: ${runtime.tokenHint}\n`,
+  );
+
+  const signal = await stopped;
+  logger.info({ signal }, 'shutting down: finishing in-flight requests');
+  await server.stop();
+  unsubscribe();
+  await runtime.close();
+  logger.info('stopped');
+  logger.flush();
+}
+
+export function registerServeCommand(program: Command): void {
+  addServeOptions(
+    program
+      .command('serve')
+      .description(
+        "run the CA: Istio's CreateCertificate gRPC API over TLS, plus /ready and /metrics",
+      ),
+  ).action(async (options: RawServeOptions) => {
+    // Every flag is checked before anything starts.
+    const config = parseServeConfig(options, process.env);
+    await runServe(config);
+  });
+}

@@ -1,4 +1,46 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
+import { collect, durationArg } from '../options.js';
 
-// Placeholder until the owning issue lands: registers nothing.
-export function registerTokenCommand(_program: Command): void {}
+interface TokenOptions {
+  namespace: string;
+  serviceAccount: string;
+  ttl: number;
+  audience?: string[];
+  dataDir: string;
+}
+
+/**
+ * `castellan token`: prints a development token for a service account, signed by the data
+ * dir's development issuer, which `castellan serve` trusts in local mode (no cluster).
+ */
+export function registerTokenCommand(program: Command): void {
+  program
+    .command('token')
+    .description(
+      'print a development service account token (local mode) that `castellan serve` accepts',
+    )
+    .requiredOption('--namespace <ns>', 'the service account namespace')
+    .requiredOption('--service-account <sa>', 'the service account name')
+    .addOption(
+      new Option('--ttl <duration>', 'token lifetime (e.g. 1h, 30m)')
+        .argParser(durationArg)
+        .default(3_600_000, '1h'),
+    )
+    .option('--audience <aud>', 'token audience (repeatable; default istio-ca)', collect)
+    .addOption(
+      new Option('--data-dir <dir>', 'data directory holding the issuer key')
+        .env('CASTELLAN_DATA_DIR')
+        .default('./.castellan'),
+    )
+    .action(async (options: TokenOptions) => {
+      const issuer = await DevTokenIssuer.open(options.dataDir);
+      const token = await issuer.mintToken({
+        namespace: options.namespace,
+        serviceAccount: options.serviceAccount,
+        ttlMs: options.ttl,
+        audiences: options.audience,
+      });
+      process.stdout.write(`${token}\n`);
+    });
+}

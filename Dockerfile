@@ -1,0 +1,35 @@
+# Castellan's container image: `docker build -t castellan:0.1.0 .`
+# Two stages: the build stage compiles TypeScript with every dependency installed, then prunes
+# the dev dependencies; the runtime stage gets only what `castellan` runs with, and runs it as
+# an unprivileged user. Pin NODE_IMAGE to a digest in your own builds for reproducibility.
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+# Dependencies first, so source edits reuse the cached install layer. --ignore-scripts: the
+# package's own `prepare` (a build) needs the sources, which are not copied yet; no dependency
+# needs an install script to work (protobufjs' only prints a notice).
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+COPY protos ./protos
+COPY bin ./bin
+RUN npm run build \
+ && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
+
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+# Everything comes from the build stage, owned by root and read-only to the process.
+COPY --from=build /app/package.json ./package.json
+COPY --from=build /app/node_modules ./node_modules
+COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/protos ./protos
+COPY --from=build /app/bin ./bin
+# 65532: the conventional "nonroot" uid; the Helm chart runs the pod as the same uid.
+USER 65532:65532
+# 15012: Istio's CSR gRPC API over TLS. 15014: /ready, /healthz, /metrics.
+EXPOSE 15012 15014
+ENTRYPOINT ["node", "/app/bin/castellan.js"]
+CMD ["serve", "--kube"]

@@ -1,0 +1,185 @@
+import { randomBytes } from 'node:crypto';
+import {
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  symlink,
+} from 'node:fs/promises';
+import { join } from 'node:path';
+import { CastellanError } from '../errors.js';
+
+export const CERT_CHAIN_FILE = 'cert-chain.pem';
+export const KEY_FILE = 'key.pem';
+export const ROOT_CERT_FILE = 'root-cert.pem';
+/** The link that names the current version directory (the layout of Kubernetes volumes). */
+export const DATA_LINK = '..data';
+
+export interface CertificateFiles {
+  readonly certChainPem: string;
+  readonly keyPem: string;
+  readonly rootCertPem: string;
+}
+
+const FILES: ReadonlyArray<{ name: string; field: keyof CertificateFiles; mode: number }> = [
+  { name: CERT_CHAIN_FILE, field: 'certChainPem', mode: 0o644 },
+  { name: KEY_FILE, field: 'keyPem', mode: 0o600 },
+  { name: ROOT_CERT_FILE, field: 'rootCertPem', mode: 0o644 },
+];
+
+/*
+ * The layout, and why. Two files cannot be replaced together by renames alone: whatever the
+ * order, a reader that opens the certificate, then the key, can land between the two renames
+ * and pair a new certificate with an old key. So the files are never replaced one by one:
+ *
+ *   out/..2026-…-a1b2c3/{cert-chain.pem,key.pem,root-cert.pem}   one complete version
+ *   out/..data          -> ..2026-…-a1b2c3                       swapped by one rename
+ *   out/cert-chain.pem  -> ..data/cert-chain.pem                 stable names, made once
+ *   out/key.pem         -> ..data/key.pem
+ *   out/root-cert.pem   -> ..data/root-cert.pem
+ *
+ * Invariant: `..data` always names a version directory whose three files are complete
+ * (written, fsynced, closed before the swap) and whose key matches its certificate (the
+ * agent checks the response against its key before writing). A version is never modified
+ * after the swap. Consequences for readers:
+ *  - every single file read sees a whole file of one version (never a half-written one);
+ *  - a reader that resolves `..data` once and reads the files of that directory always gets
+ *    a matching pair (readCertificateFiles does this); the previous version is kept until
+ *    the next swap, so a reader that resolved just before a swap can finish its reads;
+ *  - a reader that opens `cert-chain.pem` and `key.pem` by their top-level names can only be
+ *    torn by a swap landing between its two opens; it can detect that by reading the
+ *    certificate again after the key and retrying when it changed.
+ * Tools that understand Kubernetes' atomic writer (Envoy's watched_directory, kubelet-style
+ * watchers) already handle this layout.
+ */
+
+function versionName(): string {
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  return `..${stamp}-${randomBytes(4).toString('hex')}`;
+}
+
+async function writeDurably(path: string, data: string, mode: number): Promise<void> {
+  const handle = await open(path, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(mode); // the umask must not loosen or tighten what we promise
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Replaces `path` with a symlink to `target` in one rename (never a moment without it). */
+async function replaceWithSymlink(dir: string, name: string, target: string): Promise<void> {
+  const tmp = join(dir, `.${name}.tmp-${randomBytes(4).toString('hex')}`);
+  await symlink(target, tmp);
+  try {
+    await rename(tmp, join(dir, name));
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+async function currentVersion(dir: string): Promise<string | undefined> {
+  try {
+    return await readlink(join(dir, DATA_LINK));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Writes a certificate, its key and the trust bundle into `dir` as one new version and
+ * makes it current in a single rename. Returns the version directory's name.
+ */
+export async function writeCertificateFiles(dir: string, files: CertificateFiles): Promise<string> {
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const previous = await currentVersion(dir);
+    const version = versionName();
+    const versionDir = join(dir, version);
+    await mkdir(versionDir, { mode: 0o755 });
+    for (const f of FILES) await writeDurably(join(versionDir, f.name), files[f.field], f.mode);
+    await syncDir(versionDir);
+
+    await replaceWithSymlink(dir, DATA_LINK, version);
+    for (const f of FILES) {
+      const target = join(DATA_LINK, f.name);
+      const existing = await readlink(join(dir, f.name)).catch(() => undefined);
+      if (existing !== target) await replaceWithSymlink(dir, f.name, target);
+    }
+    await syncDir(dir);
+
+    // Keep the version just replaced (a reader may have resolved ..data a moment ago);
+    // anything older has had a full rotation period to be read.
+    for (const entry of await readdir(dir)) {
+      if (
+        entry.startsWith('..') &&
+        entry !== DATA_LINK &&
+        entry !== version &&
+        entry !== previous
+      ) {
+        await rm(join(dir, entry), { recursive: true, force: true });
+      }
+    }
+    return version;
+  } catch (e) {
+    throw new CastellanError(
+      'internal',
+      `cannot write certificate files: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      { subject: dir, cause: e },
+    );
+  }
+}
+
+/**
+ * Reads the current certificate, key and trust bundle as one consistent version: `..data` is
+ * resolved once and the three files read from that directory. A directory without `..data`
+ * (files provisioned by hand) is read by the plain names. Returns undefined when the files
+ * are not there.
+ */
+export async function readCertificateFiles(dir: string): Promise<CertificateFiles | undefined> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    let base = dir;
+    try {
+      base = await realpath(join(dir, DATA_LINK));
+    } catch {
+      base = dir;
+    }
+    try {
+      const [certChainPem, keyPem, rootCertPem] = await Promise.all(
+        FILES.map((f) => readFile(join(base, f.name), 'utf8')),
+      );
+      return {
+        certChainPem: certChainPem as string,
+        keyPem: keyPem as string,
+        rootCertPem: rootCertPem as string,
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new CastellanError(
+          'internal',
+          `cannot read certificate files: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+          { subject: dir, cause: e },
+        );
+      }
+      // The version we resolved was pruned while we read (two swaps meanwhile): try again.
+      if (base === dir) return undefined;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,221 @@
+import { errors, jwtVerify, type JWSAlgorithm, type JWTPayload } from 'jose';
+import { CastellanError } from '../errors.js';
+import { systemClock, type Clock } from '../clock.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
+import { extractBearerToken, withoutToken } from './bearer.js';
+import type { JwksKeySource } from './jwks.js';
+import { parseServiceAccountSubject } from './service-account-subject.js';
+
+/** The audience Istio's agents request for their tokens, and the default we accept. */
+export const DEFAULT_TOKEN_AUDIENCES: readonly string[] = ['istio-ca'];
+/** Clock skew tolerated on `exp`, `nbf` and `iat`: nodes and the CA rarely agree to the second. */
+export const DEFAULT_CLOCK_SKEW_MS = 30_000;
+/**
+ * Asymmetric signature algorithms only. HS* would let anyone holding the (public!) verification
+ * key forge tokens, and `none` is no signature at all; jose refuses `none` in jwtVerify anyway.
+ */
+export const ASYMMETRIC_JWT_ALGORITHMS: readonly JWSAlgorithm[] = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'PS256',
+  'PS384',
+  'PS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'EdDSA',
+  'Ed25519',
+];
+
+export interface JwtAuthenticatorOptions {
+  /** The `iss` tokens must carry, exactly. */
+  readonly issuer: string;
+  /** The verification keys (a file's JWKS, a remote JWKS, or a test's key function). */
+  readonly keys: JwksKeySource;
+  /** A token is accepted when its `aud` contains one of these. Default `istio-ca`. */
+  readonly audiences?: readonly string[] | undefined;
+  readonly clockSkewMs?: number | undefined;
+  /** A subset of ASYMMETRIC_JWT_ALGORITHMS; anything else is refused at construction. */
+  readonly algorithms?: readonly JWSAlgorithm[] | undefined;
+  readonly clock?: Clock | undefined;
+  readonly logger?: Logger | undefined;
+}
+
+/** Caps quoted claim values in reasons: they come from the client and are logged. */
+function quote(value: unknown): string {
+  const s = JSON.stringify(value) ?? String(value);
+  return s.length > 200 ? `${s.slice(0, 200)}…` : s;
+}
+
+/**
+ * Offline verification of Kubernetes-style service account JWTs (issue 3): signature against
+ * the configured keys, exact issuer, accepted audience, `exp`/`nbf` within the skew on the
+ * injected clock, identity from `sub = system:serviceaccount:<ns>:<sa>`, pod from the
+ * `kubernetes.io` claim of bound tokens.
+ */
+export class JwtAuthenticator implements Authenticator {
+  readonly name = 'jwt' as const;
+  private readonly issuer: string;
+  private readonly keys: JwksKeySource;
+  private readonly audiences: string[];
+  private readonly clockSkewSeconds: number;
+  private readonly algorithms: JWSAlgorithm[];
+  private readonly clock: Clock;
+  private readonly logger: Logger;
+
+  constructor(options: JwtAuthenticatorOptions) {
+    if (options.issuer === '') {
+      throw new CastellanError('invalid-argument', 'JWT issuer must not be empty');
+    }
+    const audiences = [...(options.audiences ?? DEFAULT_TOKEN_AUDIENCES)];
+    if (audiences.length === 0 || audiences.some((a) => a === '')) {
+      throw new CastellanError('invalid-argument', 'token audiences must be non-empty strings');
+    }
+    const algorithms = [...(options.algorithms ?? ASYMMETRIC_JWT_ALGORITHMS)];
+    const refused = algorithms.filter((a) => !ASYMMETRIC_JWT_ALGORITHMS.includes(a));
+    if (algorithms.length === 0 || refused.length > 0) {
+      throw new CastellanError(
+        'invalid-argument',
+        `JWT algorithms must be asymmetric (${ASYMMETRIC_JWT_ALGORITHMS.join(', ')}); refused: ${refused.join(', ') || '(empty list)'}`,
+      );
+    }
+    const skew = options.clockSkewMs ?? DEFAULT_CLOCK_SKEW_MS;
+    if (!(skew >= 0) || !Number.isFinite(skew)) {
+      throw new CastellanError('invalid-argument', `clock skew ${skew} ms is not a duration`);
+    }
+    this.issuer = options.issuer;
+    this.keys = options.keys;
+    this.audiences = audiences;
+    this.clockSkewSeconds = Math.floor(skew / 1000);
+    this.algorithms = algorithms;
+    this.clock = options.clock ?? systemClock;
+    this.logger = options.logger ?? silentLogger;
+  }
+
+  async authenticate(request: AuthRequest): Promise<Caller | null> {
+    const token = extractBearerToken(request);
+    if (token === null) return null;
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(token, this.keys, {
+        issuer: this.issuer,
+        audience: this.audiences,
+        algorithms: this.algorithms,
+        clockTolerance: this.clockSkewSeconds,
+        currentDate: new Date(this.clock.now()),
+        requiredClaims: ['iss', 'sub', 'aud', 'exp'],
+      }));
+    } catch (e) {
+      // No cause attached: jose errors carry the claims set, and callers log errors whole.
+      const reason = withoutToken(this.reasonFor(e), token);
+      this.logger.debug(
+        { authenticator: this.name, peer: request.peerAddress, reason },
+        'JWT refused',
+      );
+      throw new CastellanError('unauthenticated', reason);
+    }
+    return this.callerFrom(payload);
+  }
+
+  private reasonFor(e: unknown): string {
+    const now = this.clock.now();
+    if (e instanceof errors.JWTExpired) {
+      const exp =
+        typeof e.payload.exp === 'number' ? new Date(e.payload.exp * 1000).toISOString() : '?';
+      return `token expired at ${exp} (now ${new Date(now).toISOString()}, skew ${this.clockSkewSeconds}s)`;
+    }
+    if (e instanceof errors.JWTClaimValidationFailed) {
+      const p = e.payload;
+      switch (e.reason) {
+        case 'missing':
+          return `token has no "${e.claim}" claim`;
+        case 'check_failed':
+          if (e.claim === 'iss') {
+            return `issuer ${quote(p.iss)} is not the configured issuer ${quote(this.issuer)}`;
+          }
+          if (e.claim === 'aud') {
+            return `audience ${quote(p.aud)} contains none of the accepted audiences ${quote(this.audiences)}`;
+          }
+          if (e.claim === 'nbf') {
+            const nbf = typeof p.nbf === 'number' ? new Date(p.nbf * 1000).toISOString() : '?';
+            return `token not valid before ${nbf} (now ${new Date(now).toISOString()}, skew ${this.clockSkewSeconds}s)`;
+          }
+          return `claim "${e.claim}" failed its check: ${e.message}`;
+        default:
+          return `claim "${e.claim}" is invalid: ${e.message}`;
+      }
+    }
+    if (e instanceof errors.JWSSignatureVerificationFailed)
+      return 'token signature does not verify';
+    if (e instanceof errors.JOSEAlgNotAllowed)
+      return `token algorithm not allowed (accepted: ${this.algorithms.join(', ')})`;
+    if (e instanceof errors.JWKSNoMatchingKey)
+      return 'no key in the JWKS matches the token (kid/alg)';
+    if (e instanceof errors.JWKSMultipleMatchingKeys)
+      return 'several JWKS keys match the token and none verifies it';
+    if (e instanceof errors.JWKSTimeout) return 'JWKS fetch timed out';
+    if (e instanceof errors.JWSInvalid || e instanceof errors.JWTInvalid)
+      return `malformed token: ${e.message}`;
+    if (e instanceof errors.JOSENotSupported) return `unsupported token: ${e.message}`;
+    if (e instanceof errors.JOSEError) return `token refused (${e.code}): ${e.message}`;
+    // Anything else is the key source failing (network, bad JWKS answer): not the token's fault,
+    // but the token is not verified either.
+    return `cannot verify the token: ${e instanceof Error ? e.message : String(e)}`;
+  }
+
+  private callerFrom(payload: JWTPayload): Caller {
+    const sub = payload.sub as string;
+    const account = parseServiceAccountSubject(sub, 'sub');
+    const pod = boundPodOf(payload, account);
+    return {
+      authenticator: this.name,
+      namespace: account.namespace,
+      serviceAccount: account.serviceAccount,
+      subject: sub,
+      podName: pod.name,
+      podUid: pod.uid,
+    };
+  }
+}
+
+/**
+ * The pod of a bound service account token, from its `kubernetes.io` claim:
+ * `{namespace, serviceaccount: {name, uid}, pod: {name, uid}}`. When the claim names a
+ * namespace or service account, it must agree with `sub`: a disagreement means a forged or
+ * broken token, never something to resolve one way or the other.
+ */
+function boundPodOf(
+  payload: JWTPayload,
+  account: { namespace: string; serviceAccount: string },
+): { name: string | undefined; uid: string | undefined } {
+  const k8s = payload['kubernetes.io'];
+  if (k8s === undefined) return { name: undefined, uid: undefined };
+  if (typeof k8s !== 'object' || k8s === null) {
+    throw new CastellanError('unauthenticated', 'claim "kubernetes.io" is not an object');
+  }
+  const claim = k8s as Record<string, unknown>;
+  if (claim['namespace'] !== undefined && claim['namespace'] !== account.namespace) {
+    throw new CastellanError(
+      'unauthenticated',
+      `claim "kubernetes.io".namespace ${quote(claim['namespace'])} disagrees with sub namespace "${account.namespace}"`,
+    );
+  }
+  const sa = objectOrUndefined(claim['serviceaccount']);
+  if (sa?.['name'] !== undefined && sa['name'] !== account.serviceAccount) {
+    throw new CastellanError(
+      'unauthenticated',
+      `claim "kubernetes.io".serviceaccount.name ${quote(sa['name'])} disagrees with sub service account "${account.serviceAccount}"`,
+    );
+  }
+  const pod = objectOrUndefined(claim['pod']);
+  return {
+    name: typeof pod?.['name'] === 'string' ? pod['name'] : undefined,
+    uid: typeof pod?.['uid'] === 'string' ? pod['uid'] : undefined,
+  };
+}
+
+function objectOrUndefined(v: unknown): Record<string, unknown> | undefined {
+  return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : undefined;
+}

@@ -1,0 +1,140 @@
+import { X509Certificate } from '@peculiar/x509';
+import type { Clock } from '../clock.js';
+import { CastellanError } from '../errors.js';
+import { checkIsCa, checkValidity, verifyChain } from '../pki/chain.js';
+import { isCaKeyType } from '../pki/key-type.js';
+import { parsePrivateKeyPem, publicKeyMatches } from '../pki/keys.js';
+import { pemBlocksOf, toPem } from '../pki/pem.js';
+import type { KeyCertBundle } from './authority.js';
+
+/** How the four parts are named in error messages (file names, or secret keys). */
+export interface BundleFileNames {
+  readonly cert: string;
+  readonly key: string;
+  readonly chain: string;
+  readonly root: string;
+}
+
+export const ISTIO_FILE_NAMES: BundleFileNames = {
+  cert: 'ca-cert.pem',
+  key: 'ca-key.pem',
+  chain: 'cert-chain.pem',
+  root: 'root-cert.pem',
+};
+
+export interface BundleInput {
+  readonly certPem: string;
+  readonly keyPem: string;
+  /** The signing certificate up to the root; may start with the signing certificate and may
+   * end with the root (Istio's alt sample does), both tolerated. */
+  readonly chainPem?: string | undefined;
+  /** One or more roots; duplicates tolerated. */
+  readonly rootPem: string;
+  readonly source: string;
+  readonly fileNames?: Partial<BundleFileNames>;
+}
+
+/** Parses every CERTIFICATE block of a PEM text; anything else in it is `malformed`. */
+export function parseCertificates(pem: string, subject: string): X509Certificate[] {
+  return pemBlocksOf(pem, 'CERTIFICATE', { subject }).map((der) => {
+    try {
+      return new X509Certificate(der);
+    } catch (e) {
+      throw new CastellanError('malformed', 'a CERTIFICATE block does not parse', {
+        subject,
+        cause: e,
+      });
+    }
+  });
+}
+
+const sameCert = (a: X509Certificate, b: X509Certificate): boolean =>
+  Buffer.from(a.rawData).equals(Buffer.from(b.rawData));
+
+export function certificatePem(cert: X509Certificate): string {
+  return toPem('CERTIFICATE', cert.rawData);
+}
+
+/**
+ * Builds a verified, immutable KeyCertBundle. Checks, each failure naming its file:
+ * the certificate parses and is one (`malformed`); the key parses and is a CA key type
+ * (keys.ts kinds); the key matches the certificate (`key-mismatch`); the certificate is a CA
+ * (`not-a-ca`) within its validity (`expired`/`not-yet-valid`); the chain verifies and leads
+ * to one of the roots (`chain-invalid`, `bad-signature`, …).
+ *
+ * Response chain rule: after the leaf come the chain's certificates (signing certificate
+ * first), then the roots; a root that cert-chain.pem also holds is sent once, last (unlike
+ * Istio, issue #39001).
+ */
+export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBundle {
+  const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
+  const certs = parseCertificates(input.certPem, names.cert);
+  if (certs.length !== 1) {
+    throw new CastellanError('malformed', `expected one certificate, found ${certs.length}`, {
+      subject: names.cert,
+    });
+  }
+  const signingCert = certs[0] as X509Certificate;
+  const { key: signingKey, keyType: signingKeyType } = parsePrivateKeyPem(input.keyPem, names.key);
+  if (!isCaKeyType(signingKeyType)) {
+    throw new CastellanError('unsupported', `a ${signingKeyType} key cannot be a CA key here`, {
+      subject: names.key,
+    });
+  }
+  if (!publicKeyMatches(signingKey, new Uint8Array(signingCert.publicKey.rawData))) {
+    throw new CastellanError(
+      'key-mismatch',
+      `the private key does not belong to the certificate in ${names.cert}`,
+      { subject: names.key },
+    );
+  }
+  checkIsCa(signingCert, names.cert);
+  checkValidity(signingCert, clock, names.cert);
+
+  const roots: X509Certificate[] = [];
+  for (const r of parseCertificates(input.rootPem, names.root)) {
+    if (!roots.some((x) => sameCert(x, r))) roots.push(r);
+  }
+  for (const r of roots) checkIsCa(r, names.root);
+
+  const chainFile = input.chainPem !== undefined && input.chainPem.trim() !== '';
+  const listed = chainFile ? parseCertificates(input.chainPem as string, names.chain) : [];
+  if (listed.length > 0 && !sameCert(listed[0] as X509Certificate, signingCert)) {
+    // Istio's cert-chain.pem starts with the signing certificate; tolerate a chain file that
+    // lists only what is above it, but nothing else.
+    if ((listed[0] as X509Certificate).subject === signingCert.subject) {
+      throw new CastellanError(
+        'chain-invalid',
+        `the first certificate is not the one in ${names.cert}`,
+        { subject: names.chain },
+      );
+    }
+    listed.unshift(signingCert);
+  }
+  const fullChain = listed.length > 0 ? listed : [signingCert];
+  verifyChain(fullChain, roots, clock, {
+    subject: chainFile ? names.chain : names.cert,
+    firstIsCa: true,
+  });
+  const certChain = fullChain.filter((c) => !roots.some((r) => sameCert(r, c)));
+  if (certChain.length === 0) {
+    // A self-signed CA: the signing certificate is itself the root.
+    certChain.push(signingCert);
+  }
+  const rootPems = roots.map(certificatePem);
+  const isRoot = (c: X509Certificate): boolean => roots.some((r) => sameCert(r, c));
+  const responseChainPem = Object.freeze([
+    ...certChain.filter((c) => !isRoot(c)).map(certificatePem),
+    ...rootPems,
+  ]);
+  return Object.freeze({
+    signingCert,
+    signingKey,
+    signingKeyType,
+    certChain: Object.freeze(certChain),
+    roots: Object.freeze(roots),
+    responseChainPem,
+    rootBundlePem: rootPems.join(''),
+    source: input.source,
+  });
+}

@@ -1,0 +1,47 @@
+import { createReferenceLeafSigner } from '../pki/reference-leaf-signer.js';
+import type { LeafSigner } from '../pki/leaf-signer.js';
+import type { CaSnapshot, CaState, KeyCertBundle } from './authority.js';
+
+export type LeafSignerFactory = (bundle: KeyCertBundle) => LeafSigner;
+
+export const referenceLeafSignerFactory: LeafSignerFactory = (b) =>
+  createReferenceLeafSigner(b.signingCert, b.signingKey);
+
+/**
+ * The CA state the server reads: one snapshot, replaced whole. A request that already holds
+ * a snapshot keeps signing with it; the next request sees the new one. Never partially updated.
+ */
+export class SwappableCaState implements CaState {
+  private snapshot: CaSnapshot | undefined;
+  private generation = 0;
+  private readonly listeners = new Set<(s: CaSnapshot) => void>();
+  private readonly leafSignerFactory: LeafSignerFactory;
+
+  constructor(options: { leafSignerFactory?: LeafSignerFactory } = {}) {
+    this.leafSignerFactory = options.leafSignerFactory ?? referenceLeafSignerFactory;
+  }
+
+  current(): CaSnapshot | undefined {
+    return this.snapshot;
+  }
+
+  /** Installs a verified bundle (build it with buildKeyCertBundle) and notifies listeners. */
+  swap(bundle: KeyCertBundle): CaSnapshot {
+    const next: CaSnapshot = Object.freeze({
+      bundle,
+      leafSigner: this.leafSignerFactory(bundle),
+      generation: this.generation + 1,
+    });
+    this.generation = next.generation;
+    this.snapshot = next;
+    for (const l of [...this.listeners]) l(next);
+    return next;
+  }
+
+  onChange(listener: (snapshot: CaSnapshot) => void): () => void {
+    this.listeners.add(listener);
+    return () => {
+      this.listeners.delete(listener);
+    };
+  }
+}

@@ -1,0 +1,59 @@
+import type { Clock } from '../clock.js';
+import { CastellanError } from '../errors.js';
+import type { ParsedCsr } from '../pki/csr.js';
+import { toPem } from '../pki/pem.js';
+import { randomSerial, serialToHex } from '../pki/serial.js';
+import type { CaSnapshot } from './authority.js';
+
+/** Istio backdates leaves by two minutes to absorb clock skew between nodes. */
+export const NOT_BEFORE_BACKDATE_MS = 2 * 60_000;
+
+export interface IssuedWorkload {
+  /** Leaf PEM, then the bundle's response chain; each element one PEM ending "\n". */
+  readonly certChainPem: string[];
+  readonly serialHex: string;
+  readonly notAfter: Date;
+  readonly leafDer: Uint8Array;
+}
+
+/**
+ * Signs a workload leaf for an already authenticated identity. `sans` come from the caller's
+ * identity, never from the CSR; CN = first SAN only when the CSR had a CN (Istio).
+ * NotBefore = now − 2 min; NotAfter = min(now + ttl, signing certificate's NotAfter), in whole
+ * seconds.
+ */
+export async function issueWorkloadCertificate(
+  snapshot: CaSnapshot,
+  request: { csr: ParsedCsr; sans: string[]; ttlMs: number },
+  clock: Clock,
+): Promise<IssuedWorkload> {
+  if (request.sans.length === 0) {
+    throw new CastellanError('invalid-argument', 'a workload certificate needs at least one SAN');
+  }
+  if (!(request.ttlMs > 0)) {
+    throw new CastellanError('invalid-argument', `TTL must be positive, got ${request.ttlMs} ms`);
+  }
+  const now = clock.now();
+  const signerNotAfter = snapshot.bundle.signingCert.notAfter.getTime();
+  if (now >= signerNotAfter) {
+    throw new CastellanError('unavailable', 'the signing certificate has expired');
+  }
+  const seconds = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
+  const notBefore = seconds(now - NOT_BEFORE_BACKDATE_MS);
+  const notAfter = seconds(Math.min(now + request.ttlMs, signerNotAfter));
+  const serial = randomSerial();
+  const leafDer = await snapshot.leafSigner.sign({
+    spki: request.csr.spki,
+    sans: request.sans,
+    commonName: request.csr.commonName !== undefined ? request.sans[0] : undefined,
+    serial,
+    notBefore,
+    notAfter,
+  });
+  return {
+    certChainPem: [toPem('CERTIFICATE', leafDer), ...snapshot.bundle.responseChainPem],
+    serialHex: serialToHex(serial),
+    notAfter,
+    leafDer,
+  };
+}

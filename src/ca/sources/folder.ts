@@ -1,0 +1,37 @@
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Clock } from '../../clock.js';
+import { CastellanError } from '../../errors.js';
+import type { KeyCertBundle } from '../authority.js';
+import { bundleFromCacerts, CACERTS_FILE_NAMES } from '../cacerts-layout.js';
+
+/** Reads whichever plugged-in CA files exist in `dir` (file name → text). */
+export async function readCacertsFolder(dir: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>();
+  for (const name of CACERTS_FILE_NAMES) {
+    try {
+      files.set(name, await readFile(join(dir, name), 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw new CastellanError(
+        'internal',
+        `cannot read ${join(dir, name)}: ${(e as Error).message}`,
+        { cause: e },
+      );
+    }
+  }
+  return files;
+}
+
+/**
+ * Loads a plugged-in CA from a folder (Istio's layout or kubernetes.io/tls). Returns undefined
+ * when the folder holds none of the files; a partial set or a bad set is an error naming the
+ * file — never a silent fallback to self-signed.
+ */
+export async function loadCacertsFolder(
+  dir: string,
+  clock: Clock,
+): Promise<KeyCertBundle | undefined> {
+  const files = await readCacertsFolder(dir);
+  return bundleFromCacerts(files, { source: `cacerts-dir:${dir}`, where: dir }, clock);
+}

@@ -1,0 +1,142 @@
+import type { KeyObject } from 'node:crypto';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { X509Certificate } from '@peculiar/x509';
+import type { Clock } from '../../clock.js';
+import { CastellanError } from '../../errors.js';
+import { issueCertificate } from '../../pki/issue.js';
+import type { CaKeyType } from '../../pki/key-type.js';
+import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
+import { validateTrustDomain } from '../../pki/spiffe.js';
+import type { KeyCertBundle } from '../authority.js';
+import { buildKeyCertBundle, certificatePem } from '../bundle.js';
+
+/** Ten years, Istio's self-signed root lifetime. */
+export const DEFAULT_SELF_SIGNED_TTL_MS = 10 * 365 * 24 * 3_600_000;
+
+/**
+ * ECDSA P-256 by default: signing a leaf is ~20× cheaper than with RSA-2048 and certificates
+ * and chains are smaller; every Istio/Envoy version verifies it. Istio itself only makes
+ * RSA-2048 self-signed roots, which stays available as an option.
+ */
+export const DEFAULT_SELF_SIGNED_KEY_TYPE: CaKeyType = 'ec-p256';
+
+const CERT = 'ca-cert.pem';
+const KEY = 'ca-key.pem';
+const ROOT = 'root-cert.pem';
+
+export interface SelfSignedOptions {
+  readonly dataDir: string;
+  readonly trustDomain: string;
+  readonly keyType?: CaKeyType;
+  readonly ttlMs?: number;
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CastellanError('internal', `cannot read ${path}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+}
+
+/** Writes through a temporary file and a rename, so a crash never leaves half a file. */
+export async function writeFileAtomic(path: string, text: string, mode = 0o644): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, text, { mode });
+  await rename(tmp, path);
+}
+
+/** A self-signed root in the root profile: subject O=<trust domain>. */
+export async function makeSelfSignedRoot(
+  key: KeyObject,
+  subject: readonly (readonly [string, string])[],
+  clock: Clock,
+  ttlMs: number,
+): Promise<X509Certificate> {
+  const now = clock.now();
+  return issueCertificate({
+    profile: { kind: 'root', subject },
+    publicKey: key,
+    selfKey: key,
+    notBefore: new Date(now - 2 * 60_000),
+    notAfter: new Date(now + ttlMs),
+  });
+}
+
+/**
+ * The self-signed CA used when nothing is plugged in: created once in `dataDir`
+ * (`ca-cert.pem`, `ca-key.pem` mode 0600, `root-cert.pem`) and reused on every restart. An
+ * existing set is loaded and verified; a half set or a corrupt file is an error, never a
+ * reason to make a new root (that would silently break every workload's trust).
+ */
+export async function loadOrCreateSelfSignedCa(
+  options: SelfSignedOptions,
+  clock: Clock,
+): Promise<KeyCertBundle> {
+  const dir = options.dataDir;
+  const source = `self-signed:${dir}`;
+  const certPem = await readIfExists(join(dir, CERT));
+  const keyPem = await readIfExists(join(dir, KEY));
+  if (certPem !== undefined || keyPem !== undefined) {
+    if (certPem === undefined || keyPem === undefined) {
+      throw new CastellanError(
+        'incomplete-ca',
+        `self-signed CA: ${certPem === undefined ? CERT : KEY} is missing next to ${certPem === undefined ? KEY : CERT}; restore it or remove both to make a new root`,
+        { subject: dir },
+      );
+    }
+    const rootPem = (await readIfExists(join(dir, ROOT))) ?? certPem;
+    return buildKeyCertBundle(
+      {
+        certPem,
+        keyPem,
+        rootPem,
+        source,
+        fileNames: { cert: join(dir, CERT), key: join(dir, KEY), root: join(dir, ROOT) },
+      },
+      clock,
+    );
+  }
+  validateTrustDomain(options.trustDomain);
+  const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
+  const root = await makeSelfSignedRoot(
+    privateKey,
+    [['O', options.trustDomain]],
+    clock,
+    options.ttlMs ?? DEFAULT_SELF_SIGNED_TTL_MS,
+  );
+  const newCertPem = certificatePem(root);
+  const newKeyPem = privateKeyToPem(privateKey);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // Key first: a crash between the writes leaves a key without a certificate, which the next
+  // start reports instead of silently replacing.
+  await writeFileAtomic(join(dir, KEY), newKeyPem, 0o600);
+  await writeFileAtomic(join(dir, CERT), newCertPem);
+  await writeFileAtomic(join(dir, ROOT), newCertPem);
+  return buildKeyCertBundle(
+    { certPem: newCertPem, keyPem: newKeyPem, rootPem: newCertPem, source },
+    clock,
+  );
+}
+
+/**
+ * Root rotation: the same key and subject with a new validity window (from now, `ttlMs` long),
+ * so certificates issued under the old root keep verifying (same name, same key identifier).
+ */
+export async function reissueRoot(
+  bundle: KeyCertBundle,
+  key: KeyObject,
+  clock: Clock,
+  ttlMs: number,
+): Promise<X509Certificate> {
+  const subject = bundle.signingCert.subjectName
+    .toJSON()
+    .flatMap((rdn) =>
+      Object.entries(rdn).flatMap(([attr, values]) => values.map((v) => [attr, v] as const)),
+    );
+  return makeSelfSignedRoot(key, subject, clock, ttlMs);
+}

@@ -1,0 +1,145 @@
+import { request as httpsRequest, type RequestOptions } from 'node:https';
+import {
+  ApiException,
+  AuthenticationV1Api,
+  CoordinationV1Api,
+  CoreV1Api,
+  KubeConfig,
+} from '@kubernetes/client-node';
+import { CastellanError } from '../errors.js';
+
+/** The API clients Castellan uses, all built from one KubeConfig. */
+export interface KubeClients {
+  readonly kubeConfig: KubeConfig;
+  readonly core: CoreV1Api;
+  readonly coordination: CoordinationV1Api;
+  readonly authentication: AuthenticationV1Api;
+  /** The API server URL, for logs. */
+  readonly server: string;
+}
+
+/**
+ * Where the cluster's credentials come from: `--kubeconfig PATH`, or automatically the pod's
+ * service account (KUBERNETES_SERVICE_HOST and /var/run/secrets/kubernetes.io/serviceaccount).
+ */
+export function loadKubeConfig(options: { kubeconfigPath?: string | undefined } = {}): KubeConfig {
+  const kc = new KubeConfig();
+  if (options.kubeconfigPath !== undefined) {
+    try {
+      kc.loadFromFile(options.kubeconfigPath);
+    } catch (e) {
+      throw new CastellanError('malformed', `cannot load kubeconfig: ${(e as Error).message}`, {
+        subject: options.kubeconfigPath,
+        cause: e,
+      });
+    }
+  } else if (process.env['KUBERNETES_SERVICE_HOST']) {
+    kc.loadFromCluster();
+  } else {
+    throw new CastellanError(
+      'invalid-argument',
+      'not running in a pod (KUBERNETES_SERVICE_HOST is unset): give --kubeconfig PATH',
+    );
+  }
+  requireCluster(kc, options.kubeconfigPath ?? 'in-cluster config');
+  return kc;
+}
+
+/** A kubeconfig held as text: a remote cluster's, from a file or an `istio/multiCluster` Secret. */
+export function kubeConfigFromString(yaml: string, subject: string): KubeConfig {
+  const kc = new KubeConfig();
+  try {
+    kc.loadFromString(yaml);
+  } catch (e) {
+    throw new CastellanError('malformed', `not a kubeconfig: ${(e as Error).message}`, {
+      subject,
+      cause: e,
+    });
+  }
+  requireCluster(kc, subject);
+  return kc;
+}
+
+function requireCluster(kc: KubeConfig, subject: string): void {
+  if (!kc.getCurrentCluster()) {
+    throw new CastellanError('incomplete-ca', 'the kubeconfig has no current cluster', { subject });
+  }
+}
+
+export function makeClients(kc: KubeConfig): KubeClients {
+  return {
+    kubeConfig: kc,
+    core: kc.makeApiClient(CoreV1Api),
+    coordination: kc.makeApiClient(CoordinationV1Api),
+    authentication: kc.makeApiClient(AuthenticationV1Api),
+    server: kc.getCurrentCluster()?.server ?? '',
+  };
+}
+
+/** True when an API call failed with this HTTP status (404, 409, ...). */
+export function isApiStatus(e: unknown, code: number): boolean {
+  return e instanceof ApiException && e.code === code;
+}
+
+/** A short description of an API failure for logs: code and the Status message. */
+export function describeApiError(e: unknown): string {
+  if (e instanceof ApiException) {
+    const body: unknown = typeof e.body === 'string' ? safeJson(e.body) : e.body;
+    const message =
+      typeof body === 'object' && body !== null && 'message' in body
+        ? String((body as { message: unknown }).message)
+        : '';
+    return `HTTP ${e.code}${message ? `: ${message}` : ''}`;
+  }
+  return e instanceof Error ? e.message : String(e);
+}
+
+function safeJson(s: string): unknown {
+  try {
+    return JSON.parse(s) as unknown;
+  } catch {
+    return s;
+  }
+}
+
+/**
+ * GET of a non-resource path (`/.well-known/openid-configuration`, `/openid/v1/jwks`) with the
+ * kubeconfig's TLS settings and credentials, parsed as JSON.
+ */
+export async function getJson(kc: KubeConfig, path: string, timeoutMs = 10_000): Promise<unknown> {
+  const cluster = kc.getCurrentCluster();
+  if (!cluster) throw new CastellanError('internal', 'no current cluster');
+  const url = new URL(path, cluster.server);
+  const opts: RequestOptions = { method: 'GET', headers: {} };
+  await kc.applyToHTTPSOptions(opts);
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(url, { ...opts, timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if ((res.statusCode ?? 0) !== 200) {
+          reject(new CastellanError('unavailable', `GET ${path}: HTTP ${res.statusCode}`));
+          return;
+        }
+        try {
+          resolve(JSON.parse(text) as unknown);
+        } catch (e) {
+          reject(new CastellanError('malformed', `GET ${path}: not JSON`, { cause: e }));
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () =>
+      req.destroy(new CastellanError('unavailable', `GET ${path}: timed out`)),
+    );
+    req.on('error', (e) =>
+      reject(
+        e instanceof CastellanError
+          ? e
+          : new CastellanError('unavailable', `GET ${path}: ${e.message}`, { cause: e }),
+      ),
+    );
+    req.end();
+  });
+}

@@ -1,0 +1,186 @@
+import { verify, type KeyObject } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { CertificationRequest } from '@peculiar/asn1-csr';
+import { SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { ECParameters } from '@peculiar/asn1-ecc';
+import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
+import { CastellanError, type ErrorKind } from '../errors.js';
+import { derChildren, requireSingleDerElement } from './der.js';
+import type { KeyType } from './key-type.js';
+import { publicKeyFromSpki } from './keys.js';
+import { pemBlocks } from './pem.js';
+
+/** A CSR that passed every rule below, proof of possession included. */
+export interface ParsedCsr {
+  readonly der: Uint8Array;
+  /** The SubjectPublicKeyInfo DER, verbatim as signed in the CSR. */
+  readonly spki: Uint8Array;
+  readonly publicKey: KeyObject;
+  readonly keyType: KeyType;
+  /** The subject's first CN, when there is one (Istio then sets CN = first SAN). */
+  readonly commonName?: string;
+  /**
+   * SANs the CSR asks for (extensionRequest), as text: URIs, DNS names, IP addresses. For
+   * logs only: the CA ignores them and uses the authenticated identity.
+   */
+  readonly requestedSans: string[];
+}
+
+/**
+ * The CSR acceptance rules. Every CSR parser in Castellan (this reference one and the fast one
+ * in src/pki/fast/) applies them in this order and reports the first that fails with the same
+ * error kind:
+ *
+ *  1. `too-large`     the PEM text is longer than `maxPemLength` characters.
+ *  2. `malformed`     not exactly one PEM block labelled `CERTIFICATE REQUEST` with only
+ *                     whitespace around it; bad base64.
+ *  3. `malformed`     the DER is not one element (trailing bytes, truncation, BER lengths), or
+ *                     does not parse as a PKCS#10 CertificationRequest, or version ≠ 0 (v1).
+ *  4. `unsupported`   the SubjectPublicKeyInfo algorithm is not rsaEncryption,
+ *                     id-ecPublicKey with a namedCurve of P-256/P-384, or Ed25519.
+ *     `malformed`     node:crypto cannot read the key.
+ *     `weak-key`      RSA modulus below 2048 bits.
+ *     `unsupported`   RSA modulus other than 2048, 3072 or 4096 bits (the KeyType sizes).
+ *  5. `unsupported`   the signature algorithm is not one of `signatureAlgorithms` (no SHA-1,
+ *                     no RSA-PSS); its parameters are not examined.
+ *  6. `bad-signature` the signature algorithm's key family does not match the key, or the
+ *                     signature over the CertificationRequestInfo bytes (as received) fails.
+ *  7. `malformed`     the subject or the extensionRequest attribute does not parse.
+ */
+export const CSR_RULES = {
+  maxPemLength: 16 * 1024,
+  pemLabel: 'CERTIFICATE REQUEST',
+  /** SubjectPublicKeyInfo algorithm OIDs. */
+  keyAlgorithms: {
+    rsaEncryption: '1.2.840.113549.1.1.1',
+    ecPublicKey: '1.2.840.10045.2.1',
+    ed25519: '1.3.101.112',
+  },
+  /** Named curves accepted with id-ecPublicKey. */
+  namedCurves: {
+    '1.2.840.10045.3.1.7': 'P-256',
+    '1.3.132.0.34': 'P-384',
+  } as Readonly<Record<string, string>>,
+  /** Signature algorithm OID → key family and node:crypto digest (null for Ed25519). */
+  signatureAlgorithms: {
+    '1.2.840.113549.1.1.11': { family: 'rsa', hash: 'sha256' },
+    '1.2.840.113549.1.1.12': { family: 'rsa', hash: 'sha384' },
+    '1.2.840.113549.1.1.13': { family: 'rsa', hash: 'sha512' },
+    '1.2.840.10045.4.3.2': { family: 'ec', hash: 'sha256' },
+    '1.2.840.10045.4.3.3': { family: 'ec', hash: 'sha384' },
+    '1.2.840.10045.4.3.4': { family: 'ec', hash: 'sha512' },
+    '1.3.101.112': { family: 'ed25519', hash: null },
+  } as Readonly<Record<string, { family: 'rsa' | 'ec' | 'ed25519'; hash: string | null }>>,
+} as const;
+
+const SUBJECT = 'CSR';
+const SAN_OID = '2.5.29.17';
+
+function fail(kind: ErrorKind, message: string, cause?: unknown): CastellanError {
+  return new CastellanError(kind, message, { subject: SUBJECT, cause });
+}
+
+/** Rule 4's algorithm check, on the parsed SubjectPublicKeyInfo (before node reads the key). */
+export function checkSpkiAlgorithm(spki: SubjectPublicKeyInfo): void {
+  const oid = spki.algorithm.algorithm;
+  const { rsaEncryption, ecPublicKey, ed25519 } = CSR_RULES.keyAlgorithms;
+  if (oid === rsaEncryption || oid === ed25519) return;
+  if (oid === ecPublicKey) {
+    let curve: string | undefined;
+    try {
+      const params = spki.algorithm.parameters;
+      curve = params ? AsnConvert.parse(params, ECParameters).namedCurve : undefined;
+    } catch {
+      curve = undefined;
+    }
+    if (curve !== undefined && CSR_RULES.namedCurves[curve]) return;
+    throw fail(
+      'unsupported',
+      `ECDSA key on curve ${curve ?? '(not a named curve)'}: use P-256 or P-384`,
+    );
+  }
+  throw fail('unsupported', `public key algorithm ${oid} is not supported`);
+}
+
+/**
+ * Parses a PEM CSR and verifies its self-signature (proof of possession), following
+ * CSR_RULES. The reference implementation: clear rather than fast.
+ */
+export function parseCsr(pem: string): ParsedCsr {
+  // 1–2. Size, PEM.
+  if (pem.length > CSR_RULES.maxPemLength) {
+    throw fail('too-large', `CSR of ${pem.length} characters: at most ${CSR_RULES.maxPemLength}`);
+  }
+  const blocks = pemBlocks(pem, { subject: SUBJECT, strict: true });
+  if (blocks.length !== 1)
+    throw fail('malformed', `expected one PEM block, found ${blocks.length}`);
+  const block = blocks[0]!;
+  if (block.label !== CSR_RULES.pemLabel) {
+    throw fail('malformed', `expected a "${CSR_RULES.pemLabel}" PEM block, found "${block.label}"`);
+  }
+  const der = block.der;
+
+  // 3. DER structure.
+  const outer = requireSingleDerElement(der, SUBJECT);
+  let asn: CertificationRequest;
+  let csr: Pkcs10CertificateRequest;
+  try {
+    asn = AsnConvert.parse(der, CertificationRequest);
+    csr = new Pkcs10CertificateRequest(asn);
+  } catch (e) {
+    throw fail('malformed', 'not a PKCS#10 certificate request', e);
+  }
+  const info = asn.certificationRequestInfo;
+  if (info.version !== 0) throw fail('malformed', `unknown CSR version ${info.version}`);
+  const infoEl = derChildren(der, outer, SUBJECT)[0];
+  const spkiEl = infoEl ? derChildren(der, infoEl, SUBJECT)[2] : undefined;
+  if (!spkiEl) throw fail('malformed', 'CertificationRequestInfo has no public key');
+  const tbs = der.subarray(infoEl!.start, infoEl!.end);
+  const spki = der.slice(spkiEl.start, spkiEl.end);
+
+  // 4. Public key.
+  checkSpkiAlgorithm(info.subjectPKInfo);
+  const { publicKey, keyType } = publicKeyFromSpki(spki, SUBJECT);
+
+  // 5–6. Signature.
+  const sigOid = asn.signatureAlgorithm.algorithm;
+  const sigAlg = CSR_RULES.signatureAlgorithms[sigOid];
+  if (!sigAlg) throw fail('unsupported', `signature algorithm ${sigOid} is not supported`);
+  const family = keyType.startsWith('rsa') ? 'rsa' : keyType.startsWith('ec') ? 'ec' : 'ed25519';
+  if (sigAlg.family !== family) {
+    throw fail('bad-signature', `a ${sigAlg.family} signature algorithm with a ${family} key`);
+  }
+  let valid: boolean;
+  try {
+    valid = verify(
+      sigAlg.hash,
+      tbs,
+      family === 'ec' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
+      new Uint8Array(asn.signature),
+    );
+  } catch {
+    valid = false;
+  }
+  if (!valid)
+    throw fail('bad-signature', 'the CSR signature does not verify (proof of possession failed)');
+
+  // 7. Subject and requested SANs.
+  let commonName: string | undefined;
+  const requestedSans: string[] = [];
+  try {
+    commonName = csr.subjectName.getField('CN')[0];
+    const san = csr.getExtension(SAN_OID);
+    if (san instanceof SubjectAlternativeNameExtension)
+      for (const n of san.names.items) requestedSans.push(n.value);
+  } catch (e) {
+    throw fail('malformed', 'the CSR subject or requested extensions do not parse', e);
+  }
+  return {
+    der,
+    spki,
+    publicKey,
+    keyType,
+    ...(commonName !== undefined ? { commonName } : {}),
+    requestedSans,
+  };
+}

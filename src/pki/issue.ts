@@ -1,0 +1,137 @@
+import { webcrypto, type KeyObject } from 'node:crypto';
+import { X509Certificate, X509CertificateGenerator, Name } from '@peculiar/x509';
+import { CastellanError } from '../errors.js';
+import type { KeyType } from './key-type.js';
+import { keyTypeOf, spkiOf } from './keys.js';
+import {
+  keyIdentifier,
+  profileExtensions,
+  profileSubject,
+  type CertificateProfile,
+} from './profiles.js';
+import { randomSerial, serialToHex } from './serial.js';
+
+/** A signing certificate and its key. */
+export interface Issuer {
+  readonly cert: X509Certificate;
+  readonly key: KeyObject;
+}
+
+export interface IssueParams {
+  readonly profile: CertificateProfile;
+  /** The subject's public key: a KeyObject, or SubjectPublicKeyInfo DER copied verbatim. */
+  readonly publicKey: KeyObject | Uint8Array;
+  /** Required unless the profile is a root (self-signed with `selfKey`). */
+  readonly issuer?: Issuer;
+  /** For roots: the private key that signs the root itself. */
+  readonly selfKey?: KeyObject;
+  readonly notBefore: Date;
+  readonly notAfter: Date;
+  /** Default: randomSerial(). */
+  readonly serial?: Uint8Array;
+}
+
+/** The WebCrypto algorithm for signing with a CA key of this type (see profiles.ts). */
+function signingAlgorithm(keyType: KeyType): {
+  import: webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams;
+  sign: webcrypto.Algorithm & { hash?: string };
+} {
+  switch (keyType) {
+    case 'ec-p256':
+      return {
+        import: { name: 'ECDSA', namedCurve: 'P-256' },
+        sign: { name: 'ECDSA', hash: 'SHA-256' },
+      };
+    case 'ec-p384':
+      return {
+        import: { name: 'ECDSA', namedCurve: 'P-384' },
+        sign: { name: 'ECDSA', hash: 'SHA-384' },
+      };
+    case 'rsa-2048':
+    case 'rsa-3072':
+    case 'rsa-4096':
+      return {
+        import: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+        sign: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+      };
+    case 'ed25519':
+      throw new CastellanError('unsupported', 'Ed25519 keys cannot sign certificates here');
+  }
+}
+
+/** Imports a node KeyObject into WebCrypto for @peculiar/x509's generator. */
+export async function toSigningCryptoKey(
+  key: KeyObject,
+): Promise<{ cryptoKey: webcrypto.CryptoKey; sign: webcrypto.Algorithm }> {
+  const alg = signingAlgorithm(keyTypeOf(key));
+  const cryptoKey = await webcrypto.subtle.importKey(
+    'pkcs8',
+    key.export({ format: 'der', type: 'pkcs8' }),
+    alg.import,
+    false,
+    ['sign'],
+  );
+  return { cryptoKey, sign: alg.sign };
+}
+
+/** The SKI an issuer's certificates are identified by: its SKI extension, else computed. */
+export function subjectKeyIdOf(cert: X509Certificate): Uint8Array {
+  const ext = cert.getExtension('2.5.29.14');
+  if (ext) {
+    const keyId = (ext as unknown as { keyId?: string }).keyId;
+    if (typeof keyId === 'string') return new Uint8Array(Buffer.from(keyId, 'hex'));
+  }
+  return keyIdentifier(cert.publicKey.rawData);
+}
+
+/**
+ * Makes a certificate in one of the profiles of profiles.ts with @peculiar/x509's generator.
+ * Roots are self-signed with `selfKey`; everything else is signed by `issuer`. Dates are
+ * truncated to whole seconds (X.509 times have no fractions).
+ */
+export async function issueCertificate(p: IssueParams): Promise<X509Certificate> {
+  const spki = p.publicKey instanceof Uint8Array ? p.publicKey : spkiOf(p.publicKey);
+  const subjectKeyId = keyIdentifier(spki);
+  let signingKey: KeyObject;
+  let issuerName: Name;
+  let authorityKeyId: Uint8Array;
+  const subject = new Name(profileSubject(p.profile));
+  if (p.profile.kind === 'root') {
+    if (!p.selfKey)
+      throw new CastellanError('invalid-argument', 'a root needs its own key to sign itself');
+    signingKey = p.selfKey;
+    issuerName = subject;
+    authorityKeyId = subjectKeyId;
+  } else {
+    if (!p.issuer)
+      throw new CastellanError(
+        'invalid-argument',
+        `a ${p.profile.kind} certificate needs an issuer`,
+      );
+    signingKey = p.issuer.key;
+    issuerName = p.issuer.cert.subjectName;
+    authorityKeyId = subjectKeyIdOf(p.issuer.cert);
+  }
+  if (p.notAfter.getTime() <= p.notBefore.getTime()) {
+    throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
+  }
+  const { cryptoKey, sign } = await toSigningCryptoKey(signingKey);
+  return X509CertificateGenerator.create(
+    {
+      serialNumber: serialToHex(p.serial ?? randomSerial()),
+      subject,
+      issuer: issuerName,
+      notBefore: truncateToSeconds(p.notBefore),
+      notAfter: truncateToSeconds(p.notAfter),
+      publicKey: spki,
+      signingKey: cryptoKey,
+      signingAlgorithm: sign,
+      extensions: profileExtensions(p.profile, subjectKeyId, authorityKeyId),
+    },
+    webcrypto as unknown as Parameters<typeof X509CertificateGenerator.create>[1],
+  );
+}
+
+export function truncateToSeconds(d: Date): Date {
+  return new Date(Math.floor(d.getTime() / 1000) * 1000);
+}

@@ -1,0 +1,181 @@
+import {
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPair as generateKeyPairCallback,
+  type KeyObject,
+} from 'node:crypto';
+import { promisify } from 'node:util';
+import { CastellanError } from '../errors.js';
+import type { KeyType } from './key-type.js';
+import { pemBlocks, toPem } from './pem.js';
+
+const generateKeyPairAsync = promisify(generateKeyPairCallback);
+
+/** PEM labels of unencrypted private keys, and the DER structure each one holds. */
+const KEY_LABELS: Record<string, 'pkcs1' | 'sec1' | 'pkcs8'> = {
+  'RSA PRIVATE KEY': 'pkcs1',
+  'EC PRIVATE KEY': 'sec1',
+  'PRIVATE KEY': 'pkcs8',
+};
+/** Blocks that may sit next to a key (`openssl ecparam -genkey` writes the curve first). */
+const IGNORED_LABELS = new Set(['EC PARAMETERS']);
+
+function err(
+  kind: 'malformed' | 'unsupported' | 'weak-key' | 'encrypted-key',
+  message: string,
+  subject: string | undefined,
+  cause?: unknown,
+): CastellanError {
+  return new CastellanError(kind, message, { ...(subject ? { subject } : {}), cause });
+}
+
+/**
+ * The KeyType of a key, public or private. Accepted: RSA with a 2048, 3072 or 4096-bit
+ * modulus, ECDSA on P-256 or P-384, Ed25519. RSA below 2048 bits → `weak-key`; every other
+ * algorithm, curve or size (DSA, P-521, RSA-PSS keys, X25519, RSA-8192…) → `unsupported`.
+ */
+export function keyTypeOf(key: KeyObject, subject?: string): KeyType {
+  const type = key.asymmetricKeyType;
+  const details = key.asymmetricKeyDetails ?? {};
+  if (type === 'rsa') {
+    const bits = details.modulusLength ?? 0;
+    if (bits < 2048)
+      throw err('weak-key', `RSA key of ${bits} bits: at least 2048 required`, subject);
+    if (bits === 2048) return 'rsa-2048';
+    if (bits === 3072) return 'rsa-3072';
+    if (bits === 4096) return 'rsa-4096';
+    throw err('unsupported', `RSA key of ${bits} bits: use 2048, 3072 or 4096`, subject);
+  }
+  if (type === 'ec') {
+    if (details.namedCurve === 'prime256v1') return 'ec-p256';
+    if (details.namedCurve === 'secp384r1') return 'ec-p384';
+    throw err(
+      'unsupported',
+      `ECDSA curve ${details.namedCurve ?? 'unknown'}: use P-256 or P-384`,
+      subject,
+    );
+  }
+  if (type === 'ed25519') return 'ed25519';
+  throw err('unsupported', `${type ?? 'unknown'} keys are not supported`, subject);
+}
+
+/**
+ * Reads one unencrypted private key from PEM: PKCS#1 (`RSA PRIVATE KEY`), SEC1
+ * (`EC PRIVATE KEY`, an `EC PARAMETERS` block beside it is ignored) or PKCS#8 (`PRIVATE KEY`).
+ * Errors: `encrypted-key` (`ENCRYPTED PRIVATE KEY`, or a legacy `Proc-Type: 4,ENCRYPTED`
+ * header), `malformed` (garbage, truncated, no key, several keys, a DER that does not parse),
+ * plus keyTypeOf's `weak-key` / `unsupported`. `subject` (a file name) prefixes messages.
+ */
+export function parsePrivateKeyPem(
+  pem: string,
+  subject?: string,
+): { key: KeyObject; keyType: KeyType } {
+  const blocks = pemBlocks(pem, subject ? { subject } : {});
+  const keys = blocks.filter((b) => !IGNORED_LABELS.has(b.label));
+  if (keys.length !== 1) {
+    throw err(
+      'malformed',
+      keys.length === 0
+        ? 'no private key found'
+        : `expected one private key, found ${keys.length} PEM blocks`,
+      subject,
+    );
+  }
+  const block = keys[0]!;
+  if (
+    block.label === 'ENCRYPTED PRIVATE KEY' ||
+    /ENCRYPTED/.test(block.headers['Proc-Type'] ?? '')
+  ) {
+    throw err('encrypted-key', 'the private key is encrypted; provide it unencrypted', subject);
+  }
+  if (/^(DSA|OPENSSH) PRIVATE KEY$/.test(block.label)) {
+    throw err('unsupported', `"${block.label}" keys are not supported`, subject);
+  }
+  const format = KEY_LABELS[block.label];
+  if (!format) {
+    throw err('malformed', `expected a private key PEM block, found "${block.label}"`, subject);
+  }
+  let key: KeyObject;
+  try {
+    key = createPrivateKey({ key: Buffer.from(block.der), format: 'der', type: format });
+  } catch (e) {
+    throw err('malformed', `the private key does not parse (${format.toUpperCase()})`, subject, e);
+  }
+  return { key, keyType: keyTypeOf(key, subject) };
+}
+
+/** Makes a fresh key pair of the given type (on libuv's thread pool). */
+export async function generateKeyPair(
+  type: KeyType,
+): Promise<{ privateKey: KeyObject; publicKey: KeyObject }> {
+  switch (type) {
+    case 'ec-p256':
+      return generateKeyPairAsync('ec', { namedCurve: 'prime256v1' });
+    case 'ec-p384':
+      return generateKeyPairAsync('ec', { namedCurve: 'secp384r1' });
+    case 'rsa-2048':
+      return generateKeyPairAsync('rsa', { modulusLength: 2048, publicExponent: 65537 });
+    case 'rsa-3072':
+      return generateKeyPairAsync('rsa', { modulusLength: 3072, publicExponent: 65537 });
+    case 'rsa-4096':
+      return generateKeyPairAsync('rsa', { modulusLength: 4096, publicExponent: 65537 });
+    case 'ed25519':
+      return generateKeyPairAsync('ed25519');
+  }
+}
+
+/** PKCS#8 PEM (`PRIVATE KEY`), unencrypted: the form every tool reads. */
+export function privateKeyToPem(key: KeyObject): string {
+  return toPem('PRIVATE KEY', key.export({ format: 'der', type: 'pkcs8' }));
+}
+
+/** The SubjectPublicKeyInfo DER of a key (private or public). */
+export function spkiOf(key: KeyObject): Uint8Array {
+  const pub = key.type === 'private' ? createPublicKey(key) : key;
+  return new Uint8Array(pub.export({ format: 'der', type: 'spki' }));
+}
+
+/**
+ * Whether `privateKey` is the private half of `certificatePublicKey` (a KeyObject or SPKI DER):
+ * compares the SubjectPublicKeyInfo derived from the private key with the certificate's.
+ */
+export function publicKeyMatches(
+  privateKey: KeyObject,
+  certificatePublicKey: KeyObject | Uint8Array | ArrayBuffer,
+): boolean {
+  let spki: Uint8Array;
+  if (certificatePublicKey instanceof Uint8Array || certificatePublicKey instanceof ArrayBuffer) {
+    // Re-export through node so both sides are encoded the same way (e.g. EC point form).
+    try {
+      spki = spkiOf(
+        createPublicKey({
+          key: Buffer.from(new Uint8Array(certificatePublicKey)),
+          format: 'der',
+          type: 'spki',
+        }),
+      );
+    } catch {
+      return false;
+    }
+  } else {
+    spki = spkiOf(certificatePublicKey);
+  }
+  return Buffer.from(spkiOf(privateKey)).equals(Buffer.from(spki));
+}
+
+/**
+ * Reads a SubjectPublicKeyInfo (DER) into a KeyObject and its KeyType: `malformed` when node
+ * cannot read it, then keyTypeOf's rules (`weak-key`, `unsupported`).
+ */
+export function publicKeyFromSpki(
+  spki: Uint8Array,
+  subject?: string,
+): { publicKey: KeyObject; keyType: KeyType } {
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+  } catch (e) {
+    throw err('malformed', 'the public key does not parse', subject, e);
+  }
+  return { publicKey, keyType: keyTypeOf(publicKey, subject) };
+}

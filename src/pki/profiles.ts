@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsage,
+  ExtendedKeyUsageExtension,
+  type Extension,
+  GeneralName,
+  KeyUsageFlags,
+  KeyUsagesExtension,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+} from '@peculiar/x509';
+import { CastellanError } from '../errors.js';
+
+/**
+ * Certificate profiles: what each kind of certificate Castellan makes contains. issue.ts turns
+ * a profile into a certificate; the fast leaf signer (src/pki/fast/) must reproduce the
+ * workload profile byte for byte, so every encoding choice is written down here.
+ *
+ * Common to all profiles:
+ *  - X.509 v3; serial from randomSerial() (16 bytes, first byte 0x01–0x7f: positive, DER
+ *    INTEGER of exactly 16 content bytes); validity in whole seconds, UTCTime up to 2049 and
+ *    GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
+ *  - The issuer Name is the issuing certificate's subject, re-encoded from its parsed form
+ *    (attribute string types kept), so it matches the issuer's subject byte for byte.
+ *  - Signature: ecdsa-with-SHA256 for P-256 issuers, ecdsa-with-SHA384 for P-384 issuers (no
+ *    parameters), sha256WithRSAEncryption for RSA issuers (NULL parameters).
+ *  - Subject attributes: PrintableString when the value fits it, else UTF8String.
+ *  - SKI = SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 §4.2.1.2 method 1);
+ *    AKI = keyIdentifier [0] only, equal to the issuer's SKI (or, when the issuer has none,
+ *    as in Istio's 2018 sample CA, the SHA-1 of the issuer's public key, computed the same way).
+ *
+ * Workload leaf (Istio's profile), extensions in this order:
+ *  1. keyUsage, critical: digitalSignature + keyEncipherment (BIT STRING 05 a0)
+ *  2. extKeyUsage, not critical: serverAuth, clientAuth (in that order)
+ *  3. basicConstraints, critical: CA:FALSE, encoded as an empty SEQUENCE (DER omits the default)
+ *  4. subjectKeyIdentifier, not critical
+ *  5. authorityKeyIdentifier, not critical
+ *  6. subjectAltName, critical (the subject is empty, RFC 5280 §4.2.1.6), names in request
+ *     order: URI [6] for `scheme://…`, iPAddress [7] (4 or 16 bytes) for IP addresses,
+ *     dNSName [2] otherwise.
+ *  Subject: empty SEQUENCE, or a single CN when the CSR carried one (Istio: CN = first SAN).
+ *
+ * Serving certificate (the CA's own TLS certificate): the workload layout with DNS and IP SANs
+ * only; serverAuth + clientAuth.
+ *
+ * Root: self-signed; basicConstraints critical CA:TRUE (no path length); keyUsage critical
+ * keyCertSign + cRLSign; SKI; AKI = own SKI (as `openssl req -x509` writes it).
+ * Intermediate: basicConstraints critical CA:TRUE, pathlen 0 by default; keyUsage critical
+ * keyCertSign + cRLSign; SKI; AKI = issuer's SKI.
+ */
+export type CertificateProfile =
+  | {
+      readonly kind: 'workload';
+      readonly sans: readonly string[];
+      readonly commonName?: string | undefined;
+    }
+  | {
+      readonly kind: 'serving';
+      /** DNS names and IP addresses, in order. */
+      readonly sans: readonly string[];
+      readonly commonName?: string | undefined;
+    }
+  | { readonly kind: 'root'; readonly subject: SubjectName }
+  | {
+      readonly kind: 'intermediate';
+      readonly subject: SubjectName;
+      /** basicConstraints pathLenConstraint; 0 (the default) = may only sign leaves. */
+      readonly pathLength?: number;
+    };
+
+/** Subject attributes in order, e.g. [['O', 'Istio'], ['CN', 'Root CA']]. */
+/** Attribute names as @peculiar/x509 reads them (CN, O, OU, L, ST, C, or a dotted OID). */
+export type SubjectName = readonly (readonly [string, string])[];
+export type SubjectAttribute = 'CN' | 'O' | 'OU' | 'L' | 'ST' | 'C';
+
+export type SanKind = 'uri' | 'ip' | 'dns';
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6 = /^[0-9a-fA-F:]+$/;
+const URI = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//;
+
+function isIpv6(text: string): boolean {
+  if (!IPV6.test(text) || !text.includes(':')) return false;
+  const halves = text.split('::');
+  if (halves.length > 2) return false;
+  const groups = halves.flatMap((h) => (h === '' ? [] : h.split(':')));
+  if (groups.some((g) => g.length < 1 || g.length > 4)) return false;
+  return halves.length === 2 ? groups.length < 8 : groups.length === 8;
+}
+
+/** How a SAN string is encoded: URI for `scheme://…`, IP for addresses, DNS otherwise. */
+export function sanKind(san: string): SanKind {
+  if (URI.test(san)) return 'uri';
+  if (IPV4.test(san) || isIpv6(san)) return 'ip';
+  return 'dns';
+}
+
+function checkSans(sans: readonly string[]): void {
+  if (sans.length === 0) {
+    throw new CastellanError('invalid-argument', 'a certificate needs at least one SAN');
+  }
+  for (const s of sans) {
+    // IA5String: ASCII only; no spaces or controls in any of the three forms.
+    if (!/^[\x21-\x7e]+$/.test(s)) {
+      throw new CastellanError('invalid-argument', `SAN "${s}" is not printable ASCII`);
+    }
+  }
+}
+
+export function generalNameOf(san: string): GeneralName {
+  const kind = sanKind(san);
+  return new GeneralName(kind === 'uri' ? 'url' : kind, san);
+}
+
+/** SHA-1 of the subjectPublicKey BIT STRING contents (RFC 5280 §4.2.1.2, method 1). */
+export function keyIdentifier(spki: Uint8Array | ArrayBuffer): Uint8Array {
+  const parsed = AsnConvert.parse(spki, SubjectPublicKeyInfo);
+  return new Uint8Array(
+    createHash('sha1').update(new Uint8Array(parsed.subjectPublicKey)).digest(),
+  );
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/** The extensions of a profile, in the documented order. */
+export function profileExtensions(
+  profile: CertificateProfile,
+  subjectKeyId: Uint8Array,
+  authorityKeyId: Uint8Array,
+): Extension[] {
+  const ski = new SubjectKeyIdentifierExtension(hex(subjectKeyId));
+  const aki = new AuthorityKeyIdentifierExtension(hex(authorityKeyId));
+  switch (profile.kind) {
+    case 'workload':
+    case 'serving': {
+      checkSans(profile.sans);
+      if (profile.kind === 'serving' && profile.sans.some((s) => sanKind(s) === 'uri')) {
+        throw new CastellanError(
+          'invalid-argument',
+          'serving certificates take DNS names and IP addresses only',
+        );
+      }
+      return [
+        new KeyUsagesExtension(
+          KeyUsageFlags.digitalSignature | KeyUsageFlags.keyEncipherment,
+          true,
+        ),
+        new ExtendedKeyUsageExtension([ExtendedKeyUsage.serverAuth, ExtendedKeyUsage.clientAuth]),
+        new BasicConstraintsExtension(false, undefined, true),
+        ski,
+        aki,
+        new SubjectAlternativeNameExtension(
+          profile.sans.map(generalNameOf).map((g) => g.toJSON()),
+          true,
+        ),
+      ];
+    }
+    case 'root':
+    case 'intermediate': {
+      const pathLength = profile.kind === 'intermediate' ? (profile.pathLength ?? 0) : undefined;
+      return [
+        new BasicConstraintsExtension(true, pathLength, true),
+        new KeyUsagesExtension(KeyUsageFlags.keyCertSign | KeyUsageFlags.cRLSign, true),
+        ski,
+        aki,
+      ];
+    }
+  }
+}
+
+/** The subject of a profile as @peculiar/x509's JSON name (empty for leaves without CN). */
+export function profileSubject(profile: CertificateProfile): Record<string, string[]>[] {
+  switch (profile.kind) {
+    case 'workload':
+    case 'serving':
+      return profile.commonName !== undefined ? [{ CN: [profile.commonName] }] : [];
+    case 'root':
+    case 'intermediate':
+      if (profile.subject.length === 0) {
+        throw new CastellanError('invalid-argument', 'a CA certificate needs a subject');
+      }
+      return profile.subject.map(([attr, value]) => ({ [attr]: [value] }));
+  }
+}

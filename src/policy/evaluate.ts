@@ -1,0 +1,41 @@
+import { type PolicyBundle } from './bundle.js';
+import { PolicyCompiler } from './compiler.js';
+import { decide, type Decision } from './decision.js';
+import { sortDiagnostics, type Diagnostic } from './diagnostic.js';
+import type { MeshSettings } from './mesh.js';
+import type { SecurityResource } from './resource.js';
+import type { PolicyRequest } from './request.js';
+import type { Workload } from './workload.js';
+
+/** The bundle of one workload under a set of policies: what `policy bundle` prints. */
+export function bundleForWorkload(
+  resources: readonly SecurityResource[],
+  mesh: MeshSettings,
+  workload: Workload,
+): PolicyBundle {
+  const compiler = new PolicyCompiler(mesh);
+  for (const r of resources) compiler.upsertPolicy(r);
+  compiler.upsertWorkload(workload);
+  return compiler.bundle(workload.namespace, workload.name)!;
+}
+
+/** Decides one request against a set of policies: what `policy check` prints. */
+export function checkRequest(
+  resources: readonly SecurityResource[],
+  mesh: MeshSettings,
+  workload: Workload,
+  request: PolicyRequest,
+): { bundle: PolicyBundle; decision: Decision } {
+  const bundle = bundleForWorkload(resources, mesh, workload);
+  return { bundle, decision: decide(bundle, request) };
+}
+
+/** Every workload-independent diagnostic: what `policy lint` prints. */
+export function lintResources(
+  resources: readonly SecurityResource[],
+  mesh: MeshSettings,
+): Diagnostic[] {
+  const compiler = new PolicyCompiler(mesh);
+  for (const r of resources) compiler.upsertPolicy(r);
+  return sortDiagnostics(compiler.diagnostics());
+}

@@ -1,0 +1,106 @@
+import { InputFields, fieldError } from './input-fields.js';
+import { parseIp } from './ip-match.js';
+
+export type JwtClaims = Readonly<Record<string, unknown>>;
+
+/** One request arriving at a workload's inbound port, as `castellan policy check` describes it. */
+export interface PolicyRequest {
+  readonly protocol: 'HTTP' | 'TCP';
+  /** The workload (target) port. */
+  readonly port: number;
+  readonly tls: 'mtls' | 'plaintext';
+  /** The peer's identity `<td>/ns/<ns>/sa/<sa>`; meaningful only over mTLS. */
+  readonly sourcePrincipal: string | null;
+  /** What the input claims the source namespace is; Istio derives it from the principal. */
+  readonly sourceNamespace: string | null;
+  readonly sourceIp: string | null;
+  /** The original client address (X-Forwarded-For / PROXY protocol); defaults to sourceIp. */
+  readonly remoteIp: string | null;
+  readonly destinationIp: string | null;
+  readonly sni: string | null;
+  readonly http: {
+    readonly method: string | null;
+    readonly path: string | null;
+    readonly host: string | null;
+    /** Lower-cased names; repeated values joined with ',' as Envoy presents them. */
+    readonly headers: Readonly<Record<string, string>>;
+  } | null;
+  /** Absent: no token presented. */
+  readonly jwt: { readonly valid: boolean; readonly claims: JwtClaims } | null;
+  /** The CUSTOM provider's answer, when one applies. */
+  readonly externalAuthorizer: { readonly decision: 'allow' | 'deny' } | null;
+}
+
+export function parseRequest(value: unknown, path = 'request'): PolicyRequest {
+  const f = InputFields.of(value, path) as InputFields;
+  const protocol = f.oneOf('protocol', ['HTTP', 'TCP'] as const, 'HTTP');
+  const tls = f.oneOf('tls', ['mtls', 'plaintext'] as const);
+  const source = f.object('source');
+  const ip = (fields: InputFields | null, key: string): string | null => {
+    const v = fields?.string(key);
+    if (v === undefined) return null;
+    if (!parseIp(v)) throw fieldError(fields!.at(key), `"${v}" is not an IP address`);
+    return v;
+  };
+  let principal = source?.string('principal') ?? null;
+  if (principal?.startsWith('spiffe://')) principal = principal.slice('spiffe://'.length);
+  if (principal !== null && principal === '') principal = null;
+  const sourceIp = ip(source, 'ip');
+  const http = f.object('http');
+  if (protocol === 'HTTP' && !http)
+    throw fieldError(f.at('http'), 'is required for an HTTP request');
+  const jwt = f.object('jwt');
+  const ext = f.object('externalAuthorizer');
+  let headers: Record<string, string> = {};
+  if (http) {
+    const raw = http.raw('headers');
+    if (raw !== undefined && raw !== null) {
+      if (typeof raw !== 'object' || Array.isArray(raw)) {
+        throw fieldError(http.at('headers'), 'must be a map of header name to value');
+      }
+      headers = {};
+      for (const [k, v] of Object.entries(raw as Record<string, unknown>)) {
+        const name = k.toLowerCase();
+        const values = Array.isArray(v) ? v : [v];
+        if (values.some((x) => typeof x !== 'string' && typeof x !== 'number')) {
+          throw fieldError(`${http.at('headers')}.${k}`, 'must be a string or a list of strings');
+        }
+        const joined = values.map(String).join(',');
+        headers[name] = name in headers ? `${headers[name]},${joined}` : joined;
+      }
+    }
+  }
+  const host = http?.string('host') ?? headers[':authority'] ?? headers['host'] ?? null;
+  let claims: Record<string, unknown> = {};
+  if (jwt) {
+    const c = jwt.raw('claims');
+    if (c !== undefined && c !== null) {
+      if (typeof c !== 'object' || Array.isArray(c))
+        throw fieldError(jwt.at('claims'), 'must be a map');
+      claims = c as Record<string, unknown>;
+    }
+  }
+  return {
+    protocol,
+    port: f.port('port', true) as number,
+    tls,
+    sourcePrincipal: principal,
+    sourceNamespace: source?.string('namespace') ?? null,
+    sourceIp,
+    remoteIp: ip(f, 'remoteIp') ?? sourceIp,
+    destinationIp: ip(f, 'destinationIp'),
+    sni: f.string('sni') ?? null,
+    http: http
+      ? {
+          method: http.string('method') ?? null,
+          path: http.string('path') ?? null,
+          host,
+          headers,
+        }
+      : null,
+    jwt: jwt ? { valid: jwt.boolean('valid') ?? true, claims } : null,
+    externalAuthorizer: ext
+      ? { decision: ext.oneOf('decision', ['allow', 'deny'] as const) }
+      : null,
+  };
+}

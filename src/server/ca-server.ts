@@ -1,0 +1,162 @@
+import {
+  Server,
+  experimental,
+  type ServiceDefinition,
+  type UntypedServiceImplementation,
+  loadPackageDefinition,
+  type GrpcObject,
+} from '@grpc/grpc-js';
+import { istioCaPackageDefinition } from '../api/istioca.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { formatHostPort, type HostPort } from './address.js';
+import { AuditLog } from './audit.js';
+import { createCertificateHandler, type CaServiceDeps } from './ca-service.js';
+import { CaMetrics } from './metrics.js';
+import { MonitoringServer, type Readiness } from './monitoring.js';
+import {
+  ServingCertificateManager,
+  type ServingCertificateIssuer,
+  type ServingNames,
+} from './serving-certificate.js';
+
+export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | 'audit'> {
+  readonly grpcAddress: HostPort;
+  /** Omit to run without the monitoring HTTP server (library use). */
+  readonly monitoringAddress?: HostPort | undefined;
+  readonly servingNames: ServingNames;
+  readonly servingIssuer: ServingCertificateIssuer;
+  readonly logger?: Logger;
+  /** How long SIGTERM waits for in-flight calls before cutting them. */
+  readonly shutdownGraceMs?: number;
+}
+
+/** Bound addresses, once listening. */
+export interface CaServerAddresses {
+  readonly grpc: HostPort;
+  readonly monitoring: HostPort | undefined;
+}
+
+// Bounds memory per call: a CSR is refused above 64 KiB anyway.
+const MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024;
+
+/**
+ * The CA service: gRPC CreateCertificate over TLS (serving certificate from our own CA,
+ * swapped without a restart), optional client certificates, and the monitoring server.
+ * Other gRPC services may be added with `addService` before `start`.
+ */
+export class CaServer<C> {
+  readonly metrics: CaMetrics;
+  readonly monitoring: MonitoringServer | undefined;
+  readonly serving: ServingCertificateManager;
+  private readonly grpc: Server;
+  private readonly log: Logger;
+  private listening = false;
+  private unsubscribe: (() => void) | undefined;
+  private addresses: CaServerAddresses | undefined;
+
+  constructor(private readonly options: CaServerOptions<C>) {
+    this.log = options.logger ?? silentLogger;
+    this.metrics = new CaMetrics(options.clock);
+    this.serving = new ServingCertificateManager({
+      caState: options.caState,
+      issuer: options.servingIssuer,
+      names: options.servingNames,
+      clock: options.clock,
+      logger: this.log,
+    });
+    this.grpc = new Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES });
+    const pkg = loadPackageDefinition(istioCaPackageDefinition()) as GrpcObject;
+    const service = (((pkg['istio'] as GrpcObject)['v1'] as GrpcObject)['auth'] as GrpcObject)[
+      'IstioCertificateService'
+    ] as { service: ServiceDefinition };
+    this.grpc.addService(service.service, {
+      CreateCertificate: createCertificateHandler({
+        ...options,
+        metrics: this.metrics,
+        audit: new AuditLog(this.log),
+      }),
+    });
+    this.monitoring = options.monitoringAddress
+      ? new MonitoringServer({
+          readiness: () => this.readiness(),
+          registries: [this.metrics.registry],
+          logger: this.log,
+        })
+      : undefined;
+  }
+
+  /** Adds another gRPC service on the same TLS port (call before start). */
+  addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
+    this.grpc.addService(service, implementation);
+  }
+
+  /** Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens. */
+  readiness(): Readiness {
+    if (!this.options.caState.current()) return { ready: false, reason: 'no CA loaded yet' };
+    if (!this.serving.current()) return { ready: false, reason: 'no serving certificate yet' };
+    if (!this.listening) return { ready: false, reason: 'gRPC port not listening' };
+    return { ready: true };
+  }
+
+  async start(): Promise<CaServerAddresses> {
+    const monitoring = this.options.monitoringAddress
+      ? await this.monitoring?.listen(this.options.monitoringAddress)
+      : undefined;
+    const current = this.options.caState.current();
+    if (current) this.metrics.observeCa(current);
+    this.unsubscribe = this.options.caState.onChange((s) => this.metrics.observeCa(s));
+    await this.serving.start();
+    // grpc-js's certificate-provider credentials: the server re-reads its secure context each
+    // time the provider publishes (new serving certificate or roots), on the same listener.
+    // The first provider argument is used as the identity provider, the second for the CA
+    // certificates that verify optional client certificates (requested, never required).
+    const credentials = experimental.createCertificateProviderServerCredentials(
+      this.serving,
+      this.serving,
+      false,
+    );
+    const port = await new Promise<number>((resolve, reject) => {
+      this.grpc.bindAsync(formatHostPort(this.options.grpcAddress), credentials, (err, p) =>
+        err ? reject(err) : resolve(p),
+      );
+    });
+    this.listening = true;
+    this.addresses = {
+      grpc: { host: this.options.grpcAddress.host, port },
+      monitoring,
+    };
+    this.log.info(
+      {
+        grpc: formatHostPort(this.addresses.grpc),
+        monitoring: monitoring && formatHostPort(monitoring),
+      },
+      'CA service listening',
+    );
+    return this.addresses;
+  }
+
+  /**
+   * Graceful stop: refuse new calls, let in-flight ones finish (up to the grace period, then
+   * cut them), close monitoring last so /ready reports the drain.
+   */
+  async stop(): Promise<void> {
+    this.listening = false;
+    this.unsubscribe?.();
+    const grace = this.options.shutdownGraceMs ?? 10_000;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.log.warn('in-flight calls did not finish in time; closing them');
+        this.grpc.forceShutdown();
+        resolve();
+      }, grace);
+      timer.unref();
+      this.grpc.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    this.serving.stop();
+    await this.monitoring?.close();
+  }
+}

@@ -1,0 +1,43 @@
+import type { Clock } from '../clock.js';
+import { issueWorkloadCertificate } from '../ca/issue-workload.js';
+import { parseCsr, type ParsedCsr } from '../pki/csr.js';
+import { issueCertificate } from '../pki/issue.js';
+import type { LeafIssuer } from './ca-service.js';
+import type { ServingCertificateIssuer } from './serving-certificate.js';
+
+/**
+ * Workload issuance as the handler calls it: src/pki's CSR parser (public key and
+ * self-signature only) and src/ca's issuer (the snapshot's LeafSigner, NotAfter clamped).
+ */
+export function workloadLeafIssuer(clock: Clock): LeafIssuer<ParsedCsr> {
+  return {
+    parseCsr,
+    async sign(snapshot, csr, sans, ttlMs) {
+      const issued = await issueWorkloadCertificate(
+        snapshot,
+        { csr, sans: [...sans], ttlMs },
+        clock,
+      );
+      return {
+        certPem: issued.certChainPem[0] as string,
+        serialHex: issued.serialHex,
+        notAfter: issued.notAfter,
+      };
+    },
+  };
+}
+
+/** The listener's own certificate, in the serving profile (DNS/IP SANs, serverAuth). */
+export const servingCertificateIssuer: ServingCertificateIssuer = async (snapshot, request) => {
+  const cert = await issueCertificate({
+    profile: {
+      kind: 'serving',
+      sans: [...request.names.dnsNames, ...request.names.ipAddresses],
+    },
+    publicKey: request.publicKey,
+    issuer: { cert: snapshot.bundle.signingCert, key: snapshot.bundle.signingKey },
+    notBefore: request.notBefore,
+    notAfter: request.notAfter,
+  });
+  return cert.toString('pem');
+};

@@ -1,0 +1,125 @@
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { CaSnapshot } from '../ca/authority.js';
+import type { Clock } from '../clock.js';
+
+/**
+ * Istio's label values for `citadel_server_csr_sign_err_count{error}` (security/pkg/pki/error),
+ * so dashboards written for istiod keep working.
+ */
+export type SignErrorLabel = 'CA_NOT_READY' | 'CSR_ERROR' | 'TTL_ERROR' | 'CERT_GEN_ERROR';
+
+/**
+ * The CA service's Prometheus metrics, with Istio's names. Each instance has its own Registry,
+ * so several servers in one process (tests) never share counters.
+ */
+export class CaMetrics {
+  readonly registry = new Registry();
+  readonly csrCount: Counter;
+  readonly authnErrorCount: Counter;
+  readonly csrParsingErrorCount: Counter;
+  readonly signErrorCount: Counter<'error'>;
+  readonly successCount: Counter;
+  readonly issuanceSeconds: Histogram<'outcome'>;
+  private rootNotAfterMs: number | undefined;
+  private chainNotAfterMs: number | undefined;
+
+  constructor(private readonly clock: Clock) {
+    const registers = [this.registry];
+    this.csrCount = new Counter({
+      name: 'citadel_server_csr_count',
+      help: 'The number of CSRs received by the CA server.',
+      registers,
+    });
+    this.authnErrorCount = new Counter({
+      name: 'citadel_server_authentication_failure_count',
+      help: 'The number of authentication failures.',
+      registers,
+    });
+    this.csrParsingErrorCount = new Counter({
+      name: 'citadel_server_csr_parsing_err_count',
+      help: 'The number of errors occurred when parsing the CSR.',
+      registers,
+    });
+    this.signErrorCount = new Counter({
+      name: 'citadel_server_csr_sign_err_count',
+      help: 'The number of errors occurred when signing the CSR.',
+      labelNames: ['error'],
+      registers,
+    });
+    this.successCount = new Counter({
+      name: 'citadel_server_success_cert_issuance_count',
+      help: 'The number of certificates issuances that have succeeded.',
+      registers,
+    });
+    this.issuanceSeconds = new Histogram({
+      name: 'castellan_csr_duration_seconds',
+      help: 'Time to answer CreateCertificate, from the request to the response, by outcome.',
+      labelNames: ['outcome'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
+    // Timestamps are set when the CA changes; the *_seconds variants are "time left", so they
+    // are computed when scraped (Istio exports both).
+    const left = (at: number | undefined): number | undefined =>
+      at === undefined ? undefined : (at - this.clock.now()) / 1000;
+    gauge(
+      registers,
+      'citadel_server_root_cert_expiry_timestamp',
+      'The unix timestamp, in seconds, when the CA root certificate will expire.',
+      () => (this.rootNotAfterMs === undefined ? undefined : this.rootNotAfterMs / 1000),
+    );
+    gauge(
+      registers,
+      'citadel_server_root_cert_expiry_seconds',
+      'The time remaining, in seconds, before the CA root certificate expires.',
+      () => left(this.rootNotAfterMs),
+    );
+    gauge(
+      registers,
+      'citadel_server_cert_chain_expiry_timestamp',
+      'The unix timestamp, in seconds, when the CA certificate chain will expire.',
+      () => (this.chainNotAfterMs === undefined ? undefined : this.chainNotAfterMs / 1000),
+    );
+    gauge(
+      registers,
+      'citadel_server_cert_chain_expiry_seconds',
+      'The time remaining, in seconds, before the CA certificate chain expires.',
+      () => left(this.chainNotAfterMs),
+    );
+  }
+
+  /** Follows the CA: the earliest root and the earliest certificate of the signing chain. */
+  observeCa(snapshot: CaSnapshot): void {
+    const { roots, certChain } = snapshot.bundle;
+    this.rootNotAfterMs = earliest(roots.map((c) => c.notAfter.getTime()));
+    this.chainNotAfterMs = earliest(certChain.map((c) => c.notAfter.getTime()));
+  }
+
+  /** The Prometheus text exposition of every metric above. */
+  async exposition(): Promise<{ contentType: string; body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
+  }
+}
+
+function earliest(values: number[]): number | undefined {
+  return values.length === 0 ? undefined : Math.min(...values);
+}
+
+/** A gauge whose value is read when scraped; absent (no sample) while the value is unknown. */
+function gauge(
+  registers: Registry[],
+  name: string,
+  help: string,
+  value: () => number | undefined,
+): void {
+  new Gauge({
+    name,
+    help,
+    registers,
+    collect() {
+      const v = value();
+      if (v === undefined) this.reset();
+      else this.set(v);
+    },
+  });
+}

@@ -1,0 +1,169 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TLSSocket } from 'node:tls';
+import {
+  loadPackageDefinition,
+  status,
+  type GrpcObject,
+  type ServerWritableStream,
+  type ServiceDefinition,
+} from '@grpc/grpc-js';
+import { loadProto } from '../api/protos.js';
+import type { AuthRequest, Authenticator, Caller } from '../authn/authenticator.js';
+import { asCastellanError, CastellanError } from '../errors.js';
+import { serializeBundle, type PolicyBundle } from '../policy/bundle.js';
+
+/** Where bundles come from: PolicyCompiler satisfies this. */
+export interface BundleSource {
+  bundle(namespace: string, name: string): PolicyBundle | undefined;
+  onBundle(listener: (bundle: PolicyBundle) => void): () => void;
+}
+
+export interface PolicyBundleServingOptions {
+  readonly source: BundleSource;
+  /** Verifies the workload certificate (ClientCertAuthenticator). */
+  readonly authenticator: Authenticator;
+  /** Our CA chain, standing in for the intermediates grpc-js does not hand out. */
+  readonly intermediates?: () => readonly Uint8Array[];
+}
+
+/**
+ * A workload receives only its own bundle: the namespace and service account of its verified
+ * certificate must be those of the pod it asks for. (Pods sharing a service account in one
+ * namespace share an identity, and so may read each other's bundles — as in Istio, the
+ * identity is the service account.)
+ */
+export async function authorizedBundle(
+  options: PolicyBundleServingOptions,
+  request: AuthRequest,
+  namespace: string,
+  pod: string,
+): Promise<PolicyBundle> {
+  let caller: Caller | null;
+  try {
+    caller = await options.authenticator.authenticate(request);
+  } catch (e) {
+    throw asCastellanError(e, 'unauthenticated');
+  }
+  if (!caller) throw new CastellanError('unauthenticated', 'a workload certificate is required');
+  const bundle = options.source.bundle(namespace, pod);
+  if (
+    !bundle ||
+    caller.namespace !== bundle.workload.namespace ||
+    caller.serviceAccount !== bundle.workload.serviceAccount
+  ) {
+    // The same answer for "not yours" and "not there": existence is not disclosed.
+    throw new CastellanError(
+      'permission-denied',
+      `${caller.subject} may not read the bundle of ${namespace}/${pod}`,
+    );
+  }
+  return bundle;
+}
+
+const ROUTE = /^\/v1\/bundles\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/;
+
+/**
+ * `GET /v1/bundles/<namespace>/<pod>` on an HTTPS server that requests client certificates.
+ * Returns false when the path is not a bundle route (so the caller can try other routes).
+ */
+export function handleBundleHttp(
+  options: PolicyBundleServingOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+): boolean {
+  const url = new URL(req.url ?? '/', 'https://localhost');
+  const m = ROUTE.exec(url.pathname);
+  if (!m) return false;
+  if (req.method !== 'GET') {
+    res.writeHead(405, { allow: 'GET' }).end();
+    return true;
+  }
+  const socket = req.socket as TLSSocket;
+  const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(true) : null;
+  const chain: Uint8Array[] = [];
+  const seen = new Set<string>();
+  for (let c = peer; c && c.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+    seen.add(c.fingerprint256);
+    chain.push(new Uint8Array(c.raw));
+  }
+  const request: AuthRequest = {
+    metadata: {},
+    peerCertificates: chain.length ? [...chain, ...(options.intermediates?.() ?? [])] : [],
+    peerAddress: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`,
+  };
+  authorizedBundle(options, request, m[1] as string, m[3] as string).then(
+    (bundle) => {
+      res
+        .writeHead(200, { 'content-type': 'application/json', etag: `"${bundle.hash}"` })
+        .end(serializeBundle(bundle));
+    },
+    (e: unknown) => {
+      const err = asCastellanError(e);
+      const code = err.kind === 'unauthenticated' ? 401 : err.kind === 'permission-denied' ? 403 : 500;
+      res.writeHead(code, { 'content-type': 'text/plain' }).end(`${code === 500 ? 'internal error' : err.kind}\n`);
+    },
+  );
+  return true;
+}
+
+interface WatchRequest {
+  namespace: string;
+  pod: string;
+}
+
+function update(bundle: PolicyBundle): Record<string, string> {
+  return {
+    namespace: bundle.workload.namespace,
+    pod: bundle.workload.name,
+    hash: bundle.hash,
+    bundleJson: serializeBundle(bundle),
+  };
+}
+
+/** The castellan.v1.PolicyBundleService definition and its implementation, for Server.addService. */
+export function policyBundleService(options: PolicyBundleServingOptions): {
+  service: ServiceDefinition;
+  implementation: { Watch: (call: ServerWritableStream<WatchRequest, Record<string, string>>) => void };
+} {
+  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
+  const def = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)['PolicyBundleService'] as {
+    service: ServiceDefinition;
+  };
+  const Watch = (call: ServerWritableStream<WatchRequest, Record<string, string>>): void => {
+    const { namespace, pod } = call.request;
+    const raw = call.getAuthContext().sslPeerCertificate?.raw;
+    const request: AuthRequest = {
+      metadata: {},
+      peerCertificates: raw ? [new Uint8Array(raw), ...(options.intermediates?.() ?? [])] : [],
+      peerAddress: call.getPeer(),
+    };
+    authorizedBundle(options, request, namespace, pod).then(
+      (bundle) => {
+        if (call.cancelled) return;
+        let last = bundle.hash;
+        call.write(update(bundle));
+        const stop = options.source.onBundle((b) => {
+          if (b.workload.namespace !== namespace || b.workload.name !== pod || b.hash === last) return;
+          last = b.hash;
+          call.write(update(b));
+        });
+        call.on('cancelled', stop);
+        call.on('close', stop);
+      },
+      (e: unknown) => {
+        const err = asCastellanError(e);
+        call.destroy(
+          Object.assign(new Error(err.kind === 'internal' ? 'internal error' : err.kind), {
+            code:
+              err.kind === 'unauthenticated'
+                ? status.UNAUTHENTICATED
+                : err.kind === 'permission-denied'
+                  ? status.PERMISSION_DENIED
+                  : status.INTERNAL,
+          }),
+        );
+      },
+    );
+  };
+  return { service: def.service, implementation: { Watch } };
+}

@@ -1,0 +1,187 @@
+// A small stand-in for the CA, for the agent's tests: a real gRPC server over TLS speaking
+// istioca.proto, signing CSRs with a throwaway root, with switchable failures and a call log.
+import 'reflect-metadata';
+import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import * as x509 from '@peculiar/x509';
+import { ISTIO_CA_SERVICE, istioCaPackageDefinition } from '../../../src/api/istioca.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
+const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+
+export interface CaDoubleCall {
+  authorization: string | undefined;
+  peerCertificate: boolean;
+}
+
+interface Issuer {
+  cert: x509.X509Certificate;
+  keys: webcrypto.CryptoKeyPair;
+}
+
+async function makeRoot(name: string): Promise<Issuer> {
+  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+    name: `CN=${name}`,
+    notBefore: new Date(Date.now() - 60_000),
+    notAfter: new Date(Date.now() + 86_400_000),
+    keys,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return { cert, keys };
+}
+
+async function issue(
+  issuer: Issuer,
+  publicKey: x509.PublicKey | webcrypto.CryptoKey,
+  sans: x509.JsonGeneralName[],
+  ttlMs: number,
+  serverAuth: boolean,
+): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.create({
+    serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+    subject: '',
+    issuer: issuer.cert.subject,
+    notBefore: new Date(Date.now() - 1000),
+    notAfter: new Date(Date.now() + ttlMs),
+    publicKey,
+    signingKey: issuer.keys.privateKey,
+    signingAlgorithm: EC,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment,
+        true,
+      ),
+      new x509.ExtendedKeyUsageExtension(
+        serverAuth ? [x509.ExtendedKeyUsage.serverAuth] : [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+      ),
+      new x509.SubjectAlternativeNameExtension(sans, true),
+      await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
+    ],
+  });
+}
+
+/** What the double answers: a certificate, or a gRPC error. */
+export type Behaviour = { kind: 'issue' } | { kind: 'fail'; code: grpc.status; message: string };
+
+export class CaDouble {
+  readonly calls: CaDoubleCall[] = [];
+  behaviour: Behaviour = { kind: 'issue' };
+  /** Lifetime of issued leaves; a request's validity_duration wins when > 0. */
+  leafTtlMs = 3_600_000;
+  /** Bearer token that counts as valid; undefined accepts any (or none). */
+  acceptedToken: string | undefined;
+  private server: grpc.Server | undefined;
+  port = 0;
+
+  private constructor(
+    public root: Issuer,
+    private readonly serving: { certPem: string; keyPem: string },
+  ) {}
+
+  static async create(): Promise<CaDouble> {
+    const root = await makeRoot('castellan test root');
+    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const cert = await issue(
+      root,
+      keys.publicKey,
+      [
+        { type: 'dns', value: 'localhost' },
+        { type: 'ip', value: '127.0.0.1' },
+      ],
+      86_400_000,
+      true,
+    );
+    const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+    const keyPem = x509.PemConverter.encode(pkcs8, 'PRIVATE KEY');
+    return new CaDouble(root, { certPem: cert.toString('pem'), keyPem });
+  }
+
+  get rootPem(): string {
+    return this.root.cert.toString('pem') + '\n';
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  /** Replaces the signing root (serving certificate unchanged: the old root still signs it). */
+  async rotateRoot(): Promise<void> {
+    this.root = await makeRoot(`castellan test root ${Date.now()}`);
+  }
+
+  async start(port = 0): Promise<void> {
+    const server = new grpc.Server();
+    const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition());
+    const service = ISTIO_CA_SERVICE.split('.').reduce<unknown>(
+      (n, p) => (n as Record<string, unknown>)[p],
+      pkg,
+    ) as { service: grpc.ServiceDefinition };
+    server.addService(service.service, {
+      CreateCertificate: (
+        call: grpc.ServerUnaryCall<{ csr: string; validityDuration: number }, unknown>,
+        callback: grpc.sendUnaryData<{ certChain: string[] }>,
+      ) => {
+        const auth = call.metadata.get('authorization')[0];
+        const peer = call.getAuthContext()?.sslPeerCertificate;
+        this.calls.push({
+          authorization: typeof auth === 'string' ? auth : undefined,
+          peerCertificate: peer !== undefined && peer !== null && Object.keys(peer).length > 0,
+        });
+        const b = this.behaviour;
+        if (b.kind === 'fail') {
+          callback({ code: b.code, details: b.message });
+          return;
+        }
+        if (this.acceptedToken !== undefined && auth !== `Bearer ${this.acceptedToken}` && !this.calls.at(-1)?.peerCertificate) {
+          callback({ code: grpc.status.UNAUTHENTICATED, details: 'authentication failed' });
+          return;
+        }
+        void (async () => {
+          const csr = new x509.Pkcs10CertificateRequest(call.request.csr);
+          if (!(await csr.verify())) throw new Error('bad CSR signature');
+          const ttl = call.request.validityDuration > 0 ? call.request.validityDuration * 1000 : this.leafTtlMs;
+          const leaf = await issue(
+            this.root,
+            csr.publicKey,
+            [{ type: 'url', value: 'spiffe://cluster.local/ns/default/sa/test' }],
+            ttl,
+            false,
+          );
+          return [leaf.toString('pem') + '\n', this.rootPem];
+        })().then(
+          (certChain) => callback(null, { certChain }),
+          (e: unknown) =>
+            callback({ code: grpc.status.INVALID_ARGUMENT, details: String(e) }),
+        );
+      },
+    });
+    const creds = grpc.ServerCredentials.createSsl(
+      Buffer.from(this.rootPem),
+      [{ cert_chain: Buffer.from(this.serving.certPem), private_key: Buffer.from(this.serving.keyPem) }],
+      false,
+    );
+    this.port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`127.0.0.1:${port}`, creds, (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) await new Promise<void>((resolve) => s.tryShutdown(() => resolve()));
+  }
+}
+
+/** The serial of a PEM certificate, via node:crypto (independent of the agent's parsing). */
+export function serialOf(pem: string): string {
+  return new NodeX509(pem).serialNumber;
+}

@@ -1,0 +1,344 @@
+import 'reflect-metadata';
+import { before, after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as peculiar from '@peculiar/x509';
+import {
+  ClientCertAuthenticator,
+  type TrustedRoot,
+} from '../../src/authn/client-cert-authenticator.js';
+import { ManualClock } from '../../src/clock.js';
+import { isCastellanError } from '../../src/errors.js';
+import { istioSampleCerts } from '../support/paths.js';
+import { authRequest } from './fixtures.js';
+
+/** Each PEM certificate of a file, as DER. */
+function ders(file: string): Uint8Array[] {
+  const pem = readFileSync(file, 'utf8');
+  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map(
+    (m) => new Uint8Array(new X509Certificate(m[0]).raw),
+  );
+}
+const sample = (name: string): string => join(istioSampleCerts, name);
+
+const fooChain = ders(sample('workload-foo-cert.pem')); // leaf + 2018 intermediate
+const barChain = ders(sample('workload-bar-cert.pem'));
+const root2018 = ders(sample('root-cert.pem'));
+const rootAlt = ders(sample('root-cert-alt.pem'));
+const clock = new ManualClock(Date.UTC(2026, 0, 1));
+
+function authn(
+  roots: () => readonly TrustedRoot[],
+  trustDomain = 'trust-domain-foo',
+  c = clock,
+): ClientCertAuthenticator {
+  return new ClientCertAuthenticator({ trustDomain, roots, clock: c });
+}
+
+async function refused(
+  a: ClientCertAuthenticator,
+  chain: Uint8Array[],
+  pattern: RegExp,
+): Promise<void> {
+  await assert.rejects(a.authenticate(authRequest({}, chain)), (e: unknown) => {
+    assert.ok(isCastellanError(e, 'unauthenticated'), String(e));
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+test('no peer certificate: null', async () => {
+  assert.equal(await authn(() => root2018).authenticate(authRequest()), null);
+});
+
+test("Istio's sample workload leaf authenticates under the 2018 root", async () => {
+  const caller = await authn(() => root2018).authenticate(authRequest({}, fooChain));
+  assert.deepEqual(caller, {
+    authenticator: 'client-certificate',
+    namespace: 'foo',
+    serviceAccount: 'foo',
+    subject: 'spiffe://trust-domain-foo/ns/foo/sa/foo',
+  });
+  // A client that also sends the root: accepted, the root being one of ours.
+  const withRoot = [...fooChain, ...root2018];
+  assert.equal(
+    (await authn(() => root2018).authenticate(authRequest({}, withRoot)))?.namespace,
+    'foo',
+  );
+  // The leaf-only sample file, with its intermediate sent after it.
+  const leafOnly = [...ders(sample('leaf-workload-foo-cert.pem')), ...ders(sample('ca-cert.pem'))];
+  assert.equal(
+    (await authn(() => root2018).authenticate(authRequest({}, leafOnly)))?.serviceAccount,
+    'foo',
+  );
+});
+
+test('roots may be node certificates, DER bytes or @peculiar/x509 certificates', async () => {
+  const pem = readFileSync(sample('root-cert.pem'), 'utf8');
+  for (const root of [new X509Certificate(pem), root2018[0]!, new peculiar.X509Certificate(pem)]) {
+    assert.equal(
+      (await authn(() => [root]).authenticate(authRequest({}, fooChain)))?.namespace,
+      'foo',
+    );
+  }
+});
+
+test('the roots function is asked on every request, so rotation is followed', async () => {
+  let roots = rootAlt;
+  const a = authn(() => roots);
+  await refused(a, fooChain, /does not lead to a trusted root/);
+  roots = [...rootAlt, ...root2018];
+  assert.ok(await a.authenticate(authRequest({}, fooChain)));
+  roots = [];
+  await refused(a, fooChain, /no trusted roots loaded/);
+});
+
+test('another trust domain is refused', async () => {
+  await refused(
+    authn(() => root2018),
+    barChain,
+    /spiffe:\/\/trust-domain-bar\/ns\/bar\/sa\/bar is not in trust domain "trust-domain-foo"/,
+  );
+  await refused(
+    authn(() => root2018, 'cluster.local'),
+    fooChain,
+    /not in trust domain "cluster.local"/,
+  );
+});
+
+test('validity is checked on the injected clock', async () => {
+  await refused(
+    authn(() => root2018, 'trust-domain-foo', new ManualClock(Date.UTC(2033, 5, 1))),
+    fooChain,
+    /client certificate \[0\] expired at 2033-01-30T18:20:57.000Z/,
+  );
+  await refused(
+    authn(() => root2018, 'trust-domain-foo', new ManualClock(Date.UTC(2020, 0, 1))),
+    fooChain,
+    /client certificate \[0\] not valid before 2023-02-02/,
+  );
+});
+
+test('a broken chain is refused with the reason', async () => {
+  const [leaf, intermediate] = fooChain as [Uint8Array, Uint8Array];
+  await refused(
+    authn(() => root2018),
+    [leaf],
+    /no issuer for/,
+  );
+  await refused(
+    authn(() => root2018),
+    [leaf, barChain[0]!],
+    /\[1\] did not issue \[0\]/,
+  );
+  await refused(
+    authn(() => root2018),
+    [intermediate],
+    /is a CA certificate, not a workload leaf/,
+  );
+  await refused(
+    authn(() => root2018),
+    [new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x01])],
+    /\[0\] is not a DER certificate/,
+  );
+  await refused(
+    authn(() => root2018),
+    Array.from({ length: 9 }, () => leaf),
+    /9 certificates \(at most 8\)/,
+  );
+});
+
+// Certificates the samples do not cover, made with the openssl CLI.
+let dir: string;
+let ca: Uint8Array;
+const made: Record<string, Uint8Array[]> = {};
+
+function openssl(...args: string[]): void {
+  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+function leaf(name: string, ext: string, signer = 'ca'): Uint8Array[] {
+  writeFileSync(join(dir, `${name}.ext`), ext);
+  openssl(
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-subj',
+    '/O=test',
+    '-out',
+    `${name}.csr`,
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${signer}.pem`,
+    '-CAkey',
+    `${signer}.key`,
+    '-set_serial',
+    '7',
+    '-days',
+    '30',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.pem`,
+  );
+  return [
+    ...ders(join(dir, `${name}.pem`)),
+    ...(signer === 'ca' ? [] : ders(join(dir, `${signer}.pem`))),
+  ];
+}
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'castellan-cc-'));
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-subj',
+    '/O=test/CN=root',
+    '-days',
+    '30',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
+    '-out',
+    'ca.pem',
+  );
+  ca = ders(join(dir, 'ca.pem'))[0]!;
+  const base = 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n';
+  made['ok'] = leaf(
+    'ok',
+    `${base}extendedKeyUsage=clientAuth,serverAuth\nsubjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b\n`,
+  );
+  made['two'] = leaf(
+    'two',
+    `${base}subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b,URI:spiffe://cluster.local/ns/c/sa/d\n`,
+  );
+  made['none'] = leaf('none', `${base}subjectAltName=DNS:example.com\n`);
+  made['serverOnly'] = leaf(
+    'serverOnly',
+    `${base}extendedKeyUsage=serverAuth\nsubjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b\n`,
+  );
+  made['badPath'] = leaf(
+    'badPath',
+    `${base}subjectAltName=critical,URI:spiffe://cluster.local/workload/b\n`,
+  );
+  // An intermediate that is not a CA signing a leaf.
+  writeFileSync(join(dir, 'notca.ext'), 'basicConstraints=critical,CA:FALSE\n');
+  openssl(
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'notca.key',
+    '-subj',
+    '/O=test/CN=notca',
+    '-out',
+    'notca.csr',
+  );
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    'notca.csr',
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-set_serial',
+    '8',
+    '-days',
+    '30',
+    '-extfile',
+    'notca.ext',
+    '-out',
+    'notca.pem',
+  );
+  made['underNotCa'] = leaf(
+    'underNotCa',
+    `${base}subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b\n`,
+    'notca',
+  );
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+test("a leaf signed by an impostor with the intermediate's name is refused by signature", async () => {
+  // Same subject and key type (RSA) as Istio's 2018 intermediate, different key.
+  openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-keyout',
+    'impostor.key',
+    '-subj',
+    '/C=US/ST=California/L=Sunnyvale/O=Istio/CN=Istio CA',
+    '-days',
+    '30',
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign',
+    '-out',
+    'impostor.pem',
+  );
+  const forged = leaf(
+    'forged',
+    'basicConstraints=critical,CA:FALSE\nauthorityKeyIdentifier=none\nsubjectAltName=critical,URI:spiffe://trust-domain-foo/ns/kube-system/sa/admin\n',
+    'impostor',
+  );
+  const realIntermediate = fooChain[1]!;
+  await refused(
+    authn(() => root2018, 'trust-domain-foo', new ManualClock(Date.now())),
+    [forged[0]!, realIntermediate],
+    /\[0\] signature does not verify with \[1\]'s key/,
+  );
+  await refused(
+    authn(() => root2018, 'trust-domain-foo', new ManualClock(Date.now())),
+    forged,
+    /does not lead to a trusted root/,
+  );
+});
+
+test('an openssl-made leaf with one SPIFFE URI under an in-test root authenticates', async () => {
+  const caller = await authn(() => [ca], 'cluster.local', new ManualClock(Date.now())).authenticate(
+    authRequest({}, made['ok']!),
+  );
+  assert.equal(caller?.subject, 'spiffe://cluster.local/ns/a/sa/b');
+});
+
+test('exactly one SPIFFE URI, a Kubernetes-shaped path, client auth usage, CA issuers', async () => {
+  const a = authn(() => [ca], 'cluster.local', new ManualClock(Date.now()));
+  await refused(a, made['two']!, /2 SPIFFE URI SANs \(exactly one is required\)/);
+  await refused(a, made['none']!, /0 SPIFFE URI SANs/);
+  await refused(a, made['serverOnly']!, /not for TLS client authentication/);
+  await refused(a, made['badPath']!, /client certificate SAN: .*is not a SPIFFE ID of the form/);
+  await refused(a, made['underNotCa']!, /\[1\] is not a CA/);
+});

@@ -1,0 +1,155 @@
+// `castellan policy check|bundle|lint` end to end through the compiled CLI (build first).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cliPath, projectRoot } from '../support/paths.js';
+
+const fixtures = join(projectRoot, 'test', 'policy', 'fixtures', 'basic');
+const policies = join(fixtures, 'policies.yaml');
+let dir = '';
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'castellan-policy-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function run(...args: string[]): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cliPath, 'policy', ...args], { encoding: 'utf8' });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function input(name: string, text: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+const base = readFileSync(join(fixtures, 'input.yaml'), 'utf8');
+
+test('check --output json: an allowed request, with the documented keys', () => {
+  const r = run(
+    'check',
+    '--policies',
+    fixtures,
+    '--input',
+    join(fixtures, 'input.yaml'),
+    '--output',
+    'json',
+  );
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(out).sort(), [
+    'decision',
+    'dryRun',
+    'policy',
+    'reason',
+    'rule',
+    'stage',
+  ]);
+  assert.deepEqual(
+    [out['decision'], out['stage'], out['policy'], out['rule']],
+    ['ALLOW', 'allow', 'foo/allow-sleep', 0],
+  );
+});
+
+test('check: a denied request still exits 0; text output explains the stage and policy', () => {
+  const file = input('deny.yaml', base.replace('/headers?x=1', '/admin/users'));
+  const r = run('check', '--policies', policies, '--input', file);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^DENY at stage deny by foo\/deny-admin rule 0/);
+  assert.match(r.stdout, /mTLS: STRICT \(istio-system\/default, mesh level\)/);
+});
+
+test('check: plaintext to a STRICT port is denied at stage mtls', () => {
+  const file = input('plain.yaml', base.replace('tls: mtls', 'tls: plaintext'));
+  const r = run('check', '--policies', policies, '--input', file, '--output', 'json');
+  assert.equal(r.code, 0, r.stderr);
+  const out = JSON.parse(r.stdout) as Record<string, unknown>;
+  assert.deepEqual([out['decision'], out['stage']], ['DENY', 'mtls']);
+});
+
+test('check: a DELETE shows the dry-run DENY that would have denied it', () => {
+  const file = input('delete.yaml', base.replace('method: GET', 'method: DELETE'));
+  const out = JSON.parse(
+    run('check', '--policies', policies, '--input', file, '--output', 'json').stdout,
+  ) as {
+    dryRun: { wouldBe: string; policy: string }[];
+    decision: string;
+  };
+  assert.equal(out.decision, 'DENY');
+  assert.deepEqual(
+    out.dryRun.map((d) => [d.wouldBe, d.policy]),
+    [['DENY', 'foo/dry-deny-delete']],
+  );
+});
+
+test('unusable input: non-zero exit and a message naming the file or field', () => {
+  const missing = run('check', '--policies', policies, '--input', join(dir, 'nope.yaml'));
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /nope\.yaml/);
+  const bad = run(
+    'check',
+    '--policies',
+    policies,
+    '--input',
+    input('bad.yaml', base.replace('port: 8000\n', 'port: eighty\n')),
+  );
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /request\.port: must be a port number/);
+  const yaml = run(
+    'check',
+    '--policies',
+    input('broken.yaml', 'kind: [unclosed'),
+    '--input',
+    join(fixtures, 'input.yaml'),
+  );
+  assert.notEqual(yaml.code, 0);
+  assert.match(yaml.stderr, /broken\.yaml: not valid YAML/);
+});
+
+test('bundle prints the golden bundle byte for byte', () => {
+  const r = run('bundle', '--policies', fixtures, '--workload', join(fixtures, 'input.yaml'));
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stdout,
+    readFileSync(join(projectRoot, 'test', 'policy', 'golden', 'basic-httpbin-1.json'), 'utf8'),
+  );
+});
+
+test('lint prints diagnostics naming policy, field and reason; other kinds are ignored', () => {
+  const file = input(
+    'lint.yaml',
+    `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: bad, namespace: foo}
+spec:
+  action: DENY
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: typo, namespace: foo}
+spec:
+  rules: [{from: [{source: {principal: [x]}}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: svc}
+`,
+  );
+  const r = run('lint', '--policies', file);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /error: AuthorizationPolicy foo\/bad: spec\.rules: DENY action without `rules`/,
+  );
+  assert.match(
+    r.stdout,
+    /warning: AuthorizationPolicy foo\/typo: spec\.rules\[0\]\.from\[0\]\.source\.principal: unknown field/,
+  );
+  assert.doesNotMatch(r.stdout, /Service/);
+  const json = JSON.parse(run('lint', '--policies', file, '--output', 'json').stdout) as unknown[];
+  assert.ok(json.length >= 3);
+});

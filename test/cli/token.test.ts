@@ -1,0 +1,97 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createLocalJWKSet, jwtVerify } from 'jose';
+import { cliPath } from '../support/paths.js';
+
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function castellan(
+  args: string[],
+  cwd?: string,
+): { status: number | null; stdout: string; stderr: string } {
+  const env = { ...process.env };
+  delete env['CASTELLAN_DATA_DIR'];
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', cwd, env });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('castellan token prints one verifiable token and reuses the issuer key', async () => {
+  const dataDir = join(mkdtempSync(join(tmpdir(), 'castellan-token-')), 'data');
+  dirs.push(dataDir);
+  const first = castellan([
+    'token',
+    '--namespace',
+    'shop',
+    '--service-account',
+    'cart',
+    '--ttl',
+    '10m',
+    '--data-dir',
+    dataDir,
+  ]);
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+  assert.equal(statSync(join(dataDir, 'dev-issuer-key.pem')).mode & 0o777, 0o600);
+  const jwks = createLocalJWKSet(
+    JSON.parse(readFileSync(join(dataDir, 'dev-issuer-jwks.json'), 'utf8')),
+  );
+  const { payload } = await jwtVerify(first.stdout.trim(), jwks, { audience: 'istio-ca' });
+  assert.equal(payload.sub, 'system:serviceaccount:shop:cart');
+  assert.equal((payload.exp as number) - (payload.iat as number), 600);
+
+  const second = castellan([
+    'token',
+    '--namespace',
+    'a',
+    '--service-account',
+    'b',
+    '--audience',
+    'x',
+    '--audience',
+    'y',
+    '--data-dir',
+    dataDir,
+  ]);
+  assert.equal(second.status, 0, second.stderr);
+  const again = await jwtVerify(second.stdout.trim(), jwks); // same key: the first JWKS verifies it
+  assert.deepEqual(again.payload.aud, ['x', 'y']);
+  assert.equal(
+    (again.payload.exp as number) - (again.payload.iat as number),
+    3600,
+    'default TTL 1h',
+  );
+});
+
+test('the default data dir is ./.castellan', () => {
+  const cwd = mkdtempSync(join(tmpdir(), 'castellan-token-cwd-'));
+  dirs.push(cwd);
+  const r = castellan(['token', '--namespace', 'ns', '--service-account', 'sa'], cwd);
+  assert.equal(r.status, 0, r.stderr);
+  assert.ok(statSync(join(cwd, '.castellan', 'dev-issuer-key.pem')).isFile());
+});
+
+test('bad names, durations and missing flags are refused with a message and no token', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'castellan-token-bad-'));
+  dirs.push(dataDir);
+  const cases: [string[], RegExp][] = [
+    [
+      ['--namespace', 'Bad_NS', '--service-account', 'sa'],
+      /invalid namespace "Bad_NS": not a DNS label/,
+    ],
+    [['--namespace', 'ns', '--service-account', 'a:b'], /invalid service account "a:b"/],
+    [['--namespace', 'ns', '--service-account', 'sa', '--ttl', 'soon'], /invalid duration "soon"/],
+    [['--service-account', 'sa'], /required option '--namespace <ns>' not specified/],
+    [['--namespace', 'ns', '--service-account', 'sa', '--bogus'], /unknown option '--bogus'/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = castellan(['token', ...args, '--data-dir', dataDir]);
+    assert.notEqual(r.status, 0, args.join(' '));
+    assert.match(r.stderr, pattern);
+    assert.equal(r.stdout, '');
+  }
+});

@@ -1,0 +1,90 @@
+// Value matchers, following Istio's matcher package tests (pilot/pkg/security/authz/matcher)
+// and Envoy's uri_template and CIDR semantics.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cidrContains, parseCidr, parseIp } from '../../src/policy/ip-match.js';
+import {
+  matchHeader,
+  matchHost,
+  matchPath,
+  matchRequestPrincipal,
+  matchString,
+} from '../../src/policy/string-match.js';
+import { expandTrustDomainAliases } from '../../src/policy/trust-domain.js';
+
+test('StringMatcher: exact, prefix, suffix, presence (non-empty)', () => {
+  const cases: [string, string | null, boolean][] = [
+    ['abc', 'abc', true],
+    ['abc', 'abcd', false],
+    ['abc*', 'abcd', true],
+    ['abc*', 'abc', true],
+    ['*abc', 'xabc', true],
+    ['*abc', 'abcx', false],
+    ['*', 'x', true],
+    ['*', '', false],
+    ['*', null, false],
+  ];
+  for (const [p, v, want] of cases) assert.equal(matchString(p, v), want, `${p} ~ ${v}`);
+});
+
+test('HeaderMatcher presence accepts an empty value; HostMatcher ignores case', () => {
+  assert.equal(matchHeader('*', ''), true);
+  assert.equal(matchHeader('*', undefined), false);
+  assert.equal(matchHost('*.Example.com', 'API.example.COM'), true);
+});
+
+test('path templates: {*} one segment, {**} any depth; literals escaped', () => {
+  const cases: [string, string, boolean][] = [
+    ['/foo/{*}', '/foo/bar', true],
+    ['/foo/{*}', '/foo/', false],
+    ['/foo/{*}', '/foo/bar/baz', false],
+    ['/foo/{**}', '/foo/bar/baz', true],
+    ['/foo/{**}', '/foo/', true],
+    ['/foo/{*}/x', '/foo/a/x', true],
+    ['/a.b/{*}', '/aXb/c', false],
+    ['/{*}/{**}', '/a/b/c?q=1', true],
+  ];
+  for (const [p, v, want] of cases) assert.equal(matchPath(p, v), want, `${p} ~ ${v}`);
+});
+
+test('requestPrincipals split iss/sub at the last slash', () => {
+  assert.equal(
+    matchRequestPrincipal(
+      'https://issuer.example.com/path/user1',
+      'https://issuer.example.com/path',
+      'user1',
+    ),
+    true,
+  );
+  assert.equal(matchRequestPrincipal('iss/*', 'iss', ''), false);
+  assert.equal(matchRequestPrincipal('*/user1', 'anything', 'user1'), true);
+});
+
+test('IPs and CIDRs as Go netip parses them, matched per family', () => {
+  assert.equal(parseIp('010.0.0.1'), null);
+  assert.equal(parseIp('1.2.3.256'), null);
+  assert.ok(parseIp('2001:db8::1'));
+  assert.ok(parseIp('::ffff:10.0.0.1'));
+  assert.equal(parseCidr('10.0.0.0/33'), null);
+  assert.equal(cidrContains(parseCidr('10.0.0.0/8')!, parseIp('10.255.1.2')!), true);
+  assert.equal(cidrContains(parseCidr('10.0.0.0/8')!, parseIp('11.0.0.1')!), false);
+  assert.equal(cidrContains(parseCidr('2001:db8::/32')!, parseIp('2001:db8:ffff::1')!), true);
+  assert.equal(cidrContains(parseCidr('0.0.0.0/0')!, parseIp('::1')!), false);
+});
+
+test('trust-domain aliases (trustdomain bundle_test): expand local/alias/cluster.local, keep others', () => {
+  assert.deepEqual(expandTrustDomainAliases(['td1/ns/foo/sa/bar'], ['td2', 'td1']), [
+    'td2/ns/foo/sa/bar',
+    'td1/ns/foo/sa/bar',
+  ]);
+  assert.deepEqual(expandTrustDomainAliases(['cluster.local/ns/foo/sa/bar'], ['td2']), [
+    'td2/ns/foo/sa/bar',
+  ]);
+  assert.deepEqual(expandTrustDomainAliases(['other/ns/foo/sa/bar'], ['td2', 'td1']), [
+    'other/ns/foo/sa/bar',
+  ]);
+  assert.deepEqual(expandTrustDomainAliases(['*/ns/foo/sa/bar', 'sa/bar'], ['td2']), [
+    '*/ns/foo/sa/bar',
+    'sa/bar',
+  ]);
+});

@@ -1,0 +1,432 @@
+// The CA service end to end: real TLS, real gRPC, real JWTs from the dev issuer, certificates
+// checked with the openssl CLI. The CA material comes from test/server/support/test-ca.ts.
+import 'reflect-metadata';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
+import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
+import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
+import { authenticateCaller } from '../../src/authn/authenticate.js';
+import { ManualClock, systemClock } from '../../src/clock.js';
+import { createLogger } from '../../src/log.js';
+import { CaServer } from '../../src/server/ca-server.js';
+import { UNAUTHENTICATED_MESSAGE } from '../../src/server/grpc-status.js';
+import type { LeafIssuer } from '../../src/server/ca-service.js';
+import {
+  caClient,
+  createCertificate,
+  opensslCsr,
+  opensslNotAfter,
+  opensslUris,
+  opensslVerify,
+  tmp,
+  type CaClient,
+} from './support/client.js';
+import {
+  makeTestCa,
+  registerTestCa,
+  testLeafIssuer,
+  testServingIssuer,
+  TestCaState,
+  type TestCa,
+} from './support/test-ca.js';
+
+const TD = 'cluster.local';
+const HOUR = 3_600_000;
+
+interface Harness {
+  server: CaServer<unknown>;
+  grpcTarget: string;
+  monitoringUrl: string;
+  caState: TestCaState;
+  dev: DevTokenIssuer;
+  logLines: string[];
+  dataDir: string;
+}
+
+async function startServer(
+  ca: TestCa | undefined,
+  issuer: LeafIssuer<unknown> = testLeafIssuer as LeafIssuer<unknown>,
+  dataDir = tmp(),
+): Promise<Harness> {
+  const caState = new TestCaState(ca);
+  const dev = await DevTokenIssuer.open(dataDir);
+  const logLines: string[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(...String(chunk).split('\n').filter(Boolean));
+      cb();
+    },
+  });
+  const authenticators = [
+    new ClientCertAuthenticator({
+      trustDomain: TD,
+      roots: () => caState.current()?.bundle.roots ?? [],
+    }),
+    new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource() }),
+  ];
+  const server = new CaServer<unknown>({
+    trustDomain: TD,
+    caState,
+    authenticate: (req) => authenticateCaller(authenticators, req),
+    issuer,
+    ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
+    clock: systemClock,
+    grpcAddress: { host: '127.0.0.1', port: 0 },
+    monitoringAddress: { host: '127.0.0.1', port: 0 },
+    servingNames: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
+    servingIssuer: testServingIssuer,
+    logger: createLogger({ destination, level: 'info' }),
+    shutdownGraceMs: 5000,
+  });
+  const addrs = await server.start();
+  return {
+    server,
+    caState,
+    dev,
+    logLines,
+    dataDir,
+    grpcTarget: `localhost:${addrs.grpc.port}`,
+    monitoringUrl: `http://127.0.0.1:${addrs.monitoring?.port}`,
+  };
+}
+
+async function rejectsWith(p: Promise<unknown>, code: status, details?: RegExp | string) {
+  const err = (await p.then(
+    () => assert.fail('expected the call to fail'),
+    (e: unknown) => e,
+  )) as ServiceError;
+  assert.equal(err.code, code, `code ${status[err.code]}: ${err.details}`);
+  if (typeof details === 'string') assert.equal(err.details, details);
+  else if (details) assert.match(err.details, details);
+  return err;
+}
+
+const auditLines = (h: Harness) =>
+  h.logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.audit === 'csr');
+
+describe('CA service over TLS', () => {
+  let h: Harness;
+  let ca: TestCa;
+  let client: CaClient;
+  let token: string;
+
+  before(async () => {
+    ca = await makeTestCa({ intermediate: true });
+    h = await startServer(ca);
+    client = caClient(h.grpcTarget, ca.rootPem);
+    token = await h.dev.mintToken({ namespace: 'foo', serviceAccount: 'bar', ttlMs: HOUR });
+  });
+  after(async () => {
+    client.close();
+    await h.server.stop();
+  });
+
+  test('issues the caller identity whatever the CSR asks; chain verifies with openssl', async () => {
+    const { csrPem } = opensslCsr('ec');
+    const chain = await createCertificate(client, { csr: csrPem }, token);
+    assert.equal(chain.length, 3, 'leaf, intermediate, root');
+    for (const pem of chain) assert.ok(pem.endsWith('\n') && pem.startsWith('-----BEGIN'));
+    assert.equal(chain[2], ca.rootPem, 'root last');
+    assert.equal(chain.filter((p) => p === ca.rootPem).length, 1, 'root exactly once');
+    assert.match(opensslVerify(chain, ca.rootPem), /OK/);
+    assert.deepEqual(opensslUris(chain[0]!), [`spiffe://${TD}/ns/foo/sa/bar`]);
+    assert.doesNotMatch(chain[0]!, /evil/);
+    // validity_duration 0 → the 24 h default
+    const left = opensslNotAfter(chain[0]!) - Date.now();
+    assert.ok(Math.abs(left - 24 * HOUR) < 5 * 60_000, `notAfter in ${left} ms`);
+  });
+
+  test('a requested TTL is honoured, and clamped to the signing certificate', async () => {
+    const { csrPem } = opensslCsr('ec');
+    const chain = await createCertificate(client, { csr: csrPem, validityDuration: 3600 }, token);
+    assert.ok(Math.abs(opensslNotAfter(chain[0]!) - Date.now() - HOUR) < 5 * 60_000);
+    const short = await makeTestCa({ notAfter: new Date(Date.now() + 2 * HOUR) });
+    const h2 = await startServer(short);
+    const c2 = caClient(h2.grpcTarget, short.rootPem);
+    try {
+      const t2 = await h2.dev.mintToken({ namespace: 'foo', serviceAccount: 'bar', ttlMs: HOUR });
+      const c = await createCertificate(c2, { csr: csrPem, validityDuration: 86_400 }, t2);
+      assert.ok(opensslNotAfter(c[0]!) <= short.snapshot.bundle.signingCert.notAfter.getTime());
+      assert.match(opensslVerify(c, short.rootPem), /OK/);
+    } finally {
+      c2.close();
+      await h2.server.stop();
+    }
+  });
+
+  test('TTL above the maximum is INVALID_ARGUMENT', async () => {
+    const { csrPem } = opensslCsr('ec');
+    await rejectsWith(
+      createCertificate(client, { csr: csrPem, validityDuration: 91 * 86_400 }, token),
+      status.INVALID_ARGUMENT,
+      /max allowed TTL/,
+    );
+  });
+
+  test('no token, a bad token and an expired token: UNAUTHENTICATED, one opaque message', async () => {
+    const { csrPem } = opensslCsr('ec');
+    await rejectsWith(
+      createCertificate(client, { csr: csrPem }),
+      status.UNAUTHENTICATED,
+      UNAUTHENTICATED_MESSAGE,
+    );
+    await rejectsWith(
+      createCertificate(client, { csr: csrPem }, 'not.a.jwt'),
+      status.UNAUTHENTICATED,
+      UNAUTHENTICATED_MESSAGE,
+    );
+    // The trusted issuer's key, minting on a clock two hours behind: expired an hour ago.
+    const expiredIssuer = await DevTokenIssuer.open(h.dataDir, {
+      clock: new ManualClock(Date.now() - 2 * HOUR),
+    });
+    const expired = await expiredIssuer.mintToken({
+      namespace: 'foo',
+      serviceAccount: 'bar',
+      ttlMs: HOUR,
+    });
+    await rejectsWith(
+      createCertificate(client, { csr: csrPem }, expired),
+      status.UNAUTHENTICATED,
+      UNAUTHENTICATED_MESSAGE,
+    );
+    const lines = auditLines(h).filter((l) => l.code === 'UNAUTHENTICATED');
+    assert.ok(
+      lines.some((l) => /expired|exp/i.test(String(l.reason))),
+      'reason logged',
+    );
+  });
+
+  test('oversized, garbage, badly signed and weak CSRs: INVALID_ARGUMENT', async () => {
+    const big = `-----BEGIN CERTIFICATE REQUEST-----\n${'A'.repeat(70_000)}\n-----END CERTIFICATE REQUEST-----\n`;
+    await rejectsWith(
+      createCertificate(client, { csr: big }, token),
+      status.INVALID_ARGUMENT,
+      /larger than 65536/,
+    );
+    await rejectsWith(
+      createCertificate(client, { csr: 'garbage' }, token),
+      status.INVALID_ARGUMENT,
+    );
+    const { csrPem } = opensslCsr('ec');
+    const der = Buffer.from(csrPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+    der[der.length - 5] = (der[der.length - 5] as number) ^ 0xff; // inside the signature
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+    await rejectsWith(createCertificate(client, { csr: tampered }, token), status.INVALID_ARGUMENT);
+    const weak = opensslCsr('rsa:1024');
+    await rejectsWith(
+      createCertificate(client, { csr: weak.csrPem }, token),
+      status.INVALID_ARGUMENT,
+      /1024/,
+    );
+  });
+
+  test('renewal by client certificate, no token; a foreign certificate is refused', async () => {
+    const { keyPem, csrPem } = opensslCsr('ec');
+    const chain = await createCertificate(client, { csr: csrPem }, token);
+    const mtls = caClient(h.grpcTarget, ca.rootPem, {
+      keyPem,
+      chainPem: chain.slice(0, 2).join(''),
+    });
+    try {
+      const renewed = await createCertificate(mtls, { csr: opensslCsr('ec').csrPem });
+      assert.deepEqual(opensslUris(renewed[0]!), [`spiffe://${TD}/ns/foo/sa/bar`]);
+      assert.match(opensslVerify(renewed, ca.rootPem), /OK/);
+      const line = auditLines(h).at(-1)!;
+      assert.equal(line.authenticator, 'client-certificate');
+    } finally {
+      mtls.close();
+    }
+    // Same CA, another trust domain: signed by our intermediate, still refused.
+    const other = opensslCsr('ec');
+    const snapshot = h.caState.current()!;
+    const foreignLeaf = await testLeafIssuer.sign(
+      snapshot,
+      testLeafIssuer.parseCsr(other.csrPem),
+      ['spiffe://other.domain/ns/foo/sa/bar'],
+      HOUR,
+    );
+    const foreign = caClient(h.grpcTarget, ca.rootPem, {
+      keyPem: other.keyPem,
+      chainPem: foreignLeaf.certPem + chain[1],
+    });
+    // Another CA altogether: TLS does not accept it as a client certificate.
+    const stranger = await makeTestCa({ name: 'Stranger' });
+    registerTestCa(stranger);
+    const strangerKey = opensslCsr('ec');
+    const strangerLeaf = await testLeafIssuer.sign(
+      stranger.snapshot,
+      testLeafIssuer.parseCsr(strangerKey.csrPem),
+      [`spiffe://${TD}/ns/foo/sa/bar`],
+      HOUR,
+    );
+    const strangerClient = caClient(h.grpcTarget, ca.rootPem, {
+      keyPem: strangerKey.keyPem,
+      chainPem: strangerLeaf.certPem,
+    });
+    try {
+      await rejectsWith(
+        createCertificate(foreign, { csr: csrPem }),
+        status.UNAUTHENTICATED,
+        UNAUTHENTICATED_MESSAGE,
+      );
+      assert.match(String(auditLines(h).at(-1)!.reason), /other\.domain|trust domain/);
+      await rejectsWith(
+        createCertificate(strangerClient, { csr: csrPem }),
+        status.UNAUTHENTICATED,
+        UNAUTHENTICATED_MESSAGE,
+      );
+    } finally {
+      foreign.close();
+      strangerClient.close();
+    }
+  });
+
+  test('not ready: UNAVAILABLE', async () => {
+    const snapshot = h.caState.current()!;
+    h.caState.clear();
+    try {
+      await rejectsWith(
+        createCertificate(client, { csr: opensslCsr('ec').csrPem }, token),
+        status.UNAVAILABLE,
+      );
+      const r = await fetch(`${h.monitoringUrl}/ready`);
+      assert.equal(r.status, 503);
+    } finally {
+      h.caState.set({ ...ca, snapshot });
+    }
+  });
+
+  test('audit: one line per call, never a token; metrics count with Istio names', async () => {
+    const before = auditLines(h).length;
+    const csrCountBefore = await metric(h, 'citadel_server_csr_count');
+    await createCertificate(client, { csr: opensslCsr('ec').csrPem }, token);
+    await createCertificate(client, { csr: 'x' }, token).catch(() => undefined);
+    await createCertificate(client, { csr: 'x' }).catch(() => undefined);
+    const lines = auditLines(h).slice(before);
+    assert.equal(lines.length, 3);
+    assert.equal(lines[0]!.outcome, 'issued');
+    assert.match(String(lines[0]!.serial), /^[0-9a-f]+$/);
+    assert.equal(lines[0]!.spiffeId, `spiffe://${TD}/ns/foo/sa/bar`);
+    assert.equal(lines[0]!.subject, 'system:serviceaccount:foo:bar');
+    assert.equal(lines[0]!.authenticator, 'jwt');
+    assert.ok(lines[0]!.notAfter && lines[0]!.peer);
+    assert.deepEqual(
+      lines.slice(1).map((l) => l.outcome),
+      ['refused', 'refused'],
+    );
+    const all = h.logLines.join('\n');
+    assert.ok(!all.includes(token), 'no token in the log');
+    assert.ok(!all.includes(token.split('.')[2]!), 'no token signature in the log');
+    assert.ok(!/PRIVATE KEY/.test(all));
+    assert.equal((await metric(h, 'citadel_server_csr_count')) - csrCountBefore, 3);
+    const text = await (await fetch(`${h.monitoringUrl}/metrics`)).text();
+    for (const name of [
+      'citadel_server_success_cert_issuance_count',
+      'citadel_server_authentication_failure_count',
+      'citadel_server_csr_sign_err_count{error="TTL_ERROR"}',
+      'citadel_server_csr_sign_err_count{error="CSR_ERROR"}',
+      'citadel_server_csr_sign_err_count{error="CA_NOT_READY"}',
+      'citadel_server_root_cert_expiry_timestamp',
+      'citadel_server_root_cert_expiry_seconds',
+      'citadel_server_cert_chain_expiry_timestamp',
+      'citadel_server_cert_chain_expiry_seconds',
+      'castellan_csr_duration_seconds_bucket',
+    ]) {
+      assert.ok(text.includes(name), `${name} in /metrics`);
+    }
+    const rootExpiry = await metric(h, 'citadel_server_root_cert_expiry_timestamp');
+    assert.equal(rootExpiry, Math.floor(ca.snapshot.bundle.roots[0]!.notAfter.getTime() / 1000));
+    assert.equal((await fetch(`${h.monitoringUrl}/healthz`)).status, 200);
+    assert.equal((await fetch(`${h.monitoringUrl}/nope`)).status, 404);
+  });
+
+  test('the serving certificate rotates after a CA swap, on the same listener', async () => {
+    const next = await makeTestCa({ name: 'Next Root', generation: 2 });
+    h.caState.set(next);
+    // The swap is asynchronous (a new serving key and certificate): wait for it.
+    for (let i = 0; i < 100 && h.server.serving.current()?.generation !== 2; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const fresh = caClient(h.grpcTarget, next.rootPem);
+    try {
+      const chain = await createCertificate(fresh, { csr: opensslCsr('ec').csrPem }, token);
+      assert.match(opensslVerify(chain, next.rootPem), /OK/);
+      assert.throws(() => opensslVerify(chain, ca.rootPem));
+      // A new connection trusting only the old root no longer accepts the server.
+      const stale = caClient(h.grpcTarget, ca.rootPem);
+      await rejectsWith(
+        createCertificate(stale, { csr: opensslCsr('ec').csrPem }, token),
+        status.UNAVAILABLE,
+      );
+      stale.close();
+      assert.equal((await fetch(`${h.monitoringUrl}/ready`)).status, 200);
+    } finally {
+      fresh.close();
+      h.caState.set(ca);
+    }
+  });
+});
+
+async function metric(h: Harness, name: string): Promise<number> {
+  const text = await (await fetch(`${h.monitoringUrl}/metrics`)).text();
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+describe('CA service lifecycle', () => {
+  test('before a CA is loaded: /ready 503 and calls fail UNAVAILABLE; then ready', async () => {
+    const h = await startServer(undefined);
+    try {
+      const r = await fetch(`${h.monitoringUrl}/ready`);
+      assert.equal(r.status, 503);
+      assert.match(await r.text(), /no CA/);
+      const ca = await makeTestCa();
+      const c = caClient(h.grpcTarget, ca.rootPem);
+      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+      await rejectsWith(
+        createCertificate(c, { csr: opensslCsr('ec').csrPem }, token),
+        status.UNAVAILABLE,
+      );
+      c.close();
+      h.caState.set(ca);
+      for (let i = 0; i < 100 && (await fetch(`${h.monitoringUrl}/ready`)).status !== 200; i++) {
+        await new Promise((res) => setTimeout(res, 20));
+      }
+      assert.equal((await fetch(`${h.monitoringUrl}/ready`)).status, 200);
+      const c2 = caClient(h.grpcTarget, ca.rootPem);
+      const chain = await createCertificate(c2, { csr: opensslCsr('ec').csrPem }, token);
+      assert.match(opensslVerify(chain, ca.rootPem), /OK/);
+      c2.close();
+    } finally {
+      await h.server.stop();
+    }
+  });
+
+  test('stop() finishes in-flight calls before closing', async () => {
+    const ca = await makeTestCa();
+    const slow: LeafIssuer<unknown> = {
+      parseCsr: (pem) => testLeafIssuer.parseCsr(pem),
+      sign: async (s, c, sans, ttl) => {
+        await new Promise((r) => setTimeout(r, 300));
+        return testLeafIssuer.sign(s, c as never, sans, ttl);
+      },
+    };
+    const h = await startServer(ca, slow);
+    const c = caClient(h.grpcTarget, ca.rootPem);
+    const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+    const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = h.server.stop();
+    const chain = await inflight;
+    await stopped;
+    assert.match(opensslVerify(chain, ca.rootPem), /OK/);
+    await rejectsWith(
+      createCertificate(c, { csr: opensslCsr('ec').csrPem }, token),
+      status.UNAVAILABLE,
+    );
+    c.close();
+  });
+});

@@ -1,0 +1,184 @@
+// Serving bundles over real TLS: GET /v1/bundles/<ns>/<pod> and the gRPC Watch stream. The
+// caller presents Istio's sample workload certificate (spiffe://trust-domain-foo/ns/foo/sa/foo).
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { createServer, request, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import {
+  Server,
+  ServerCredentials,
+  credentials,
+  loadPackageDefinition,
+  type ClientReadableStream,
+  type GrpcObject,
+  type ServiceClientConstructor,
+} from '@grpc/grpc-js';
+import { loadProto } from '../../src/api/protos.js';
+import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
+import { PolicyCompiler } from '../../src/policy/compiler.js';
+import { DEFAULT_MESH } from '../../src/policy/mesh.js';
+import { parseWorkload } from '../../src/policy/workload.js';
+import {
+  handleBundleHttp,
+  policyBundleService,
+  type PolicyBundleServingOptions,
+} from '../../src/server/policy-bundles.js';
+import { ap, resources } from '../policy/helpers.js';
+import { istioSampleCerts } from '../support/paths.js';
+
+const read = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
+const root = read('root-cert.pem');
+const chain = read('cert-chain.pem');
+const serverCert = read('workload-bar-cert.pem');
+const serverKey = read('workload-bar-key.pem');
+const clientCert = read('workload-foo-cert.pem');
+const clientKey = read('workload-foo-key.pem');
+
+const compiler = new PolicyCompiler(DEFAULT_MESH);
+compiler.upsertWorkload(
+  parseWorkload({ namespace: 'foo', name: 'foo-1', serviceAccount: 'foo', labels: { app: 'foo' } }),
+);
+compiler.upsertWorkload(
+  parseWorkload({
+    namespace: 'foo',
+    name: 'other-1',
+    serviceAccount: 'other',
+    labels: { app: 'other' },
+  }),
+);
+const options: PolicyBundleServingOptions = {
+  source: compiler,
+  authenticator: new ClientCertAuthenticator({
+    trustDomain: 'trust-domain-foo',
+    roots: () => [new X509Certificate(root)],
+  }),
+  intermediates: () => [new Uint8Array(new X509Certificate(chain).raw)],
+};
+
+let https: HttpsServer;
+let grpc: Server;
+let httpsPort = 0;
+let grpcPort = 0;
+
+before(async () => {
+  https = createServer(
+    { key: serverKey, cert: serverCert, ca: root, requestCert: true, rejectUnauthorized: false },
+    (req, res) => {
+      if (!handleBundleHttp(options, req, res)) res.writeHead(404).end();
+    },
+  );
+  await new Promise<void>((r) => https.listen(0, '127.0.0.1', r));
+  httpsPort = (https.address() as AddressInfo).port;
+  grpc = new Server();
+  const { service, implementation } = policyBundleService(options);
+  grpc.addService(service, implementation);
+  grpcPort = await new Promise<number>((resolve, reject) =>
+    grpc.bindAsync(
+      '127.0.0.1:0',
+      ServerCredentials.createSsl(
+        Buffer.from(root),
+        [{ private_key: Buffer.from(serverKey), cert_chain: Buffer.from(serverCert) }],
+        false,
+      ),
+      (e, p) => (e ? reject(e) : resolve(p)),
+    ),
+  );
+});
+
+after(async () => {
+  await new Promise<void>((r) => https.close(() => r()));
+  grpc.forceShutdown();
+});
+
+function get(path: string, withCert: boolean): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port: httpsPort,
+        path,
+        ca: root,
+        checkServerIdentity: () => undefined,
+        ...(withCert ? { cert: clientCert, key: clientKey } : {}),
+      },
+      (res) => {
+        let body = '';
+        res
+          .setEncoding('utf8')
+          .on('data', (c: string) => (body += c))
+          .on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject).end();
+  });
+}
+
+test('GET /v1/bundles: the workload receives its own bundle', async () => {
+  const r = await get('/v1/bundles/foo/foo-1', true);
+  assert.equal(r.status, 200, r.body);
+  const bundle = JSON.parse(r.body) as { workload: { name: string }; hash: string };
+  assert.equal(bundle.workload.name, 'foo-1');
+  assert.equal(bundle.hash, compiler.bundle('foo', 'foo-1')!.hash);
+});
+
+test("GET /v1/bundles: another service account's bundle, or a missing pod, is refused with 403", async () => {
+  assert.equal((await get('/v1/bundles/foo/other-1', true)).status, 403);
+  assert.equal((await get('/v1/bundles/foo/nope', true)).status, 403);
+});
+
+test('GET /v1/bundles: without a client certificate, 401', async () => {
+  assert.equal((await get('/v1/bundles/foo/foo-1', false)).status, 401);
+});
+
+function watch(pod: string): ClientReadableStream<Record<string, string>> {
+  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
+  const Client = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)[
+    'PolicyBundleService'
+  ] as ServiceClientConstructor;
+  const creds = credentials.createSsl(
+    Buffer.from(root),
+    Buffer.from(clientKey),
+    Buffer.from(clientCert),
+    { checkServerIdentity: () => undefined },
+  );
+  const client = new Client(`127.0.0.1:${grpcPort}`, creds);
+  return (
+    client as unknown as { Watch(req: object): ClientReadableStream<Record<string, string>> }
+  ).Watch({ namespace: 'foo', pod });
+}
+
+test('Watch streams the current bundle, then a new version when a policy changes', async () => {
+  const stream = watch('foo-1');
+  const updates: Record<string, string>[] = [];
+  await new Promise<void>((resolve, reject) => {
+    stream.on('error', (e: Error & { code?: number }) => (e.code === 1 ? resolve() : reject(e)));
+    stream.on('data', (u: Record<string, string>) => {
+      updates.push(u);
+      if (updates.length === 1)
+        compiler.upsertPolicy(
+          resources(
+            ap('foo', 'allow-foo', '{selector: {matchLabels: {app: foo}}, rules: [{}]}'),
+          )[0]!,
+        );
+      if (updates.length === 2) {
+        stream.cancel();
+      }
+    });
+  });
+  assert.equal(updates.length, 2);
+  assert.notEqual(updates[0]!['hash'], updates[1]!['hash']);
+  assert.ok(updates[1]!['bundleJson']!.includes('foo/allow-foo'));
+});
+
+test("Watch of another workload's bundle fails with PERMISSION_DENIED", async () => {
+  const code = await new Promise<number | undefined>((resolve) => {
+    const s = watch('other-1');
+    s.on('data', () => resolve(-1));
+    s.on('error', (e: Error & { code?: number }) => resolve(e.code));
+  });
+  assert.equal(code, 7);
+});
