@@ -9,6 +9,7 @@ import { parseResources, type ManifestDocument } from '../src/policy/parse-resou
 import { parseRequest, type PolicyRequest } from '../src/policy/request.js';
 import type { SecurityResource } from '../src/policy/resource.js';
 import { authorizationPolicyApplies } from '../src/policy/selection.js';
+import type { BenchCase, BenchOptions, Measurement } from './types.js';
 import { parseWorkload, type Workload } from '../src/policy/workload.js';
 
 export interface PolicyBenchOptions {
@@ -110,7 +111,9 @@ export function generateMesh(o: Required<PolicyBenchOptions>): {
                 { source: { principals: [`cluster.local/ns/${src}/sa/sa-${i % APPS}`] } },
                 { source: { namespaces: [src] } },
               ],
-              to: [{ operation: { methods: ['GET', 'POST'], paths: ['/api/{**}', `/v${i % 3}/*`] } }],
+              to: [
+                { operation: { methods: ['GET', 'POST'], paths: ['/api/{**}', `/v${i % 3}/*`] } },
+              ],
               when: [{ key: 'request.headers[x-tenant]', notValues: ['blocked'] }],
             },
             { to: [{ operation: { ports: ['9090'] } }] },
@@ -147,7 +150,9 @@ export async function runPolicyBench(options: PolicyBenchOptions = {}): Promise<
   )!;
   const changed = {
     ...target,
-    rules: [{ from: [], to: [], when: [{ key: 'source.ip', values: ['10.0.0.0/8'], notValues: [] }] }],
+    rules: [
+      { from: [], to: [], when: [{ key: 'source.ip', values: ['10.0.0.0/8'], notValues: [] }] },
+    ],
   } as SecurityResource;
   const t1 = performance.now();
   compiler.upsertPolicy(changed);
@@ -179,7 +184,12 @@ export async function runPolicyBench(options: PolicyBenchOptions = {}): Promise<
         port: i % 4 === 0 ? 9090 : 8080,
         tls: i % 5 === 0 ? 'plaintext' : 'mtls',
         source: { principal: `cluster.local/ns/ns-${i % 3}/sa/sa-${i % APPS}`, ip: `10.0.${i}.1` },
-        http: { method: i % 2 ? 'GET' : 'DELETE', path: `/api/v1/items/${i}`, host: 'svc:8080', headers: { 'x-tenant': `t${i}` } },
+        http: {
+          method: i % 2 ? 'GET' : 'DELETE',
+          path: `/api/v1/items/${i}`,
+          host: 'svc:8080',
+          headers: { 'x-tenant': `t${i}` },
+        },
       }),
     );
   }
@@ -213,7 +223,15 @@ export async function runPolicyBench(options: PolicyBenchOptions = {}): Promise<
 if (process.argv[1]?.endsWith('/bench/policy.js')) {
   const small = process.argv.includes('--small');
   runPolicyBench(
-    small ? { workloads: 500, namespaces: 25, authorizationPolicies: 100, peerAuthentications: 25, decisions: 5_000 } : {},
+    small
+      ? {
+          workloads: 500,
+          namespaces: 25,
+          authorizationPolicies: 100,
+          peerAuthentications: 25,
+          decisions: 5_000,
+        }
+      : {},
   ).then(
     (r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`),
     (e: unknown) => {
@@ -221,4 +239,37 @@ if (process.argv[1]?.endsWith('/bench/policy.js')) {
       process.exitCode = 1;
     },
   );
+}
+
+/**
+ * The policy scale run as a `npm run bench` case. The table's columns are certificate-shaped,
+ * so this case maps: certs/s ← check decisions/s, p50 ms ← recompute after one namespaced
+ * policy change, p99 ms ← recompute after one root-namespace policy change; every figure
+ * (full compile time, heap) is printed as one JSON line on stderr.
+ */
+export function policyBenchCase(): BenchCase {
+  return {
+    name: 'policy-scale (decisions/s; p50=recompute 1 policy, p99=recompute root policy)',
+    target: 'recompute ≪ full compile',
+    async run(options: BenchOptions): Promise<Measurement> {
+      const r = await runPolicyBench(
+        options.quick
+          ? {
+              workloads: 1_000,
+              namespaces: 50,
+              authorizationPolicies: 200,
+              peerAuthentications: 50,
+              decisions: 10_000,
+            }
+          : {},
+      );
+      process.stderr.write(`${JSON.stringify(r)}\n`);
+      return {
+        certs_per_s: r.decisionsPerSecond,
+        p50_ms: r.recomputeOnePolicyMs,
+        p99_ms: r.recomputeRootPolicyMs,
+        rss_mb: r.rssMiB,
+      };
+    },
+  };
 }

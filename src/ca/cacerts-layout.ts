@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { KeyCertBundle } from './authority.js';
-import { buildKeyCertBundle } from './bundle.js';
+import { buildKeyCertBundle, certificatePem, parseCertificates } from './bundle.js';
 
 /** Istio's plugged-in CA files (`cacerts` secret / folder). */
 export const ISTIO_LAYOUT = [
@@ -58,10 +58,10 @@ export function bundleFromCacerts(
   if (layout === 'tls') {
     // tls.crt: the signing certificate, optionally followed by its intermediates.
     const tlsCrt = get('tls.crt');
-    const first = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\s*/.exec(tlsCrt);
+    const first = parseCertificates(tlsCrt, name('tls.crt'))[0];
     return buildKeyCertBundle(
       {
-        certPem: first ? first[0] : tlsCrt,
+        certPem: first ? certificatePem(first) : tlsCrt,
         keyPem: get('tls.key'),
         chainPem: tlsCrt,
         rootPem: get('ca.crt'),

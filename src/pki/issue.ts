@@ -1,5 +1,10 @@
 import { webcrypto, type KeyObject } from 'node:crypto';
-import { X509Certificate, X509CertificateGenerator, Name } from '@peculiar/x509';
+import {
+  Name,
+  SubjectKeyIdentifierExtension,
+  X509Certificate,
+  X509CertificateGenerator,
+} from '@peculiar/x509';
 import { CastellanError } from '../errors.js';
 import type { KeyType } from './key-type.js';
 import { keyTypeOf, spkiOf } from './keys.js';
@@ -59,28 +64,28 @@ function signingAlgorithm(keyType: KeyType): {
   }
 }
 
-/** Imports a node KeyObject into WebCrypto for @peculiar/x509's generator. */
-export async function toSigningCryptoKey(
-  key: KeyObject,
-): Promise<{ cryptoKey: webcrypto.CryptoKey; sign: webcrypto.Algorithm }> {
-  const alg = signingAlgorithm(keyTypeOf(key));
-  const cryptoKey = await webcrypto.subtle.importKey(
-    'pkcs8',
-    key.export({ format: 'der', type: 'pkcs8' }),
-    alg.import,
-    false,
-    ['sign'],
-  );
-  return { cryptoKey, sign: alg.sign };
+type SigningKey = { cryptoKey: webcrypto.CryptoKey; sign: webcrypto.Algorithm };
+/** Imported once per KeyObject: a CA key signs many certificates. */
+const imported = new WeakMap<KeyObject, Promise<SigningKey>>();
+
+/** Imports a node KeyObject into WebCrypto for @peculiar/x509's generator (cached). */
+export function toSigningCryptoKey(key: KeyObject): Promise<SigningKey> {
+  let p = imported.get(key);
+  if (!p) {
+    const alg = signingAlgorithm(keyTypeOf(key));
+    p = webcrypto.subtle
+      .importKey('pkcs8', key.export({ format: 'der', type: 'pkcs8' }), alg.import, false, ['sign'])
+      .then((cryptoKey) => ({ cryptoKey, sign: alg.sign }));
+    imported.set(key, p);
+    p.catch(() => imported.delete(key));
+  }
+  return p;
 }
 
 /** The SKI an issuer's certificates are identified by: its SKI extension, else computed. */
 export function subjectKeyIdOf(cert: X509Certificate): Uint8Array {
-  const ext = cert.getExtension('2.5.29.14');
-  if (ext) {
-    const keyId = (ext as unknown as { keyId?: string }).keyId;
-    if (typeof keyId === 'string') return new Uint8Array(Buffer.from(keyId, 'hex'));
-  }
+  const ext = cert.getExtension(SubjectKeyIdentifierExtension);
+  if (ext) return new Uint8Array(Buffer.from(ext.keyId, 'hex'));
   return keyIdentifier(cert.publicKey.rawData);
 }
 

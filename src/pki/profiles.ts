@@ -41,7 +41,8 @@ import { CastellanError } from '../errors.js';
  *  5. authorityKeyIdentifier, not critical
  *  6. subjectAltName, critical (the subject is empty, RFC 5280 §4.2.1.6), names in request
  *     order: URI [6] for `scheme://…`, iPAddress [7] (4 or 16 bytes) for IP addresses,
- *     dNSName [2] otherwise.
+ *     dNSName [2] otherwise. At least one SAN; each printable ASCII (0x21–0x7e), else
+ *     `invalid-argument`.
  *  Subject: empty SEQUENCE, or a single CN when the CSR carried one (Istio: CN = first SAN).
  *
  * Serving certificate (the CA's own TLS certificate): the workload layout with DNS and IP SANs

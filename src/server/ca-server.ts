@@ -6,6 +6,7 @@ import {
   loadPackageDefinition,
   type GrpcObject,
 } from '@grpc/grpc-js';
+import { CastellanError } from '../errors.js';
 import { istioCaPackageDefinition } from '../api/istioca.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -118,7 +119,15 @@ export class CaServer<C> {
     );
     const port = await new Promise<number>((resolve, reject) => {
       this.grpc.bindAsync(formatHostPort(this.options.grpcAddress), credentials, (err, p) =>
-        err ? reject(err) : resolve(p),
+        err
+          ? reject(
+              new CastellanError(
+                'internal',
+                `cannot listen on ${formatHostPort(this.options.grpcAddress)}: ${err.message}`,
+                { subject: 'gRPC address' },
+              ),
+            )
+          : resolve(p),
       );
     });
     this.listening = true;

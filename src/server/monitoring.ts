@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from './address.js';
@@ -83,9 +84,19 @@ export class MonitoringServer {
     const server = createServer((req, res) => void this.dispatch(req, res));
     this.server = server;
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
+      server.once('error', (e: Error) =>
+        reject(
+          new CastellanError(
+            'internal',
+            `cannot listen on ${formatHostPort(address)}: ${e.message}`,
+            {
+              subject: 'monitoring address',
+            },
+          ),
+        ),
+      );
       server.listen(address.port, address.host, () => {
-        server.off('error', reject);
+        server.removeAllListeners('error');
         resolve();
       });
     });

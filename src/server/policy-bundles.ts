@@ -79,7 +79,8 @@ export function handleBundleHttp(
     return true;
   }
   const socket = req.socket as TLSSocket;
-  const peer = typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(true) : null;
+  const peer =
+    typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(true) : null;
   const chain: Uint8Array[] = [];
   const seen = new Set<string>();
   for (let c = peer; c && c.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
@@ -99,8 +100,11 @@ export function handleBundleHttp(
     },
     (e: unknown) => {
       const err = asCastellanError(e);
-      const code = err.kind === 'unauthenticated' ? 401 : err.kind === 'permission-denied' ? 403 : 500;
-      res.writeHead(code, { 'content-type': 'text/plain' }).end(`${code === 500 ? 'internal error' : err.kind}\n`);
+      const code =
+        err.kind === 'unauthenticated' ? 401 : err.kind === 'permission-denied' ? 403 : 500;
+      res
+        .writeHead(code, { 'content-type': 'text/plain' })
+        .end(`${code === 500 ? 'internal error' : err.kind}\n`);
     },
   );
   return true;
@@ -123,7 +127,9 @@ function update(bundle: PolicyBundle): Record<string, string> {
 /** The castellan.v1.PolicyBundleService definition and its implementation, for Server.addService. */
 export function policyBundleService(options: PolicyBundleServingOptions): {
   service: ServiceDefinition;
-  implementation: { Watch: (call: ServerWritableStream<WatchRequest, Record<string, string>>) => void };
+  implementation: {
+    Watch: (call: ServerWritableStream<WatchRequest, Record<string, string>>) => void;
+  };
 } {
   const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
   const def = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)['PolicyBundleService'] as {
@@ -143,7 +149,8 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
         let last = bundle.hash;
         call.write(update(bundle));
         const stop = options.source.onBundle((b) => {
-          if (b.workload.namespace !== namespace || b.workload.name !== pod || b.hash === last) return;
+          if (b.workload.namespace !== namespace || b.workload.name !== pod || b.hash === last)
+            return;
           last = b.hash;
           call.write(update(b));
         });
@@ -152,16 +159,16 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
       },
       (e: unknown) => {
         const err = asCastellanError(e);
-        call.destroy(
-          Object.assign(new Error(err.kind === 'internal' ? 'internal error' : err.kind), {
-            code:
-              err.kind === 'unauthenticated'
-                ? status.UNAUTHENTICATED
-                : err.kind === 'permission-denied'
-                  ? status.PERMISSION_DENIED
-                  : status.INTERNAL,
-          }),
-        );
+        // grpc-js turns an 'error' event on a server stream into the call's status.
+        call.emit('error', {
+          code:
+            err.kind === 'unauthenticated'
+              ? status.UNAUTHENTICATED
+              : err.kind === 'permission-denied'
+                ? status.PERMISSION_DENIED
+                : status.INTERNAL,
+          details: err.kind === 'internal' ? 'internal error' : err.kind,
+        });
       },
     );
   };

@@ -40,6 +40,8 @@ const CUSTOM_VALUES = {
   maxTtl: '720h',
   caKeyType: 'rsa-2048',
   jwtOffline: true,
+  tokenReviewCacheTtl: '30s',
+  clusterId: 'cluster-east',
   tokenAudiences: ['istio-ca', 'corp-ca'],
   leaseName: 'ca-leader',
   logLevel: 'debug',
@@ -184,6 +186,8 @@ describe('default render', () => {
     assert.deepEqual(argValues(c.args, 'token-audience'), ['istio-ca']);
     assert.deepEqual(argValues(c.args, 'log-level'), ['info']);
     assert.ok(!c.args.includes('--jwt-offline'), 'jwt-offline is off by default');
+    assert.deepEqual(argValues(c.args, 'token-review-cache-ttl'), [], 'serve default');
+    assert.deepEqual(argValues(c.args, 'cluster-id'), [], 'serve default');
   });
 
   test('ports and Service: 15012 grpc-tls and 15014 http-monitoring, targeting named ports', () => {
@@ -408,6 +412,8 @@ describe('render with custom values', () => {
     assert.deepEqual(argValues(c.args, 'lease-name'), ['ca-leader']);
     assert.deepEqual(argValues(c.args, 'log-level'), ['debug']);
     assert.ok(c.args.includes('--jwt-offline'));
+    assert.deepEqual(argValues(c.args, 'token-review-cache-ttl'), ['30s']);
+    assert.deepEqual(argValues(c.args, 'cluster-id'), ['cluster-east']);
   });
 
   test('image, scheduling and hard anti-affinity', () => {
@@ -479,6 +485,7 @@ describe('values.schema.json refuses bad values with a message naming the field'
     ['replicas of zero', { replicaCount: 0 }, /replicaCount/],
     ['replicas as a string', { replicaCount: 'two' }, /replicaCount/],
     ['bad serving DNS name', { servingDns: { extraNames: ['Not A Name'] } }, /extraNames/],
+    ['bad TokenReview cache TTL', { tokenReviewCacheTtl: 'forever' }, /tokenReviewCacheTtl/],
     ['bad cluster domain', { clusterDomain: 'cluster.local.' }, /clusterDomain/],
     ['unknown anti-affinity mode', { podAntiAffinity: 'always' }, /podAntiAffinity/],
     ['no token audience', { tokenAudiences: [] }, /tokenAudiences/],

@@ -14,9 +14,7 @@ function castellan(
   args: string[],
   cwd?: string,
 ): { status: number | null; stdout: string; stderr: string } {
-  const env = { ...process.env };
-  delete env['CASTELLAN_DATA_DIR'];
-  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', cwd, env });
+  const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8', cwd });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

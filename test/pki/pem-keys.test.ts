@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isCastellanError, type ErrorKind } from '../../src/errors.js';
 import { pemBlocks, toPem } from '../../src/pki/pem.js';
+import { derChildren, readDerElement, requireSingleDerElement } from '../../src/pki/der.js';
 import {
   generateKeyPair,
   parsePrivateKeyPem,
@@ -178,5 +179,40 @@ describe('keys', () => {
     const a = await generateKeyPair('ec-p256');
     const b = await generateKeyPair('ec-p256');
     assert.equal(publicKeyMatches(a.privateKey, b.publicKey), false);
+  });
+});
+
+describe('der', () => {
+  test('one element, exact boundaries; refuses BER and trailing bytes', () => {
+    const seq = new Uint8Array([0x30, 0x06, 0x02, 0x01, 0x05, 0x04, 0x01, 0xff]);
+    const el = requireSingleDerElement(seq);
+    assert.deepEqual(el, { start: 0, contentStart: 2, end: 8 });
+    assert.deepEqual(
+      derChildren(seq, el).map((c) => [c.start, c.end]),
+      [
+        [2, 5],
+        [5, 8],
+      ],
+    );
+    assert.equal(
+      kindOf(() => requireSingleDerElement(new Uint8Array([...seq, 0]))),
+      'malformed',
+    );
+    assert.equal(
+      kindOf(() => requireSingleDerElement(seq.subarray(0, 7))),
+      'malformed',
+    );
+    // Indefinite length and a non-minimal long form are BER, not DER.
+    assert.equal(
+      kindOf(() => readDerElement(new Uint8Array([0x30, 0x80, 0, 0]))),
+      'malformed',
+    );
+    assert.equal(
+      kindOf(() => readDerElement(new Uint8Array([0x04, 0x81, 0x01, 0xff]))),
+      'malformed',
+    );
+    const long = new Uint8Array(3 + 200);
+    long.set([0x04, 0x81, 200]);
+    assert.equal(requireSingleDerElement(long).end, 203);
   });
 });

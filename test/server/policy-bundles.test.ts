@@ -82,7 +82,9 @@ before(async () => {
       ServerCredentials.createSsl(
         Buffer.from(root),
         [{ private_key: Buffer.from(serverKey), cert_chain: Buffer.from(serverCert) }],
-        false,
+        // grpc-js only hands out a peer certificate it requested; the CA port's own
+        // credentials decide that, here we ask for one.
+        true,
       ),
       (e, p) => (e ? reject(e) : resolve(p)),
     ),
@@ -156,6 +158,7 @@ test('Watch streams the current bundle, then a new version when a policy changes
   const updates: Record<string, string>[] = [];
   await new Promise<void>((resolve, reject) => {
     stream.on('error', (e: Error & { code?: number }) => (e.code === 1 ? resolve() : reject(e)));
+    stream.on('status', (s: unknown) => process.stderr.write(`status ${JSON.stringify(s)}\n`));
     stream.on('data', (u: Record<string, string>) => {
       updates.push(u);
       if (updates.length === 1)

@@ -26,6 +26,11 @@ export function openssl(args: readonly string[], input?: string | Uint8Array): s
   });
 }
 
+/** Like openssl() for binary output (e.g. `-outform DER`). */
+export function opensslBinary(args: readonly string[], input?: string | Uint8Array): Buffer {
+  return execFileSync('openssl', args, { input, stdio: ['pipe', 'pipe', 'pipe'] });
+}
+
 export interface VerifyOptions {
   /** Trusted root(s), PEM (one string or several). */
   root: Pems;

@@ -2,7 +2,16 @@ import { createHash } from 'node:crypto';
 import { chmod, mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
-import type { X509Certificate } from '@peculiar/x509';
+import {
+  AuthorityKeyIdentifierExtension,
+  BasicConstraintsExtension,
+  ExtendedKeyUsageExtension,
+  type Extension,
+  KeyUsagesExtension,
+  SubjectAlternativeNameExtension,
+  SubjectKeyIdentifierExtension,
+  type X509Certificate,
+} from '@peculiar/x509';
 import { systemClock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { formatDuration } from '../../duration.js';
@@ -78,54 +87,46 @@ const EXTENSION_NAMES: Record<string, string> = {
   '2.5.29.35': 'authorityKeyIdentifier',
   '2.5.29.37': 'extKeyUsage',
 };
+const KEY_USAGE_NAMES = [
+  'digitalSignature',
+  'nonRepudiation',
+  'keyEncipherment',
+  'dataEncipherment',
+  'keyAgreement',
+  'keyCertSign',
+  'cRLSign',
+  'encipherOnly',
+  'decipherOnly',
+];
+const EKU_NAMES: Record<string, string> = {
+  '1.3.6.1.5.5.7.3.1': 'serverAuth',
+  '1.3.6.1.5.5.7.3.2': 'clientAuth',
+};
 
-function sansOf(cert: X509Certificate): string[] {
-  const san = cert.getExtension('2.5.29.17') as unknown as {
-    names?: { items: { type: string; value: string }[] };
-  } | null;
-  return (
-    san?.names?.items.map((n) => `${n.type === 'url' ? 'URI' : n.type.toUpperCase()}:${n.value}`) ??
-    []
-  );
+function generalNames(names: { items: readonly { type: string; value: string }[] }): string[] {
+  return names.items.map((n) => `${n.type === 'url' ? 'URI' : n.type.toUpperCase()}:${n.value}`);
 }
 
-function extensionText(e: {
-  type: string;
-  critical: boolean;
-  toTextObject?: () => unknown;
-}): string {
-  const any = e as unknown as Record<string, unknown>;
-  if (typeof any['keyId'] === 'string') return (any['keyId'] as string).toUpperCase();
-  if (typeof any['ca'] === 'boolean') {
-    return `CA:${any['ca'] ? 'TRUE' : 'FALSE'}${any['pathLength'] !== undefined ? `, pathlen:${String(any['pathLength'])}` : ''}`;
+function sansOf(cert: X509Certificate): string[] {
+  const san = cert.getExtension(SubjectAlternativeNameExtension);
+  return san ? generalNames(san.names) : [];
+}
+
+/** A one-line reading of the extensions we make; others show their DER as hex. */
+function extensionText(e: Extension): string {
+  if (e instanceof SubjectKeyIdentifierExtension) return e.keyId.toUpperCase();
+  if (e instanceof AuthorityKeyIdentifierExtension) return (e.keyId ?? '').toUpperCase();
+  if (e instanceof BasicConstraintsExtension) {
+    return `CA:${e.ca ? 'TRUE' : 'FALSE'}${e.pathLength !== undefined ? `, pathlen:${e.pathLength}` : ''}`;
   }
-  if (typeof any['usages'] === 'number') {
-    const flags = [
-      'digitalSignature',
-      'nonRepudiation',
-      'keyEncipherment',
-      'dataEncipherment',
-      'keyAgreement',
-      'keyCertSign',
-      'cRLSign',
-      'encipherOnly',
-      'decipherOnly',
-    ];
-    return flags.filter((_, i) => ((any['usages'] as number) & (1 << i)) !== 0).join(', ');
+  if (e instanceof KeyUsagesExtension) {
+    return KEY_USAGE_NAMES.filter((_, i) => (e.usages & (1 << i)) !== 0).join(', ');
   }
-  if (Array.isArray(any['usages'])) {
-    const eku: Record<string, string> = {
-      '1.3.6.1.5.5.7.3.1': 'serverAuth',
-      '1.3.6.1.5.5.7.3.2': 'clientAuth',
-    };
-    return (any['usages'] as string[]).map((u) => eku[u] ?? u).join(', ');
+  if (e instanceof ExtendedKeyUsageExtension) {
+    return e.usages.map((u) => EKU_NAMES[String(u)] ?? String(u)).join(', ');
   }
-  const names = any['names'] as { items?: { type: string; value: string }[] } | undefined;
-  if (names?.items)
-    return names.items
-      .map((n) => `${n.type === 'url' ? 'URI' : n.type.toUpperCase()}:${n.value}`)
-      .join(', ');
-  return '';
+  if (e instanceof SubjectAlternativeNameExtension) return generalNames(e.names).join(', ');
+  return Buffer.from(e.value).toString('hex');
 }
 
 export function registerCaCommands(program: Command): void {
@@ -251,7 +252,8 @@ export function registerCaCommands(program: Command): void {
           { subject: o.cacertsDir },
         );
       }
-      const left = Math.floor((bundle.signingCert.notAfter.getTime() - systemClock.now()) / 1000) * 1000;
+      const left =
+        Math.floor((bundle.signingCert.notAfter.getTime() - systemClock.now()) / 1000) * 1000;
       const lines = [
         `OK: ${o.cacertsDir} is usable as a plugged-in CA`,
         `signing certificate: "${bundle.signingCert.subject}" (${bundle.signingKeyType}), expires ${bundle.signingCert.notAfter.toISOString()} (in ${formatDuration(left)})`,

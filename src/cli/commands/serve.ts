@@ -141,7 +141,16 @@ export async function runServe(config: ServeConfig, clock: Clock = systemClock):
     process.once('SIGTERM', () => resolveSignal('SIGTERM'));
     process.once('SIGINT', () => resolveSignal('SIGINT'));
   });
-  const addrs = await server.start();
+  let addrs;
+  try {
+    addrs = await server.start();
+  } catch (e) {
+    // e.g. a port in use: release whatever did start, so the process can exit.
+    await server.stop();
+    unsubscribe();
+    await runtime.close();
+    throw e;
+  }
   const grpcAddr = formatHostPort(addrs.grpc);
   process.stdout.write(
     `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}); ` +

@@ -28,10 +28,10 @@ export function registerTokenCommand(program: Command): void {
         .default(3_600_000, '1h'),
     )
     .option('--audience <aud>', 'token audience (repeatable; default istio-ca)', collect)
-    .addOption(
-      new Option('--data-dir <dir>', 'data directory holding the issuer key')
-        .env('CASTELLAN_DATA_DIR')
-        .default('./.castellan'),
+    .option(
+      '--data-dir <dir>',
+      'data directory holding the issuer key (as for serve)',
+      './.castellan',
     )
     .action(async (options: TokenOptions) => {
       const issuer = await DevTokenIssuer.open(options.dataDir);

@@ -59,7 +59,9 @@ function requestedSansFast(asn: CertificationRequest): string[] {
   let seen = false;
   for (const attr of asn.certificationRequestInfo.attributes) {
     if (attr.type === OID_CHALLENGE_PASSWORD) throw new NeedsReference();
-    if (attr.type === OID_EXTENSION_REQUEST && !seen) {
+    if (attr.type === OID_EXTENSION_REQUEST) {
+      // @peculiar/x509 interprets every extensionRequest attribute; take only the simple case.
+      if (seen) throw new NeedsReference();
       seen = true;
       extensionRequest = attr.values[0];
     }
@@ -100,7 +102,8 @@ export function parseCsrFast(pem: string): ParsedCsr {
     throw fail('too-large', `CSR of ${pem.length} characters: at most ${CSR_RULES.maxPemLength}`);
   }
   const blocks = pemBlocks(pem, { subject: SUBJECT, strict: true });
-  if (blocks.length !== 1) throw fail('malformed', `expected one PEM block, found ${blocks.length}`);
+  if (blocks.length !== 1)
+    throw fail('malformed', `expected one PEM block, found ${blocks.length}`);
   const block = blocks[0]!;
   if (block.label !== CSR_RULES.pemLabel) {
     throw fail('malformed', `expected a "${CSR_RULES.pemLabel}" PEM block, found "${block.label}"`);

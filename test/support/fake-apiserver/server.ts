@@ -36,12 +36,14 @@ export interface RequestRecord {
   readonly name: string | undefined;
   /** The bearer token's user name, or undefined when unauthenticated. */
   readonly user: string | undefined;
+  /** The HTTP status answered (set when the response is sent; 200 for watches). */
+  code?: number;
 }
 
 export type RequestFilter = Partial<
   Pick<
     RequestRecord,
-    'method' | 'path' | 'verb' | 'group' | 'resource' | 'namespace' | 'name' | 'user'
+    'method' | 'path' | 'verb' | 'group' | 'resource' | 'namespace' | 'name' | 'user' | 'code'
   >
 >;
 
@@ -373,6 +375,8 @@ export class FakeApiServer {
     const r = route(url.pathname);
     const record = describe(method, url, r, user);
     this.requests.push(record);
+    res.on('finish', () => (record.code = res.statusCode));
+    if (record.verb === 'watch') record.code = 200;
     try {
       if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
         res.writeHead(200, { 'Content-Type': 'text/plain' });

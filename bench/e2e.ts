@@ -1,0 +1,201 @@
+// End to end: CreateCertificate over gRPC + TLS + JWT against a spawned `castellan serve`
+// (own data dir, ephemeral loopback ports, the dev token issuer), driven by many separate
+// @grpc/grpc-js channels as real sidecars make. Also measures start-to-/ready and the server's
+// resident memory (/proc/<pid>/status VmRSS).
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { istioCaPackageDefinition } from '../src/api/istioca.js';
+import { createKeyAndCsr } from '../src/pki/csr-builder.js';
+import { cliPath } from '../test/support/paths.js';
+import { drive, type BenchCase, type LimitKey, type Measurement } from './types.js';
+
+type CaKeyType = 'ec-p256' | 'rsa-2048' | 'rsa-4096';
+const LIMITS: Record<CaKeyType, LimitKey> = {
+  'ec-p256': 'ecdsap256',
+  'rsa-2048': 'rsa2048',
+  'rsa-4096': 'rsa4096',
+};
+const TARGETS: Record<CaKeyType, (c: number) => string> = {
+  'ec-p256': (c) => (c === 64 ? '>= 3500/s, p99 <= 25 ms, rss <= 200 MB' : '-'),
+  'rsa-2048': (c) => (c === 64 ? '>= 70% of limit' : '-'),
+  'rsa-4096': (c) => (c === 64 ? '>= 90% of limit' : '-'),
+};
+
+interface Server {
+  child: ChildProcess;
+  dataDir: string;
+  grpcAddr: string;
+  readyMs: number;
+  rootPem: string;
+  token: string;
+  stop(): Promise<void>;
+}
+
+function httpStatus(url: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = get(url, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    req.on('error', () => resolve(0));
+    req.setTimeout(1000, () => req.destroy());
+  });
+}
+
+/** Starts `castellan serve`; resolves once /ready answers 200 (bounded to 30 s). */
+async function startServer(keyType: CaKeyType): Promise<Server> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'castellan-bench-'));
+  const t0 = performance.now();
+  const child = spawn(
+    process.execPath,
+    [
+      cliPath,
+      'serve',
+      '--data-dir',
+      dataDir,
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--monitoring-addr',
+      '127.0.0.1:0',
+      '--ca-key-type',
+      keyType,
+      '--log-level',
+      'error',
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString().slice(-4000)));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    let grpcAddr: string | undefined;
+    let monitoring: string | undefined;
+    while (performance.now() - t0 < 30_000) {
+      if (child.exitCode !== null) throw new Error(`castellan serve exited: ${err}`);
+      const m = /CA serving on (\S+) \(monitoring (\S+)\)/.exec(out);
+      if (m) {
+        grpcAddr = m[1];
+        monitoring = m[2];
+        if ((await httpStatus(`http://${monitoring}/ready`)) === 200) break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const readyMs = performance.now() - t0;
+    if (!grpcAddr || !monitoring) throw new Error(`castellan serve did not get ready: ${err}`);
+    const token = execFileSync(
+      process.execPath,
+      [cliPath, 'token', '--namespace', 'bench', '--service-account', 'sa', '--data-dir', dataDir],
+      { encoding: 'utf8' },
+    ).trim();
+    const rootPem = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
+    return { child, dataDir, grpcAddr, readyMs, rootPem, token, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+function rssOf(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  return kb ? Number(kb) / 1024 : 0;
+}
+
+type CreateCertificate = (
+  request: { csr: string; validityDuration: number },
+  metadata: grpc.Metadata,
+  callback: (err: grpc.ServiceError | null, response?: { certChain: string[] }) => void,
+) => void;
+
+function clients(server: Server, count: number): { call: CreateCertificate; close: () => void }[] {
+  const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition()) as unknown as {
+    istio: { v1: { auth: { IstioCertificateService: grpc.ServiceClientConstructor } } };
+  };
+  const Ctor = pkg.istio.v1.auth.IstioCertificateService;
+  return Array.from({ length: count }, () => {
+    // A local subchannel pool: each client gets its own TCP + TLS connection, like a sidecar.
+    const client = new Ctor(
+      server.grpcAddr,
+      grpc.credentials.createSsl(Buffer.from(server.rootPem)),
+      {
+        'grpc.use_local_subchannel_pool': 1,
+      },
+    );
+    const fn = client['CreateCertificate'] as CreateCertificate;
+    return { call: fn.bind(client), close: () => client.close() };
+  });
+}
+
+let csrPool: Promise<string[]> | undefined;
+function csrs(): Promise<string[]> {
+  csrPool ??= Promise.all(
+    Array.from({ length: 64 }, () =>
+      createKeyAndCsr('ec-p256', { sans: ['spiffe://cluster.local/ns/bench/sa/sa'] }).then(
+        (k) => k.csrPem,
+      ),
+    ),
+  );
+  return csrPool;
+}
+
+function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
+  return {
+    name: `e2e grpc+tls+jwt ${keyType} c=${concurrency}`,
+    limit: LIMITS[keyType],
+    target: TARGETS[keyType](concurrency),
+    async run(options): Promise<Measurement> {
+      const pool = await csrs();
+      const server = await startServer(keyType);
+      const conns = clients(server, concurrency);
+      try {
+        const metadata = new grpc.Metadata();
+        metadata.set('authorization', `Bearer ${server.token}`);
+        const once = (i: number): Promise<void> =>
+          new Promise((resolve, reject) => {
+            conns[i % conns.length]!.call(
+              { csr: pool[i % pool.length]!, validityDuration: 3600 },
+              metadata,
+              (err, res) =>
+                err || !res?.certChain.length ? reject(err ?? new Error('empty')) : resolve(),
+            );
+          });
+        // Warm-up: every connection does its TLS handshake before timing starts.
+        await Promise.all(conns.map((_, i) => once(i)));
+        const r = await drive(once, concurrency, options);
+        return {
+          certs_per_s: r.count / r.seconds,
+          p50_ms: r.p50,
+          p99_ms: r.p99,
+          rss_mb: rssOf(server.child.pid!),
+          ready_ms: server.readyMs,
+        };
+      } finally {
+        for (const c of conns) c.close();
+        await server.stop();
+      }
+    },
+  };
+}
+
+export function e2eCases(): BenchCase[] {
+  const out: BenchCase[] = [];
+  for (const keyType of ['ec-p256', 'rsa-2048', 'rsa-4096'] as const) {
+    for (const c of [1, 16, 64]) out.push(e2eCase(keyType, c));
+  }
+  return out;
+}

@@ -1,0 +1,136 @@
+// `npm run bench`: certificate issuance throughput and latency beside the machine's limit.
+//
+//   node dist/bench/main.js [--json] [--quick] [--only <substr>]
+//
+// The limit of each case is `openssl speed -multi <cores>` for the CA's key, measured in the same
+// run, so the ratio means "how close to raw signing we get". Every case is bounded in count and
+// time, uses loopback only, and leaves nothing running.
+//
+// Extension point: `cases` below is a plain list. An end-to-end case (CreateCertificate over
+// gRPC + TLS + JWT against a spawned `castellan serve`) or the policy scale case is one more
+// BenchCase whose run() returns a Measurement.
+import 'reflect-metadata';
+import { execFileSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { Command } from 'commander';
+import { e2eCases } from './e2e.js';
+import { inProcessCases } from './in-process.js';
+import { policyBenchCase } from './policy.js';
+import type { BenchCase, BenchOptions, LimitKey, Measurement } from './types.js';
+
+const cases: BenchCase[] = [
+  ...inProcessCases(),
+  policyBenchCase(),
+  // End-to-end gRPC + TLS + JWT cases and the policy scale case go here.
+];
+
+/** openssl speed's two-core (all-core) signing rate, from its machine-readable output. */
+function opensslSignRate(alg: LimitKey, seconds: number): number | null {
+  try {
+    const out = execFileSync(
+      'openssl',
+      ['speed', '-mr', '-multi', String(availableParallelism()), '-seconds', String(seconds), alg],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: (seconds + 20) * 1000 },
+    );
+    // The summed line of -multi: "+F2:<i>:<bits>:<sign/s>:<verify/s>" (F4 for ECDSA), without
+    // the "Got: … from <child>" prefix the per-child lines carry.
+    const line = out.split('\n').find((l) => /^\+F\d+:/.test(l));
+    const sign = line?.split(':')[3];
+    return sign !== undefined ? Number(sign) : null;
+  } catch {
+    return null;
+  }
+}
+
+interface Row extends Measurement {
+  case: string;
+  limit_per_s: number | null;
+  ratio: number | null;
+  target: string;
+}
+
+function fmt(n: number | null, digits = 0): string {
+  return n === null ? '-' : n.toFixed(digits);
+}
+
+function printTable(rows: Row[]): void {
+  const header = [
+    'case',
+    'certs/s',
+    'p50 ms',
+    'p99 ms',
+    'limit/s',
+    'ratio',
+    'rss MB',
+    'ready ms',
+    'target',
+  ];
+  const body = rows.map((r) => [
+    r.case,
+    fmt(r.certs_per_s),
+    fmt(r.p50_ms, 2),
+    fmt(r.p99_ms, 2),
+    fmt(r.limit_per_s),
+    r.ratio === null ? '-' : `${(r.ratio * 100).toFixed(0)}%`,
+    fmt(r.rss_mb),
+    fmt(r.ready_ms ?? null),
+    r.target,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 0 || i === 8 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ');
+  console.log(line(header));
+  console.log(widths.map((w) => '-'.repeat(w)).join('  '));
+  for (const b of body) console.log(line(b));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const program = new Command('bench')
+    .option('--json', 'one JSON object per line instead of a table')
+    .option('--quick', 'a short smoke run (figures are rough)')
+    .option('--only <substr>', 'only cases whose name contains this')
+    .parse(argv, { from: 'user' });
+  const flags = program.opts<{ json?: boolean; quick?: boolean; only?: string }>();
+  const options: BenchOptions = {
+    quick: flags.quick === true,
+    seconds: flags.quick ? 0.5 : 4,
+    maxCount: flags.quick ? 2_000 : 100_000,
+  };
+  const selected = cases.filter((c) => !flags.only || c.name.includes(flags.only));
+  if (selected.length === 0) {
+    console.error(`bench: no case matches "${flags.only}"`);
+    process.exitCode = 2;
+    return;
+  }
+  const limits = new Map<LimitKey, number | null>();
+  for (const key of new Set(selected.flatMap((c) => (c.limit ? [c.limit] : [])))) {
+    if (!flags.json) console.error(`measuring openssl speed ${key} …`);
+    limits.set(key, opensslSignRate(key, flags.quick ? 1 : 3));
+  }
+  const rows: Row[] = [];
+  for (const c of selected) {
+    if (!flags.json) console.error(`running ${c.name} …`);
+    const m = await c.run(options);
+    const limit = c.limit ? (limits.get(c.limit) ?? null) : null;
+    const row: Row = {
+      case: c.name,
+      ...m,
+      limit_per_s: limit,
+      ratio: limit ? m.certs_per_s / limit : null,
+      target: c.target,
+    };
+    rows.push(row);
+    if (flags.json) {
+      const { target: _target, ...json } = row;
+      console.log(JSON.stringify(json));
+    }
+  }
+  if (!flags.json) printTable(rows);
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,306 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Option, type Command } from 'commander';
+import type { Authenticator } from '../authn/authenticator.js';
+import { CachingTokenReviewer } from '../authn/caching-token-reviewer.js';
+import { JwtAuthenticator } from '../authn/jwt-authenticator.js';
+import { TokenReviewAuthenticator } from '../authn/token-review.js';
+import type { CaState } from '../ca/authority.js';
+import { SwappableCaState } from '../ca/ca-state.js';
+import type { Clock } from '../clock.js';
+import { parseDuration } from '../duration.js';
+import { CastellanError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { CaKeyType } from '../pki/key-type.js';
+import { KubeCaSource } from '../kube/cacerts-secret-source.js';
+import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/client.js';
+import { EventRecorder } from '../kube/events.js';
+import { ApiServerJwks } from '../kube/jwt-discovery.js';
+import { DEFAULT_LEASE_NAME, LeaderElector, whileLeader } from '../kube/leader-election.js';
+import { RootPublisher } from '../kube/root-publisher.js';
+import { DEFAULT_ROOT_ROTATION_CHECK_MS, RootRotator } from '../kube/root-rotation.js';
+import {
+  KubeTokenReviewer,
+  SecretRemoteClusters,
+  StaticRemoteClusters,
+} from '../kube/token-reviewer.js';
+import { collect } from './options.js';
+
+/** The Kubernetes-mode flags as commander hands them over. */
+export interface RawKubeOptions {
+  kube?: boolean;
+  kubeconfig?: string;
+  jwtOffline?: boolean;
+  leaseName?: string;
+  leaseDuration?: string;
+  tokenReviewCacheTtl?: string;
+  remoteKubeconfig?: string[];
+  rootRotationCheckInterval?: string;
+  clusterId?: string;
+}
+
+export interface KubeModeConfig {
+  readonly enabled: boolean;
+  readonly kubeconfigPath: string | undefined;
+  readonly jwtOffline: boolean;
+  readonly leaseName: string;
+  readonly leaseDurationMs: number;
+  readonly tokenReviewCacheMaxAgeMs: number;
+  /** cluster id → kubeconfig file. */
+  readonly remoteKubeconfigs: ReadonlyMap<string, string>;
+  readonly rootRotationCheckMs: number;
+  readonly clusterId: string;
+}
+
+/** Adds the Kubernetes-mode flags to `serve`. */
+export function addKubeOptions(command: Command): Command {
+  return command
+    .option(
+      '--kube',
+      'Kubernetes mode: CA from Secrets, TokenReview, leader election (automatic in a pod)',
+    )
+    .option('--kubeconfig <path>', 'kubeconfig to reach the API server from outside the cluster')
+    .option(
+      '--jwt-offline',
+      "also verify tokens offline with the API server's issuer keys (keeps issuing while it is down)",
+    )
+    .option(
+      '--lease-name <name>',
+      `coordination.k8s.io Lease used for leader election (default ${DEFAULT_LEASE_NAME})`,
+    )
+    .option('--lease-duration <d>', 'leader lease duration (default 15s)')
+    .option(
+      '--token-review-cache-ttl <d>',
+      'longest a TokenReview answer is reused (default 60s; never past the token exp)',
+    )
+    .option(
+      '--remote-kubeconfig <clusterid=path>',
+      'a remote cluster for TokenReview, chosen by the clusterid gRPC metadata (repeatable)',
+      collect,
+    )
+    .option(
+      '--root-rotation-check-interval <d>',
+      'how often the leader checks the self-signed root (default 1h)',
+    )
+    .addOption(
+      new Option(
+        '--cluster-id <id>',
+        "this cluster's id in clusterid metadata (default Kubernetes)",
+      ),
+    );
+}
+
+function bad(flag: string, why: string): CastellanError {
+  return new CastellanError('invalid-argument', `${flag}: ${why}`);
+}
+
+function duration(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  try {
+    return parseDuration(text, flag);
+  } catch (e) {
+    throw bad(flag, (e as Error).message);
+  }
+}
+
+/**
+ * Checks the Kubernetes flags before anything starts. Kubernetes mode is on with --kube, and
+ * automatically in a pod (KUBERNETES_SERVICE_HOST set) unless CASTELLAN_KUBE=false.
+ */
+export function parseKubeOptions(raw: RawKubeOptions, env: NodeJS.ProcessEnv): KubeModeConfig {
+  const inPod = Boolean(env['KUBERNETES_SERVICE_HOST']) && env['CASTELLAN_KUBE'] !== 'false';
+  const enabled = raw.kube === true || inPod || raw.kubeconfig !== undefined;
+  const remotes = new Map<string, string>();
+  for (const spec of raw.remoteKubeconfig ?? []) {
+    const m = /^([^=]+)=(.+)$/.exec(spec);
+    if (!m) throw bad('--remote-kubeconfig', `"${spec}" is not clusterid=path`);
+    if (remotes.has(m[1] as string))
+      throw bad('--remote-kubeconfig', `cluster "${m[1]}" given twice`);
+    remotes.set(m[1] as string, m[2] as string);
+  }
+  const leaseName = raw.leaseName ?? DEFAULT_LEASE_NAME;
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(leaseName)) {
+    throw bad('--lease-name', `"${leaseName}" is not a valid object name`);
+  }
+  if (!enabled && (raw.jwtOffline || remotes.size > 0)) {
+    throw bad(raw.jwtOffline ? '--jwt-offline' : '--remote-kubeconfig', 'needs --kube');
+  }
+  return {
+    enabled,
+    kubeconfigPath: raw.kubeconfig,
+    jwtOffline: raw.jwtOffline === true,
+    leaseName,
+    leaseDurationMs: duration('--lease-duration', raw.leaseDuration, 15_000),
+    tokenReviewCacheMaxAgeMs: duration('--token-review-cache-ttl', raw.tokenReviewCacheTtl, 60_000),
+    remoteKubeconfigs: remotes,
+    rootRotationCheckMs: duration(
+      '--root-rotation-check-interval',
+      raw.rootRotationCheckInterval,
+      DEFAULT_ROOT_ROTATION_CHECK_MS,
+    ),
+    clusterId: raw.clusterId ?? 'Kubernetes',
+  };
+}
+
+export interface KubeModeDeps {
+  readonly namespace: string;
+  readonly trustDomain: string;
+  readonly tokenAudiences: readonly string[];
+  readonly caKeyType?: CaKeyType | undefined;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** Counts refused CA updates: castellan_ca_load_errors_total{source}. */
+  readonly onCaLoadError?: ((source: string) => void) | undefined;
+  /** This replica's name in the Lease; default POD_NAME or the host name, plus a suffix. */
+  readonly identity?: string | undefined;
+}
+
+/** What `serve` needs from Kubernetes mode (the same shape as its local CaRuntime). */
+export interface KubeRuntime {
+  readonly caState: CaState;
+  readonly tokenAuthenticators: readonly Authenticator[];
+  readonly tokenHint: string;
+  readonly leader: LeaderElector;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts Kubernetes mode: the CA from `cacerts` / `istio-ca-secret` (watched), TokenReview
+ * (cached; remote clusters), optional offline JWT verification, leader election, and the
+ * leader-only root publication and self-signed root rotation. Resolves once a CA is loaded.
+ */
+export async function startKubeMode(
+  config: KubeModeConfig,
+  deps: KubeModeDeps,
+): Promise<KubeRuntime> {
+  const { clock, logger, namespace } = deps;
+  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath });
+  const clients = makeClients(kc);
+  const identity =
+    deps.identity ?? `${process.env['POD_NAME'] ?? hostname()}-${randomBytes(3).toString('hex')}`;
+  const events = new EventRecorder(clients.core, clock, 'castellan', identity, logger);
+  const stops: (() => Promise<void> | void)[] = [];
+  const close = async (): Promise<void> => {
+    for (const s of stops.reverse()) {
+      try {
+        await s();
+      } catch (e) {
+        logger.warn({ error: String(e) }, 'error while stopping Kubernetes mode');
+      }
+    }
+  };
+  try {
+    const state = new SwappableCaState();
+    const caSource = new KubeCaSource({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      trustDomain: deps.trustDomain,
+      state,
+      clock,
+      events,
+      onLoadError: (source) => deps.onCaLoadError?.(source),
+      selfSignedKeyType: deps.caKeyType,
+      logger,
+    });
+    stops.push(() => caSource.stop());
+    await caSource.start();
+
+    const files = new Map(
+      [...config.remoteKubeconfigs].map(([id, path]) => {
+        let text: string;
+        try {
+          text = readFileSync(path, 'utf8');
+        } catch (e) {
+          throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
+            subject: path,
+          });
+        }
+        return [id, kubeConfigFromString(text, path)] as const;
+      }),
+    );
+    const secretRemotes = new SecretRemoteClusters({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      logger,
+    });
+    stops.push(() => secretRemotes.stop());
+    const reviewer = new CachingTokenReviewer(
+      new KubeTokenReviewer(clients.authentication, {
+        localClusterId: config.clusterId,
+        remotes: [new StaticRemoteClusters(files), secretRemotes],
+      }),
+      { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
+    );
+    const tokenAuthenticators: Authenticator[] = [];
+    if (config.jwtOffline) {
+      const jwks = new ApiServerJwks({ kubeConfig: kc, clock, logger });
+      await jwks.start();
+      stops.push(() => jwks.stop());
+      tokenAuthenticators.push(
+        new JwtAuthenticator({
+          issuer: jwks.issuer,
+          keys: jwks.keys,
+          audiences: deps.tokenAudiences,
+          clock,
+          logger,
+        }),
+      );
+    }
+    tokenAuthenticators.push(
+      new TokenReviewAuthenticator({ reviewer, audiences: deps.tokenAudiences, logger }),
+    );
+
+    const leader = new LeaderElector({
+      coordination: clients.coordination,
+      namespace,
+      leaseName: config.leaseName,
+      identity,
+      leaseDurationMs: config.leaseDurationMs,
+      clock,
+      logger,
+    });
+    const stopLeaderWork = whileLeader(leader, () => {
+      const publisher = new RootPublisher({
+        kubeConfig: kc,
+        core: clients.core,
+        rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        logger,
+      });
+      publisher.start();
+      const unsubscribe = state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+      const rotator = new RootRotator({
+        core: clients.core,
+        namespace,
+        clock,
+        checkIntervalMs: config.rootRotationCheckMs,
+        logger,
+      });
+      rotator.start();
+      return async () => {
+        rotator.stop();
+        unsubscribe();
+        await publisher.stop();
+      };
+    });
+    stops.push(() => leader.stop());
+    stops.push(stopLeaderWork);
+    leader.start();
+    logger.info(
+      { server: clients.server, namespace, identity, lease: config.leaseName },
+      'Kubernetes mode started',
+    );
+    return {
+      caState: state,
+      tokenAuthenticators,
+      tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.tokenAudiences[0] ?? 'istio-ca'}`,
+      leader,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

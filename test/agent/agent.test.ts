@@ -1,0 +1,248 @@
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import * as grpc from '@grpc/grpc-js';
+import { WorkloadAgent, type AgentConfig } from '../../src/agent/agent.js';
+import { GrpcCaClient, type CertificateAuthorityClient } from '../../src/agent/ca-client.js';
+import { runExecHook } from '../../src/agent/exec-hook.js';
+import { AgentMetrics, startMonitoringServer } from '../../src/agent/monitoring.js';
+import { DEFAULT_RENEWAL_POLICY } from '../../src/agent/renewal.js';
+import { createLogger } from '../../src/log.js';
+import { CaDouble, serialOf } from './support/ca-double.js';
+
+let ca: CaDouble;
+let dir: string;
+before(async () => {
+  ca = await CaDouble.create();
+  await ca.start();
+  dir = await mkdtemp(join(tmpdir(), 'castellan-agent-'));
+  await writeFile(join(dir, 'root.pem'), ca.rootPem);
+});
+after(async () => {
+  await ca.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+/** Real time plus an offset that the fake sleep moves: certificates are real, waits are not. */
+function harness(name: string, overrides: Partial<AgentConfig> = {}) {
+  let offset = 0;
+  const clock = { now: () => Date.now() + offset };
+  const sleeps: number[] = [];
+  const lines: Array<{ level: number; msg: string; kind?: string }> = [];
+  const logger = createLogger({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        lines.push(JSON.parse(chunk.toString()) as { level: number; msg: string });
+        cb();
+      },
+    }),
+  });
+  const calls = { n: 0 };
+  const real = new GrpcCaClient({
+    address: ca.address,
+    rootCertFile: join(dir, 'root.pem'),
+    tokenFile: join(dir, `${name}.token`),
+    timeoutMs: 3000,
+  });
+  const counting: CertificateAuthorityClient = {
+    createCertificate: (r) => {
+      calls.n++;
+      return real.createCertificate(r);
+    },
+  };
+  const stop = new AbortController();
+  const metrics = new AgentMetrics(clock);
+  const outDir = join(dir, name);
+  const agent = new WorkloadAgent(
+    {
+      outDir,
+      rootCertFile: join(dir, 'root.pem'),
+      keyType: 'ec-p256',
+      validitySeconds: 0,
+      authenticatesWithToken: true,
+      policy: DEFAULT_RENEWAL_POLICY,
+      ...overrides,
+    },
+    {
+      ca: counting,
+      clock,
+      random: Math.random,
+      sleep: async (ms) => {
+        sleeps.push(ms);
+        offset += ms;
+        await new Promise((r) => setImmediate(r));
+      },
+      logger,
+      metrics,
+      runExec: runExecHook,
+    },
+  );
+  return { agent, stop, sleeps, lines, calls, outDir, metrics, clock, tokenFile: join(dir, `${name}.token`) };
+}
+
+function opensslVerify(rootFile: string, chainFile: string): string {
+  return execFileSync('openssl', ['verify', '-CAfile', rootFile, '-untrusted', chainFile, chainFile], {
+    encoding: 'utf8',
+  });
+}
+
+test('renews at half-life with a fresh key each time; chains verify with openssl; token re-read', async () => {
+  const h = harness('rotate', { exec: 'echo ran >> "$CASTELLAN_CERT_DIR/../rotate-exec.log"' });
+  await writeFile(h.tokenFile, 'token-1\n');
+  ca.calls.length = 0;
+  const keys = new Set<string>();
+  const serials = new Set<string>();
+  ca.leafTtlMs = 3_600_000;
+  const run = h.agent.run(h.stop.signal);
+  while (serials.size < 3) {
+    await new Promise((r) => setTimeout(r, 20));
+    const cur = h.agent.current;
+    if (cur && !serials.has(cur.serialNumber)) {
+      serials.add(cur.serialNumber);
+      keys.add(await readFile(join(h.outDir, 'key.pem'), 'utf8'));
+      assert.match(opensslVerify(join(h.outDir, 'root-cert.pem'), join(h.outDir, 'cert-chain.pem')), /: OK/);
+      assert.equal(serialOf(await readFile(join(h.outDir, 'cert-chain.pem'), 'utf8')), cur.serialNumber);
+      await writeFile(h.tokenFile, `token-${serials.size + 1}\n`);
+    }
+  }
+  h.stop.abort();
+  await run;
+  assert.equal(keys.size, 3, 'a fresh key for every certificate');
+  assert.deepEqual(
+    ca.calls.slice(0, 3).map((c) => c.authorization),
+    ['Bearer token-1', 'Bearer token-2', 'Bearer token-3'],
+  );
+  // Sleeps between renewals add up to about half of each one-hour lifetime.
+  const slept = h.sleeps.reduce((a, b) => a + b, 0);
+  assert.ok(slept >= 2 * 0.49 * 3_600_000 - 5000 && slept <= 2 * 0.51 * 3_600_000 + 5000, `${slept}`);
+  assert.equal((await readFile(join(dir, 'rotate-exec.log'), 'utf8')).trim().split('\n').length, 3);
+});
+
+test('CA down: keeps its certificate, retries with growing backoff, recovers when the CA returns', async () => {
+  const h = harness('down', {
+    policy: { ...DEFAULT_RENEWAL_POLICY, retryMaxMs: 120_000 },
+  });
+  await writeFile(h.tokenFile, 'tok\n');
+  ca.leafTtlMs = 3_600_000;
+  const first = await h.agent.renew();
+  const keyBefore = await readFile(join(h.outDir, 'key.pem'), 'utf8');
+  const port = ca.port;
+  await ca.stop();
+  const run = h.agent.run(h.stop.signal);
+  // Until it has tried a dozen times while down.
+  while (h.calls.n < 12) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore, 'files untouched');
+  assert.equal(h.agent.current?.serialNumber, first.serialNumber);
+  const failures = h.lines.filter((l) => l.kind === 'unavailable');
+  assert.ok(failures.length >= 10);
+  assert.match(failures[0]!.msg, /UNAVAILABLE.*keeping the current certificate/);
+  // The waits after the renewal time grew: exponential, not a tight loop.
+  const retries = h.sleeps.slice(-8);
+  assert.ok(retries.at(-1)! > 30_000, `backoff grew: ${retries.join(',')}`);
+  await ca.start(port);
+  while (h.agent.current?.serialNumber === first.serialNumber) await new Promise((r) => setTimeout(r, 10));
+  h.stop.abort();
+  await run;
+  assert.notEqual(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore);
+  const metrics = await h.metrics.registry.metrics();
+  assert.match(metrics, /castellan_agent_cert_renewal_failures_total\{reason="unavailable"\} (\d+)/);
+  assert.match(metrics, /castellan_agent_cert_renewals_total 2/);
+});
+
+test('invalid token: one clear error line, long backoff, no tight loop', async () => {
+  const h = harness('badtoken');
+  await writeFile(h.tokenFile, 'wrong\n');
+  ca.acceptedToken = 'right';
+  ca.calls.length = 0;
+  try {
+    const run = h.agent.run(h.stop.signal);
+    // Let an hour of simulated time pass.
+    while (h.clock.now() - Date.now() < 3_600_000) await new Promise((r) => setTimeout(r, 5));
+    h.stop.abort();
+    await run;
+  } finally {
+    ca.acceptedToken = undefined;
+  }
+  // Every ~5 minutes: about 12 calls in an hour, where a tight loop would make thousands.
+  assert.ok(ca.calls.length >= 10 && ca.calls.length <= 15, `${ca.calls.length} calls`);
+  const errors = h.lines.filter((l) => l.level >= 50);
+  assert.equal(errors.length, 1, 'one error line for one cause');
+  assert.match(errors[0]!.msg, /UNAUTHENTICATED.*no certificate yet.*will not fix itself/);
+  assert.equal(h.agent.isReady(), false);
+});
+
+test('INVALID_ARGUMENT is not retried soon either; INTERNAL is', async () => {
+  const h = harness('invalid');
+  await writeFile(h.tokenFile, 'tok\n');
+  ca.behaviour = { kind: 'fail', code: grpc.status.INVALID_ARGUMENT, message: 'ttl above max' };
+  try {
+    await assert.rejects(h.agent.runOnce(5, h.stop.signal), /INVALID_ARGUMENT: ttl above max/);
+    assert.equal(h.calls.n, 1);
+    ca.behaviour = { kind: 'fail', code: grpc.status.INTERNAL, message: 'boom' };
+    await assert.rejects(h.agent.runOnce(3, h.stop.signal), (e: unknown) => {
+      assert.equal((e as { kind: string }).kind, 'internal');
+      return true;
+    });
+    assert.equal(h.calls.n, 4);
+  } finally {
+    ca.behaviour = { kind: 'issue' };
+  }
+});
+
+test('root-cert.pem follows the CA when its roots change', async () => {
+  const h = harness('roots');
+  await writeFile(h.tokenFile, 'tok\n');
+  await h.agent.renew();
+  const before = await readFile(join(h.outDir, 'root-cert.pem'), 'utf8');
+  assert.equal(before, ca.rootPem);
+  const oldRoot = ca.root;
+  await ca.rotateRoot();
+  try {
+    await h.agent.renew();
+    const afterPem = await readFile(join(h.outDir, 'root-cert.pem'), 'utf8');
+    assert.equal(afterPem, ca.rootPem);
+    assert.notEqual(afterPem, before);
+    assert.match(opensslVerify(join(h.outDir, 'root-cert.pem'), join(h.outDir, 'cert-chain.pem')), /: OK/);
+    assert.ok(h.lines.some((l) => /trust bundle changed/.test(l.msg)));
+  } finally {
+    ca.root = oldRoot;
+  }
+});
+
+test('a restarted agent reuses a valid certificate on disk instead of asking again', async () => {
+  const h = harness('reuse');
+  await writeFile(h.tokenFile, 'tok\n');
+  const first = await h.agent.renew();
+  const again = harness('reuse');
+  const loaded = await again.agent.loadExisting();
+  assert.equal(loaded?.serialNumber, first.serialNumber);
+  assert.equal(again.agent.isReady(), true);
+  assert.equal(again.calls.n, 0);
+});
+
+test('monitoring: /ready is 503 until a certificate is on disk, /metrics has the gauges', async () => {
+  const h = harness('monitor');
+  await writeFile(h.tokenFile, 'tok\n');
+  const server = await startMonitoringServer('127.0.0.1:0', h.metrics, () => h.agent.isReady());
+  try {
+    const base = `http://127.0.0.1:${server.address.port}`;
+    assert.equal((await fetch(`${base}/ready`)).status, 503);
+    const issued = await h.agent.renew();
+    assert.equal((await fetch(`${base}/ready`)).status, 200);
+    const text = await (await fetch(`${base}/metrics`)).text();
+    const m = /castellan_agent_cert_expiry_timestamp_seconds (\d+)/.exec(text);
+    assert.equal(Number(m?.[1]) * 1000, issued.notAfter);
+    const left = Number(/castellan_agent_cert_expiry_seconds ([\d.]+)/.exec(text)?.[1]);
+    assert.ok(left > 3500 && left <= 3600, `${left}`);
+    assert.match(text, /castellan_agent_ca_requests_total 1/);
+    assert.equal((await fetch(`${base}/nope`)).status, 404);
+  } finally {
+    await server.close();
+  }
+});

@@ -1,0 +1,184 @@
+import 'reflect-metadata';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import {
+  createPrivateKey,
+  createPublicKey,
+  webcrypto,
+  X509Certificate,
+} from 'node:crypto';
+import { lstat, mkdtemp, readdir, readlink, rm, stat, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import {
+  DATA_LINK,
+  readCertificateFiles,
+  writeCertificateFiles,
+  type CertificateFiles,
+} from '../../src/agent/atomic-files.js';
+
+async function makePair(i: number): Promise<CertificateFiles> {
+  const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+  const keys = (await webcrypto.subtle.generateKey(alg, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.createSelfSigned(
+    { serialNumber: (i + 16).toString(16), name: `CN=pair ${i}`, keys, signingAlgorithm: alg },
+    webcrypto as unknown as Parameters<typeof x509.X509CertificateGenerator.createSelfSigned>[1],
+  );
+  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+  const pem = cert.toString('pem') + '\n';
+  return {
+    certChainPem: pem,
+    keyPem: x509.PemConverter.encode(pkcs8, 'PRIVATE KEY') + '\n',
+    rootCertPem: pem,
+  };
+}
+
+function matches(files: CertificateFiles): boolean {
+  const certKey = new X509Certificate(files.certChainPem).publicKey.export({
+    type: 'spki',
+    format: 'der',
+  });
+  const key = createPublicKey(createPrivateKey(files.keyPem)).export({ type: 'spki', format: 'der' });
+  return certKey.equals(key);
+}
+
+// A reader in another process that knows nothing of our code: it reads the files the two ways
+// the layout supports and checks that the key belongs to the certificate on every read.
+const READER = `
+import { readFileSync, realpathSync, writeFileSync, existsSync } from 'node:fs';
+import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
+import { join } from 'node:path';
+const [dir, stopFile, outFile] = process.argv.slice(2);
+const spki = (k) => k.export({ type: 'spki', format: 'der' }).toString('base64');
+const check = (cert, key) => spki(new X509Certificate(cert).publicKey) === spki(createPublicKey(createPrivateKey(key)));
+const r = { resolved: 0, named: 0, retried: 0, mismatches: 0, errors: [] };
+while (!existsSync(stopFile)) {
+  try {
+    const base = realpathSync(join(dir, '..data'));
+    const cert = readFileSync(join(base, 'cert-chain.pem'));
+    const key = readFileSync(join(base, 'key.pem'));
+    if (!check(cert, key)) r.mismatches++;
+    r.resolved++;
+  } catch (e) { if (e.code !== 'ENOENT') r.errors.push(String(e)); }
+  try {
+    const c1 = readFileSync(join(dir, 'cert-chain.pem'));
+    const key = readFileSync(join(dir, 'key.pem'));
+    const c2 = readFileSync(join(dir, 'cert-chain.pem'));
+    if (!c1.equals(c2)) { r.retried++; continue; }
+    if (!check(c1, key)) r.mismatches++;
+    r.named++;
+  } catch (e) { r.errors.push(String(e)); }
+}
+writeFileSync(outFile, JSON.stringify(r));
+`;
+
+test('a concurrent reader never sees a half-written file or a certificate with the wrong key', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
+  try {
+    const out = join(dir, 'out');
+    const pairs = await Promise.all(Array.from({ length: 8 }, (_, i) => makePair(i)));
+    await writeCertificateFiles(out, pairs[0]!);
+    const script = join(dir, 'reader.mjs');
+    await writeFile(script, READER);
+    const stopFile = join(dir, 'stop');
+    const result = join(dir, 'result.json');
+    const child = spawn(process.execPath, [script, out, stopFile, result], { stdio: 'inherit' });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+
+    // Our own reader too, in this process, interleaved with the writes.
+    let inProcess = 0;
+    let inProcessMismatch = 0;
+    let writing = true;
+    const ownReader = (async () => {
+      while (writing) {
+        const files = await readCertificateFiles(out);
+        assert.ok(files);
+        if (!matches(files)) inProcessMismatch++;
+        inProcess++;
+      }
+    })();
+    const rotations = 120;
+    for (let i = 1; i <= rotations; i++) await writeCertificateFiles(out, pairs[i % pairs.length]!);
+    writing = false;
+    await ownReader;
+    await writeFile(stopFile, '');
+    assert.equal(await exited, 0);
+    const r = JSON.parse(await readFile(result, 'utf8')) as {
+      resolved: number;
+      named: number;
+      retried: number;
+      mismatches: number;
+      errors: string[];
+    };
+    console.log(`rotations=${rotations} reader=${JSON.stringify({ ...r, errors: r.errors.length })} inProcess=${inProcess}`);
+    assert.deepEqual(r.errors, []);
+    assert.equal(r.mismatches, 0);
+    assert.equal(inProcessMismatch, 0);
+    assert.ok(r.resolved + r.named > 1000, 'thousands of reads happened');
+    assert.ok(inProcess > 50);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('layout: stable names are symlinks through ..data, key is 0600, old versions are pruned', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
+  try {
+    const a = await makePair(1);
+    const b = await makePair(2);
+    // A provisioned regular file is replaced, not written through.
+    await writeFile(join(dir, 'key.pem'), 'old');
+    const v1 = await writeCertificateFiles(dir, a);
+    const v2 = await writeCertificateFiles(dir, b);
+    const v3 = await writeCertificateFiles(dir, a);
+    assert.equal(await readlink(join(dir, DATA_LINK)), v3);
+    for (const name of ['cert-chain.pem', 'key.pem', 'root-cert.pem']) {
+      assert.ok((await lstat(join(dir, name))).isSymbolicLink(), name);
+      assert.equal(await readlink(join(dir, name)), join(DATA_LINK, name));
+    }
+    assert.equal((await stat(join(dir, 'key.pem'))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(dir, 'cert-chain.pem'))).mode & 0o777, 0o644);
+    const versions = (await readdir(dir)).filter((e) => e.startsWith('..') && e !== DATA_LINK);
+    assert.deepEqual(versions.sort(), [v2, v3].sort(), `v1 ${v1} pruned, previous kept`);
+    assert.equal(await readFile(join(dir, 'key.pem'), 'utf8'), a.keyPem);
+    const read = await readCertificateFiles(dir);
+    assert.deepEqual(read, a);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('reading: plain files are read by name; an empty directory reads as nothing', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
+  try {
+    assert.equal(await readCertificateFiles(dir), undefined);
+    assert.equal(await readCertificateFiles(join(dir, 'missing')), undefined);
+    const a = await makePair(3);
+    await writeFile(join(dir, 'cert-chain.pem'), a.certChainPem);
+    await writeFile(join(dir, 'key.pem'), a.keyPem);
+    await writeFile(join(dir, 'root-cert.pem'), a.rootCertPem);
+    assert.deepEqual(await readCertificateFiles(dir), a);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a write into an unusable directory is a typed error naming it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
+  try {
+    const file = join(dir, 'not-a-dir');
+    await writeFile(file, '');
+    await assert.rejects(writeCertificateFiles(join(file, 'sub'), await makePair(4)), (e: unknown) => {
+      assert.equal((e as { kind?: string }).kind, 'internal');
+      assert.match((e as Error).message, /not-a-dir\/sub: cannot write certificate files: ENOTDIR/);
+      return true;
+    });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

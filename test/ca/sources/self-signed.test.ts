@@ -1,0 +1,76 @@
+import 'reflect-metadata';
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ManualClock } from '../../../src/clock.js';
+import { isCastellanError } from '../../../src/errors.js';
+import { loadOrCreateSelfSignedCa, reissueRoot } from '../../../src/ca/sources/self-signed.js';
+import {
+  makeTempDir,
+  opensslExtensions,
+  opensslText,
+  opensslVerify,
+} from '../../support/openssl.js';
+
+const tmp = makeTempDir();
+after(() => tmp.remove());
+const clock = new ManualClock(Date.now());
+
+test('created once (0600 key), strict-valid, reused on restart', async () => {
+  const dir = join(tmp.dir, 'data');
+  const b1 = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+  assert.equal(b1.signingKeyType, 'ec-p256');
+  assert.equal(statSync(join(dir, 'ca-key.pem')).mode & 0o777, 0o600);
+  const certPem = readFileSync(join(dir, 'ca-cert.pem'), 'utf8');
+  assert.equal(readFileSync(join(dir, 'root-cert.pem'), 'utf8'), certPem);
+  assert.ok(opensslVerify({ root: certPem, leaf: certPem }).ok);
+  const text = opensslText(certPem);
+  assert.match(text, /Subject: O = cluster.local\n/);
+  assert.equal(opensslExtensions(certPem).get('X509v3 Basic Constraints')?.critical, true);
+  const b2 = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+  assert.equal(b2.signingCert.serialNumber, b1.signingCert.serialNumber);
+  assert.equal(readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), certPem);
+});
+
+test('RSA-2048 on request; 10 years by default', async () => {
+  const b = await loadOrCreateSelfSignedCa(
+    { dataDir: join(tmp.dir, 'rsa'), trustDomain: 'td', keyType: 'rsa-2048' },
+    clock,
+  );
+  assert.equal(b.signingKeyType, 'rsa-2048');
+  const years = (b.signingCert.notAfter.getTime() - clock.now()) / (365 * 24 * 3_600_000);
+  assert.ok(years > 9.99 && years < 10.01, String(years));
+});
+
+test('never silently replaced: corrupt or half sets are errors', async () => {
+  const dir = join(tmp.dir, 'corrupt');
+  await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'td' }, clock);
+  const before = readFileSync(join(dir, 'ca-cert.pem'), 'utf8');
+  writeFileSync(join(dir, 'ca-key.pem'), 'corrupt');
+  await assert.rejects(
+    loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'td' }, clock),
+    (e: unknown) => isCastellanError(e, 'malformed') && e.message.includes('ca-key.pem'),
+  );
+  assert.equal(readFileSync(join(dir, 'ca-cert.pem'), 'utf8'), before);
+  rmSync(join(dir, 'ca-key.pem'));
+  await assert.rejects(
+    loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'td' }, clock),
+    (e: unknown) =>
+      isCastellanError(e, 'incomplete-ca') && e.message.includes('ca-key.pem is missing'),
+  );
+});
+
+test('reissueRoot keeps key and subject, moves the validity', async () => {
+  const dir = join(tmp.dir, 'rotate');
+  const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+  const later = new ManualClock(clock.now() + 1000 * 3_600_000);
+  const root2 = await reissueRoot(b, b.signingKey, later, 20 * 3_600_000);
+  assert.equal(root2.subject, b.signingCert.subject);
+  assert.equal(root2.notAfter.getTime(), Math.floor((later.now() + 20 * 3_600_000) / 1000) * 1000);
+  assert.notEqual(root2.serialNumber, b.signingCert.serialNumber);
+  assert.deepEqual(
+    new Uint8Array(root2.publicKey.rawData),
+    new Uint8Array(b.signingCert.publicKey.rawData),
+  );
+});

@@ -1,0 +1,220 @@
+// `castellan serve`: flags into a typed config, and the real command run as a process.
+import 'reflect-metadata';
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import { status } from '@grpc/grpc-js';
+import { createServer, type AddressInfo } from 'node:net';
+import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
+import { isCastellanError } from '../../src/errors.js';
+import { parseServeConfig } from '../../src/cli/serve-config.js';
+import { istioSampleCerts } from '../support/paths.js';
+import {
+  caClient,
+  createCertificate,
+  opensslCsr,
+  opensslUris,
+  opensslVerify,
+  tmp,
+} from '../server/support/client.js';
+import { runCli, startServe } from '../server/support/serve-process.js';
+
+const HOUR = 3_600_000;
+
+function refused(fn: () => unknown, flag: string) {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(isCastellanError(e, 'invalid-argument'), String(e));
+    assert.match(e.message, new RegExp(flag.replace(/[-]/g, '\\-')));
+    return true;
+  });
+}
+
+describe('serve config', () => {
+  test('defaults', () => {
+    const c = parseServeConfig({});
+    assert.equal(c.dataDir, './.castellan');
+    assert.equal(c.trustDomain, 'cluster.local');
+    assert.deepEqual(c.grpcAddress, { host: '127.0.0.1', port: 15012 });
+    assert.deepEqual(c.monitoringAddress, { host: '127.0.0.1', port: 15014 });
+    assert.deepEqual(c.tokenAudiences, ['istio-ca']);
+    assert.equal(c.defaultTtlMs, 24 * HOUR);
+    assert.equal(c.maxTtlMs, 90 * 24 * HOUR);
+    assert.equal(c.caKeyType, 'ec-p256');
+    assert.deepEqual(c.servingDnsNames, [
+      'castellan.istio-system.svc',
+      'istiod.istio-system.svc',
+      'localhost',
+    ]);
+    assert.deepEqual(c.servingIpAddresses, ['127.0.0.1']);
+  });
+
+  test('environment TTLs, flags win over them; serving names follow the namespace', () => {
+    const env = { DEFAULT_WORKLOAD_CERT_TTL: '12h', MAX_WORKLOAD_CERT_TTL: '48h' };
+    const c = parseServeConfig({ namespace: 'mesh', grpcAddr: '0.0.0.0:15012' }, env);
+    assert.equal(c.defaultTtlMs, 12 * HOUR);
+    assert.equal(c.maxTtlMs, 48 * HOUR);
+    assert.deepEqual(c.servingDnsNames, ['castellan.mesh.svc', 'istiod.mesh.svc']);
+    assert.deepEqual(c.servingIpAddresses, []);
+    const f = parseServeConfig(
+      { defaultTtl: '1h', servingDns: ['ca.example.com', '10.0.0.1'] },
+      env,
+    );
+    assert.equal(f.defaultTtlMs, HOUR);
+    assert.deepEqual(f.servingDnsNames, ['ca.example.com']);
+    assert.deepEqual(f.servingIpAddresses, ['10.0.0.1']);
+  });
+
+  test('bad values are refused, naming the flag', () => {
+    refused(() => parseServeConfig({ trustDomain: 'Bad Domain' }), '--trust-domain');
+    refused(() => parseServeConfig({ grpcAddr: 'nowhere' }), '--grpc-addr');
+    refused(() => parseServeConfig({ monitoringAddr: '1.2.3.4:99999' }), '--monitoring-addr');
+    refused(() => parseServeConfig({ maxTtl: '0' }), '--max-ttl');
+    refused(() => parseServeConfig({ defaultTtl: '100d' }), '--default-ttl');
+    refused(() => parseServeConfig({}, { MAX_WORKLOAD_CERT_TTL: 'soon' }), 'MAX_WORKLOAD_CERT_TTL');
+    refused(() => parseServeConfig({ jwtIssuer: 'https://issuer' }), '--jwks-file');
+    refused(() => parseServeConfig({ servingDns: ['not a name'] }), '--serving-dns');
+    refused(() => parseServeConfig({ namespace: 'No_Such' }), '--namespace');
+    refused(() => parseServeConfig({ logLevel: 'loud' }), '--log-level');
+    refused(() => parseServeConfig({ caKeyType: 'dsa' }), '--ca-key-type');
+    refused(() => parseServeConfig({ tokenAudience: [''] }), '--token-audience');
+  });
+});
+
+describe('castellan serve (process)', () => {
+  test('unknown flags and bad values are refused before anything starts', async () => {
+    const dir = tmp();
+    const unknown = await runCli(['serve', '--data-dir', join(dir, 'd'), '--frobnicate'], dir);
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.stderr, /unknown option '--frobnicate'/);
+    const bad = await runCli(['serve', '--data-dir', join(dir, 'd'), '--max-ttl', 'forever'], dir);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--max-ttl/);
+    assert.ok(!existsSync(join(dir, 'd')), 'nothing was created');
+  });
+
+  test('a port in use: a clear error and exit 1, nothing left running', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const dir = tmp();
+      const res = await runCli(
+        [
+          'serve',
+          '--data-dir',
+          join(dir, 'd'),
+          '--grpc-addr',
+          `127.0.0.1:${port}`,
+          '--monitoring-addr',
+          '127.0.0.1:0',
+        ],
+        dir,
+      );
+      assert.equal(res.code, 1, res.stderr);
+      assert.match(res.stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}`));
+    } finally {
+      blocker.close();
+    }
+  });
+
+  test('local default: ready, issues, reuses its root on restart, SIGTERM drains and exits 0', async (t) => {
+    const dataDir = join(tmp(), 'data');
+    const started = Date.now();
+    let serve = await startServe(['--data-dir', dataDir]);
+    let readyMs = -1;
+    for (let i = 0; i < 200; i++) {
+      const r = await fetch(`http://127.0.0.1:${serve.monitoringPort}/ready`).catch(() => null);
+      if (r?.status === 200) {
+        readyMs = Date.now() - started;
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    assert.ok(readyMs >= 0, 'became ready');
+    t.diagnostic(`serve: spawn to /ready in ${readyMs} ms (target 1 s on a quiet machine)`);
+    assert.match(serve.startLine, /root-cert\.pem/);
+    assert.match(serve.startLine, /castellan token/);
+    const rootPem = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
+    assert.equal(statSync(join(dataDir, 'ca-key.pem')).mode & 0o777, 0o600);
+    const token = await (
+      await DevTokenIssuer.open(dataDir)
+    ).mintToken({ namespace: 'web', serviceAccount: 'frontend', ttlMs: HOUR });
+
+    const client = caClient(`localhost:${serve.grpcPort}`, rootPem);
+    const chain = await createCertificate(client, { csr: opensslCsr('ec').csrPem }, token);
+    assert.match(opensslVerify(chain, rootPem), /OK/);
+    assert.deepEqual(opensslUris(chain[0]!), ['spiffe://cluster.local/ns/web/sa/frontend']);
+
+    // The real CSR parser behind the real server: defects are INVALID_ARGUMENT.
+    for (const csr of [opensslCsr('rsa:1024').csrPem, 'garbage']) {
+      const err = await createCertificate(client, { csr }, token).then(
+        () => assert.fail('accepted a bad CSR'),
+        (e: { code: number }) => e,
+      );
+      assert.equal(err.code, status.INVALID_ARGUMENT);
+    }
+
+    // Many calls in flight, then SIGTERM: every call completes, the process exits 0.
+    const calls = Array.from({ length: 16 }, () =>
+      createCertificate(client, { csr: opensslCsr('ec').csrPem }, token),
+    );
+    await new Promise((res) => setTimeout(res, 5));
+    serve.child.kill('SIGTERM');
+    const results = await Promise.allSettled(calls);
+    assert.equal(await serve.exited, 0, serve.stderr());
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    for (const r of results) {
+      if (r.status === 'rejected') assert.equal((r.reason as { code: number }).code, 14);
+    }
+    assert.ok(ok.length > 0, 'in-flight calls were answered');
+    client.close();
+
+    serve = await startServe(['--data-dir', dataDir]);
+    try {
+      assert.equal(readFileSync(join(dataDir, 'root-cert.pem'), 'utf8'), rootPem, 'root reused');
+    } finally {
+      serve.child.kill('SIGTERM');
+      assert.equal(await serve.exited, 0);
+    }
+  });
+
+  test('alt Istio sample set plugged in: chains verify against root-cert-alt.pem, root once', async () => {
+    const cacerts = tmp();
+    for (const [from, to] of [
+      ['ca-cert-alt.pem', 'ca-cert.pem'],
+      ['ca-key-alt.pem', 'ca-key.pem'],
+      ['cert-chain-alt.pem', 'cert-chain.pem'],
+      ['root-cert-alt.pem', 'root-cert.pem'],
+    ] as const) {
+      copyFileSync(join(istioSampleCerts, from), join(cacerts, to));
+    }
+    const dataDir = join(tmp(), 'data');
+    const serve = await startServe(['--data-dir', dataDir, '--cacerts-dir', cacerts]);
+    try {
+      const altRoot = readFileSync(join(istioSampleCerts, 'root-cert-alt.pem'), 'utf8');
+      const published = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
+      assert.equal(
+        new X509Certificate(published).fingerprint256,
+        new X509Certificate(altRoot).fingerprint256,
+      );
+      const token = await (
+        await DevTokenIssuer.open(dataDir)
+      ).mintToken({ namespace: 'foo', serviceAccount: 'bar', ttlMs: HOUR });
+      const client = caClient(`localhost:${serve.grpcPort}`, altRoot);
+      const chain = await createCertificate(client, { csr: opensslCsr('ec').csrPem }, token);
+      client.close();
+      assert.match(opensslVerify(chain, altRoot), /OK/);
+      const rootFp = new X509Certificate(altRoot).fingerprint256;
+      const fps = chain.map((p) => new X509Certificate(p).fingerprint256);
+      assert.equal(fps.filter((f) => f === rootFp).length, 1, 'the root exactly once');
+      assert.equal(fps.at(-1), rootFp, 'root last');
+      assert.equal(chain.length, 3);
+      assert.deepEqual(opensslUris(chain[0]!), ['spiffe://cluster.local/ns/foo/sa/bar']);
+    } finally {
+      serve.child.kill('SIGTERM');
+      assert.equal(await serve.exited, 0);
+    }
+  });
+});

@@ -1,0 +1,163 @@
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { systemClock } from '../../src/clock.js';
+import { SwappableCaState } from '../../src/ca/ca-state.js';
+import type { CastellanError } from '../../src/errors.js';
+import { certificatePem } from '../../src/ca/bundle.js';
+import { EventRecorder } from '../../src/kube/events.js';
+import {
+  KubeCaSource,
+  CACERTS_SECRET,
+  KEEP_PREVIOUS_ROOTS_ANNOTATION,
+} from '../../src/kube/cacerts-secret-source.js';
+import { SELF_SIGNED_SECRET, SELF_SIGNED_SECRET_TYPE } from '../../src/kube/self-signed-secret.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { istioSampleCerts } from '../support/paths.js';
+import { kubeConfigFor, waitFor } from './helpers.js';
+
+const NS = 'istio-system';
+let api: FakeApiServer;
+const replicas: { source: KubeCaSource; state: SwappableCaState; errors: string[] }[] = [];
+const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+before(async () => {
+  api = await FakeApiServer.start({ namespaces: [NS] });
+});
+after(async () => {
+  await Promise.all(replicas.map((r) => r.source.stop()));
+  await api.stop();
+  setTimeout(() => {
+    const h = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
+    console.error(
+      'HANDLES',
+      h.map((x) => (x as object).constructor.name),
+    );
+  }, 100).unref();
+});
+
+test('three replicas starting at once: exactly one self-signed root, shared by all', async () => {
+  for (let i = 0; i < 3; i++) {
+    const kc = kubeConfigFor(api);
+    const core = kc.makeApiClient(CoreV1Api);
+    const state = new SwappableCaState();
+    const errors: string[] = [];
+    const source = new KubeCaSource({
+      kubeConfig: kc,
+      core,
+      namespace: NS,
+      trustDomain: 'cluster.local',
+      state,
+      clock: systemClock,
+      events: new EventRecorder(core, systemClock),
+      onLoadError: (where: string, e: CastellanError) => errors.push(`${where}: ${e.kind}`),
+      retryMs: 50,
+    });
+    replicas.push({ source, state, errors });
+  }
+  await Promise.all(replicas.map((r) => r.source.start()));
+  // Each replica may try to create the secret; the API server accepts exactly one.
+  assert.equal(api.count({ verb: 'create', resource: 'secrets', namespace: NS, code: 201 }), 1);
+  assert.equal(
+    api.count({ verb: 'create', resource: 'secrets', namespace: NS, code: 409 }),
+    api.count({ verb: 'create', resource: 'secrets', namespace: NS }) - 1,
+  );
+  const secret = api.getObject('secrets', NS, SELF_SIGNED_SECRET);
+  assert.equal(secret?.type, SELF_SIGNED_SECRET_TYPE);
+  const data = secret?.data as Record<string, string>;
+  assert.deepEqual(Object.keys(data).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+  const rootPem = Buffer.from(data['root-cert.pem']!, 'base64').toString();
+  for (const r of replicas) assert.equal(r.state.current()?.bundle.rootBundlePem, rootPem);
+});
+
+test('creating cacerts switches every replica to it; the old root stays trusted beside the new', async () => {
+  const selfSignedRoot = replicas[0]!.state.current()!.bundle.rootBundlePem;
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET },
+    data: {
+      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
+      'ca-key.pem': b64(sample('ca-key-alt.pem')),
+      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
+      'root-cert.pem': b64(sample('root-cert-alt.pem')),
+    },
+  });
+  for (const r of replicas) {
+    await waitFor(
+      () => r.state.current()?.bundle.source.startsWith('cacerts-secret:'),
+      'the switch',
+    );
+    const b = r.state.current()!.bundle;
+    assert.match(b.signingCert.subject, /L=cluster1/);
+    const roots = b.roots.map(certificatePem);
+    assert.equal(roots.length, 2);
+    assert.ok(roots.includes(selfSignedRoot), 'the previous root is still in the trust bundle');
+    assert.ok(b.rootBundlePem.includes(selfSignedRoot));
+  }
+});
+
+test('a broken update is refused: the last good CA keeps serving, metric callback and Event', async () => {
+  const before = replicas.map((r) => r.state.current()!.generation);
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET },
+    data: {
+      'ca-cert.pem': b64(sample('ca-cert-alt-2.pem')),
+      'ca-key.pem': b64(sample('ca-key-alt-2.pem')), // does not match the certificate
+      'cert-chain.pem': b64(sample('cert-chain-alt-2.pem')),
+      'root-cert.pem': b64(sample('root-cert-alt.pem')),
+    },
+  });
+  for (const r of replicas) {
+    await waitFor(() => r.errors.length > 0, 'the refusal');
+    assert.match(r.errors[0]!, /cacerts.*: key-mismatch/);
+  }
+  assert.deepEqual(
+    replicas.map((r) => r.state.current()!.generation),
+    before,
+  );
+  const events = await waitFor(() => {
+    const e = api.listObjects('events', NS).filter((x) => x.reason === 'CALoadFailed');
+    return e.length >= 1 ? e : undefined;
+  }, 'an Event');
+  const ev = events[0]!;
+  assert.deepEqual((ev.involvedObject as { kind: string; name: string }).kind, 'Secret');
+  assert.equal((ev.involvedObject as { name: string }).name, CACERTS_SECRET);
+  assert.equal(ev.type, 'Warning');
+  assert.match(String(ev.message), /does not belong/);
+
+  // A partial set is refused as well.
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET },
+    data: { 'ca-cert.pem': b64(sample('ca-cert-alt.pem')) },
+  });
+  await waitFor(
+    () => replicas.every((r) => r.errors.some((e) => e.endsWith('incomplete-ca'))),
+    'partial refusal',
+  );
+  assert.deepEqual(
+    replicas.map((r) => r.state.current()!.generation),
+    before,
+  );
+});
+
+test('the operator drops the old root: the annotation leaves only the new roots', async () => {
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET, annotations: { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' } },
+    data: {
+      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
+      'ca-key.pem': b64(sample('ca-key-alt.pem')),
+      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
+      'root-cert.pem': b64(sample('root-cert-alt.pem')),
+    },
+  });
+  for (const r of replicas) {
+    await waitFor(() => r.state.current()?.bundle.roots.length === 1, 'one root');
+    assert.equal(
+      r.state.current()!.bundle.rootBundlePem.trim(),
+      sample('root-cert-alt.pem').trim(),
+    );
+  }
+});

@@ -1,0 +1,90 @@
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { ManualClock } from '../../src/clock.js';
+import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
+import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';
+import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { kubeConfigFor, waitFor } from './helpers.js';
+
+const NS = 'istio-system';
+const DAY = 86_400_000;
+let api: FakeApiServer;
+let source: KubeCaSource;
+let state: SwappableCaState;
+const clock = new ManualClock(Date.now());
+
+before(async () => {
+  api = await FakeApiServer.start({ namespaces: [NS] });
+  const kc = kubeConfigFor(api);
+  state = new SwappableCaState();
+  source = new KubeCaSource({
+    kubeConfig: kc,
+    core: kc.makeApiClient(CoreV1Api),
+    namespace: NS,
+    trustDomain: 'cluster.local',
+    state,
+    clock,
+    selfSignedTtlMs: 100 * DAY,
+  });
+  await source.start();
+});
+after(async () => {
+  await source.stop();
+  await api.stop();
+});
+
+const secretCert = (): X509Certificate =>
+  new X509Certificate(
+    Buffer.from(
+      (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)[
+        'ca-cert.pem'
+      ]!,
+      'base64',
+    ),
+  );
+const secretKey = (): string =>
+  (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)['ca-key.pem']!;
+
+test('the threshold: rotate only when less than 20% of the lifetime remains', () => {
+  const nb = new Date(0);
+  const na = new Date(100 * DAY);
+  assert.equal(rootNeedsRotation(nb, na, 79 * DAY), false);
+  assert.equal(rootNeedsRotation(nb, na, 81 * DAY), true);
+});
+
+test('the leader re-issues the root with the same key and subject; replicas pick it up from the watch', async () => {
+  const rotator = new RootRotator({
+    core: kubeConfigFor(api).makeApiClient(CoreV1Api),
+    namespace: NS,
+    clock,
+    ttlMs: 100 * DAY,
+  });
+  const old = secretCert();
+  const oldKey = secretKey();
+  clock.advance(50 * DAY);
+  assert.equal(await rotator.checkOnce(), false, 'half the lifetime left: no rotation');
+  clock.advance(35 * DAY);
+  const generation = state.current()!.generation;
+  assert.equal(await rotator.checkOnce(), true);
+  const next = secretCert();
+  assert.notEqual(next.serialNumber, old.serialNumber);
+  assert.equal(next.subject, old.subject);
+  assert.equal(secretKey(), oldKey, 'the key is kept');
+  assert.ok(next.publicKey.equals(old.publicKey));
+  assert.ok(new Date(next.validTo) > new Date(old.validTo));
+  // Old and new are interchangeable: each verifies the other's signature (same key).
+  assert.ok(old.verify(next.publicKey) && next.verify(old.publicKey));
+  await waitFor(() => state.current()!.generation > generation, 'the replica to follow');
+  const b = state.current()!.bundle;
+  assert.equal(b.roots.length, 2, 'old and new root both in the trust bundle');
+  assert.equal(
+    b.signingCert.serialNumber.replace(/^0+/, ''),
+    next.serialNumber.replace(/^0+/, '').toLowerCase(),
+  );
+  assert.equal(await rotator.checkOnce(), false, 'fresh root: nothing more to do');
+});

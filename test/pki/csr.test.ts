@@ -1,0 +1,107 @@
+import 'reflect-metadata';
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { isCastellanError, type ErrorKind } from '../../src/errors.js';
+import { CSR_RULES, parseCsr } from '../../src/pki/csr.js';
+import { pemBlocks, toPem } from '../../src/pki/pem.js';
+import { makeTempDir, openssl } from '../support/openssl.js';
+
+const tmp = makeTempDir();
+after(() => tmp.remove());
+let n = 0;
+
+/** A CSR made by openssl: `newkey` like "ec -pkeyopt ec_paramgen_curve:P-256". */
+function opensslCsr(newkey: string[], extra: string[] = [], subj = '/CN=workload'): string {
+  const key = join(tmp.dir, `k${n++}.pem`);
+  return openssl([
+    'req',
+    '-new',
+    '-nodes',
+    '-keyout',
+    key,
+    '-subj',
+    subj,
+    '-addext',
+    'subjectAltName=URI:spiffe://cluster.local/ns/default/sa/foo,DNS:foo.svc',
+    ...newkey,
+    ...extra,
+  ]);
+}
+const ecCsr = (curve: string, extra: string[] = []): string =>
+  opensslCsr(['-newkey', 'ec', '-pkeyopt', `ec_paramgen_curve:${curve}`], extra);
+
+function kindOf(pem: string): ErrorKind | 'none' {
+  try {
+    parseCsr(pem);
+    return 'none';
+  } catch (e) {
+    assert.ok(isCastellanError(e), String(e));
+    assert.match(e.message, /^CSR: /);
+    return e.kind;
+  }
+}
+
+test('accepts P-256, P-384, RSA-2048, Ed25519; SPKI verbatim; CN and requested SANs', () => {
+  const cases: [string, string][] = [
+    [ecCsr('P-256'), 'ec-p256'],
+    [ecCsr('P-384'), 'ec-p384'],
+    [opensslCsr(['-newkey', 'rsa:2048']), 'rsa-2048'],
+    [opensslCsr(['-newkey', 'ed25519']), 'ed25519'],
+  ];
+  for (const [pem, keyType] of cases) {
+    const csr = parseCsr(pem);
+    assert.equal(csr.keyType, keyType);
+    assert.equal(csr.commonName, 'workload');
+    assert.deepEqual(csr.requestedSans, ['spiffe://cluster.local/ns/default/sa/foo', 'foo.svc']);
+    const spki = new Uint8Array(
+      Buffer.from(
+        openssl(['req', '-pubkey', '-noout'], pem).replace(/-----[^-]+-----|\s/g, ''),
+        'base64',
+      ),
+    );
+    assert.deepEqual(csr.spki, spki);
+    assert.deepEqual(csr.der, pemBlocks(pem)[0]!.der);
+  }
+  const noCn = parseCsr(
+    opensslCsr(['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'], [], '/O=x'),
+  );
+  assert.equal(noCn.commonName, undefined);
+});
+
+test('a broken signature is bad-signature', () => {
+  const der = pemBlocks(ecCsr('P-256'))[0]!.der;
+  // Flip a bit inside the subject's CN value: the structure still parses, the signature fails.
+  const at = Buffer.from(der).indexOf(Buffer.from('workload'));
+  const broken = new Uint8Array(der);
+  broken[at] = broken[at]! ^ 0x01;
+  assert.equal(kindOf(toPem('CERTIFICATE REQUEST', broken)), 'bad-signature');
+});
+
+test('weak and unsupported keys and signature algorithms', () => {
+  assert.equal(kindOf(opensslCsr(['-newkey', 'rsa:1024'])), 'weak-key');
+  assert.equal(kindOf(ecCsr('P-521')), 'unsupported');
+  assert.equal(kindOf(ecCsr('secp256k1')), 'unsupported');
+  assert.equal(kindOf(ecCsr('P-256', ['-sha1'])), 'unsupported');
+  assert.equal(
+    kindOf(opensslCsr(['-newkey', 'rsa:2048'], ['-sigopt', 'rsa_padding_mode:pss'])),
+    'unsupported',
+  );
+});
+
+test('malformed: garbage, wrong label, trailing text, trailing DER bytes, not a CSR', () => {
+  const pem = ecCsr('P-256');
+  const der = pemBlocks(pem)[0]!.der;
+  assert.equal(kindOf('garbage'), 'malformed');
+  assert.equal(kindOf(pem.replaceAll('CERTIFICATE REQUEST', 'CERTIFICATE')), 'malformed');
+  assert.equal(kindOf(pem + 'junk\n'), 'malformed');
+  assert.equal(kindOf(pem + pem), 'malformed');
+  assert.equal(kindOf(toPem('CERTIFICATE REQUEST', new Uint8Array([...der, 0]))), 'malformed');
+  assert.equal(kindOf(toPem('CERTIFICATE REQUEST', der.subarray(0, der.length - 5))), 'malformed');
+  assert.equal(
+    kindOf(toPem('CERTIFICATE REQUEST', new Uint8Array([0x30, 0x03, 0x02, 0x01, 0x00]))),
+    'malformed',
+  );
+  assert.equal(kindOf(pem.slice(0, 100)), 'malformed');
+  assert.equal(kindOf(' '.repeat(CSR_RULES.maxPemLength + 1)), 'too-large');
+});

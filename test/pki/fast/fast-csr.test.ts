@@ -1,0 +1,388 @@
+// Differential test: parseCsrFast must accept and refuse exactly what the reference parseCsr
+// does, with the same error kinds, and return the same fields when both accept. Inputs: real
+// CSRs made by the openssl CLI (P-256, P-384, P-521, RSA-1024/2048/3072, Ed25519), CSRs with
+// unusual but correctly signed contents built here, and thousands of seeded mutations of them.
+// Rerun a failure with CSR_FUZZ_SEED=<seed printed in the message>.
+import 'reflect-metadata';
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import { CertificationRequest, CertificationRequestInfo, Attributes } from '@peculiar/asn1-csr';
+import {
+  AlgorithmIdentifier,
+  Attribute,
+  AttributeTypeAndValue,
+  BasicConstraints,
+  Extension,
+  Extensions,
+  GeneralName,
+  Name,
+  RelativeDistinguishedName,
+  SubjectAlternativeName,
+  SubjectPublicKeyInfo,
+} from '@peculiar/asn1-x509';
+import { parseCsr, type ParsedCsr } from '../../../src/pki/csr.js';
+import { parseCsrFast } from '../../../src/pki/fast/fast-csr.js';
+import { isCastellanError } from '../../../src/errors.js';
+import { makeTempDir, openssl } from '../../support/openssl.js';
+
+const seed = Number(process.env.CSR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+/** mulberry32: small, seeded, good enough to pick mutations. */
+function rng(s: number): () => number {
+  return () => {
+    s = (s + 0x6d2b79f5) | 0;
+    let t = Math.imul(s ^ (s >>> 15), 1 | s);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Outcome = { ok: true; csr: ParsedCsr } | { ok: false; kind: string };
+function run(parse: (pem: string) => ParsedCsr, pem: string): Outcome {
+  try {
+    return { ok: true, csr: parse(pem) };
+  } catch (e) {
+    return { ok: false, kind: isCastellanError(e) ? e.kind : `NOT A CastellanError: ${String(e)}` };
+  }
+}
+
+function summary(o: Outcome): unknown {
+  if (!o.ok) return o.kind;
+  return {
+    spki: Buffer.from(o.csr.spki).toString('hex'),
+    der: Buffer.from(o.csr.der).toString('hex'),
+    keyType: o.csr.keyType,
+    commonName: o.csr.commonName,
+    requestedSans: o.csr.requestedSans,
+  };
+}
+
+function pemOf(der: Uint8Array, label = 'CERTIFICATE REQUEST'): string {
+  const b64 = Buffer.from(der)
+    .toString('base64')
+    .replace(/.{1,64}/g, '$&\n');
+  return `-----BEGIN ${label}-----\n${b64}-----END ${label}-----\n`;
+}
+
+function derOf(pem: string): Uint8Array {
+  return new Uint8Array(Buffer.from(pem.replace(/-----[^-]+-----|\s/g, ''), 'base64'));
+}
+
+const tmp = makeTempDir('castellan-csr-fuzz-');
+after(() => tmp.remove());
+
+/** CSRs from the openssl CLI: an implementation we did not write. */
+const opensslCsrs: string[] = [];
+before(() => {
+  const specs: [string, string[]][] = [
+    ['p256', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']],
+    ['p384', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384']],
+    ['p521', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521']],
+    ['rsa1024', ['-newkey', 'rsa:1024']],
+    ['rsa2048', ['-newkey', 'rsa:2048']],
+    ['ed25519', ['-newkey', 'ed25519']],
+    ['p256-sha512', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-sha512']],
+    ['p256-sha1', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-sha1']],
+  ];
+  for (const [name, args] of specs) {
+    const out = join(tmp.dir, `${name}.csr`);
+    openssl([
+      'req',
+      '-new',
+      '-nodes',
+      ...args,
+      '-keyout',
+      join(tmp.dir, `${name}.key`),
+      '-out',
+      out,
+      '-subj',
+      `/O=test/CN=${name}.example`,
+      '-addext',
+      'subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b,DNS:x.example,IP:10.0.0.1',
+    ]);
+    opensslCsrs.push(readFileSync(out, 'utf8'));
+  }
+  // RSA-PSS signature over an RSA key: unsupported signature algorithm.
+  const out = join(tmp.dir, 'pss.csr');
+  openssl([
+    'req',
+    '-new',
+    '-key',
+    join(tmp.dir, 'rsa2048.key'),
+    '-out',
+    out,
+    '-subj',
+    '/CN=pss',
+    '-sigopt',
+    'rsa_padding_mode:pss',
+  ]);
+  opensslCsrs.push(readFileSync(out, 'utf8'));
+});
+
+const keys: Record<string, KeyObject> = {
+  p256: generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey,
+  rsa: generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey,
+  ed: generateKeyPairSync('ed25519').privateKey,
+};
+
+/** A CSR with the given contents, correctly signed, so rule 7 is reached. */
+function signedCsr(
+  key: KeyObject,
+  o: { subject?: Name; attributes?: Attribute[]; version?: number; sigOid?: string } = {},
+): string {
+  const spki = AsnConvert.parse(spkiDer(key), SubjectPublicKeyInfo);
+  const info = new CertificationRequestInfo({
+    version: o.version ?? 0,
+    subject: o.subject ?? new Name(),
+    subjectPKInfo: spki,
+    attributes: new Attributes(o.attributes ?? []),
+  });
+  const infoDer = new Uint8Array(AsnConvert.serialize(info));
+  const type = key.asymmetricKeyType;
+  const sigOid =
+    o.sigOid ??
+    (type === 'ec'
+      ? '1.2.840.10045.4.3.2'
+      : type === 'rsa'
+        ? '1.2.840.113549.1.1.11'
+        : '1.3.101.112');
+  const signature = sign(
+    type === 'ed25519' ? null : 'sha256',
+    infoDer,
+    type === 'ec' ? { key, dsaEncoding: 'der' } : key,
+  );
+  const csr = new CertificationRequest({
+    certificationRequestInfo: info,
+    signatureAlgorithm: new AlgorithmIdentifier(
+      type === 'rsa' ? { algorithm: sigOid, parameters: null } : { algorithm: sigOid },
+    ),
+    signature: new Uint8Array(signature).buffer,
+  });
+  return pemOf(new Uint8Array(AsnConvert.serialize(csr)));
+}
+
+function spkiDer(key: KeyObject): Uint8Array {
+  return new Uint8Array(createPublicKey(key).export({ format: 'der', type: 'spki' }));
+}
+
+function cn(value: AttributeTypeAndValue['value']): Name {
+  return new Name([
+    new RelativeDistinguishedName([new AttributeTypeAndValue({ type: '2.5.4.3', value })]),
+  ]);
+}
+
+function extReq(...exts: Extension[]): Attribute {
+  return new Attribute({
+    type: '1.2.840.113549.1.9.14',
+    values: [AsnConvert.serialize(new Extensions(exts))],
+  });
+}
+
+function sanExt(...names: GeneralName[]): Extension {
+  return new Extension({
+    extnID: '2.5.29.17',
+    critical: true,
+    extnValue: new OctetString(AsnConvert.serialize(new SubjectAlternativeName(names))),
+  });
+}
+
+/** Correctly signed CSRs with unusual contents: rule 7 and the fallback path. */
+function unusualCsrs(): string[] {
+  const k = keys.p256!;
+  const v = (o: object): AttributeTypeAndValue['value'] =>
+    Object.assign(new AttributeTypeAndValue().value, o);
+  return [
+    signedCsr(k),
+    signedCsr(keys.rsa!, { subject: cn(v({ printableString: 'printable' })) }),
+    signedCsr(keys.ed!, { subject: cn(v({ utf8String: 'üñí_code' })) }),
+    signedCsr(k, { subject: cn(v({ ia5String: 'ia5' })) }),
+    signedCsr(k, { subject: cn(v({ bmpString: 'bmp' })) }),
+    signedCsr(k, { subject: cn(v({ anyValue: new Uint8Array([0x05, 0x00]).buffer })) }),
+    signedCsr(k, { version: 1 }),
+    signedCsr(k, { sigOid: '1.2.840.113549.1.1.11' }),
+    signedCsr(k, { sigOid: '1.2.840.10045.4.1' }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          sanExt(
+            new GeneralName({ dNSName: 'a.example' }),
+            new GeneralName({ uniformResourceIdentifier: 'spiffe://td/ns/n/sa/s' }),
+          ),
+        ),
+      ],
+    }),
+    signedCsr(k, { attributes: [extReq(sanExt(new GeneralName({ iPAddress: '10.1.2.3' })))] }),
+    signedCsr(k, { attributes: [extReq(sanExt(new GeneralName({ rfc822Name: 'a@b.example' })))] }),
+    signedCsr(k, { attributes: [extReq(sanExt(new GeneralName({ registeredID: '1.2.3.4' })))] }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          sanExt(new GeneralName({ dNSName: 'one' })),
+          sanExt(new GeneralName({ dNSName: 'two' })),
+        ),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [extReq(), extReq(sanExt(new GeneralName({ dNSName: 'second' })))],
+    }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          new Extension({
+            extnID: '2.5.29.19',
+            extnValue: new OctetString(AsnConvert.serialize(new BasicConstraints({ cA: true }))),
+          }),
+        ),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          new Extension({
+            extnID: '2.5.29.19',
+            extnValue: new OctetString(new Uint8Array([1, 2, 3])),
+          }),
+        ),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          new Extension({
+            extnID: '2.5.29.17',
+            extnValue: new OctetString(new Uint8Array([0x30, 0x03, 0x99, 0x01, 0x00])),
+          }),
+        ),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        extReq(
+          new Extension({
+            extnID: '1.2.3.4.5',
+            extnValue: new OctetString(new Uint8Array([0xff])),
+          }),
+        ),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        new Attribute({
+          type: '1.2.840.113549.1.9.14',
+          values: [new Uint8Array([0x04, 0x01, 0x00]).buffer],
+        }),
+      ],
+    }),
+    signedCsr(k, { attributes: [new Attribute({ type: '1.2.840.113549.1.9.14', values: [] })] }),
+    signedCsr(k, {
+      attributes: [
+        new Attribute({
+          type: '1.2.840.113549.1.9.7',
+          values: [new Uint8Array([0x13, 0x02, 0x61, 0x62]).buffer],
+        }),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        new Attribute({
+          type: '1.2.840.113549.1.9.7',
+          values: [new Uint8Array([0x02, 0x01, 0x01]).buffer],
+        }),
+      ],
+    }),
+    signedCsr(k, {
+      attributes: [
+        new Attribute({ type: '1.2.3.4', values: [new Uint8Array([0x05, 0x00]).buffer] }),
+      ],
+    }),
+  ];
+}
+
+/** One mutation of a valid CSR's PEM or DER. */
+function mutate(pem: string, r: () => number): string {
+  const der = derOf(pem);
+  const pick = (n: number): number => Math.floor(r() * n);
+  switch (pick(10)) {
+    case 0: {
+      const d = der.slice();
+      for (let i = 1 + pick(3); i > 0; i--) d[pick(d.length)]! ^= 1 << pick(8);
+      return pemOf(d);
+    }
+    case 1:
+      return pemOf(der.subarray(0, pick(der.length)));
+    case 2:
+      return pemOf(
+        Uint8Array.from([...der, ...Array.from({ length: 1 + pick(4) }, () => pick(256))]),
+      );
+    case 3:
+      return pemOf(der, ['CERTIFICATE', 'NEW CERTIFICATE REQUEST', 'PRIVATE KEY'][pick(3)]!);
+    case 4: {
+      // A length byte made huge, or an element header replaced.
+      const d = der.slice();
+      const at = pick(Math.min(d.length, 40));
+      d[at] = [0x84, 0xff, 0x80, 0x00][pick(4)]!;
+      return pemOf(d);
+    }
+    case 5: {
+      // Swap the signature algorithm OID's last arc (e.g. SHA-256 → SHA-384, EC ↔ RSA).
+      const hex = Buffer.from(der).toString('hex');
+      const swaps: [string, string][] = [
+        ['2a8648ce3d040302', '2a8648ce3d040303'],
+        ['2a8648ce3d040302', '2a864886f70d01010b'.slice(0, 16)],
+        ['2a864886f70d01010b', '2a864886f70d01010a'],
+        ['2a864886f70d01010b', '2a864886f70d010105'],
+        ['2b6570', '2b6571'],
+      ];
+      const [a, b] = swaps[pick(swaps.length)]!;
+      const idx = hex.lastIndexOf(a);
+      return idx < 0
+        ? pem
+        : pemOf(Buffer.from(hex.slice(0, idx) + b + hex.slice(idx + a.length), 'hex'));
+    }
+    case 6:
+      return pem + ['garbage\n', '-----BEGIN CERTIFICATE REQUEST-----\n', pem][pick(3)]!;
+    case 7: {
+      const lines = pem.split('\n');
+      const i = 1 + pick(Math.max(1, lines.length - 3));
+      lines[i] = lines[i]!.slice(0, pick(lines[i]!.length)) + '*' + lines[i]!.slice(1);
+      return lines.join('\n');
+    }
+    case 8:
+      return pemOf(Uint8Array.from({ length: pick(64) }, () => pick(256)));
+    default:
+      return pem.replace(
+        'CERTIFICATE REQUEST-----\n',
+        `CERTIFICATE REQUEST-----\n${'A'.repeat(pick(20000))}`,
+      );
+  }
+}
+
+describe('parseCsrFast = parseCsr', () => {
+  test('same outcome on real, unusual and mutated CSRs', () => {
+    const bases = [...opensslCsrs, ...unusualCsrs()];
+    const inputs: string[] = [...bases, '', 'not pem', 'x'.repeat(17000)];
+    const r = rng(seed);
+    for (let i = 0; i < 3000; i++) inputs.push(mutate(bases[Math.floor(r() * bases.length)]!, r));
+    const kinds = new Map<string, number>();
+    let accepted = 0;
+    for (const [i, pem] of inputs.entries()) {
+      const ref = run(parseCsr, pem);
+      const fast = run(parseCsrFast, pem);
+      assert.deepEqual(
+        summary(fast),
+        summary(ref),
+        `input #${i} (CSR_FUZZ_SEED=${seed}) differs:\n${pem.slice(0, 2000)}`,
+      );
+      if (ref.ok) accepted++;
+      else kinds.set(ref.kind, (kinds.get(ref.kind) ?? 0) + 1);
+    }
+    // The corpus reaches every outcome, so agreement means something.
+    for (const k of ['malformed', 'unsupported', 'weak-key', 'bad-signature', 'too-large']) {
+      assert.ok((kinds.get(k) ?? 0) > 0, `no input ended in ${k}: ${JSON.stringify([...kinds])}`);
+    }
+    assert.ok(accepted >= 5, `only ${accepted} inputs accepted`);
+  });
+});
