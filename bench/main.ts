@@ -20,8 +20,8 @@ import type { BenchCase, BenchOptions, LimitKey, Measurement } from './types.js'
 
 const cases: BenchCase[] = [
   ...inProcessCases(),
+  ...e2eCases(),
   policyBenchCase(),
-  // End-to-end gRPC + TLS + JWT cases and the policy scale case go here.
 ];
 
 /** openssl speed's two-core (all-core) signing rate, from its machine-readable output. */

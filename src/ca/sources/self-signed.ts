@@ -15,7 +15,7 @@ import { buildKeyCertBundle, certificatePem } from '../bundle.js';
 export const DEFAULT_SELF_SIGNED_TTL_MS = 10 * 365 * 24 * 3_600_000;
 
 /**
- * ECDSA P-256 by default: signing a leaf is ~20× cheaper than with RSA-2048 and certificates
+ * ECDSA P-256 by default: signing a leaf costs a small fraction of an RSA-2048 signature, and certificates
  * and chains are smaller; every Istio/Envoy version verifies it. Istio itself only makes
  * RSA-2048 self-signed roots, which stays available as an option.
  */

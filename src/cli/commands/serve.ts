@@ -13,6 +13,7 @@ import { loadOrCreateSelfSignedCa, writeFileAtomic } from '../../ca/sources/self
 import { systemClock, type Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
+import { Counter, Registry } from 'prom-client';
 import { formatHostPort } from '../../server/address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
@@ -100,13 +101,37 @@ export async function startLocalRuntime(
  * Runs the CA service until SIGTERM/SIGINT, then stops accepting, lets in-flight calls finish
  * and resolves (exit code 0).
  */
-export async function runServe(config: ServeConfig, clock: Clock = systemClock): Promise<void> {
+export async function runServe(
+  config: ServeConfig,
+  kube: KubeModeConfig | undefined = undefined,
+  clock: Clock = systemClock,
+): Promise<void> {
   const logger = createLogger({ level: config.logLevel });
-  const runtime = await startLocalRuntime(config, clock, logger);
+  // Refused CA updates (Kubernetes mode), shown on /metrics beside the CA service's own.
+  const extraMetrics = new Registry();
+  const caLoadErrors = new Counter({
+    name: 'castellan_ca_load_errors_total',
+    help: 'CA updates refused (bad key pair, chain, partial set); serving goes on with the last good CA.',
+    labelNames: ['source'],
+    registers: [extraMetrics],
+  });
+  const runtime: CaRuntime = kube?.enabled
+    ? await startKubeMode(kube, {
+        namespace: config.namespace,
+        trustDomain: config.trustDomain,
+        tokenAudiences: config.tokenAudiences,
+        caKeyType: config.caKeyType,
+        clock,
+        logger,
+        onCaLoadError: (source) => caLoadErrors.inc({ source }),
+      })
+    : await startLocalRuntime(config, clock, logger);
 
-  // root-cert.pem follows the CA: written now and after every swap.
+  // root-cert.pem follows the CA: written now and after every swap. (In Kubernetes mode the
+  // trust bundle is the istio-ca-root-cert ConfigMap and the file system may be read-only.)
   const rootPath = resolve(join(config.dataDir, ROOT_CERT_FILE));
   const writeRoot = async (pem: string): Promise<void> => {
+    if (kube?.enabled) return;
     try {
       await writeFileAtomic(rootPath, pem);
     } catch (e) {
@@ -136,6 +161,7 @@ export async function runServe(config: ServeConfig, clock: Clock = systemClock):
     servingIssuer: servingCertificateIssuer,
     logger,
   });
+  server.monitoring?.addRegistry(extraMetrics);
 
   const stopped = new Promise<string>((resolveSignal) => {
     process.once('SIGTERM', () => resolveSignal('SIGTERM'));
@@ -154,7 +180,7 @@ export async function runServe(config: ServeConfig, clock: Clock = systemClock):
   const grpcAddr = formatHostPort(addrs.grpc);
   process.stdout.write(
     `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}); ` +
-      `trust bundle: ${rootPath}; get a token: ${runtime.tokenHint}\n`,
+      `trust bundle: ${kube?.enabled ? 'ConfigMap istio-ca-root-cert' : rootPath}; get a token: ${runtime.tokenHint}\n`,
   );
 
   const signal = await stopped;
@@ -167,15 +193,17 @@ export async function runServe(config: ServeConfig, clock: Clock = systemClock):
 }
 
 export function registerServeCommand(program: Command): void {
-  addServeOptions(
-    program
-      .command('serve')
-      .description(
-        "run the CA: Istio's CreateCertificate gRPC API over TLS, plus /ready and /metrics",
-      ),
-  ).action(async (options: RawServeOptions) => {
-    // Every flag is checked before anything starts.
-    const config = parseServeConfig(options, process.env);
-    await runServe(config);
-  });
+  const command = program
+    .command('serve')
+    .description(
+      "run the CA: Istio's CreateCertificate gRPC API over TLS, plus /ready and /metrics",
+    );
+  addKubeOptions(addServeOptions(command)).action(
+    async (options: RawServeOptions & RawKubeOptions) => {
+      // Every flag is checked before anything starts.
+      const config = parseServeConfig(options, process.env);
+      const kube = parseKubeOptions(options, process.env);
+      await runServe(config, kube);
+    },
+  );
 }
