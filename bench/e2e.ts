@@ -110,6 +110,15 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
   }
 }
 
+/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
+function cpuSecondsOf(pid: number): number {
+  // Fields after the command name (which may hold spaces, hence the last ')'): utime is the
+  // 12th and stime the 13th of them, in clock ticks (100 per second on Linux).
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function rssOf(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
@@ -176,13 +185,16 @@ function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
           });
         // Warm-up: every connection does its TLS handshake before timing starts.
         await Promise.all(conns.map((_, i) => once(i)));
+        const cpu0 = cpuSecondsOf(server.child.pid!);
         const r = await drive(once, concurrency, options);
+        const serverCpu = (cpuSecondsOf(server.child.pid!) - cpu0) / r.seconds;
         return {
           certs_per_s: r.count / r.seconds,
           p50_ms: r.p50,
           p99_ms: r.p99,
           rss_mb: rssOf(server.child.pid!),
           ready_ms: server.readyMs,
+          server_cpu: serverCpu,
         };
       } finally {
         for (const c of conns) c.close();

@@ -18,11 +18,7 @@ import { inProcessCases } from './in-process.js';
 import { policyBenchCase } from './policy.js';
 import type { BenchCase, BenchOptions, LimitKey, Measurement } from './types.js';
 
-const cases: BenchCase[] = [
-  ...inProcessCases(),
-  ...e2eCases(),
-  policyBenchCase(),
-];
+const cases: BenchCase[] = [...inProcessCases(), ...e2eCases(), policyBenchCase()];
 
 /** openssl speed's two-core (all-core) signing rate, from its machine-readable output. */
 function opensslSignRate(alg: LimitKey, seconds: number): number | null {
@@ -63,6 +59,7 @@ function printTable(rows: Row[]): void {
     'ratio',
     'rss MB',
     'ready ms',
+    'srv cpu',
     'target',
   ];
   const body = rows.map((r) => [
@@ -74,12 +71,13 @@ function printTable(rows: Row[]): void {
     r.ratio === null ? '-' : `${(r.ratio * 100).toFixed(0)}%`,
     fmt(r.rss_mb),
     fmt(r.ready_ms ?? null),
+    fmt(r.server_cpu ?? null, 2),
     r.target,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string =>
     cells
-      .map((c, i) => (i === 0 || i === 8 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .map((c, i) => (i === 0 || i === 9 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
       .join('  ');
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));

@@ -18,6 +18,11 @@ export interface Measurement {
   rss_mb: number;
   /** End-to-end cases: `castellan serve` start to the first 200 from /ready (target <= 1 s). */
   ready_ms?: number;
+  /**
+   * End-to-end cases: the server's CPU use during the load in cores (1.0 = one core busy).
+   * Near 1.0 with the thread pool idle means the event loop is the bottleneck.
+   */
+  server_cpu?: number;
 }
 
 export interface BenchCase {

@@ -141,7 +141,7 @@ export class WorkloadAgent {
       clientIdentity,
     });
     const fallbackRoot = await readFile(config.rootCertFile, 'utf8').catch(() => '');
-    const issued = acceptIssuedChain(chain, keyPem, fallbackRoot);
+    const issued = acceptIssuedChain(chain, keyPem, fallbackRoot, deps.clock.now());
     const rootsChanged = this.held !== undefined && this.held.rootCertPem !== issued.rootCertPem;
     await writeCertificateFiles(config.outDir, issued);
     this.held = issued;
@@ -204,6 +204,11 @@ export class WorkloadAgent {
     }
   }
 
+  private renewalDue(cert: IssuedCertificate): number {
+    const lifetime = { notBefore: cert.obtainedAt, notAfter: cert.notAfter };
+    return renewalTime(lifetime, this.config.policy, this.deps.random);
+  }
+
   /** The rotation loop, until `signal` aborts. */
   async run(signal: AbortSignal): Promise<void> {
     const { deps, config } = this;
@@ -215,7 +220,7 @@ export class WorkloadAgent {
         { subject: '--token-file' },
       );
     }
-    let due = this.held ? renewalTime(this.held, config.policy, deps.random) : deps.clock.now();
+    let due = this.held ? this.renewalDue(this.held) : deps.clock.now();
     let failures = 0;
     let reported: string | undefined;
     while (!signal.aborted) {
@@ -228,7 +233,7 @@ export class WorkloadAgent {
         const issued = await this.renew();
         failures = 0;
         reported = undefined;
-        due = renewalTime(issued, config.policy, deps.random);
+        due = this.renewalDue(issued);
         deps.logger.debug({ renewAt: new Date(due).toISOString() }, 'next renewal scheduled');
       } catch (e) {
         const err = asCastellanError(e);

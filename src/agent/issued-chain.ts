@@ -11,6 +11,12 @@ export interface IssuedCertificate {
   readonly rootCertPem: string;
   readonly notBefore: number;
   readonly notAfter: number;
+  /**
+   * When we got it: the start of the lifetime the renewal schedule divides. CAs backdate
+   * notBefore for clock skew (minutes), which would otherwise eat short lifetimes; Istio's
+   * agent counts from the moment of issuance too.
+   */
+  readonly obtainedAt: number;
   readonly serialNumber: string;
   /** The leaf's URI SANs (the SPIFFE ID), for logs. */
   readonly uris: readonly string[];
@@ -52,6 +58,7 @@ export function acceptIssuedChain(
   certChain: readonly string[],
   keyPem: string,
   fallbackRootPem: string,
+  now?: number,
 ): IssuedCertificate {
   if (certChain.length === 0) {
     throw new CastellanError('internal', 'the CA returned an empty certificate chain');
@@ -96,12 +103,15 @@ export function acceptIssuedChain(
   const roots = pems.slice(firstRoot);
   const rootCertPem = roots.length > 0 ? roots.join('') : fallbackRootPem;
 
+  const notBefore = Date.parse(leaf.validFrom);
+  const notAfter = Date.parse(leaf.validTo);
   return {
     certChainPem: pems.join(''),
     keyPem,
     rootCertPem,
-    notBefore: Date.parse(leaf.validFrom),
-    notAfter: Date.parse(leaf.validTo),
+    notBefore,
+    notAfter,
+    obtainedAt: Math.min(notAfter, Math.max(notBefore, now ?? notBefore)),
     serialNumber: leaf.serialNumber,
     uris: uriSans(leaf),
   };

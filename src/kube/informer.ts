@@ -35,6 +35,7 @@ export function startInformer<T extends KubernetesObject>(options: {
   list: () => Promise<KubernetesListObject<T>>;
   handlers: InformerHandlers<T>;
   labelSelector?: string | undefined;
+  fieldSelector?: string | undefined;
   retryMs?: number | undefined;
   logger?: Logger | undefined;
 }): Informer<T> {
@@ -56,6 +57,7 @@ export function startInformer<T extends KubernetesObject>(options: {
     listFn,
     false,
     options.labelSelector,
+    options.fieldSelector,
   );
   lw.on('add', (o) => options.handlers.upsert?.(o));
   lw.on('update', (o) => options.handlers.upsert?.(o));

@@ -53,6 +53,7 @@ export class RootPublisher {
     this.configMaps = startInformer<V1ConfigMap>({
       kubeConfig,
       path: '/api/v1/configmaps',
+      fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}`,
       list: () =>
         core.listConfigMapForAllNamespaces({
           fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}`,

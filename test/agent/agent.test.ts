@@ -29,9 +29,14 @@ after(async () => {
 });
 
 /** Real time plus an offset that the fake sleep moves: certificates are real, waits are not. */
-function harness(name: string, overrides: Partial<AgentConfig> = {}) {
+function harness(
+  name: string,
+  overrides: Partial<AgentConfig> = {},
+  onSleep: () => Promise<void> = async () => {},
+) {
   let offset = 0;
   const clock = { now: () => Date.now() + offset };
+  ca.now = clock.now;
   const sleeps: number[] = [];
   const lines: Array<{ level: number; msg: string; kind?: string }> = [];
   const logger = createLogger({
@@ -43,7 +48,7 @@ function harness(name: string, overrides: Partial<AgentConfig> = {}) {
       },
     }),
   });
-  const calls = { n: 0 };
+  const calls = { n: 0, at: [] as number[] };
   const real = new GrpcCaClient({
     address: ca.address,
     rootCertFile: join(dir, 'root.pem'),
@@ -53,6 +58,7 @@ function harness(name: string, overrides: Partial<AgentConfig> = {}) {
   const counting: CertificateAuthorityClient = {
     createCertificate: (r) => {
       calls.n++;
+      calls.at.push(clock.now());
       return real.createCertificate(r);
     },
   };
@@ -76,6 +82,7 @@ function harness(name: string, overrides: Partial<AgentConfig> = {}) {
       sleep: async (ms) => {
         sleeps.push(ms);
         offset += ms;
+        await onSleep();
         await new Promise((r) => setImmediate(r));
       },
       logger,
@@ -86,41 +93,56 @@ function harness(name: string, overrides: Partial<AgentConfig> = {}) {
   return { agent, stop, sleeps, lines, calls, outDir, metrics, clock, tokenFile: join(dir, `${name}.token`) };
 }
 
-function opensslVerify(rootFile: string, chainFile: string): string {
-  return execFileSync('openssl', ['verify', '-CAfile', rootFile, '-untrusted', chainFile, chainFile], {
-    encoding: 'utf8',
-  });
+/** openssl verify at a given instant (the tests' clocks run ahead of the wall clock). */
+function opensslVerify(rootFile: string, chainFile: string, atMs = Date.now()): string {
+  const at = String(Math.floor(atMs / 1000));
+  return execFileSync(
+    'openssl',
+    ['verify', '-attime', at, '-CAfile', rootFile, '-untrusted', chainFile, chainFile],
+    { encoding: 'utf8' },
+  );
 }
 
 test('renews at half-life with a fresh key each time; chains verify with openssl; token re-read', async () => {
-  const h = harness('rotate', { exec: 'echo ran >> "$CASTELLAN_CERT_DIR/../rotate-exec.log"' });
-  await writeFile(h.tokenFile, 'token-1\n');
-  ca.calls.length = 0;
   const keys = new Set<string>();
   const serials = new Set<string>();
-  ca.leafTtlMs = 3_600_000;
-  const run = h.agent.run(h.stop.signal);
-  while (serials.size < 3) {
-    await new Promise((r) => setTimeout(r, 20));
-    const cur = h.agent.current;
-    if (cur && !serials.has(cur.serialNumber)) {
+  // Checks run inside the agent's sleeps: after each write, before the next request.
+  const h = harness(
+    'rotate',
+    { exec: 'echo ran >> "$CASTELLAN_CERT_DIR/../rotate-exec.log"' },
+    async () => {
+      const cur = h.agent.current;
+      if (!cur || serials.has(cur.serialNumber)) return;
       serials.add(cur.serialNumber);
       keys.add(await readFile(join(h.outDir, 'key.pem'), 'utf8'));
-      assert.match(opensslVerify(join(h.outDir, 'root-cert.pem'), join(h.outDir, 'cert-chain.pem')), /: OK/);
-      assert.equal(serialOf(await readFile(join(h.outDir, 'cert-chain.pem'), 'utf8')), cur.serialNumber);
+      assert.match(
+        opensslVerify(
+          join(h.outDir, 'root-cert.pem'),
+          join(h.outDir, 'cert-chain.pem'),
+          h.clock.now(),
+        ),
+        /: OK/,
+      );
+      assert.equal(
+        serialOf(await readFile(join(h.outDir, 'cert-chain.pem'), 'utf8')),
+        cur.serialNumber,
+      );
       await writeFile(h.tokenFile, `token-${serials.size + 1}\n`);
-    }
-  }
-  h.stop.abort();
-  await run;
+      if (serials.size === 3) h.stop.abort();
+    },
+  );
+  await writeFile(h.tokenFile, 'token-1\n');
+  ca.calls.length = 0;
+  ca.leafTtlMs = 3_600_000;
+  await h.agent.run(h.stop.signal);
   assert.equal(keys.size, 3, 'a fresh key for every certificate');
   assert.deepEqual(
-    ca.calls.slice(0, 3).map((c) => c.authorization),
+    ca.calls.map((c) => c.authorization),
     ['Bearer token-1', 'Bearer token-2', 'Bearer token-3'],
   );
-  // Sleeps between renewals add up to about half of each one-hour lifetime.
-  const slept = h.sleeps.reduce((a, b) => a + b, 0);
-  assert.ok(slept >= 2 * 0.49 * 3_600_000 - 5000 && slept <= 2 * 0.51 * 3_600_000 + 5000, `${slept}`);
+  // Renewals came at about half of each one-hour lifetime (±1% jitter, + signing skew).
+  const gaps = h.calls.at.slice(1).map((t, i) => t - h.calls.at[i]!);
+  for (const gap of gaps) assert.ok(gap >= 0.48 * 3_600_000 && gap <= 0.52 * 3_600_000, `${gap}`);
   assert.equal((await readFile(join(dir, 'rotate-exec.log'), 'utf8')).trim().split('\n').length, 3);
 });
 
@@ -142,9 +164,11 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   const failures = h.lines.filter((l) => l.kind === 'unavailable');
   assert.ok(failures.length >= 10);
   assert.match(failures[0]!.msg, /UNAVAILABLE.*keeping the current certificate/);
-  // The waits after the renewal time grew: exponential, not a tight loop.
-  const retries = h.sleeps.slice(-8);
-  assert.ok(retries.at(-1)! > 30_000, `backoff grew: ${retries.join(',')}`);
+  // The waits between attempts grew: exponential, not a tight loop, capped at retryMax.
+  const gaps = h.calls.at.slice(2).map((t, i) => t - h.calls.at[i + 1]!);
+  assert.ok(gaps[0]! < 2_000, `first retry soon: ${gaps.join(',')}`);
+  assert.ok(gaps.at(-1)! > 30_000, `backoff grew: ${gaps.join(',')}`);
+  assert.ok(Math.max(...gaps) <= 120_000 + 1000, `capped: ${gaps.join(',')}`);
   await ca.start(port);
   while (h.agent.current?.serialNumber === first.serialNumber) await new Promise((r) => setTimeout(r, 10));
   h.stop.abort();
@@ -152,7 +176,8 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   assert.notEqual(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore);
   const metrics = await h.metrics.registry.metrics();
   assert.match(metrics, /castellan_agent_cert_renewal_failures_total\{reason="unavailable"\} (\d+)/);
-  assert.match(metrics, /castellan_agent_cert_renewals_total 2/);
+  const renewals = Number(/castellan_agent_cert_renewals_total (\d+)/.exec(metrics)?.[1]);
+  assert.ok(renewals >= 2, `${renewals}`);
 });
 
 test('invalid token: one clear error line, long backoff, no tight loop', async () => {

@@ -2,7 +2,8 @@
 import 'reflect-metadata';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
@@ -22,6 +23,14 @@ import {
 import { runCli, startServe } from '../server/support/serve-process.js';
 
 const HOUR = 3_600_000;
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 function refused(fn: () => unknown, flag: string) {
   assert.throws(fn, (e: unknown) => {
@@ -180,7 +189,7 @@ describe('castellan serve (process)', () => {
     }
   });
 
-  test('alt Istio sample set plugged in: chains verify against root-cert-alt.pem, root once', async () => {
+  test('alt Istio sample set plugged in: chains verify against root-cert-alt.pem, root once; folder changes followed', async () => {
     const cacerts = tmp();
     for (const [from, to] of [
       ['ca-cert-alt.pem', 'ca-cert.pem'],
@@ -212,6 +221,64 @@ describe('castellan serve (process)', () => {
       assert.equal(fps.at(-1), rootFp, 'root last');
       assert.equal(chain.length, 3);
       assert.deepEqual(opensslUris(chain[0]!), ['spiffe://cluster.local/ns/foo/sa/bar']);
+
+      // A broken update (alt-2: key does not match its certificate) is refused; serving goes on.
+      copyFileSync(join(istioSampleCerts, 'ca-cert-alt-2.pem'), join(cacerts, 'ca-cert.pem'));
+      copyFileSync(join(istioSampleCerts, 'cert-chain-alt-2.pem'), join(cacerts, 'cert-chain.pem'));
+      const metrics = `http://127.0.0.1:${serve.monitoringPort}/metrics`;
+      await until(async () =>
+        /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await (await fetch(metrics)).text()),
+      );
+      const still = caClient(`localhost:${serve.grpcPort}`, altRoot);
+      assert.match(
+        opensslVerify(
+          await createCertificate(still, { csr: opensslCsr('ec').csrPem }, token),
+          altRoot,
+        ),
+        /OK/,
+      );
+      still.close();
+
+      // A good set (Istio's 2018 sample) is swapped in without a restart, serving certificate too.
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+        copyFileSync(join(istioSampleCerts, f), join(cacerts, f));
+      }
+      const oldRoot = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
+      await until(() =>
+        readFileSync(join(dataDir, 'root-cert.pem'), 'utf8').includes(
+          oldRoot.trim().split('\n')[1]!,
+        ),
+      );
+      let swapped: string[] = [];
+      await until(async () => {
+        const c = caClient(`localhost:${serve.grpcPort}`, oldRoot);
+        try {
+          swapped = await createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
+          return true;
+        } catch {
+          return false;
+        } finally {
+          c.close();
+        }
+      });
+      // The 2018 set is not -x509_strict clean (see shared/README.md): plain verify.
+      const dir = tmp();
+      writeFileSync(join(dir, 'leaf.pem'), swapped[0]!);
+      writeFileSync(join(dir, 'chain.pem'), swapped.slice(1).join(''));
+      writeFileSync(join(dir, 'root.pem'), oldRoot);
+      const out = execFileSync(
+        'openssl',
+        [
+          'verify',
+          '-CAfile',
+          join(dir, 'root.pem'),
+          '-untrusted',
+          join(dir, 'chain.pem'),
+          join(dir, 'leaf.pem'),
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.match(out, /OK/);
     } finally {
       serve.child.kill('SIGTERM');
       assert.equal(await serve.exited, 0);

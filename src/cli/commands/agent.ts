@@ -162,7 +162,10 @@ export function registerAgentCommand(program: Command): void {
           monitoring = await startMonitoringServer(opts.monitoringAddr, metrics, () =>
             agent.isReady(),
           );
-          logger.info({ addr: opts.monitoringAddr }, 'monitoring: /ready and /metrics');
+          logger.info(
+            { addr: `${monitoring.address.address}:${monitoring.address.port}` },
+            'monitoring: /ready and /metrics',
+          );
         }
         if (opts.once) {
           if (opts.tokenFile === undefined) await agent.loadExisting();

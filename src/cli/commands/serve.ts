@@ -8,7 +8,7 @@ import { loadJwksFile } from '../../authn/jwks.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { CaState, KeyCertBundle } from '../../ca/authority.js';
 import { SwappableCaState } from '../../ca/ca-state.js';
-import { loadCacertsFolder } from '../../ca/sources/folder.js';
+import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { loadOrCreateSelfSignedCa, writeFileAtomic } from '../../ca/sources/self-signed.js';
 import { systemClock, type Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
@@ -17,6 +17,13 @@ import { Counter, Registry } from 'prom-client';
 import { formatHostPort } from '../../server/address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
+import {
+  addKubeOptions,
+  parseKubeOptions,
+  startKubeMode,
+  type KubeModeConfig,
+  type RawKubeOptions,
+} from '../kube-wiring.js';
 import {
   addServeOptions,
   parseServeConfig,
@@ -46,6 +53,7 @@ export async function startLocalRuntime(
   config: ServeConfig,
   clock: Clock,
   logger: Logger,
+  onCaLoadError: (source: string) => void = () => {},
 ): Promise<CaRuntime> {
   let bundle: KeyCertBundle | undefined;
   if (config.cacertsDir) {
@@ -88,13 +96,71 @@ export async function startLocalRuntime(
       }),
     );
   }
+  const stopWatching = config.cacertsDir
+    ? watchCacertsFolder(config.cacertsDir, caState, clock, logger, onCaLoadError)
+    : () => {};
   const dataDirFlag = config.dataDir === './.castellan' ? '' : ` --data-dir ${config.dataDir}`;
   return {
     caState,
     tokenAuthenticators,
     tokenHint: `npx castellan token --namespace default --service-account default${dataDirFlag} > token`,
-    close: async () => {},
+    close: async () => stopWatching(),
   };
+}
+
+/** How often a plugged-in folder is re-read (mounted Secrets change by symlink swaps). */
+export const CACERTS_POLL_MS = 2000;
+
+/**
+ * Follows a plugged-in CA folder: when its files change, the new set is verified completely
+ * and swapped in one step; a broken or partial set is refused (logged, counted) and serving
+ * goes on with the last good CA.
+ */
+function watchCacertsFolder(
+  dir: string,
+  caState: SwappableCaState,
+  clock: Clock,
+  logger: Logger,
+  onCaLoadError: (source: string) => void,
+): () => void {
+  let last: string | undefined;
+  let busy = false;
+  const fingerprint = (files: Map<string, string>): string =>
+    JSON.stringify([...files.entries()].sort());
+  const check = async (): Promise<void> => {
+    if (busy) return;
+    busy = true;
+    try {
+      const files = await readCacertsFolder(dir);
+      const print = fingerprint(files);
+      if (last === undefined) {
+        last = print;
+        return;
+      }
+      if (print === last) return;
+      last = print;
+      const bundle = await loadCacertsFolder(dir, clock);
+      if (!bundle)
+        throw new CastellanError('incomplete-ca', 'the CA files were removed', { subject: dir });
+      const snapshot = caState.swap(bundle);
+      logger.info(
+        { source: bundle.source, generation: snapshot.generation },
+        'plugged-in CA changed: swapped',
+      );
+    } catch (e) {
+      onCaLoadError(`cacerts-dir:${dir}`);
+      logger.error(
+        { err: e instanceof Error ? e.message : String(e) },
+        'plugged-in CA update refused; still serving with the last good CA',
+      );
+    } finally {
+      busy = false;
+    }
+  };
+  void check();
+  const timer = setInterval(() => void check(), CACERTS_POLL_MS);
+  timer.unref();
+  return () => clearInterval(timer);
 }
 
 /**
@@ -125,7 +191,7 @@ export async function runServe(
         logger,
         onCaLoadError: (source) => caLoadErrors.inc({ source }),
       })
-    : await startLocalRuntime(config, clock, logger);
+    : await startLocalRuntime(config, clock, logger, (source) => caLoadErrors.inc({ source }));
 
   // root-cert.pem follows the CA: written now and after every swap. (In Kubernetes mode the
   // trust bundle is the istio-ca-root-cert ConfigMap and the file system may be read-only.)

@@ -38,6 +38,7 @@ async function makeRoot(name: string): Promise<Issuer> {
 }
 
 async function issue(
+  now: number,
   issuer: Issuer,
   publicKey: x509.PublicKey | webcrypto.CryptoKey,
   sans: x509.JsonGeneralName[],
@@ -48,8 +49,8 @@ async function issue(
     serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
     subject: '',
     issuer: issuer.cert.subject,
-    notBefore: new Date(Date.now() - 1000),
-    notAfter: new Date(Date.now() + ttlMs),
+    notBefore: new Date(now - 1000),
+    notAfter: new Date(now + ttlMs),
     publicKey,
     signingKey: issuer.keys.privateKey,
     signingAlgorithm: EC,
@@ -78,6 +79,8 @@ export class CaDouble {
   leafTtlMs = 3_600_000;
   /** Bearer token that counts as valid; undefined accepts any (or none). */
   acceptedToken: string | undefined;
+  /** The time leaves are issued at: tests that move an agent's clock move this one too. */
+  now: () => number = () => Date.now();
   private server: grpc.Server | undefined;
   port = 0;
 
@@ -90,6 +93,7 @@ export class CaDouble {
     const root = await makeRoot('castellan test root');
     const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
     const cert = await issue(
+      Date.now(),
       root,
       keys.publicKey,
       [
@@ -149,6 +153,7 @@ export class CaDouble {
           if (!(await csr.verify())) throw new Error('bad CSR signature');
           const ttl = call.request.validityDuration > 0 ? call.request.validityDuration * 1000 : this.leafTtlMs;
           const leaf = await issue(
+            this.now(),
             this.root,
             csr.publicKey,
             [{ type: 'url', value: 'spiffe://cluster.local/ns/default/sa/test' }],

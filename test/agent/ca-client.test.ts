@@ -1,0 +1,130 @@
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { errorKindOfStatus, GrpcCaClient } from '../../src/agent/ca-client.js';
+import { createKeyAndCsr } from '../../src/pki/csr-builder.js';
+import { CaDouble } from './support/ca-double.js';
+
+let ca: CaDouble;
+let dir: string;
+let csrPem: string;
+before(async () => {
+  ca = await CaDouble.create();
+  await ca.start();
+  dir = await mkdtemp(join(tmpdir(), 'castellan-ca-client-'));
+  await writeFile(join(dir, 'root.pem'), ca.rootPem);
+  await writeFile(join(dir, 'token'), '  tok-123 \n');
+  await writeFile(join(dir, 'empty'), '\n');
+  csrPem = (await createKeyAndCsr('ec-p256')).csrPem;
+});
+after(async () => {
+  await ca.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function client(overrides: Partial<ConstructorParameters<typeof GrpcCaClient>[0]> = {}) {
+  return new GrpcCaClient({
+    address: ca.address,
+    rootCertFile: join(dir, 'root.pem'),
+    tokenFile: join(dir, 'token'),
+    timeoutMs: 3000,
+    ...overrides,
+  });
+}
+
+function rejectsWith(kind: string, message: RegExp) {
+  return (e: unknown) => {
+    assert.equal((e as { kind?: string }).kind, kind);
+    assert.match((e as Error).message, message);
+    return true;
+  };
+}
+
+test('sends the CSR with the trimmed token as a bearer header over TLS', async () => {
+  ca.calls.length = 0;
+  const chain = await client().createCertificate({ csrPem, validitySeconds: 600 });
+  assert.equal(chain.length, 2);
+  assert.equal(chain[1], ca.rootPem);
+  assert.equal(ca.calls[0]?.authorization, 'Bearer tok-123');
+});
+
+test('gRPC status codes become error kinds the retry policy understands', async () => {
+  const cases: Array<[grpc.status, string]> = [
+    [grpc.status.UNAVAILABLE, 'unavailable'],
+    [grpc.status.INTERNAL, 'internal'],
+    [grpc.status.UNAUTHENTICATED, 'unauthenticated'],
+    [grpc.status.INVALID_ARGUMENT, 'invalid-argument'],
+    [grpc.status.PERMISSION_DENIED, 'permission-denied'],
+  ];
+  try {
+    for (const [code, kind] of cases) {
+      ca.behaviour = { kind: 'fail', code, message: `said ${grpc.status[code]}` };
+      await assert.rejects(
+        client().createCertificate({ csrPem, validitySeconds: 0 }),
+        rejectsWith(kind, new RegExp(`${grpc.status[code]}: said ${grpc.status[code]}`)),
+      );
+    }
+  } finally {
+    ca.behaviour = { kind: 'issue' };
+  }
+  assert.equal(errorKindOfStatus(grpc.status.DEADLINE_EXCEEDED), 'unavailable');
+  assert.equal(errorKindOfStatus(grpc.status.UNKNOWN), 'internal');
+});
+
+test('a CA that is not listening is UNAVAILABLE, and so is one whose certificate we do not trust', async () => {
+  await assert.rejects(
+    client({ address: '127.0.0.1:1' }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith('unavailable', /UNAVAILABLE/),
+  );
+  const other = await CaDouble.create();
+  await writeFile(join(dir, 'other-root.pem'), other.rootPem);
+  await assert.rejects(
+    client({ rootCertFile: join(dir, 'other-root.pem') }).createCertificate({
+      csrPem,
+      validitySeconds: 0,
+    }),
+    rejectsWith('unavailable', /UNAVAILABLE/),
+  );
+});
+
+test('a missing or empty token file, or a missing root file, is a typed error naming the file', async () => {
+  await assert.rejects(
+    client({ tokenFile: join(dir, 'nope') }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith('invalid-argument', /nope: cannot read token file: ENOENT/),
+  );
+  await assert.rejects(
+    client({ tokenFile: join(dir, 'empty') }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith('unauthenticated', /empty: token file is empty/),
+  );
+  await assert.rejects(
+    client({ rootCertFile: join(dir, 'gone.pem') }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith('invalid-argument', /gone\.pem: cannot read root certificate: ENOENT/),
+  );
+});
+
+test('a deadline bounds every call', async () => {
+  // A TCP listener that never speaks TLS: the call must end by its deadline.
+  const net = await import('node:net');
+  const sockets: import('node:net').Socket[] = [];
+  const silent = net.createServer((s) => sockets.push(s));
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+  const port = (silent.address() as import('node:net').AddressInfo).port;
+  const t0 = Date.now();
+  try {
+    await assert.rejects(
+      client({ address: `127.0.0.1:${port}`, timeoutMs: 500 }).createCertificate({
+        csrPem,
+        validitySeconds: 0,
+      }),
+      rejectsWith('unavailable', /DEADLINE_EXCEEDED|UNAVAILABLE/),
+    );
+    assert.ok(Date.now() - t0 < 3000);
+  } finally {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  }
+});

@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { acceptIssuedChain, acceptStoredCertificate } from '../../src/agent/issued-chain.js';
+import { istioSampleCerts } from '../support/paths.js';
+
+const read = (f: string) => readFileSync(join(istioSampleCerts, f), 'utf8');
+const leaf = read('leaf-workload-foo-cert.pem');
+const key = read('workload-foo-key.pem');
+const intermediate = read('ca-cert.pem');
+const root = read('root-cert.pem');
+const altRoot = read('root-cert-alt.pem');
+
+function kindIs(kind: string, message: RegExp) {
+  return (e: unknown) => {
+    assert.equal((e as { kind?: string }).kind, kind);
+    assert.match((e as Error).message, message);
+    return true;
+  };
+}
+
+test('accepts leaf, intermediate, root(s): the trailing self-signed ones are the trust bundle', () => {
+  const issued = acceptIssuedChain([leaf, intermediate, root, altRoot], key, 'fallback');
+  assert.equal(issued.rootCertPem, root.trim() + '\n' + altRoot.trim() + '\n');
+  assert.equal(issued.certChainPem.match(/BEGIN CERTIFICATE/g)?.length, 4);
+  assert.deepEqual(issued.uris, ['spiffe://trust-domain-foo/ns/foo/sa/foo']);
+  assert.ok(issued.notAfter > issued.notBefore);
+});
+
+test('without a root in the response, the configured root stands in', () => {
+  assert.equal(acceptIssuedChain([leaf, intermediate], key, 'configured').rootCertPem, 'configured');
+});
+
+test('refuses a certificate for another key, a broken chain, and malformed elements', () => {
+  assert.throws(
+    () => acceptIssuedChain([leaf, intermediate, root], read('workload-bar-key.pem'), ''),
+    kindIs('key-mismatch', /cert_chain\[0\]: the issued certificate is not for our key/),
+  );
+  assert.throws(
+    () => acceptIssuedChain([leaf, read('ca-cert-alt.pem'), altRoot], key, ''),
+    kindIs('chain-invalid', /cert_chain\[0\]: is not signed by cert_chain\[1\]/),
+  );
+  assert.throws(
+    () => acceptIssuedChain([leaf, 'garbage'], key, ''),
+    kindIs('malformed', /cert_chain\[1\]: holds 0 certificates/),
+  );
+  assert.throws(
+    () => acceptIssuedChain([leaf + intermediate], key, ''),
+    kindIs('malformed', /cert_chain\[0\]: holds 2 certificates/),
+  );
+  assert.throws(() => acceptIssuedChain([], key, ''), kindIs('internal', /empty certificate chain/));
+});
+
+test('stored files: usable pair accepted with its own root file, anything else ignored', () => {
+  const stored = acceptStoredCertificate(leaf + intermediate + root, key, root);
+  assert.equal(stored?.rootCertPem, root);
+  assert.equal(acceptStoredCertificate(leaf, read('workload-bar-key.pem'), root), undefined);
+  assert.equal(acceptStoredCertificate('', key, root), undefined);
+});

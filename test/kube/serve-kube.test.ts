@@ -1,0 +1,273 @@
+// The real `castellan serve --kube` (spawned, compiled: npx tsc -p tsconfig.json first), several
+// replicas at once, against the in-test fake API server.
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { get } from 'node:http';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
+import {
+  caClient,
+  createCertificate,
+  opensslCsr,
+  opensslUris,
+  opensslVerify,
+  type CaClient,
+} from '../server/support/client.js';
+import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { istioSampleCerts } from '../support/paths.js';
+import { waitFor } from './helpers.js';
+
+const NS = 'istio-system';
+const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+const ALT_ROOT = sample('root-cert-alt.pem');
+
+let api: FakeApiServer;
+let dir: string;
+const procs: ServeProcess[] = [];
+let csr: string;
+
+/** Each replica has its own API credentials, so the fake tells their requests apart. */
+const USERS = { 'token-a': 'replica-a', 'token-b': 'replica-b', 'token-c': 'replica-c' };
+
+async function serve(user: 'a' | 'b' | 'c', ...extra: string[]): Promise<ServeProcess> {
+  const kubeconfig = api.writeKubeconfig(join(dir, `kubeconfig-${user}`), {
+    token: `token-${user}`,
+  });
+  const p = await startServe([
+    '--kube',
+    '--kubeconfig',
+    kubeconfig,
+    '--data-dir',
+    mkdtempSync(join(dir, 'data-')),
+    '--lease-duration',
+    '2s',
+    '--log-level',
+    'warn',
+    ...extra,
+  ]);
+  procs.push(p);
+  return p;
+}
+
+function metrics(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    get(`http://127.0.0.1:${port}/metrics`, (res) => {
+      let body = '';
+      res.on('data', (c: Buffer) => (body += c.toString()));
+      res.on('end', () => resolve(body));
+    }).on('error', reject);
+  });
+}
+
+const selfSignedRoot = (): string =>
+  Buffer.from(
+    (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)[
+      'root-cert.pem'
+    ]!,
+    'base64',
+  ).toString();
+
+before(async () => {
+  api = await FakeApiServer.start({ namespaces: [NS, 'app'], users: USERS });
+  dir = mkdtempSync(join(tmpdir(), 'serve-kube-'));
+  csr = opensslCsr('ec').csrPem;
+});
+after(async () => {
+  for (const p of procs) p.child.kill('SIGKILL');
+  await api.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+let a: ServeProcess;
+let b: ServeProcess;
+let clients: CaClient[];
+
+test('two replicas started at once share exactly one self-signed root', async () => {
+  [a, b] = await Promise.all([serve('a', '--jwt-offline'), serve('b', '--jwt-offline')]);
+  assert.equal(api.count({ verb: 'create', resource: 'secrets', namespace: NS, code: 201 }), 1);
+  const root = selfSignedRoot();
+  // Clients trust the current root and the enterprise root the operator is about to plug in.
+  clients = [a, b].map((p) => caClient(`127.0.0.1:${p.grpcPort}`, root + ALT_ROOT));
+  const token = await api.issuer.issueToken({
+    namespace: 'app',
+    serviceAccount: 'web',
+    audiences: ['istio-ca'],
+  });
+  for (const c of clients) {
+    const chain = await createCertificate(c, { csr }, token);
+    assert.equal(chain[chain.length - 1], root);
+    opensslVerify(chain, root);
+    assert.deepEqual(opensslUris(chain[0]!), ['spiffe://cluster.local/ns/app/sa/web']);
+  }
+});
+
+test('a cacerts update swaps the CA on every replica with zero failed requests under load', async () => {
+  const token = await api.issuer.issueToken({
+    namespace: 'app',
+    serviceAccount: 'web',
+    audiences: ['istio-ca'],
+  });
+  let failures = 0;
+  let ok = 0;
+  let altSeen = 0;
+  let running = true;
+  const errors: string[] = [];
+  const worker = async (c: CaClient): Promise<void> => {
+    while (running) {
+      try {
+        const chain = await createCertificate(c, { csr }, token);
+        ok++;
+        if (chain.includes(ALT_ROOT)) altSeen++;
+      } catch (e) {
+        failures++;
+        errors.push(String(e));
+      }
+    }
+  };
+  const load = [0, 1, 0, 1].map((i) => worker(clients[i]!));
+  await waitFor(() => ok > 20, 'load to run');
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET },
+    data: {
+      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
+      'ca-key.pem': b64(sample('ca-key-alt.pem')),
+      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
+      'root-cert.pem': b64(ALT_ROOT),
+    },
+  });
+  await waitFor(() => altSeen > 40, 'certificates from the plugged-in CA', 20_000);
+  running = false;
+  await Promise.all(load);
+  assert.equal(failures, 0, errors.slice(0, 3).join('\n'));
+  for (const c of clients) {
+    const chain = await createCertificate(c, { csr }, token);
+    assert.match(chain[1]!, /BEGIN CERTIFICATE/);
+    opensslVerify(chain, ALT_ROOT); // chains to the enterprise root
+    assert.ok(chain.includes(selfSignedRoot()), 'the old root is still published beside the new');
+  }
+});
+
+test('a bad cacerts update is refused: serving goes on with the last good CA, Event and metric', async () => {
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET },
+    data: {
+      'ca-cert.pem': b64(sample('ca-cert-alt-2.pem')),
+      'ca-key.pem': b64(sample('ca-key-alt-2.pem')),
+      'cert-chain.pem': b64(sample('cert-chain-alt-2.pem')),
+      'root-cert.pem': b64(ALT_ROOT),
+    },
+  });
+  await waitFor(
+    () => api.listObjects('events', NS).filter((e) => e.reason === 'CALoadFailed').length >= 2,
+    'an Event from each replica',
+  );
+  for (const p of [a, b]) {
+    await waitFor(
+      async () =>
+        /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(p.monitoringPort)),
+      'the metric',
+    );
+  }
+  const token = await api.issuer.issueToken({
+    namespace: 'app',
+    serviceAccount: 'web',
+    audiences: ['istio-ca'],
+  });
+  for (const c of clients) {
+    const chain = await createCertificate(c, { csr }, token);
+    opensslVerify(chain, ALT_ROOT);
+    assert.equal(
+      chain[1],
+      sample('ca-cert-alt.pem').replace(/\n*$/, '\n'),
+      'still the last good intermediate',
+    );
+  }
+});
+
+test('--jwt-offline: issuing goes on while the API server is stopped', async () => {
+  const token = await api.issuer.issueToken({
+    namespace: 'app',
+    serviceAccount: 'offline',
+    audiences: ['istio-ca'],
+  });
+  await api.stop();
+  try {
+    for (const c of clients) {
+      const chain = await createCertificate(c, { csr }, token);
+      assert.deepEqual(opensslUris(chain[0]!), ['spiffe://cluster.local/ns/app/sa/offline']);
+    }
+  } finally {
+    await api.start();
+  }
+});
+
+test('ConfigMaps in every namespace, repaired; leader failover moves the work', async () => {
+  const bundleIn = (ns: string): string | undefined =>
+    (
+      api.getObject('configmaps', ns, ROOT_CERT_CONFIGMAP)?.data as
+        Record<string, string> | undefined
+    )?.['root-cert.pem'];
+  for (const ns of ['default', NS, 'app', 'kube-system']) {
+    await waitFor(() => bundleIn(ns)?.includes(ALT_ROOT), `the bundle in ${ns}`, 10_000);
+  }
+  assert.equal(bundleIn('kube-public'), undefined);
+  // The leader is the replica whose credentials renew the Lease.
+  const renewer = (): string | undefined =>
+    api.requests
+      .filter((r) => r.resource === 'leases' && r.verb === 'update' && r.code === 200)
+      .at(-1)?.user;
+  const leaderUser = await waitFor(() => renewer(), 'a lease renewal');
+  const [leader, follower, followerUser] =
+    leaderUser === 'replica-a' ? [a, b, 'replica-b'] : [b, a, 'replica-a'];
+  // The leader dies without releasing the Lease.
+  leader.child.kill('SIGKILL');
+  await leader.exited;
+  api.deleteObject('configmaps', 'app', ROOT_CERT_CONFIGMAP);
+  api.putObject('configmaps', 'default', {
+    metadata: { name: ROOT_CERT_CONFIGMAP },
+    data: { 'root-cert.pem': 'edited' },
+  });
+  // Within the 2 s lease (plus a retry period) the follower leads and repairs both.
+  await waitFor(() => bundleIn('app')?.includes(ALT_ROOT), 'the deletion repaired', 8000);
+  await waitFor(() => bundleIn('default')?.includes(ALT_ROOT), 'the edit repaired', 8000);
+  assert.equal(renewer(), followerUser, 'the follower now holds the Lease');
+  const repairs = api.requests.filter(
+    (r) =>
+      r.resource === 'configmaps' &&
+      (r.verb === 'create' || r.verb === 'update') &&
+      r.namespace === 'app',
+  );
+  assert.equal(repairs.at(-1)?.user, followerUser);
+  api.createNamespace('late');
+  await waitFor(() => bundleIn('late')?.includes(ALT_ROOT), 'a new namespace served', 8000);
+  assert.ok(follower.child.exitCode === null, 'the follower is still running');
+  clients = [follower === a ? clients[0]! : clients[1]!];
+});
+
+test('the TokenReview cache cuts API calls and never accepts an expired token', async () => {
+  const c = await serve('c'); // no --jwt-offline: every token goes to TokenReview
+  const client = caClient(`127.0.0.1:${c.grpcPort}`, selfSignedRoot() + ALT_ROOT);
+  const token = await api.issuer.issueToken({
+    namespace: 'app',
+    serviceAccount: 'burst',
+    audiences: ['istio-ca'],
+    expiresInSeconds: 3,
+  });
+  api.resetRequests();
+  await Promise.all(Array.from({ length: 30 }, () => createCertificate(client, { csr }, token)));
+  assert.equal(api.count({ resource: 'tokenreviews' }), 1);
+  await new Promise((r) => setTimeout(r, 3500));
+  await assert.rejects(
+    createCertificate(client, { csr }, token),
+    (e: { code?: number }) => e.code === grpcStatus.UNAUTHENTICATED,
+  );
+  client.close();
+});
