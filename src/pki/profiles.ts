@@ -21,8 +21,8 @@ import { CastellanError } from '../errors.js';
  * workload profile byte for byte, so every encoding choice is written down here.
  *
  * Common to all profiles:
- *  - X.509 v3; serial from randomSerial() (16 bytes, first byte 0x01–0x7f: positive, DER
- *    INTEGER of exactly 16 content bytes); validity in whole seconds, UTCTime up to 2049 and
+ *  - X.509 v3; serial from randomSerial() (17 bytes, first byte 0x01–0x7f: positive, DER
+ *    INTEGER of exactly 17 content bytes, ≥ 128 random bits); validity in whole seconds, UTCTime up to 2049 and
  *    GeneralizedTime from 2050 (RFC 5280 §4.1.2.5).
  *  - The issuer Name is the issuing certificate's subject, re-encoded from its parsed form
  *    (attribute string types kept), so it matches the issuer's subject byte for byte.

@@ -1,17 +1,19 @@
 import type { Clock } from '../clock.js';
 import { issueWorkloadCertificate } from '../ca/issue-workload.js';
-import { parseCsr, type ParsedCsr } from '../pki/csr.js';
+import type { ParsedCsr } from '../pki/csr.js';
+import { parseCsrFast } from '../pki/fast/fast-csr.js';
 import { issueCertificate } from '../pki/issue.js';
 import type { LeafIssuer } from './ca-service.js';
 import type { ServingCertificateIssuer } from './serving-certificate.js';
 
 /**
- * Workload issuance as the handler calls it: src/pki's CSR parser (public key and
- * self-signature only) and src/ca's issuer (the snapshot's LeafSigner, NotAfter clamped).
+ * Workload issuance as the handler calls it: the hot-path CSR parser (public key and
+ * self-signature only; held to the reference parser by a differential fuzz test) and src/ca's
+ * issuer (the snapshot's LeafSigner, NotAfter clamped).
  */
 export function workloadLeafIssuer(clock: Clock): LeafIssuer<ParsedCsr> {
   return {
-    parseCsr,
+    parseCsr: parseCsrFast,
     async sign(snapshot, csr, sans, ttlMs) {
       const issued = await issueWorkloadCertificate(
         snapshot,

@@ -135,6 +135,6 @@ test('swap: one new snapshot, generation +1, listeners told, custom signer facto
   assert.equal(calls.length, 1);
   assert.deepEqual(calls[0]!.sans, [SPIFFE, 'foo.svc']);
   assert.equal(calls[0]!.commonName, undefined);
-  assert.equal(calls[0]!.serial.length, 16);
+  assert.equal(calls[0]!.serial.length, 17);
   assert.deepEqual(r.leafDer, new Uint8Array([0x30, 0x00]));
 });

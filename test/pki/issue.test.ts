@@ -226,7 +226,7 @@ describe('workload leaf (reference signer)', () => {
       assert.match(text, new RegExp(`Signature Algorithm: ${sigAlg}`));
       const serialHex = /Serial Number:\s*\n\s*([0-9a-f:]+)/.exec(text)![1]!.replaceAll(':', '');
       assert.equal(serialHex, Buffer.from(serial).toString('hex'));
-      assert.equal(serialHex.length, 32);
+      assert.equal(serialHex.length, 34);
       const parsed = new X509Certificate(der);
       assert.equal(parsed.notBefore.getTime(), Math.floor((now - 120_000) / 1000) * 1000);
       assert.equal(parsed.notAfter.getTime(), Math.floor((now + HOUR) / 1000) * 1000);
@@ -310,9 +310,13 @@ test('SAN classification and serial shape', () => {
   assert.equal(sanKind('::1'), 'ip');
   assert.equal(sanKind('300.1.1.1'), 'dns');
   assert.equal(sanKind('example.com'), 'dns');
+  const seenLead = new Set<number>();
   for (let i = 0; i < 200; i++) {
     const s = randomSerial();
-    assert.equal(s.length, 16);
+    // ≥ 128 random bits: a positive leading byte, then 16 random bytes.
+    assert.equal(s.length, 17);
     assert.ok(s[0]! >= 1 && s[0]! <= 0x7f);
+    seenLead.add(s[0]!);
   }
+  assert.ok(seenLead.size > 50, 'the leading byte is random too');
 });
