@@ -18,7 +18,9 @@ import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/clien
 import { EventRecorder } from '../kube/events.js';
 import { ApiServerJwks } from '../kube/jwt-discovery.js';
 import { DEFAULT_LEASE_NAME, LeaderElector, whileLeader } from '../kube/leader-election.js';
+import { startPolicyWatch } from '../kube/policy-watch.js';
 import { RootPublisher } from '../kube/root-publisher.js';
+import type { PolicyCompiler } from '../policy/compiler.js';
 import { DEFAULT_ROOT_ROTATION_CHECK_MS, RootRotator } from '../kube/root-rotation.js';
 import {
   KubeTokenReviewer,
@@ -154,6 +156,8 @@ export interface KubeModeDeps {
   readonly onCaLoadError?: ((source: string) => void) | undefined;
   /** This replica's name in the Lease; default POD_NAME or the host name, plus a suffix. */
   readonly identity?: string | undefined;
+  /** Fed from PeerAuthentications, AuthorizationPolicies, Pods and Namespaces when given. */
+  readonly policyCompiler?: PolicyCompiler | undefined;
 }
 
 /** What `serve` needs from Kubernetes mode (the same shape as its local CaRuntime). */
@@ -287,6 +291,14 @@ export async function startKubeMode(
     });
     stops.push(() => leader.stop());
     stops.push(stopLeaderWork);
+    if (deps.policyCompiler) {
+      const policies = await startPolicyWatch({
+        kubeConfig: kc,
+        compiler: deps.policyCompiler,
+        logger,
+      });
+      stops.push(() => policies.stop());
+    }
     leader.start();
     logger.info(
       { server: clients.server, namespace, identity, lease: config.leaseName },

@@ -25,6 +25,12 @@ export interface ServeConfig {
   readonly servingIpAddresses: readonly string[];
   readonly namespace: string;
   readonly caKeyType: CaKeyType;
+  /** Local mode's policy inputs: a folder of manifests, followed (docs/policy.md). */
+  readonly policyDir: string | undefined;
+  /** MeshConfig settings for policy evaluation (rootNamespace, trustDomainAliases, ...). */
+  readonly meshConfigFile: string | undefined;
+  /** HTTPS listener for GET /v1/bundles/<ns>/<pod>; undefined = off. */
+  readonly bundleAddress: HostPort | undefined;
 }
 
 /** The options as commander hands them over (strings, before checking). */
@@ -43,6 +49,9 @@ export interface RawServeOptions {
   servingDns?: string[];
   namespace?: string;
   caKeyType?: string;
+  policyDir?: string;
+  meshConfig?: string;
+  bundleAddr?: string;
 }
 
 export const SERVE_DEFAULTS = {
@@ -118,6 +127,18 @@ export function addServeOptions(command: Command): Command {
         '--ca-key-type <type>',
         'key type of a new self-signed root (default ec-p256)',
       ).choices(CA_KEY_TYPES),
+    )
+    .option(
+      '--policy-dir <dir>',
+      'folder of PeerAuthentication, AuthorizationPolicy and Pod manifests, followed (local mode)',
+    )
+    .option(
+      '--mesh-config <file>',
+      'MeshConfig settings for policies: rootNamespace, trustDomainAliases, extensionProviders',
+    )
+    .option(
+      '--bundle-addr <host:port>',
+      'HTTPS listener for GET /v1/bundles/<ns>/<pod>, client certificate required (default off)',
     );
 }
 
@@ -213,6 +234,23 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
 
   if (raw.dataDir === '') throw bad('--data-dir', 'must not be empty');
   if (raw.cacertsDir === '') throw bad('--cacerts-dir', 'must not be empty');
+  if (raw.policyDir === '') throw bad('--policy-dir', 'must not be empty');
+  if (raw.meshConfig === '') throw bad('--mesh-config', 'must not be empty');
+  const bundleAddress =
+    raw.bundleAddr === undefined ? undefined : addr('--bundle-addr', raw.bundleAddr);
+  for (const [flag, other] of [
+    ['--grpc-addr', grpcAddress],
+    ['--monitoring-addr', monitoringAddress],
+  ] as const) {
+    if (
+      bundleAddress &&
+      bundleAddress.port !== 0 &&
+      bundleAddress.port === other.port &&
+      bundleAddress.host === other.host
+    ) {
+      throw bad('--bundle-addr', `must differ from ${flag}`);
+    }
+  }
 
   return {
     dataDir: raw.dataDir ?? SERVE_DEFAULTS.dataDir,
@@ -232,6 +270,9 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     servingIpAddresses,
     namespace,
     caKeyType,
+    policyDir: raw.policyDir,
+    meshConfigFile: raw.meshConfig,
+    bundleAddress,
   };
 }
 

@@ -22,7 +22,13 @@ export interface KubeClients {
  * Where the cluster's credentials come from: `--kubeconfig PATH`, or automatically the pod's
  * service account (KUBERNETES_SERVICE_HOST and /var/run/secrets/kubernetes.io/serviceaccount).
  */
-export function loadKubeConfig(options: { kubeconfigPath?: string | undefined } = {}): KubeConfig {
+export function loadKubeConfig(
+  options: {
+    kubeconfigPath?: string | undefined;
+    /** Where the pod's /var/run/secrets/... live: `/` in a pod, a temporary folder in tests. */
+    inClusterRoot?: string | undefined;
+  } = {},
+): KubeConfig {
   const kc = new KubeConfig();
   if (options.kubeconfigPath !== undefined) {
     try {
@@ -34,7 +40,7 @@ export function loadKubeConfig(options: { kubeconfigPath?: string | undefined } 
       });
     }
   } else if (process.env['KUBERNETES_SERVICE_HOST']) {
-    kc.loadFromCluster();
+    kc.loadFromCluster(options.inClusterRoot);
   } else {
     throw new CastellanError(
       'invalid-argument',

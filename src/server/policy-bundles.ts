@@ -22,8 +22,13 @@ export interface PolicyBundleServingOptions {
   readonly source: BundleSource;
   /** Verifies the workload certificate (ClientCertAuthenticator). */
   readonly authenticator: Authenticator;
-  /** Our CA chain, standing in for the intermediates grpc-js does not hand out. */
-  readonly intermediates?: () => readonly Uint8Array[];
+  /**
+   * Our CA chain (CaSnapshot.bundle.certChain, DER), standing in for the intermediates grpc-js
+   * does not hand out: `getAuthContext()` gives the peer leaf alone, and a leaf issued under an
+   * intermediate CA never verifies to the root without it (every Watch would be UNAUTHENTICATED).
+   * Required for that reason; return [] when the CA signs with its root.
+   */
+  readonly intermediates: () => readonly Uint8Array[];
 }
 
 /**
@@ -89,7 +94,7 @@ export function handleBundleHttp(
   }
   const request: AuthRequest = {
     metadata: {},
-    peerCertificates: chain.length ? [...chain, ...(options.intermediates?.() ?? [])] : [],
+    peerCertificates: chain.length ? [...chain, ...options.intermediates()] : [],
     peerAddress: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`,
   };
   authorizedBundle(options, request, m[1] as string, m[3] as string).then(
@@ -140,7 +145,7 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
     const raw = call.getAuthContext().sslPeerCertificate?.raw;
     const request: AuthRequest = {
       metadata: {},
-      peerCertificates: raw ? [new Uint8Array(raw), ...(options.intermediates?.() ?? [])] : [],
+      peerCertificates: raw ? [new Uint8Array(raw), ...options.intermediates()] : [],
       peerAddress: call.getPeer(),
     };
     authorizedBundle(options, request, namespace, pod).then(

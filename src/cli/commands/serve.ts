@@ -17,6 +17,16 @@ import { Counter, Registry } from 'prom-client';
 import { formatHostPort } from '../../server/address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
+import { readFile } from 'node:fs/promises';
+import { parseSingleDocument } from '../../policy/documents.js';
+import { PolicyCompiler } from '../../policy/compiler.js';
+import { parseMesh, type MeshSettings } from '../../policy/mesh.js';
+import { BundleHttpsServer } from '../../server/bundle-https-server.js';
+import { PolicyDirSource } from '../../server/policy-dir-source.js';
+import {
+  policyBundleService,
+  type PolicyBundleServingOptions,
+} from '../../server/policy-bundles.js';
 import {
   addKubeOptions,
   parseKubeOptions,
@@ -181,8 +191,10 @@ export async function runServe(
     labelNames: ['source'],
     registers: [extraMetrics],
   });
+  const policyCompiler = new PolicyCompiler(await meshSettings(config));
   const runtime: CaRuntime = kube?.enabled
     ? await startKubeMode(kube, {
+        policyCompiler,
         namespace: config.namespace,
         trustDomain: config.trustDomain,
         tokenAudiences: config.tokenAudiences,
@@ -229,15 +241,43 @@ export async function runServe(
   });
   server.monitoring?.addRegistry(extraMetrics);
 
+  // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS. Only
+  // the caller's workload certificate counts (no tokens): a workload reads its own bundle.
+  // grpc-js hands out the peer leaf alone, so our CA chain stands in for the intermediates, as
+  // in CreateCertificate (without it, a leaf issued under an intermediate never verifies).
+  const bundleServing: PolicyBundleServingOptions = {
+    source: policyCompiler,
+    authenticator: clientCert,
+    intermediates: () =>
+      (runtime.caState.current()?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData)),
+  };
+  const bundles = policyBundleService(bundleServing);
+  server.addService(bundles.service, bundles.implementation);
+  const policyDir = config.policyDir
+    ? new PolicyDirSource({ dir: config.policyDir, compiler: policyCompiler, logger })
+    : undefined;
+  const bundleHttps = config.bundleAddress
+    ? new BundleHttpsServer({ ...bundleServing, serving: server.serving, logger })
+    : undefined;
+  const stopPolicies = async (): Promise<void> => {
+    policyDir?.stop();
+    await bundleHttps?.close();
+  };
+
   const stopped = new Promise<string>((resolveSignal) => {
     process.once('SIGTERM', () => resolveSignal('SIGTERM'));
     process.once('SIGINT', () => resolveSignal('SIGINT'));
   });
   let addrs;
+  let bundleAddr;
   try {
+    await policyDir?.start();
     addrs = await server.start();
+    if (bundleHttps && config.bundleAddress)
+      bundleAddr = await bundleHttps.listen(config.bundleAddress);
   } catch (e) {
     // e.g. a port in use: release whatever did start, so the process can exit.
+    await stopPolicies();
     await server.stop();
     unsubscribe();
     await runtime.close();
@@ -245,17 +285,46 @@ export async function runServe(
   }
   const grpcAddr = formatHostPort(addrs.grpc);
   process.stdout.write(
-    `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}); ` +
+    `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}; ` +
+      `bundles ${bundleAddr ? `https://${formatHostPort(bundleAddr)}` : 'gRPC only'}); ` +
       `trust bundle: ${kube?.enabled ? 'ConfigMap istio-ca-root-cert' : rootPath}; get a token: ${runtime.tokenHint}\n`,
   );
 
   const signal = await stopped;
   logger.info({ signal }, 'shutting down: finishing in-flight requests');
+  await stopPolicies();
   await server.stop();
   unsubscribe();
   await runtime.close();
   logger.info('stopped');
   logger.flush();
+}
+
+/** MeshConfig for policies: --mesh-config, else the root namespace is ours, as in istiod. */
+async function meshSettings(config: ServeConfig): Promise<MeshSettings> {
+  if (!config.meshConfigFile) {
+    return {
+      ...parseMesh(undefined),
+      rootNamespace: config.namespace,
+      trustDomain: config.trustDomain,
+    };
+  }
+  let text: string;
+  try {
+    text = await readFile(config.meshConfigFile, 'utf8');
+  } catch (e) {
+    throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
+      subject: config.meshConfigFile,
+    });
+  }
+  const raw = parseSingleDocument(text, config.meshConfigFile);
+  const mesh = parseMesh(raw, config.meshConfigFile);
+  const given = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>) : {};
+  return {
+    ...mesh,
+    rootNamespace: given['rootNamespace'] ? mesh.rootNamespace : config.namespace,
+    trustDomain: given['trustDomain'] ? mesh.trustDomain : config.trustDomain,
+  };
 }
 
 export function registerServeCommand(program: Command): void {
