@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { Option, type Command } from 'commander';
 import type { Authenticator } from '../authn/authenticator.js';
 import { CachingTokenReviewer } from '../authn/caching-token-reviewer.js';
 import { JwtAuthenticator } from '../authn/jwt-authenticator.js';
@@ -9,141 +8,27 @@ import { TokenReviewAuthenticator } from '../authn/token-review.js';
 import type { CaState } from '../ca/authority.js';
 import { SwappableCaState } from '../ca/ca-state.js';
 import type { Clock } from '../clock.js';
-import { parseDuration } from '../duration.js';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CaKeyType } from '../pki/key-type.js';
+import type { KubeModeConfig } from './kube-options.js';
+
+export { addKubeOptions, parseKubeOptions } from './kube-options.js';
+export type { KubeModeConfig, RawKubeOptions } from './kube-options.js';
 import { KubeCaSource } from '../kube/cacerts-secret-source.js';
 import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
 import { ApiServerJwks } from '../kube/jwt-discovery.js';
-import { DEFAULT_LEASE_NAME, LeaderElector, whileLeader } from '../kube/leader-election.js';
+import { LeaderElector, whileLeader } from '../kube/leader-election.js';
 import { startPolicyWatch } from '../kube/policy-watch.js';
 import { RootPublisher } from '../kube/root-publisher.js';
 import type { PolicyCompiler } from '../policy/compiler.js';
-import { DEFAULT_ROOT_ROTATION_CHECK_MS, RootRotator } from '../kube/root-rotation.js';
+import { RootRotator } from '../kube/root-rotation.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
   StaticRemoteClusters,
 } from '../kube/token-reviewer.js';
-import { collect } from './options.js';
-
-/** The Kubernetes-mode flags as commander hands them over. */
-export interface RawKubeOptions {
-  kube?: boolean;
-  kubeconfig?: string;
-  jwtOffline?: boolean;
-  leaseName?: string;
-  leaseDuration?: string;
-  tokenReviewCacheTtl?: string;
-  remoteKubeconfig?: string[];
-  rootRotationCheckInterval?: string;
-  clusterId?: string;
-}
-
-export interface KubeModeConfig {
-  readonly enabled: boolean;
-  readonly kubeconfigPath: string | undefined;
-  readonly jwtOffline: boolean;
-  readonly leaseName: string;
-  readonly leaseDurationMs: number;
-  readonly tokenReviewCacheMaxAgeMs: number;
-  /** cluster id → kubeconfig file. */
-  readonly remoteKubeconfigs: ReadonlyMap<string, string>;
-  readonly rootRotationCheckMs: number;
-  readonly clusterId: string;
-}
-
-/** Adds the Kubernetes-mode flags to `serve`. */
-export function addKubeOptions(command: Command): Command {
-  return command
-    .option(
-      '--kube',
-      'Kubernetes mode: CA from Secrets, TokenReview, leader election (automatic in a pod)',
-    )
-    .option('--kubeconfig <path>', 'kubeconfig to reach the API server from outside the cluster')
-    .option(
-      '--jwt-offline',
-      "also verify tokens offline with the API server's issuer keys (keeps issuing while it is down)",
-    )
-    .option(
-      '--lease-name <name>',
-      `coordination.k8s.io Lease used for leader election (default ${DEFAULT_LEASE_NAME})`,
-    )
-    .option('--lease-duration <d>', 'leader lease duration (default 15s)')
-    .option(
-      '--token-review-cache-ttl <d>',
-      'longest a TokenReview answer is reused (default 60s; never past the token exp)',
-    )
-    .option(
-      '--remote-kubeconfig <clusterid=path>',
-      'a remote cluster for TokenReview, chosen by the clusterid gRPC metadata (repeatable)',
-      collect,
-    )
-    .option(
-      '--root-rotation-check-interval <d>',
-      'how often the leader checks the self-signed root (default 1h)',
-    )
-    .addOption(
-      new Option(
-        '--cluster-id <id>',
-        "this cluster's id in clusterid metadata (default Kubernetes)",
-      ),
-    );
-}
-
-function bad(flag: string, why: string): CastellanError {
-  return new CastellanError('invalid-argument', `${flag}: ${why}`);
-}
-
-function duration(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  try {
-    return parseDuration(text, flag);
-  } catch (e) {
-    throw bad(flag, (e as Error).message);
-  }
-}
-
-/**
- * Checks the Kubernetes flags before anything starts. Kubernetes mode is on with --kube, and
- * automatically in a pod (KUBERNETES_SERVICE_HOST set) unless CASTELLAN_KUBE=false.
- */
-export function parseKubeOptions(raw: RawKubeOptions, env: NodeJS.ProcessEnv): KubeModeConfig {
-  const inPod = Boolean(env['KUBERNETES_SERVICE_HOST']) && env['CASTELLAN_KUBE'] !== 'false';
-  const enabled = raw.kube === true || inPod || raw.kubeconfig !== undefined;
-  const remotes = new Map<string, string>();
-  for (const spec of raw.remoteKubeconfig ?? []) {
-    const m = /^([^=]+)=(.+)$/.exec(spec);
-    if (!m) throw bad('--remote-kubeconfig', `"${spec}" is not clusterid=path`);
-    if (remotes.has(m[1] as string))
-      throw bad('--remote-kubeconfig', `cluster "${m[1]}" given twice`);
-    remotes.set(m[1] as string, m[2] as string);
-  }
-  const leaseName = raw.leaseName ?? DEFAULT_LEASE_NAME;
-  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(leaseName)) {
-    throw bad('--lease-name', `"${leaseName}" is not a valid object name`);
-  }
-  if (!enabled && (raw.jwtOffline || remotes.size > 0)) {
-    throw bad(raw.jwtOffline ? '--jwt-offline' : '--remote-kubeconfig', 'needs --kube');
-  }
-  return {
-    enabled,
-    kubeconfigPath: raw.kubeconfig,
-    jwtOffline: raw.jwtOffline === true,
-    leaseName,
-    leaseDurationMs: duration('--lease-duration', raw.leaseDuration, 15_000),
-    tokenReviewCacheMaxAgeMs: duration('--token-review-cache-ttl', raw.tokenReviewCacheTtl, 60_000),
-    remoteKubeconfigs: remotes,
-    rootRotationCheckMs: duration(
-      '--root-rotation-check-interval',
-      raw.rootRotationCheckInterval,
-      DEFAULT_ROOT_ROTATION_CHECK_MS,
-    ),
-    clusterId: raw.clusterId ?? 'Kubernetes',
-  };
-}
 
 export interface KubeModeDeps {
   readonly namespace: string;

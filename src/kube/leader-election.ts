@@ -20,7 +20,7 @@ export interface LeaderElectionOptions {
   readonly logger?: Logger | undefined;
 }
 
-export const DEFAULT_LEASE_NAME = 'castellan-leader';
+export { DEFAULT_LEASE_NAME } from './defaults.js';
 
 /**
  * Leader election on a coordination.k8s.io/v1 Lease, as client-go's: every replica tries to

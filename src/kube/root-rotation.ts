@@ -11,7 +11,8 @@ import {
   bundleFromSelfSignedSecret,
 } from './self-signed-secret.js';
 
-export const DEFAULT_ROOT_ROTATION_CHECK_MS = 3_600_000;
+export { DEFAULT_ROOT_ROTATION_CHECK_MS } from './defaults.js';
+import { DEFAULT_ROOT_ROTATION_CHECK_MS } from './defaults.js';
 /** Re-issue when less than this share of the root's lifetime remains (Istio: 20%). */
 export const ROOT_ROTATION_THRESHOLD = 0.2;
 

@@ -30,16 +30,16 @@ import {
 import {
   addKubeOptions,
   parseKubeOptions,
-  startKubeMode,
   type KubeModeConfig,
   type RawKubeOptions,
-} from '../kube-wiring.js';
+} from '../kube-options.js';
 import {
   addServeOptions,
   parseServeConfig,
   type RawServeOptions,
   type ServeConfig,
 } from '../serve-config.js';
+import { clusterWorkerHooks, serveAsClusterPrimary } from '../serve-cluster.js';
 
 /** The trust bundle clients need, kept in the data dir. */
 export const ROOT_CERT_FILE = 'root-cert.pem';
@@ -182,7 +182,11 @@ export async function runServe(
   kube: KubeModeConfig | undefined = undefined,
   clock: Clock = systemClock,
 ): Promise<void> {
-  const logger = createLogger({ level: config.logLevel });
+  // Set when this process is one of `--workers N` (src/cli/serve-cluster.ts).
+  const worker = clusterWorkerHooks();
+  const logger =
+    worker?.tagLogger(createLogger({ level: config.logLevel })) ??
+    createLogger({ level: config.logLevel });
   // Refused CA updates (Kubernetes mode), shown on /metrics beside the CA service's own.
   const extraMetrics = new Registry();
   const caLoadErrors = new Counter({
@@ -193,7 +197,10 @@ export async function runServe(
   });
   const policyCompiler = new PolicyCompiler(await meshSettings(config));
   const runtime: CaRuntime = kube?.enabled
-    ? await startKubeMode(kube, {
+    ? // Loaded only in Kubernetes mode: @kubernetes/client-node costs ~0.5 s of start-up.
+      await (
+        await import('../kube-wiring.js')
+      ).startKubeMode(kube, {
         policyCompiler,
         namespace: config.namespace,
         trustDomain: config.trustDomain,
@@ -234,12 +241,16 @@ export async function runServe(
     ttl: { defaultTtlMs: config.defaultTtlMs, maxTtlMs: config.maxTtlMs },
     clock,
     grpcAddress: config.grpcAddress,
-    monitoringAddress: config.monitoringAddress,
+    monitoringAddress: worker ? undefined : config.monitoringAddress,
     servingNames: { dnsNames: config.servingDnsNames, ipAddresses: config.servingIpAddresses },
     servingIssuer: servingCertificateIssuer,
     logger,
   });
   server.monitoring?.addRegistry(extraMetrics);
+  worker?.serving({
+    registries: [server.metrics.registry, extraMetrics],
+    readiness: () => server.readiness(),
+  });
 
   // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS. Only
   // the caller's workload certificate counts (no tokens): a workload reads its own bundle.
@@ -284,7 +295,7 @@ export async function runServe(
     throw e;
   }
   const grpcAddr = formatHostPort(addrs.grpc);
-  process.stdout.write(
+  (worker?.announce ?? ((line: string) => process.stdout.write(line)))(
     `castellan: CA serving on ${grpcAddr} (monitoring ${addrs.monitoring ? formatHostPort(addrs.monitoring) : 'off'}; ` +
       `bundles ${bundleAddr ? `https://${formatHostPort(bundleAddr)}` : 'gRPC only'}); ` +
       `trust bundle: ${kube?.enabled ? 'ConfigMap istio-ca-root-cert' : rootPath}; get a token: ${runtime.tokenHint}\n`,
@@ -338,6 +349,7 @@ export function registerServeCommand(program: Command): void {
       // Every flag is checked before anything starts.
       const config = parseServeConfig(options, process.env);
       const kube = parseKubeOptions(options, process.env);
+      if (await serveAsClusterPrimary(config, kube?.enabled === true)) return;
       await runServe(config, kube);
     },
   );
