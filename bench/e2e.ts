@@ -53,6 +53,9 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
   // CASTELLAN_BENCH_NODE_ARGS: extra node flags for the server, e.g. to profile it:
   // "--cpu-prof --cpu-prof-dir=/tmp/castellan-prof" (the profile is written on SIGTERM exit).
   const nodeArgs = (process.env.CASTELLAN_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  // CASTELLAN_BENCH_WORKERS: `--workers` for the server; unset = serve's own default (auto
+  // in local mode: one worker process per core), which is what the figures are meant to show.
+  const workers = process.env.CASTELLAN_BENCH_WORKERS;
   const child = spawn(
     process.execPath,
     [
@@ -69,6 +72,7 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
       keyType,
       '--log-level',
       'error',
+      ...(workers ? ['--workers', workers] : []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
@@ -91,7 +95,7 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
     let monitoring: string | undefined;
     while (performance.now() - t0 < 30_000) {
       if (child.exitCode !== null) throw new Error(`castellan serve exited: ${err}`);
-      const m = /CA serving on (\S+) \(monitoring (\S+)\)/.exec(out);
+      const m = /CA serving on (\S+) \(monitoring ([^;)\s]+)/.exec(out);
       if (m) {
         grpcAddr = m[1];
         monitoring = m[2];
@@ -114,6 +118,26 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
   }
 }
 
+/** The server's processes: the one spawned and, with --workers, its worker children. */
+function serverPids(pid: number): number[] {
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return [pid, ...(children ? children.split(/\s+/).map(Number) : [])];
+  } catch {
+    return [pid];
+  }
+}
+
+/** CPU seconds used so far by every process of the server. */
+function serverCpuSeconds(pid: number): number {
+  return serverPids(pid).reduce((sum, p) => sum + cpuSecondsOf(p), 0);
+}
+
+/** The largest resident set among the server's processes (the target is per process). */
+function serverRssMb(pid: number): number {
+  return Math.max(...serverPids(pid).map(rssOf));
+}
+
 /** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
 function cpuSecondsOf(pid: number): number {
   // Fields after the command name (which may hold spaces, hence the last ')'): utime is the
@@ -124,7 +148,12 @@ function cpuSecondsOf(pid: number): number {
 }
 
 function rssOf(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return 0; // gone between listing and reading
+  }
   const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
   return kb ? Number(kb) / 1024 : 0;
 }
@@ -193,14 +222,15 @@ function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
           });
         // Warm-up: every connection does its TLS handshake before timing starts.
         await Promise.all(conns.map((_, i) => once(i)));
-        const cpu0 = cpuSecondsOf(server.child.pid!);
+        const cpu0 = serverCpuSeconds(server.child.pid!);
         const r = await drive(once, concurrency, options);
-        const serverCpu = (cpuSecondsOf(server.child.pid!) - cpu0) / r.seconds;
+        const serverCpu = (serverCpuSeconds(server.child.pid!) - cpu0) / r.seconds;
         return {
           certs_per_s: r.count / r.seconds,
           p50_ms: r.p50,
           p99_ms: r.p99,
-          rss_mb: rssOf(server.child.pid!),
+          rss_mb: serverRssMb(server.child.pid!),
+          processes: serverPids(server.child.pid!).length,
           ready_ms: server.readyMs,
           server_cpu: serverCpu,
         };
@@ -212,8 +242,45 @@ function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
   };
 }
 
+/**
+ * `castellan serve` with the local defaults (fresh data dir: a new P-256 root is made), from
+ * spawn to the first 200 on /ready, several times; and the resident memory once ready.
+ */
+function startCase(): BenchCase {
+  return {
+    name: 'serve start to /ready (local default, fresh data dir)',
+    target: '<= 1000 ms',
+    async run(options): Promise<Measurement> {
+      const runs = options.quick ? 2 : 5;
+      const times: number[] = [];
+      let rss = 0;
+      let processes = 0;
+      for (let i = 0; i < runs; i++) {
+        const server = await startServer('ec-p256');
+        try {
+          times.push(server.readyMs);
+          rss = Math.max(rss, serverRssMb(server.child.pid!));
+          processes = serverPids(server.child.pid!).length;
+        } finally {
+          await server.stop();
+        }
+      }
+      times.sort((a, b) => a - b);
+      return {
+        certs_per_s: 0,
+        // For this row, the latencies are start-to-/ready times (median and slowest).
+        p50_ms: times[Math.floor(times.length / 2)]!,
+        p99_ms: times[times.length - 1]!,
+        rss_mb: rss,
+        ready_ms: times[Math.floor(times.length / 2)]!,
+        processes,
+      };
+    },
+  };
+}
+
 export function e2eCases(): BenchCase[] {
-  const out: BenchCase[] = [];
+  const out: BenchCase[] = [startCase()];
   for (const keyType of ['ec-p256', 'rsa-2048', 'rsa-4096'] as const) {
     for (const c of [1, 16, 64]) out.push(e2eCase(keyType, c));
   }

@@ -60,6 +60,7 @@ function printTable(rows: Row[]): void {
     'rss MB',
     'ready ms',
     'srv cpu',
+    'procs',
     'target',
   ];
   const body = rows.map((r) => [
@@ -72,12 +73,13 @@ function printTable(rows: Row[]): void {
     fmt(r.rss_mb),
     fmt(r.ready_ms ?? null),
     fmt(r.server_cpu ?? null, 2),
+    fmt(r.processes ?? null),
     r.target,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string =>
     cells
-      .map((c, i) => (i === 0 || i === 9 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .map((c, i) => (i === 0 || i === 10 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
       .join('  ');
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));

@@ -23,6 +23,8 @@ export interface Measurement {
    * Near 1.0 with the thread pool idle means the event loop is the bottleneck.
    */
   server_cpu?: number;
+  /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
+  processes?: number;
 }
 
 export interface BenchCase {

@@ -32,7 +32,11 @@ export function createLogger(
       base: undefined,
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    options.destination ?? process.stderr,
+    // Not process.stderr: to a pipe that is a synchronous write(2) per line on Linux, on the
+    // request path (one audit line per certificate), and it blocks the event loop whenever the
+    // reader falls behind. pino's sonic-boom destination writes asynchronously and is flushed
+    // synchronously when the process exits.
+    options.destination ?? pino.destination({ dest: 2, sync: false }),
   );
 }
 

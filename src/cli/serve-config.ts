@@ -31,7 +31,14 @@ export interface ServeConfig {
   readonly meshConfigFile: string | undefined;
   /** HTTPS listener for GET /v1/bundles/<ns>/<pod>; undefined = off. */
   readonly bundleAddress: HostPort | undefined;
+  /** Worker processes sharing the gRPC port (src/cli/serve-cluster.ts); undefined = the mode's default. */
+  readonly workers: WorkersSetting | undefined;
 }
+
+/** `--workers`: a count, or `auto` = the cores available. */
+export type WorkersSetting = number | 'auto';
+/** More processes than this would only cost memory: each one saturates a core. */
+export const MAX_WORKERS = 64;
 
 /** The options as commander hands them over (strings, before checking). */
 export interface RawServeOptions {
@@ -52,6 +59,7 @@ export interface RawServeOptions {
   policyDir?: string;
   meshConfig?: string;
   bundleAddr?: string;
+  workers?: string;
 }
 
 export const SERVE_DEFAULTS = {
@@ -139,6 +147,10 @@ export function addServeOptions(command: Command): Command {
     .option(
       '--bundle-addr <host:port>',
       'HTTPS listener for GET /v1/bundles/<ns>/<pod>, client certificate required (default off)',
+    )
+    .option(
+      '--workers <n|auto>',
+      'processes sharing the gRPC port; auto = one per core (default auto; 1 in --kube mode)',
     );
 }
 
@@ -273,7 +285,17 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     policyDir: raw.policyDir,
     meshConfigFile: raw.meshConfig,
     bundleAddress,
+    workers: raw.workers === undefined ? undefined : workers(raw.workers),
   };
+}
+
+function workers(value: string): WorkersSetting {
+  if (value === 'auto') return 'auto';
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    throw bad('--workers', `"${value}" is not "auto" or a whole number from 1 to ${MAX_WORKERS}`);
+  }
+  return n;
 }
 
 function addr(flag: string, value: string): HostPort {

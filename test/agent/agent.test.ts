@@ -90,7 +90,17 @@ function harness(
       runExec: runExecHook,
     },
   );
-  return { agent, stop, sleeps, lines, calls, outDir, metrics, clock, tokenFile: join(dir, `${name}.token`) };
+  return {
+    agent,
+    stop,
+    sleeps,
+    lines,
+    calls,
+    outDir,
+    metrics,
+    clock,
+    tokenFile: join(dir, `${name}.token`),
+  };
 }
 
 /** openssl verify at a given instant (the tests' clocks run ahead of the wall clock). */
@@ -170,12 +180,16 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   assert.ok(gaps.at(-1)! > 30_000, `backoff grew: ${gaps.join(',')}`);
   assert.ok(Math.max(...gaps) <= 120_000 + 1000, `capped: ${gaps.join(',')}`);
   await ca.start(port);
-  while (h.agent.current?.serialNumber === first.serialNumber) await new Promise((r) => setTimeout(r, 10));
+  while (h.agent.current?.serialNumber === first.serialNumber)
+    await new Promise((r) => setTimeout(r, 10));
   h.stop.abort();
   await run;
   assert.notEqual(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore);
   const metrics = await h.metrics.registry.metrics();
-  assert.match(metrics, /castellan_agent_cert_renewal_failures_total\{reason="unavailable"\} (\d+)/);
+  assert.match(
+    metrics,
+    /castellan_agent_cert_renewal_failures_total\{reason="unavailable"\} (\d+)/,
+  );
   const renewals = Number(/castellan_agent_cert_renewals_total (\d+)/.exec(metrics)?.[1]);
   assert.ok(renewals >= 2, `${renewals}`);
 });
@@ -233,7 +247,10 @@ test('root-cert.pem follows the CA when its roots change', async () => {
     const afterPem = await readFile(join(h.outDir, 'root-cert.pem'), 'utf8');
     assert.equal(afterPem, ca.rootPem);
     assert.notEqual(afterPem, before);
-    assert.match(opensslVerify(join(h.outDir, 'root-cert.pem'), join(h.outDir, 'cert-chain.pem')), /: OK/);
+    assert.match(
+      opensslVerify(join(h.outDir, 'root-cert.pem'), join(h.outDir, 'cert-chain.pem')),
+      /: OK/,
+    );
     assert.ok(h.lines.some((l) => /trust bundle changed/.test(l.msg)));
   } finally {
     ca.root = oldRoot;

@@ -2,12 +2,7 @@ import 'reflect-metadata';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import {
-  createPrivateKey,
-  createPublicKey,
-  webcrypto,
-  X509Certificate,
-} from 'node:crypto';
+import { createPrivateKey, createPublicKey, webcrypto, X509Certificate } from 'node:crypto';
 import { lstat, mkdtemp, readdir, readlink, rm, stat, writeFile, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +38,10 @@ function matches(files: CertificateFiles): boolean {
     type: 'spki',
     format: 'der',
   });
-  const key = createPublicKey(createPrivateKey(files.keyPem)).export({ type: 'spki', format: 'der' });
+  const key = createPublicKey(createPrivateKey(files.keyPem)).export({
+    type: 'spki',
+    format: 'der',
+  });
   return certKey.equals(key);
 }
 
@@ -115,7 +113,9 @@ test('a concurrent reader never sees a half-written file or a certificate with t
       mismatches: number;
       errors: string[];
     };
-    console.log(`rotations=${rotations} reader=${JSON.stringify({ ...r, errors: r.errors.length })} inProcess=${inProcess}`);
+    console.log(
+      `rotations=${rotations} reader=${JSON.stringify({ ...r, errors: r.errors.length })} inProcess=${inProcess}`,
+    );
     assert.deepEqual(r.errors, []);
     assert.equal(r.mismatches, 0);
     assert.equal(inProcessMismatch, 0);
@@ -173,11 +173,17 @@ test('a write into an unusable directory is a typed error naming it', async () =
   try {
     const file = join(dir, 'not-a-dir');
     await writeFile(file, '');
-    await assert.rejects(writeCertificateFiles(join(file, 'sub'), await makePair(4)), (e: unknown) => {
-      assert.equal((e as { kind?: string }).kind, 'internal');
-      assert.match((e as Error).message, /not-a-dir\/sub: cannot write certificate files: ENOTDIR/);
-      return true;
-    });
+    await assert.rejects(
+      writeCertificateFiles(join(file, 'sub'), await makePair(4)),
+      (e: unknown) => {
+        assert.equal((e as { kind?: string }).kind, 'internal');
+        assert.match(
+          (e as Error).message,
+          /not-a-dir\/sub: cannot write certificate files: ENOTDIR/,
+        );
+        return true;
+      },
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -101,7 +101,10 @@ test('a missing or empty token file, or a missing root file, is a typed error na
     rejectsWith('unauthenticated', /empty: token file is empty/),
   );
   await assert.rejects(
-    client({ rootCertFile: join(dir, 'gone.pem') }).createCertificate({ csrPem, validitySeconds: 0 }),
+    client({ rootCertFile: join(dir, 'gone.pem') }).createCertificate({
+      csrPem,
+      validitySeconds: 0,
+    }),
     rejectsWith('invalid-argument', /gone\.pem: cannot read root certificate: ENOENT/),
   );
 });

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import { acceptIssuedChain, acceptStoredCertificate } from '../../src/agent/issued-chain.js';
 import { istioSampleCerts } from '../support/paths.js';
 
@@ -29,7 +30,10 @@ test('accepts leaf, intermediate, root(s): the trailing self-signed ones are the
 });
 
 test('without a root in the response, the configured root stands in', () => {
-  assert.equal(acceptIssuedChain([leaf, intermediate], key, 'configured').rootCertPem, 'configured');
+  assert.equal(
+    acceptIssuedChain([leaf, intermediate], key, 'configured').rootCertPem,
+    'configured',
+  );
 });
 
 test('refuses a certificate for another key, a broken chain, and malformed elements', () => {
@@ -49,7 +53,10 @@ test('refuses a certificate for another key, a broken chain, and malformed eleme
     () => acceptIssuedChain([leaf + intermediate], key, ''),
     kindIs('malformed', /cert_chain\[0\]: holds 2 certificates/),
   );
-  assert.throws(() => acceptIssuedChain([], key, ''), kindIs('internal', /empty certificate chain/));
+  assert.throws(
+    () => acceptIssuedChain([], key, ''),
+    kindIs('internal', /empty certificate chain/),
+  );
 });
 
 test('stored files: usable pair accepted with its own root file, anything else ignored', () => {
@@ -57,4 +64,15 @@ test('stored files: usable pair accepted with its own root file, anything else i
   assert.equal(stored?.rootCertPem, root);
   assert.equal(acceptStoredCertificate(leaf, read('workload-bar-key.pem'), root), undefined);
   assert.equal(acceptStoredCertificate('', key, root), undefined);
+});
+
+test('the renewal schedule counts from when we got the certificate, not a backdated notBefore', () => {
+  const nb = Date.parse(new X509Certificate(leaf).validFrom);
+  const na = Date.parse(new X509Certificate(leaf).validTo);
+  assert.equal(
+    acceptIssuedChain([leaf, intermediate, root], key, '', nb + 5000).obtainedAt,
+    nb + 5000,
+  );
+  assert.equal(acceptIssuedChain([leaf, intermediate, root], key, '', nb - 5000).obtainedAt, nb);
+  assert.equal(acceptIssuedChain([leaf, intermediate, root], key, '', na + 5000).obtainedAt, na);
 });

@@ -18,6 +18,8 @@ import {
 } from '@grpc/grpc-js';
 import { loadProto } from '../../src/api/protos.js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
+import { parseServeConfig } from '../../src/cli/serve-config.js';
+import { isCastellanError } from '../../src/errors.js';
 import { istioSampleCerts } from '../support/paths.js';
 import {
   caClient,
@@ -235,5 +237,47 @@ describe('policy bundles from castellan serve', () => {
     assert.equal((await get('/v1/bundles/shop/db-1', web)).status, 403);
     assert.equal((await get('/v1/bundles/shop/web-1', undefined)).status, 401);
     assert.equal((await get('/v1/other', web)).status, 404);
+  });
+});
+
+describe('serve config: policy flags', () => {
+  test('bundles over HTTPS are off unless --bundle-addr; bad values name their flag', () => {
+    const d = parseServeConfig({});
+    assert.equal(d.bundleAddress, undefined);
+    assert.equal(d.policyDir, undefined);
+    const c = parseServeConfig({ bundleAddr: '127.0.0.1:15013', policyDir: 'p' });
+    assert.deepEqual(c.bundleAddress, { host: '127.0.0.1', port: 15013 });
+    assert.equal(c.policyDir, 'p');
+    for (const [raw, flag] of [
+      [{ bundleAddr: 'nowhere' }, '--bundle-addr'],
+      [{ bundleAddr: '127.0.0.1:15012' }, '--bundle-addr'],
+      [{ policyDir: '' }, '--policy-dir'],
+      [{ meshConfig: '' }, '--mesh-config'],
+    ] as const) {
+      assert.throws(
+        () => parseServeConfig(raw),
+        (e: unknown) => isCastellanError(e, 'invalid-argument') && e.message.includes(flag),
+      );
+    }
+  });
+
+  test('a missing --policy-dir stops serve before it listens', async () => {
+    const dir = tmp();
+    const res = await runCli(
+      [
+        'serve',
+        '--data-dir',
+        join(dir, 'd'),
+        '--policy-dir',
+        join(dir, 'nope'),
+        '--grpc-addr',
+        '127.0.0.1:0',
+        '--monitoring-addr',
+        '127.0.0.1:0',
+      ],
+      dir,
+    );
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /nope.*no such folder|no such folder.*nope/);
   });
 });

@@ -218,3 +218,36 @@ test('pods: a status-only update recomputes nothing; a new pod gets a bundle; de
   assert.equal(compiler.bundle('blog', 'web-1'), undefined);
   assert.ok(compiler.bundle('shop', 'web-1'));
 });
+
+test('v1beta1 is watched where the API server does not serve v1', async () => {
+  const old = await FakeApiServer.start({ namespaces: ['istio-system', 'shop'] });
+  // An Istio before 1.22 (no v1): the v1 list is not found.
+  old.failNext({ path: '/apis/security.istio.io/v1/authorizationpolicies', verb: 'list' }, 404);
+  old.putObject('pods', 'shop', pod('shop', 'web-1', 'web'));
+  old.putObject(
+    'authorizationpolicies.security.istio.io',
+    'shop',
+    authz('shop', 'a', 'web', ['GET']),
+  );
+  const c = new PolicyCompiler(DEFAULT_MESH);
+  const w = await startPolicyWatch({ kubeConfig: kubeConfigFor(old), compiler: c, retryMs: 50 });
+  try {
+    await w.synced;
+    assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1beta1' });
+    await waitFor(
+      () =>
+        old.count({
+          path: '/apis/security.istio.io/v1beta1/authorizationpolicies',
+          verb: 'watch',
+        }) > 0,
+      'a v1beta1 watch',
+    );
+    await waitFor(
+      () => JSON.stringify(c.bundle('shop', 'web-1')).includes('shop/a'),
+      'policy applied',
+    );
+  } finally {
+    await w.stop();
+    await old.stop();
+  }
+});

@@ -42,8 +42,13 @@ test('subject and SANs: URI, IP and DNS; SAN critical when the subject is empty'
   });
   const text = opensslReq(csrPem);
   assert.match(text, /Subject Alternative Name: critical/);
-  assert.match(text, /URI:spiffe:\/\/cluster.local\/ns\/a\/sa\/b, IP Address:10.1.2.3, DNS:svc.example/);
-  const named = opensslReq((await createKeyAndCsr('ec-p256', { commonName: 'w', sans: ['x.y'] })).csrPem);
+  assert.match(
+    text,
+    /URI:spiffe:\/\/cluster.local\/ns\/a\/sa\/b, IP Address:10.1.2.3, DNS:svc.example/,
+  );
+  const named = opensslReq(
+    (await createKeyAndCsr('ec-p256', { commonName: 'w', sans: ['x.y'] })).csrPem,
+  );
   assert.match(named, /Subject: CN ?= ?w/);
   assert.doesNotMatch(named, /critical/);
 });

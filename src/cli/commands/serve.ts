@@ -196,6 +196,11 @@ export async function runServe(
     registers: [extraMetrics],
   });
   const policyCompiler = new PolicyCompiler(await meshSettings(config));
+  // Read before anything else starts: a missing folder stops serve with nothing created.
+  const policyDir = config.policyDir
+    ? new PolicyDirSource({ dir: config.policyDir, compiler: policyCompiler, logger })
+    : undefined;
+  await policyDir?.start();
   const runtime: CaRuntime = kube?.enabled
     ? // Loaded only in Kubernetes mode: @kubernetes/client-node costs ~0.5 s of start-up.
       await (
@@ -247,10 +252,6 @@ export async function runServe(
     logger,
   });
   server.monitoring?.addRegistry(extraMetrics);
-  worker?.serving({
-    registries: [server.metrics.registry, extraMetrics],
-    readiness: () => server.readiness(),
-  });
 
   // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS. Only
   // the caller's workload certificate counts (no tokens): a workload reads its own bundle.
@@ -264,9 +265,6 @@ export async function runServe(
   };
   const bundles = policyBundleService(bundleServing);
   server.addService(bundles.service, bundles.implementation);
-  const policyDir = config.policyDir
-    ? new PolicyDirSource({ dir: config.policyDir, compiler: policyCompiler, logger })
-    : undefined;
   const bundleHttps = config.bundleAddress
     ? new BundleHttpsServer({ ...bundleServing, serving: server.serving, logger })
     : undefined;
@@ -282,7 +280,6 @@ export async function runServe(
   let addrs;
   let bundleAddr;
   try {
-    await policyDir?.start();
     addrs = await server.start();
     if (bundleHttps && config.bundleAddress)
       bundleAddr = await bundleHttps.listen(config.bundleAddress);
@@ -301,6 +298,10 @@ export async function runServe(
       `trust bundle: ${kube?.enabled ? 'ConfigMap istio-ca-root-cert' : rootPath}; get a token: ${runtime.tokenHint}\n`,
   );
 
+  worker?.serving({
+    registries: [server.metrics.registry, extraMetrics],
+    readiness: () => server.readiness(),
+  });
   const signal = await stopped;
   logger.info({ signal }, 'shutting down: finishing in-flight requests');
   await stopPolicies();

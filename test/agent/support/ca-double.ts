@@ -20,7 +20,10 @@ interface Issuer {
 }
 
 async function makeRoot(name: string): Promise<Issuer> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey(EC, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
     name: `CN=${name}`,
@@ -30,7 +33,10 @@ async function makeRoot(name: string): Promise<Issuer> {
     signingAlgorithm: EC,
     extensions: [
       new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      new x509.KeyUsagesExtension(
+        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
+        true,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
@@ -61,7 +67,9 @@ async function issue(
         true,
       ),
       new x509.ExtendedKeyUsageExtension(
-        serverAuth ? [x509.ExtendedKeyUsage.serverAuth] : [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+        serverAuth
+          ? [x509.ExtendedKeyUsage.serverAuth]
+          : [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
       ),
       new x509.SubjectAlternativeNameExtension(sans, true),
       await x509.AuthorityKeyIdentifierExtension.create(issuer.cert),
@@ -91,7 +99,10 @@ export class CaDouble {
 
   static async create(): Promise<CaDouble> {
     const root = await makeRoot('castellan test root');
-    const keys = (await webcrypto.subtle.generateKey(EC, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+    const keys = (await webcrypto.subtle.generateKey(EC, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
     const cert = await issue(
       Date.now(),
       root,
@@ -144,14 +155,21 @@ export class CaDouble {
           callback({ code: b.code, details: b.message });
           return;
         }
-        if (this.acceptedToken !== undefined && auth !== `Bearer ${this.acceptedToken}` && !this.calls.at(-1)?.peerCertificate) {
+        if (
+          this.acceptedToken !== undefined &&
+          auth !== `Bearer ${this.acceptedToken}` &&
+          !this.calls.at(-1)?.peerCertificate
+        ) {
           callback({ code: grpc.status.UNAUTHENTICATED, details: 'authentication failed' });
           return;
         }
         void (async () => {
           const csr = new x509.Pkcs10CertificateRequest(call.request.csr);
           if (!(await csr.verify())) throw new Error('bad CSR signature');
-          const ttl = call.request.validityDuration > 0 ? call.request.validityDuration * 1000 : this.leafTtlMs;
+          const ttl =
+            call.request.validityDuration > 0
+              ? call.request.validityDuration * 1000
+              : this.leafTtlMs;
           const leaf = await issue(
             this.now(),
             this.root,
@@ -163,14 +181,18 @@ export class CaDouble {
           return [leaf.toString('pem') + '\n', this.rootPem];
         })().then(
           (certChain) => callback(null, { certChain }),
-          (e: unknown) =>
-            callback({ code: grpc.status.INVALID_ARGUMENT, details: String(e) }),
+          (e: unknown) => callback({ code: grpc.status.INVALID_ARGUMENT, details: String(e) }),
         );
       },
     });
     const creds = grpc.ServerCredentials.createSsl(
       Buffer.from(this.rootPem),
-      [{ cert_chain: Buffer.from(this.serving.certPem), private_key: Buffer.from(this.serving.keyPem) }],
+      [
+        {
+          cert_chain: Buffer.from(this.serving.certPem),
+          private_key: Buffer.from(this.serving.keyPem),
+        },
+      ],
       false,
     );
     this.port = await new Promise<number>((resolve, reject) =>

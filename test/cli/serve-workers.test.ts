@@ -1,0 +1,228 @@
+// `castellan serve --workers N`: worker processes sharing the gRPC port, one monitoring port.
+import 'reflect-metadata';
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
+import * as grpc from '@grpc/grpc-js';
+import { istioCaPackageDefinition } from '../../src/api/istioca.js';
+import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
+import { isCastellanError } from '../../src/errors.js';
+import { parseServeConfig } from '../../src/cli/serve-config.js';
+import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
+import { istioSampleCerts } from '../support/paths.js';
+import {
+  createCertificate,
+  opensslCsr,
+  opensslVerify,
+  tmp,
+  type CaClient,
+} from '../server/support/client.js';
+import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+
+const HOUR = 3_600_000;
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > end) assert.fail('condition not met in time');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** A client on its own TCP + TLS connection (grpc-js would otherwise share one), as sidecars do. */
+function ownConnection(port: number, rootPem: string): CaClient {
+  const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition()) as unknown as {
+    istio: { v1: { auth: { IstioCertificateService: new (...a: unknown[]) => CaClient } } };
+  };
+  return new pkg.istio.v1.auth.IstioCertificateService(
+    `localhost:${port}`,
+    grpc.credentials.createSsl(Buffer.from(rootPem)),
+    { 'grpc.use_local_subchannel_pool': 1 },
+  );
+}
+
+/** The pids of the primary's live children (its workers), from /proc. */
+function workerPids(serve: ServeProcess): number[] {
+  const pid = serve.child.pid!;
+  const text = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+  return text === '' ? [] : text.split(/\s+/).map(Number);
+}
+
+/** Pids that wrote "certificate issued" audit lines on stderr. */
+function issuingPids(stderr: string): Set<number> {
+  const pids = new Set<number>();
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const rec = JSON.parse(line) as { audit?: string; outcome?: string; pid?: number };
+    if (rec.audit === 'csr' && rec.outcome === 'issued' && typeof rec.pid === 'number') {
+      pids.add(rec.pid);
+    }
+  }
+  return pids;
+}
+
+function sample(text: string, name: string): number {
+  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+  assert.ok(m, `${name} on /metrics`);
+  return Number(m[1]);
+}
+
+async function readyStatus(port: number): Promise<number> {
+  const r = await fetch(`http://127.0.0.1:${port}/ready`).catch(() => null);
+  return r?.status ?? 0;
+}
+
+function opensslVerifyPlain(chain: readonly string[], rootPem: string): string {
+  const dir = tmp();
+  writeFileSync(join(dir, 'root.pem'), rootPem);
+  writeFileSync(join(dir, 'untrusted.pem'), chain.slice(1).join(''));
+  writeFileSync(join(dir, 'leaf.pem'), chain[0] ?? '');
+  return execFileSync(
+    'openssl',
+    [
+      'verify',
+      '-CAfile',
+      join(dir, 'root.pem'),
+      '-untrusted',
+      join(dir, 'untrusted.pem'),
+      join(dir, 'leaf.pem'),
+    ],
+    { encoding: 'utf8', stdio: 'pipe' },
+  );
+}
+
+function pidAlive(pid: number): boolean {
+  return existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+}
+
+describe('serve --workers (config)', () => {
+  test('a count or auto; anything else is refused naming the flag', () => {
+    assert.equal(parseServeConfig({}).workers, undefined);
+    assert.equal(parseServeConfig({ workers: 'auto' }).workers, 'auto');
+    assert.equal(parseServeConfig({ workers: '3' }).workers, 3);
+    for (const bad of ['0', '-1', '1.5', 'many', '65', '']) {
+      assert.throws(
+        () => parseServeConfig({ workers: bad }),
+        (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
+        bad,
+      );
+    }
+  });
+
+  test('local default is one per core; Kubernetes mode stays at one and refuses more', () => {
+    assert.equal(resolveWorkerCount(undefined, false, 4), 4);
+    assert.equal(resolveWorkerCount('auto', false, 2), 2);
+    assert.equal(resolveWorkerCount(3, false, 2), 3);
+    assert.equal(resolveWorkerCount(undefined, false), availableParallelism());
+    assert.equal(resolveWorkerCount(undefined, true, 8), 1);
+    assert.equal(resolveWorkerCount(1, true, 8), 1);
+    assert.throws(
+      () => resolveWorkerCount(2, true, 8),
+      (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
+    );
+  });
+});
+
+describe('castellan serve --workers 2 (processes)', () => {
+  test('both workers issue, /metrics sums them, a CA change reaches both, a dead worker is replaced, SIGTERM exits 0', async (t) => {
+    const cacerts = tmp();
+    // Istio's alt sample set first (it passes -x509_strict), then the default set.
+    for (const f of ['ca-cert', 'ca-key', 'cert-chain', 'root-cert']) {
+      copyFileSync(join(istioSampleCerts, `${f}-alt.pem`), join(cacerts, `${f}.pem`));
+    }
+    const dataDir = join(tmp(), 'data');
+    const serve = await startServe([
+      '--workers',
+      '2',
+      '--data-dir',
+      dataDir,
+      '--cacerts-dir',
+      cacerts,
+      '--log-level',
+      'info',
+    ]);
+    const clients: CaClient[] = [];
+    try {
+      assert.equal(await readyStatus(serve.monitoringPort), 200, 'ready when announced');
+      const first = workerPids(serve);
+      assert.equal(first.length, 2, 'two workers');
+      const token = await (
+        await DevTokenIssuer.open(dataDir)
+      ).mintToken({ namespace: 'web', serviceAccount: 'frontend', ttlMs: HOUR });
+      const csr = opensslCsr('ec').csrPem;
+      const rootPem = readFileSync(join(istioSampleCerts, 'root-cert-alt.pem'), 'utf8');
+      const issueOnNewConnections = async (n: number, root: string): Promise<string[][]> => {
+        const batch = Array.from({ length: n }, () => ownConnection(serve.grpcPort, root));
+        clients.push(...batch);
+        return Promise.all(batch.map((c) => createCertificate(c, { csr }, token)));
+      };
+
+      // 16 connections: the primary hands them to the workers in turn.
+      const chains = await issueOnNewConnections(16, rootPem);
+      assert.match(opensslVerify(chains[0]!, rootPem), /OK/);
+      await until(() => issuingPids(serve.stderr()).size === 2, 5000);
+      assert.deepEqual([...issuingPids(serve.stderr())].sort(), [...first].sort());
+
+      // /metrics on the primary: counters summed over both workers (each issued only some),
+      // the CA's expiry gauge taken once, not doubled.
+      const metrics = await (
+        await fetch(`http://127.0.0.1:${serve.monitoringPort}/metrics`)
+      ).text();
+      assert.equal(sample(metrics, 'citadel_server_success_cert_issuance_count'), 16);
+      assert.equal(sample(metrics, 'citadel_server_csr_count'), 16);
+      assert.equal(
+        sample(metrics, 'castellan_csr_duration_seconds_count\\{outcome="issued"\\}'),
+        16,
+      );
+      const rootNotAfter = new X509Certificate(rootPem).validTo;
+      assert.equal(
+        sample(metrics, 'citadel_server_root_cert_expiry_timestamp'),
+        Date.parse(rootNotAfter) / 1000,
+      );
+
+      // The plugged-in folder changes: every worker follows (each watches the folder).
+      for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+        copyFileSync(join(istioSampleCerts, f), join(cacerts, f));
+      }
+      const altRoot = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
+      const before = issuingPids(serve.stderr());
+      await new Promise((r) => setTimeout(r, 3000)); // CACERTS_POLL_MS is 2 s
+      const altChains = await issueOnNewConnections(8, altRoot);
+      // (The default sample set predates -x509_strict's checks: plain verification.)
+      for (const chain of altChains) assert.match(opensslVerifyPlain(chain, altRoot), /OK/);
+      assert.equal(before.size, 2);
+
+      // A worker killed outright: logged, replaced, and /ready comes back.
+      const victim = first[0]!;
+      process.kill(victim, 'SIGKILL');
+      await until(() => /worker died; starting a replacement/.test(serve.stderr()));
+      await until(async () => {
+        const now = workerPids(serve);
+        return (
+          now.length === 2 &&
+          !now.includes(victim) &&
+          (await readyStatus(serve.monitoringPort)) === 200
+        );
+      });
+      const replaced = workerPids(serve);
+      const again = await issueOnNewConnections(8, altRoot);
+      assert.equal(again.length, 8);
+      t.diagnostic(`workers ${first.join(',')} -> ${replaced.join(',')}`);
+
+      for (const c of clients) c.close();
+      serve.child.kill('SIGTERM');
+      assert.equal(await serve.exited, 0, serve.stderr());
+      for (const pid of replaced) assert.ok(!pidAlive(pid), `worker ${pid} exited`);
+    } finally {
+      for (const c of clients) c.close();
+      if (serve.child.exitCode === null) {
+        serve.child.kill('SIGKILL');
+        await serve.exited;
+      }
+    }
+  });
+});
