@@ -5,7 +5,6 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
-import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { PolicyCompiler } from '../policy/compiler.js';
@@ -72,7 +71,7 @@ export async function startPolicyWatch(options: {
 
   try {
     for (const { plural, kind } of KINDS) {
-      const version = await servedVersion(custom, plural);
+      const version = await servedVersion(custom, plural, log);
       versions[kind] = version;
       // Policies as the compiler last saw them, so an invalid update removes the valid one.
       const present = new Set<string>();
@@ -205,18 +204,27 @@ export async function startPolicyWatch(options: {
   return { synced, versions, stop };
 }
 
-/** v1 when the API server serves it for this resource, else v1beta1. */
-async function servedVersion(custom: CustomObjectsApi, plural: string): Promise<string> {
+/**
+ * v1 when the API server serves it for this resource, else v1beta1. Any other failure (no
+ * permission yet, API server down) must not stop the CA: v1 is watched and the informer keeps
+ * retrying, logging why.
+ */
+async function servedVersion(
+  custom: CustomObjectsApi,
+  plural: string,
+  log: Logger,
+): Promise<string> {
   for (const version of VERSIONS) {
     try {
       await custom.listClusterCustomObject({ group: GROUP, version, plural, limit: 1 });
       return version;
     } catch (e) {
       if (isApiStatus(e, 404)) continue;
-      throw new CastellanError(
-        'unavailable',
-        `cannot list ${plural}.${GROUP}/${version}: ${describeApiError(e)}`,
+      log.warn(
+        { resource: `${plural}.${GROUP}`, error: describeApiError(e) },
+        'cannot list policies yet; watching v1 and retrying',
       );
+      return VERSIONS[0];
     }
   }
   // Neither is served (Istio's CRDs are not installed): watch v1, which starts working once

@@ -243,11 +243,34 @@ test('v1beta1 is watched where the API server does not serve v1', async () => {
       'a v1beta1 watch',
     );
     await waitFor(
-      () => JSON.stringify(c.bundle('shop', 'web-1')).includes('shop/a'),
+      () => (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a'),
       'policy applied',
     );
   } finally {
     await w.stop();
     await old.stop();
+  }
+});
+
+test('without permission to list policies the watch still starts (and retries), pods still count', async () => {
+  const locked = await FakeApiServer.start({ namespaces: ['istio-system', 'shop'] });
+  locked.failNext({ group: 'security.istio.io', verb: 'list' }, 403, 2);
+  locked.putObject('pods', 'shop', pod('shop', 'web-1', 'web'));
+  locked.putObject(
+    'authorizationpolicies.security.istio.io',
+    'shop',
+    authz('shop', 'a', 'web', ['GET']),
+  );
+  const c = new PolicyCompiler(DEFAULT_MESH);
+  const w = await startPolicyWatch({ kubeConfig: kubeConfigFor(locked), compiler: c, retryMs: 50 });
+  try {
+    assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
+    await waitFor(
+      () => (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a'),
+      'policy applied after retry',
+    );
+  } finally {
+    await w.stop();
+    await locked.stop();
   }
 });
