@@ -10,6 +10,7 @@ import {
   type Source,
 } from './resource.js';
 import { expandTrustDomainAliases } from './trust-domain.js';
+import { WHEN_EXACT_KEYS } from './validation.js';
 
 /**
  * One attribute test inside a rule: the request attribute must match one of `values` (when
@@ -80,22 +81,9 @@ const OPERATION_ATTRIBUTES: readonly [keyof Operation, keyof Operation, string][
   ['ports', 'notPorts', 'destination.port'],
 ];
 
-const WHEN_ATTRIBUTES = new Set([
-  'source.ip',
-  'remote.ip',
-  'source.namespace',
-  'source.principal',
-  'request.auth.principal',
-  'request.auth.audiences',
-  'request.auth.presenter',
-  'destination.ip',
-  'destination.port',
-  'connection.sni',
-]);
-
 function knownWhenKey(key: string): boolean {
   return (
-    WHEN_ATTRIBUTES.has(key) ||
+    WHEN_EXACT_KEYS.has(key) ||
     key.startsWith('request.headers') ||
     key.startsWith('request.auth.claims') ||
     key.startsWith('experimental.envoy.filters.')

@@ -76,7 +76,8 @@ function validateSelector(
   return out;
 }
 
-const KNOWN_EXACT = new Set([
+/** The `when` keys Istio knows by exact name (the map-like ones are matched by prefix). */
+export const WHEN_EXACT_KEYS: ReadonlySet<string> = new Set([
   'source.ip',
   'remote.ip',
   'source.namespace',
@@ -104,7 +105,7 @@ export function validateAttribute(key: string, values: readonly string[]): strin
   if (key === 'source.ip' || key === 'remote.ip' || key === 'destination.ip')
     return validateIps(values);
   if (key === 'destination.port') return validatePorts(values);
-  if (KNOWN_EXACT.has(key)) return null;
+  if (WHEN_EXACT_KEYS.has(key)) return null;
   if (key === 'destination.namespace')
     return `attribute ${key} is replaced by the metadata.namespace`;
   if (key.startsWith('destination.labels'))
