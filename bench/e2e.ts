@@ -47,7 +47,7 @@ function httpStatus(url: string): Promise<number> {
 }
 
 /** Starts `castellan serve`; resolves once /ready answers 200 (bounded to 30 s). */
-async function startServer(keyType: CaKeyType): Promise<Server> {
+async function startServer(keyType: CaKeyType, workersFlag?: string): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'castellan-bench-'));
   const t0 = performance.now();
   // CASTELLAN_BENCH_NODE_ARGS: extra node flags for the server, e.g. to profile it:
@@ -55,7 +55,7 @@ async function startServer(keyType: CaKeyType): Promise<Server> {
   const nodeArgs = (process.env.CASTELLAN_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   // CASTELLAN_BENCH_WORKERS: `--workers` for the server; unset = serve's own default (auto
   // in local mode: one worker process per core), which is what the figures are meant to show.
-  const workers = process.env.CASTELLAN_BENCH_WORKERS;
+  const workers = workersFlag ?? process.env.CASTELLAN_BENCH_WORKERS;
   const child = spawn(
     process.execPath,
     [
@@ -199,14 +199,14 @@ function csrs(): Promise<string[]> {
   return csrPool;
 }
 
-function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
+function e2eCase(keyType: CaKeyType, concurrency: number, workers?: string): BenchCase {
   return {
-    name: `e2e grpc+tls+jwt ${keyType} c=${concurrency}`,
+    name: `e2e grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}`,
     limit: LIMITS[keyType],
     target: TARGETS[keyType](concurrency),
     async run(options): Promise<Measurement> {
       const pool = await csrs();
-      const server = await startServer(keyType);
+      const server = await startServer(keyType, workers);
       const conns = clients(server, concurrency);
       try {
         const metadata = new grpc.Metadata();
@@ -248,7 +248,7 @@ function e2eCase(keyType: CaKeyType, concurrency: number): BenchCase {
  */
 function startCase(): BenchCase {
   return {
-    name: 'serve start to /ready (local default, fresh data dir)',
+    name: 'e2e serve start to /ready (local default, fresh data dir)',
     target: '<= 1000 ms',
     async run(options): Promise<Measurement> {
       const runs = options.quick ? 2 : 5;
@@ -284,5 +284,7 @@ export function e2eCases(): BenchCase[] {
   for (const keyType of ['ec-p256', 'rsa-2048', 'rsa-4096'] as const) {
     for (const c of [1, 16, 64]) out.push(e2eCase(keyType, c));
   }
+  // The multi-process figure (one worker per core), beside the local default's single process.
+  out.push(e2eCase('ec-p256', 64, 'auto'));
   return out;
 }

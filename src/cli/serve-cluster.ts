@@ -2,8 +2,6 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Registry } from 'prom-client';
-import { DevTokenIssuer } from '../authn/dev-token-issuer.js';
-import { loadOrCreateSelfSignedCa } from '../ca/sources/self-signed.js';
 import { systemClock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
@@ -45,20 +43,32 @@ export function resolveWorkerCount(
   return wanted === 'auto' ? Math.max(1, cores) : wanted;
 }
 
-/** Local mode's default (docs/performance.md has the measurements behind it). */
-export const LOCAL_DEFAULT_WORKERS: WorkersSetting = 'auto';
+/**
+ * Local mode's default: one process. Measured on a 2-core machine with the load generator on
+ * the same machine (docs/performance.md): two workers added only 6–20% throughput (the client
+ * takes the other core) and doubled start to /ready (≈0.55 s → ≈1.1 s, past the 1 s target),
+ * since each worker loads every module itself. `--workers auto` is for a machine whose clients
+ * are elsewhere.
+ */
+export const LOCAL_DEFAULT_WORKERS: WorkersSetting = 1;
 
 /** How long the primary waits for a worker's answer to a /metrics query. */
 const QUERY_TIMEOUT_MS = 2000;
+/** Replacements beyond this many deaths within CRASH_WINDOW_MS wait CRASH_BACKOFF_MS. */
+const CRASHES_BEFORE_BACKOFF = 3;
+const CRASH_WINDOW_MS = 10_000;
+const CRASH_BACKOFF_MS = 1000;
 /** How long SIGTERM waits for workers to drain before killing them. */
 const DRAIN_TIMEOUT_MS = 15_000;
 
 /** Messages between the primary and its workers (IPC, JSON). */
 type WorkerMessage =
+  | { readonly castellan: 'loaded' }
   | { readonly castellan: 'serving'; readonly line: string }
   | { readonly castellan: 'readiness'; readonly ready: boolean; readonly reason?: string }
   | { readonly castellan: 'metrics'; readonly id: number; readonly metrics: WorkerMetrics };
-type PrimaryMessage = { readonly castellan: 'metrics?'; readonly id: number };
+type PrimaryMessage =
+  { readonly castellan: 'metrics?'; readonly id: number } | { readonly castellan: 'go' };
 
 function isWorkerMessage(m: unknown): m is WorkerMessage {
   return (
@@ -92,16 +102,6 @@ export async function serveAsClusterPrimary(
 }
 
 async function runPrimary(config: ServeConfig, count: number, logger: Logger): Promise<void> {
-  // Shared state is created here, once, so workers only ever read it (no two processes race
-  // to create a root key or the dev token issuer's key).
-  if (!config.cacertsDir) {
-    await loadOrCreateSelfSignedCa(
-      { dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType },
-      systemClock,
-    );
-  }
-  await DevTokenIssuer.open(config.dataDir);
-
   const states = new Map<Worker, WorkerState>();
   const pending = new Map<number, { left: Set<Worker>; got: WorkerMetrics[]; done: () => void }>();
   let nextQuery = 0;
@@ -164,6 +164,12 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
         state.reason = m.reason ?? '';
         state.everReady ||= m.ready;
         maybeAnnounce();
+      } else if (m.castellan === 'loaded') {
+        // The worker has loaded its modules; it starts serving once the data dir is ready.
+        void prepared.then(
+          () => worker.isConnected() && worker.send({ castellan: 'go' } satisfies PrimaryMessage),
+          () => {},
+        );
       } else if (m.castellan === 'serving') {
         servingLine ??= m.line;
         maybeAnnounce();
@@ -190,6 +196,7 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
   };
 
   cluster.setupPrimary({ exec: fileURLToPath(new URL('./serve-worker.js', import.meta.url)) });
+  const deaths: number[] = [];
   cluster.on('exit', (worker, code, signal) => {
     const state = states.get(worker);
     states.delete(worker);
@@ -209,18 +216,30 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
       );
       return;
     }
+    // A worker that keeps dying (a bug hit by every request, memory exhausted) is replaced
+    // at most about once a second, so a crash loop does not become a fork loop.
+    const now = Date.now();
+    deaths.push(now);
+    while (deaths.length > 0 && deaths[0]! < now - CRASH_WINDOW_MS) deaths.shift();
+    const delayMs = deaths.length > CRASHES_BEFORE_BACKOFF ? CRASH_BACKOFF_MS : 0;
     logger.error(
-      { worker: worker.id, pid: worker.process.pid, code, signal },
+      { worker: worker.id, pid: worker.process.pid, code, signal, delayMs },
       'worker died; starting a replacement',
     );
-    fork();
+    setTimeout(() => {
+      if (!stopping) fork();
+    }, delayMs);
   });
 
   const stopped = new Promise<string>((resolveSignal) => {
     process.once('SIGTERM', () => resolveSignal('SIGTERM'));
     process.once('SIGINT', () => resolveSignal('SIGINT'));
   });
+  // Workers are forked first: loading their modules (the bulk of start-up) overlaps with
+  // preparing the data dir here, and each waits for the 'go' that follows it.
   for (let i = 0; i < count; i++) fork();
+  const prepared = prepareSharedState(config);
+  prepared.catch((e: unknown) => failStart?.(e instanceof Error ? e : new Error(String(e))));
   let failure: unknown;
   const signal = await Promise.race([stopped, startFailed]).catch((e: unknown) => {
     failure = e;
@@ -234,6 +253,24 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
   logger.info('stopped');
   logger.flush();
   if (failure) throw failure;
+}
+
+/** The data dir's shared state, made once before any worker reads it. */
+async function prepareSharedState(config: ServeConfig): Promise<void> {
+  // Shared state is created here, once, so workers only ever read it (no two processes race
+  // to create a root key or the dev token issuer's key). Loaded on demand: the primary's own
+  // start-up then stays light, and its workers' module loading overlaps with this.
+  const [{ loadOrCreateSelfSignedCa }, { DevTokenIssuer }] = await Promise.all([
+    import('../ca/sources/self-signed.js'),
+    import('../authn/dev-token-issuer.js'),
+  ]);
+  if (!config.cacertsDir) {
+    await loadOrCreateSelfSignedCa(
+      { dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType },
+      systemClock,
+    );
+  }
+  await DevTokenIssuer.open(config.dataDir);
 }
 
 /** SIGTERM to every worker (each finishes its in-flight calls), SIGKILL to any that lingers. */
@@ -300,6 +337,22 @@ export function clusterWorkerHooks(): ClusterWorkerHooks | undefined {
       setInterval(report, 1000).unref();
     },
   };
+}
+
+/**
+ * In a worker, once its modules are loaded: tells the primary, and resolves when the primary
+ * has prepared the data dir (its 'go').
+ */
+export function waitForPrimary(): Promise<void> {
+  return new Promise((resolve) => {
+    const onMessage = (m: unknown): void => {
+      if ((m as Partial<PrimaryMessage> | null)?.castellan !== 'go') return;
+      process.off('message', onMessage);
+      resolve();
+    };
+    process.on('message', onMessage);
+    process.send?.({ castellan: 'loaded' } satisfies WorkerMessage);
+  });
 }
 
 /** A worker's configuration, as the primary resolved it. */

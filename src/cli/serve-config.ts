@@ -150,7 +150,7 @@ export function addServeOptions(command: Command): Command {
     )
     .option(
       '--workers <n|auto>',
-      'processes sharing the gRPC port; auto = one per core (default auto; 1 in --kube mode)',
+      'processes sharing the gRPC port; auto = one per core (default 1; only 1 in --kube mode)',
     );
 }
 

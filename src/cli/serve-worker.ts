@@ -5,19 +5,22 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { isCastellanError } from '../errors.js';
 import { runServe } from './commands/serve.js';
-import { workerConfigFromEnv } from './serve-cluster.js';
+import { waitForPrimary, workerConfigFromEnv } from './serve-cluster.js';
 
-runServe(workerConfigFromEnv(process.env)).then(
-  () => {
-    process.exitCode = 0;
-    // The IPC channel to the primary would keep this process alive: let go of it.
-    cluster.worker?.disconnect();
-  },
-  (e: unknown) => {
-    process.stderr.write(
-      `castellan: ${isCastellanError(e) ? e.message : e instanceof Error ? e.stack : String(e)}\n`,
-    );
-    process.exitCode = 1;
-    cluster.worker?.disconnect();
-  },
-);
+const config = workerConfigFromEnv(process.env);
+waitForPrimary()
+  .then(() => runServe(config))
+  .then(
+    () => {
+      process.exitCode = 0;
+      // The IPC channel to the primary would keep this process alive: let go of it.
+      cluster.worker?.disconnect();
+    },
+    (e: unknown) => {
+      process.stderr.write(
+        `castellan: ${isCastellanError(e) ? e.message : e instanceof Error ? e.stack : String(e)}\n`,
+      );
+      process.exitCode = 1;
+      cluster.worker?.disconnect();
+    },
+  );

@@ -2,7 +2,8 @@
 import 'reflect-metadata';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { isCastellanError } from '../../src/errors.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
-import { istioSampleCerts } from '../support/paths.js';
+import { cliPath, istioSampleCerts } from '../support/paths.js';
 import {
   createCertificate,
   opensslCsr,
@@ -113,11 +114,11 @@ describe('serve --workers (config)', () => {
     }
   });
 
-  test('local default is one per core; Kubernetes mode stays at one and refuses more', () => {
-    assert.equal(resolveWorkerCount(undefined, false, 4), 4);
-    assert.equal(resolveWorkerCount('auto', false, 2), 2);
+  test('local default is one process, auto is one per core; Kubernetes mode refuses more than one', () => {
+    assert.equal(resolveWorkerCount(undefined, false, 4), 1);
+    assert.equal(resolveWorkerCount('auto', false, 4), 4);
+    assert.equal(resolveWorkerCount('auto', false), availableParallelism());
     assert.equal(resolveWorkerCount(3, false, 2), 3);
-    assert.equal(resolveWorkerCount(undefined, false), availableParallelism());
     assert.equal(resolveWorkerCount(undefined, true, 8), 1);
     assert.equal(resolveWorkerCount(1, true, 8), 1);
     assert.throws(
@@ -128,6 +129,50 @@ describe('serve --workers (config)', () => {
 });
 
 describe('castellan serve --workers 2 (processes)', () => {
+  test('a worker that cannot start fails the command (exit 1), nothing left running', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const port = (blocker.address() as AddressInfo).port;
+    try {
+      const dir = tmp();
+      const child = spawn(
+        process.execPath,
+        [
+          cliPath,
+          'serve',
+          '--workers',
+          '2',
+          '--data-dir',
+          join(dir, 'd'),
+          '--grpc-addr',
+          `127.0.0.1:${port}`,
+          '--monitoring-addr',
+          '127.0.0.1:0',
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const seen = new Set<number>();
+      const poll = setInterval(() => {
+        try {
+          const text = readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8');
+          for (const p of text.trim().split(/\s+/).filter(Boolean)) seen.add(Number(p));
+        } catch {
+          // exited
+        }
+      }, 20);
+      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      clearInterval(poll);
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`cannot listen on 127\\.0\\.0\\.1:${port}`));
+      assert.match(stderr, /exited during start-up/);
+      for (const pid of seen) assert.ok(!pidAlive(pid), `worker ${pid} exited`);
+    } finally {
+      blocker.close();
+    }
+  });
+
   test('both workers issue, /metrics sums them, a CA change reaches both, a dead worker is replaced, SIGTERM exits 0', async (t) => {
     const cacerts = tmp();
     // Istio's alt sample set first (it passes -x509_strict), then the default set.

@@ -6,8 +6,8 @@ import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@pecu
 import { CastellanError, type ErrorKind } from '../../errors.js';
 import { CSR_RULES, checkSpkiAlgorithm, type ParsedCsr } from '../csr.js';
 import { derChildren, requireSingleDerElement } from '../der.js';
-import { publicKeyFromSpki } from '../keys.js';
 import { pemBlocks } from '../pem.js';
+import { publicKeyFromSpkiFast } from './p256-spki.js';
 
 /**
  * The hot-path CSR parser: the rules of src/pki/csr.ts (CSR_RULES, in the same order, with the
@@ -126,9 +126,9 @@ export function parseCsrFast(pem: string): ParsedCsr {
   const tbs = der.subarray(infoEl.start, infoEl.end);
   const spki = der.slice(spkiEl.start, spkiEl.end);
 
-  // 4. Public key: node:crypto reads the SPKI DER directly.
+  // 4. Public key: node:crypto reads the SPKI (a canonical P-256 one through JWK: faster).
   checkSpkiAlgorithm(info.subjectPKInfo);
-  const { publicKey, keyType } = publicKeyFromSpki(spki, SUBJECT);
+  const { publicKey, keyType } = publicKeyFromSpkiFast(spki, SUBJECT);
 
   // 5–6. Signature.
   const sigOid = asn.signatureAlgorithm.algorithm;
