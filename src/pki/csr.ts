@@ -102,11 +102,33 @@ export function checkSpkiAlgorithm(spki: SubjectPublicKeyInfo): void {
   throw fail('unsupported', `public key algorithm ${oid} is not supported`);
 }
 
+/** What rules 1–6 leave: a CSR whose key node:crypto reads and whose self-signature verifies. */
+export interface VerifiedCsrEnvelope<T> {
+  readonly der: Uint8Array;
+  readonly spki: Uint8Array;
+  readonly publicKey: KeyObject;
+  readonly keyType: KeyType;
+  readonly asn: CertificationRequest;
+  /** What `onParsed` returned for the schema-parsed CSR (rule 3). */
+  readonly parsed: T;
+}
+
+/** Reads the SubjectPublicKeyInfo DER into a node:crypto key (rule 4, after the algorithm check). */
+export type SpkiReader = (
+  spki: Uint8Array,
+  subject: string,
+) => { publicKey: KeyObject; keyType: KeyType };
+
 /**
- * Parses a PEM CSR and verifies its self-signature (proof of possession), following
- * CSR_RULES. The reference implementation: clear rather than fast.
+ * Rules 1–6 of CSR_RULES, shared by every parser so that they cannot drift: size, PEM, DER,
+ * schema parse (`onParsed` runs inside rule 3, so whatever it throws is `malformed` there),
+ * public key (read by `readKey`: the one step the hot path does differently), signature.
  */
-export function parseCsr(pem: string): ParsedCsr {
+export function verifyCsrEnvelope<T>(
+  pem: string,
+  readKey: SpkiReader,
+  onParsed: (asn: CertificationRequest) => T,
+): VerifiedCsrEnvelope<T> {
   // 1–2. Size, PEM.
   if (pem.length > CSR_RULES.maxPemLength) {
     throw fail('too-large', `CSR of ${pem.length} characters: at most ${CSR_RULES.maxPemLength}`);
@@ -120,13 +142,13 @@ export function parseCsr(pem: string): ParsedCsr {
   }
   const der = block.der;
 
-  // 3. DER structure.
+  // 3. DER structure: one schema parse; the signed bytes and the SPKI are taken verbatim.
   const outer = requireSingleDerElement(der, SUBJECT);
   let asn: CertificationRequest;
-  let csr: Pkcs10CertificateRequest;
+  let parsed: T;
   try {
     asn = AsnConvert.parse(der, CertificationRequest);
-    csr = new Pkcs10CertificateRequest(asn);
+    parsed = onParsed(asn);
   } catch (e) {
     throw fail('malformed', 'not a PKCS#10 certificate request', e);
   }
@@ -134,13 +156,13 @@ export function parseCsr(pem: string): ParsedCsr {
   if (info.version !== 0) throw fail('malformed', `unknown CSR version ${info.version}`);
   const infoEl = derChildren(der, outer, SUBJECT)[0];
   const spkiEl = infoEl ? derChildren(der, infoEl, SUBJECT)[2] : undefined;
-  if (!spkiEl) throw fail('malformed', 'CertificationRequestInfo has no public key');
-  const tbs = der.subarray(infoEl!.start, infoEl!.end);
+  if (!infoEl || !spkiEl) throw fail('malformed', 'CertificationRequestInfo has no public key');
+  const tbs = der.subarray(infoEl.start, infoEl.end);
   const spki = der.slice(spkiEl.start, spkiEl.end);
 
   // 4. Public key.
   checkSpkiAlgorithm(info.subjectPKInfo);
-  const { publicKey, keyType } = publicKeyFromSpki(spki, SUBJECT);
+  const { publicKey, keyType } = readKey(spki, SUBJECT);
 
   // 5–6. Signature.
   const sigOid = asn.signatureAlgorithm.algorithm;
@@ -163,6 +185,27 @@ export function parseCsr(pem: string): ParsedCsr {
   }
   if (!valid)
     throw fail('bad-signature', 'the CSR signature does not verify (proof of possession failed)');
+  return { der, spki, publicKey, keyType, asn, parsed };
+}
+
+/** Rule 7 failing: the subject or the extensionRequest attribute does not parse. */
+export function csrSubjectError(cause: unknown): CastellanError {
+  return fail('malformed', 'the CSR subject or requested extensions do not parse', cause);
+}
+
+/**
+ * Parses a PEM CSR and verifies its self-signature (proof of possession), following
+ * CSR_RULES. The reference implementation: clear rather than fast (@peculiar/x509's object
+ * model for rule 7).
+ */
+export function parseCsr(pem: string): ParsedCsr {
+  const {
+    der,
+    spki,
+    publicKey,
+    keyType,
+    parsed: csr,
+  } = verifyCsrEnvelope(pem, publicKeyFromSpki, (asn) => new Pkcs10CertificateRequest(asn));
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -173,7 +216,7 @@ export function parseCsr(pem: string): ParsedCsr {
     if (san instanceof SubjectAlternativeNameExtension)
       for (const n of san.names.items) requestedSans.push(n.value);
   } catch (e) {
-    throw fail('malformed', 'the CSR subject or requested extensions do not parse', e);
+    throw csrSubjectError(e);
   }
   return {
     der,
