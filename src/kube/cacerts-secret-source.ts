@@ -16,12 +16,20 @@ import {
   decodeSecretData,
   ensureSelfSignedSecret,
 } from './self-signed-secret.js';
+import {
+  PREVIOUS_ROOTS_SECRET,
+  rootsFromSecret,
+  unique,
+  updatePreviousRoots,
+} from './previous-roots.js';
 
 export const CACERTS_SECRET = 'cacerts';
 /**
  * On the `cacerts` Secret: `"false"` drops roots of earlier CAs from the published trust
  * bundle. Until then, after a root change, old and new roots are both trusted, so workloads
- * holding certificates from the old root keep being accepted while they renew.
+ * holding certificates from the old root keep being accepted while they renew. The roots served
+ * so far are recorded in Secret `castellan-previous-roots` (previous-roots.ts), so a replica
+ * started after the change publishes the same union.
  */
 export const KEEP_PREVIOUS_ROOTS_ANNOTATION = 'castellan.io/keep-previous-roots';
 
@@ -62,9 +70,19 @@ export class KubeCaSource {
   private informer: Informer<V1Secret> | undefined;
   private readonly logger: Logger;
   private plugged: KeyCertBundle | undefined;
+  /** The last `cacerts` that verified, before earlier roots are added to it. */
+  private cacerts: { files: Map<string, string>; fresh: KeyCertBundle; keep: boolean } | undefined;
   private selfSigned: KeyCertBundle | undefined;
-  /** Roots of CAs served before, kept in the trust bundle (see KEEP_PREVIOUS_ROOTS_ANNOTATION). */
-  private previousRootsPem = '';
+  /** Roots this replica served before the current `cacerts`, since the last drop. */
+  private servedBefore: string[] = [];
+  /** Roots recorded in the API server (castellan-previous-roots), as last seen by the watch. */
+  private recordedRoots: string[] = [];
+  /** Set after the first list: before it, what is installed is not yet "served". */
+  private synced = false;
+  private stopped = false;
+  private recording: Promise<void> | undefined;
+  private recordAgain = false;
+  private recordRetry: NodeJS.Timeout | undefined;
   private lastRefused = '';
 
   constructor(private readonly o: KubeCaSourceOptions) {
@@ -83,6 +101,8 @@ export class KubeCaSource {
       handlers: {
         upsert: (s) => this.onSecret(s),
         deleted: (s) => {
+          // Written back from what this replica knows (the roots it last saw recorded).
+          if (s.metadata?.name === PREVIOUS_ROOTS_SECRET) this.recordRoots();
           if (s.metadata?.name === CACERTS_SECRET && this.plugged) {
             this.logger.warn(
               { secret: `${namespace}/${CACERTS_SECRET}` },
@@ -93,6 +113,8 @@ export class KubeCaSource {
       },
     });
     await this.informer.synced;
+    this.synced = true;
+    this.recordRoots();
     if (!this.plugged) {
       const secret = await ensureSelfSignedSecret({
         core,
@@ -113,7 +135,10 @@ export class KubeCaSource {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.recordRetry);
     await this.informer?.stop();
+    await this.recording;
   }
 
   /** The self-signed CA as last loaded (what root rotation re-issues). */
@@ -125,6 +150,10 @@ export class KubeCaSource {
     const name = secret.metadata?.name;
     if (name === CACERTS_SECRET) this.onCacerts(secret);
     else if (name === SELF_SIGNED_SECRET) this.onSelfSigned(secret);
+    else if (name === PREVIOUS_ROOTS_SECRET) {
+      this.recordedRoots = rootsFromSecret(secret);
+      if (this.cacerts) this.installPlugged();
+    }
   }
 
   private onCacerts(secret: V1Secret): void {
@@ -141,10 +170,16 @@ export class KubeCaSource {
       );
       if (!fresh) return;
       // The new set verified on its own; now publish old roots beside the new ones.
-      const withOld = keepPrevious ? this.withPreviousRoots(files, fresh) : fresh;
-      if (!keepPrevious) this.previousRootsPem = '';
-      this.plugged = withOld;
-      this.install(withOld);
+      const freshRoots = fresh.roots.map(certificatePem);
+      const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
+      this.servedBefore = !keepPrevious
+        ? []
+        : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
+            (p) => !freshRoots.includes(p),
+          );
+      this.cacerts = { files, fresh, keep: keepPrevious };
+      this.installPlugged();
+      this.recordRoots();
     } catch (e) {
       this.refuse(secret, where, asCastellanError(e));
     }
@@ -164,26 +199,74 @@ export class KubeCaSource {
     }
   }
 
-  /** Rebuilds `fresh` from the same files with earlier roots appended to its trust bundle. */
-  private withPreviousRoots(files: Map<string, string>, fresh: KeyCertBundle): KeyCertBundle {
-    const current = this.o.state.current()?.bundle;
-    const freshRoots = new Set(fresh.roots.map(certificatePem));
-    const old = [
-      ...(current ? current.roots.map(certificatePem) : []),
-      ...splitPem(this.previousRootsPem),
-    ].filter((p, i, all) => !freshRoots.has(p) && all.indexOf(p) === i);
-    this.previousRootsPem = old.join('');
-    if (old.length === 0) return fresh;
-    const rootKey = detectLayout(files) === 'tls' ? 'ca.crt' : 'root-cert.pem';
-    const merged = new Map(files);
-    merged.set(rootKey, (files.get(rootKey) ?? '') + '\n' + this.previousRootsPem);
-    return (
-      bundleFromCacerts(
-        merged,
-        { source: fresh.source, where: `secret ${this.o.namespace}/${CACERTS_SECRET}` },
-        this.o.clock,
-      ) ?? fresh
-    );
+  /**
+   * Installs the last good `cacerts` with earlier roots (recorded in the API server, then this
+   * replica's own) appended to its trust bundle, unless the operator dropped them.
+   */
+  private installPlugged(): void {
+    if (!this.cacerts) return;
+    const { files, fresh, keep } = this.cacerts;
+    const freshRoots = fresh.roots.map(certificatePem);
+    const old = keep
+      ? unique([...this.recordedRoots, ...this.servedBefore]).filter((p) => !freshRoots.includes(p))
+      : [];
+    let bundle = fresh;
+    if (old.length > 0) {
+      const where = `secret ${this.o.namespace}/${CACERTS_SECRET}`;
+      const rootKey = detectLayout(files) === 'tls' ? 'ca.crt' : 'root-cert.pem';
+      const merged = new Map(files);
+      merged.set(rootKey, (files.get(rootKey) ?? '') + '\n' + old.join(''));
+      try {
+        bundle = bundleFromCacerts(merged, { source: fresh.source, where }, this.o.clock) ?? fresh;
+      } catch (e) {
+        // Only a hand-edited castellan-previous-roots gets here (e.g. a certificate that is not
+        // a CA): serve the verified set rather than nothing.
+        this.logger.error(
+          { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, error: String(e) },
+          'previous roots unusable; serving the cacerts roots only',
+        );
+      }
+    }
+    this.plugged = bundle;
+    this.install(bundle);
+  }
+
+  /**
+   * Records the roots served so far in castellan-previous-roots: the recorded ones, this
+   * replica's earlier ones and the current `cacerts` roots, or only the latter after a drop.
+   * Any replica may write (several at once is fine: resourceVersion, and re-read on 409);
+   * writes are serialized per replica and a failure is retried.
+   */
+  private recordRoots(): void {
+    if (!this.synced || this.stopped || !this.cacerts) return;
+    if (this.recording) {
+      this.recordAgain = true;
+      return;
+    }
+    this.recording = (async () => {
+      try {
+        do {
+          this.recordAgain = false;
+          await updatePreviousRoots(this.o.core, this.o.namespace, (recorded) => {
+            if (!this.cacerts || this.stopped) return undefined;
+            const fresh = this.cacerts.fresh.roots.map(certificatePem);
+            return this.cacerts.keep
+              ? unique([...recorded, ...this.recordedRoots, ...this.servedBefore, ...fresh])
+              : fresh;
+          });
+        } while (this.recordAgain && !this.stopped);
+      } catch (e) {
+        this.logger.warn(
+          { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, error: describeApiError(e) },
+          'could not record the previous roots; retrying',
+        );
+        clearTimeout(this.recordRetry);
+        this.recordRetry = setTimeout(() => this.recordRoots(), this.o.retryMs ?? 1000);
+        this.recordRetry.unref?.();
+      } finally {
+        this.recording = undefined;
+      }
+    })();
   }
 
   private install(bundle: KeyCertBundle): void {
@@ -228,10 +311,4 @@ export class KubeCaSource {
         this.logger.debug({ error: describeApiError(e) }, 'event not recorded'),
       );
   }
-}
-
-function splitPem(text: string): string[] {
-  return [...text.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)].map(
-    (m) => (m[0].endsWith('\n') ? m[0] : m[0] + '\n'),
-  );
 }

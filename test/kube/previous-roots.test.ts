@@ -1,0 +1,192 @@
+import 'reflect-metadata';
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { systemClock } from '../../src/clock.js';
+import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { certificatePem } from '../../src/ca/bundle.js';
+import { makeSelfSignedRoot } from '../../src/ca/sources/self-signed.js';
+import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';
+import {
+  KubeCaSource,
+  CACERTS_SECRET,
+  KEEP_PREVIOUS_ROOTS_ANNOTATION,
+} from '../../src/kube/cacerts-secret-source.js';
+import { PREVIOUS_ROOTS_SECRET, PREVIOUS_ROOTS_KEY } from '../../src/kube/previous-roots.js';
+import { RootPublisher, ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { istioSampleCerts } from '../support/paths.js';
+import { kubeConfigFor, waitFor } from './helpers.js';
+
+const NS = 'istio-system';
+let api: FakeApiServer;
+const running: { source: KubeCaSource; state: SwappableCaState }[] = [];
+const stoppers: (() => Promise<void>)[] = [];
+const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
+const b64 = (s: string): string => Buffer.from(s).toString('base64');
+
+/** SHA-256 fingerprints of every certificate in a PEM text, sorted (order does not matter). */
+function fingerprints(pem: string): string[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  return [...new Set(blocks.map((b) => new X509Certificate(b).fingerprint256))].sort();
+}
+const servedBy = (r: { state: SwappableCaState }): string[] =>
+  fingerprints(r.state.current()?.bundle.roots.map(certificatePem).join('') ?? '');
+const recorded = (): string[] => {
+  const data = api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET)?.data as
+    Record<string, string> | undefined;
+  return fingerprints(Buffer.from(data?.[PREVIOUS_ROOTS_KEY] ?? '', 'base64').toString());
+};
+const union = (...pems: string[]): string[] => fingerprints(pems.join('\n'));
+
+async function startReplica(): Promise<{ source: KubeCaSource; state: SwappableCaState }> {
+  const kc = kubeConfigFor(api);
+  const state = new SwappableCaState();
+  const source = new KubeCaSource({
+    kubeConfig: kc,
+    core: kc.makeApiClient(CoreV1Api),
+    namespace: NS,
+    trustDomain: 'cluster.local',
+    state,
+    clock: systemClock,
+    retryMs: 50,
+  });
+  await source.start();
+  const r = { source, state };
+  running.push(r);
+  return r;
+}
+async function stopAll(): Promise<void> {
+  await Promise.all(running.splice(0).map((r) => r.source.stop()));
+}
+function putCacerts(set: Record<string, string>, annotations?: Record<string, string>): void {
+  api.putObject('secrets', NS, {
+    metadata: { name: CACERTS_SECRET, ...(annotations ? { annotations } : {}) },
+    data: Object.fromEntries(Object.entries(set).map(([k, v]) => [k, b64(v)])),
+  });
+}
+const SET_A = {
+  'ca-cert.pem': sample('ca-cert-alt.pem'),
+  'ca-key.pem': sample('ca-key-alt.pem'),
+  'cert-chain.pem': sample('cert-chain-alt.pem'),
+  'root-cert.pem': sample('root-cert-alt.pem'),
+};
+const SET_B = {
+  'ca-cert.pem': sample('ca-cert.pem'),
+  'ca-key.pem': sample('ca-key.pem'),
+  'cert-chain.pem': sample('cert-chain.pem'),
+  'root-cert.pem': sample('root-cert.pem'),
+};
+let setC: Record<string, string>;
+let rootSelfSigned: string;
+
+before(async () => {
+  api = await FakeApiServer.start({ namespaces: [NS, 'app'] });
+  // A third, unrelated root, made here: a self-signed CA plugged in as cacerts.
+  const { privateKey } = await generateKeyPair('ec-p256');
+  const c = certificatePem(
+    await makeSelfSignedRoot(privateKey, [['O', 'root C']], systemClock, 86_400_000),
+  );
+  setC = {
+    'ca-cert.pem': c,
+    'ca-key.pem': privateKeyToPem(privateKey),
+    'cert-chain.pem': c,
+    'root-cert.pem': c,
+  };
+});
+after(async () => {
+  for (const s of stoppers) await s();
+  await stopAll();
+  await api.stop();
+});
+
+test('a replica started after a root change serves and publishes the union of old and new roots', async () => {
+  const first = await startReplica();
+  rootSelfSigned = Buffer.from(
+    (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)[
+      'root-cert.pem'
+    ]!,
+    'base64',
+  ).toString();
+  assert.deepEqual(servedBy(first), union(rootSelfSigned));
+  assert.equal(api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET), undefined);
+
+  // Root change 1: self-signed -> enterprise root A.
+  putCacerts(SET_A);
+  const expected = union(rootSelfSigned, SET_A['root-cert.pem']);
+  await waitFor(() => servedBy(first).join() === expected.join(), 'the union on the first replica');
+  await waitFor(() => recorded().join() === expected.join(), 'the roots recorded in the API');
+
+  // A new replica (as after a restart): the union from its first load, not only A's root.
+  const late = await startReplica();
+  assert.deepEqual(servedBy(late), expected);
+  assert.match(late.state.current()!.bundle.source, /^cacerts-secret:/);
+
+  // As leader, it publishes that union in the istio-ca-root-cert ConfigMaps.
+  const kc = kubeConfigFor(api);
+  const publisher = new RootPublisher({
+    kubeConfig: kc,
+    core: kc.makeApiClient(CoreV1Api),
+    rootBundlePem: late.state.current()!.bundle.rootBundlePem,
+    retryMs: 50,
+  });
+  const unsubscribe = late.state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+  stoppers.push(async () => {
+    unsubscribe();
+    await publisher.stop();
+  });
+  publisher.start();
+  await publisher.synced();
+  const published = await waitFor(
+    () =>
+      (api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP)?.data as Record<string, string>)?.[
+        'root-cert.pem'
+      ],
+    'the published root',
+  );
+  assert.deepEqual(fingerprints(published), expected);
+});
+
+test('root change 2 while running, then every replica down during change 3: a fresh one still serves all', async () => {
+  // Root change 2 (A -> B) with two replicas running.
+  putCacerts(SET_B);
+  const afterB = union(rootSelfSigned, SET_A['root-cert.pem'], SET_B['root-cert.pem']);
+  for (const r of running) {
+    await waitFor(() => servedBy(r).join() === afterB.join(), 'A, B and the self-signed root');
+  }
+  await waitFor(() => recorded().join() === afterB.join(), 'B recorded');
+  assert.deepEqual(servedBy(await startReplica()), afterB);
+
+  // Root change 3 (B -> C) while no replica runs: nobody saw B being replaced, yet B was recorded.
+  await stopAll();
+  putCacerts(setC);
+  const fresh = await startReplica();
+  const afterC = union(
+    rootSelfSigned,
+    SET_A['root-cert.pem'],
+    SET_B['root-cert.pem'],
+    setC['root-cert.pem']!,
+  );
+  assert.deepEqual(servedBy(fresh), afterC);
+  await waitFor(() => recorded().join() === afterC.join(), 'C recorded');
+});
+
+test("the operator's annotation drops the old roots on every replica, including later ones", async () => {
+  await startReplica();
+  putCacerts(setC, { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
+  const onlyC = union(setC['root-cert.pem']!);
+  for (const r of running) await waitFor(() => servedBy(r).join() === onlyC.join(), 'only C');
+  await waitFor(() => recorded().join() === onlyC.join(), 'the record reset to C');
+  assert.deepEqual(servedBy(await startReplica()), onlyC);
+
+  // Removing the annotation later does not bring the dropped roots back.
+  putCacerts(setC);
+  await new Promise((r) => setTimeout(r, 300));
+  for (const r of running) assert.deepEqual(servedBy(r), onlyC);
+  assert.deepEqual(servedBy(await startReplica()), onlyC);
+  assert.deepEqual(recorded(), onlyC);
+});
