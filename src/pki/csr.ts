@@ -6,7 +6,7 @@ import { ECParameters } from '@peculiar/asn1-ecc';
 import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { derChildren, requireSingleDerElement } from './der.js';
-import type { KeyType } from './key-type.js';
+import type { CsrKeyType } from './key-type.js';
 import { publicKeyFromSpki } from './keys.js';
 import { pemBlocks } from './pem.js';
 
@@ -16,7 +16,7 @@ export interface ParsedCsr {
   /** The SubjectPublicKeyInfo DER, verbatim as signed in the CSR. */
   readonly spki: Uint8Array;
   readonly publicKey: KeyObject;
-  readonly keyType: KeyType;
+  readonly keyType: CsrKeyType;
   /** The subject's first CN, when there is one (Istio then sets CN = first SAN). */
   readonly commonName?: string;
   /**
@@ -40,7 +40,7 @@ export interface ParsedCsr {
  *                     id-ecPublicKey with a namedCurve of P-256/P-384, or Ed25519.
  *     `malformed`     node:crypto cannot read the key.
  *     `weak-key`      RSA modulus below 2048 bits.
- *     `unsupported`   RSA modulus other than 2048, 3072 or 4096 bits (the KeyType sizes).
+ *     `unsupported`   RSA modulus above 8192 bits (MAX_CSR_RSA_BITS).
  *  5. `unsupported`   the signature algorithm is not one of `signatureAlgorithms` (no SHA-1,
  *                     no RSA-PSS); its parameters are not examined.
  *  6. `bad-signature` the signature algorithm's key family does not match the key, or the
@@ -107,7 +107,7 @@ export interface VerifiedCsrEnvelope<T> {
   readonly der: Uint8Array;
   readonly spki: Uint8Array;
   readonly publicKey: KeyObject;
-  readonly keyType: KeyType;
+  readonly keyType: CsrKeyType;
   readonly asn: CertificationRequest;
   /** What `onParsed` returned for the schema-parsed CSR (rule 3). */
   readonly parsed: T;
@@ -117,7 +117,7 @@ export interface VerifiedCsrEnvelope<T> {
 export type SpkiReader = (
   spki: Uint8Array,
   subject: string,
-) => { publicKey: KeyObject; keyType: KeyType };
+) => { publicKey: KeyObject; keyType: CsrKeyType };
 
 /**
  * Rules 1–6 of CSR_RULES, shared by every parser so that they cannot drift: size, PEM, DER,

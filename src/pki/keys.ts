@@ -6,7 +6,7 @@ import {
 } from 'node:crypto';
 import { promisify } from 'node:util';
 import { CastellanError } from '../errors.js';
-import type { KeyType } from './key-type.js';
+import type { CsrKeyType, KeyType } from './key-type.js';
 import { pemBlocks, toPem } from './pem.js';
 
 const generateKeyPairAsync = promisify(generateKeyPairCallback);
@@ -163,19 +163,40 @@ export function publicKeyMatches(
   return Buffer.from(spkiOf(privateKey)).equals(Buffer.from(spki));
 }
 
+/** The largest RSA modulus a CSR may carry: no sidecar makes larger keys, and verifying costs grow fast. */
+export const MAX_CSR_RSA_BITS = 8192;
+
 /**
- * Reads a SubjectPublicKeyInfo (DER) into a KeyObject and its KeyType: `malformed` when node
- * cannot read it, then keyTypeOf's rules (`weak-key`, `unsupported`).
+ * The key type of a CSR's public key. keyTypeOf's rules, except that RSA may have any modulus
+ * from 2048 to MAX_CSR_RSA_BITS bits (workloads choose their key; the CA signs only the fixed
+ * KeyType sizes). RSA below 2048 bits → `weak-key`; above the maximum → `unsupported`.
+ */
+export function csrKeyTypeOf(key: KeyObject, subject?: string): CsrKeyType {
+  if (key.asymmetricKeyType === 'rsa') {
+    const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
+    if (bits < 2048)
+      throw err('weak-key', `RSA key of ${bits} bits: at least 2048 required`, subject);
+    if (bits > MAX_CSR_RSA_BITS) {
+      throw err('unsupported', `RSA key of ${bits} bits: at most ${MAX_CSR_RSA_BITS}`, subject);
+    }
+    return `rsa-${bits}`;
+  }
+  return keyTypeOf(key, subject);
+}
+
+/**
+ * Reads a CSR's SubjectPublicKeyInfo (DER) into a KeyObject and its type: `malformed` when node
+ * cannot read it, then csrKeyTypeOf's rules (`weak-key`, `unsupported`).
  */
 export function publicKeyFromSpki(
   spki: Uint8Array,
   subject?: string,
-): { publicKey: KeyObject; keyType: KeyType } {
+): { publicKey: KeyObject; keyType: CsrKeyType } {
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
   } catch (e) {
     throw err('malformed', 'the public key does not parse', subject, e);
   }
-  return { publicKey, keyType: keyTypeOf(publicKey, subject) };
+  return { publicKey, keyType: csrKeyTypeOf(publicKey, subject) };
 }

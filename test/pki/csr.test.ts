@@ -2,8 +2,11 @@ import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { createPublicKey, randomBytes } from 'node:crypto';
 import { isCastellanError, type ErrorKind } from '../../src/errors.js';
 import { CSR_RULES, parseCsr } from '../../src/pki/csr.js';
+import { parseCsrFast } from '../../src/pki/fast/fast-csr.js';
+import { csrKeyTypeOf, keyTypeOf } from '../../src/pki/keys.js';
 import { pemBlocks, toPem } from '../../src/pki/pem.js';
 import { makeTempDir, openssl } from '../support/openssl.js';
 
@@ -104,4 +107,43 @@ test('malformed: garbage, wrong label, trailing text, trailing DER bytes, not a 
   );
   assert.equal(kindOf(pem.slice(0, 100)), 'malformed');
   assert.equal(kindOf(' '.repeat(CSR_RULES.maxPemLength + 1)), 'too-large');
+});
+
+test('RSA CSR keys of any size from 2048 to 8192 bits are accepted (issue 2: "RSA ≥ 2048")', () => {
+  // A size outside the CA key types, made and signed by openssl, passes both parsers.
+  const pem = opensslCsr(['-newkey', 'rsa:2560']);
+  assert.equal(parseCsr(pem).keyType, 'rsa-2560');
+  assert.equal(parseCsrFast(pem).keyType, 'rsa-2560');
+  assert.equal(kindOf(opensslCsr(['-newkey', 'rsa:1024'])), 'weak-key');
+});
+
+test('csrKeyTypeOf bounds RSA moduli: below 2048 weak, above 8192 unsupported', () => {
+  // Public keys with a modulus of the given size, built from JWK (no slow key generation).
+  const rsaPublicKey = (bits: number) => {
+    const n = randomBytes(bits / 8);
+    n[0] = n[0]! | 0x80;
+    n[n.length - 1] = n[n.length - 1]! | 1;
+    return createPublicKey({
+      key: { kty: 'RSA', n: n.toString('base64url'), e: 'AQAB' },
+      format: 'jwk',
+    });
+  };
+  assert.equal(csrKeyTypeOf(rsaPublicKey(8192)), 'rsa-8192');
+  assert.equal(csrKeyTypeOf(rsaPublicKey(2048)), 'rsa-2048');
+  for (const [bits, kind] of [
+    [8200, 'unsupported'],
+    [16384, 'unsupported'],
+    [2040, 'weak-key'],
+  ] as const) {
+    assert.throws(
+      () => csrKeyTypeOf(rsaPublicKey(bits), 'CSR'),
+      (e: unknown) => isCastellanError(e, kind) && e.message.includes(`${bits} bits`),
+      String(bits),
+    );
+  }
+  // CA keys keep the fixed sizes: the same 8192-bit key is not a CA key type.
+  assert.throws(
+    () => keyTypeOf(rsaPublicKey(8192)),
+    (e: unknown) => isCastellanError(e, 'unsupported'),
+  );
 });

@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import type { KeyType } from '../key-type.js';
-import { keyTypeOf, publicKeyFromSpki } from '../keys.js';
+import type { CsrKeyType } from '../key-type.js';
+import { csrKeyTypeOf, publicKeyFromSpki } from '../keys.js';
 
 /**
  * The DER prefix of every P-256 SubjectPublicKeyInfo in its one canonical shape:
@@ -28,7 +28,7 @@ const P256_PRIME = Buffer.from(
 export function publicKeyFromSpkiFast(
   spki: Uint8Array,
   subject?: string,
-): { publicKey: KeyObject; keyType: KeyType } {
+): { publicKey: KeyObject; keyType: CsrKeyType } {
   if (spki.length !== P256_SPKI_LENGTH || !startsWith(spki, P256_SPKI_PREFIX)) {
     return publicKeyFromSpki(spki, subject);
   }
@@ -47,7 +47,7 @@ export function publicKeyFromSpkiFast(
   } catch {
     return publicKeyFromSpki(spki, subject);
   }
-  return { publicKey, keyType: keyTypeOf(publicKey, subject) };
+  return { publicKey, keyType: csrKeyTypeOf(publicKey, subject) };
 }
 
 function startsWith(bytes: Uint8Array, prefix: Buffer): boolean {
