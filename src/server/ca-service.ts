@@ -15,8 +15,8 @@ export const MAX_CSR_BYTES = 64 * 1024;
 
 /** A leaf the CA signed, as the handler needs it. */
 export interface IssuedLeaf {
-  /** PEM, ending in "\n". */
-  readonly certPem: string;
+  /** The response's cert_chain: the leaf, then the snapshot's chain and root(s); PEMs ending "\n". */
+  readonly certChainPem: readonly string[];
   /** Lowercase hex. */
   readonly serialHex: string;
   readonly notAfter: Date;
@@ -160,7 +160,6 @@ async function handle<C>(
       throw new Refusal(err, err.kind === 'unavailable' ? 'CA_NOT_READY' : 'CERT_GEN_ERROR');
     }
 
-    const certChain = [withNewline(leaf.certPem), ...snapshot.bundle.responseChainPem];
     metrics.successCount.inc();
     const seconds = (performance.now() - started) / 1000;
     metrics.issuanceSeconds.observe({ outcome: 'issued' }, seconds);
@@ -176,7 +175,7 @@ async function handle<C>(
       requestedTtlSeconds,
       durationMs: seconds * 1000,
     });
-    return { certChain };
+    return { certChain: [...leaf.certChainPem] };
   } catch (e) {
     const refusal = e instanceof Refusal ? e : new Refusal(asCastellanError(e), 'CERT_GEN_ERROR');
     if (refusal.signErrorLabel) metrics.signErrorCount.inc({ error: refusal.signErrorLabel });
@@ -214,14 +213,11 @@ function authRequestOf(
   // sent. Our own CA chain stands in for the intermediates: a workload certificate we issued
   // chains through it, and the client-certificate authenticator re-verifies every link.
   const raw = call.getAuthContext().sslPeerCertificate?.raw;
-  const intermediates = (snapshot?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData));
-  return {
-    metadata,
-    peerCertificates: raw ? [new Uint8Array(raw), ...intermediates] : [],
-    peerAddress,
-  };
-}
-
-function withNewline(pem: string): string {
-  return pem.endsWith('\n') ? pem : `${pem}\n`;
+  const peerCertificates = raw
+    ? [
+        new Uint8Array(raw),
+        ...(snapshot?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData)),
+      ]
+    : [];
+  return { metadata, peerCertificates, peerAddress };
 }

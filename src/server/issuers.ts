@@ -21,7 +21,7 @@ export function workloadLeafIssuer(clock: Clock): LeafIssuer<ParsedCsr> {
         clock,
       );
       return {
-        certPem: issued.certChainPem[0] as string,
+        certChainPem: issued.certChainPem,
         serialHex: issued.serialHex,
         notAfter: issued.notAfter,
       };

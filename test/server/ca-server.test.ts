@@ -250,7 +250,7 @@ describe('CA service over TLS', () => {
     );
     const foreign = caClient(h.grpcTarget, ca.rootPem, {
       keyPem: other.keyPem,
-      chainPem: foreignLeaf.certPem + chain[1],
+      chainPem: foreignLeaf.certChainPem[0] + chain[1],
     });
     // Another CA altogether: TLS does not accept it as a client certificate.
     const stranger = await makeTestCa({ name: 'Stranger' });
@@ -264,7 +264,7 @@ describe('CA service over TLS', () => {
     );
     const strangerClient = caClient(h.grpcTarget, ca.rootPem, {
       keyPem: strangerKey.keyPem,
-      chainPem: strangerLeaf.certPem,
+      chainPem: strangerLeaf.certChainPem[0],
     });
     try {
       await rejectsWith(

@@ -195,7 +195,7 @@ export const testLeafIssuer: LeafIssuer<x509.Pkcs10CertificateRequest> = {
         await x509.AuthorityKeyIdentifierExtension.create(snapshot.bundle.signingCert),
       ],
     });
-    return { certPem: pem(cert), serialHex, notAfter };
+    return { certChainPem: [pem(cert), ...snapshot.bundle.responseChainPem], serialHex, notAfter };
   },
 };
 
