@@ -13,6 +13,7 @@ import {
   profileExtensions,
   profileSubject,
   type CertificateProfile,
+  caSignatureAlgorithm,
 } from './profiles.js';
 import { randomSerial, serialToHex } from './serial.js';
 
@@ -36,32 +37,22 @@ export interface IssueParams {
   readonly serial?: Uint8Array;
 }
 
-/** The WebCrypto algorithm for signing with a CA key of this type (see profiles.ts). */
+/** The WebCrypto shape of caSignatureAlgorithm, for @peculiar/x509's generator. */
 function signingAlgorithm(keyType: KeyType): {
   import: webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams;
   sign: webcrypto.Algorithm & { hash?: string };
 } {
-  switch (keyType) {
-    case 'ec-p256':
-      return {
-        import: { name: 'ECDSA', namedCurve: 'P-256' },
-        sign: { name: 'ECDSA', hash: 'SHA-256' },
+  const alg = caSignatureAlgorithm(keyType);
+  const hash = alg.hash === 'sha384' ? 'SHA-384' : 'SHA-256';
+  return alg.family === 'ecdsa'
+    ? {
+        import: { name: 'ECDSA', namedCurve: alg.namedCurve as string },
+        sign: { name: 'ECDSA', hash },
+      }
+    : {
+        import: { name: 'RSASSA-PKCS1-v1_5', hash },
+        sign: { name: 'RSASSA-PKCS1-v1_5', hash },
       };
-    case 'ec-p384':
-      return {
-        import: { name: 'ECDSA', namedCurve: 'P-384' },
-        sign: { name: 'ECDSA', hash: 'SHA-384' },
-      };
-    case 'rsa-2048':
-    case 'rsa-3072':
-    case 'rsa-4096':
-      return {
-        import: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
-        sign: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
-      };
-    case 'ed25519':
-      throw new CastellanError('unsupported', 'Ed25519 keys cannot sign certificates here');
-  }
 }
 
 type SigningKey = { cryptoKey: webcrypto.CryptoKey; sign: webcrypto.Algorithm };

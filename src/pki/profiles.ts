@@ -13,7 +13,10 @@ import {
   SubjectAlternativeNameExtension,
   SubjectKeyIdentifierExtension,
 } from '@peculiar/x509';
+import { id_ecdsaWithSHA256, id_ecdsaWithSHA384 } from '@peculiar/asn1-ecc';
+import { id_sha256WithRSAEncryption } from '@peculiar/asn1-rsa';
 import { CastellanError } from '../errors.js';
+import type { KeyType } from './key-type.js';
 
 /**
  * Certificate profiles: what each kind of certificate Castellan makes contains. issue.ts turns
@@ -185,5 +188,36 @@ export function profileSubject(profile: CertificateProfile): Record<string, stri
         throw new CastellanError('invalid-argument', 'a CA certificate needs a subject');
       }
       return profile.subject.map(([attr, value]) => ({ [attr]: [value] }));
+  }
+}
+
+/** How a CA key signs the certificates it issues (see "Signature" above). */
+export interface CaSignatureAlgorithm {
+  readonly family: 'ecdsa' | 'rsa';
+  readonly hash: 'sha256' | 'sha384';
+  /** The AlgorithmIdentifier OID in the certificate. */
+  readonly oid: string;
+  /** ECDSA keys only. */
+  readonly namedCurve?: 'P-256' | 'P-384';
+}
+
+/**
+ * The one place that says which signature a CA key of each type makes: both issuers (the
+ * @peculiar/x509 reference and the fast template) derive theirs from it.
+ */
+export function caSignatureAlgorithm(keyType: KeyType, subject = 'CA key'): CaSignatureAlgorithm {
+  switch (keyType) {
+    case 'ec-p256':
+      return { family: 'ecdsa', hash: 'sha256', oid: id_ecdsaWithSHA256, namedCurve: 'P-256' };
+    case 'ec-p384':
+      return { family: 'ecdsa', hash: 'sha384', oid: id_ecdsaWithSHA384, namedCurve: 'P-384' };
+    case 'rsa-2048':
+    case 'rsa-3072':
+    case 'rsa-4096':
+      return { family: 'rsa', hash: 'sha256', oid: id_sha256WithRSAEncryption };
+    case 'ed25519':
+      throw new CastellanError('unsupported', 'Ed25519 keys cannot sign certificates here', {
+        subject,
+      });
   }
 }

@@ -20,13 +20,11 @@ import {
   id_kp_clientAuth,
   id_kp_serverAuth,
 } from '@peculiar/asn1-x509';
-import { id_ecdsaWithSHA256, id_ecdsaWithSHA384 } from '@peculiar/asn1-ecc';
-import { id_sha256WithRSAEncryption } from '@peculiar/asn1-rsa';
 import { CastellanError } from '../../errors.js';
 import { derChildren, readDerElement } from '../der.js';
 import { keyTypeOf } from '../keys.js';
 import type { LeafParams } from '../leaf-signer.js';
-import { keyIdentifier, sanKind } from '../profiles.js';
+import { caSignatureAlgorithm, keyIdentifier, sanKind } from '../profiles.js';
 import { TAG, concat, header, ia5, time, tlv, unsignedInteger } from './der.js';
 
 /**
@@ -101,27 +99,14 @@ function extension(extnID: string, critical: boolean, value: object): Uint8Array
   return der(new Extension({ extnID, critical, extnValue: new OctetString(der(value)) }));
 }
 
-/** The signature algorithm a CA key signs leaves with (profiles.ts: "Signature"). */
+/** The signature algorithm a CA key signs leaves with (profiles.ts: caSignatureAlgorithm). */
 function signatureAlgorithmOf(issuerKey: KeyObject): {
   oid: string;
   digest: 'sha256' | 'sha384';
   isEcdsa: boolean;
 } {
-  const keyType = keyTypeOf(issuerKey, 'CA key');
-  switch (keyType) {
-    case 'ec-p256':
-      return { oid: id_ecdsaWithSHA256, digest: 'sha256', isEcdsa: true };
-    case 'ec-p384':
-      return { oid: id_ecdsaWithSHA384, digest: 'sha384', isEcdsa: true };
-    case 'rsa-2048':
-    case 'rsa-3072':
-    case 'rsa-4096':
-      return { oid: id_sha256WithRSAEncryption, digest: 'sha256', isEcdsa: false };
-    case 'ed25519':
-      throw new CastellanError('unsupported', 'Ed25519 keys cannot sign certificates here', {
-        subject: 'CA key',
-      });
-  }
+  const alg = caSignatureAlgorithm(keyTypeOf(issuerKey, 'CA key'));
+  return { oid: alg.oid, digest: alg.hash, isEcdsa: alg.family === 'ecdsa' };
 }
 
 /**
