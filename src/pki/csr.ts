@@ -188,6 +188,23 @@ export function verifyCsrEnvelope<T>(
   return { der, spki, publicKey, keyType, asn, parsed };
 }
 
+/** The ParsedCsr of a verified envelope and what rule 7 read from it. */
+export function toParsedCsr(
+  envelope: VerifiedCsrEnvelope<unknown>,
+  commonName: string | undefined,
+  requestedSans: string[],
+): ParsedCsr {
+  const { der, spki, publicKey, keyType } = envelope;
+  return {
+    der,
+    spki,
+    publicKey,
+    keyType,
+    ...(commonName !== undefined ? { commonName } : {}),
+    requestedSans,
+  };
+}
+
 /** Rule 7 failing: the subject or the extensionRequest attribute does not parse. */
 export function csrSubjectError(cause: unknown): CastellanError {
   return fail('malformed', 'the CSR subject or requested extensions do not parse', cause);
@@ -199,13 +216,12 @@ export function csrSubjectError(cause: unknown): CastellanError {
  * model for rule 7).
  */
 export function parseCsr(pem: string): ParsedCsr {
-  const {
-    der,
-    spki,
-    publicKey,
-    keyType,
-    parsed: csr,
-  } = verifyCsrEnvelope(pem, publicKeyFromSpki, (asn) => new Pkcs10CertificateRequest(asn));
+  const envelope = verifyCsrEnvelope(
+    pem,
+    publicKeyFromSpki,
+    (asn) => new Pkcs10CertificateRequest(asn),
+  );
+  const csr = envelope.parsed;
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -218,12 +234,5 @@ export function parseCsr(pem: string): ParsedCsr {
   } catch (e) {
     throw csrSubjectError(e);
   }
-  return {
-    der,
-    spki,
-    publicKey,
-    keyType,
-    ...(commonName !== undefined ? { commonName } : {}),
-    requestedSans,
-  };
+  return toParsedCsr(envelope, commonName, requestedSans);
 }

@@ -2,7 +2,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { Extensions, SubjectAlternativeName, id_ce_subjectAltName } from '@peculiar/asn1-x509';
 import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
-import { csrSubjectError, verifyCsrEnvelope, type ParsedCsr } from '../csr.js';
+import { csrSubjectError, toParsedCsr, verifyCsrEnvelope, type ParsedCsr } from '../csr.js';
 import { publicKeyFromSpkiFast } from './p256-spki.js';
 
 /**
@@ -89,11 +89,8 @@ function requestedSansReference(asn: CertificationRequest): string[] {
 /** Parses a PEM CSR and verifies its self-signature, following CSR_RULES (src/pki/csr.ts). */
 export function parseCsrFast(pem: string): ParsedCsr {
   // 1–6, shared with the reference; the key is read through JWK when it is a canonical P-256 one.
-  const { der, spki, publicKey, keyType, asn } = verifyCsrEnvelope(
-    pem,
-    publicKeyFromSpkiFast,
-    () => undefined,
-  );
+  const envelope = verifyCsrEnvelope(pem, publicKeyFromSpkiFast, () => undefined);
+  const { asn } = envelope;
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -109,12 +106,5 @@ export function parseCsrFast(pem: string): ParsedCsr {
   } catch (e) {
     throw csrSubjectError(e);
   }
-  return {
-    der,
-    spki,
-    publicKey,
-    keyType,
-    ...(commonName !== undefined ? { commonName } : {}),
-    requestedSans,
-  };
+  return toParsedCsr(envelope, commonName, requestedSans);
 }
