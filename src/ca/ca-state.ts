@@ -1,17 +1,13 @@
-import { createReferenceLeafSigner } from '../pki/reference-leaf-signer.js';
 import { createFastLeafSigner } from '../pki/fast/fast-leaf-signer.js';
 import type { LeafSigner } from '../pki/leaf-signer.js';
 import type { CaSnapshot, CaState, KeyCertBundle } from './authority.js';
 
 export type LeafSignerFactory = (bundle: KeyCertBundle) => LeafSigner;
 
-/** @peculiar/x509's generator: the readable reference (~2.4 ms CPU a certificate). */
-export const referenceLeafSignerFactory: LeafSignerFactory = (b) =>
-  createReferenceLeafSigner(b.signingCert, b.signingKey);
-
 /**
  * The hot path: fixed parts encoded once per CA, signed on libuv's thread pool. Byte-identical
- * to the reference (test/pki/fast/fast-leaf-signer.test.ts), so it is the default.
+ * to the @peculiar/x509 reference signer, src/pki/reference-leaf-signer.ts
+ * (test/pki/fast/fast-leaf-signer.test.ts), so it is the default.
  */
 export const fastLeafSignerFactory: LeafSignerFactory = (b) =>
   createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signingKey);
