@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
@@ -7,6 +7,14 @@ import { bundleFromCacerts, CACERTS_FILE_NAMES } from '../cacerts-layout.js';
 
 /** Reads whichever plugged-in CA files exist in `dir` (file name → text). */
 export async function readCacertsFolder(dir: string): Promise<Map<string, string>> {
+  // A mistyped path must not read as "a folder with no CA files in it".
+  const isDir = await stat(dir).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+  if (!isDir) {
+    throw new CastellanError('invalid-argument', 'no such folder', { subject: dir });
+  }
   const files = new Map<string, string>();
   for (const name of CACERTS_FILE_NAMES) {
     try {

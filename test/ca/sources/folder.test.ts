@@ -53,6 +53,15 @@ test('an empty folder is "nothing plugged in"', async () => {
   assert.equal(await loadCacertsFolder(folder({}), systemClock), undefined);
 });
 
+test('a folder that does not exist is an error naming it, not "nothing plugged in"', async () => {
+  const missing = join(tmp.dir, 'no-such-folder');
+  await assert.rejects(
+    loadCacertsFolder(missing, systemClock),
+    (e: unknown) =>
+      isCastellanError(e, 'invalid-argument') && e.message === `${missing}: no such folder`,
+  );
+});
+
 test('a partial set is incomplete-ca naming the missing files, in both layouts', async () => {
   for (const [files, missing] of [
     [
