@@ -24,7 +24,7 @@ export interface IssuedCertificate {
 
 const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
-export function splitPemCertificates(pem: string): string[] {
+function splitPemCertificates(pem: string): string[] {
   return [...pem.matchAll(PEM_CERT)].map((m) => `${m[0]}\n`);
 }
 

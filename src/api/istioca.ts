@@ -3,7 +3,6 @@ import { loadProto } from './protos.js';
 
 /** `istio.v1.auth.IstioCertificateService`, the CSR API Istio sidecars call. */
 export const ISTIO_CA_SERVICE = 'istio.v1.auth.IstioCertificateService';
-export const CREATE_CERTIFICATE_PATH = `/${ISTIO_CA_SERVICE}/CreateCertificate`;
 
 /** Decoded IstioCertificateRequest (proto-loader, camelCase, longs as numbers). */
 export interface IstioCertificateRequest {

@@ -2,6 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
+import { CastellanError } from '../errors.js';
 
 /** The folder holding protos/*.proto, found from this file whether run from src/ or dist/src/. */
 export function protosDir(): string {
@@ -11,7 +12,10 @@ export function protosDir(): string {
     if (existsSync(join(candidate, 'istioca.proto'))) return candidate;
     dir = dirname(dir);
   }
-  throw new Error('protos/istioca.proto not found next to the installed package');
+  throw new CastellanError(
+    'internal',
+    'protos/istioca.proto not found next to the installed package',
+  );
 }
 
 /** Loads a proto from protos/ with the options every Castellan surface uses. */

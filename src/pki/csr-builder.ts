@@ -5,6 +5,7 @@ import {
   type JsonGeneralName,
 } from '@peculiar/x509';
 import { CastellanError } from '../errors.js';
+import { toPem } from './pem.js';
 
 /** Key types a workload asks for: Istio's agent default (ECDSA P-256) and its RSA option. */
 export const WORKLOAD_KEY_TYPES = ['ec-p256', 'rsa-2048'] as const;
@@ -54,11 +55,6 @@ function generalName(san: string): JsonGeneralName {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(san)) return { type: 'url', value: san };
   if (/^\d{1,3}(\.\d{1,3}){3}$/.test(san) || san.includes(':')) return { type: 'ip', value: san };
   return { type: 'dns', value: san };
-}
-
-function toPem(label: string, der: ArrayBuffer): string {
-  const b64 = Buffer.from(der).toString('base64');
-  return `-----BEGIN ${label}-----\n${b64.replace(/.{1,64}/g, '$&\n')}-----END ${label}-----\n`;
 }
 
 /**

@@ -2,8 +2,7 @@ import 'reflect-metadata';
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as peculiar from '@peculiar/x509';
@@ -13,15 +12,14 @@ import {
 } from '../../src/authn/client-cert-authenticator.js';
 import { ManualClock } from '../../src/clock.js';
 import { isCastellanError } from '../../src/errors.js';
+import { pemBlocksOf } from '../../src/pki/pem.js';
+import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { authRequest } from './fixtures.js';
 
 /** Each PEM certificate of a file, as DER. */
 function ders(file: string): Uint8Array[] {
-  const pem = readFileSync(file, 'utf8');
-  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map(
-    (m) => new Uint8Array(new X509Certificate(m[0]).raw),
-  );
+  return pemBlocksOf(readFileSync(file, 'utf8'), 'CERTIFICATE', { subject: file });
 }
 const sample = (name: string): string => join(istioSampleCerts, name);
 
@@ -157,45 +155,9 @@ let dir: string;
 let ca: Uint8Array;
 const made: Record<string, Uint8Array[]> = {};
 
-function openssl(...args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] });
-}
-
-function leaf(name: string, ext: string, signer = 'ca'): Uint8Array[] {
-  writeFileSync(join(dir, `${name}.ext`), ext);
-  openssl(
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    `${name}.key`,
-    '-subj',
-    '/O=test',
-    '-out',
-    `${name}.csr`,
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    `${signer}.pem`,
-    '-CAkey',
-    `${signer}.key`,
-    '-set_serial',
-    '7',
-    '-days',
-    '30',
-    '-extfile',
-    `${name}.ext`,
-    '-out',
-    `${name}.pem`,
-  );
+/** A P-256 leaf signed by `signer` (in `dir`), with the signer appended unless it is the root. */
+function leaf(name: string, extensions: string, signer = 'ca'): Uint8Array[] {
+  opensslSigned(dir, name, { subject: '/O=test', signer, extensions, serial: 7 });
   return [
     ...ders(join(dir, `${name}.pem`)),
     ...(signer === 'ca' ? [] : ders(join(dir, `${signer}.pem`))),
@@ -204,27 +166,10 @@ function leaf(name: string, ext: string, signer = 'ca'): Uint8Array[] {
 
 before(() => {
   dir = mkdtempSync(join(tmpdir(), 'castellan-cc-'));
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'ca.key',
-    '-subj',
-    '/O=test/CN=root',
-    '-days',
-    '30',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-    '-out',
-    'ca.pem',
-  );
+  opensslSelfSigned(dir, 'ca', {
+    subject: '/O=test/CN=root',
+    extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
+  });
   ca = ders(join(dir, 'ca.pem'))[0]!;
   const base = 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n';
   made['ok'] = leaf(
@@ -245,40 +190,12 @@ before(() => {
     `${base}subjectAltName=critical,URI:spiffe://cluster.local/workload/b\n`,
   );
   // An intermediate that is not a CA signing a leaf.
-  writeFileSync(join(dir, 'notca.ext'), 'basicConstraints=critical,CA:FALSE\n');
-  openssl(
-    'req',
-    '-new',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    'notca.key',
-    '-subj',
-    '/O=test/CN=notca',
-    '-out',
-    'notca.csr',
-  );
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    'notca.csr',
-    '-CA',
-    'ca.pem',
-    '-CAkey',
-    'ca.key',
-    '-set_serial',
-    '8',
-    '-days',
-    '30',
-    '-extfile',
-    'notca.ext',
-    '-out',
-    'notca.pem',
-  );
+  opensslSigned(dir, 'notca', {
+    subject: '/O=test/CN=notca',
+    signer: 'ca',
+    extensions: 'basicConstraints=critical,CA:FALSE\n',
+    serial: 8,
+  });
   made['underNotCa'] = leaf(
     'underNotCa',
     `${base}subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b\n`,
@@ -290,25 +207,11 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 test("a leaf signed by an impostor with the intermediate's name is refused by signature", async () => {
   // Same subject and key type (RSA) as Istio's 2018 intermediate, different key.
-  openssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    'impostor.key',
-    '-subj',
-    '/C=US/ST=California/L=Sunnyvale/O=Istio/CN=Istio CA',
-    '-days',
-    '30',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign',
-    '-out',
-    'impostor.pem',
-  );
+  opensslSelfSigned(dir, 'impostor', {
+    subject: '/C=US/ST=California/L=Sunnyvale/O=Istio/CN=Istio CA',
+    keyType: 'rsa-2048',
+    extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign'],
+  });
   const forged = leaf(
     'forged',
     'basicConstraints=critical,CA:FALSE\nauthorityKeyIdentifier=none\nsubjectAltName=critical,URI:spiffe://trust-domain-foo/ns/kube-system/sa/admin\n',

@@ -1,6 +1,5 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -10,6 +9,7 @@ import { loadJwksFile, remoteJwks } from '../../src/authn/jwks.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { ManualClock } from '../../src/clock.js';
 import { isCastellanError } from '../../src/errors.js';
+import { opensslSelfSigned } from '../support/openssl-certs.js';
 import { bearer, ISSUER, k8sToken, NOW_S, signingKey, type SigningKey } from './fixtures.js';
 
 let dir: string;
@@ -23,29 +23,11 @@ const clock = new ManualClock(NOW_S * 1000);
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'castellan-jwks-'));
   // A TLS server for 127.0.0.1 with a self-signed certificate: the "private API server CA".
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      'tls.key',
-      '-out',
-      'tls.pem',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-days',
-      '2',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-    ],
-    { cwd: dir, stdio: 'ignore' },
-  );
+  opensslSelfSigned(dir, 'tls', {
+    subject: '/CN=127.0.0.1',
+    days: 2,
+    extensions: ['subjectAltName=IP:127.0.0.1'],
+  });
   caPem = readFileSync(join(dir, 'tls.pem'), 'utf8');
   served = [await signingKey('ES256', 'k1')];
   requests = [];

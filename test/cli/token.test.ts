@@ -19,8 +19,9 @@ function castellan(
 }
 
 test('castellan token prints one verifiable token and reuses the issuer key', async () => {
-  const dataDir = join(mkdtempSync(join(tmpdir(), 'castellan-token-')), 'data');
-  dirs.push(dataDir);
+  const parent = mkdtempSync(join(tmpdir(), 'castellan-token-'));
+  dirs.push(parent); // the whole temp dir, not only the data dir the command creates in it
+  const dataDir = join(parent, 'data');
   const first = castellan([
     'token',
     '--namespace',

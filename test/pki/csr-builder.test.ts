@@ -1,16 +1,13 @@
 import 'reflect-metadata';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { createKeyAndCsr, isWorkloadKeyType } from '../../src/pki/csr-builder.js';
+import { openssl } from '../support/openssl.js';
 
+/** openssl's text of a CSR, after it checked the CSR's self-signature. */
 function opensslReq(csrPem: string): string {
-  return execFileSync('openssl', ['req', '-verify', '-noout', '-text'], {
-    input: csrPem,
-    encoding: 'utf8',
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+  return openssl(['req', '-verify', '-noout', '-text'], csrPem);
 }
 
 test('ec-p256: a PKCS#8 key and a CSR that openssl verifies, holding that key', async () => {
@@ -23,9 +20,9 @@ test('ec-p256: a PKCS#8 key and a CSR that openssl verifies, holding that key', 
   assert.match(text, /NIST CURVE: P-256/);
   assert.match(text, /ecdsa-with-SHA256/);
   // The CSR's key is ours: openssl derives the same public key from both.
-  const fromCsr = execFileSync('openssl', ['req', '-noout', '-pubkey'], { input: csrPem });
-  const fromKey = execFileSync('openssl', ['pkey', '-pubout'], { input: keyPem });
-  assert.equal(fromCsr.toString(), fromKey.toString());
+  const fromCsr = openssl(['req', '-noout', '-pubkey'], csrPem);
+  const fromKey = openssl(['pkey', '-pubout'], keyPem);
+  assert.equal(fromCsr, fromKey);
 });
 
 test('rsa-2048: RSA key of 2048 bits, sha256WithRSAEncryption', async () => {

@@ -1,23 +1,15 @@
 import { readFile } from 'node:fs/promises';
-import { InvalidArgumentError, Option, type Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { writeCertificateFiles } from '../../agent/atomic-files.js';
 import { GrpcCaClient } from '../../agent/ca-client.js';
 import { acceptIssuedChain } from '../../agent/issued-chain.js';
 import { CastellanError } from '../../errors.js';
 import {
   createKeyAndCsr,
-  isWorkloadKeyType,
   WORKLOAD_KEY_TYPES,
   type WorkloadKeyType,
 } from '../../pki/csr-builder.js';
 import { durationArg, hostPortArg } from '../options.js';
-
-export function workloadKeyTypeArg(value: string): WorkloadKeyType {
-  if (!isWorkloadKeyType(value)) {
-    throw new InvalidArgumentError(`use one of ${WORKLOAD_KEY_TYPES.join(', ')}`);
-  }
-  return value;
-}
 
 /** Fails before any network traffic when a file the command needs is not readable. */
 export async function requireReadable(file: string, flag: string): Promise<void> {
