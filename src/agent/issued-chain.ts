@@ -102,6 +102,14 @@ export function acceptIssuedChain(
   while (firstRoot > 1 && isSelfSigned(certs[firstRoot - 1] as X509Certificate)) firstRoot--;
   const roots = pems.slice(firstRoot);
   const rootCertPem = roots.length > 0 ? roots.join('') : fallbackRootPem;
+  if (!rootCertPem.includes('-----BEGIN CERTIFICATE-----')) {
+    // Never hand a workload an empty trust bundle: keep the files we have instead.
+    throw new CastellanError(
+      'malformed',
+      'the response holds no root certificate and the configured root file could not be read',
+      { subject: 'cert_chain' },
+    );
+  }
 
   const notBefore = Date.parse(leaf.validFrom);
   const notAfter = Date.parse(leaf.validTo);

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { isCastellanError } from '../../src/errors.js';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
@@ -30,9 +31,14 @@ test('accepts leaf, intermediate, root(s): the trailing self-signed ones are the
 });
 
 test('without a root in the response, the configured root stands in', () => {
-  assert.equal(
-    acceptIssuedChain([leaf, intermediate], key, 'configured').rootCertPem,
-    'configured',
+  const configured = root; // the --root-cert file's content
+  assert.equal(acceptIssuedChain([leaf, intermediate], key, configured).rootCertPem, configured);
+});
+
+test('no root in the response and none readable: refused, never an empty root-cert.pem', () => {
+  assert.throws(
+    () => acceptIssuedChain([leaf, intermediate], key, ''),
+    (e: unknown) => isCastellanError(e, 'malformed') && /no root certificate/.test(e.message),
   );
 });
 
