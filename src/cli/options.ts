@@ -1,5 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { parseDuration } from '../duration.js';
+import { parseHostPort } from '../server/address.js';
 
 /** A commander argument parser for durations (24h, 90m, 1h30m, plain seconds) → milliseconds. */
 export function durationArg(value: string): number {
@@ -10,10 +11,11 @@ export function durationArg(value: string): number {
   }
 }
 
-/** A commander argument parser for HOST:PORT addresses. */
+/** A commander argument parser for HOST:PORT addresses (the same syntax serve accepts). */
 export function hostPortArg(value: string): string {
-  const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) > 65535) {
+  try {
+    parseHostPort(value);
+  } catch {
     throw new InvalidArgumentError(`"${value}" is not HOST:PORT (e.g. 127.0.0.1:15012)`);
   }
   return value;

@@ -160,7 +160,8 @@ function bad(flag: string, message: string): CastellanError {
 
 function duration(flag: string, value: string): number {
   try {
-    return parseDuration(value, flag);
+    // The flag is the error's subject: the parser's own message names only the value.
+    return parseDuration(value);
   } catch (e) {
     throw bad(flag, (e as Error).message);
   }
@@ -300,7 +301,7 @@ function workers(value: string): WorkersSetting {
 
 function addr(flag: string, value: string): HostPort {
   try {
-    return parseHostPort(value, flag);
+    return parseHostPort(value);
   } catch (e) {
     throw bad(flag, (e as Error).message);
   }

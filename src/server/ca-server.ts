@@ -54,7 +54,6 @@ export class CaServer<C> {
   private readonly log: Logger;
   private listening = false;
   private unsubscribe: (() => void) | undefined;
-  private addresses: CaServerAddresses | undefined;
 
   constructor(private readonly options: CaServerOptions<C>) {
     this.log = options.logger ?? silentLogger;
@@ -131,18 +130,18 @@ export class CaServer<C> {
       );
     });
     this.listening = true;
-    this.addresses = {
+    const addresses: CaServerAddresses = {
       grpc: { host: this.options.grpcAddress.host, port },
       monitoring,
     };
     this.log.info(
       {
-        grpc: formatHostPort(this.addresses.grpc),
+        grpc: formatHostPort(addresses.grpc),
         monitoring: monitoring && formatHostPort(monitoring),
       },
       'CA service listening',
     );
-    return this.addresses;
+    return addresses;
   }
 
   /**

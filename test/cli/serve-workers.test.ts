@@ -15,6 +15,7 @@ import { isCastellanError } from '../../src/errors.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
+import { until as waitUntil } from '../support/until.js';
 import {
   createCertificate,
   opensslCsr,
@@ -26,12 +27,9 @@ import { startServe, type ServeProcess } from '../server/support/serve-process.j
 
 const HOUR = 3_600_000;
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) assert.fail('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** Workers start one by one: give them longer than a single process. */
+function until(check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  return waitUntil(check, timeoutMs);
 }
 
 /** A client on its own TCP + TLS connection (grpc-js would otherwise share one), as sidecars do. */

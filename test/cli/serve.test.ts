@@ -12,6 +12,7 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { isCastellanError } from '../../src/errors.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { istioSampleCerts } from '../support/paths.js';
+import { until } from '../support/until.js';
 import {
   caClient,
   createCertificate,
@@ -23,14 +24,6 @@ import {
 import { runCli, startServe } from '../server/support/serve-process.js';
 
 const HOUR = 3_600_000;
-
-async function until(check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > end) assert.fail('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 function refused(fn: () => unknown, flag: string) {
   assert.throws(fn, (e: unknown) => {
@@ -88,6 +81,15 @@ describe('serve config', () => {
     refused(() => parseServeConfig({ logLevel: 'loud' }), '--log-level');
     refused(() => parseServeConfig({ caKeyType: 'dsa' }), '--ca-key-type');
     refused(() => parseServeConfig({ tokenAudience: [''] }), '--token-audience');
+  });
+
+  test('the flag is named once, before what was wrong with its value', () => {
+    assert.throws(() => parseServeConfig({ maxTtl: 'forever' }), {
+      message: /^--max-ttl: invalid duration "forever": /,
+    });
+    assert.throws(() => parseServeConfig({ grpcAddr: 'nowhere' }), {
+      message: /^--grpc-addr: invalid address "nowhere": use HOST:PORT/,
+    });
   });
 });
 

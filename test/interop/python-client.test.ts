@@ -4,7 +4,7 @@ import 'reflect-metadata';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { projectRoot, protosDir } from '../support/paths.js';
@@ -30,7 +30,7 @@ after(async () => {
 test('python3-grpcio gets a certificate for the caller, whatever SAN its CSR asked for', async () => {
   const work = tmp();
   const gen = join(work, 'gen');
-  execFileSync('mkdir', ['-p', gen]);
+  mkdirSync(gen, { recursive: true });
   execFileSync(PYTHON, [
     '-m',
     'grpc_tools.protoc',
@@ -49,7 +49,7 @@ test('python3-grpcio gets a certificate for the caller, whatever SAN its CSR ask
     [SCRIPT, gen, `localhost:${serve.grpcPort}`, root, join(work, 'token'), work],
     { encoding: 'utf8' },
   );
-  assert.match(out, /^1 certificates|^\d+ certificates/m);
+  assert.match(out, /^\d+ certificates/m);
   const pem = readFileSync(join(work, 'cert-chain.pem'), 'utf8');
   const certs = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g) ?? [];
   assert.ok(certs.length >= 2, 'leaf and root');

@@ -187,7 +187,8 @@ export async function runServe(
   const logger =
     worker?.tagLogger(createLogger({ level: config.logLevel })) ??
     createLogger({ level: config.logLevel });
-  // Refused CA updates (Kubernetes mode), shown on /metrics beside the CA service's own.
+  // Refused CA updates (a plugged-in folder or Kubernetes Secrets), shown on /metrics beside
+  // the CA service's own.
   const extraMetrics = new Registry();
   const caLoadErrors = new Counter({
     name: 'castellan_ca_load_errors_total',
@@ -268,9 +269,13 @@ export async function runServe(
   const bundleHttps = config.bundleAddress
     ? new BundleHttpsServer({ ...bundleServing, serving: server.serving, logger })
     : undefined;
-  const stopPolicies = async (): Promise<void> => {
+  // Releases everything started above, after a signal or a failed start alike.
+  const shutdown = async (): Promise<void> => {
     policyDir?.stop();
     await bundleHttps?.close();
+    await server.stop();
+    unsubscribe();
+    await runtime.close();
   };
 
   const stopped = new Promise<string>((resolveSignal) => {
@@ -285,10 +290,7 @@ export async function runServe(
       bundleAddr = await bundleHttps.listen(config.bundleAddress);
   } catch (e) {
     // e.g. a port in use: release whatever did start, so the process can exit.
-    await stopPolicies();
-    await server.stop();
-    unsubscribe();
-    await runtime.close();
+    await shutdown();
     throw e;
   }
   const grpcAddr = formatHostPort(addrs.grpc);
@@ -304,10 +306,7 @@ export async function runServe(
   });
   const signal = await stopped;
   logger.info({ signal }, 'shutting down: finishing in-flight requests');
-  await stopPolicies();
-  await server.stop();
-  unsubscribe();
-  await runtime.close();
+  await shutdown();
   logger.info('stopped');
   logger.flush();
 }
