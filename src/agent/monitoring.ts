@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Registry } from 'prom-client';
 import type { Clock } from '../clock.js';
+import { parseHostPort } from '../address.js';
 import { CastellanError } from '../errors.js';
 
 /**
@@ -72,12 +73,7 @@ export async function startMonitoringServer(
   metrics: AgentMetrics,
   isReady: () => boolean,
 ): Promise<MonitoringServer> {
-  const m = /^\[?([^\]]*)\]?:(\d+)$/.exec(hostPort);
-  if (!m) {
-    throw new CastellanError('invalid-argument', `"${hostPort}" is not HOST:PORT`, {
-      subject: '--monitoring-addr',
-    });
-  }
+  const { host, port } = parseHostPort(hostPort, '--monitoring-addr');
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/ready' || path === '/healthz/ready') {
@@ -108,7 +104,7 @@ export async function startMonitoringServer(
         }),
       ),
     );
-    server.listen(Number(m[2]), m[1], () => resolve());
+    server.listen(port, host, () => resolve());
   });
   return {
     address: server.address() as AddressInfo,

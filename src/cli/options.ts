@@ -1,6 +1,6 @@
 import { InvalidArgumentError } from 'commander';
 import { parseDuration } from '../duration.js';
-import { parseHostPort } from '../server/address.js';
+import { parseHostPort } from '../address.js';
 
 /** A commander argument parser for durations (24h, 90m, 1h30m, plain seconds) → milliseconds. */
 export function durationArg(value: string): number {

@@ -5,7 +5,7 @@ import type { Registry } from 'prom-client';
 import { systemClock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
-import { formatHostPort } from '../server/address.js';
+import { formatHostPort } from '../address.js';
 import { AggregatedWorkersRegistry, type WorkerMetrics } from '../server/metrics-aggregation.js';
 import { MonitoringServer, type Readiness } from '../server/monitoring.js';
 import type { ServeConfig, WorkersSetting } from './serve-config.js';

@@ -5,7 +5,7 @@ import { parseDuration } from '../duration.js';
 import { CastellanError } from '../errors.js';
 import { isCaKeyType, CA_KEY_TYPES, type CaKeyType } from '../pki/key-type.js';
 import { validateTrustDomain } from '../pki/spiffe.js';
-import { parseHostPort, type HostPort } from '../server/address.js';
+import { parseHostPort, type HostPort } from '../address.js';
 import { collect } from './options.js';
 
 /** `castellan serve`, fully resolved: every default applied, every value checked. */

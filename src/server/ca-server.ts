@@ -10,7 +10,7 @@ import { CastellanError } from '../errors.js';
 import { istioCaPackageDefinition } from '../api/istioca.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { formatHostPort, type HostPort } from './address.js';
+import { formatHostPort, type HostPort } from '../address.js';
 import { AuditLog } from './audit.js';
 import { createCertificateHandler, type CaServiceDeps } from './ca-service.js';
 import { CaMetrics } from './metrics.js';

@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { formatHostPort, type HostPort } from './address.js';
+import { formatHostPort, type HostPort } from '../address.js';
 
 /** Why the service is or is not ready; `reason` is shown in the /ready body. */
 export interface Readiness {

@@ -14,7 +14,7 @@ import { systemClock, type Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
 import { Counter, Registry } from 'prom-client';
-import { formatHostPort } from '../../server/address.js';
+import { formatHostPort } from '../../address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
 import { readFile } from 'node:fs/promises';

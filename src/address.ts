@@ -1,4 +1,4 @@
-import { CastellanError } from '../errors.js';
+import { CastellanError } from './errors.js';
 
 export interface HostPort {
   readonly host: string;
