@@ -1,7 +1,7 @@
 import { canonicalJson, contentHash } from './canonical-json.js';
 import { diagnostic, sortDiagnostics, type Diagnostic } from './diagnostic.js';
 import type { ExtensionProvider, MeshSettings } from './mesh.js';
-import { isHttpOnly, type Constraint, type NormalizedPolicy } from './normalize.js';
+import type { NormalizedPolicy, RuleShape, TcpEffect } from './normalize.js';
 import {
   mtlsForPort,
   resolvePeerAuthentication,
@@ -13,15 +13,12 @@ import { workloadSpiffeId, type Workload } from './workload.js';
 export const BUNDLE_API_VERSION = 'castellan.io/v1';
 
 /** One rule in a bundle, with the policy it comes from and what TCP traffic does to it. */
-export interface BundleRule {
+export interface BundleRule extends RuleShape {
   readonly policy: string;
   readonly rule: number;
   readonly envoyName: string;
-  readonly from: readonly (readonly Constraint[])[];
-  readonly to: readonly (readonly Constraint[])[];
-  readonly when: readonly Constraint[];
   /** On a TCP port: applies as written, dropped (ALLOW), or widened (HTTP fields ignored). */
-  readonly onTcp: 'applies' | 'dropped' | 'widened';
+  readonly onTcp: TcpEffect;
 }
 
 export interface CustomRule extends BundleRule {
@@ -94,20 +91,15 @@ export interface BundleInputs {
 }
 
 function bundleRules(p: NormalizedPolicy): BundleRule[] {
-  return p.rules.map((r) => {
-    const httpOnly = [...r.from.flat(), ...r.to.flat(), ...r.when].some((c) =>
-      isHttpOnly(c.attribute),
-    );
-    return {
-      policy: p.policy,
-      rule: r.index,
-      envoyName: r.envoyName,
-      from: r.from,
-      to: r.to,
-      when: r.when,
-      onTcp: !httpOnly ? 'applies' : p.action === 'ALLOW' ? 'dropped' : 'widened',
-    };
-  });
+  return p.rules.map((r) => ({
+    policy: p.policy,
+    rule: r.index,
+    envoyName: r.envoyName,
+    from: r.from,
+    to: r.to,
+    when: r.when,
+    onTcp: r.onTcp,
+  }));
 }
 
 function section(policies: readonly NormalizedPolicy[]): ActionSection {

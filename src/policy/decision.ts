@@ -1,6 +1,6 @@
 import { CastellanError } from '../errors.js';
 import type { ActionSection, BundleRule, PolicyBundle } from './bundle.js';
-import { ruleForProtocol } from './normalize.js';
+import { withoutHttpOnly, type RuleShape } from './normalize.js';
 import type { MtlsDecision } from './peer-authentication.js';
 import type { PolicyRequest } from './request.js';
 import { matchContext, ruleMatches, type MatchContext } from './rule-match.js';
@@ -43,17 +43,28 @@ export function decisionJson(d: Decision): Record<string, unknown> {
   };
 }
 
-function firstMatch<R extends BundleRule>(
-  rules: readonly R[],
-  action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM',
-  ctx: MatchContext,
-): R | null {
-  for (const r of rules) {
-    const { rule, change } = ruleForProtocol(r, action, ctx.tcp);
-    if (change === 'dropped') continue;
-    if (ruleMatches(rule, ctx)) return r;
+/** The TCP form of each widened rule, built on first use rather than on every decision. */
+const widenedForTcp = new WeakMap<BundleRule, RuleShape>();
+
+/** The rule as the request's filter chain evaluates it; null when TCP drops it. */
+function ruleOnChain(r: BundleRule, tcp: boolean): RuleShape | null {
+  if (!tcp || r.onTcp === 'applies') return r;
+  if (r.onTcp === 'dropped') return null;
+  let widened = widenedForTcp.get(r);
+  if (!widened) {
+    widened = withoutHttpOnly(r);
+    widenedForTcp.set(r, widened);
   }
-  return null;
+  return widened;
+}
+
+function matches(r: BundleRule, ctx: MatchContext): boolean {
+  const rule = ruleOnChain(r, ctx.tcp);
+  return rule !== null && ruleMatches(rule, ctx);
+}
+
+function firstMatch<R extends BundleRule>(rules: readonly R[], ctx: MatchContext): R | null {
+  return rules.find((r) => matches(r, ctx)) ?? null;
 }
 
 function describe(r: BundleRule): string {
@@ -66,7 +77,7 @@ function shadow(
   ctx: MatchContext,
 ): DryRunResult | null {
   if (section.policies.length === 0) return null;
-  const hit = firstMatch(section.rules, action, ctx);
+  const hit = firstMatch(section.rules, ctx);
   if (action === 'DENY') {
     return hit
       ? {
@@ -169,7 +180,7 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   const custom = bundle.authorization.custom.rules.filter(
     (r) => !(ctx.tcp && r.effect === 'ext-authz' && r.providerType === 'envoyExtAuthzHttp'),
   );
-  const customHit = firstMatch(custom, 'CUSTOM', ctx);
+  const customHit = firstMatch(custom, ctx);
   if (customHit) {
     if (customHit.effect === 'deny') {
       return result(
@@ -202,14 +213,12 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   }
 
   for (const r of bundle.authorization.audit.rules) {
-    const { rule, change } = ruleForProtocol(r, 'AUDIT', ctx.tcp);
-    if (change !== 'dropped' && ruleMatches(rule, ctx))
-      audit.push({ policy: r.policy, rule: r.rule });
+    if (matches(r, ctx)) audit.push({ policy: r.policy, rule: r.rule });
   }
 
   const denyShadow = shadow(bundle.dryRun.deny, 'DENY', ctx);
   if (denyShadow) dryRun.push(denyShadow);
-  const denyHit = firstMatch(bundle.authorization.deny.rules, 'DENY', ctx);
+  const denyHit = firstMatch(bundle.authorization.deny.rules, ctx);
   if (denyHit) {
     const widened =
       ctx.tcp && denyHit.onTcp === 'widened'
@@ -236,7 +245,7 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
       'no DENY rule matches and no ALLOW policy applies to the workload',
     );
   }
-  const allowHit = firstMatch(allow.rules, 'ALLOW', ctx);
+  const allowHit = firstMatch(allow.rules, ctx);
   if (allowHit)
     return result(
       'ALLOW',

@@ -24,11 +24,11 @@ export interface Constraint {
 }
 
 /**
- * A rule as istiod generates it (pilot/pkg/security/authz/model Model): `from` entries ORed,
- * `to` entries ORed, `when` conditions ANDed, and the three ANDed together; the constraints
- * inside one entry are ANDed. An absent `from`/`to` is a single entry without constraints.
+ * The matching part of a rule, shared by normalized and bundle rules, as istiod generates it
+ * (pilot/pkg/security/authz/model Model): `from` entries ORed, `to` entries ORed, `when`
+ * conditions ANDed, and the three ANDed together; the constraints inside one entry are ANDed.
+ * An absent `from`/`to` is a single entry without constraints.
  */
-/** The matching part of a rule, shared by normalized and bundle rules. */
 export interface RuleShape {
   readonly from: readonly (readonly Constraint[])[];
   readonly to: readonly (readonly Constraint[])[];
@@ -39,9 +39,8 @@ export interface NormalizedRule extends RuleShape {
   readonly index: number;
   /** The Envoy RBAC policy name, `ns[<ns>]-policy[<name>]-rule[<i>]`. */
   readonly envoyName: string;
-  readonly from: readonly (readonly Constraint[])[];
-  readonly to: readonly (readonly Constraint[])[];
-  readonly when: readonly Constraint[];
+  /** What a TCP filter chain does to the rule, worked out once per policy (see onTcp). */
+  readonly onTcp: TcpEffect;
 }
 
 export interface NormalizedPolicy {
@@ -55,7 +54,7 @@ export interface NormalizedPolicy {
 }
 
 /** Attributes only an HTTP filter chain can see (generators that fail with "is HTTP only"). */
-export function isHttpOnly(attribute: string): boolean {
+function isHttpOnly(attribute: string): boolean {
   return (
     attribute === 'request.host' ||
     attribute === 'request.method' ||
@@ -250,27 +249,31 @@ function normalizeRule(
     from,
     to,
     when,
+    onTcp: onTcp({ from, to, when }, ap.action),
   };
 }
 
-/**
- * The rule as the filter chain of one protocol generates it. On TCP an HTTP-only attribute
- * cannot be generated: an ALLOW rule containing one is dropped whole (it allows less), while
- * in DENY/AUDIT/CUSTOM the attribute is left out (the rule matches more) — model.checkError.
- */
-export function ruleForProtocol<R extends RuleShape>(
-  rule: R,
-  action: AuthorizationAction,
-  tcp: boolean,
-): { rule: R; change: 'none' | 'dropped' | 'widened' } {
-  if (!tcp) return { rule, change: 'none' };
+export type TcpEffect = 'applies' | 'dropped' | 'widened';
+
+/** Whether a rule uses an attribute a TCP filter chain cannot generate. */
+function usesHttpOnly(rule: RuleShape): boolean {
   const all = [...rule.from.flat(), ...rule.to.flat(), ...rule.when];
-  if (!all.some((c) => isHttpOnly(c.attribute))) return { rule, change: 'none' };
-  if (action === 'ALLOW') return { rule, change: 'dropped' };
+  return all.some((c) => isHttpOnly(c.attribute));
+}
+
+/**
+ * What TCP does to a rule (model.checkError): an HTTP-only attribute cannot be generated, so an
+ * ALLOW rule containing one is dropped whole (it allows less), while in DENY/AUDIT/CUSTOM the
+ * attribute is left out (the rule matches more).
+ */
+function onTcp(rule: RuleShape, action: AuthorizationAction): TcpEffect {
+  if (!usesHttpOnly(rule)) return 'applies';
+  return action === 'ALLOW' ? 'dropped' : 'widened';
+}
+
+/** The widened TCP form of a rule: its HTTP-only constraints left out. */
+export function withoutHttpOnly(rule: RuleShape): RuleShape {
   const keep = (list: readonly Constraint[]): Constraint[] =>
     list.filter((c) => !isHttpOnly(c.attribute));
-  return {
-    rule: { ...rule, from: rule.from.map(keep), to: rule.to.map(keep), when: keep(rule.when) },
-    change: 'widened',
-  };
+  return { from: rule.from.map(keep), to: rule.to.map(keep), when: keep(rule.when) };
 }

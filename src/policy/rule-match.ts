@@ -66,79 +66,100 @@ function claimStrings(claims: JwtClaims | null, path: readonly string[]): string
   return null;
 }
 
-function ipIn(value: string, ip: Uint8Array | null): boolean {
+type Test = (ctx: MatchContext) => boolean;
+
+const never: Test = () => false;
+
+function ipIn(value: string, ip: (ctx: MatchContext) => Uint8Array | null): Test {
   const range = parseCidr(value);
-  return ip !== null && range !== null && cidrContains(range, ip);
+  if (range === null) return never;
+  return (ctx) => {
+    const addr = ip(ctx);
+    return addr !== null && cidrContains(range, addr);
+  };
 }
 
-function serviceAccountMatches(value: string, peer: string | null): boolean {
-  if (peer === null) return false;
+function serviceAccountTest(value: string): Test {
   const [ns, sa] = value.split('/') as [string, string];
   const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
   // serviceAccountRegex: spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?
-  return new RegExp(`^spiffe://.+/ns/${esc(ns)}/(.+/|)sa/${esc(sa)}(/.+)?$`).test(
-    `spiffe://${peer}`,
-  );
+  const re = new RegExp(`^spiffe://.+/ns/${esc(ns)}/(.+/|)sa/${esc(sa)}(/.+)?$`);
+  return (ctx) => ctx.peer !== null && re.test(`spiffe://${ctx.peer}`);
 }
 
-/** Whether one value of a constraint matches the request. */
-export function valueMatches(attribute: string, value: string, ctx: MatchContext): boolean {
+function claimTest(path: readonly string[], value: string): Test {
+  return (ctx) => (claimStrings(ctx.claims, path) ?? []).some((c) => matchString(value, c));
+}
+
+/**
+ * The test of one value of a constraint, with everything that depends only on the policy
+ * (CIDR ranges, regexes, header names, claim paths) worked out once, not per request.
+ */
+function valueTest(attribute: string, value: string): Test {
   switch (attribute) {
     case 'source.principal':
-      return matchPrincipal(value, ctx.peer);
+      return (ctx) => matchPrincipal(value, ctx.peer);
     case 'source.serviceAccount':
-      return serviceAccountMatches(value, ctx.peer);
+      return serviceAccountTest(value);
     case 'source.namespace':
-      return matchNamespace(value, ctx.peer);
+      return (ctx) => matchNamespace(value, ctx.peer);
     case 'source.ip':
-      return ipIn(value, ctx.sourceIp);
+      return ipIn(value, (ctx) => ctx.sourceIp);
     case 'remote.ip':
-      return ipIn(value, ctx.remoteIp);
+      return ipIn(value, (ctx) => ctx.remoteIp);
     case 'destination.ip':
-      return ipIn(value, ctx.destinationIp);
-    case 'destination.port':
-      return Number(value) === ctx.port;
-    case 'connection.sni':
-      return matchString(value, ctx.sni);
-    case 'request.host':
-      return matchHost(value, ctx.host);
-    case 'request.method':
-      return matchHeader(value, ctx.method);
-    case 'request.path':
-      return matchPath(value, ctx.path);
-    case 'request.auth.principal': {
-      const iss = claimStrings(ctx.claims, ['iss']);
-      const sub = claimStrings(ctx.claims, ['sub']);
-      return matchRequestPrincipal(value, iss?.[0] ?? null, sub?.[0] ?? null);
+      return ipIn(value, (ctx) => ctx.destinationIp);
+    case 'destination.port': {
+      const port = Number(value);
+      return (ctx) => port === ctx.port;
     }
+    case 'connection.sni':
+      return (ctx) => matchString(value, ctx.sni);
+    case 'request.host':
+      return (ctx) => matchHost(value, ctx.host);
+    case 'request.method':
+      return (ctx) => matchHeader(value, ctx.method);
+    case 'request.path':
+      return (ctx) => matchPath(value, ctx.path);
+    case 'request.auth.principal':
+      return (ctx) => {
+        const iss = claimStrings(ctx.claims, ['iss']);
+        const sub = claimStrings(ctx.claims, ['sub']);
+        return matchRequestPrincipal(value, iss?.[0] ?? null, sub?.[0] ?? null);
+      };
     case 'request.auth.audiences':
-      return (claimStrings(ctx.claims, ['aud']) ?? []).some((a) => matchString(value, a));
+      return claimTest(['aud'], value);
     case 'request.auth.presenter':
-      return (claimStrings(ctx.claims, ['azp']) ?? []).some((a) => matchString(value, a));
+      return claimTest(['azp'], value);
   }
   if (attribute.startsWith('request.headers[')) {
     const name = attribute.slice('request.headers['.length, -1).toLowerCase();
-    return matchHeader(value, ctx.headers[name]);
+    return (ctx) => matchHeader(value, ctx.headers[name]);
   }
-  if (attribute.startsWith('request.auth.claims')) {
-    return (claimStrings(ctx.claims, claimPath(attribute)) ?? []).some((c) =>
-      matchString(value, c),
-    );
-  }
+  if (attribute.startsWith('request.auth.claims')) return claimTest(claimPath(attribute), value);
   // experimental.envoy.filters.*: Envoy dynamic metadata, which a described request cannot carry.
-  return false;
+  return never;
 }
 
+/** Each constraint's value tests, built on its first evaluation and kept with it. */
+const compiled = new WeakMap<Constraint, { values: Test[]; notValues: Test[] }>();
+
 /** values ORed (when present), notValues negated: value-in-values AND NOT value-in-notValues. */
-export function constraintMatches(c: Constraint, ctx: MatchContext): boolean {
-  if (c.values.length > 0 && !c.values.some((v) => valueMatches(c.attribute, v, ctx))) return false;
-  return !c.notValues.some((v) => valueMatches(c.attribute, v, ctx));
+function constraintMatches(c: Constraint, ctx: MatchContext): boolean {
+  let tests = compiled.get(c);
+  if (!tests) {
+    tests = {
+      values: c.values.map((v) => valueTest(c.attribute, v)),
+      notValues: c.notValues.map((v) => valueTest(c.attribute, v)),
+    };
+    compiled.set(c, tests);
+  }
+  if (tests.values.length > 0 && !tests.values.some((t) => t(ctx))) return false;
+  return !tests.notValues.some((t) => t(ctx));
 }
 
 export function ruleMatches(rule: RuleShape, ctx: MatchContext): boolean {
   const all = (list: readonly Constraint[]): boolean =>
     list.every((c) => constraintMatches(c, ctx));
-  return (
-    rule.when.every((c) => constraintMatches(c, ctx)) && rule.from.some(all) && rule.to.some(all)
-  );
+  return all(rule.when) && rule.from.some(all) && rule.to.some(all);
 }

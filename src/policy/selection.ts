@@ -5,7 +5,7 @@ import type { Workload } from './workload.js';
 const GATEWAY_NAME_LABELS = ['gateway.networking.k8s.io/gateway-name', 'istio.io/gateway-name'];
 const GATEWAY_GROUP = 'gateway.networking.k8s.io';
 
-export function gatewayApiName(w: Workload): string | null {
+function gatewayApiName(w: Workload): string | null {
   for (const l of GATEWAY_NAME_LABELS) {
     const v = w.labels[l];
     if (v !== undefined) return v;
@@ -14,7 +14,7 @@ export function gatewayApiName(w: Workload): string | null {
 }
 
 /** selector.matchLabels ⊆ workload labels; no selector (or an empty one) selects every workload. */
-export function selectorMatches(
+function selectorMatches(
   selector: Readonly<Record<string, string>> | null,
   labels: Readonly<Record<string, string>>,
 ): boolean {

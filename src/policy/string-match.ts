@@ -34,7 +34,7 @@ export function matchHost(pattern: string, host: string | null | undefined): boo
 const PATH_TEMPLATE_ONE = '{*}';
 const PATH_TEMPLATE_ANY = '{**}';
 
-export function isPathTemplate(pattern: string): boolean {
+function isPathTemplate(pattern: string): boolean {
   return pattern.includes(PATH_TEMPLATE_ONE) || pattern.includes(PATH_TEMPLATE_ANY);
 }
 
@@ -79,7 +79,7 @@ export function matchPath(pattern: string, path: string | null | undefined): boo
   return matchString(pattern, bare);
 }
 
-export function stripQuery(path: string): string {
+function stripQuery(path: string): string {
   const q = path.search(/[?#]/);
   return q < 0 ? path : path.slice(0, q);
 }

@@ -91,7 +91,7 @@ export const WHEN_EXACT_KEYS: ReadonlySet<string> = new Set([
 ]);
 
 /** security.ValidateAttribute: whether a `when` key and its values are acceptable. */
-export function validateAttribute(key: string, values: readonly string[]): string | null {
+function validateAttribute(key: string, values: readonly string[]): string | null {
   if (values.some((v) => v === '')) return `empty value not allowed, found in ${key}`;
   const mapKey = (): string | null => {
     const open = key.indexOf('[');

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
-import { formatHostPort, type HostPort } from './address.js';
+import { formatHostPort, type HostPort } from '../address.js';
 import { handleBundleHttp, type PolicyBundleServingOptions } from './policy-bundles.js';
 import type { ServingCertificateManager } from './serving-certificate.js';
 

@@ -37,7 +37,7 @@ export interface PolicyBundleServingOptions {
  * namespace share an identity, and so may read each other's bundles — as in Istio, the
  * identity is the service account.)
  */
-export async function authorizedBundle(
+async function authorizedBundle(
   options: PolicyBundleServingOptions,
   request: AuthRequest,
   namespace: string,
@@ -63,6 +63,18 @@ export async function authorizedBundle(
     );
   }
   return bundle;
+}
+
+/** Bundles are immutable: each is serialized once, however often it is read or watched. */
+const serialized = new WeakMap<PolicyBundle, string>();
+
+function bundleJson(bundle: PolicyBundle): string {
+  let json = serialized.get(bundle);
+  if (json === undefined) {
+    json = serializeBundle(bundle);
+    serialized.set(bundle, json);
+  }
+  return json;
 }
 
 const ROUTE = /^\/v1\/bundles\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/;
@@ -101,7 +113,7 @@ export function handleBundleHttp(
     (bundle) => {
       res
         .writeHead(200, { 'content-type': 'application/json', etag: `"${bundle.hash}"` })
-        .end(serializeBundle(bundle));
+        .end(bundleJson(bundle));
     },
     (e: unknown) => {
       const err = asCastellanError(e);
@@ -125,7 +137,7 @@ function update(bundle: PolicyBundle): Record<string, string> {
     namespace: bundle.workload.namespace,
     pod: bundle.workload.name,
     hash: bundle.hash,
-    bundleJson: serializeBundle(bundle),
+    bundleJson: bundleJson(bundle),
   };
 }
 

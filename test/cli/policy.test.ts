@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cliPath, projectRoot } from '../support/paths.js';
@@ -152,4 +152,16 @@ metadata: {name: svc}
   assert.doesNotMatch(r.stdout, /Service/);
   const json = JSON.parse(run('lint', '--policies', file, '--output', 'json').stdout) as unknown[];
   assert.ok(json.length >= 3);
+});
+
+test('a mounted ConfigMap folder is read once, not also through ..data and its timestamped folder', () => {
+  const cm = join(dir, 'configmap');
+  mkdirSync(join(cm, '..2026_11_21_00_00_00.1'), { recursive: true });
+  writeFileSync(join(cm, '..2026_11_21_00_00_00.1', 'policies.yaml'), readFileSync(policies));
+  symlinkSync('..2026_11_21_00_00_00.1', join(cm, '..data'));
+  symlinkSync(join('..data', 'policies.yaml'), join(cm, 'policies.yaml'));
+  const r = run('lint', '--policies', cm);
+  assert.equal(r.code, 0, r.stderr);
+  assert.doesNotMatch(r.stdout, /defined twice/);
+  assert.equal(r.stdout, run('lint', '--policies', policies).stdout);
 });

@@ -11,6 +11,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isCastellanError } from '../../src/errors.js';
+import { decide } from '../../src/policy/decision.js';
+import { parseRequest } from '../../src/policy/request.js';
 import { ap, bundleOf, decideCase, HTTPBIN, request, type Case } from './helpers.js';
 
 const http = (o: Record<string, unknown>): Record<string, unknown> =>
@@ -423,6 +425,19 @@ const rows: Row[] = [
     stage: 'allow',
   },
   {
+    name: '[AP] serviceAccounts <namespace>/<name> matches the peer identity',
+    c: { policies: allowOnly('{from: [{source: {serviceAccounts: ["bar/sleep"]}}]}') },
+    decision: 'ALLOW',
+    stage: 'allow',
+  },
+  {
+    name: "[AP] a bare serviceAccounts name is in the policy's namespace",
+    c: { policies: allowOnly('{from: [{source: {serviceAccounts: ["sleep"]}}]}') },
+    decision: 'DENY',
+    stage: 'allow',
+    policy: null,
+  },
+  {
     name: '[TCP] an ALLOW rule with an HTTP-only field is dropped on TCP',
     c: {
       policies: allowOnly('{to: [{operation: {methods: [GET], ports: ["9000"]}}]}'),
@@ -613,6 +628,32 @@ for (const row of rows) {
     if (row.rule !== undefined) assert.equal(d.rule, row.rule, d.reason);
   });
 }
+
+test('[BLD] one bundle decides many requests, each on its own attributes', () => {
+  // The matchers are built once per bundle rule; they must not carry anything of a request.
+  const b = bundleOf({
+    policies:
+      allowOnly(
+        '{from: [{source: {ipBlocks: ["10.0.0.0/24"]}}], to: [{operation: {ports: ["8000"]}}]}',
+      ) +
+      ap(
+        'foo',
+        'deny-post',
+        '{action: DENY, rules: [{to: [{operation: {methods: [POST], ports: ["9000"]}}]}]}',
+      ),
+  });
+  const ask = (o: Record<string, unknown>): string => {
+    const d = decide(b, parseRequest(request(o)));
+    return `${d.decision}/${d.stage}`;
+  };
+  const inside = { source: { principal: 'cluster.local/ns/bar/sa/sleep', ip: '10.0.0.5' } };
+  const outside = { source: { principal: 'cluster.local/ns/bar/sa/sleep', ip: '10.0.1.5' } };
+  const tcpIn = { ...inside, protocol: 'TCP', port: 9000, http: undefined };
+  assert.deepEqual(
+    [ask(inside), ask(outside), ask(tcpIn), ask(inside), ask(tcpIn), ask(outside)],
+    ['ALLOW/allow', 'DENY/allow', 'DENY/deny', 'ALLOW/allow', 'DENY/deny', 'DENY/allow'],
+  );
+});
 
 const custom = (provider: string, rule = '{to: [{operation: {paths: ["/admin*"]}}]}'): string =>
   ap('foo', 'ext', `{action: CUSTOM, provider: {name: ${provider}}, rules: [${rule}]}`);

@@ -45,12 +45,16 @@ function manifestFiles(path: string): string[] {
     });
   }
   if (!st.isDirectory()) return [path];
-  return readdirSync(path)
-    .sort()
-    .flatMap((name) => {
-      const p = join(path, name);
-      return statSync(p).isDirectory() ? manifestFiles(p) : MANIFEST.test(name) ? [p] : [];
-    });
+  return (
+    readdirSync(path)
+      .sort()
+      // A mounted ConfigMap keeps its real files under ..data and timestamped ..folders too.
+      .filter((name) => !name.startsWith('..'))
+      .flatMap((name) => {
+        const p = join(path, name);
+        return statSync(p).isDirectory() ? manifestFiles(p) : MANIFEST.test(name) ? [p] : [];
+      })
+  );
 }
 
 interface LoadedPolicies {
@@ -58,7 +62,7 @@ interface LoadedPolicies {
   readonly diagnostics: Diagnostic[];
 }
 
-export function loadPolicies(paths: readonly string[]): LoadedPolicies {
+function loadPolicies(paths: readonly string[]): LoadedPolicies {
   const documents: ManifestDocument[] = [];
   for (const p of paths)
     for (const f of manifestFiles(p)) documents.push(...parseManifestText(readText(f), f));
