@@ -75,13 +75,9 @@ function bad(flag: string, why: string): CastellanError {
   return new CastellanError('invalid-argument', `${flag}: ${why}`);
 }
 
+/** parseDuration's error already names the flag and quotes the value. */
 function duration(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback;
-  try {
-    return parseDuration(text, flag);
-  } catch (e) {
-    throw bad(flag, (e as Error).message);
-  }
+  return text === undefined ? fallback : parseDuration(text, flag);
 }
 
 /**

@@ -11,10 +11,6 @@ import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CaKeyType } from '../pki/key-type.js';
-import type { KubeModeConfig } from './kube-options.js';
-
-export { addKubeOptions, parseKubeOptions } from './kube-options.js';
-export type { KubeModeConfig, RawKubeOptions } from './kube-options.js';
 import { KubeCaSource } from '../kube/cacerts-secret-source.js';
 import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/client.js';
 import { EventRecorder } from '../kube/events.js';
@@ -22,13 +18,17 @@ import { ApiServerJwks } from '../kube/jwt-discovery.js';
 import { LeaderElector, whileLeader } from '../kube/leader-election.js';
 import { startPolicyWatch } from '../kube/policy-watch.js';
 import { RootPublisher } from '../kube/root-publisher.js';
-import type { PolicyCompiler } from '../policy/compiler.js';
 import { RootRotator } from '../kube/root-rotation.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
   StaticRemoteClusters,
 } from '../kube/token-reviewer.js';
+import type { PolicyCompiler } from '../policy/compiler.js';
+import type { KubeModeConfig } from './kube-options.js';
+
+export { addKubeOptions, parseKubeOptions } from './kube-options.js';
+export type { KubeModeConfig, RawKubeOptions } from './kube-options.js';
 
 export interface KubeModeDeps {
   readonly namespace: string;
@@ -65,13 +65,28 @@ export async function startKubeMode(
 ): Promise<KubeRuntime> {
   const { clock, logger, namespace } = deps;
   const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath });
+  // Read before anything starts: a bad file must not leave a half-started replica behind.
+  const remoteKubeconfigs = new Map(
+    [...config.remoteKubeconfigs].map(([id, path]) => {
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (e) {
+        throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
+          subject: path,
+        });
+      }
+      return [id, kubeConfigFromString(text, path)] as const;
+    }),
+  );
   const clients = makeClients(kc);
   const identity =
     deps.identity ?? `${process.env['POD_NAME'] ?? hostname()}-${randomBytes(3).toString('hex')}`;
   const events = new EventRecorder(clients.core, clock, 'castellan', identity, logger);
   const stops: (() => Promise<void> | void)[] = [];
   const close = async (): Promise<void> => {
-    for (const s of stops.reverse()) {
+    // Taken out of the list: a second close() has nothing left to stop.
+    for (const s of stops.splice(0).reverse()) {
       try {
         await s();
       } catch (e) {
@@ -96,19 +111,6 @@ export async function startKubeMode(
     stops.push(() => caSource.stop());
     await caSource.start();
 
-    const files = new Map(
-      [...config.remoteKubeconfigs].map(([id, path]) => {
-        let text: string;
-        try {
-          text = readFileSync(path, 'utf8');
-        } catch (e) {
-          throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
-            subject: path,
-          });
-        }
-        return [id, kubeConfigFromString(text, path)] as const;
-      }),
-    );
     const secretRemotes = new SecretRemoteClusters({
       kubeConfig: kc,
       core: clients.core,
@@ -119,7 +121,7 @@ export async function startKubeMode(
     const reviewer = new CachingTokenReviewer(
       new KubeTokenReviewer(clients.authentication, {
         localClusterId: config.clusterId,
-        remotes: [new StaticRemoteClusters(files), secretRemotes],
+        remotes: [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes],
       }),
       { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
     );

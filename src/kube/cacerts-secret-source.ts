@@ -8,12 +8,11 @@ import { certificatePem } from '../ca/bundle.js';
 import { bundleFromCacerts, detectLayout } from '../ca/cacerts-layout.js';
 import type { CaKeyType } from '../pki/key-type.js';
 import type { EventRecorder } from './events.js';
-import { describeApiError } from './client.js';
+import { decodeSecretData, describeApiError } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 import {
   SELF_SIGNED_SECRET,
   bundleFromSelfSignedSecret,
-  decodeSecretData,
   ensureSelfSignedSecret,
 } from './self-signed-secret.js';
 import {

@@ -5,6 +5,7 @@ import {
   CoordinationV1Api,
   CoreV1Api,
   KubeConfig,
+  type V1Secret,
 } from '@kubernetes/client-node';
 import { CastellanError } from '../errors.js';
 
@@ -68,7 +69,8 @@ export function kubeConfigFromString(yaml: string, subject: string): KubeConfig 
 
 function requireCluster(kc: KubeConfig, subject: string): void {
   if (!kc.getCurrentCluster()) {
-    throw new CastellanError('incomplete-ca', 'the kubeconfig has no current cluster', { subject });
+    // A kubeconfig problem, not a CA one: the same kind as a kubeconfig that does not parse.
+    throw new CastellanError('malformed', 'the kubeconfig has no current cluster', { subject });
   }
 }
 
@@ -80,6 +82,15 @@ export function makeClients(kc: KubeConfig): KubeClients {
     authentication: kc.makeApiClient(AuthenticationV1Api),
     server: kc.getCurrentCluster()?.server ?? '',
   };
+}
+
+/** A Secret's `data`, each value decoded from base64 as UTF-8 text, by key. */
+export function decodeSecretData(secret: V1Secret): Map<string, string> {
+  const files = new Map<string, string>();
+  for (const [k, v] of Object.entries(secret.data ?? {})) {
+    files.set(k, Buffer.from(v, 'base64').toString('utf8'));
+  }
+  return files;
 }
 
 /** True when an API call failed with this HTTP status (404, 409, ...). */

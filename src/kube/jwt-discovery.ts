@@ -1,5 +1,5 @@
 import type { KubeConfig } from '@kubernetes/client-node';
-import { createLocalJWKSet, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { parseJwks } from '../authn/jwks.js';
@@ -18,7 +18,6 @@ const MIN_REFETCH_MS = 30_000;
  * down the last keys keep verifying, so issuing goes on.
  */
 export class ApiServerJwks {
-  private jwks: JSONWebKeySet | undefined;
   private local: JWTVerifyGetKey | undefined;
   private issuerValue = '';
   private lastFetch = 0;
@@ -78,7 +77,6 @@ export class ApiServerJwks {
     const path = new URL(jwksUri, 'https://unused').pathname;
     const jwks = parseJwks(await getJson(this.o.kubeConfig, path), path);
     this.issuerValue = issuer;
-    this.jwks = jwks;
     this.local = createLocalJWKSet(jwks);
     this.logger.debug({ issuer, keys: jwks.keys.length }, 'service account issuer keys loaded');
   }

@@ -20,8 +20,6 @@ export interface LeaderElectionOptions {
   readonly logger?: Logger | undefined;
 }
 
-export { DEFAULT_LEASE_NAME } from './defaults.js';
-
 /**
  * Leader election on a coordination.k8s.io/v1 Lease, as client-go's: every replica tries to
  * create or take over the Lease; the holder renews it; updates carry the resourceVersion, so

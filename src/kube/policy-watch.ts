@@ -81,6 +81,13 @@ export async function startPolicyWatch(options: {
           version,
           plural,
         })) as KubernetesListObject<KubernetesObject>;
+      const deleted = (obj: KubernetesObject): void => {
+        const ns = obj.metadata?.namespace ?? '';
+        const name = obj.metadata?.name ?? '';
+        if (!present.delete(`${ns}/${name}`)) return;
+        compiler.removePolicy(kind, ns, name);
+        report({ kind, namespace: ns, name, deleted: true, recomputed: compiler.lastRecomputed });
+      };
       const upsert = (obj: KubernetesObject): void => {
         const ns = obj.metadata?.namespace ?? '';
         const name = obj.metadata?.name ?? '';
@@ -91,27 +98,13 @@ export async function startPolicyWatch(options: {
           log.warn({ resource: d.resource, field: d.field }, `policy: ${d.message}`);
         }
         const resource = resources[0] as SecurityResource | undefined;
-        if (resource) {
-          present.add(key);
-          compiler.upsertPolicy(resource);
-          report({
-            kind,
-            namespace: ns,
-            name,
-            deleted: false,
-            recomputed: compiler.lastRecomputed,
-          });
-        } else if (present.delete(key)) {
-          compiler.removePolicy(kind, ns, name);
-          report({ kind, namespace: ns, name, deleted: true, recomputed: compiler.lastRecomputed });
+        if (!resource) {
+          deleted(obj); // An invalid update removes the valid version the compiler holds.
+          return;
         }
-      };
-      const deleted = (obj: KubernetesObject): void => {
-        const ns = obj.metadata?.namespace ?? '';
-        const name = obj.metadata?.name ?? '';
-        if (!present.delete(`${ns}/${name}`)) return;
-        compiler.removePolicy(kind, ns, name);
-        report({ kind, namespace: ns, name, deleted: true, recomputed: compiler.lastRecomputed });
+        present.add(key);
+        compiler.upsertPolicy(resource);
+        report({ kind, namespace: ns, name, deleted: false, recomputed: compiler.lastRecomputed });
       };
       informers.push(
         startInformer({
@@ -127,6 +120,13 @@ export async function startPolicyWatch(options: {
 
     // Pods change status all the time: only a change of what a bundle uses reaches the compiler.
     const pods = new Map<string, string>();
+    const podDeleted = (obj: KubernetesObject): void => {
+      const ns = obj.metadata?.namespace ?? '';
+      const name = obj.metadata?.name ?? '';
+      if (!pods.delete(`${ns}/${name}`)) return;
+      compiler.removeWorkload(ns, name);
+      report({ kind: 'Pod', namespace: ns, name, deleted: true, recomputed: 0 });
+    };
     informers.push(
       startInformer({
         kubeConfig,
@@ -136,16 +136,13 @@ export async function startPolicyWatch(options: {
         handlers: {
           upsert: (obj) => {
             const w = workloadFromPod(obj);
+            if (!w) {
+              podDeleted(obj); // No longer a workload: finished or being deleted.
+              return;
+            }
             const ns = obj.metadata?.namespace ?? '';
             const name = obj.metadata?.name ?? '';
             const key = `${ns}/${name}`;
-            if (!w) {
-              if (pods.delete(key)) {
-                compiler.removeWorkload(ns, name);
-                report({ kind: 'Pod', namespace: ns, name, deleted: true, recomputed: 0 });
-              }
-              return;
-            }
             const print = JSON.stringify(w);
             if (pods.get(key) === print) return;
             pods.set(key, print);
@@ -158,13 +155,7 @@ export async function startPolicyWatch(options: {
               recomputed: compiler.lastRecomputed,
             });
           },
-          deleted: (obj) => {
-            const ns = obj.metadata?.namespace ?? '';
-            const name = obj.metadata?.name ?? '';
-            if (!pods.delete(`${ns}/${name}`)) return;
-            compiler.removeWorkload(ns, name);
-            report({ kind: 'Pod', namespace: ns, name, deleted: true, recomputed: 0 });
-          },
+          deleted: podDeleted,
         },
         retryMs: options.retryMs,
         logger: log,

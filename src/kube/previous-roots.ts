@@ -1,8 +1,7 @@
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import { certificatePem, parseCertificates } from '../ca/bundle.js';
 import { CastellanError } from '../errors.js';
-import { isApiStatus } from './client.js';
-import { decodeSecretData } from './self-signed-secret.js';
+import { decodeSecretData, isApiStatus } from './client.js';
 
 /**
  * Every root served since the operator last dropped old ones (the `cacerts` annotation
@@ -18,7 +17,7 @@ const MAX_CONFLICTS = 10;
  * The certificates in a PEM text, one canonical PEM each, duplicates removed. A block that
  * does not parse is skipped: a hand-edited record must never block loading `cacerts`.
  */
-export function splitRootPems(text: string): string[] {
+function splitRootPems(text: string): string[] {
   const out: string[] = [];
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g);
   for (const block of blocks ?? []) {

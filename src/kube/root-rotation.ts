@@ -10,9 +10,8 @@ import {
   SELF_SIGNED_SECRET,
   bundleFromSelfSignedSecret,
 } from './self-signed-secret.js';
-
-export { DEFAULT_ROOT_ROTATION_CHECK_MS } from './defaults.js';
 import { DEFAULT_ROOT_ROTATION_CHECK_MS } from './defaults.js';
+
 /** Re-issue when less than this share of the root's lifetime remains (Istio: 20%). */
 export const ROOT_ROTATION_THRESHOLD = 0.2;
 

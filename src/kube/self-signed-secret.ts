@@ -12,7 +12,7 @@ import type { CaKeyType } from '../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../pki/keys.js';
 import { validateTrustDomain } from '../pki/spiffe.js';
 import { silentLogger, type Logger } from '../log.js';
-import { isApiStatus } from './client.js';
+import { decodeSecretData, isApiStatus } from './client.js';
 
 /** Istio's names for the self-signed root kept in the cluster. */
 export const SELF_SIGNED_SECRET = 'istio-ca-secret';
@@ -20,14 +20,6 @@ export const SELF_SIGNED_SECRET_TYPE = 'istio.io/ca-root';
 export const CA_CERT_KEY = 'ca-cert.pem';
 export const CA_KEY_KEY = 'ca-key.pem';
 export const ROOT_CERT_KEY = 'root-cert.pem';
-
-export function decodeSecretData(secret: V1Secret): Map<string, string> {
-  const files = new Map<string, string>();
-  for (const [k, v] of Object.entries(secret.data ?? {})) {
-    files.set(k, Buffer.from(v, 'base64').toString('utf8'));
-  }
-  return files;
-}
 
 /** Verifies and builds the CA held in `istio-ca-secret`; errors name the secret's keys. */
 export function bundleFromSelfSignedSecret(

@@ -1,8 +1,6 @@
 import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
 import { SwappableCaState } from '../../src/ca/ca-state.js';
@@ -16,14 +14,11 @@ import {
 } from '../../src/kube/cacerts-secret-source.js';
 import { SELF_SIGNED_SECRET, SELF_SIGNED_SECRET_TYPE } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { istioSampleCerts } from '../support/paths.js';
-import { kubeConfigFor, waitFor } from './helpers.js';
+import { kubeConfigFor, putCacerts, sample, sampleCacerts, waitFor } from './helpers.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
 const replicas: { source: KubeCaSource; state: SwappableCaState; errors: string[] }[] = [];
-const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
-const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 before(async () => {
   api = await FakeApiServer.start({ namespaces: [NS] });
@@ -31,13 +26,6 @@ before(async () => {
 after(async () => {
   await Promise.all(replicas.map((r) => r.source.stop()));
   await api.stop();
-  setTimeout(() => {
-    const h = (process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles();
-    console.error(
-      'HANDLES',
-      h.map((x) => (x as object).constructor.name),
-    );
-  }, 100).unref();
 });
 
 test('three replicas starting at once: exactly one self-signed root, shared by all', async () => {
@@ -76,15 +64,7 @@ test('three replicas starting at once: exactly one self-signed root, shared by a
 
 test('creating cacerts switches every replica to it; the old root stays trusted beside the new', async () => {
   const selfSignedRoot = replicas[0]!.state.current()!.bundle.rootBundlePem;
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET },
-    data: {
-      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
-      'ca-key.pem': b64(sample('ca-key-alt.pem')),
-      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
-      'root-cert.pem': b64(sample('root-cert-alt.pem')),
-    },
-  });
+  putCacerts(api, NS, sampleCacerts('-alt'));
   for (const r of replicas) {
     await waitFor(
       () => r.state.current()?.bundle.source.startsWith('cacerts-secret:'),
@@ -101,15 +81,7 @@ test('creating cacerts switches every replica to it; the old root stays trusted 
 
 test('a broken update is refused: the last good CA keeps serving, metric callback and Event', async () => {
   const before = replicas.map((r) => r.state.current()!.generation);
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET },
-    data: {
-      'ca-cert.pem': b64(sample('ca-cert-alt-2.pem')),
-      'ca-key.pem': b64(sample('ca-key-alt-2.pem')), // does not match the certificate
-      'cert-chain.pem': b64(sample('cert-chain-alt-2.pem')),
-      'root-cert.pem': b64(sample('root-cert-alt.pem')),
-    },
-  });
+  putCacerts(api, NS, sampleCacerts('-alt-2')); // its key does not match its certificate
   for (const r of replicas) {
     await waitFor(() => r.errors.length > 0, 'the refusal');
     assert.match(r.errors[0]!, /cacerts.*: key-mismatch/);
@@ -129,10 +101,7 @@ test('a broken update is refused: the last good CA keeps serving, metric callbac
   assert.match(String(ev.message), /does not belong/);
 
   // A partial set is refused as well.
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET },
-    data: { 'ca-cert.pem': b64(sample('ca-cert-alt.pem')) },
-  });
+  putCacerts(api, NS, { 'ca-cert.pem': sample('ca-cert-alt.pem') });
   await waitFor(
     () => replicas.every((r) => r.errors.some((e) => e.endsWith('incomplete-ca'))),
     'partial refusal',
@@ -144,15 +113,7 @@ test('a broken update is refused: the last good CA keeps serving, metric callbac
 });
 
 test('the operator drops the old root: the annotation leaves only the new roots', async () => {
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET, annotations: { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' } },
-    data: {
-      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
-      'ca-key.pem': b64(sample('ca-key-alt.pem')),
-      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
-      'root-cert.pem': b64(sample('root-cert-alt.pem')),
-    },
-  });
+  putCacerts(api, NS, sampleCacerts('-alt'), { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
   for (const r of replicas) {
     await waitFor(() => r.state.current()?.bundle.roots.length === 1, 'one root');
     assert.equal(

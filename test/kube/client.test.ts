@@ -81,7 +81,10 @@ test('bad kubeconfigs are refused with the file named', () => {
   assert.throws(
     () =>
       kubeConfigFromString('apiVersion: v1\nkind: Config\n', 'secret istio-system/remote key c2'),
-    (e) => isCastellanError(e) && e.message.startsWith('secret istio-system/remote key c2'),
+    (e) =>
+      isCastellanError(e, 'malformed') &&
+      e.message.startsWith('secret istio-system/remote key c2') &&
+      /no current cluster/.test(e.message),
   );
 });
 

@@ -1,5 +1,9 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
+import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
 import type { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { istioSampleCerts } from '../support/paths.js';
 
 /** A KubeConfig for the fake API server, as `--kubeconfig` would load it. */
 export function kubeConfigFor(api: FakeApiServer, token?: string): KubeConfig {
@@ -21,4 +25,44 @@ export async function waitFor<T>(
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }
+}
+
+/** A file of Istio's sample CA sets. */
+export const sample = (file: string): string => readFileSync(join(istioSampleCerts, file), 'utf8');
+
+/** Each sample set's root: `-alt-2` has none of its own, its chain ends at root-cert-alt.pem. */
+const SAMPLE_ROOT = {
+  '': 'root-cert.pem',
+  '-alt': 'root-cert-alt.pem',
+  '-alt-2': 'root-cert-alt.pem',
+};
+
+/** Istio's four `cacerts` files, as text (a type, not an interface: putCacerts takes a Record). */
+export type CacertsFiles = Readonly<
+  Record<'ca-cert.pem' | 'ca-key.pem' | 'cert-chain.pem' | 'root-cert.pem', string>
+>;
+
+/** The `cacerts` files of one sample set (`ca-cert<set>.pem`, ...). */
+export function sampleCacerts(set: keyof typeof SAMPLE_ROOT): CacertsFiles {
+  return {
+    'ca-cert.pem': sample(`ca-cert${set}.pem`),
+    'ca-key.pem': sample(`ca-key${set}.pem`),
+    'cert-chain.pem': sample(`cert-chain${set}.pem`),
+    'root-cert.pem': sample(SAMPLE_ROOT[set]),
+  };
+}
+
+/** Creates or replaces Secret `cacerts` in `namespace`: these files (base64), these annotations. */
+export function putCacerts(
+  api: FakeApiServer,
+  namespace: string,
+  files: Readonly<Record<string, string>>,
+  annotations?: Record<string, string>,
+): void {
+  api.putObject('secrets', namespace, {
+    metadata: { name: CACERTS_SECRET, ...(annotations ? { annotations } : {}) },
+    data: Object.fromEntries(
+      Object.entries(files).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+    ),
+  });
 }

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
+import { isCastellanError } from '../../src/errors.js';
 import { parseKubeOptions, startKubeMode, type KubeRuntime } from '../../src/cli/kube-wiring.js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
@@ -39,7 +40,9 @@ test('flags: bad values are refused before anything starts', () => {
   assert.throws(() => parseKubeOptions({ jwtOffline: true }, {}), /needs --kube/);
   assert.throws(
     () => parseKubeOptions({ kube: true, tokenReviewCacheTtl: 'soon' }, {}),
-    /--token-review-cache-ttl/,
+    (e) =>
+      isCastellanError(e, 'invalid-argument') &&
+      e.message.startsWith('invalid --token-review-cache-ttl "soon"'),
   );
   const c = parseKubeOptions(
     { remoteKubeconfig: ['c2=/x'] },
@@ -48,6 +51,30 @@ test('flags: bad values are refused before anything starts', () => {
   assert.equal(c.enabled, true, 'automatic in a pod');
   assert.equal(c.remoteKubeconfigs.get('c2'), '/x');
   assert.equal(c.tokenReviewCacheMaxAgeMs, 60_000);
+});
+
+test('an unreadable --remote-kubeconfig is refused before anything is written to the cluster', async () => {
+  const missing = join(dir, 'no-such-kubeconfig');
+  const config = parseKubeOptions(
+    {
+      kube: true,
+      kubeconfig: api.writeKubeconfig(join(dir, 'kubeconfig')),
+      remoteKubeconfig: [`c2=${missing}`],
+    },
+    {},
+  );
+  api.resetRequests();
+  await assert.rejects(
+    startKubeMode(config, {
+      namespace: NS,
+      trustDomain: 'cluster.local',
+      tokenAudiences: ['istio-ca'],
+      clock: systemClock,
+      logger: silentLogger,
+    }),
+    (e) => isCastellanError(e, 'invalid-argument') && e.message.includes(missing),
+  );
+  assert.equal(api.requests.length, 0, 'no API call was made');
 });
 
 test('three replicas: one root, one leader publishing ConfigMaps, failover moves the work', async () => {

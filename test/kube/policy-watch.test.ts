@@ -219,58 +219,69 @@ test('pods: a status-only update recomputes nothing; a new pod gets a bundle; de
   assert.ok(compiler.bundle('shop', 'web-1'));
 });
 
-test('v1beta1 is watched where the API server does not serve v1', async () => {
-  const old = await FakeApiServer.start({ namespaces: ['istio-system', 'shop'] });
-  // An Istio before 1.22 (no v1): the v1 list is not found.
-  old.failNext({ path: '/apis/security.istio.io/v1/authorizationpolicies', verb: 'list' }, 404);
-  old.putObject('pods', 'shop', pod('shop', 'web-1', 'web'));
-  old.putObject(
-    'authorizationpolicies.security.istio.io',
-    'shop',
-    authz('shop', 'a', 'web', ['GET']),
-  );
-  const c = new PolicyCompiler(DEFAULT_MESH);
-  const w = await startPolicyWatch({ kubeConfig: kubeConfigFor(old), compiler: c, retryMs: 50 });
+/**
+ * A fresh API server holding pod shop/web-1 and policy shop/a selecting it, after `prepare`;
+ * a watch on it with a fresh compiler, stopped (with the server) after `body`.
+ */
+async function withOwnServer(
+  prepare: (server: FakeApiServer) => void,
+  body: (server: FakeApiServer, w: PolicyWatch, c: PolicyCompiler) => Promise<void>,
+): Promise<void> {
+  const server = await FakeApiServer.start({ namespaces: ['istio-system', 'shop'] });
   try {
-    await w.synced;
-    assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1beta1' });
-    await waitFor(
-      () =>
-        old.count({
-          path: '/apis/security.istio.io/v1beta1/authorizationpolicies',
-          verb: 'watch',
-        }) > 0,
-      'a v1beta1 watch',
+    prepare(server);
+    server.putObject('pods', 'shop', pod('shop', 'web-1', 'web'));
+    server.putObject(
+      'authorizationpolicies.security.istio.io',
+      'shop',
+      authz('shop', 'a', 'web', ['GET']),
     );
-    await waitFor(
-      () => (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a'),
-      'policy applied',
-    );
+    const c = new PolicyCompiler(DEFAULT_MESH);
+    const w = await startPolicyWatch({
+      kubeConfig: kubeConfigFor(server),
+      compiler: c,
+      retryMs: 50,
+    });
+    try {
+      await body(server, w, c);
+    } finally {
+      await w.stop();
+    }
   } finally {
-    await w.stop();
-    await old.stop();
+    await server.stop();
   }
+}
+
+const policyApplied = (c: PolicyCompiler): boolean =>
+  (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a');
+
+test('v1beta1 is watched where the API server does not serve v1', async () => {
+  await withOwnServer(
+    // An Istio before 1.22 (no v1): the v1 list is not found.
+    (old) =>
+      old.failNext({ path: '/apis/security.istio.io/v1/authorizationpolicies', verb: 'list' }, 404),
+    async (old, w, c) => {
+      await w.synced;
+      assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1beta1' });
+      await waitFor(
+        () =>
+          old.count({
+            path: '/apis/security.istio.io/v1beta1/authorizationpolicies',
+            verb: 'watch',
+          }) > 0,
+        'a v1beta1 watch',
+      );
+      await waitFor(() => policyApplied(c), 'policy applied');
+    },
+  );
 });
 
 test('without permission to list policies the watch still starts (and retries), pods still count', async () => {
-  const locked = await FakeApiServer.start({ namespaces: ['istio-system', 'shop'] });
-  locked.failNext({ group: 'security.istio.io', verb: 'list' }, 403, 2);
-  locked.putObject('pods', 'shop', pod('shop', 'web-1', 'web'));
-  locked.putObject(
-    'authorizationpolicies.security.istio.io',
-    'shop',
-    authz('shop', 'a', 'web', ['GET']),
+  await withOwnServer(
+    (locked) => locked.failNext({ group: 'security.istio.io', verb: 'list' }, 403, 2),
+    async (_locked, w, c) => {
+      assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
+      await waitFor(() => policyApplied(c), 'policy applied after retry');
+    },
   );
-  const c = new PolicyCompiler(DEFAULT_MESH);
-  const w = await startPolicyWatch({ kubeConfig: kubeConfigFor(locked), compiler: c, retryMs: 50 });
-  try {
-    assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
-    await waitFor(
-      () => (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a'),
-      'policy applied after retry',
-    );
-  } finally {
-    await w.stop();
-    await locked.stop();
-  }
 });

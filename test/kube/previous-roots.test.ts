@@ -2,8 +2,6 @@ import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
 import { SwappableCaState } from '../../src/ca/ca-state.js';
@@ -12,22 +10,18 @@ import { makeSelfSignedRoot } from '../../src/ca/sources/self-signed.js';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';
 import {
   KubeCaSource,
-  CACERTS_SECRET,
   KEEP_PREVIOUS_ROOTS_ANNOTATION,
 } from '../../src/kube/cacerts-secret-source.js';
 import { PREVIOUS_ROOTS_SECRET, PREVIOUS_ROOTS_KEY } from '../../src/kube/previous-roots.js';
 import { RootPublisher, ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { istioSampleCerts } from '../support/paths.js';
-import { kubeConfigFor, waitFor } from './helpers.js';
+import { kubeConfigFor, putCacerts, sampleCacerts, waitFor, type CacertsFiles } from './helpers.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
 const running: { source: KubeCaSource; state: SwappableCaState }[] = [];
 const stoppers: (() => Promise<void>)[] = [];
-const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
-const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
 /** SHA-256 fingerprints of every certificate in a PEM text, sorted (order does not matter). */
 function fingerprints(pem: string): string[] {
@@ -63,25 +57,9 @@ async function startReplica(): Promise<{ source: KubeCaSource; state: SwappableC
 async function stopAll(): Promise<void> {
   await Promise.all(running.splice(0).map((r) => r.source.stop()));
 }
-function putCacerts(set: Record<string, string>, annotations?: Record<string, string>): void {
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET, ...(annotations ? { annotations } : {}) },
-    data: Object.fromEntries(Object.entries(set).map(([k, v]) => [k, b64(v)])),
-  });
-}
-const SET_A = {
-  'ca-cert.pem': sample('ca-cert-alt.pem'),
-  'ca-key.pem': sample('ca-key-alt.pem'),
-  'cert-chain.pem': sample('cert-chain-alt.pem'),
-  'root-cert.pem': sample('root-cert-alt.pem'),
-};
-const SET_B = {
-  'ca-cert.pem': sample('ca-cert.pem'),
-  'ca-key.pem': sample('ca-key.pem'),
-  'cert-chain.pem': sample('cert-chain.pem'),
-  'root-cert.pem': sample('root-cert.pem'),
-};
-let setC: Record<string, string>;
+const SET_A = sampleCacerts('-alt');
+const SET_B = sampleCacerts('');
+let setC: CacertsFiles;
 let rootSelfSigned: string;
 
 before(async () => {
@@ -116,7 +94,7 @@ test('a replica started after a root change serves and publishes the union of ol
   assert.equal(api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET), undefined);
 
   // Root change 1: self-signed -> enterprise root A.
-  putCacerts(SET_A);
+  putCacerts(api, NS, SET_A);
   const expected = union(rootSelfSigned, SET_A['root-cert.pem']);
   await waitFor(() => servedBy(first).join() === expected.join(), 'the union on the first replica');
   await waitFor(() => recorded().join() === expected.join(), 'the roots recorded in the API');
@@ -153,7 +131,7 @@ test('a replica started after a root change serves and publishes the union of ol
 
 test('root change 2 while running, then every replica down during change 3: a fresh one still serves all', async () => {
   // Root change 2 (A -> B) with two replicas running.
-  putCacerts(SET_B);
+  putCacerts(api, NS, SET_B);
   const afterB = union(rootSelfSigned, SET_A['root-cert.pem'], SET_B['root-cert.pem']);
   for (const r of running) {
     await waitFor(() => servedBy(r).join() === afterB.join(), 'A, B and the self-signed root');
@@ -163,13 +141,13 @@ test('root change 2 while running, then every replica down during change 3: a fr
 
   // Root change 3 (B -> C) while no replica runs: nobody saw B being replaced, yet B was recorded.
   await stopAll();
-  putCacerts(setC);
+  putCacerts(api, NS, setC);
   const fresh = await startReplica();
   const afterC = union(
     rootSelfSigned,
     SET_A['root-cert.pem'],
     SET_B['root-cert.pem'],
-    setC['root-cert.pem']!,
+    setC['root-cert.pem'],
   );
   assert.deepEqual(servedBy(fresh), afterC);
   await waitFor(() => recorded().join() === afterC.join(), 'C recorded');
@@ -177,14 +155,14 @@ test('root change 2 while running, then every replica down during change 3: a fr
 
 test("the operator's annotation drops the old roots on every replica, including later ones", async () => {
   await startReplica();
-  putCacerts(setC, { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
-  const onlyC = union(setC['root-cert.pem']!);
+  putCacerts(api, NS, setC, { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
+  const onlyC = union(setC['root-cert.pem']);
   for (const r of running) await waitFor(() => servedBy(r).join() === onlyC.join(), 'only C');
   await waitFor(() => recorded().join() === onlyC.join(), 'the record reset to C');
   assert.deepEqual(servedBy(await startReplica()), onlyC);
 
   // Removing the annotation later does not bring the dropped roots back.
-  putCacerts(setC);
+  putCacerts(api, NS, setC);
   await new Promise((r) => setTimeout(r, 300));
   for (const r of running) assert.deepEqual(servedBy(r), onlyC);
   assert.deepEqual(servedBy(await startReplica()), onlyC);

@@ -3,12 +3,11 @@
 import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get } from 'node:http';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
@@ -21,12 +20,9 @@ import {
 } from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { istioSampleCerts } from '../support/paths.js';
-import { waitFor } from './helpers.js';
+import { putCacerts, sample, sampleCacerts, waitFor } from './helpers.js';
 
 const NS = 'istio-system';
-const sample = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
-const b64 = (s: string): string => Buffer.from(s).toString('base64');
 const ALT_ROOT = sample('root-cert-alt.pem');
 
 let api: FakeApiServer;
@@ -67,6 +63,10 @@ function metrics(port: number): Promise<string> {
   });
 }
 
+/** A token of service account `app/<serviceAccount>` for the CA's audience. */
+const appToken = (serviceAccount: string, extra: { expiresInSeconds?: number } = {}) =>
+  api.issuer.issueToken({ namespace: 'app', serviceAccount, audiences: ['istio-ca'], ...extra });
+
 const selfSignedRoot = (): string =>
   Buffer.from(
     (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)[
@@ -96,11 +96,7 @@ test('two replicas started at once share exactly one self-signed root', async ()
   const root = selfSignedRoot();
   // Clients trust the current root and the enterprise root the operator is about to plug in.
   clients = [a, b].map((p) => caClient(`127.0.0.1:${p.grpcPort}`, root + ALT_ROOT));
-  const token = await api.issuer.issueToken({
-    namespace: 'app',
-    serviceAccount: 'web',
-    audiences: ['istio-ca'],
-  });
+  const token = await appToken('web');
   for (const c of clients) {
     const chain = await createCertificate(c, { csr }, token);
     assert.equal(chain[chain.length - 1], root);
@@ -110,11 +106,7 @@ test('two replicas started at once share exactly one self-signed root', async ()
 });
 
 test('a cacerts update swaps the CA on every replica with zero failed requests under load', async () => {
-  const token = await api.issuer.issueToken({
-    namespace: 'app',
-    serviceAccount: 'web',
-    audiences: ['istio-ca'],
-  });
+  const token = await appToken('web');
   let failures = 0;
   let ok = 0;
   let altSeen = 0;
@@ -134,15 +126,7 @@ test('a cacerts update swaps the CA on every replica with zero failed requests u
   };
   const load = [0, 1, 0, 1].map((i) => worker(clients[i]!));
   await waitFor(() => ok > 20, 'load to run');
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET },
-    data: {
-      'ca-cert.pem': b64(sample('ca-cert-alt.pem')),
-      'ca-key.pem': b64(sample('ca-key-alt.pem')),
-      'cert-chain.pem': b64(sample('cert-chain-alt.pem')),
-      'root-cert.pem': b64(ALT_ROOT),
-    },
-  });
+  putCacerts(api, NS, sampleCacerts('-alt'));
   await waitFor(() => altSeen > 40, 'certificates from the plugged-in CA', 20_000);
   running = false;
   await Promise.all(load);
@@ -156,15 +140,7 @@ test('a cacerts update swaps the CA on every replica with zero failed requests u
 });
 
 test('a bad cacerts update is refused: serving goes on with the last good CA, Event and metric', async () => {
-  api.putObject('secrets', NS, {
-    metadata: { name: CACERTS_SECRET },
-    data: {
-      'ca-cert.pem': b64(sample('ca-cert-alt-2.pem')),
-      'ca-key.pem': b64(sample('ca-key-alt-2.pem')),
-      'cert-chain.pem': b64(sample('cert-chain-alt-2.pem')),
-      'root-cert.pem': b64(ALT_ROOT),
-    },
-  });
+  putCacerts(api, NS, sampleCacerts('-alt-2')); // its key does not match its certificate
   await waitFor(
     () => api.listObjects('events', NS).filter((e) => e.reason === 'CALoadFailed').length >= 2,
     'an Event from each replica',
@@ -176,11 +152,7 @@ test('a bad cacerts update is refused: serving goes on with the last good CA, Ev
       'the metric',
     );
   }
-  const token = await api.issuer.issueToken({
-    namespace: 'app',
-    serviceAccount: 'web',
-    audiences: ['istio-ca'],
-  });
+  const token = await appToken('web');
   for (const c of clients) {
     const chain = await createCertificate(c, { csr }, token);
     opensslVerify(chain, ALT_ROOT);
@@ -193,11 +165,7 @@ test('a bad cacerts update is refused: serving goes on with the last good CA, Ev
 });
 
 test('--jwt-offline: issuing goes on while the API server is stopped', async () => {
-  const token = await api.issuer.issueToken({
-    namespace: 'app',
-    serviceAccount: 'offline',
-    audiences: ['istio-ca'],
-  });
+  const token = await appToken('offline');
   await api.stop();
   try {
     for (const c of clients) {
@@ -255,12 +223,7 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
 test('the TokenReview cache cuts API calls and never accepts an expired token', async () => {
   const c = await serve('c'); // no --jwt-offline: every token goes to TokenReview
   const client = caClient(`127.0.0.1:${c.grpcPort}`, selfSignedRoot() + ALT_ROOT);
-  const token = await api.issuer.issueToken({
-    namespace: 'app',
-    serviceAccount: 'burst',
-    audiences: ['istio-ca'],
-    expiresInSeconds: 3,
-  });
+  const token = await appToken('burst', { expiresInSeconds: 3 });
   api.resetRequests();
   await Promise.all(Array.from({ length: 30 }, () => createCertificate(client, { csr }, token)));
   assert.equal(api.count({ resource: 'tokenreviews' }), 1);

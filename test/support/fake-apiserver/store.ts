@@ -41,6 +41,12 @@ interface Subscriber extends WatchScope {
   send(event: StoreEvent): void;
 }
 
+/** A copy of `input` as stored: this metadata, no kind or apiVersion (added when served). */
+function stored(input: KubeObject, metadata: ObjectMeta): KubeObject {
+  const { kind: _kind, apiVersion: _apiVersion, ...rest } = structuredClone(input);
+  return { ...rest, metadata };
+}
+
 function inScope(scope: WatchScope, storageKey: string, obj: KubeObject): boolean {
   return (
     scope.storageKey === storageKey &&
@@ -142,18 +148,13 @@ export class ObjectStore {
       throw statusErrors.alreadyExists({ group: t.group, resource: t.resource, name: meta.name });
     }
     this.rv += 1;
-    const obj: KubeObject = {
-      ...structuredClone(input),
-      metadata: {
-        ...meta,
-        ...(namespace !== undefined ? { namespace } : {}),
-        uid: randomUUID(),
-        resourceVersion: String(this.rv),
-        creationTimestamp: new Date(this.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
-      },
-    };
-    delete obj.kind;
-    delete obj.apiVersion;
+    const obj = stored(input, {
+      ...meta,
+      ...(namespace !== undefined ? { namespace } : {}),
+      uid: randomUUID(),
+      resourceVersion: String(this.rv),
+      creationTimestamp: new Date(this.now()).toISOString().replace(/\.\d+Z$/, 'Z'),
+    });
     b.set(key, obj);
     this.record(storageKeyOf(t), 'ADDED', obj);
     return structuredClone(obj);
@@ -181,19 +182,14 @@ export class ObjectStore {
         `Precondition failed: UID in precondition: ${input.metadata.uid}, UID in object meta: ${cur.metadata.uid}`,
       );
     }
-    const obj: KubeObject = {
-      ...structuredClone(input),
-      metadata: {
-        ...input.metadata,
-        name,
-        ...(namespace !== undefined ? { namespace } : {}),
-        uid: cur.metadata.uid,
-        creationTimestamp: cur.metadata.creationTimestamp,
-        resourceVersion: cur.metadata.resourceVersion,
-      },
-    };
-    delete obj.kind;
-    delete obj.apiVersion;
+    const obj = stored(input, {
+      ...input.metadata,
+      name,
+      ...(namespace !== undefined ? { namespace } : {}),
+      uid: cur.metadata.uid,
+      creationTimestamp: cur.metadata.creationTimestamp,
+      resourceVersion: cur.metadata.resourceVersion,
+    });
     // A no-op update does not bump the resourceVersion, as with the real server.
     if (JSON.stringify(obj) === JSON.stringify(cur)) return structuredClone(cur);
     this.rv += 1;

@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
+import { toPem } from '../../../src/pki/pem.js';
 
 /** The fake API server's own PKI: a CA (what kubeconfigs trust) and the serving certificate. */
 export interface ServingTls {
@@ -10,13 +11,6 @@ export interface ServingTls {
 }
 
 const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
-function pemOfKey(der: ArrayBuffer): string {
-  const b64 = Buffer.from(der)
-    .toString('base64')
-    .replace(/(.{64})/g, '$1\n');
-  return `-----BEGIN PRIVATE KEY-----\n${b64.replace(/\n$/, '')}\n-----END PRIVATE KEY-----\n`;
-}
 
 /** A fresh CA and a serving certificate for 127.0.0.1 and localhost, valid for a day. */
 export async function makeServingTls(): Promise<ServingTls> {
@@ -73,6 +67,6 @@ export async function makeServingTls(): Promise<ServingTls> {
   return {
     caPem: ca.toString('pem') + '\n',
     certPem: leaf.toString('pem') + '\n',
-    keyPem: pemOfKey(keyDer),
+    keyPem: toPem('PRIVATE KEY', keyDer),
   };
 }
