@@ -102,6 +102,23 @@ export function checkSpkiAlgorithm(spki: SubjectPublicKeyInfo): void {
   throw fail('unsupported', `public key algorithm ${oid} is not supported`);
 }
 
+/**
+ * What rule 3 reads from a CertificationRequest, whichever way it was read: the signed bytes and
+ * the SubjectPublicKeyInfo verbatim, the signature algorithm and value, and rule 4's algorithm
+ * check (which needs the parsed AlgorithmIdentifier).
+ */
+export interface CsrStructure {
+  /** The CertificationRequestInfo DER, as received: what the signature covers. */
+  readonly tbs: Uint8Array;
+  /** The SubjectPublicKeyInfo DER, as received. */
+  readonly spki: Uint8Array;
+  readonly signatureAlgorithm: string;
+  /** The signature BIT STRING's bits (whole bytes). */
+  readonly signature: Uint8Array;
+  /** Rule 4's first step: throws `unsupported` for a key algorithm or curve we do not take. */
+  checkKeyAlgorithm(): void;
+}
+
 /** What rules 1–6 leave: a CSR whose key node:crypto reads and whose self-signature verifies. */
 export interface VerifiedCsrEnvelope<T> {
   readonly der: Uint8Array;
@@ -119,17 +136,8 @@ export type SpkiReader = (
   subject: string,
 ) => { publicKey: KeyObject; keyType: CsrKeyType };
 
-/**
- * Rules 1–6 of CSR_RULES, shared by every parser so that they cannot drift: size, PEM, DER,
- * schema parse (`onParsed` runs inside rule 3, so whatever it throws is `malformed` there),
- * public key (read by `readKey`: the one step the hot path does differently), signature.
- */
-export function verifyCsrEnvelope<T>(
-  pem: string,
-  readKey: SpkiReader,
-  onParsed: (asn: CertificationRequest) => T,
-): VerifiedCsrEnvelope<T> {
-  // 1–2. Size, PEM.
+/** Rules 1–2: size, then exactly one `CERTIFICATE REQUEST` PEM block; returns its DER. */
+export function csrDerFromPem(pem: string): Uint8Array {
   if (pem.length > CSR_RULES.maxPemLength) {
     throw fail('too-large', `CSR of ${pem.length} characters: at most ${CSR_RULES.maxPemLength}`);
   }
@@ -140,9 +148,17 @@ export function verifyCsrEnvelope<T>(
   if (block.label !== CSR_RULES.pemLabel) {
     throw fail('malformed', `expected a "${CSR_RULES.pemLabel}" PEM block, found "${block.label}"`);
   }
-  const der = block.der;
+  return block.der;
+}
 
-  // 3. DER structure: one schema parse; the signed bytes and the SPKI are taken verbatim.
+/**
+ * Rule 3 with the @peculiar/asn1-csr schema: one schema parse (`onParsed` runs inside it, so
+ * whatever it throws is `malformed` too); the signed bytes and the SPKI are taken verbatim.
+ */
+export function csrStructureFromSchema<T>(
+  der: Uint8Array,
+  onParsed: (asn: CertificationRequest) => T,
+): { structure: CsrStructure; asn: CertificationRequest; parsed: T } {
   const outer = requireSingleDerElement(der, SUBJECT);
   let asn: CertificationRequest;
   let parsed: T;
@@ -157,15 +173,27 @@ export function verifyCsrEnvelope<T>(
   const infoEl = derChildren(der, outer, SUBJECT)[0];
   const spkiEl = infoEl ? derChildren(der, infoEl, SUBJECT)[2] : undefined;
   if (!infoEl || !spkiEl) throw fail('malformed', 'CertificationRequestInfo has no public key');
-  const tbs = der.subarray(infoEl.start, infoEl.end);
-  const spki = der.slice(spkiEl.start, spkiEl.end);
+  const structure: CsrStructure = {
+    tbs: der.subarray(infoEl.start, infoEl.end),
+    spki: der.slice(spkiEl.start, spkiEl.end),
+    signatureAlgorithm: asn.signatureAlgorithm.algorithm,
+    signature: new Uint8Array(asn.signature),
+    checkKeyAlgorithm: () => checkSpkiAlgorithm(info.subjectPKInfo),
+  };
+  return { structure, asn, parsed };
+}
 
+/** Rules 4–6 on a CSR's structure: public key, signature algorithm, proof of possession. */
+export function verifyCsrStructure(
+  structure: CsrStructure,
+  readKey: SpkiReader,
+): { publicKey: KeyObject; keyType: CsrKeyType } {
   // 4. Public key.
-  checkSpkiAlgorithm(info.subjectPKInfo);
-  const { publicKey, keyType } = readKey(spki, SUBJECT);
+  structure.checkKeyAlgorithm();
+  const { publicKey, keyType } = readKey(structure.spki, SUBJECT);
 
   // 5–6. Signature.
-  const sigOid = asn.signatureAlgorithm.algorithm;
+  const sigOid = structure.signatureAlgorithm;
   const sigAlg = CSR_RULES.signatureAlgorithms[sigOid];
   if (!sigAlg) throw fail('unsupported', `signature algorithm ${sigOid} is not supported`);
   const family = keyType.startsWith('rsa') ? 'rsa' : keyType.startsWith('ec') ? 'ec' : 'ed25519';
@@ -176,21 +204,36 @@ export function verifyCsrEnvelope<T>(
   try {
     valid = verify(
       sigAlg.hash,
-      tbs,
+      structure.tbs,
       family === 'ec' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
-      new Uint8Array(asn.signature),
+      structure.signature,
     );
   } catch {
     valid = false;
   }
   if (!valid)
     throw fail('bad-signature', 'the CSR signature does not verify (proof of possession failed)');
-  return { der, spki, publicKey, keyType, asn, parsed };
+  return { publicKey, keyType };
+}
+
+/**
+ * Rules 1–6 of CSR_RULES with the schema parse, shared by every parser so that they cannot
+ * drift; `readKey` is the one step the hot path does differently.
+ */
+export function verifyCsrEnvelope<T>(
+  pem: string,
+  readKey: SpkiReader,
+  onParsed: (asn: CertificationRequest) => T,
+): VerifiedCsrEnvelope<T> {
+  const der = csrDerFromPem(pem);
+  const { structure, asn, parsed } = csrStructureFromSchema(der, onParsed);
+  const { publicKey, keyType } = verifyCsrStructure(structure, readKey);
+  return { der, spki: structure.spki, publicKey, keyType, asn, parsed };
 }
 
 /** The ParsedCsr of a verified envelope and what rule 7 read from it. */
 export function toParsedCsr(
-  envelope: VerifiedCsrEnvelope<unknown>,
+  envelope: Pick<VerifiedCsrEnvelope<unknown>, 'der' | 'spki' | 'publicKey' | 'keyType'>,
   commonName: string | undefined,
   requestedSans: string[],
 ): ParsedCsr {

@@ -2,14 +2,23 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { Extensions, SubjectAlternativeName, id_ce_subjectAltName } from '@peculiar/asn1-x509';
 import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
-import { csrSubjectError, toParsedCsr, verifyCsrEnvelope, type ParsedCsr } from '../csr.js';
+import {
+  csrDerFromPem,
+  csrStructureFromSchema,
+  csrSubjectError,
+  toParsedCsr,
+  verifyCsrStructure,
+  type ParsedCsr,
+} from '../csr.js';
+import { recognizeCommonCsr } from './common-csr.js';
 import { publicKeyFromSpkiFast } from './p256-spki.js';
 
 /**
  * The hot-path CSR parser: the rules of src/pki/csr.ts (CSR_RULES, in the same order, with the
- * same error kinds), with one schema parse (@peculiar/asn1-csr) instead of a second one through
- * @peculiar/x509's object model. The differential fuzz test (test/pki/fast/fast-csr.test.ts)
- * holds it to the reference parseCsr.
+ * same error kinds). The common shape (common-csr.ts) is read from the DER headers without an
+ * ASN.1 object tree; anything else gets one schema parse (@peculiar/asn1-csr) instead of the
+ * reference's second one through @peculiar/x509's object model. The differential fuzz test
+ * (test/pki/fast/fast-csr.test.ts) holds it to the reference parseCsr.
  *
  * Rule 7 (subject and requested SANs) is where @peculiar/x509 does the most: it interprets every
  * attribute and every requested extension with its own class. The fast path handles the shape
@@ -88,9 +97,24 @@ function requestedSansReference(asn: CertificationRequest): string[] {
 
 /** Parses a PEM CSR and verifies its self-signature, following CSR_RULES (src/pki/csr.ts). */
 export function parseCsrFast(pem: string): ParsedCsr {
-  // 1–6, shared with the reference; the key is read through JWK when it is a canonical P-256 one.
-  const envelope = verifyCsrEnvelope(pem, publicKeyFromSpkiFast, () => undefined);
-  const { asn } = envelope;
+  // 1–2. Size, PEM.
+  const der = csrDerFromPem(pem);
+
+  // The common shape: rules 3 and 7 are read off the DER; 4–6 are the shared ones.
+  const common = recognizeCommonCsr(der);
+  if (common) {
+    const { structure, commonName, requestedSans } = common;
+    const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpkiFast);
+    return toParsedCsr(
+      { der, spki: structure.spki, publicKey, keyType },
+      commonName,
+      requestedSans,
+    );
+  }
+
+  // 3–6 with the schema parse; the key is read through JWK when it is a canonical P-256 one.
+  const { structure, asn } = csrStructureFromSchema(der, () => undefined);
+  const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpkiFast);
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -106,5 +130,5 @@ export function parseCsrFast(pem: string): ParsedCsr {
   } catch (e) {
     throw csrSubjectError(e);
   }
-  return toParsedCsr(envelope, commonName, requestedSans);
+  return toParsedCsr({ der, spki: structure.spki, publicKey, keyType }, commonName, requestedSans);
 }

@@ -29,7 +29,7 @@ export function publicKeyFromSpkiFast(
   spki: Uint8Array,
   subject?: string,
 ): { publicKey: KeyObject; keyType: CsrKeyType } {
-  if (spki.length !== P256_SPKI_LENGTH || !startsWith(spki, P256_SPKI_PREFIX)) {
+  if (!isCanonicalP256Spki(spki)) {
     return publicKeyFromSpki(spki, subject);
   }
   const x = Buffer.from(spki.buffer, spki.byteOffset + P256_SPKI_PREFIX.length, 32);
@@ -48,6 +48,11 @@ export function publicKeyFromSpkiFast(
     return publicKeyFromSpki(spki, subject);
   }
   return { publicKey, keyType: csrKeyTypeOf(publicKey, subject) };
+}
+
+/** A P-256 SubjectPublicKeyInfo in its canonical shape (an uncompressed point, named curve). */
+export function isCanonicalP256Spki(spki: Uint8Array): boolean {
+  return spki.length === P256_SPKI_LENGTH && startsWith(spki, P256_SPKI_PREFIX);
 }
 
 function startsWith(bytes: Uint8Array, prefix: Buffer): boolean {

@@ -1,5 +1,6 @@
 // Differential test: parseCsrFast must accept and refuse exactly what the reference parseCsr
-// does, with the same error kinds, and return the same fields when both accept. Inputs: real
+// does, with the same error kinds, and return the same fields when both accept; and whatever
+// its common-shape walker recognises must read the same fields as the schema parse. Inputs: real
 // CSRs made by the openssl CLI (P-256, P-384, P-521, RSA-1024/2048/3072, Ed25519), CSRs with
 // unusual but correctly signed contents built here, and thousands of seeded mutations of them.
 // Rerun a failure with CSR_FUZZ_SEED=<seed printed in the message>.
@@ -24,7 +25,15 @@ import {
   SubjectAlternativeName,
   SubjectPublicKeyInfo,
 } from '@peculiar/asn1-x509';
-import { parseCsr, type ParsedCsr } from '../../../src/pki/csr.js';
+import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
+import {
+  csrDerFromPem,
+  csrStructureFromSchema,
+  parseCsr,
+  type CsrStructure,
+  type ParsedCsr,
+} from '../../../src/pki/csr.js';
+import { recognizeCommonCsr } from '../../../src/pki/fast/common-csr.js';
 import { parseCsrFast } from '../../../src/pki/fast/fast-csr.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { makeTempDir, openssl } from '../../support/openssl.js';
@@ -60,6 +69,45 @@ function summary(o: Outcome): unknown {
   };
 }
 
+/**
+ * For an input the common-shape walker recognises: its fields, and the same fields read with the
+ * schema parse and @peculiar/x509 (rule 7 as the reference reads it). `undefined` otherwise.
+ */
+function recognizedFields(pem: string): { walker: unknown; schema: unknown } | undefined {
+  let der: Uint8Array;
+  try {
+    der = csrDerFromPem(pem);
+  } catch {
+    return undefined;
+  }
+  const common = recognizeCommonCsr(der);
+  if (!common) return undefined;
+  const fieldsOf = (
+    s: CsrStructure,
+    commonName: string | undefined,
+    requestedSans: readonly string[],
+  ): unknown => ({
+    tbs: Buffer.from(s.tbs).toString('hex'),
+    spki: Buffer.from(s.spki).toString('hex'),
+    signatureAlgorithm: s.signatureAlgorithm,
+    signature: Buffer.from(s.signature).toString('hex'),
+    commonName,
+    requestedSans,
+  });
+  const { structure, parsed } = csrStructureFromSchema(
+    der,
+    (asn) => new Pkcs10CertificateRequest(asn),
+  );
+  structure.checkKeyAlgorithm();
+  const san = parsed.getExtension('2.5.29.17');
+  const sans =
+    san instanceof SubjectAlternativeNameExtension ? san.names.items.map((n) => n.value) : [];
+  return {
+    walker: fieldsOf(common.structure, common.commonName, common.requestedSans),
+    schema: fieldsOf(structure, parsed.subjectName.getField('CN')[0], sans),
+  };
+}
+
 function pemOf(der: Uint8Array, label = 'CERTIFICATE REQUEST'): string {
   const b64 = Buffer.from(der)
     .toString('base64')
@@ -77,7 +125,9 @@ after(() => tmp.remove());
 /** CSRs from the openssl CLI: an implementation we did not write. */
 const opensslCsrs: string[] = [];
 before(() => {
-  const specs: [string, string[]][] = [
+  const spiffeAndIp =
+    'subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b,DNS:x.example,IP:10.0.0.1';
+  const specs: [string, string[], string?][] = [
     ['p256', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256']],
     ['p384', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384']],
     ['p521', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-521']],
@@ -86,8 +136,15 @@ before(() => {
     ['ed25519', ['-newkey', 'ed25519']],
     ['p256-sha512', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-sha512']],
     ['p256-sha1', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-sha1']],
+    // The common shape (src/pki/fast/common-csr.ts): no IP SAN.
+    [
+      'p256-common',
+      ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256'],
+      'subjectAltName=URI:spiffe://cluster.local/ns/a/sa/b,DNS:x.example',
+    ],
+    ['rsa2048-common', ['-newkey', 'rsa:2048'], 'subjectAltName=critical,DNS:rsa.example'],
   ];
-  for (const [name, args] of specs) {
+  for (const [name, args, san] of specs) {
     const out = join(tmp.dir, `${name}.csr`);
     openssl([
       'req',
@@ -101,7 +158,7 @@ before(() => {
       '-subj',
       `/O=test/CN=${name}.example`,
       '-addext',
-      'subjectAltName=critical,URI:spiffe://cluster.local/ns/a/sa/b,DNS:x.example,IP:10.0.0.1',
+      san ?? spiffeAndIp,
     ]);
     opensslCsrs.push(readFileSync(out, 'utf8'));
   }
@@ -196,6 +253,18 @@ function unusualCsrs(): string[] {
     Object.assign(new AttributeTypeAndValue().value, o);
   return [
     signedCsr(k),
+    // What Istio's agent sends (Go's x509.CreateCertificateRequest with Org ""): O = "" as a
+    // PrintableString, and a SAN with the SPIFFE URI.
+    signedCsr(k, {
+      subject: new Name([
+        new RelativeDistinguishedName([
+          new AttributeTypeAndValue({ type: '2.5.4.10', value: v({ printableString: '' }) }),
+        ]),
+      ]),
+      attributes: [
+        extReq(sanExt(new GeneralName({ uniformResourceIdentifier: 'spiffe://td/ns/n/sa/s' }))),
+      ],
+    }),
     signedCsr(keys.rsa!, { subject: cn(v({ printableString: 'printable' })) }),
     signedCsr(keys.ed!, { subject: cn(v({ utf8String: 'üñí_code' })) }),
     signedCsr(k, { subject: cn(v({ ia5String: 'ia5' })) }),
@@ -366,16 +435,29 @@ describe('parseCsrFast = parseCsr', () => {
     const inputs: string[] = [...bases, '', 'not pem', 'x'.repeat(17000)];
     const r = rng(seed);
     for (let i = 0; i < 3000; i++) inputs.push(mutate(bases[Math.floor(r() * bases.length)]!, r));
+    // And the walker's shapes mutated on their own, so its edges are fuzzed too.
+    const commonBases = bases.filter((b) => recognizedFields(b) !== undefined);
+    assert.ok(commonBases.length >= 4, `only ${commonBases.length} bases have the common shape`);
+    for (let i = 0; i < 2000; i++) {
+      inputs.push(mutate(commonBases[Math.floor(r() * commonBases.length)]!, r));
+    }
     const kinds = new Map<string, number>();
     let accepted = 0;
+    let recognized = 0;
+    let acceptedViaWalker = 0;
     for (const [i, pem] of inputs.entries()) {
       const ref = run(parseCsr, pem);
       const fast = run(parseCsrFast, pem);
-      assert.deepEqual(
-        summary(fast),
-        summary(ref),
-        `input #${i} (CSR_FUZZ_SEED=${seed}) differs:\n${pem.slice(0, 2000)}`,
-      );
+      const where = `input #${i} (CSR_FUZZ_SEED=${seed})`;
+      assert.deepEqual(summary(fast), summary(ref), `${where} differs:\n${pem.slice(0, 2000)}`);
+      // Whatever the walker recognises, signed correctly or not, the schema parse must accept
+      // with the same fields: so rule 7 is compared even where rule 6 stops the reference.
+      const common = recognizedFields(pem);
+      if (common) {
+        recognized++;
+        assert.deepEqual(common.walker, common.schema, `${where}: walker and schema differ`);
+        if (ref.ok) acceptedViaWalker++;
+      }
       if (ref.ok) accepted++;
       else kinds.set(ref.kind, (kinds.get(ref.kind) ?? 0) + 1);
     }
@@ -384,5 +466,8 @@ describe('parseCsrFast = parseCsr', () => {
       assert.ok((kinds.get(k) ?? 0) > 0, `no input ended in ${k}: ${JSON.stringify([...kinds])}`);
     }
     assert.ok(accepted >= 5, `only ${accepted} inputs accepted`);
+    // The walker's path is exercised, on valid and on mutated inputs.
+    assert.ok(acceptedViaWalker >= 4, `only ${acceptedViaWalker} accepted via the walker`);
+    assert.ok(recognized >= 200, `only ${recognized} inputs recognised by the walker`);
   });
 });

@@ -1,0 +1,212 @@
+import { derChildren, readDerElement, type DerElement } from '../der.js';
+import type { CsrStructure } from '../csr.js';
+import { isCanonicalP256Spki } from './p256-spki.js';
+
+/**
+ * Rule 3 (and rule 7) for the one shape nearly every sidecar sends, without building an ASN.1
+ * object tree. The profile of `castellan serve` under load put the @peculiar/asn1-schema parse
+ * of each CSR (asn1js's BER tree, then the schema walk, then the extensionRequest and the SAN
+ * parsed again) at a quarter of the event loop's time; this recogniser reads the same fields
+ * from the DER element headers in a few microseconds.
+ *
+ * It only *recognises*; it never refuses. Every byte it accepts is compared with an exact
+ * expected encoding or checked to be the simplest form of its type, and anything else — another
+ * key type or curve, a BMPString, an IP SAN, a second extension, a non-minimal length, a
+ * constructed string — makes it answer `undefined`, and the caller runs the schema parse
+ * (src/pki/csr.ts), which then accepts or refuses with the reference's own error. So the shapes
+ * taken here are a strict subset of what the schema parse accepts, with the same fields read
+ * (test/pki/fast/common-csr.test.ts compares both on every input of the differential fuzz test).
+ *
+ * The shape: CertificationRequest { CertificationRequestInfo { version 0, subject of one-value
+ * RDNs (C, CN, L, ST, O, OU; UTF8String or PrintableString of printable ASCII), SPKI (canonical
+ * P-256, or RSA), attributes: none or one extensionRequest holding exactly one subjectAltName of
+ * DNS names and URIs in printable ASCII }, a signature algorithm of CSR_RULES without
+ * parameters (RSA: NULL or none), a BIT STRING signature with no unused bits }.
+ */
+export interface CommonCsr {
+  readonly structure: CsrStructure;
+  readonly commonName: string | undefined;
+  readonly requestedSans: string[];
+}
+
+const TAG_INTEGER = 0x02;
+const TAG_BIT_STRING = 0x03;
+const TAG_OCTET_STRING = 0x04;
+const TAG_OID = 0x06;
+const TAG_UTF8_STRING = 0x0c;
+const TAG_PRINTABLE_STRING = 0x13;
+const TAG_SEQUENCE = 0x30;
+const TAG_SET = 0x31;
+const TAG_ATTRIBUTES = 0xa0; // [0] IMPLICIT SET OF Attribute
+const TAG_SAN_DNS = 0x82;
+const TAG_SAN_URI = 0x86;
+
+const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
+
+/** version INTEGER 0 (v1). */
+const VERSION_1 = hex('020100');
+/** AlgorithmIdentifier of an RSA key: rsaEncryption with NULL parameters (RFC 3279 §2.3.1). */
+const RSA_KEY_ALGORITHM = hex('300d06092a864886f70d0101010500');
+/** Subject attribute types taken here (2.5.4.x), by their OID's DER. */
+const SUBJECT_ATTRIBUTE_OIDS: readonly Uint8Array[] = [
+  hex('0603550406'), // C
+  hex('0603550403'), // CN
+  hex('0603550407'), // L
+  hex('0603550408'), // ST
+  hex('060355040a'), // O
+  hex('060355040b'), // OU
+];
+const COMMON_NAME_OID = hex('0603550403');
+const EXTENSION_REQUEST_OID = hex('06092a864886f70d01090e');
+const SUBJECT_ALT_NAME_OID = hex('0603551d11');
+const BOOLEAN_TRUE = hex('0101ff');
+/**
+ * Signature AlgorithmIdentifiers taken here, DER → OID (the keys of
+ * CSR_RULES.signatureAlgorithms): ECDSA and Ed25519 without parameters, RSA with NULL or none.
+ */
+const SIGNATURE_ALGORITHMS: ReadonlyMap<string, string> = new Map([
+  ['300a06082a8648ce3d040302', '1.2.840.10045.4.3.2'],
+  ['300a06082a8648ce3d040303', '1.2.840.10045.4.3.3'],
+  ['300a06082a8648ce3d040304', '1.2.840.10045.4.3.4'],
+  ['300d06092a864886f70d01010b0500', '1.2.840.113549.1.1.11'],
+  ['300d06092a864886f70d01010c0500', '1.2.840.113549.1.1.12'],
+  ['300d06092a864886f70d01010d0500', '1.2.840.113549.1.1.13'],
+  ['300b06092a864886f70d01010b', '1.2.840.113549.1.1.11'],
+  ['300b06092a864886f70d01010c', '1.2.840.113549.1.1.12'],
+  ['300b06092a864886f70d01010d', '1.2.840.113549.1.1.13'],
+  ['300506032b6570', '1.3.101.112'],
+]);
+
+/** Not the common shape: the schema parse decides. Never leaves this module. */
+class NotCommon extends Error {}
+
+/** The CSR's fields when `der` has the common shape; `undefined` for anything else. */
+export function recognizeCommonCsr(der: Uint8Array): CommonCsr | undefined {
+  try {
+    return walk(der);
+  } catch {
+    // NotCommon, or a DER header readDerElement refuses (BER, truncation): either way the
+    // schema parse runs and gives the reference's answer.
+    return undefined;
+  }
+}
+
+function walk(der: Uint8Array): CommonCsr {
+  const outer = readDerElement(der, 0);
+  expect(der[outer.start] === TAG_SEQUENCE && outer.end === der.length);
+  const [info, sigAlg, sig] = fields(der, outer, [TAG_SEQUENCE, TAG_SEQUENCE, TAG_BIT_STRING]);
+  const [version, subject, spki, attributes] = fields(der, info!, [
+    TAG_INTEGER,
+    TAG_SEQUENCE,
+    TAG_SEQUENCE,
+    TAG_ATTRIBUTES,
+  ]);
+  expect(equals(der, version!, VERSION_1));
+  const commonName = commonNameOf(der, subject!);
+  const spkiBytes = der.subarray(spki!.start, spki!.end);
+  expect(isCanonicalP256Spki(spkiBytes) || isRsaSpki(der, spki!));
+  const requestedSans = requestedSansOf(der, attributes!);
+  const signatureAlgorithm = SIGNATURE_ALGORITHMS.get(
+    Buffer.from(der.buffer, der.byteOffset + sigAlg!.start, sigAlg!.end - sigAlg!.start).toString(
+      'hex',
+    ),
+  );
+  expect(signatureAlgorithm !== undefined);
+  expect(sig!.end - sig!.contentStart >= 2 && der[sig!.contentStart] === 0);
+  return {
+    structure: {
+      tbs: der.subarray(info!.start, info!.end),
+      spki: der.slice(spki!.start, spki!.end),
+      signatureAlgorithm: signatureAlgorithm!,
+      signature: der.subarray(sig!.contentStart + 1, sig!.end),
+      // Only canonical P-256 and rsaEncryption keys are recognised: both pass rule 4's check.
+      checkKeyAlgorithm: () => undefined,
+    },
+    commonName,
+    requestedSans,
+  };
+}
+
+function expect(condition: boolean): void {
+  if (!condition) throw new NotCommon();
+}
+
+/** The children of `parent`, exactly as many as `tags` and with those tags. */
+function fields(der: Uint8Array, parent: DerElement, tags: readonly number[]): DerElement[] {
+  const children = derChildren(der, parent);
+  expect(children.length === tags.length);
+  children.forEach((c, i) => expect(der[c.start] === tags[i]));
+  return children;
+}
+
+function equals(der: Uint8Array, el: DerElement, expected: Uint8Array): boolean {
+  if (el.end - el.start !== expected.length) return false;
+  for (let i = 0; i < expected.length; i++) if (der[el.start + i] !== expected[i]) return false;
+  return true;
+}
+
+/** The contents as text when every byte is printable ASCII (0x20–0x7e); otherwise not common. */
+function printableAscii(der: Uint8Array, el: DerElement): string {
+  let s = '';
+  for (let i = el.contentStart; i < el.end; i++) {
+    const b = der[i]!;
+    expect(b >= 0x20 && b <= 0x7e);
+    s += String.fromCharCode(b);
+  }
+  return s;
+}
+
+/** Subject: RDNs of one AttributeTypeAndValue each; the first CN's value, if any. */
+function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined {
+  let commonName: string | undefined;
+  for (const rdn of derChildren(der, subject)) {
+    expect(der[rdn.start] === TAG_SET);
+    const [atv] = fields(der, rdn, [TAG_SEQUENCE]);
+    const [type, value] = derChildren(der, atv!);
+    expect(type !== undefined && value !== undefined && value.end === atv!.end);
+    expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => equals(der, type!, oid)));
+    const tag = der[value!.start];
+    expect(tag === TAG_UTF8_STRING || tag === TAG_PRINTABLE_STRING);
+    const text = printableAscii(der, value!);
+    if (commonName === undefined && equals(der, type!, COMMON_NAME_OID)) commonName = text;
+  }
+  return commonName;
+}
+
+/** SubjectPublicKeyInfo { rsaEncryption NULL, BIT STRING with no unused bits }. */
+function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
+  const [alg, key] = fields(der, spki, [TAG_SEQUENCE, TAG_BIT_STRING]);
+  return (
+    equals(der, alg!, RSA_KEY_ALGORITHM) &&
+    key!.end - key!.contentStart >= 2 &&
+    der[key!.contentStart] === 0
+  );
+}
+
+/** Attributes: none, or one extensionRequest holding exactly one subjectAltName. */
+function requestedSansOf(der: Uint8Array, attributes: DerElement): string[] {
+  const attrs = derChildren(der, attributes);
+  if (attrs.length === 0) return [];
+  expect(attrs.length === 1 && der[attrs[0]!.start] === TAG_SEQUENCE);
+  const [type, values] = fields(der, attrs[0]!, [TAG_OID, TAG_SET]);
+  expect(equals(der, type!, EXTENSION_REQUEST_OID));
+  const [extensions] = fields(der, values!, [TAG_SEQUENCE]);
+  const [extension] = fields(der, extensions!, [TAG_SEQUENCE]);
+  const parts = derChildren(der, extension!);
+  expect(parts.length === 2 || parts.length === 3);
+  expect(equals(der, parts[0]!, SUBJECT_ALT_NAME_OID));
+  // critical: absent (DER's encoding of the default FALSE) or TRUE.
+  if (parts.length === 3) expect(equals(der, parts[1]!, BOOLEAN_TRUE));
+  const extnValue = parts[parts.length - 1]!;
+  expect(der[extnValue.start] === TAG_OCTET_STRING);
+  const names = readDerElement(der, extnValue.contentStart);
+  expect(der[names.start] === TAG_SEQUENCE && names.end === extnValue.end);
+  const sans: string[] = [];
+  for (const name of derChildren(der, names)) {
+    const tag = der[name.start];
+    expect(tag === TAG_SAN_DNS || tag === TAG_SAN_URI);
+    sans.push(printableAscii(der, name));
+  }
+  expect(sans.length > 0);
+  return sans;
+}
