@@ -2,10 +2,11 @@ import {
   createHash,
   createPrivateKey,
   createPublicKey,
-  generateKeyPairSync,
+  generateKeyPair,
   randomUUID,
   type KeyObject,
 } from 'node:crypto';
+import { promisify } from 'node:util';
 import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -21,6 +22,8 @@ import { systemClock, type Clock } from '../clock.js';
 import { makeSpiffeId } from '../pki/spiffe.js';
 import type { JwksKeySource } from './jwks.js';
 import { DEFAULT_TOKEN_AUDIENCES } from './jwt-authenticator.js';
+
+const generateKeyPairAsync = promisify(generateKeyPair);
 
 export const DEV_ISSUER_KEY_FILE = 'dev-issuer-key.pem';
 export const DEV_ISSUER_JWKS_FILE = 'dev-issuer-jwks.json';
@@ -42,16 +45,19 @@ export interface MintTokenRequest {
 }
 
 /**
- * The local-mode token issuer (no cluster): an EC P-256 key in the data dir, created once and
- * reused, and its public JWKS beside it, so `castellan serve` trusts what `castellan token`
- * mints. Tokens are shaped like Kubernetes bound service account tokens, so they exercise the
- * same JWT authenticator a cluster would.
+ * The local-mode token issuer (no cluster): a key in the data dir, created once and reused, and
+ * its public JWKS beside it, so `castellan serve` trusts what `castellan token` mints. Tokens are
+ * shaped like Kubernetes bound service account tokens and, like them, signed RS256 with an
+ * RSA-2048 key (what kube-apiserver's service-account key usually is), so they exercise the same
+ * JWT authenticator, at the same cost, as a cluster would. A data dir made before RS256 keeps its
+ * EC P-256 key and signs ES256.
  */
 export class DevTokenIssuer {
   readonly issuer = DEV_TOKEN_ISSUER;
 
   private constructor(
     private readonly key: KeyObject,
+    readonly algorithm: DevTokenAlgorithm,
     readonly keyId: string,
     readonly jwks: JSONWebKeySet,
     private readonly clock: Clock,
@@ -61,12 +67,12 @@ export class DevTokenIssuer {
   static async open(dataDir: string, options: { clock?: Clock } = {}): Promise<DevTokenIssuer> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const keyPath = join(dataDir, DEV_ISSUER_KEY_FILE);
-    const key = await loadOrCreateKey(keyPath);
+    const { key, algorithm } = await loadOrCreateKey(keyPath);
     const jwk: JWK = await exportJWK(createPublicKey(key));
     const keyId = await calculateJwkThumbprint(jwk);
-    const jwks: JSONWebKeySet = { keys: [{ ...jwk, kid: keyId, alg: 'ES256', use: 'sig' }] };
+    const jwks: JSONWebKeySet = { keys: [{ ...jwk, kid: keyId, alg: algorithm, use: 'sig' }] };
     await writeIfChanged(join(dataDir, DEV_ISSUER_JWKS_FILE), `${JSON.stringify(jwks, null, 2)}\n`);
-    return new DevTokenIssuer(key, keyId, jwks, options.clock ?? systemClock);
+    return new DevTokenIssuer(key, algorithm, keyId, jwks, options.clock ?? systemClock);
   }
 
   /** The verification keys, for a JwtAuthenticator trusting this issuer. */
@@ -98,7 +104,7 @@ export class DevTokenIssuer {
       k8s['pod'] = { name: request.podName, uid: request.podUid ?? randomUUID() };
     }
     return new SignJWT({ 'kubernetes.io': k8s })
-      .setProtectedHeader({ alg: 'ES256', kid: this.keyId })
+      .setProtectedHeader({ alg: this.algorithm, kid: this.keyId })
       .setIssuer(this.issuer)
       .setSubject(`system:serviceaccount:${id.namespace}:${id.serviceAccount}`)
       .setAudience(audiences)
@@ -110,7 +116,15 @@ export class DevTokenIssuer {
   }
 }
 
-async function loadOrCreateKey(path: string): Promise<KeyObject> {
+/** RS256 for keys made now; ES256 for the P-256 keys of older data dirs. */
+export type DevTokenAlgorithm = 'RS256' | 'ES256';
+
+/** Bits of the RSA key made for a new data dir: Kubernetes' usual service-account key size. */
+const DEV_ISSUER_RSA_BITS = 2048;
+
+async function loadOrCreateKey(
+  path: string,
+): Promise<{ key: KeyObject; algorithm: DevTokenAlgorithm }> {
   let pem: string;
   try {
     pem = await readFile(path, 'utf8');
@@ -130,12 +144,18 @@ async function loadOrCreateKey(path: string): Promise<KeyObject> {
       subject: path,
     });
   }
-  if (key.asymmetricKeyType !== 'ec' || key.asymmetricKeyDetails?.namedCurve !== 'prime256v1') {
-    throw new CastellanError('unsupported', 'the development issuer key must be EC P-256', {
-      subject: path,
-    });
+  const details = key.asymmetricKeyDetails;
+  if (key.asymmetricKeyType === 'rsa' && (details?.modulusLength ?? 0) >= DEV_ISSUER_RSA_BITS) {
+    return { key, algorithm: 'RS256' };
   }
-  return key;
+  if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'prime256v1') {
+    return { key, algorithm: 'ES256' };
+  }
+  throw new CastellanError(
+    'unsupported',
+    `the development issuer key must be RSA (${DEV_ISSUER_RSA_BITS} bits or more) or EC P-256`,
+    { subject: path },
+  );
 }
 
 /**
@@ -144,8 +164,12 @@ async function loadOrCreateKey(path: string): Promise<KeyObject> {
  * reads a half-written file. The loser reads the winner's key.
  */
 async function createKeyFile(path: string): Promise<string> {
-  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const pem = privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+  // On the thread pool: an RSA key takes 0.1–0.4 s, which must not stall the event loop.
+  const { privateKey: pem } = await generateKeyPairAsync('rsa', {
+    modulusLength: DEV_ISSUER_RSA_BITS,
+    publicKeyEncoding: { format: 'pem', type: 'spki' },
+    privateKeyEncoding: { format: 'pem', type: 'pkcs8' },
+  });
   const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
   await writeFile(tmp, pem, { mode: 0o600, flag: 'wx' });
   try {

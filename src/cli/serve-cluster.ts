@@ -264,13 +264,16 @@ async function prepareSharedState(config: ServeConfig): Promise<void> {
     import('../ca/sources/self-signed.js'),
     import('../authn/dev-token-issuer.js'),
   ]);
-  if (!config.cacertsDir) {
-    await loadOrCreateSelfSignedCa(
-      { dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType },
-      systemClock,
-    );
-  }
-  await DevTokenIssuer.open(config.dataDir);
+  // Both at once: the dev issuer's RSA key is generated on the thread pool meanwhile.
+  await Promise.all([
+    config.cacertsDir
+      ? undefined
+      : loadOrCreateSelfSignedCa(
+          { dataDir: config.dataDir, trustDomain: config.trustDomain, keyType: config.caKeyType },
+          systemClock,
+        ),
+    DevTokenIssuer.open(config.dataDir),
+  ]);
 }
 
 /** SIGTERM to every worker (each finishes its in-flight calls), SIGKILL to any that lingers. */

@@ -27,7 +27,7 @@ after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 const T0 = Date.UTC(2026, 0, 1);
 
-test('creates an EC P-256 key (0600) and its JWKS once, then reuses them', async () => {
+test('creates an RSA-2048 key (0600) and its JWKS once, then reuses them', async () => {
   const dir = join(tempDir(), 'nested', 'data');
   const first = await DevTokenIssuer.open(dir);
   const keyPath = join(dir, DEV_ISSUER_KEY_FILE);
@@ -35,7 +35,7 @@ test('creates an EC P-256 key (0600) and its JWKS once, then reuses them', async
   const text = execFileSync('openssl', ['pkey', '-in', keyPath, '-noout', '-text'], {
     encoding: 'utf8',
   });
-  assert.match(text, /ASN1 OID: prime256v1/);
+  assert.match(text, /Private-Key: \(2048 bit, 2 primes\)/);
   const keyBefore = readFileSync(keyPath, 'utf8');
   const jwks = JSON.parse(readFileSync(join(dir, DEV_ISSUER_JWKS_FILE), 'utf8'));
   assert.equal(jwks.keys.length, 1);
@@ -68,8 +68,23 @@ test('a deleted JWKS is rebuilt from the key; a broken key is refused naming the
   );
   await assert.rejects(
     DevTokenIssuer.open(dir),
-    (e: unknown) => isCastellanError(e, 'unsupported') && /EC P-256/.test(e.message),
+    (e: unknown) => isCastellanError(e, 'unsupported') && /RSA .* or EC P-256/.test(e.message),
   );
+});
+
+test('a data dir made before RS256 keeps its EC P-256 key and signs ES256', async () => {
+  const dir = tempDir();
+  writeFileSync(
+    join(dir, DEV_ISSUER_KEY_FILE),
+    execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256']),
+    { mode: 0o600 },
+  );
+  const issuer = await DevTokenIssuer.open(dir);
+  assert.equal(issuer.algorithm, 'ES256');
+  const token = await issuer.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: 60_000 });
+  assert.deepEqual(decodeProtectedHeader(token), { alg: 'ES256', kid: issuer.keyId });
+  const { payload } = await jwtVerify(token, await loadJwksFile(join(dir, DEV_ISSUER_JWKS_FILE)));
+  assert.equal(payload.sub, 'system:serviceaccount:a:b');
 });
 
 test('minted tokens look like Kubernetes bound tokens and pass the JWT authenticator', async () => {
@@ -82,7 +97,7 @@ test('minted tokens look like Kubernetes bound tokens and pass the JWT authentic
     ttlMs: 3_600_000,
     podName: 'cart-1',
   });
-  assert.deepEqual(decodeProtectedHeader(token), { alg: 'ES256', kid: issuer.keyId });
+  assert.deepEqual(decodeProtectedHeader(token), { alg: 'RS256', kid: issuer.keyId });
   // Verified against the JWKS file on disk, as serve will read it.
   const { payload } = await jwtVerify(token, await loadJwksFile(join(dir, DEV_ISSUER_JWKS_FILE)), {
     currentDate: new Date(T0),

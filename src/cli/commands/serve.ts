@@ -65,6 +65,10 @@ export async function startLocalRuntime(
   logger: Logger,
   onCaLoadError: (source: string) => void = () => {},
 ): Promise<CaRuntime> {
+  // Opened while the CA loads: a new data dir's RSA key is generated on the thread pool.
+  const devIssuer = DevTokenIssuer.open(config.dataDir, { clock });
+  // Settled here if the CA load throws first, so its failure is not also an unhandled rejection.
+  devIssuer.catch(() => undefined);
   let bundle: KeyCertBundle | undefined;
   if (config.cacertsDir) {
     bundle = await loadCacertsFolder(config.cacertsDir, clock);
@@ -85,7 +89,7 @@ export async function startLocalRuntime(
   caState.swap(bundle);
   logger.info({ source: bundle.source, keyType: bundle.signingKeyType }, 'CA loaded');
 
-  const dev = await DevTokenIssuer.open(config.dataDir, { clock });
+  const dev = await devIssuer;
   const tokenAuthenticators: Authenticator[] = [
     new JwtAuthenticator({
       issuer: dev.issuer,
