@@ -6,9 +6,17 @@
 // run, so the ratio means "how close to raw signing we get". Every case is bounded in count and
 // time, uses loopback only, and leaves nothing running.
 //
-// Extension point: `cases` below is a plain list. An end-to-end case (CreateCertificate over
-// gRPC + TLS + JWT against a spawned `castellan serve`) or the policy scale case is one more
-// BenchCase whose run() returns a Measurement.
+// Cases: in-process issuance (bench/in-process.ts); end to end against a spawned `castellan
+// serve` (bench/e2e.ts: start to /ready, then CreateCertificate over gRPC + TLS + JWT driven by
+// h2load — the primary figures — and by @grpc/grpc-js clients for comparison); the policy
+// engine at scale (bench/policy.ts). The h2load cases need `h2load` (Debian nghttp2-client):
+// `npm run bench` runs scripts/setup-bench-deps.sh first.
+//
+// A case that throws is reported on one line (stderr) and the others still run; the exit code
+// is then 1.
+//
+// Extension point: `cases` below is a plain list; a new case is one more BenchCase whose run()
+// returns a Measurement.
 import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
@@ -60,6 +68,7 @@ function printTable(rows: Row[]): void {
     'rss MB',
     'ready ms',
     'srv cpu',
+    'gen cpu',
     'procs',
     'target',
   ];
@@ -73,13 +82,16 @@ function printTable(rows: Row[]): void {
     fmt(r.rss_mb),
     fmt(r.ready_ms ?? null),
     fmt(r.server_cpu ?? null, 2),
+    fmt(r.client_cpu ?? null, 2),
     fmt(r.processes ?? null),
     r.target,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]): string =>
     cells
-      .map((c, i) => (i === 0 || i === 10 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .map((c, i) =>
+        i === 0 || i === header.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!),
+      )
       .join('  ');
   console.log(line(header));
   console.log(widths.map((w) => '-'.repeat(w)).join('  '));
@@ -112,7 +124,15 @@ async function main(argv: string[]): Promise<void> {
   const rows: Row[] = [];
   for (const c of selected) {
     if (!flags.json) console.error(`running ${c.name} …`);
-    const m = await c.run(options);
+    let m: Measurement;
+    try {
+      m = await c.run(options);
+    } catch (e) {
+      // One line, and the other cases still run (each cleans up after itself).
+      console.error(`bench: ${c.name}: FAILED: ${e instanceof Error ? e.message : String(e)}`);
+      process.exitCode = 1;
+      continue;
+    }
     const limit = c.limit ? (limits.get(c.limit) ?? null) : null;
     const row: Row = {
       case: c.name,
@@ -127,7 +147,7 @@ async function main(argv: string[]): Promise<void> {
       console.log(JSON.stringify(json));
     }
   }
-  if (!flags.json) printTable(rows);
+  if (!flags.json && rows.length) printTable(rows);
 }
 
 main(process.argv.slice(2)).catch((e: unknown) => {

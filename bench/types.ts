@@ -23,6 +23,12 @@ export interface Measurement {
    * Near 1.0 with the thread pool idle means the event loop is the bottleneck.
    */
   server_cpu?: number;
+  /**
+   * End-to-end cases: the load generator's CPU use over the same run, in cores (`gen cpu`):
+   * h2load's process, or this Node process for the grpc-js client cases. On a machine shared
+   * by both, what it takes is not available to the server.
+   */
+  client_cpu?: number;
   /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
   processes?: number;
 }

@@ -1,0 +1,347 @@
+// End to end, driven by h2load (nghttp2-client): CreateCertificate over gRPC + TLS + JWT against
+// a spawned `castellan serve`, from c separate TLS connections with one call in flight on each
+// (-c c -m 1 -t 1), as sidecars make. h2load is a C load generator on one thread, so it takes
+// far less of the machine's CPU than a Node gRPC client and the figures are mostly the
+// server's; its CPU is reported (`gen cpu`) beside the server's to show how much it took.
+//
+// Each case:
+// 1. starts the server (bench/server.ts) and writes the request body (one gRPC frame, see
+//    grpc-frame.ts) into the server's temp data dir;
+// 2. warm-up: `h2load -n max(4c, 128) -c c`, so the server's JIT is warm before timing. It
+//    runs to completion, so its accounting must be exact: every request h2load counted as
+//    succeeded is a certificate in the server's counters, and nothing else was asked;
+// 3. the measured run: `h2load -D <seconds + 1 s> -c c --log-file …`. A new h2load process
+//    makes new connections, so the measured run starts with c TLS handshakes, which under load
+//    can take a few hundred ms. The figures are taken from its per-request log over the
+//    steady window: from when the last connection was up to the last response. h2load's
+//    --warm-up-time would keep the handshakes out too, but it does not count the calls of its
+//    warm-up phase anywhere, and then the server's counters cannot be checked against it;
+// 4. checks the outcome against the server, since h2load only sees HTTP status 200 even when
+//    the gRPC call failed (grpc-status comes in the trailers): /metrics before and after
+//    (summed over workers by the primary).
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createKeyAndCsr } from '../src/pki/csr-builder.js';
+import { createCertificateFrame } from './grpc-frame.js';
+import {
+  CA_KEY_TYPES,
+  childPids,
+  LIMITS,
+  TARGETS,
+  scrapeCounters,
+  serverCpuSeconds,
+  serverPids,
+  serverRssMb,
+  settledCounters,
+  startServer,
+  type CaCounters,
+  type CaKeyType,
+  type Server,
+} from './server.js';
+import type { BenchCase, BenchOptions, Measurement } from './types.js';
+
+const NOT_FOUND = 'h2load not found: run scripts/setup-bench-deps.sh';
+/** Added to the measured run's duration for its connections to come up (see step 3 above). */
+const RAMP_SECONDS = 1;
+
+let h2loadFound: boolean | undefined;
+function requireH2load(): void {
+  h2loadFound ??= spawnSync('h2load', ['--version'], { stdio: 'ignore' }).error === undefined;
+  if (!h2loadFound) throw new Error(NOT_FOUND);
+}
+
+interface H2loadRun {
+  /** h2load's standard output (its summary). */
+  output: string;
+  /** CPU seconds (user + system) h2load used, from the shell's `times`. */
+  cpuSeconds: number;
+  /** From spawn to exit. */
+  wallSeconds: number;
+}
+
+/**
+ * Runs h2load with `args`, bounded to `timeoutMs`. It runs under `sh`, whose `times` builtin
+ * then prints the CPU time of its finished children (h2load only): exact, where reading
+ * /proc/<pid>/stat would race with the exit. A timeout kills h2load (and, if the shell lingers,
+ * its process group: the shell leads its own); this returns only once both are gone.
+ */
+async function runH2load(args: string[], timeoutMs: number): Promise<H2loadRun> {
+  requireH2load();
+  const t0 = performance.now();
+  const child = spawn('/bin/sh', ['-c', 'h2load "$@"; s=$?; times; exit $s', 'h2load', ...args], {
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out = (out + d.toString()).slice(-64_000)));
+  child.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
+  let timedOut = false;
+  const kill = (pid: number): void => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
+  // On timeout, h2load first, so that the shell reaps it (killed together, h2load would be
+  // left to init, which in a container may never reap it); then, if need be, the whole group.
+  let groupTimer: NodeJS.Timeout | undefined;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    for (const pid of childPids(child.pid!)) kill(pid);
+    groupTimer = setTimeout(() => kill(-child.pid!), 2000);
+  }, timeoutMs);
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>(
+    (resolve, reject) => {
+      child.once('error', reject);
+      child.once('close', (c, s) => resolve([c, s]));
+    },
+  ).finally(() => {
+    clearTimeout(timer);
+    clearTimeout(groupTimer);
+  });
+  const wallSeconds = (performance.now() - t0) / 1000;
+  const tail = `${err}${out}`.trim().split('\n').slice(-8).join('\n');
+  if (timedOut) throw new Error(`h2load did not finish in ${timeoutMs} ms: ${tail}`);
+  if (code !== 0) throw new Error(`h2load exited with ${code ?? signal}: ${tail}`);
+  // `times` prints two lines, "<user> <sys>" of the shell, then of its children: "0m1.23s ...".
+  const lines = out.trimEnd().split('\n');
+  const children = /^(\d+)m([\d.]+)s (\d+)m([\d.]+)s$/.exec(lines.pop() ?? '');
+  if (!children) throw new Error(`no CPU times after h2load's output: ${tail}`);
+  const [, um, us, sm, ss] = children.map(Number) as [number, number, number, number, number];
+  lines.pop(); // the shell's own times
+  return { output: lines.join('\n'), cpuSeconds: um * 60 + us + sm * 60 + ss, wallSeconds };
+}
+
+interface H2loadStats {
+  started: number;
+  done: number;
+  succeeded: number;
+  failed: number;
+  errored: number;
+  timeout: number;
+  /** Connect (TCP + TLS) times, from the start of the main phase; microseconds. */
+  connectMinUs: number;
+  connectMaxUs: number;
+}
+
+/** h2load's durations: "0us", "9.74ms", "1.03s". */
+function durationUs(text: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(text);
+  if (!m) throw new Error(`unexpected h2load duration "${text}"`);
+  return Number(m[1]) * { us: 1, ms: 1e3, s: 1e6 }[m[2] as 'us' | 'ms' | 's'];
+}
+
+function parseStats(output: string): H2loadStats {
+  const proto = /^Application protocol: (\S+)/m.exec(output)?.[1];
+  if (proto !== 'h2') throw new Error(`h2load negotiated ${proto ?? 'no protocol'}, not h2`);
+  const r =
+    /^requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/m.exec(
+      output,
+    );
+  const connect = /^time for connect:\s+(\S+)\s+(\S+)/m.exec(output);
+  if (!r || !connect) throw new Error(`unexpected h2load summary:\n${output}`);
+  const [started, done, succeeded, failed, errored, timeout] = r.slice(1).map(Number) as number[];
+  return {
+    started: started!,
+    done: done!,
+    succeeded: succeeded!,
+    failed: failed!,
+    errored: errored!,
+    timeout: timeout!,
+    connectMinUs: durationUs(connect[1]!),
+    connectMaxUs: durationUs(connect[2]!),
+  };
+}
+
+/**
+ * Checks h2load's counts against the server's. Every call that reaches the handler counts in
+ * csr_count, and in success_cert_issuance_count only if a certificate was issued, so:
+ * - csr delta = issued delta: nothing was refused;
+ * - issued delta >= h2load's succeeded: every HTTP 200 h2load counted carried a certificate
+ *   (a call refused before the handler, e.g. undecodable, counts in neither);
+ * - issued delta <= succeeded + (started - done): h2load's -D stops its clients at the cut
+ *   with calls started but not done, which the server still answers (and counts); those are
+ *   the only calls of ours h2load does not count as succeeded. With -n, started = done.
+ */
+function checkAccounting(run: string, s: H2loadStats, before: CaCounters, after: CaCounters): void {
+  const csr = after.csr - before.csr;
+  const issued = after.issued - before.issued;
+  const counts = `citadel_server_csr_count +${csr}, citadel_server_success_cert_issuance_count +${issued}; h2load: ${s.started} started, ${s.done} done, ${s.succeeded} succeeded`;
+  if (s.failed || s.errored || s.timeout) {
+    throw new Error(
+      `${run}: h2load saw ${s.failed} failed, ${s.errored} errored, ${s.timeout} timed out (${counts})`,
+    );
+  }
+  if (csr !== issued) {
+    throw new Error(`${run}: the server refused ${csr - issued} of ${csr} calls (${counts})`);
+  }
+  if (issued < s.succeeded) {
+    throw new Error(
+      `${run}: h2load counted ${s.succeeded - issued} successes without a certificate: HTTP 200 with a gRPC error in the trailers? (${counts})`,
+    );
+  }
+  if (issued > s.succeeded + (s.started - s.done)) {
+    throw new Error(`${run}: the server issued more than h2load started (${counts})`);
+  }
+}
+
+interface LogRow {
+  /** Request start, microseconds since the epoch. */
+  startUs: number;
+  status: number;
+  durationUs: number;
+}
+
+/** h2load --log-file: "<start µs since epoch>\t<HTTP status, -1 if failed>\t<µs to end>". */
+function readLog(path: string): LogRow[] {
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [startUs, status, durationUs] = line.split('\t').map(Number) as number[];
+      return { startUs: startUs!, status: status!, durationUs: durationUs! };
+    });
+}
+
+/**
+ * Throughput and latency over the steady window of a run: from the moment its last connection
+ * was up to its last response. h2load's connect times count from the start of the main phase,
+ * and each client sends its first request as soon as it is connected, so the earliest request
+ * starts connectMin after that start and the last connection is up at connectMax. The rate is
+ * the responses that ended in the window over its length (from the log, not from h2load's
+ * "finished in", which also holds the handshakes and the stop); latencies are those of the
+ * requests started in the window.
+ */
+function steadyWindow(
+  rows: LogRow[],
+  s: H2loadStats,
+): { seconds: number; completed: number; p50: number; p99: number } {
+  // Loops, not Math.min(...rows): a long run has more rows than a call takes arguments.
+  let firstStart = Infinity;
+  let lastEnd = -Infinity;
+  for (const r of rows) {
+    firstStart = Math.min(firstStart, r.startUs);
+    lastEnd = Math.max(lastEnd, r.startUs + r.durationUs);
+  }
+  const upUs = firstStart - s.connectMinUs + s.connectMaxUs;
+  const completed = rows.filter((r) => r.startUs + r.durationUs >= upUs).length;
+  const latencies = rows
+    .filter((r) => r.startUs >= upUs)
+    .map((r) => r.durationUs / 1000)
+    .sort((a, b) => a - b);
+  const q = (p: number): number =>
+    latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0;
+  return { seconds: (lastEnd - upUs) / 1e6, completed, p50: q(0.5), p99: q(0.99) };
+}
+
+let csrPem: Promise<string> | undefined;
+/**
+ * One CSR for every request: the server keeps no CSR cache (each call parses the CSR, checks
+ * its proof of possession and signs a new certificate), so repeating it costs the same.
+ */
+function benchCsr(): Promise<string> {
+  csrPem ??= createKeyAndCsr('ec-p256', { sans: ['spiffe://cluster.local/ns/bench/sa/sa'] }).then(
+    (k) => k.csrPem,
+  );
+  return csrPem;
+}
+
+function h2loadArgs(server: Server, bodyPath: string, concurrency: number): string[] {
+  return [
+    ...['-c', String(concurrency), '-m', '1', '-t', '1'],
+    ...['-d', bodyPath],
+    ...['-H', 'content-type: application/grpc'],
+    ...['-H', 'te: trailers'],
+    ...['-H', `authorization: Bearer ${server.token}`],
+    `https://${server.grpcAddr}/istio.v1.auth.IstioCertificateService/CreateCertificate`,
+  ];
+}
+
+async function measure(
+  server: Server,
+  concurrency: number,
+  options: BenchOptions,
+): Promise<Measurement> {
+  const bodyPath = join(server.dataDir, 'h2load-body.bin');
+  writeFileSync(bodyPath, createCertificateFrame(await benchCsr(), 3600));
+  const args = h2loadArgs(server, bodyPath, concurrency);
+  const pid = server.child.pid!;
+
+  // Warm-up, to completion: exact accounting.
+  const warmUpCount = Math.max(4 * concurrency, 128);
+  let before = await scrapeCounters(server);
+  const warmUp = await runH2load(['-n', String(warmUpCount), ...args], 120_000);
+  let after = await settledCounters(server);
+  const warmUpStats = parseStats(warmUp.output);
+  checkAccounting('warm-up', warmUpStats, before, after);
+  if (warmUpStats.succeeded !== warmUpCount) {
+    throw new Error(`warm-up: ${warmUpStats.succeeded} of ${warmUpCount} calls succeeded`);
+  }
+
+  // The measured run, bounded by time (h2load's -n and -D are exclusive).
+  const logPath = join(server.dataDir, 'h2load-requests.log');
+  const durationMs = Math.round((options.seconds + RAMP_SECONDS) * 1000);
+  before = after;
+  const cpu0 = serverCpuSeconds(pid);
+  const run = await runH2load(
+    ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
+    durationMs + 60_000,
+  );
+  const serverCpu = (serverCpuSeconds(pid) - cpu0) / run.wallSeconds;
+  after = await settledCounters(server);
+  const stats = parseStats(run.output);
+  checkAccounting('measured run', stats, before, after);
+  const rows = readLog(logPath);
+  const notOk = rows.filter((r) => r.status !== 200).length;
+  if (rows.length === 0 || rows.length !== stats.done || notOk) {
+    throw new Error(
+      `measured run: the log has ${rows.length} requests (${notOk} not HTTP 200), h2load counted ${stats.done} done`,
+    );
+  }
+  const w = steadyWindow(rows, stats);
+  if (w.seconds < options.seconds / 2) {
+    throw new Error(
+      `measured run: connections took ${(stats.connectMaxUs / 1e6).toFixed(2)} s to come up, leaving ${w.seconds.toFixed(2)} s of steady load`,
+    );
+  }
+  return {
+    certs_per_s: w.completed / w.seconds,
+    p50_ms: w.p50,
+    p99_ms: w.p99,
+    rss_mb: serverRssMb(pid),
+    processes: serverPids(pid).length,
+    ready_ms: server.readyMs,
+    server_cpu: serverCpu,
+    client_cpu: run.cpuSeconds / run.wallSeconds,
+  };
+}
+
+function h2loadCase(keyType: CaKeyType, concurrency: number, workers?: string): BenchCase {
+  return {
+    name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}`,
+    limit: LIMITS[keyType],
+    target: TARGETS[keyType](concurrency),
+    async run(options): Promise<Measurement> {
+      requireH2load(); // before starting anything
+      const server = await startServer(keyType, workers);
+      try {
+        return await measure(server, concurrency, options);
+      } finally {
+        await server.stop();
+      }
+    },
+  };
+}
+
+export function h2loadCases(): BenchCase[] {
+  const out: BenchCase[] = [];
+  for (const keyType of CA_KEY_TYPES) {
+    for (const c of keyType === 'ec-p256' ? [1, 16, 64] : [64]) out.push(h2loadCase(keyType, c));
+    // The multi-process figure (one worker per core), beside the local default's one process.
+    out.push(h2loadCase(keyType, 64, 'auto'));
+  }
+  return out;
+}

@@ -1,0 +1,230 @@
+// The one spawn / ready / stop implementation of `castellan serve` for the end-to-end cases
+// (whatever drives the load), plus what they read about the server: its processes, CPU and
+// memory from /proc, and its Prometheus counters from the monitoring port.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { get } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cliPath } from '../test/support/paths.js';
+import type { LimitKey } from './types.js';
+
+export type CaKeyType = 'ec-p256' | 'rsa-2048' | 'rsa-4096';
+export const CA_KEY_TYPES: readonly CaKeyType[] = ['ec-p256', 'rsa-2048', 'rsa-4096'];
+
+export const LIMITS: Record<CaKeyType, LimitKey> = {
+  'ec-p256': 'ecdsap256',
+  'rsa-2048': 'rsa2048',
+  'rsa-4096': 'rsa4096',
+};
+
+/** The issue's targets; they are stated for 64 concurrent clients, so only c=64 rows carry one. */
+export const TARGETS: Record<CaKeyType, (c: number) => string> = {
+  'ec-p256': (c) => (c === 64 ? '>= 3500/s, p99 <= 25 ms, rss <= 200 MB' : '-'),
+  'rsa-2048': (c) => (c === 64 ? '>= 70% of limit' : '-'),
+  'rsa-4096': (c) => (c === 64 ? '>= 90% of limit' : '-'),
+};
+
+export interface Server {
+  child: ChildProcess;
+  /** The server's own data dir (temporary): files a case writes here go away with stop(). */
+  dataDir: string;
+  /** host:port of the gRPC (TLS) listener. */
+  grpcAddr: string;
+  /** host:port of the monitoring HTTP listener (/ready, /metrics). */
+  monitoringAddr: string;
+  readyMs: number;
+  rootPem: string;
+  /** A dev-issuer JWT for spiffe://cluster.local/ns/bench/sa/sa. */
+  token: string;
+  stop(): Promise<void>;
+}
+
+function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout(timeoutMs, () =>
+      req.destroy(new Error(`GET ${url}: no answer in ${timeoutMs} ms`)),
+    );
+  });
+}
+
+function httpStatus(url: string): Promise<number> {
+  return httpGet(url, 1000).then(
+    (r) => r.status,
+    () => 0,
+  );
+}
+
+/**
+ * Starts `castellan serve` (own temporary data dir, ephemeral loopback ports, `--log-level
+ * error`); resolves once /ready answers 200 (bounded to 30 s). `workersFlag` is passed as
+ * `--workers`; without it, CASTELLAN_BENCH_WORKERS if set, else serve's own default (one
+ * process in local mode).
+ */
+export async function startServer(keyType: CaKeyType, workersFlag?: string): Promise<Server> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'castellan-bench-'));
+  const t0 = performance.now();
+  // CASTELLAN_BENCH_NODE_ARGS: extra node flags for the server, e.g. to profile it:
+  // "--cpu-prof --cpu-prof-dir=/tmp/castellan-prof" (the profile is written on SIGTERM exit).
+  const nodeArgs = (process.env.CASTELLAN_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const workers = workersFlag ?? process.env.CASTELLAN_BENCH_WORKERS;
+  const child = spawn(
+    process.execPath,
+    [
+      ...nodeArgs,
+      cliPath,
+      'serve',
+      '--data-dir',
+      dataDir,
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--monitoring-addr',
+      '127.0.0.1:0',
+      '--ca-key-type',
+      keyType,
+      '--log-level',
+      'error',
+      ...(workers ? ['--workers', workers] : []),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString().slice(-4000)));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  try {
+    let grpcAddr: string | undefined;
+    let monitoringAddr: string | undefined;
+    let ready = false;
+    while (!ready && performance.now() - t0 < 30_000) {
+      if (child.exitCode !== null) throw new Error(`castellan serve exited: ${err}`);
+      const m = /CA serving on (\S+) \(monitoring ([^;)\s]+)/.exec(out);
+      if (m) {
+        grpcAddr = m[1];
+        monitoringAddr = m[2];
+        ready = (await httpStatus(`http://${monitoringAddr}/ready`)) === 200;
+      }
+      if (!ready) await new Promise((r) => setTimeout(r, 10));
+    }
+    const readyMs = performance.now() - t0;
+    if (!ready || !grpcAddr || !monitoringAddr) {
+      throw new Error(`castellan serve did not get ready in 30 s: ${err}`);
+    }
+    const token = execFileSync(
+      process.execPath,
+      [cliPath, 'token', '--namespace', 'bench', '--service-account', 'sa', '--data-dir', dataDir],
+      { encoding: 'utf8' },
+    ).trim();
+    const rootPem = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
+    return { child, dataDir, grpcAddr, monitoringAddr, readyMs, rootPem, token, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
+
+/** The CA service's request counters (Istio's names), summed over workers by the primary. */
+export interface CaCounters {
+  /** citadel_server_csr_count: CreateCertificate calls that reached the handler. */
+  csr: number;
+  /** citadel_server_success_cert_issuance_count: certificates issued. */
+  issued: number;
+}
+
+/** Reads the counters from the server's /metrics (bounded to 10 s). */
+export async function scrapeCounters(server: Server): Promise<CaCounters> {
+  const { status, body } = await httpGet(`http://${server.monitoringAddr}/metrics`, 10_000);
+  if (status !== 200) throw new Error(`GET /metrics answered ${status}`);
+  const counter = (name: string): number => {
+    const m = new RegExp(`^${name}(?:\\{\\})? (\\S+)$`, 'm').exec(body);
+    if (!m) throw new Error(`/metrics has no ${name}`);
+    return Number(m[1]);
+  };
+  return {
+    csr: counter('citadel_server_csr_count'),
+    issued: counter('citadel_server_success_cert_issuance_count'),
+  };
+}
+
+/**
+ * The counters once every call the server has received is answered: a call counts in `csr`
+ * when its handler starts and in `issued` only when it ends, so right after the load stops a
+ * few may still be signing. Polls until the two are equal or have not moved for 500 ms
+ * (bounded to 15 s); a gap that remains is a refused call, for the caller to report.
+ */
+export async function settledCounters(server: Server): Promise<CaCounters> {
+  const end = performance.now() + 15_000;
+  let last = await scrapeCounters(server);
+  let stableSince = performance.now();
+  while (last.csr !== last.issued && performance.now() < end) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = await scrapeCounters(server);
+    if (now.csr !== last.csr || now.issued !== last.issued) stableSince = performance.now();
+    else if (performance.now() - stableSince >= 500) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** A process's children (those of its main thread), from /proc; none if it is gone. */
+export function childPids(pid: number): number[] {
+  try {
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+    return children ? children.split(/\s+/).map(Number) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** The server's processes: the one spawned and, with --workers, its worker children. */
+export function serverPids(pid: number): number[] {
+  return [pid, ...childPids(pid)];
+}
+
+/** CPU seconds used so far by every process of the server. */
+export function serverCpuSeconds(pid: number): number {
+  return serverPids(pid).reduce((sum, p) => sum + cpuSecondsOf(p), 0);
+}
+
+/** The largest resident set among the server's processes (the target is per process). */
+export function serverRssMb(pid: number): number {
+  return Math.max(...serverPids(pid).map(rssOf));
+}
+
+/** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
+function cpuSecondsOf(pid: number): number {
+  // Fields after the command name (which may hold spaces, hence the last ')'): utime is the
+  // 12th and stime the 13th of them, in clock ticks (100 per second on Linux).
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function rssOf(pid: number): number {
+  let status: string;
+  try {
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return 0; // gone between listing and reading
+  }
+  const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+  return kb ? Number(kb) / 1024 : 0;
+}
