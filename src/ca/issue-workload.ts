@@ -24,7 +24,7 @@ export interface IssuedWorkload {
  */
 export async function issueWorkloadCertificate(
   snapshot: CaSnapshot,
-  request: { csr: ParsedCsr; sans: string[]; ttlMs: number },
+  request: { csr: Pick<ParsedCsr, 'spki' | 'commonName'>; sans: string[]; ttlMs: number },
   clock: Clock,
 ): Promise<IssuedWorkload> {
   if (request.sans.length === 0) {

@@ -6,6 +6,7 @@ import { CastellanError } from '../errors.js';
 import { isCaKeyType, CA_KEY_TYPES, type CaKeyType } from '../pki/key-type.js';
 import { validateTrustDomain } from '../pki/spiffe.js';
 import { parseHostPort, type HostPort } from '../address.js';
+import type { CsrThreadsSetting } from '../server/csr-check-pool.js';
 import { collect } from './options.js';
 
 /** `castellan serve`, fully resolved: every default applied, every value checked. */
@@ -33,12 +34,16 @@ export interface ServeConfig {
   readonly bundleAddress: HostPort | undefined;
   /** Worker processes sharing the gRPC port (src/cli/serve-cluster.ts); undefined = the mode's default. */
   readonly workers: WorkersSetting | undefined;
+  /** Threads checking CSRs beside the event loop (src/server/csr-check-pool.ts). */
+  readonly csrThreads: CsrThreadsSetting;
 }
 
 /** `--workers`: a count, or `auto` = the cores available. */
 export type WorkersSetting = number | 'auto';
 /** More processes than this would only cost memory: each one saturates a core. */
 export const MAX_WORKERS = 64;
+/** More CSR threads than this per process would only cost memory. */
+export const MAX_CSR_THREADS = 16;
 
 /** The options as commander hands them over (strings, before checking). */
 export interface RawServeOptions {
@@ -60,6 +65,7 @@ export interface RawServeOptions {
   meshConfig?: string;
   bundleAddr?: string;
   workers?: string;
+  csrThreads?: string;
 }
 
 export const SERVE_DEFAULTS = {
@@ -151,6 +157,11 @@ export function addServeOptions(command: Command): Command {
     .option(
       '--workers <n|auto>',
       'processes sharing the gRPC port; auto = one per core (default 1; only 1 in --kube mode)',
+    )
+    .option(
+      '--csr-threads <n|auto>',
+      'threads per process checking CSRs beside the event loop; 0 = on the event loop; auto = 1 with two or more cores, else 0',
+      'auto',
     );
 }
 
@@ -287,7 +298,20 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     meshConfigFile: raw.meshConfig,
     bundleAddress,
     workers: raw.workers === undefined ? undefined : workers(raw.workers),
+    csrThreads: csrThreads(raw.csrThreads ?? 'auto'),
   };
+}
+
+function csrThreads(value: string): CsrThreadsSetting {
+  if (value === 'auto') return 'auto';
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0 && n <= MAX_CSR_THREADS)) {
+    throw bad(
+      '--csr-threads',
+      `"${value}" is not "auto" or a whole number from 0 to ${MAX_CSR_THREADS}`,
+    );
+  }
+  return n;
 }
 
 function workers(value: string): WorkersSetting {

@@ -65,7 +65,12 @@ export class CaServer<C> {
       clock: options.clock,
       logger: this.log,
     });
-    this.grpc = new Server({ 'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES });
+    this.grpc = new Server({
+      'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+      // channelz (call counters and traces for grpc's debugging service) is bookkeeping on every
+      // call that nothing here reads: 2% of the event loop under load.
+      'grpc.enable_channelz': 0,
+    });
     const pkg = loadPackageDefinition(istioCaPackageDefinition()) as GrpcObject;
     const service = (((pkg['istio'] as GrpcObject)['v1'] as GrpcObject)['auth'] as GrpcObject)[
       'IstioCertificateService'

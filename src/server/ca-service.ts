@@ -28,8 +28,8 @@ export interface IssuedLeaf {
  * `C` is whatever the CSR parser returns; only its public key and self-signature count.
  */
 export interface LeafIssuer<C> {
-  /** Parses and verifies the CSR (proof of possession); throws a CastellanError kind. */
-  parseCsr(pem: string): C;
+  /** Parses and verifies the CSR (proof of possession); fails with a CastellanError kind. */
+  parseCsr(pem: string): C | Promise<C>;
   /** Signs a workload leaf for these SANs, NotAfter clamped to the signing certificate. */
   sign(snapshot: CaSnapshot, csr: C, sans: readonly string[], ttlMs: number): Promise<IssuedLeaf>;
 }
@@ -145,7 +145,7 @@ async function handle<C>(
 
     let csr: C;
     try {
-      csr = deps.issuer.parseCsr(csrPem);
+      csr = await deps.issuer.parseCsr(csrPem);
     } catch (e) {
       metrics.csrParsingErrorCount.inc();
       const err = asCastellanError(e, 'malformed');

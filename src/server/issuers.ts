@@ -1,19 +1,21 @@
 import type { Clock } from '../clock.js';
 import { issueWorkloadCertificate } from '../ca/issue-workload.js';
-import type { ParsedCsr } from '../pki/csr.js';
-import { parseCsrFast } from '../pki/fast/fast-csr.js';
 import { issueCertificate } from '../pki/issue.js';
 import type { LeafIssuer } from './ca-service.js';
+import { inlineCsrChecker, type CheckedCsr, type CsrChecker } from './csr-check-pool.js';
 import type { ServingCertificateIssuer } from './serving-certificate.js';
 
 /**
  * Workload issuance as the handler calls it: the hot-path CSR parser (public key and
- * self-signature only; held to the reference parser by a differential fuzz test) and src/ca's
- * issuer (the snapshot's LeafSigner, NotAfter clamped).
+ * self-signature only; held to the reference parser by a differential fuzz test), inline or on
+ * a CsrCheckPool's threads, and src/ca's issuer (the snapshot's LeafSigner, NotAfter clamped).
  */
-export function workloadLeafIssuer(clock: Clock): LeafIssuer<ParsedCsr> {
+export function workloadLeafIssuer(
+  clock: Clock,
+  csrChecker: CsrChecker = inlineCsrChecker,
+): LeafIssuer<CheckedCsr> {
   return {
-    parseCsr: parseCsrFast,
+    parseCsr: (pem) => csrChecker.check(pem),
     async sign(snapshot, csr, sans, ttlMs) {
       const issued = await issueWorkloadCertificate(
         snapshot,

@@ -244,7 +244,7 @@ describe('CA service over TLS', () => {
     const snapshot = h.caState.current()!;
     const foreignLeaf = await testLeafIssuer.sign(
       snapshot,
-      testLeafIssuer.parseCsr(other.csrPem),
+      await testLeafIssuer.parseCsr(other.csrPem),
       ['spiffe://other.domain/ns/foo/sa/bar'],
       HOUR,
     );
@@ -258,7 +258,7 @@ describe('CA service over TLS', () => {
     const strangerKey = opensslCsr('ec');
     const strangerLeaf = await testLeafIssuer.sign(
       stranger.snapshot,
-      testLeafIssuer.parseCsr(strangerKey.csrPem),
+      await testLeafIssuer.parseCsr(strangerKey.csrPem),
       [`spiffe://${TD}/ns/foo/sa/bar`],
       HOUR,
     );

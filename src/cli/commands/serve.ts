@@ -17,6 +17,7 @@ import { Counter, Registry } from 'prom-client';
 import { formatHostPort } from '../../address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
+import { CsrCheckPool, inlineCsrChecker, resolveCsrThreads } from '../../server/csr-check-pool.js';
 import { readFile } from 'node:fs/promises';
 import { parseSingleDocument } from '../../policy/documents.js';
 import { PolicyCompiler } from '../../policy/compiler.js';
@@ -243,11 +244,13 @@ export async function runServe(
     clock,
   });
   const authenticators = [clientCert, ...runtime.tokenAuthenticators];
+  const csrThreads = resolveCsrThreads(config.csrThreads);
+  const csrChecker = csrThreads > 0 ? new CsrCheckPool(csrThreads, { logger }) : inlineCsrChecker;
   const server = new CaServer({
     trustDomain: config.trustDomain,
     caState: runtime.caState,
     authenticate: (request) => authenticateCaller(authenticators, request),
-    issuer: workloadLeafIssuer(clock),
+    issuer: workloadLeafIssuer(clock, csrChecker),
     ttl: { defaultTtlMs: config.defaultTtlMs, maxTtlMs: config.maxTtlMs },
     clock,
     grpcAddress: config.grpcAddress,
@@ -278,6 +281,7 @@ export async function runServe(
     policyDir?.stop();
     await bundleHttps?.close();
     await server.stop();
+    await csrChecker.close();
     unsubscribe();
     await runtime.close();
   };

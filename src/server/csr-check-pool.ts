@@ -1,0 +1,201 @@
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { CastellanError, type ErrorKind } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import type { ParsedCsr } from '../pki/csr.js';
+import { parseCsrFast } from '../pki/fast/fast-csr.js';
+
+/**
+ * A checked CSR as issuance uses it: ParsedCsr without its KeyObject, which stays in the thread
+ * that imported it (issuance copies the SubjectPublicKeyInfo bytes, it never needs the key).
+ */
+export type CheckedCsr = Omit<ParsedCsr, 'publicKey'>;
+
+/** Checks a CSR (src/pki/csr.ts rules): the checked CSR, or a CastellanError of the rule's kind. */
+export interface CsrChecker {
+  check(pem: string): CheckedCsr | Promise<CheckedCsr>;
+  close(): Promise<void>;
+}
+
+/** Main thread → worker. */
+export interface CsrCheckRequest {
+  readonly id: number;
+  readonly pem: string;
+}
+
+/** Worker → main thread: the checked CSR, or the refusal's kind and message. */
+export type CsrCheckReply =
+  | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
+  | {
+      readonly id: number;
+      readonly ok: false;
+      readonly kind: ErrorKind;
+      readonly message: string;
+      readonly subject?: string | undefined;
+    };
+
+function checked(csr: ParsedCsr): CheckedCsr {
+  const { der, spki, keyType, commonName, requestedSans } = csr;
+  return { der, spki, keyType, requestedSans, ...(commonName !== undefined ? { commonName } : {}) };
+}
+
+/** Checks on the calling thread. */
+export const inlineCsrChecker: CsrChecker = {
+  check: (pem) => checked(parseCsrFast(pem)),
+  close: async () => {},
+};
+
+/** `--csr-threads`: a count, or `auto`. */
+export type CsrThreadsSetting = number | 'auto';
+
+/**
+ * `auto`: one checking thread when there is a second core, none on one core (the thread would
+ * only take turns with the event loop, at the cost of the messages).
+ */
+export function resolveCsrThreads(
+  setting: CsrThreadsSetting,
+  cores: number = availableParallelism(),
+): number {
+  if (setting !== 'auto') return setting;
+  return cores >= 2 ? 1 : 0;
+}
+
+/** Deaths beyond this many within CRASH_WINDOW_MS stop the respawning: checks go inline. */
+const CRASHES_BEFORE_GIVING_UP = 3;
+const CRASH_WINDOW_MS = 10_000;
+
+interface Pending {
+  resolve(csr: CheckedCsr): void;
+  reject(e: CastellanError): void;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  ready: boolean;
+  readonly pending: Map<number, Pending>;
+}
+
+/**
+ * CSR checks on worker threads. Under load the check is the event loop's largest single cost
+ * (importing the CSR's public key and verifying its signature in node:crypto, which offers no
+ * asynchronous form for either): moved to a thread of its own, it runs on the second core while
+ * the event loop serves TLS, HTTP/2 and authentication.
+ *
+ * A thread answers once its modules are loaded; until then, and if threads keep dying (more than
+ * CRASHES_BEFORE_GIVING_UP within CRASH_WINDOW_MS), checks run inline, so a start or a broken
+ * thread never refuses a request. A thread that dies fails only the checks it held (`internal`)
+ * and is replaced.
+ */
+export class CsrCheckPool implements CsrChecker {
+  private readonly slots: Slot[] = [];
+  private readonly deaths: number[] = [];
+  private nextId = 1;
+  private closed = false;
+  private gaveUp = false;
+  private readonly logger: Logger;
+
+  private readonly now: () => number;
+  private readonly workerUrl: URL;
+
+  constructor(
+    readonly threads: number,
+    options: {
+      logger?: Logger;
+      now?: () => number;
+      /** The thread's script; tests put in one that fails on purpose. */
+      workerUrl?: URL;
+    } = {},
+  ) {
+    this.logger = options.logger ?? silentLogger;
+    this.now = options.now ?? Date.now;
+    this.workerUrl = options.workerUrl ?? new URL('./csr-check-worker.js', import.meta.url);
+    for (let i = 0; i < threads; i++) this.spawn();
+  }
+
+  /** Threads that have loaded and answer checks (for tests and metrics). */
+  get readyThreads(): number {
+    return this.slots.filter((s) => s.ready).length;
+  }
+
+  check(pem: string): CheckedCsr | Promise<CheckedCsr> {
+    const slot = this.pick();
+    if (!slot) return inlineCsrChecker.check(pem);
+    const id = this.nextId++;
+    return new Promise<CheckedCsr>((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ id, pem } satisfies CsrCheckRequest);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  /** The ready thread with the fewest checks in flight. */
+  private pick(): Slot | undefined {
+    let best: Slot | undefined;
+    for (const s of this.slots) {
+      if (s.ready && (!best || s.pending.size < best.pending.size)) best = s;
+    }
+    return best;
+  }
+
+  private spawn(): void {
+    const worker = new Worker(this.workerUrl);
+    // Never what keeps the process alive: the server's listeners do that.
+    worker.unref();
+    const slot: Slot = { worker, ready: false, pending: new Map() };
+    this.slots.push(slot);
+    worker.on('message', (message: CsrCheckReply | 'ready') => {
+      if (message === 'ready') {
+        slot.ready = true;
+        return;
+      }
+      const pending = slot.pending.get(message.id);
+      if (!pending) return;
+      slot.pending.delete(message.id);
+      if (message.ok) pending.resolve(message.csr);
+      else pending.reject(rebuildError(message));
+    });
+    worker.on('error', (err) => {
+      this.logger.error({ err }, 'CSR check thread failed');
+    });
+    worker.on('exit', (code) => this.onExit(slot, code));
+  }
+
+  private onExit(slot: Slot, code: number): void {
+    this.slots.splice(this.slots.indexOf(slot), 1);
+    for (const p of slot.pending.values()) {
+      p.reject(new CastellanError('internal', `the CSR check thread stopped (exit code ${code})`));
+    }
+    slot.pending.clear();
+    if (this.closed || this.gaveUp) return;
+    const now = this.now();
+    this.deaths.push(now);
+    while (this.deaths.length > 0 && now - this.deaths[0]! > CRASH_WINDOW_MS) this.deaths.shift();
+    if (this.deaths.length > CRASHES_BEFORE_GIVING_UP) {
+      this.gaveUp = true;
+      this.logger.error(
+        { deaths: this.deaths.length, windowMs: CRASH_WINDOW_MS },
+        'CSR check threads keep stopping; checking CSRs on the event loop from now on',
+      );
+      return;
+    }
+    this.logger.warn({ code }, 'CSR check thread stopped; starting another');
+    this.spawn();
+  }
+}
+
+/** The worker's refusal as the CastellanError the inline check would have thrown. */
+function rebuildError(reply: Extract<CsrCheckReply, { ok: false }>): CastellanError {
+  const prefix = reply.subject !== undefined ? `${reply.subject}: ` : '';
+  const message = reply.message.startsWith(prefix)
+    ? reply.message.slice(prefix.length)
+    : reply.message;
+  return new CastellanError(
+    reply.kind,
+    message,
+    reply.subject !== undefined ? { subject: reply.subject } : {},
+  );
+}

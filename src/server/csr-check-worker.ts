@@ -1,0 +1,35 @@
+// A worker thread of CsrCheckPool (csr-check-pool.ts): checks CSRs with the hot-path parser and
+// answers with what issuance needs. @peculiar/x509 (the parser's fallback for rare shapes)
+// needs reflect-metadata loaded first, as in every entry point.
+import 'reflect-metadata';
+import { parentPort } from 'node:worker_threads';
+import { isCastellanError } from '../errors.js';
+import { parseCsrFast } from '../pki/fast/fast-csr.js';
+import type { CsrCheckReply, CsrCheckRequest } from './csr-check-pool.js';
+
+const port = parentPort;
+if (!port) throw new Error('csr-check-worker runs as a worker thread of CsrCheckPool');
+
+port.on('message', (request: CsrCheckRequest) => {
+  let reply: CsrCheckReply;
+  try {
+    const csr = parseCsrFast(request.pem);
+    reply = {
+      id: request.id,
+      ok: true,
+      csr: {
+        der: csr.der,
+        spki: csr.spki,
+        keyType: csr.keyType,
+        commonName: csr.commonName,
+        requestedSans: csr.requestedSans,
+      },
+    };
+  } catch (e) {
+    reply = isCastellanError(e)
+      ? { id: request.id, ok: false, kind: e.kind, message: e.message, subject: e.subject }
+      : { id: request.id, ok: false, kind: 'internal', message: String(e) };
+  }
+  port.postMessage(reply);
+});
+port.postMessage('ready');
