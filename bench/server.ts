@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cliPath } from '../test/support/paths.js';
+import { binPath, cliPath } from '../test/support/paths.js';
 import type { LimitKey } from './types.js';
 
 export type CaKeyType = 'ec-p256' | 'rsa-2048' | 'rsa-4096';
@@ -80,7 +80,7 @@ export async function startServer(keyType: CaKeyType, workersFlag?: string): Pro
     process.execPath,
     [
       ...nodeArgs,
-      cliPath,
+      binPath,
       'serve',
       '--data-dir',
       dataDir,

@@ -21,4 +21,6 @@ export const sharedTestdata = join(projectRoot, '..', 'shared', 'testdata');
 export const istioSampleCerts = join(sharedTestdata, 'istio-sample-certs');
 /** The compiled CLI entry (build first: `npm run build`); spawn with process.execPath. */
 export const cliPath = join(projectRoot, 'dist', 'src', 'cli', 'main.js');
+/** The `castellan` command as installed (bin/castellan.js: sizes libuv's pool, then cliPath). */
+export const binPath = join(projectRoot, 'bin', 'castellan.js');
 export const protosDir = join(projectRoot, 'protos');
