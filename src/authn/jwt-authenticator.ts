@@ -1,10 +1,11 @@
-import { errors, jwtVerify, type JWSAlgorithm, type JWTPayload } from 'jose';
+import { errors, type JWSAlgorithm, type JWTPayload } from 'jose';
 import { CastellanError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 import { extractBearerToken, withoutToken } from './bearer.js';
 import type { JwksKeySource } from './jwks.js';
+import { JwtVerifier } from './jwt-verify.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
 
 /** The audience Istio's agents request for their tokens, and the default we accept. */
@@ -58,7 +59,7 @@ function quote(value: unknown): string {
 export class JwtAuthenticator implements Authenticator {
   readonly name = 'jwt' as const;
   private readonly issuer: string;
-  private readonly keys: JwksKeySource;
+  private readonly verifier: JwtVerifier;
   private readonly audiences: string[];
   private readonly clockSkewSeconds: number;
   private readonly algorithms: JWSAlgorithm[];
@@ -86,7 +87,13 @@ export class JwtAuthenticator implements Authenticator {
       throw new CastellanError('invalid-argument', `clock skew ${skew} ms is not a duration`);
     }
     this.issuer = options.issuer;
-    this.keys = options.keys;
+    this.verifier = new JwtVerifier(options.keys, {
+      issuer: options.issuer,
+      audiences,
+      algorithms,
+      clockToleranceSeconds: Math.floor(skew / 1000),
+      requiredClaims: ['iss', 'sub', 'aud', 'exp'],
+    });
     this.audiences = audiences;
     this.clockSkewSeconds = Math.floor(skew / 1000);
     this.algorithms = algorithms;
@@ -99,14 +106,7 @@ export class JwtAuthenticator implements Authenticator {
     if (token === null) return null;
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, this.keys, {
-        issuer: this.issuer,
-        audience: this.audiences,
-        algorithms: this.algorithms,
-        clockTolerance: this.clockSkewSeconds,
-        currentDate: new Date(this.clock.now()),
-        requiredClaims: ['iss', 'sub', 'aud', 'exp'],
-      }));
+      payload = await this.verifier.verify(token, this.clock.now());
     } catch (e) {
       // No cause attached: jose errors carry the claims set, and callers log errors whole.
       const reason = withoutToken(this.reasonFor(e), token);

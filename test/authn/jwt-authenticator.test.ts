@@ -1,5 +1,6 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { KeyObject, sign } from 'node:crypto';
 import { createLocalJWKSet, SignJWT, base64url, exportSPKI, importJWK } from 'jose';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { ManualClock } from '../../src/clock.js';
@@ -250,4 +251,59 @@ test('a kubernetes.io claim that disagrees with sub is refused', async () => {
 test('garbage instead of a JWT is refused as malformed', async () => {
   await refused('not-a-jwt-at-all', /malformed token/);
   await refused('aaaa.bbbb.cccc', /malformed token/);
+});
+
+test('several JWKS keys match a token without kid: the one that verifies it wins', async () => {
+  const a = await signingKey('RS256', 'a');
+  const b = await signingKey('RS256', 'b');
+  const other = await signingKey('RS256', 'c');
+  const withoutKid = (k: SigningKey): Record<string, unknown> => ({
+    ...k.publicJwk,
+    kid: undefined,
+  });
+  const both = new JwtAuthenticator({
+    issuer: ISSUER,
+    keys: createLocalJWKSet({
+      keys: [withoutKid(a), withoutKid(b)].map((k) => JSON.parse(JSON.stringify(k))),
+    }),
+    clock,
+  });
+  // A header without kid: both keys are candidates.
+  const tokenBy = (k: SigningKey): Promise<string> => k8sToken(k, {}, { kid: undefined });
+  assert.equal((await both.authenticate(bearer(await tokenBy(b))))?.serviceAccount, 'sleep');
+  assert.equal((await both.authenticate(bearer(await tokenBy(a))))?.serviceAccount, 'sleep');
+  await refused(
+    await tokenBy(other),
+    /several JWKS keys match the token and none verifies it/,
+    both,
+  );
+});
+
+test('claims of the wrong type and unknown critical headers are refused', async () => {
+  await refused(
+    await k8sToken(es, { iat: 'yesterday' as unknown as number }),
+    /claim "iat" is invalid/,
+  );
+  await refused(
+    await k8sToken(es, { exp: String(NOW_S + 60) as unknown as number }),
+    /claim "exp" is invalid/,
+  );
+  await refused(
+    await k8sToken(es, { nbf: [NOW_S] as unknown as number }),
+    /claim "nbf" is invalid/,
+  );
+  await refused(await k8sToken(es, { iss: 42 as unknown as string }), /"iss"|issuer/);
+  // jose will not sign an unknown critical header, so this one is signed by hand.
+  const header = base64url.encode(
+    JSON.stringify({ alg: 'ES256', kid: es.kid, crit: ['x-unknown'], 'x-unknown': true }),
+  );
+  const body = (await k8sToken(es)).split('.')[1]!;
+  const signature = sign('sha256', Buffer.from(`${header}.${body}`), {
+    key: KeyObject.from(es.privateKey),
+    dsaEncoding: 'ieee-p1363',
+  });
+  await refused(
+    `${header}.${body}.${base64url.encode(signature)}`,
+    /unsupported token|malformed token|refused/,
+  );
 });
