@@ -17,13 +17,13 @@ export interface CsrChecker {
   close(): Promise<void>;
 }
 
-/** Main thread → worker. */
+/** Main thread → worker, in batches (one message per event-loop turn). */
 export interface CsrCheckRequest {
   readonly id: number;
   readonly pem: string;
 }
 
-/** Worker → main thread: the checked CSR, or the refusal's kind and message. */
+/** Worker → main thread, one batch per request batch: the checked CSR, or the refusal. */
 export type CsrCheckReply =
   | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
   | {
@@ -73,6 +73,8 @@ interface Slot {
   readonly worker: Worker;
   ready: boolean;
   readonly pending: Map<number, Pending>;
+  /** Requests of this event-loop turn, posted together (one message, one wake-up). */
+  outbox: CsrCheckRequest[];
 }
 
 /**
@@ -123,8 +125,20 @@ export class CsrCheckPool implements CsrChecker {
     const id = this.nextId++;
     return new Promise<CheckedCsr>((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, pem } satisfies CsrCheckRequest);
+      if (slot.outbox.length === 0) setImmediate(() => this.flush(slot));
+      slot.outbox.push({ id, pem });
     });
+  }
+
+  /**
+   * Posts the turn's requests as one message. Under load, the HTTP/2 frames of many calls are
+   * read in one event-loop turn; one message per CSR cost the event loop 8% of its time in
+   * postMessage (cloning, and waking the thread each time).
+   */
+  private flush(slot: Slot): void {
+    const batch = slot.outbox;
+    slot.outbox = [];
+    if (batch.length > 0 && this.slots.includes(slot)) slot.worker.postMessage(batch);
   }
 
   async close(): Promise<void> {
@@ -145,18 +159,20 @@ export class CsrCheckPool implements CsrChecker {
     const worker = new Worker(this.workerUrl);
     // Never what keeps the process alive: the server's listeners do that.
     worker.unref();
-    const slot: Slot = { worker, ready: false, pending: new Map() };
+    const slot: Slot = { worker, ready: false, pending: new Map(), outbox: [] };
     this.slots.push(slot);
-    worker.on('message', (message: CsrCheckReply | 'ready') => {
+    worker.on('message', (message: readonly CsrCheckReply[] | 'ready') => {
       if (message === 'ready') {
         slot.ready = true;
         return;
       }
-      const pending = slot.pending.get(message.id);
-      if (!pending) return;
-      slot.pending.delete(message.id);
-      if (message.ok) pending.resolve(message.csr);
-      else pending.reject(rebuildError(message));
+      for (const reply of message) {
+        const pending = slot.pending.get(reply.id);
+        if (!pending) continue;
+        slot.pending.delete(reply.id);
+        if (reply.ok) pending.resolve(reply.csr);
+        else pending.reject(rebuildError(reply));
+      }
     });
     worker.on('error', (err) => {
       this.logger.error({ err }, 'CSR check thread failed');

@@ -10,7 +10,8 @@ import type { CsrCheckReply, CsrCheckRequest } from './csr-check-pool.js';
 const port = parentPort;
 if (!port) throw new Error('csr-check-worker runs as a worker thread of CsrCheckPool');
 
-port.on('message', (request: CsrCheckRequest) => {
+/** Checks one CSR; never throws. */
+function check(request: CsrCheckRequest): CsrCheckReply {
   let reply: CsrCheckReply;
   try {
     const csr = parseCsrFast(request.pem);
@@ -30,6 +31,10 @@ port.on('message', (request: CsrCheckRequest) => {
       ? { id: request.id, ok: false, kind: e.kind, message: e.message, subject: e.subject }
       : { id: request.id, ok: false, kind: 'internal', message: String(e) };
   }
-  port.postMessage(reply);
+  return reply;
+}
+
+port.on('message', (batch: readonly CsrCheckRequest[]) => {
+  port.postMessage(batch.map(check));
 });
 port.postMessage('ready');

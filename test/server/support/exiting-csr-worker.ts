@@ -3,8 +3,10 @@
 import { parentPort } from 'node:worker_threads';
 import type { CsrCheckRequest } from '../../../src/server/csr-check-pool.js';
 
-parentPort!.on('message', (request: CsrCheckRequest) => {
-  if (request.pem === 'exit') process.exit(3);
-  parentPort!.postMessage({ id: request.id, ok: false, kind: 'malformed', message: 'test thread' });
+parentPort!.on('message', (batch: readonly CsrCheckRequest[]) => {
+  if (batch.some((r) => r.pem === 'exit')) process.exit(3);
+  parentPort!.postMessage(
+    batch.map((r) => ({ id: r.id, ok: false, kind: 'malformed', message: 'test thread' })),
+  );
 });
 parentPort!.postMessage('ready');
