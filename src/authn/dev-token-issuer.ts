@@ -7,7 +7,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { promisify } from 'node:util';
-import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   SignJWT,
@@ -17,6 +17,7 @@ import {
   type JSONWebKeySet,
   type JWK,
 } from 'jose';
+import { writeFileAtomic } from '../atomic-write.js';
 import { CastellanError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { makeSpiffeId } from '../pki/spiffe.js';
@@ -187,9 +188,7 @@ async function createKeyFile(path: string): Promise<string> {
 async function writeIfChanged(path: string, content: string): Promise<void> {
   const current = await readFile(path, 'utf8').catch(() => undefined);
   if (current === content) return;
-  const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
-  await writeFile(tmp, content, { mode: 0o644 });
-  await rename(tmp, path);
+  await writeFileAtomic(path, content, 0o644);
 }
 
 /** A UUID-shaped id that stays the same for a service account, as Kubernetes' uid would. */

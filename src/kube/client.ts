@@ -35,10 +35,14 @@ export function loadKubeConfig(
     try {
       kc.loadFromFile(options.kubeconfigPath);
     } catch (e) {
-      throw new CastellanError('malformed', `cannot load kubeconfig: ${(e as Error).message}`, {
-        subject: options.kubeconfigPath,
-        cause: e,
-      });
+      // A file that cannot be read (missing, a folder, no permission) is a flag pointing
+      // nowhere, as for --remote-kubeconfig; only content that does not parse is malformed.
+      const unreadable = (e as NodeJS.ErrnoException).syscall !== undefined;
+      throw new CastellanError(
+        unreadable ? 'invalid-argument' : 'malformed',
+        `${unreadable ? 'cannot read' : 'cannot load'} kubeconfig: ${(e as Error).message}`,
+        { subject: options.kubeconfigPath, cause: e },
+      );
     }
   } else if (process.env['KUBERNETES_SERVICE_HOST']) {
     kc.loadFromCluster(options.inClusterRoot);

@@ -5,7 +5,7 @@ import { startInformer, type Informer } from './informer.js';
 
 /** Istio's names: sidecars mount this ConfigMap to trust the mesh's roots. */
 export const ROOT_CERT_CONFIGMAP = 'istio-ca-root-cert';
-export const ROOT_CERT_KEY = 'root-cert.pem';
+export const ROOT_CERT_CONFIGMAP_KEY = 'root-cert.pem';
 /** Namespaces that never get the ConfigMap, as in Istio's namespace controller. */
 export const EXCLUDED_NAMESPACES: ReadonlySet<string> = new Set(['kube-public', 'kube-node-lease']);
 
@@ -64,7 +64,7 @@ export class RootPublisher {
         upsert: (cm) => {
           if (
             cm.metadata?.name === ROOT_CERT_CONFIGMAP &&
-            cm.data?.[ROOT_CERT_KEY] !== this.bundle
+            cm.data?.[ROOT_CERT_CONFIGMAP_KEY] !== this.bundle
           ) {
             this.enqueue(cm.metadata?.namespace);
           }
@@ -125,7 +125,7 @@ export class RootPublisher {
     const { core } = this.o;
     const body: V1ConfigMap = {
       metadata: { name: ROOT_CERT_CONFIGMAP, namespace, labels: { 'istio.io/config': 'true' } },
-      data: { [ROOT_CERT_KEY]: this.bundle },
+      data: { [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
     };
     let current: V1ConfigMap;
     try {
@@ -143,13 +143,13 @@ export class RootPublisher {
       }
       return;
     }
-    if (current.data?.[ROOT_CERT_KEY] === this.bundle) return;
+    if (current.data?.[ROOT_CERT_CONFIGMAP_KEY] === this.bundle) return;
     await core.replaceNamespacedConfigMap({
       name: ROOT_CERT_CONFIGMAP,
       namespace,
       body: {
         ...current,
-        data: { ...(current.data ?? {}), [ROOT_CERT_KEY]: this.bundle },
+        data: { ...(current.data ?? {}), [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
       },
     });
     this.logger.info({ namespace }, 'repaired the published root certificate');

@@ -6,7 +6,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, isApiStatus } from './client.js';
 import {
   CA_CERT_KEY,
-  ROOT_CERT_KEY,
+  ROOT_CERT_SECRET_KEY,
   SELF_SIGNED_SECRET,
   bundleFromSelfSignedSecret,
 } from './self-signed-secret.js';
@@ -86,7 +86,7 @@ export class RootRotator {
           namespace,
           body: {
             ...secret,
-            data: { ...(secret.data ?? {}), [CA_CERT_KEY]: pem, [ROOT_CERT_KEY]: pem },
+            data: { ...(secret.data ?? {}), [CA_CERT_KEY]: pem, [ROOT_CERT_SECRET_KEY]: pem },
           },
         });
         this.logger.info(

@@ -19,7 +19,7 @@ export const SELF_SIGNED_SECRET = 'istio-ca-secret';
 export const SELF_SIGNED_SECRET_TYPE = 'istio.io/ca-root';
 export const CA_CERT_KEY = 'ca-cert.pem';
 export const CA_KEY_KEY = 'ca-key.pem';
-export const ROOT_CERT_KEY = 'root-cert.pem';
+export const ROOT_CERT_SECRET_KEY = 'root-cert.pem';
 
 /** Verifies and builds the CA held in `istio-ca-secret`; errors name the secret's keys. */
 export function bundleFromSelfSignedSecret(
@@ -39,12 +39,12 @@ export function bundleFromSelfSignedSecret(
     {
       certPem,
       keyPem: files.get(CA_KEY_KEY) as string,
-      rootPem: (files.get(ROOT_CERT_KEY) ?? certPem) + extraRootsPem,
+      rootPem: (files.get(ROOT_CERT_SECRET_KEY) ?? certPem) + extraRootsPem,
       source: `self-signed-secret:${ns}/${SELF_SIGNED_SECRET}`,
       fileNames: {
         cert: `${where}/${CA_CERT_KEY}`,
         key: `${where}/${CA_KEY_KEY}`,
-        root: `${where}/${ROOT_CERT_KEY}`,
+        root: `${where}/${ROOT_CERT_SECRET_KEY}`,
       },
     },
     clock,
@@ -91,7 +91,7 @@ export async function ensureSelfSignedSecret(options: {
         data: {
           [CA_CERT_KEY]: b64(certPem),
           [CA_KEY_KEY]: b64(privateKeyToPem(privateKey)),
-          [ROOT_CERT_KEY]: b64(certPem),
+          [ROOT_CERT_SECRET_KEY]: b64(certPem),
         },
       },
     });

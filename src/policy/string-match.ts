@@ -31,6 +31,37 @@ export function matchHost(pattern: string, host: string | null | undefined): boo
   return matchString(pattern.toLowerCase(), host.toLowerCase());
 }
 
+/** How many compiled regexes each cache below keeps. */
+export const REGEX_CACHE_LIMIT = 1024;
+
+/**
+ * Compiled regexes by pattern. Patterns come from policies, which change over a server's life
+ * (and from every `policy check` input), so the cache is bounded: past REGEX_CACHE_LIMIT the
+ * least recently used goes. A Map iterates in insertion order, so a hit is moved to the end.
+ */
+class RegexCache {
+  private readonly map = new Map<string, RegExp>();
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(pattern: string, compile: (pattern: string) => RegExp): RegExp {
+    let re = this.map.get(pattern);
+    if (re) {
+      this.map.delete(pattern);
+    } else {
+      re = compile(pattern);
+      if (this.map.size >= REGEX_CACHE_LIMIT) {
+        const oldest = this.map.keys().next();
+        if (!oldest.done) this.map.delete(oldest.value);
+      }
+    }
+    this.map.set(pattern, re);
+    return re;
+  }
+}
+
 const PATH_TEMPLATE_ONE = '{*}';
 const PATH_TEMPLATE_ANY = '{**}';
 
@@ -40,15 +71,14 @@ function isPathTemplate(pattern: string): boolean {
 
 // Envoy's uri_template literal characters (RFC 3986 pchar without '*' and '/').
 const PCHAR = "a-zA-Z0-9\\-._~%!$&'()+,;:@=";
-const templateCache = new Map<string, RegExp>();
+const templateCache = new RegexCache();
 
 /**
  * A path template: `{*}` is one non-empty path segment, `{**}` zero or more characters
  * including `/` (Envoy uri_template `*` and `**`, which istiod generates from `{*}` and `{**}`).
  */
 function templateRegex(pattern: string): RegExp {
-  let re = templateCache.get(pattern);
-  if (!re) {
+  return templateCache.get(pattern, () => {
     let source = '';
     for (let i = 0; i < pattern.length;) {
       if (pattern.startsWith(PATH_TEMPLATE_ANY, i)) {
@@ -62,10 +92,8 @@ function templateRegex(pattern: string): RegExp {
         i += 1;
       }
     }
-    re = new RegExp(`^${source}$`);
-    templateCache.set(pattern, re);
-  }
-  return re;
+    return new RegExp(`^${source}$`);
+  });
 }
 
 /**
@@ -100,7 +128,7 @@ export function matchPrincipal(pattern: string, principal: string | null): boole
   return uri === SPIFFE + pattern;
 }
 
-const namespaceCache = new Map<string, RegExp>();
+const namespaceCache = new RegexCache();
 
 /**
  * Source.namespaces / `source.namespace`: the regex `.*\/ns/<value>/.*` over the peer's SPIFFE
@@ -109,16 +137,19 @@ const namespaceCache = new Map<string, RegExp>();
  */
 export function matchNamespace(pattern: string, principal: string | null): boolean {
   if (principal === null) return false;
-  let re = namespaceCache.get(pattern);
-  if (!re) {
+  const re = namespaceCache.get(pattern, () => {
     const v = pattern
       .split('*')
       .map((p) => p.replace(/[.+?^${}()|[\]\\/-]/g, '\\$&'))
       .join('.*');
-    re = new RegExp(`^.*/ns/${v}/.*$`);
-    namespaceCache.set(pattern, re);
-  }
+    return new RegExp(`^.*/ns/${v}/.*$`);
+  });
   return re.test(SPIFFE + principal);
+}
+
+/** For tests: how many compiled regexes the caches hold (path templates, namespaces). */
+export function cachedRegexCounts(): { templates: number; namespaces: number } {
+  return { templates: templateCache.size, namespaces: namespaceCache.size };
 }
 
 /**

@@ -49,18 +49,25 @@ export class BundleHttpsServer {
     this.server = server;
     // Follow the serving certificate as the gRPC port does (CA rotation, renewal).
     this.options.serving.addIdentityCertificateListener(this.onIdentity);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e) =>
-        reject(
-          new CastellanError(
-            'internal',
-            `cannot listen on ${formatHostPort(address)}: ${e.message}`,
-            { subject: 'bundle address' },
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', (e) =>
+          reject(
+            new CastellanError(
+              'internal',
+              `cannot listen on ${formatHostPort(address)}: ${e.message}`,
+              { subject: 'bundle address' },
+            ),
           ),
-        ),
-      );
-      server.listen(address.port, address.host, () => resolve());
-    });
+        );
+        server.listen(address.port, address.host, () => resolve());
+      });
+    } catch (e) {
+      // A server that never listened must not stay subscribed to the serving certificate.
+      this.options.serving.removeIdentityCertificateListener(this.onIdentity);
+      this.server = undefined;
+      throw e;
+    }
     const port = (server.address() as AddressInfo).port;
     this.log.info(
       { address: formatHostPort({ host: address.host, port }) },

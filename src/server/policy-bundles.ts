@@ -77,6 +77,20 @@ function bundleJson(bundle: PolicyBundle): string {
   return json;
 }
 
+/**
+ * Whether an If-None-Match header matches `etag` (RFC 9110 §13.1.2): `*` matches any current
+ * bundle; otherwise a comma-separated list of entity tags, compared weakly (a `W/` prefix on
+ * either side is ignored). The quoted opaque tags are picked out whole, as a comma may sit
+ * inside one, and any `W/` before them is left behind.
+ */
+function ifNoneMatchHits(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  if (header.trim() === '*') return true;
+  const opaque = etag.replace(/^W\//, '');
+  for (const [tag] of header.matchAll(/"[^"]*"/g)) if (tag === opaque) return true;
+  return false;
+}
+
 const ROUTE = /^\/v1\/bundles\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/([a-z0-9]([-.a-z0-9]*[a-z0-9])?)$/;
 
 /**
@@ -111,9 +125,13 @@ export function handleBundleHttp(
   };
   authorizedBundle(options, request, m[1] as string, m[3] as string).then(
     (bundle) => {
-      res
-        .writeHead(200, { 'content-type': 'application/json', etag: `"${bundle.hash}"` })
-        .end(bundleJson(bundle));
+      const etag = `"${bundle.hash}"`;
+      // Checked after authorization, so a 304 tells no more than a 200 would.
+      if (ifNoneMatchHits(req.headers['if-none-match'], etag)) {
+        res.writeHead(304, { etag }).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', etag }).end(bundleJson(bundle));
     },
     (e: unknown) => {
       const err = asCastellanError(e);

@@ -101,8 +101,9 @@ export class PolicyDirSource {
         .update(JSON.stringify([...texts.entries()]))
         .digest('hex');
       if (print === this.lastPrint) return undefined;
-      this.lastPrint = print;
       const result = this.apply(texts);
+      // Recorded only once applied: content whose apply threw is tried again on the next poll.
+      this.lastPrint = print;
       this.options.onSync?.(result);
       return result;
     } catch (e) {

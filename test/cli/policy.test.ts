@@ -110,6 +110,29 @@ test('unusable input: non-zero exit and a message naming the file or field', () 
   assert.match(yaml.stderr, /broken\.yaml: not valid YAML/);
 });
 
+test('a broken symbolic link named like a manifest is refused, naming it; others are ignored', () => {
+  const folder = join(dir, 'with-broken-link');
+  mkdirSync(folder);
+  writeFileSync(join(folder, 'policies.yaml'), readFileSync(policies));
+  symlinkSync('notes-gone.txt', join(folder, 'notes.txt'));
+  const fine = run('lint', '--policies', folder);
+  assert.equal(fine.code, 0, fine.stderr);
+
+  symlinkSync('gone.yaml', join(folder, 'extra.yaml'));
+  for (const args of [
+    ['check', '--policies', folder, '--input', join(fixtures, 'input.yaml')],
+    ['bundle', '--policies', folder, '--workload', join(fixtures, 'input.yaml')],
+    ['lint', '--policies', folder],
+  ]) {
+    const r = run(...args);
+    assert.equal(r.code, 2, `${args[0]}: invalid-argument exits 2; ${r.stderr}`);
+    assert.equal(
+      r.stderr,
+      `castellan: ${join(folder, 'extra.yaml')}: cannot read: broken symbolic link to gone.yaml\n`,
+    );
+  }
+});
+
 test('bundle prints the golden bundle byte for byte', () => {
   const r = run('bundle', '--policies', fixtures, '--workload', join(fixtures, 'input.yaml'));
   assert.equal(r.code, 0, r.stderr);

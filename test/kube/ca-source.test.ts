@@ -12,7 +12,11 @@ import {
   CACERTS_SECRET,
   KEEP_PREVIOUS_ROOTS_ANNOTATION,
 } from '../../src/kube/cacerts-secret-source.js';
-import { SELF_SIGNED_SECRET, SELF_SIGNED_SECRET_TYPE } from '../../src/kube/self-signed-secret.js';
+import {
+  ROOT_CERT_SECRET_KEY,
+  SELF_SIGNED_SECRET,
+  SELF_SIGNED_SECRET_TYPE,
+} from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { kubeConfigFor, putCacerts, sample, sampleCacerts, waitFor } from './helpers.js';
 
@@ -58,6 +62,8 @@ test('three replicas starting at once: exactly one self-signed root, shared by a
   assert.equal(secret?.type, SELF_SIGNED_SECRET_TYPE);
   const data = secret?.data as Record<string, string>;
   assert.deepEqual(Object.keys(data).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+  // Istio's key in istio-ca-secret, named apart from the ConfigMap's key of the same value.
+  assert.equal(ROOT_CERT_SECRET_KEY, 'root-cert.pem');
   const rootPem = Buffer.from(data['root-cert.pem']!, 'base64').toString();
   for (const r of replicas) assert.equal(r.state.current()?.bundle.rootBundlePem, rootPem);
 });

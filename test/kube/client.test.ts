@@ -74,9 +74,17 @@ test('bad kubeconfigs are refused with the file named', () => {
     () => loadKubeConfig({ kubeconfigPath: bad }),
     (e) => isCastellanError(e, 'malformed') && e.message.startsWith(bad),
   );
+  // A file that is not there (or not a file) is a flag pointing nowhere, not bad content.
   assert.throws(
     () => loadKubeConfig({ kubeconfigPath: join(dir, 'missing') }),
-    (e) => isCastellanError(e, 'malformed') && e.message.includes('missing'),
+    (e) =>
+      isCastellanError(e, 'invalid-argument') &&
+      e.message.startsWith(join(dir, 'missing')) &&
+      /cannot read kubeconfig: ENOENT/.test(e.message),
+  );
+  assert.throws(
+    () => loadKubeConfig({ kubeconfigPath: dir }),
+    (e) => isCastellanError(e, 'invalid-argument') && /EISDIR/.test(e.message),
   );
   assert.throws(
     () =>

@@ -1,7 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { RootPublisher, ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import {
+  RootPublisher,
+  ROOT_CERT_CONFIGMAP,
+  ROOT_CERT_CONFIGMAP_KEY,
+} from '../../src/kube/root-publisher.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { kubeConfigFor, waitFor } from './helpers.js';
 
@@ -38,6 +42,8 @@ test('the ConfigMap appears in every namespace except kube-public and kube-node-
   }
   assert.equal(rootIn('kube-public'), undefined);
   assert.equal(rootIn('kube-node-lease'), undefined);
+  // Istio's key in istio-ca-root-cert, named apart from the Secret's key of the same value.
+  assert.equal(ROOT_CERT_CONFIGMAP_KEY, 'root-cert.pem');
 });
 
 test('a new namespace gets it; an edit and a deletion are repaired', async () => {

@@ -4,11 +4,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cidrContains, parseCidr, parseIp } from '../../src/policy/ip-match.js';
 import {
+  cachedRegexCounts,
   matchHeader,
   matchHost,
+  matchNamespace,
   matchPath,
   matchRequestPrincipal,
   matchString,
+  REGEX_CACHE_LIMIT,
 } from '../../src/policy/string-match.js';
 import { expandTrustDomainAliases } from '../../src/policy/trust-domain.js';
 
@@ -45,6 +48,35 @@ test('path templates: {*} one segment, {**} any depth; literals escaped', () => 
     ['/{*}/{**}', '/a/b/c?q=1', true],
   ];
   for (const [p, v, want] of cases) assert.equal(matchPath(p, v), want, `${p} ~ ${v}`);
+});
+
+test('compiled regexes are cached up to a limit; evicted or kept, the answers are the same', () => {
+  const peer = 'cluster.local/ns/shop/sa/web';
+  // Used all along, between the patterns that push the caches past their limit.
+  const hotPath = '/hot/{*}';
+  const hotNs = 'sh*p';
+  for (let i = 0; i < REGEX_CACHE_LIMIT + 500; i++) {
+    assert.equal(matchPath(`/api/${i}/{*}`, `/api/${i}/x`), true);
+    assert.equal(matchPath(`/api/${i}/{*}`, `/api/${i}/x/y`), false);
+    assert.equal(matchNamespace(`ns-${i}-*`, peer), false);
+    assert.equal(matchNamespace(`ns-${i}-*`, `cluster.local/ns/ns-${i}-a/sa/x`), true);
+    assert.equal(matchPath(hotPath, '/hot/1'), true);
+    assert.equal(matchNamespace(hotNs, peer), true);
+  }
+  assert.deepEqual(cachedRegexCounts(), {
+    templates: REGEX_CACHE_LIMIT,
+    namespaces: REGEX_CACHE_LIMIT,
+  });
+  // An evicted pattern is compiled again, to the same answers.
+  assert.equal(matchPath('/api/0/{*}', '/api/0/x'), true);
+  assert.equal(matchPath('/api/0/{*}', '/api/0/'), false);
+  assert.equal(matchNamespace('ns-0-*', 'cluster.local/ns/ns-0-a/sa/x'), true);
+  assert.equal(matchNamespace('ns-0-*', peer), false);
+  assert.equal(matchPath(hotPath, '/hot/a/b'), false);
+  assert.deepEqual(cachedRegexCounts(), {
+    templates: REGEX_CACHE_LIMIT,
+    namespaces: REGEX_CACHE_LIMIT,
+  });
 });
 
 test('requestPrincipals split iss/sub at the last slash', () => {

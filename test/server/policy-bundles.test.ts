@@ -96,13 +96,18 @@ after(async () => {
   grpc.forceShutdown();
 });
 
-function get(path: string, withCert: boolean): Promise<{ status: number; body: string }> {
+function get(
+  path: string,
+  withCert: boolean,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string; etag: string | undefined }> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
         host: '127.0.0.1',
         port: httpsPort,
         path,
+        headers,
         ca: root,
         checkServerIdentity: () => undefined,
         ...(withCert ? { cert: clientCert, key: clientKey } : {}),
@@ -112,7 +117,7 @@ function get(path: string, withCert: boolean): Promise<{ status: number; body: s
         res
           .setEncoding('utf8')
           .on('data', (c: string) => (body += c))
-          .on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+          .on('end', () => resolve({ status: res.statusCode ?? 0, body, etag: res.headers.etag }));
       },
     );
     req.on('error', reject).end();
@@ -125,6 +130,31 @@ test('GET /v1/bundles: the workload receives its own bundle', async () => {
   const bundle = JSON.parse(r.body) as { workload: { name: string }; hash: string };
   assert.equal(bundle.workload.name, 'foo-1');
   assert.equal(bundle.hash, compiler.bundle('foo', 'foo-1')!.hash);
+});
+
+test('GET /v1/bundles: If-None-Match that matches the ETag gets 304 with no body', async () => {
+  const first = await get('/v1/bundles/foo/foo-1', true);
+  assert.equal(first.status, 200, first.body);
+  const etag = first.etag!;
+  assert.equal(etag, `"${compiler.bundle('foo', 'foo-1')!.hash}"`);
+  for (const inm of [etag, `W/${etag}`, '*', `"other", ${etag}`, `"a,b",W/${etag} , "c"`]) {
+    const r = await get('/v1/bundles/foo/foo-1', true, { 'if-none-match': inm });
+    assert.equal(r.status, 304, inm);
+    assert.equal(r.body, '', inm);
+    assert.equal(r.etag, etag, inm);
+  }
+  for (const inm of ['"other"', `"${etag}"`, `"x", "y"`, etag.slice(1, -1)]) {
+    const r = await get('/v1/bundles/foo/foo-1', true, { 'if-none-match': inm });
+    assert.equal(r.status, 200, inm);
+    assert.equal(r.body, first.body, inm);
+  }
+  // Authorization comes first: a matching tag does not reveal another workload's bundle.
+  const other = `"${compiler.bundle('foo', 'other-1')!.hash}"`;
+  assert.equal(
+    (await get('/v1/bundles/foo/other-1', true, { 'if-none-match': other })).status,
+    403,
+  );
+  assert.equal((await get('/v1/bundles/foo/foo-1', false, { 'if-none-match': '*' })).status, 401);
 });
 
 test("GET /v1/bundles: another service account's bundle, or a missing pod, is refused with 403", async () => {

@@ -121,6 +121,26 @@ test('a file that stops parsing keeps its last good content; files mounted Confi
   assert.ok(text.includes('"PUT"'));
 });
 
+test('content whose apply failed is applied again on the next poll, though unchanged', async () => {
+  const { dir, compiler, source } = setup();
+  await source.start();
+  source.stop();
+  const upsert = compiler.upsertPolicy.bind(compiler);
+  let failures = 1;
+  compiler.upsertPolicy = (r) => {
+    if (failures-- > 0) throw new Error('compiler failed');
+    return upsert(r);
+  };
+  writeFileSync(join(dir, 'policies', 'db.yaml'), ap('db', 'db', 'GET'));
+  assert.equal(await source.check(), undefined, 'the failed apply reports nothing');
+  assert.ok(!JSON.stringify(compiler.bundle('shop', 'db-1')).includes('shop/db'));
+
+  const r = await source.check();
+  assert.equal(r?.changes, 1);
+  assert.ok(JSON.stringify(compiler.bundle('shop', 'db-1')).includes('shop/db'));
+  assert.equal(await source.check(), undefined, 'once applied, the same content is not re-applied');
+});
+
 test('a missing folder is refused at start, naming it', async () => {
   const dir = join(tmp(), 'nope');
   const source = new PolicyDirSource({ dir, compiler: new PolicyCompiler(DEFAULT_MESH) });

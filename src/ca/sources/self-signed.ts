@@ -1,7 +1,8 @@
 import type { KeyObject } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
+import { writeFileAtomic } from '../../atomic-write.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { issueCertificate } from '../../pki/issue.js';
@@ -41,13 +42,6 @@ async function readIfExists(path: string): Promise<string | undefined> {
       cause: e,
     });
   }
-}
-
-/** Writes through a temporary file and a rename, so a crash never leaves half a file. */
-export async function writeFileAtomic(path: string, text: string, mode = 0o644): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, text, { mode });
-  await rename(tmp, path);
 }
 
 /** A self-signed root in the root profile: subject O=<trust domain>. */

@@ -12,12 +12,12 @@ import {
   SubjectKeyIdentifierExtension,
   type X509Certificate,
 } from '@peculiar/x509';
+import { writeFileAtomic } from '../../atomic-write.js';
 import { systemClock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { formatDuration } from '../../duration.js';
 import { buildKeyCertBundle, certificatePem, parseCertificates } from '../../ca/bundle.js';
 import { loadCacertsFolder } from '../../ca/sources/folder.js';
-import { writeFileAtomic } from '../../ca/sources/self-signed.js';
 import { issueCertificate } from '../../pki/issue.js';
 import { isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, keyTypeOf, parsePrivateKeyPem, privateKeyToPem } from '../../pki/keys.js';

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { CastellanError } from '../../errors.js';
@@ -52,7 +52,24 @@ function manifestFiles(path: string): string[] {
       .filter((name) => !name.startsWith('..'))
       .flatMap((name) => {
         const p = join(path, name);
-        return statSync(p).isDirectory() ? manifestFiles(p) : MANIFEST.test(name) ? [p] : [];
+        let isDir: boolean;
+        try {
+          isDir = statSync(p).isDirectory();
+        } catch (e) {
+          // A link to nowhere. One named like a manifest is refused, as an unreadable manifest
+          // is (policies silently missing would change decisions); others are ignored as any
+          // non-manifest file is.
+          if (!MANIFEST.test(name)) return [];
+          const broken = lstatSync(p, { throwIfNoEntry: false })?.isSymbolicLink() === true;
+          throw new CastellanError(
+            'invalid-argument',
+            broken
+              ? `cannot read: broken symbolic link to ${readlinkSync(p)}`
+              : `cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+            { subject: p, cause: e },
+          );
+        }
+        return isDir ? manifestFiles(p) : MANIFEST.test(name) ? [p] : [];
       })
   );
 }
