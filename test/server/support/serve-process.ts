@@ -13,12 +13,27 @@ export interface ServeProcess {
   readonly exited: Promise<number | string>;
 }
 
-/** Starts `castellan serve` on free loopback ports and waits for its start line. */
-export async function startServe(args: string[], cwd?: string): Promise<ServeProcess> {
+/**
+ * Starts `castellan serve` on free loopback ports and waits for its start line. `entry` is the
+ * script node runs (default: the compiled CLI; bin/castellan.js is the installed command).
+ */
+export async function startServe(
+  args: string[],
+  cwd?: string,
+  options: { entry?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
-    [cliPath, 'serve', '--grpc-addr', '127.0.0.1:0', '--monitoring-addr', '127.0.0.1:0', ...args],
-    { cwd, stdio: ['ignore', 'pipe', 'pipe'] },
+    [
+      options.entry ?? cliPath,
+      'serve',
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--monitoring-addr',
+      '127.0.0.1:0',
+      ...args,
+    ],
+    { cwd, stdio: ['ignore', 'pipe', 'pipe'], ...(options.env ? { env: options.env } : {}) },
   );
   let out = '';
   let err = '';
