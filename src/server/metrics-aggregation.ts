@@ -10,9 +10,12 @@ export type WorkerMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
  * multiply them by the worker count; the largest is the truth.
  */
 const MIRRORED_COUNTERS = new Set(['castellan_ca_load_errors_total']);
+/** Gauges of each worker's own resources: the service has their sum. */
+const SUMMED_GAUGES = new Set(['castellan_csr_check_threads_ready']);
 
 function aggregatorFor(metric: WorkerMetrics[number]): Aggregator {
   // prom-client types `type` as a numeric enum, but the JSON carries its name ('gauge').
+  if (SUMMED_GAUGES.has(metric.name)) return 'sum';
   if (String(metric.type) === 'gauge' || MIRRORED_COUNTERS.has(metric.name)) return 'max';
   // Counters and histograms count each worker's own calls: the service's total is the sum.
   return 'sum';

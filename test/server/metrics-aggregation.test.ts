@@ -37,6 +37,7 @@ async function worker(
     registers,
   });
   if (loadErrors > 0) errors.inc({ source: 'cacerts-dir:/x' }, loadErrors);
+  new Gauge({ name: 'castellan_csr_check_threads_ready', help: 'h', registers }).set(1);
   // Through JSON, as the IPC channel carries it.
   return JSON.parse(JSON.stringify(await registry.getMetricsAsJSON())) as WorkerMetrics;
 }
@@ -54,6 +55,8 @@ describe('aggregateWorkerMetrics', () => {
       await worker(5, [0.5], 1),
     ]).metrics();
     assert.equal(sample(text, 'citadel_server_success_cert_issuance_count'), 8);
+    // Each worker's own check thread: the service has both.
+    assert.equal(sample(text, 'castellan_csr_check_threads_ready'), 2);
     assert.equal(sample(text, 'castellan_csr_duration_seconds_count{outcome="issued"}'), 3);
     assert.equal(
       sample(text, 'castellan_csr_duration_seconds_bucket{le="0.1",outcome="issued"}'),

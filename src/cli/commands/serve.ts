@@ -14,7 +14,7 @@ import { writeFileAtomic } from '../../atomic-write.js';
 import { systemClock, type Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
-import { Counter, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
 import { formatHostPort } from '../../address.js';
 import { CaServer } from '../../server/ca-server.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
@@ -246,7 +246,16 @@ export async function runServe(
   });
   const authenticators = [clientCert, ...runtime.tokenAuthenticators];
   const csrThreads = resolveCsrThreads(config.csrThreads);
-  const csrChecker = csrThreads > 0 ? new CsrCheckPool(csrThreads, { logger }) : inlineCsrChecker;
+  const csrPool = csrThreads > 0 ? new CsrCheckPool(csrThreads, { logger }) : undefined;
+  const csrChecker = csrPool ?? inlineCsrChecker;
+  new Gauge({
+    name: 'castellan_csr_check_threads_ready',
+    help: 'Threads checking CSRs beside the event loop that are up (0: checks run on the event loop).',
+    registers: [extraMetrics],
+    collect() {
+      this.set(csrPool?.readyThreads ?? 0);
+    },
+  });
   const server = new CaServer({
     trustDomain: config.trustDomain,
     caState: runtime.caState,
