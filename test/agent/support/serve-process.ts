@@ -1,7 +1,8 @@
 // Runs the real `castellan serve` (compiled CLI) for CLI tests: a fresh data dir, port 0.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cliPath } from '../../support/paths.js';
+import { startServe as startServeProcess } from '../../server/support/serve-process.js';
 
 export interface ServeProcess {
   readonly address: string;
@@ -10,37 +11,11 @@ export interface ServeProcess {
   stop(): Promise<void>;
 }
 
+/** `castellan serve` on a fresh data dir (test/server/support/serve-process.ts starts it). */
 export async function startServe(dataDir: string, extra: string[] = []): Promise<ServeProcess> {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    [
-      cliPath,
-      'serve',
-      '--data-dir',
-      dataDir,
-      '--grpc-addr',
-      '127.0.0.1:0',
-      '--monitoring-addr',
-      '127.0.0.1:0',
-      '--log-level',
-      'warn',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const port = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /CA serving on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)));
-  });
+  const serve = await startServeProcess(['--data-dir', dataDir, '--log-level', 'warn', ...extra]);
   return {
-    address: `127.0.0.1:${port}`,
+    address: `127.0.0.1:${serve.grpcPort}`,
     dataDir,
     token: (ns, sa) =>
       execFileSync(
@@ -49,10 +24,9 @@ export async function startServe(dataDir: string, extra: string[] = []): Promise
         { encoding: 'utf8' },
       ),
     stop: async () => {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.on('exit', r));
-      child.kill('SIGTERM');
-      await exited;
+      if (serve.child.exitCode !== null) return;
+      serve.child.kill('SIGTERM');
+      await serve.exited;
     },
   };
 }
