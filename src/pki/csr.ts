@@ -81,7 +81,7 @@ function fail(kind: ErrorKind, message: string, cause?: unknown): CastellanError
 }
 
 /** Rule 4's algorithm check, on the parsed SubjectPublicKeyInfo (before node reads the key). */
-export function checkSpkiAlgorithm(spki: SubjectPublicKeyInfo): void {
+function checkSpkiAlgorithm(spki: SubjectPublicKeyInfo): void {
   const oid = spki.algorithm.algorithm;
   const { rsaEncryption, ecPublicKey, ed25519 } = CSR_RULES.keyAlgorithms;
   if (oid === rsaEncryption || oid === ed25519) return;
@@ -117,17 +117,6 @@ export interface CsrStructure {
   readonly signature: Uint8Array;
   /** Rule 4's first step: throws `unsupported` for a key algorithm or curve we do not take. */
   checkKeyAlgorithm(): void;
-}
-
-/** What rules 1–6 leave: a CSR whose key node:crypto reads and whose self-signature verifies. */
-export interface VerifiedCsrEnvelope<T> {
-  readonly der: Uint8Array;
-  readonly spki: Uint8Array;
-  readonly publicKey: KeyObject;
-  readonly keyType: CsrKeyType;
-  readonly asn: CertificationRequest;
-  /** What `onParsed` returned for the schema-parsed CSR (rule 3). */
-  readonly parsed: T;
 }
 
 /** Reads the SubjectPublicKeyInfo DER into a node:crypto key (rule 4, after the algorithm check). */
@@ -216,28 +205,13 @@ export function verifyCsrStructure(
   return { publicKey, keyType };
 }
 
-/**
- * Rules 1–6 of CSR_RULES with the schema parse, shared by every parser so that they cannot
- * drift; `readKey` is the one step the hot path does differently.
- */
-export function verifyCsrEnvelope<T>(
-  pem: string,
-  readKey: SpkiReader,
-  onParsed: (asn: CertificationRequest) => T,
-): VerifiedCsrEnvelope<T> {
-  const der = csrDerFromPem(pem);
-  const { structure, asn, parsed } = csrStructureFromSchema(der, onParsed);
-  const { publicKey, keyType } = verifyCsrStructure(structure, readKey);
-  return { der, spki: structure.spki, publicKey, keyType, asn, parsed };
-}
-
-/** The ParsedCsr of a verified envelope and what rule 7 read from it. */
+/** The ParsedCsr of a CSR that passed rules 1–6 and what rule 7 read from it. */
 export function toParsedCsr(
-  envelope: Pick<VerifiedCsrEnvelope<unknown>, 'der' | 'spki' | 'publicKey' | 'keyType'>,
+  verified: Pick<ParsedCsr, 'der' | 'spki' | 'publicKey' | 'keyType'>,
   commonName: string | undefined,
   requestedSans: string[],
 ): ParsedCsr {
-  const { der, spki, publicKey, keyType } = envelope;
+  const { der, spki, publicKey, keyType } = verified;
   return {
     der,
     spki,
@@ -259,12 +233,13 @@ export function csrSubjectError(cause: unknown): CastellanError {
  * model for rule 7).
  */
 export function parseCsr(pem: string): ParsedCsr {
-  const envelope = verifyCsrEnvelope(
-    pem,
-    publicKeyFromSpki,
+  // 1–6: the steps the fast parser shares (src/pki/fast/fast-csr.ts), with the schema parse.
+  const der = csrDerFromPem(pem);
+  const { structure, parsed: csr } = csrStructureFromSchema(
+    der,
     (asn) => new Pkcs10CertificateRequest(asn),
   );
-  const csr = envelope.parsed;
+  const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpki);
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -277,5 +252,5 @@ export function parseCsr(pem: string): ParsedCsr {
   } catch (e) {
     throw csrSubjectError(e);
   }
-  return toParsedCsr(envelope, commonName, requestedSans);
+  return toParsedCsr({ der, spki: structure.spki, publicKey, keyType }, commonName, requestedSans);
 }
