@@ -2,9 +2,10 @@ import { CastellanError } from '../errors.js';
 
 /**
  * DER element boundaries — only the tag-length header, never the contents (contents are
- * parsed with the @peculiar/asn1-* schemas). Two jobs the schema parser does not do: refuse
- * trailing bytes after the outer element, and hand back an element's bytes verbatim (the
- * CSR's SubjectPublicKeyInfo is copied into the certificate as it was signed).
+ * parsed with the @peculiar/asn1-* schemas, or compared byte for byte by the hot path's CSR
+ * recogniser, src/pki/fast/common-csr.ts). Jobs the schema parser does not do: refuse trailing
+ * bytes after the outer element, and hand back an element's bytes verbatim (the CSR's
+ * SubjectPublicKeyInfo is copied into the certificate as it was signed).
  */
 export interface DerElement {
   /** Offset of the tag byte. */

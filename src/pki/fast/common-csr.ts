@@ -1,5 +1,6 @@
 import { derChildren, readDerElement, type DerElement } from '../der.js';
 import type { CsrStructure } from '../csr.js';
+import { TAG } from './der.js';
 import { isCanonicalP256Spki } from './p256-spki.js';
 
 /**
@@ -15,7 +16,8 @@ import { isCanonicalP256Spki } from './p256-spki.js';
  * constructed string — makes it answer `undefined`, and the caller runs the schema parse
  * (src/pki/csr.ts), which then accepts or refuses with the reference's own error. So the shapes
  * taken here are a strict subset of what the schema parse accepts, with the same fields read
- * (test/pki/fast/common-csr.test.ts compares both on every input of the differential fuzz test).
+ * (the differential fuzz test, test/pki/fast/fast-csr.test.ts, compares both on every input it
+ * recognises).
  *
  * The shape: CertificationRequest { CertificationRequestInfo { version 0, subject of one-value
  * RDNs (C, CN, L, ST, O, OU; UTF8String or PrintableString of printable ASCII), SPKI (canonical
@@ -28,18 +30,6 @@ export interface CommonCsr {
   readonly commonName: string | undefined;
   readonly requestedSans: string[];
 }
-
-const TAG_INTEGER = 0x02;
-const TAG_BIT_STRING = 0x03;
-const TAG_OCTET_STRING = 0x04;
-const TAG_OID = 0x06;
-const TAG_UTF8_STRING = 0x0c;
-const TAG_PRINTABLE_STRING = 0x13;
-const TAG_SEQUENCE = 0x30;
-const TAG_SET = 0x31;
-const TAG_ATTRIBUTES = 0xa0; // [0] IMPLICIT SET OF Attribute
-const TAG_SAN_DNS = 0x82;
-const TAG_SAN_URI = 0x86;
 
 const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
 
@@ -93,13 +83,13 @@ export function recognizeCommonCsr(der: Uint8Array): CommonCsr | undefined {
 
 function walk(der: Uint8Array): CommonCsr {
   const outer = readDerElement(der, 0);
-  expect(der[outer.start] === TAG_SEQUENCE && outer.end === der.length);
-  const [info, sigAlg, sig] = fields(der, outer, [TAG_SEQUENCE, TAG_SEQUENCE, TAG_BIT_STRING]);
+  expect(der[outer.start] === TAG.SEQUENCE && outer.end === der.length);
+  const [info, sigAlg, sig] = fields(der, outer, [TAG.SEQUENCE, TAG.SEQUENCE, TAG.BIT_STRING]);
   const [version, subject, spki, attributes] = fields(der, info!, [
-    TAG_INTEGER,
-    TAG_SEQUENCE,
-    TAG_SEQUENCE,
-    TAG_ATTRIBUTES,
+    TAG.INTEGER,
+    TAG.SEQUENCE,
+    TAG.SEQUENCE,
+    TAG.CONTEXT_0_CONSTRUCTED, // attributes: [0] IMPLICIT SET OF Attribute
   ]);
   expect(equals(der, version!, VERSION_1));
   const commonName = commonNameOf(der, subject!);
@@ -160,22 +150,23 @@ function printableAscii(der: Uint8Array, el: DerElement): string {
 function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined {
   let commonName: string | undefined;
   for (const rdn of derChildren(der, subject)) {
-    expect(der[rdn.start] === TAG_SET);
-    const [atv] = fields(der, rdn, [TAG_SEQUENCE]);
-    const [type, value] = derChildren(der, atv!);
-    expect(type !== undefined && value !== undefined && value.end === atv!.end);
-    expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => equals(der, type!, oid)));
-    const tag = der[value!.start];
-    expect(tag === TAG_UTF8_STRING || tag === TAG_PRINTABLE_STRING);
-    const text = printableAscii(der, value!);
-    if (commonName === undefined && equals(der, type!, COMMON_NAME_OID)) commonName = text;
+    expect(der[rdn.start] === TAG.SET);
+    const [atv] = fields(der, rdn, [TAG.SEQUENCE]);
+    const parts = derChildren(der, atv!);
+    expect(parts.length === 2);
+    const [type, value] = parts as [DerElement, DerElement];
+    expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => equals(der, type, oid)));
+    const tag = der[value.start];
+    expect(tag === TAG.UTF8_STRING || tag === TAG.PRINTABLE_STRING);
+    const text = printableAscii(der, value);
+    if (commonName === undefined && equals(der, type, COMMON_NAME_OID)) commonName = text;
   }
   return commonName;
 }
 
 /** SubjectPublicKeyInfo { rsaEncryption NULL, BIT STRING with no unused bits }. */
 function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
-  const [alg, key] = fields(der, spki, [TAG_SEQUENCE, TAG_BIT_STRING]);
+  const [alg, key] = fields(der, spki, [TAG.SEQUENCE, TAG.BIT_STRING]);
   return (
     equals(der, alg!, RSA_KEY_ALGORITHM) &&
     key!.end - key!.contentStart >= 2 &&
@@ -187,24 +178,24 @@ function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
 function requestedSansOf(der: Uint8Array, attributes: DerElement): string[] {
   const attrs = derChildren(der, attributes);
   if (attrs.length === 0) return [];
-  expect(attrs.length === 1 && der[attrs[0]!.start] === TAG_SEQUENCE);
-  const [type, values] = fields(der, attrs[0]!, [TAG_OID, TAG_SET]);
+  expect(attrs.length === 1 && der[attrs[0]!.start] === TAG.SEQUENCE);
+  const [type, values] = fields(der, attrs[0]!, [TAG.OID, TAG.SET]);
   expect(equals(der, type!, EXTENSION_REQUEST_OID));
-  const [extensions] = fields(der, values!, [TAG_SEQUENCE]);
-  const [extension] = fields(der, extensions!, [TAG_SEQUENCE]);
+  const [extensions] = fields(der, values!, [TAG.SEQUENCE]);
+  const [extension] = fields(der, extensions!, [TAG.SEQUENCE]);
   const parts = derChildren(der, extension!);
   expect(parts.length === 2 || parts.length === 3);
   expect(equals(der, parts[0]!, SUBJECT_ALT_NAME_OID));
   // critical: absent (DER's encoding of the default FALSE) or TRUE.
   if (parts.length === 3) expect(equals(der, parts[1]!, BOOLEAN_TRUE));
   const extnValue = parts[parts.length - 1]!;
-  expect(der[extnValue.start] === TAG_OCTET_STRING);
+  expect(der[extnValue.start] === TAG.OCTET_STRING);
   const names = readDerElement(der, extnValue.contentStart);
-  expect(der[names.start] === TAG_SEQUENCE && names.end === extnValue.end);
+  expect(der[names.start] === TAG.SEQUENCE && names.end === extnValue.end);
   const sans: string[] = [];
   for (const name of derChildren(der, names)) {
     const tag = der[name.start];
-    expect(tag === TAG_SAN_DNS || tag === TAG_SAN_URI);
+    expect(tag === TAG.SAN_DNS || tag === TAG.SAN_URI);
     sans.push(printableAscii(der, name));
   }
   expect(sans.length > 0);

@@ -2,7 +2,8 @@
  * The only DER *writing* the hot path does by hand: tag + length headers around contents that
  * are either precomputed (encoded once per CA with the @peculiar/asn1-x509 schemas) or trivial
  * per-request primitives (an INTEGER, a time string, an IA5String SAN). There is no parser here:
- * everything read comes through @peculiar/asn1-schema.
+ * what the hot path reads goes through src/pki/der.ts (element boundaries, as common-csr.ts
+ * walks a CSR) or @peculiar/asn1-schema.
  *
  * DER length (X.690 §8.1.3, §10.1): short form below 128, otherwise 0x80|n followed by n
  * big-endian bytes, with the minimum n.
@@ -19,7 +20,7 @@ export const TAG = {
   GENERALIZED_TIME: 0x18,
   SEQUENCE: 0x30,
   SET: 0x31,
-  /** [0] constructed, context-specific (explicit tagging). */
+  /** [0] constructed, context-specific: TBSCertificate.version, CertificationRequestInfo.attributes. */
   CONTEXT_0_CONSTRUCTED: 0xa0,
   /** [3] constructed: TBSCertificate.extensions. */
   CONTEXT_3_CONSTRUCTED: 0xa3,
