@@ -76,10 +76,11 @@ export type CertificateProfile =
       readonly pathLength?: number;
     };
 
-/** Subject attributes in order, e.g. [['O', 'Istio'], ['CN', 'Root CA']]. */
-/** Attribute names as @peculiar/x509 reads them (CN, O, OU, L, ST, C, or a dotted OID). */
+/**
+ * Subject attributes in order, e.g. [['O', 'Istio'], ['CN', 'Root CA']]; attribute names as
+ * @peculiar/x509 reads them (CN, O, OU, L, ST, C, or a dotted OID).
+ */
 export type SubjectName = readonly (readonly [string, string])[];
-export type SubjectAttribute = 'CN' | 'O' | 'OU' | 'L' | 'ST' | 'C';
 
 export type SanKind = 'uri' | 'ip' | 'dns';
 
@@ -103,7 +104,8 @@ export function sanKind(san: string): SanKind {
   return 'dns';
 }
 
-function checkSans(sans: readonly string[]): void {
+/** At least one SAN, each printable ASCII (0x21–0x7e): else `invalid-argument`. */
+export function checkSans(sans: readonly string[]): void {
   if (sans.length === 0) {
     throw new CastellanError('invalid-argument', 'a certificate needs at least one SAN');
   }

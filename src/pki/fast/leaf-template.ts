@@ -20,11 +20,13 @@ import {
   id_kp_clientAuth,
   id_kp_serverAuth,
 } from '@peculiar/asn1-x509';
+import { X509Certificate } from '@peculiar/x509';
 import { CastellanError } from '../../errors.js';
 import { derChildren, readDerElement } from '../der.js';
 import { keyTypeOf } from '../keys.js';
 import type { LeafParams } from '../leaf-signer.js';
-import { caSignatureAlgorithm, keyIdentifier, sanKind } from '../profiles.js';
+import { subjectKeyIdOf } from '../issue.js';
+import { caSignatureAlgorithm, checkSans, sanKind } from '../profiles.js';
 import { TAG, concat, header, ia5, time, tlv, unsignedInteger } from './der.js';
 
 /**
@@ -114,33 +116,27 @@ function signatureAlgorithmOf(issuerKey: KeyObject): {
  * problem with the issuing certificate is `malformed` naming it.
  */
 export function buildLeafTemplate(issuerCertDer: Uint8Array, issuerKey: KeyObject): LeafTemplate {
-  let cert: Certificate;
   let raw: TbsRawFields;
+  let issuerKeyId: Uint8Array;
   try {
-    cert = AsnConvert.parse(issuerCertDer, Certificate);
-    const tbsRaw = cert.tbsCertificateRaw;
+    const tbsRaw = AsnConvert.parse(issuerCertDer, Certificate).tbsCertificateRaw;
     if (!tbsRaw) throw new Error('no TBSCertificate bytes');
     raw = AsnConvert.parse(tbsRaw, TbsRawFields);
+    // AKI: the issuer's own SKI, or (Istio's 2018 sample CA has none) the SHA-1 of its public
+    // key: the reference signer's rule, from the same function.
+    issuerKeyId = subjectKeyIdOf(new X509Certificate(issuerCertDer));
   } catch (e) {
     throw new CastellanError('malformed', 'the CA certificate does not parse', {
       subject: 'CA certificate',
       cause: e,
     });
   }
-  const tbs = cert.tbsCertificate;
   const sig = signatureAlgorithmOf(issuerKey);
   const algorithm = der(
     new AlgorithmIdentifier(
       sig.isEcdsa ? { algorithm: sig.oid } : { algorithm: sig.oid, parameters: null },
     ),
   );
-
-  // AKI: the issuer's own SKI when it has one; otherwise (Istio's 2018 sample CA) the SHA-1 of
-  // its public key, computed as for any SKI — the rule issue.ts's subjectKeyIdOf follows.
-  const skiExt = tbs.extensions?.find((e) => e.extnID === id_ce_subjectKeyIdentifier);
-  const issuerKeyId = skiExt
-    ? new Uint8Array(AsnConvert.parse(skiExt.extnValue, SubjectKeyIdentifier).buffer)
-    : keyIdentifier(new Uint8Array(raw.subjectPublicKeyInfo));
 
   const fixedExtensionsHead = concat(
     extension(
@@ -223,14 +219,7 @@ function generalName(san: string): Uint8Array {
 }
 
 function checkParams(p: LeafParams): void {
-  if (p.sans.length === 0) {
-    throw new CastellanError('invalid-argument', 'a certificate needs at least one SAN');
-  }
-  for (const s of p.sans) {
-    if (!/^[\x21-\x7e]+$/.test(s)) {
-      throw new CastellanError('invalid-argument', `SAN "${s}" is not printable ASCII`);
-    }
-  }
+  checkSans(p.sans);
   if (!p.serial.some((b) => b !== 0)) {
     throw new CastellanError('invalid-argument', 'the serial number must be positive');
   }
