@@ -1,11 +1,15 @@
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { ParsedCsr } from '../pki/csr.js';
+import { truncateToSeconds } from '../pki/issue.js';
 import { toPem } from '../pki/pem.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
 import type { CaSnapshot } from './authority.js';
 
-/** Istio backdates leaves by two minutes to absorb clock skew between nodes. */
+/**
+ * Istio backdates leaves by two minutes to absorb clock skew between nodes; the self-signed
+ * root is backdated the same.
+ */
 export const NOT_BEFORE_BACKDATE_MS = 2 * 60_000;
 
 export interface IssuedWorkload {
@@ -24,7 +28,11 @@ export interface IssuedWorkload {
  */
 export async function issueWorkloadCertificate(
   snapshot: CaSnapshot,
-  request: { csr: Pick<ParsedCsr, 'spki' | 'commonName'>; sans: string[]; ttlMs: number },
+  request: {
+    csr: Pick<ParsedCsr, 'spki' | 'commonName'>;
+    sans: readonly string[];
+    ttlMs: number;
+  },
   clock: Clock,
 ): Promise<IssuedWorkload> {
   if (request.sans.length === 0) {
@@ -38,9 +46,8 @@ export async function issueWorkloadCertificate(
   if (now >= signerNotAfter) {
     throw new CastellanError('unavailable', 'the signing certificate has expired');
   }
-  const seconds = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
-  const notBefore = seconds(now - NOT_BEFORE_BACKDATE_MS);
-  const notAfter = seconds(Math.min(now + request.ttlMs, signerNotAfter));
+  const notBefore = truncateToSeconds(new Date(now - NOT_BEFORE_BACKDATE_MS));
+  const notAfter = truncateToSeconds(new Date(Math.min(now + request.ttlMs, signerNotAfter)));
   const serial = randomSerial();
   const leafDer = await snapshot.leafSigner.sign({
     spki: request.csr.spki,

@@ -8,9 +8,11 @@ import { CastellanError } from '../../errors.js';
 import { issueCertificate } from '../../pki/issue.js';
 import type { CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
+import type { SubjectName } from '../../pki/profiles.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { KeyCertBundle } from '../authority.js';
 import { buildKeyCertBundle, certificatePem } from '../bundle.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../issue-workload.js';
 
 /** Ten years, Istio's self-signed root lifetime. */
 export const DEFAULT_SELF_SIGNED_TTL_MS = 10 * 365 * 24 * 3_600_000;
@@ -47,7 +49,7 @@ async function readIfExists(path: string): Promise<string | undefined> {
 /** A self-signed root in the root profile: subject O=<trust domain>. */
 export async function makeSelfSignedRoot(
   key: KeyObject,
-  subject: readonly (readonly [string, string])[],
+  subject: SubjectName,
   clock: Clock,
   ttlMs: number,
 ): Promise<X509Certificate> {
@@ -56,7 +58,7 @@ export async function makeSelfSignedRoot(
     profile: { kind: 'root', subject },
     publicKey: key,
     selfKey: key,
-    notBefore: new Date(now - 2 * 60_000),
+    notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
     notAfter: new Date(now + ttlMs),
   });
 }
