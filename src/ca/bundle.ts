@@ -116,17 +116,11 @@ export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBun
     subject: chainFile ? names.chain : names.cert,
     firstIsCa: true,
   });
-  const certChain = fullChain.filter((c) => !roots.some((r) => sameCert(r, c)));
-  if (certChain.length === 0) {
-    // A self-signed CA: the signing certificate is itself the root.
-    certChain.push(signingCert);
-  }
+  const belowRoots = fullChain.filter((c) => !roots.some((r) => sameCert(r, c)));
+  // A self-signed CA: the signing certificate is itself the root, sent once, with the roots.
+  const certChain = belowRoots.length > 0 ? belowRoots : [signingCert];
   const rootPems = roots.map(certificatePem);
-  const isRoot = (c: X509Certificate): boolean => roots.some((r) => sameCert(r, c));
-  const responseChainPem = Object.freeze([
-    ...certChain.filter((c) => !isRoot(c)).map(certificatePem),
-    ...rootPems,
-  ]);
+  const responseChainPem = Object.freeze([...belowRoots.map(certificatePem), ...rootPems]);
   return Object.freeze({
     signingCert,
     signingKey,

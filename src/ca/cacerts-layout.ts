@@ -24,10 +24,9 @@ export type CacertsLayout = 'istio' | 'tls';
  */
 export function detectLayout(files: ReadonlyMap<string, string>): CacertsLayout | undefined {
   if (files.has('tls.crt')) return 'tls';
-  if (ISTIO_LAYOUT.some((n) => files.has(n)) || TLS_LAYOUT.some((n) => files.has(n))) {
-    // A tls.key or ca.crt without tls.crt is an incomplete tls set, not an Istio one.
-    return ISTIO_LAYOUT.some((n) => files.has(n)) ? 'istio' : 'tls';
-  }
+  if (ISTIO_LAYOUT.some((n) => files.has(n))) return 'istio';
+  // A tls.key or ca.crt without tls.crt (nor Istio's files) is an incomplete tls set.
+  if (TLS_LAYOUT.some((n) => files.has(n))) return 'tls';
   return undefined;
 }
 
