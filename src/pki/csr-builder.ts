@@ -1,11 +1,8 @@
 import { webcrypto } from 'node:crypto';
-import {
-  Pkcs10CertificateRequestGenerator,
-  SubjectAlternativeNameExtension,
-  type JsonGeneralName,
-} from '@peculiar/x509';
+import { Pkcs10CertificateRequestGenerator, SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { CastellanError } from '../errors.js';
 import { toPem } from './pem.js';
+import { generalNameOf } from './profiles.js';
 
 /** Key types a workload asks for: Istio's agent default (ECDSA P-256) and its RSA option. */
 export const WORKLOAD_KEY_TYPES = ['ec-p256', 'rsa-2048'] as const;
@@ -18,7 +15,7 @@ export function isWorkloadKeyType(value: string): value is WorkloadKeyType {
 export interface CsrSubject {
   /** Subject CN; omitted → an empty subject (the CA decides the identity anyway). */
   readonly commonName?: string | undefined;
-  /** SANs: `scheme://…` → URI, an IPv4/IPv6 literal → IP, anything else → DNS. */
+  /** SANs: `scheme://…` → URI, an IPv4/IPv6 literal → IP, anything else → DNS (sanKind). */
   readonly sans?: readonly string[] | undefined;
 }
 
@@ -51,12 +48,6 @@ const ALGORITHMS: Record<
   },
 };
 
-function generalName(san: string): JsonGeneralName {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(san)) return { type: 'url', value: san };
-  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(san) || san.includes(':')) return { type: 'ip', value: san };
-  return { type: 'dns', value: san };
-}
-
 /**
  * Makes a fresh key pair and a CSR proving possession of it. Pure: nothing touches the disk.
  * Like Istio's agent, the SAN extension is marked critical when the subject is empty
@@ -77,7 +68,12 @@ export async function createKeyAndCsr(
   const sans = subject.sans ?? [];
   const extensions =
     sans.length > 0
-      ? [new SubjectAlternativeNameExtension(sans.map(generalName), !subject.commonName)]
+      ? [
+          new SubjectAlternativeNameExtension(
+            sans.map((s) => generalNameOf(s).toJSON()),
+            !subject.commonName,
+          ),
+        ]
       : [];
   const csr = await Pkcs10CertificateRequestGenerator.create(
     {

@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey } from 'node:crypto';
 import { createKeyAndCsr, isWorkloadKeyType } from '../../src/pki/csr-builder.js';
+import { sanKind } from '../../src/pki/profiles.js';
 import { openssl } from '../support/openssl.js';
 
 /** openssl's text of a CSR, after it checked the CSR's self-signature. */
@@ -48,6 +49,18 @@ test('subject and SANs: URI, IP and DNS; SAN critical when the subject is empty'
   );
   assert.match(named, /Subject: CN ?= ?w/);
   assert.doesNotMatch(named, /critical/);
+});
+
+test('SANs are classified as the CA classifies them (sanKind)', async () => {
+  // IPv6 is an IP SAN; a dotted quad that is no address, or a host:port, is a DNS name (it used
+  // to be refused with an "Invalid IPv4/IPv6 address" error from the encoder).
+  const sans = ['fd00::1', '1.2.3.999', 'host:8080'];
+  const text = opensslReq((await createKeyAndCsr('ec-p256', { sans })).csrPem);
+  assert.match(text, /IP Address:FD00:0:0:0:0:0:0:1, DNS:1\.2\.3\.999, DNS:host:8080/);
+  assert.deepEqual(
+    sans.map((s) => sanKind(s)),
+    ['ip', 'dns', 'dns'],
+  );
 });
 
 test('a fresh key every time; unknown key types are refused', async () => {
