@@ -1,39 +1,22 @@
 import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { X509Certificate } from '@peculiar/x509';
 import { ManualClock } from '../../src/clock.js';
 import { buildKeyCertBundle } from '../../src/ca/bundle.js';
 import { SwappableCaState } from '../../src/ca/ca-state.js';
 import { issueWorkloadCertificate } from '../../src/ca/issue-workload.js';
 import type { CaSnapshot } from '../../src/ca/authority.js';
-import { parseCsr } from '../../src/pki/csr.js';
+import type { ParsedCsr } from '../../src/pki/csr.js';
 import type { LeafParams } from '../../src/pki/leaf-signer.js';
-import { makeTempDir, openssl, opensslText, opensslVerify } from '../support/openssl.js';
-import { HOUR, testIntermediate, testRoot, window } from '../pki/fixtures.js';
+import { makeTempDir, opensslText, opensslVerify } from '../support/openssl.js';
+import { HOUR, opensslP256Csr, testIntermediate, testRoot, window } from '../pki/fixtures.js';
 
 const tmp = makeTempDir();
 after(() => tmp.remove());
 const SPIFFE = 'spiffe://cluster.local/ns/default/sa/foo';
 
-function csr(subj: string): ReturnType<typeof parseCsr> {
-  return parseCsr(
-    openssl([
-      'req',
-      '-new',
-      '-nodes',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-keyout',
-      join(tmp.dir, 'k.pem'),
-      '-subj',
-      subj,
-    ]),
-  );
-}
+const csr = (subj: string): ParsedCsr => opensslP256Csr(tmp.dir, subj);
 
 async function setup(
   interHours = 500,

@@ -1,12 +1,15 @@
 // Test CAs built with our own issuer (the profiles are tested with openssl in issue.test.ts).
 import 'reflect-metadata';
 import type { KeyObject } from 'node:crypto';
+import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
+import { parseCsr, type ParsedCsr } from '../../src/pki/csr.js';
 import { issueCertificate } from '../../src/pki/issue.js';
 import type { CaKeyType } from '../../src/pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';
 import { toPem } from '../../src/pki/pem.js';
 import type { CertificateProfile } from '../../src/pki/profiles.js';
+import { openssl } from '../support/openssl.js';
 
 export const HOUR = 3_600_000;
 
@@ -81,4 +84,24 @@ export async function testCert(
   const { privateKey } = await generateKeyPair('ec-p256');
   const cert = await issueCertificate({ profile, publicKey: privateKey, issuer, ...w });
   return wrap(cert, privateKey);
+}
+
+let csrKeys = 0;
+/** A P-256 CSR made by the openssl CLI (its key written into `dir`), read by parseCsr. */
+export function opensslP256Csr(dir: string, subj: string): ParsedCsr {
+  return parseCsr(
+    openssl([
+      'req',
+      '-new',
+      '-nodes',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-keyout',
+      join(dir, `csr-key-${csrKeys++}.pem`),
+      '-subj',
+      subj,
+    ]),
+  );
 }

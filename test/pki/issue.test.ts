@@ -1,13 +1,11 @@
 import 'reflect-metadata';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, type KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from '@peculiar/x509';
-import { parseCsr } from '../../src/pki/csr.js';
 import { issueCertificate } from '../../src/pki/issue.js';
-import type { CaKeyType } from '../../src/pki/key-type.js';
 import { generateKeyPair, parsePrivateKeyPem, spkiOf } from '../../src/pki/keys.js';
 import { toPem } from '../../src/pki/pem.js';
 import { sanKind } from '../../src/pki/profiles.js';
@@ -16,78 +14,18 @@ import { randomSerial } from '../../src/pki/serial.js';
 import { istioSampleCerts } from '../support/paths.js';
 import {
   makeTempDir,
-  openssl,
   opensslBinary,
   opensslExtensions,
   opensslText,
   opensslVerify,
 } from '../support/openssl.js';
+import { HOUR, opensslP256Csr, testIntermediate, testRoot, type TestCa } from './fixtures.js';
 
 const tmp = makeTempDir();
 after(() => tmp.remove());
 const pem = (c: X509Certificate): string => toPem('CERTIFICATE', c.rawData);
-const HOUR = 3_600_000;
 
-interface Ca {
-  cert: X509Certificate;
-  key: KeyObject;
-}
-
-async function makeRoot(keyType: CaKeyType): Promise<Ca> {
-  const { privateKey } = await generateKeyPair(keyType);
-  const now = Date.now();
-  const cert = await issueCertificate({
-    profile: {
-      kind: 'root',
-      subject: [
-        ['O', 'cluster.local'],
-        ['CN', 'Test Root'],
-      ],
-    },
-    publicKey: privateKey,
-    selfKey: privateKey,
-    notBefore: new Date(now - HOUR),
-    notAfter: new Date(now + 1000 * HOUR),
-  });
-  return { cert, key: privateKey };
-}
-
-async function makeIntermediate(root: Ca, keyType: CaKeyType): Promise<Ca> {
-  const { privateKey } = await generateKeyPair(keyType);
-  const now = Date.now();
-  const cert = await issueCertificate({
-    profile: {
-      kind: 'intermediate',
-      subject: [
-        ['O', 'cluster.local'],
-        ['L', 'cluster1'],
-      ],
-    },
-    publicKey: privateKey,
-    issuer: root,
-    notBefore: new Date(now - HOUR),
-    notAfter: new Date(now + 500 * HOUR),
-  });
-  return { cert, key: privateKey };
-}
-
-function csrSpki(): Uint8Array {
-  const keyFile = join(tmp.dir, `leaf-${Math.random()}.pem`);
-  const csr = openssl([
-    'req',
-    '-new',
-    '-nodes',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-keyout',
-    keyFile,
-    '-subj',
-    '/CN=x',
-  ]);
-  return parseCsr(csr).spki;
-}
+const csrSpki = (): Uint8Array => opensslP256Csr(tmp.dir, '/CN=x').spki;
 
 const sha1Hex = (b: Uint8Array): string =>
   createHash('sha1')
@@ -97,11 +35,11 @@ const sha1Hex = (b: Uint8Array): string =>
     .replace(/(..)(?!$)/g, '$1:');
 
 describe('CA profiles', () => {
-  let root: Ca;
-  let inter: Ca;
+  let root: TestCa;
+  let inter: TestCa;
   before(async () => {
-    root = await makeRoot('ec-p384');
-    inter = await makeIntermediate(root, 'ec-p256');
+    root = await testRoot('ec-p384');
+    inter = await testIntermediate(root, { keyType: 'ec-p256' });
   });
 
   test('root: self-signed, strict-valid, exactly the root extensions', () => {
@@ -126,7 +64,7 @@ describe('CA profiles', () => {
       ext.get('X509v3 Subject Key Identifier')!.value,
     );
     const text = opensslText(pem(root.cert));
-    assert.match(text, /Subject: O = cluster.local, CN = Test Root/);
+    assert.match(text, /Subject: O = test, CN = Test Root/);
     assert.match(text, /Signature Algorithm: ecdsa-with-SHA384/);
   });
 
@@ -152,8 +90,8 @@ describe('CA profiles', () => {
 describe('workload leaf (reference signer)', () => {
   for (const keyType of ['ec-p256', 'ec-p384', 'rsa-2048'] as const) {
     test(`Istio's profile under a ${keyType} intermediate`, async () => {
-      const root = await makeRoot('ec-p256');
-      const inter = await makeIntermediate(root, keyType);
+      const root = await testRoot('ec-p256');
+      const inter = await testIntermediate(root, { keyType });
       const signer = createReferenceLeafSigner(inter.cert, inter.key);
       const spki = csrSpki();
       const serial = randomSerial();
@@ -235,7 +173,7 @@ describe('workload leaf (reference signer)', () => {
   }
 
   test('CN is set only when given', async () => {
-    const root = await makeRoot('ec-p256');
+    const root = await testRoot('ec-p256');
     const signer = createReferenceLeafSigner(root.cert, root.key);
     const now = Date.now();
     const der = await signer.sign({
@@ -285,7 +223,7 @@ describe('workload leaf (reference signer)', () => {
 
 describe('serving certificate', () => {
   test('DNS and IP SANs, passes sslserver', async () => {
-    const root = await makeRoot('rsa-2048');
+    const root = await testRoot('rsa-2048');
     const { publicKey } = await generateKeyPair('ec-p256');
     const now = Date.now();
     const cert = await issueCertificate({
