@@ -37,17 +37,9 @@ import { recognizeCommonCsr } from '../../../src/pki/fast/common-csr.js';
 import { parseCsrFast } from '../../../src/pki/fast/fast-csr.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { makeTempDir, openssl } from '../../support/openssl.js';
+import { seededRng } from './seeded-rng.js';
 
 const seed = Number(process.env.CSR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-/** mulberry32: small, seeded, good enough to pick mutations. */
-function rng(s: number): () => number {
-  return () => {
-    s = (s + 0x6d2b79f5) | 0;
-    let t = Math.imul(s ^ (s >>> 15), 1 | s);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Outcome = { ok: true; csr: ParsedCsr } | { ok: false; kind: string };
 function run(parse: (pem: string) => ParsedCsr, pem: string): Outcome {
@@ -433,7 +425,7 @@ describe('parseCsrFast = parseCsr', () => {
   test('same outcome on real, unusual and mutated CSRs', () => {
     const bases = [...opensslCsrs, ...unusualCsrs()];
     const inputs: string[] = [...bases, '', 'not pem', 'x'.repeat(17000)];
-    const r = rng(seed);
+    const r = seededRng(seed);
     for (let i = 0; i < 3000; i++) inputs.push(mutate(bases[Math.floor(r() * bases.length)]!, r));
     // And the walker's shapes mutated on their own, so its edges are fuzzed too.
     const commonBases = bases.filter((b) => recognizedFields(b) !== undefined);

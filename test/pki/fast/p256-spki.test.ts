@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../../src/pki/keys.js';
 import { publicKeyFromSpkiFast } from '../../../src/pki/fast/p256-spki.js';
+import { seededRng } from './seeded-rng.js';
 
 const PRIME = Buffer.from(
   'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff',
@@ -35,16 +36,6 @@ function same(spki: Uint8Array, label: string): ReturnType<typeof outcome> {
   return fast;
 }
 
-/** mulberry32: seeded, so a failure can be replayed. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('publicKeyFromSpkiFast', () => {
   test('real P-256 keys: the same key as the DER import', () => {
     for (let i = 0; i < 50; i++) {
@@ -66,7 +57,7 @@ describe('publicKeyFromSpkiFast', () => {
 
   test('points off the curve and coordinates >= p: refused exactly as the DER import refuses', () => {
     const base = spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
-    const r = rng(7);
+    const r = seededRng(7);
     let refused = 0;
     for (let i = 0; i < 300; i++) {
       const spki = Buffer.from(base);
