@@ -22,7 +22,7 @@ import { CastellanError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { makeSpiffeId } from '../pki/spiffe.js';
 import type { JwksKeySource } from './jwks.js';
-import { DEFAULT_TOKEN_AUDIENCES } from './jwt-authenticator.js';
+import { tokenAudiences } from './jwt-authenticator.js';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -89,10 +89,7 @@ export class DevTokenIssuer {
         `token TTL ${request.ttlMs} ms must be at least 1s`,
       );
     }
-    const audiences = [...(request.audiences ?? DEFAULT_TOKEN_AUDIENCES)];
-    if (audiences.length === 0 || audiences.some((a) => a === '')) {
-      throw new CastellanError('invalid-argument', 'token audiences must be non-empty strings');
-    }
+    const audiences = tokenAudiences(request.audiences);
     const now = Math.floor(this.clock.now() / 1000);
     const k8s: Record<string, unknown> = {
       namespace: id.namespace,

@@ -5,11 +5,23 @@ import { silentLogger, type Logger } from '../log.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 import { extractBearerToken, withoutToken } from './bearer.js';
 import type { JwksKeySource } from './jwks.js';
-import { JwtVerifier } from './jwt-verify.js';
+import { JwtVerifier, type JwtVerifyOptions } from './jwt-verify.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
 
 /** The audience Istio's agents request for their tokens, and the default we accept. */
-export const DEFAULT_TOKEN_AUDIENCES: readonly string[] = ['istio-ca'];
+const DEFAULT_TOKEN_AUDIENCES: readonly string[] = ['istio-ca'];
+
+/**
+ * The audiences to accept (or mint tokens for), DEFAULT_TOKEN_AUDIENCES when not given: a
+ * non-empty list of non-empty strings, else CastellanError('invalid-argument').
+ */
+export function tokenAudiences(audiences: readonly string[] | undefined): string[] {
+  const list = [...(audiences ?? DEFAULT_TOKEN_AUDIENCES)];
+  if (list.length === 0 || list.some((a) => a === '')) {
+    throw new CastellanError('invalid-argument', 'token audiences must be non-empty strings');
+  }
+  return list;
+}
 /** Clock skew tolerated on `exp`, `nbf` and `iat`: nodes and the CA rarely agree to the second. */
 export const DEFAULT_CLOCK_SKEW_MS = 30_000;
 /**
@@ -58,11 +70,9 @@ function quote(value: unknown): string {
  */
 export class JwtAuthenticator implements Authenticator {
   readonly name = 'jwt' as const;
-  private readonly issuer: string;
+  /** What tokens are checked against; also quoted in the reasons for a refusal. */
+  private readonly checks: JwtVerifyOptions;
   private readonly verifier: JwtVerifier;
-  private readonly audiences: string[];
-  private readonly clockSkewSeconds: number;
-  private readonly algorithms: JWSAlgorithm[];
   private readonly clock: Clock;
   private readonly logger: Logger;
 
@@ -70,10 +80,7 @@ export class JwtAuthenticator implements Authenticator {
     if (options.issuer === '') {
       throw new CastellanError('invalid-argument', 'JWT issuer must not be empty');
     }
-    const audiences = [...(options.audiences ?? DEFAULT_TOKEN_AUDIENCES)];
-    if (audiences.length === 0 || audiences.some((a) => a === '')) {
-      throw new CastellanError('invalid-argument', 'token audiences must be non-empty strings');
-    }
+    const audiences = tokenAudiences(options.audiences);
     const algorithms = [...(options.algorithms ?? ASYMMETRIC_JWT_ALGORITHMS)];
     const refused = algorithms.filter((a) => !ASYMMETRIC_JWT_ALGORITHMS.includes(a));
     if (algorithms.length === 0 || refused.length > 0) {
@@ -86,17 +93,14 @@ export class JwtAuthenticator implements Authenticator {
     if (!(skew >= 0) || !Number.isFinite(skew)) {
       throw new CastellanError('invalid-argument', `clock skew ${skew} ms is not a duration`);
     }
-    this.issuer = options.issuer;
-    this.verifier = new JwtVerifier(options.keys, {
+    this.checks = {
       issuer: options.issuer,
       audiences,
       algorithms,
       clockToleranceSeconds: Math.floor(skew / 1000),
       requiredClaims: ['iss', 'sub', 'aud', 'exp'],
-    });
-    this.audiences = audiences;
-    this.clockSkewSeconds = Math.floor(skew / 1000);
-    this.algorithms = algorithms;
+    };
+    this.verifier = new JwtVerifier(options.keys, this.checks);
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
   }
@@ -121,10 +125,11 @@ export class JwtAuthenticator implements Authenticator {
 
   private reasonFor(e: unknown): string {
     const now = this.clock.now();
+    const { issuer, audiences, algorithms, clockToleranceSeconds: skew } = this.checks;
     if (e instanceof errors.JWTExpired) {
       const exp =
         typeof e.payload.exp === 'number' ? new Date(e.payload.exp * 1000).toISOString() : '?';
-      return `token expired at ${exp} (now ${new Date(now).toISOString()}, skew ${this.clockSkewSeconds}s)`;
+      return `token expired at ${exp} (now ${new Date(now).toISOString()}, skew ${skew}s)`;
     }
     if (e instanceof errors.JWTClaimValidationFailed) {
       const p = e.payload;
@@ -133,14 +138,14 @@ export class JwtAuthenticator implements Authenticator {
           return `token has no "${e.claim}" claim`;
         case 'check_failed':
           if (e.claim === 'iss') {
-            return `issuer ${quote(p.iss)} is not the configured issuer ${quote(this.issuer)}`;
+            return `issuer ${quote(p.iss)} is not the configured issuer ${quote(issuer)}`;
           }
           if (e.claim === 'aud') {
-            return `audience ${quote(p.aud)} contains none of the accepted audiences ${quote(this.audiences)}`;
+            return `audience ${quote(p.aud)} contains none of the accepted audiences ${quote(audiences)}`;
           }
           if (e.claim === 'nbf') {
             const nbf = typeof p.nbf === 'number' ? new Date(p.nbf * 1000).toISOString() : '?';
-            return `token not valid before ${nbf} (now ${new Date(now).toISOString()}, skew ${this.clockSkewSeconds}s)`;
+            return `token not valid before ${nbf} (now ${new Date(now).toISOString()}, skew ${skew}s)`;
           }
           return `claim "${e.claim}" failed its check: ${e.message}`;
         default:
@@ -150,7 +155,7 @@ export class JwtAuthenticator implements Authenticator {
     if (e instanceof errors.JWSSignatureVerificationFailed)
       return 'token signature does not verify';
     if (e instanceof errors.JOSEAlgNotAllowed)
-      return `token algorithm not allowed (accepted: ${this.algorithms.join(', ')})`;
+      return `token algorithm not allowed (accepted: ${algorithms.join(', ')})`;
     if (e instanceof errors.JWKSNoMatchingKey)
       return 'no key in the JWKS matches the token (kid/alg)';
     if (e instanceof errors.JWKSMultipleMatchingKeys)

@@ -1,8 +1,8 @@
-import { CastellanError, isCastellanError } from '../errors.js';
+import { CastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 import { extractBearerToken, withoutToken } from './bearer.js';
-import { DEFAULT_TOKEN_AUDIENCES } from './jwt-authenticator.js';
+import { tokenAudiences } from './jwt-authenticator.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
 
 /** Kubernetes' `UserInfo` of a TokenReview status (authentication.k8s.io/v1). */
@@ -62,12 +62,8 @@ export class TokenReviewAuthenticator implements Authenticator {
   private readonly logger: Logger;
 
   constructor(options: TokenReviewAuthenticatorOptions) {
-    const audiences = [...(options.audiences ?? DEFAULT_TOKEN_AUDIENCES)];
-    if (audiences.length === 0 || audiences.some((a) => a === '')) {
-      throw new CastellanError('invalid-argument', 'token audiences must be non-empty strings');
-    }
     this.reviewer = options.reviewer;
-    this.audiences = audiences;
+    this.audiences = tokenAudiences(options.audiences);
     this.logger = options.logger ?? silentLogger;
   }
 
@@ -86,10 +82,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     try {
       status = await this.reviewer.review(token, this.audiences, clusterId);
     } catch (e) {
-      const detail = withoutToken(
-        isCastellanError(e) || e instanceof Error ? e.message : String(e),
-        token,
-      );
+      const detail = withoutToken(e instanceof Error ? e.message : String(e), token);
       const reason = `TokenReview failed${clusterId !== undefined ? ` (cluster "${clusterId}")` : ''}: ${detail}`;
       // Not the client's fault: an operator needs to see this one.
       this.logger.warn(

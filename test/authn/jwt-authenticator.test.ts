@@ -209,6 +209,21 @@ test('symmetric algorithms cannot even be configured', () => {
   );
 });
 
+test('an empty audience list, or an empty audience, cannot be configured', () => {
+  for (const audiences of [[], ['istio-ca', '']]) {
+    assert.throws(
+      () =>
+        new JwtAuthenticator({
+          issuer: ISSUER,
+          keys: createLocalJWKSet({ keys: [es.publicJwk] }),
+          audiences,
+        }),
+      (e: unknown) =>
+        isCastellanError(e, 'invalid-argument') && /audiences must be non-empty/.test(e.message),
+    );
+  }
+});
+
 test('sub must be system:serviceaccount:<ns>:<sa>, exactly four valid parts', async () => {
   await refused(
     await k8sToken(es, { sub: 'system:serviceaccount:default' }),

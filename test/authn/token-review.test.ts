@@ -87,6 +87,16 @@ test('configured audiences and the clusterid metadata are passed to the reviewer
   );
 });
 
+test('an empty audience list, or an empty audience, cannot be configured', () => {
+  for (const audiences of [[], ['istio-ca', '']]) {
+    assert.throws(
+      () => new TokenReviewAuthenticator({ reviewer: new FakeReviewer(GOOD), audiences }),
+      (e: unknown) =>
+        isCastellanError(e, 'invalid-argument') && /audiences must be non-empty/.test(e.message),
+    );
+  }
+});
+
 test('an API server that returns no audiences (not supported) is accepted, as in Istio', async () => {
   const caller = await new TokenReviewAuthenticator({
     reviewer: new FakeReviewer({ ...GOOD, audiences: [] }),
