@@ -1,9 +1,6 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { createLocalJWKSet } from 'jose';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
 import type { Authenticator, Caller } from '../../src/authn/authenticator.js';
@@ -13,23 +10,16 @@ import { TokenReviewAuthenticator, type TokenReviewResult } from '../../src/auth
 import { ManualClock } from '../../src/clock.js';
 import { CastellanError, isCastellanError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { istioSampleCerts } from '../support/paths.js';
 import {
   authRequest,
   bearer,
   ISSUER,
   k8sToken,
   NOW_S,
+  sampleCertDers,
   signingKey,
   type SigningKey,
 } from './fixtures.js';
-
-function ders(file: string): Uint8Array[] {
-  const pem = readFileSync(join(istioSampleCerts, file), 'utf8');
-  return [...pem.matchAll(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)].map(
-    (m) => new Uint8Array(new X509Certificate(m[0]).raw),
-  );
-}
 
 const clock = new ManualClock(NOW_S * 1000);
 let key: SigningKey;
@@ -50,7 +40,7 @@ before(async () => {
   chain = [
     new ClientCertAuthenticator({
       trustDomain: 'trust-domain-foo',
-      roots: () => ders('root-cert.pem'),
+      roots: () => sampleCertDers('root-cert.pem'),
       clock,
     }),
     new JwtAuthenticator({
@@ -90,7 +80,10 @@ test('the first authenticator that succeeds wins, in order', async () => {
     user: { username: 'system:serviceaccount:other:other', groups: ['system:serviceaccounts'] },
   };
   // Certificate and token: the certificate (first) names the caller.
-  const both = authRequest({ authorization: [`Bearer ${token}`] }, ders('workload-foo-cert.pem'));
+  const both = authRequest(
+    { authorization: [`Bearer ${token}`] },
+    sampleCertDers('workload-foo-cert.pem'),
+  );
   assert.equal((await authenticateCaller(chain, both)).authenticator, 'client-certificate');
   // Token only: the JWT authenticator, before TokenReview.
   assert.equal((await authenticateCaller(chain, bearer(token))).authenticator, 'jwt');

@@ -12,21 +12,16 @@ import {
 } from '../../src/authn/client-cert-authenticator.js';
 import { ManualClock } from '../../src/clock.js';
 import { isCastellanError } from '../../src/errors.js';
-import { pemBlocksOf } from '../../src/pki/pem.js';
 import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { istioSampleCerts } from '../support/paths.js';
-import { authRequest } from './fixtures.js';
+import { authRequest, certificateDers, sampleCertDers } from './fixtures.js';
 
-/** Each PEM certificate of a file, as DER. */
-function ders(file: string): Uint8Array[] {
-  return pemBlocksOf(readFileSync(file, 'utf8'), 'CERTIFICATE', { subject: file });
-}
 const sample = (name: string): string => join(istioSampleCerts, name);
 
-const fooChain = ders(sample('workload-foo-cert.pem')); // leaf + 2018 intermediate
-const barChain = ders(sample('workload-bar-cert.pem'));
-const root2018 = ders(sample('root-cert.pem'));
-const rootAlt = ders(sample('root-cert-alt.pem'));
+const fooChain = sampleCertDers('workload-foo-cert.pem'); // leaf + 2018 intermediate
+const barChain = sampleCertDers('workload-bar-cert.pem');
+const root2018 = sampleCertDers('root-cert.pem');
+const rootAlt = sampleCertDers('root-cert-alt.pem');
 const clock = new ManualClock(Date.UTC(2026, 0, 1));
 
 function authn(
@@ -68,7 +63,10 @@ test("Istio's sample workload leaf authenticates under the 2018 root", async () 
     'foo',
   );
   // The leaf-only sample file, with its intermediate sent after it.
-  const leafOnly = [...ders(sample('leaf-workload-foo-cert.pem')), ...ders(sample('ca-cert.pem'))];
+  const leafOnly = [
+    ...sampleCertDers('leaf-workload-foo-cert.pem'),
+    ...sampleCertDers('ca-cert.pem'),
+  ];
   assert.equal(
     (await authn(() => root2018).authenticate(authRequest({}, leafOnly)))?.serviceAccount,
     'foo',
@@ -159,8 +157,8 @@ const made: Record<string, Uint8Array[]> = {};
 function leaf(name: string, extensions: string, signer = 'ca'): Uint8Array[] {
   opensslSigned(dir, name, { subject: '/O=test', signer, extensions, serial: 7 });
   return [
-    ...ders(join(dir, `${name}.pem`)),
-    ...(signer === 'ca' ? [] : ders(join(dir, `${signer}.pem`))),
+    ...certificateDers(join(dir, `${name}.pem`)),
+    ...(signer === 'ca' ? [] : certificateDers(join(dir, `${signer}.pem`))),
   ];
 }
 
@@ -170,7 +168,7 @@ before(() => {
     subject: '/O=test/CN=root',
     extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
   });
-  ca = ders(join(dir, 'ca.pem'))[0]!;
+  ca = certificateDers(join(dir, 'ca.pem'))[0]!;
   const base = 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n';
   made['ok'] = leaf(
     'ok',

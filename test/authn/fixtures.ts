@@ -7,7 +7,11 @@ import {
   type JWTPayload,
   type CryptoKey,
 } from 'jose';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AuthRequest } from '../../src/authn/authenticator.js';
+import { pemBlocksOf } from '../../src/pki/pem.js';
+import { istioSampleCerts } from '../support/paths.js';
 
 export function authRequest(
   metadata: Record<string, string[]> = {},
@@ -18,6 +22,16 @@ export function authRequest(
 
 export function bearer(token: string): AuthRequest {
   return authRequest({ authorization: [`Bearer ${token}`] });
+}
+
+/** Each PEM certificate of a file, as DER, in order: a chain as a TLS peer presents it. */
+export function certificateDers(file: string): Uint8Array[] {
+  return pemBlocksOf(readFileSync(file, 'utf8'), 'CERTIFICATE', { subject: file });
+}
+
+/** The certificates of one of Istio's sample files (istio-sample-certs), as DER. */
+export function sampleCertDers(name: string): Uint8Array[] {
+  return certificateDers(join(istioSampleCerts, name));
 }
 
 export interface SigningKey {
