@@ -5,54 +5,41 @@ import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { ISTIO_CA_SERVICE, istioCaPackageDefinition } from '../../../src/api/istioca.js';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
-const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
+import {
+  EC_P256 as EC,
+  generateEcKeyPair,
+  makeEcRoot,
+  type EcCa,
+} from '../../support/x509-certs.js';
 
 export interface CaDoubleCall {
   authorization: string | undefined;
   peerCertificate: boolean;
 }
 
-interface Issuer {
-  cert: x509.X509Certificate;
-  keys: webcrypto.CryptoKeyPair;
+function randomSerial(): string {
+  return '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex');
 }
 
-async function makeRoot(name: string): Promise<Issuer> {
-  const keys = (await webcrypto.subtle.generateKey(EC, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+function makeRoot(name: string): Promise<EcCa> {
+  return makeEcRoot({
+    serialNumber: randomSerial(),
     name: `CN=${name}`,
     notBefore: new Date(Date.now() - 60_000),
     notAfter: new Date(Date.now() + 86_400_000),
-    keys,
-    signingAlgorithm: EC,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-        true,
-      ),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-    ],
   });
-  return { cert, keys };
 }
 
 async function issue(
   now: number,
-  issuer: Issuer,
+  issuer: EcCa,
   publicKey: x509.PublicKey | webcrypto.CryptoKey,
   sans: x509.JsonGeneralName[],
   ttlMs: number,
   serverAuth: boolean,
 ): Promise<x509.X509Certificate> {
   return x509.X509CertificateGenerator.create({
-    serialNumber: '01' + Buffer.from(webcrypto.getRandomValues(new Uint8Array(8))).toString('hex'),
+    serialNumber: randomSerial(),
     subject: '',
     issuer: issuer.cert.subject,
     notBefore: new Date(now - 1000),
@@ -93,16 +80,13 @@ export class CaDouble {
   port = 0;
 
   private constructor(
-    public root: Issuer,
+    public root: EcCa,
     private readonly serving: { certPem: string; keyPem: string },
   ) {}
 
   static async create(): Promise<CaDouble> {
     const root = await makeRoot('castellan test root');
-    const keys = (await webcrypto.subtle.generateKey(EC, true, [
-      'sign',
-      'verify',
-    ])) as webcrypto.CryptoKeyPair;
+    const keys = await generateEcKeyPair();
     const cert = await issue(
       Date.now(),
       root,

@@ -7,11 +7,10 @@ import type { CaSnapshot, CaState, KeyCertBundle } from '../../../src/ca/authori
 import { CastellanError } from '../../../src/errors.js';
 import type { IssuedLeaf, LeafIssuer } from '../../../src/server/ca-service.js';
 import type { ServingCertificateIssuer } from '../../../src/server/serving-certificate.js';
+import { EC_P256 as EC, generateEcKeyPair, makeEcRoot } from '../../support/x509-certs.js';
 
-const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const subtle = webcrypto.subtle;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
-type CryptoKey = webcrypto.CryptoKey;
 
 export interface TestCa {
   readonly snapshot: CaSnapshot;
@@ -39,26 +38,16 @@ export async function makeTestCa(
   const name = options.name ?? 'Castellan Test Root';
   const notBefore = new Date(Date.now() - 3600_000);
   const notAfter = options.notAfter ?? new Date(Date.now() + 365 * 86_400_000);
-  const rootKeys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const caExts = async (pub: CryptoKey) => [
-    new x509.BasicConstraintsExtension(true, undefined, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    await x509.SubjectKeyIdentifierExtension.create(pub),
-  ];
-  const root = await x509.X509CertificateGenerator.createSelfSigned({
+  const { cert: root, keys: rootKeys } = await makeEcRoot({
     serialNumber: serial(),
     name: `CN=${name}, O=Castellan Tests`,
     notBefore,
     notAfter,
-    keys: rootKeys,
-    signingAlgorithm: EC,
-    extensions: await caExts(rootKeys.publicKey),
   });
   let signingCert = root;
   let signingKeys = rootKeys;
-  const chain: x509.X509Certificate[] = [root];
   if (options.intermediate) {
-    signingKeys = (await subtle.generateKey(EC, true, ['sign', 'verify'])) as CryptoKeyPair;
+    signingKeys = await generateEcKeyPair();
     signingCert = await x509.X509CertificateGenerator.create({
       serialNumber: serial(),
       subject: `CN=${name} Intermediate, O=Castellan Tests`,
@@ -78,7 +67,6 @@ export async function makeTestCa(
         await x509.AuthorityKeyIdentifierExtension.create(root),
       ],
     });
-    chain.splice(0, 1, signingCert);
   }
   const certChain = options.intermediate ? [signingCert] : [root];
   const responseChainPem = options.intermediate ? [pem(signingCert), pem(root)] : [pem(root)];

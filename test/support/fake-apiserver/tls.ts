@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { toPem } from '../../../src/pki/pem.js';
+import { EC_P256 as EC, generateEcKeyPair, makeEcRoot } from '../x509-certs.js';
 
 /** The fake API server's own PKI: a CA (what kubeconfigs trust) and the serving certificate. */
 export interface ServingTls {
@@ -10,38 +11,18 @@ export interface ServingTls {
   readonly keyPem: string;
 }
 
-const EC = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
-
 /** A fresh CA and a serving certificate for 127.0.0.1 and localhost, valid for a day. */
 export async function makeServingTls(): Promise<ServingTls> {
-  x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
   const now = Date.now();
   const notBefore = new Date(now - 60_000);
   const notAfter = new Date(now + 86_400_000);
-  const caKeys = (await webcrypto.subtle.generateKey(EC, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+  const { cert: ca, keys: caKeys } = await makeEcRoot({
     serialNumber: '01',
     name: 'CN=fake-kubernetes-ca',
     notBefore,
     notAfter,
-    keys: caKeys,
-    signingAlgorithm: EC,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(
-        x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign,
-        true,
-      ),
-      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
-    ],
   });
-  const leafKeys = (await webcrypto.subtle.generateKey(EC, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  const leafKeys = await generateEcKeyPair();
   const leaf = await x509.X509CertificateGenerator.create({
     serialNumber: '02',
     subject: 'CN=kube-apiserver',
