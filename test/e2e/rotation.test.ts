@@ -11,7 +11,13 @@ import { copyFile, mkdir, mkdtemp, readFile, realpath, rm, writeFile } from 'nod
 import { existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { openssl, opensslVerify } from '../support/openssl.js';
+import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { cliPath } from '../support/paths.js';
+import {
+  startServe as startServeProcess,
+  type ServeProcess,
+} from '../server/support/serve-process.js';
 
 const TTL = '10s';
 const children: ChildProcess[] = [];
@@ -30,19 +36,14 @@ function cli(args: string[], cwd: string): ChildProcess {
   return child;
 }
 
-async function startServe(
-  port: number,
-  extra: string[] = [],
-): Promise<{ port: number; child: ChildProcess; log: string[] }> {
-  const child = cli(
+/** `castellan serve` on this test's data dir, on `port` (0: any free port). */
+async function startServe(port: number, extra: string[] = []): Promise<ServeProcess> {
+  const serve = await startServeProcess(
     [
-      'serve',
       '--data-dir',
       join(work, 'data'),
       '--grpc-addr',
       `127.0.0.1:${port}`,
-      '--monitoring-addr',
-      '127.0.0.1:0',
       '--default-ttl',
       '1h',
       '--max-ttl',
@@ -53,32 +54,25 @@ async function startServe(
     ],
     work,
   );
-  const log: string[] = [];
-  child.stderr!.on('data', (d: Buffer) => log.push(d.toString()));
-  const bound = await new Promise<number>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /CA serving on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) resolve(Number(m[1]));
-    });
-    child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${log.join('')}`)));
-  });
-  return { port: bound, child, log };
+  children.push(serve.child);
+  return serve;
 }
 
-async function stopServe(child: ChildProcess): Promise<void> {
-  const exited = new Promise((r) => child.on('exit', r));
-  child.kill('SIGTERM');
-  await exited;
+async function stopServe(serve: ServeProcess): Promise<void> {
+  serve.child.kill('SIGTERM');
+  await serve.exited;
 }
 
-function openssl(args: string[], input?: string): string {
-  return execFileSync('openssl', args, {
-    encoding: 'utf8',
-    input,
-    stdio: ['pipe', 'pipe', 'pipe'],
+/** openssl verify of a chain (leaf first) against a root, at `at` (default now). */
+function assertVerifies(rootPem: string, chainPem: string, at?: Date): void {
+  const r = opensslVerify({
+    root: rootPem,
+    untrusted: chainPem,
+    leaf: chainPem,
+    strict: false,
+    ...(at ? { at } : {}),
   });
+  assert.ok(r.ok, r.output);
 }
 
 interface Seen {
@@ -116,19 +110,7 @@ async function nextCertificates(
     const spki = (k: ReturnType<typeof createPublicKey>) =>
       k.export({ type: 'spki', format: 'der' }).toString('hex');
     assert.equal(spki(leaf.publicKey), spki(createPublicKey(createPrivateKey(key))), 'key matches');
-    await writeFile(join(work, 'check-root.pem'), rootPem);
-    await writeFile(join(work, 'check-chain.pem'), chainPem);
-    assert.match(
-      openssl([
-        'verify',
-        '-CAfile',
-        join(work, 'check-root.pem'),
-        '-untrusted',
-        join(work, 'check-chain.pem'),
-        join(work, 'check-chain.pem'),
-      ]),
-      /: OK/,
-    );
+    assertVerifies(rootPem, chainPem);
     found.push({
       serial: leaf.serialNumber,
       key,
@@ -145,76 +127,30 @@ async function nextCertificates(
 /** A root and two intermediates under it, made with openssl: the plugged-in CA sets. */
 async function makePluggedSets(dir: string): Promise<{ a: string; b: string }> {
   await mkdir(dir, { recursive: true });
-  const ext = join(dir, 'ca.ext');
-  await writeFile(
-    ext,
-    'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n',
-  );
-  openssl([
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    join(dir, 'root-key.pem'),
-    '-out',
-    join(dir, 'root-cert.pem'),
-    '-days',
-    '30',
-    '-subj',
-    '/O=castellan e2e/CN=e2e root',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-    '-addext',
-    'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
+  opensslSelfSigned(dir, 'root', {
+    subject: '/O=castellan e2e/CN=e2e root',
+    extensions: ['basicConstraints=critical,CA:TRUE', 'keyUsage=critical,keyCertSign,cRLSign'],
+  });
+  const root = await readFile(join(dir, 'root.pem'), 'utf8');
   const sets: string[] = [];
-  for (const name of ['a', 'b']) {
+  for (const [name, serial] of [
+    ['a', 0x1a],
+    ['b', 0x1b],
+  ] as const) {
+    opensslSigned(dir, name, {
+      subject: `/O=castellan e2e/CN=intermediate ${name}`,
+      signer: 'root',
+      extensions:
+        'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n',
+      serial,
+    });
     const set = join(dir, name);
     await mkdir(set);
-    openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      join(set, 'ca-key.pem'),
-      '-out',
-      join(set, 'ca.csr'),
-      '-subj',
-      `/O=castellan e2e/CN=intermediate ${name}`,
-    ]);
-    openssl([
-      'x509',
-      '-req',
-      '-in',
-      join(set, 'ca.csr'),
-      '-CA',
-      join(dir, 'root-cert.pem'),
-      '-CAkey',
-      join(dir, 'root-key.pem'),
-      '-set_serial',
-      name === 'a' ? '0x1a' : '0x1b',
-      '-days',
-      '30',
-      '-extfile',
-      ext,
-      '-out',
-      join(set, 'ca-cert.pem'),
-    ]);
-    const root = await readFile(join(dir, 'root-cert.pem'), 'utf8');
-    await writeFile(
-      join(set, 'cert-chain.pem'),
-      (await readFile(join(set, 'ca-cert.pem'), 'utf8')) + root,
-    );
+    const cert = await readFile(join(dir, `${name}.pem`), 'utf8');
+    await copyFile(join(dir, `${name}.key`), join(set, 'ca-key.pem'));
+    await writeFile(join(set, 'ca-cert.pem'), cert);
+    await writeFile(join(set, 'cert-chain.pem'), cert + root);
     await writeFile(join(set, 'root-cert.pem'), root);
-    await rm(join(set, 'ca.csr'));
     sets.push(set);
   }
   return { a: sets[0]!, b: sets[1]! };
@@ -234,12 +170,7 @@ test(
     const data = join(work, 'data');
     const out = join(work, 'out');
     let serve = await startServe(0);
-    const port = serve.port;
-    execFileSync(
-      process.execPath,
-      [cliPath, 'token', '--namespace', 'e2e', '--service-account', 'web', '--data-dir', data],
-      { cwd: work, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const port = serve.grpcPort;
     const token = execFileSync(
       process.execPath,
       [cliPath, 'token', '--namespace', 'e2e', '--service-account', 'web', '--data-dir', data],
@@ -288,7 +219,7 @@ test(
 
     // 2. Server restart (same data dir, same port): the agent rides it out and renews again.
     // Down for longer than a renewal interval: the agent keeps its certificate and retries.
-    await stopServe(serve.child);
+    await stopServe(serve);
     const heldDuringOutage = first.at(-1)!;
     await new Promise((r) => setTimeout(r, 6000));
     assert.match(agentLog.join(''), /"kind":"unavailable".*keeping the current certificate/);
@@ -302,7 +233,7 @@ test(
     );
 
     // 3. The self-signed root re-issued with the same key (new validity, new serial).
-    await stopServe(serve.child);
+    await stopServe(serve);
     const caCert = join(data, 'ca-cert.pem');
     openssl([
       'x509',
@@ -336,7 +267,7 @@ test(
     const sets = await makePluggedSets(join(work, 'plugged'));
     const cacerts = join(work, 'cacerts');
     await useSet(sets.a, cacerts);
-    await stopServe(serve.child);
+    await stopServe(serve);
     serve = await startServe(port, ['--cacerts-dir', cacerts]);
     const underA = await take(2);
     assert.ok(
@@ -355,19 +286,10 @@ test(
     const lastA = underA.at(-1)!;
     const firstB = underB[0]!;
     assert.ok(lastA.notAfter > firstB.seenAt - 1000, 'A leaf outlived the swap');
-    await writeFile(join(work, 'a-chain.pem'), lastA.chainPem);
-    assert.match(
-      openssl([
-        'verify',
-        '-attime',
-        String(Math.floor(firstB.seenAt / 1000)),
-        '-CAfile',
-        join(sets.a, '..', 'root-cert.pem'),
-        '-untrusted',
-        join(work, 'a-chain.pem'),
-        join(work, 'a-chain.pem'),
-      ]),
-      /: OK/,
+    assertVerifies(
+      await readFile(join(sets.a, 'root-cert.pem'), 'utf8'),
+      lastA.chainPem,
+      new Date(firstB.seenAt),
     );
 
     // Fresh key for every certificate; the exec hook ran for each write; metrics agree.
@@ -390,6 +312,6 @@ test(
     const agentExit = new Promise<number | null>((r) => agent.on('exit', r));
     agent.kill('SIGTERM');
     assert.equal(await agentExit, 0);
-    await stopServe(serve.child);
+    await stopServe(serve);
   },
 );
