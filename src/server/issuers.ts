@@ -16,18 +16,8 @@ export function workloadLeafIssuer(
 ): LeafIssuer<CheckedCsr> {
   return {
     parseCsr: (pem) => csrChecker.check(pem),
-    async sign(snapshot, csr, sans, ttlMs) {
-      const issued = await issueWorkloadCertificate(
-        snapshot,
-        { csr, sans: [...sans], ttlMs },
-        clock,
-      );
-      return {
-        certChainPem: issued.certChainPem,
-        serialHex: issued.serialHex,
-        notAfter: issued.notAfter,
-      };
-    },
+    sign: (snapshot, csr, sans, ttlMs) =>
+      issueWorkloadCertificate(snapshot, { csr, sans: [...sans], ttlMs }, clock),
   };
 }
 

@@ -94,11 +94,6 @@ export class CaMetrics {
     this.rootNotAfterMs = earliest(roots.map((c) => c.notAfter.getTime()));
     this.chainNotAfterMs = earliest(certChain.map((c) => c.notAfter.getTime()));
   }
-
-  /** The Prometheus text exposition of every metric above. */
-  async exposition(): Promise<{ contentType: string; body: string }> {
-    return { contentType: this.registry.contentType, body: await this.registry.metrics() };
-  }
 }
 
 function earliest(values: number[]): number | undefined {
