@@ -231,10 +231,7 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
     }, delayMs);
   });
 
-  const stopped = new Promise<string>((resolveSignal) => {
-    process.once('SIGTERM', () => resolveSignal('SIGTERM'));
-    process.once('SIGINT', () => resolveSignal('SIGINT'));
-  });
+  const stopped = stopSignal();
   // Workers are forked first: loading their modules (the bulk of start-up) overlaps with
   // preparing the data dir here, and each waits for the 'go' that follows it.
   for (let i = 0; i < count; i++) fork();
@@ -253,6 +250,14 @@ async function runPrimary(config: ServeConfig, count: number, logger: Logger): P
   logger.info('stopped');
   logger.flush();
   if (failure) throw failure;
+}
+
+/** Resolves with the name of the first SIGTERM or SIGINT: when serve (primary or not) stops. */
+export function stopSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
 }
 
 /** The data dir's shared state, made once before any worker reads it. */

@@ -213,11 +213,14 @@ function authRequestOf(
   // sent. Our own CA chain stands in for the intermediates: a workload certificate we issued
   // chains through it, and the client-certificate authenticator re-verifies every link.
   const raw = call.getAuthContext().sslPeerCertificate?.raw;
-  const peerCertificates = raw
-    ? [
-        new Uint8Array(raw),
-        ...(snapshot?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData)),
-      ]
-    : [];
+  const peerCertificates = raw ? [new Uint8Array(raw), ...caChainDer(snapshot)] : [];
   return { metadata, peerCertificates, peerAddress };
+}
+
+/**
+ * The CA's own chain (the signing certificate and its intermediates), DER: what stands in for
+ * the intermediates of a peer certificate, since grpc-js hands out the peer's leaf alone.
+ */
+export function caChainDer(snapshot: CaSnapshot | undefined): Uint8Array[] {
+  return (snapshot?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData));
 }

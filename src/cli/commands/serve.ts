@@ -17,6 +17,7 @@ import { createLogger, type Logger } from '../../log.js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { formatHostPort } from '../../address.js';
 import { CaServer } from '../../server/ca-server.js';
+import { caChainDer } from '../../server/ca-service.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
 import { CsrCheckPool, inlineCsrChecker, resolveCsrThreads } from '../../server/csr-check-pool.js';
 import { readFile } from 'node:fs/promises';
@@ -41,7 +42,7 @@ import {
   type RawServeOptions,
   type ServeConfig,
 } from '../serve-config.js';
-import { clusterWorkerHooks, serveAsClusterPrimary } from '../serve-cluster.js';
+import { clusterWorkerHooks, serveAsClusterPrimary, stopSignal } from '../serve-cluster.js';
 
 /** The trust bundle clients need, kept in the data dir. */
 export const ROOT_CERT_FILE = 'root-cert.pem';
@@ -278,8 +279,7 @@ export async function runServe(
   const bundleServing: PolicyBundleServingOptions = {
     source: policyCompiler,
     authenticator: clientCert,
-    intermediates: () =>
-      (runtime.caState.current()?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData)),
+    intermediates: () => caChainDer(runtime.caState.current()),
   };
   const bundles = policyBundleService(bundleServing);
   server.addService(bundles.service, bundles.implementation);
@@ -296,10 +296,7 @@ export async function runServe(
     await runtime.close();
   };
 
-  const stopped = new Promise<string>((resolveSignal) => {
-    process.once('SIGTERM', () => resolveSignal('SIGTERM'));
-    process.once('SIGINT', () => resolveSignal('SIGINT'));
-  });
+  const stopped = stopSignal();
   let addrs;
   let bundleAddr;
   try {
