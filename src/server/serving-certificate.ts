@@ -1,6 +1,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { experimental } from '@grpc/grpc-js';
 import type { CaSnapshot, CaState } from '../ca/authority.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../ca/issue-workload.js';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -105,7 +106,7 @@ export class ServingCertificateManager implements CertificateProvider {
       const leafPem = await this.options.issuer(latest, {
         publicKey,
         names: this.options.names,
-        notBefore: new Date(now - 2 * 60_000),
+        notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
         notAfter,
       });
       const intermediates = latest.bundle.responseChainPem.filter(

@@ -17,9 +17,10 @@ import { systemClock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { formatDuration } from '../../duration.js';
 import { buildKeyCertBundle, certificatePem, parseCertificates } from '../../ca/bundle.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
 import { loadCacertsFolder } from '../../ca/sources/folder.js';
 import { issueCertificate } from '../../pki/issue.js';
-import { isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
+import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, keyTypeOf, parsePrivateKeyPem, privateKeyToPem } from '../../pki/keys.js';
 import { durationArg } from '../options.js';
 
@@ -33,9 +34,7 @@ const DEFAULT_INTERMEDIATE_KEY: CaKeyType = 'ec-p256';
 
 function keyTypeArg(value: string): CaKeyType {
   if (!isCaKeyType(value)) {
-    throw new InvalidArgumentError(
-      `"${value}" is not one of rsa-4096, rsa-3072, rsa-2048, ec-p256, ec-p384`,
-    );
+    throw new InvalidArgumentError(`"${value}" is not one of ${CA_KEY_TYPES.join(', ')}`);
   }
   return value;
 }
@@ -137,12 +136,7 @@ export function registerCaCommands(program: Command): void {
   ca.command('root')
     .description('Create a self-signed root: DIR/root-cert.pem and DIR/root-key.pem (0600)')
     .requiredOption('--out <dir>', 'output folder')
-    .option(
-      '--key-type <type>',
-      'rsa-4096 | rsa-3072 | rsa-2048 | ec-p256 | ec-p384',
-      keyTypeArg,
-      DEFAULT_ROOT_KEY,
-    )
+    .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_ROOT_KEY)
     .option('--org <O>', 'subject organization', 'Castellan')
     .option('--cn <CN>', 'subject common name', 'Root CA')
     .option('--ttl <duration>', 'validity', durationArg, durationArg('87600h'))
@@ -160,7 +154,7 @@ export function registerCaCommands(program: Command): void {
           },
           publicKey: privateKey,
           selfKey: privateKey,
-          notBefore: new Date(now - 2 * 60_000),
+          notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
           notAfter: new Date(now + o.ttl),
         });
         await mkdir(o.out, { recursive: true });
@@ -179,12 +173,7 @@ export function registerCaCommands(program: Command): void {
     .requiredOption('--out <dir>', 'output folder')
     .option('--name <name>', 'cluster name (subject L=)', 'cluster1')
     .option('--org <O>', 'subject organization', 'Castellan')
-    .option(
-      '--key-type <type>',
-      'rsa-4096 | rsa-3072 | rsa-2048 | ec-p256 | ec-p384',
-      keyTypeArg,
-      DEFAULT_INTERMEDIATE_KEY,
-    )
+    .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_INTERMEDIATE_KEY)
     .option('--ttl <duration>', 'validity', durationArg, durationArg('8760h'))
     .action(
       async (o: {
@@ -224,7 +213,7 @@ export function registerCaCommands(program: Command): void {
           },
           publicKey: privateKey,
           issuer: { cert: rootBundle.signingCert, key: rootBundle.signingKey },
-          notBefore: new Date(now - 2 * 60_000),
+          notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
           notAfter: new Date(notAfter),
         });
         const certPem = certificatePem(cert);
