@@ -1,12 +1,18 @@
-// The one spawn / ready / stop implementation of `castellan serve` for the end-to-end cases
-// (whatever drives the load), plus what they read about the server: its processes, CPU and
-// memory from /proc, and its Prometheus counters from the monitoring port.
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+// The one start / ready / stop of `castellan serve` for the end-to-end cases (whatever drives
+// the load; spawned by the tests' own test/server/support/serve-process.ts), plus what they
+// read about the server: its processes, CPU and memory from /proc, and its Prometheus counters
+// from the monitoring port.
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { binPath, cliPath } from '../test/support/paths.js';
+import {
+  startServe,
+  waitForReady,
+  type ServeProcess,
+} from '../test/server/support/serve-process.js';
 import type { LimitKey } from './types.js';
 
 export type CaKeyType = 'ec-p256' | 'rsa-2048' | 'rsa-4096';
@@ -56,18 +62,15 @@ function httpGet(url: string, timeoutMs: number): Promise<{ status: number; body
   });
 }
 
-function httpStatus(url: string): Promise<number> {
-  return httpGet(url, 1000).then(
-    (r) => r.status,
-    () => 0,
-  );
-}
+/** Start line to the first 200 on /ready, and the start itself, are bounded to this together. */
+const READY_TIMEOUT_MS = 30_000;
 
 /**
  * Starts `castellan serve` (own temporary data dir, ephemeral loopback ports, `--log-level
- * error`); resolves once /ready answers 200 (bounded to 30 s). `workersFlag` is passed as
- * `--workers`; without it, CASTELLAN_BENCH_WORKERS if set, else serve's own default (one
- * process in local mode).
+ * error`) through bin/castellan.js, as installed, with test/server/support/serve-process.ts;
+ * resolves once /ready answers 200 (bounded to 30 s). `workersFlag` is passed as `--workers`;
+ * without it, CASTELLAN_BENCH_WORKERS if set, else serve's own default (one process in local
+ * mode).
  */
 export async function startServer(keyType: CaKeyType, workersFlag?: string): Promise<Server> {
   const dataDir = mkdtempSync(join(tmpdir(), 'castellan-bench-'));
@@ -76,65 +79,46 @@ export async function startServer(keyType: CaKeyType, workersFlag?: string): Pro
   // "--cpu-prof --cpu-prof-dir=/tmp/castellan-prof" (the profile is written on SIGTERM exit).
   const nodeArgs = (process.env.CASTELLAN_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const workers = workersFlag ?? process.env.CASTELLAN_BENCH_WORKERS;
-  const child = spawn(
-    process.execPath,
-    [
-      ...nodeArgs,
-      binPath,
-      'serve',
-      '--data-dir',
-      dataDir,
-      '--grpc-addr',
-      '127.0.0.1:0',
-      '--monitoring-addr',
-      '127.0.0.1:0',
-      '--ca-key-type',
-      keyType,
-      '--log-level',
-      'error',
-      ...(workers ? ['--workers', workers] : []),
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString().slice(-4000)));
+  let serve: ServeProcess | undefined;
   const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await serve?.stop();
     rmSync(dataDir, { recursive: true, force: true });
   };
   try {
-    let grpcAddr: string | undefined;
-    let monitoringAddr: string | undefined;
-    let ready = false;
-    while (!ready && performance.now() - t0 < 30_000) {
-      if (child.exitCode !== null) throw new Error(`castellan serve exited: ${err}`);
-      const m = /CA serving on (\S+) \(monitoring ([^;)\s]+)/.exec(out);
-      if (m) {
-        grpcAddr = m[1];
-        monitoringAddr = m[2];
-        ready = (await httpStatus(`http://${monitoringAddr}/ready`)) === 200;
-      }
-      if (!ready) await new Promise((r) => setTimeout(r, 10));
+    serve = await startServe(
+      [
+        '--data-dir',
+        dataDir,
+        '--ca-key-type',
+        keyType,
+        '--log-level',
+        'error',
+        ...(workers ? ['--workers', workers] : []),
+      ],
+      undefined,
+      { entry: binPath, nodeArgs, timeoutMs: READY_TIMEOUT_MS },
+    );
+    const left = READY_TIMEOUT_MS - (performance.now() - t0);
+    if (!(await waitForReady(serve, left))) {
+      throw new Error(`castellan serve did not get ready in 30 s: ${serve.stderr().slice(-4000)}`);
     }
     const readyMs = performance.now() - t0;
-    if (!ready || !grpcAddr || !monitoringAddr) {
-      throw new Error(`castellan serve did not get ready in 30 s: ${err}`);
-    }
     const token = execFileSync(
       process.execPath,
       [cliPath, 'token', '--namespace', 'bench', '--service-account', 'sa', '--data-dir', dataDir],
       { encoding: 'utf8' },
     ).trim();
     const rootPem = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
-    return { child, dataDir, grpcAddr, monitoringAddr, readyMs, rootPem, token, stop };
+    return {
+      child: serve.child,
+      dataDir,
+      grpcAddr: `127.0.0.1:${serve.grpcPort}`,
+      monitoringAddr: `127.0.0.1:${serve.monitoringPort}`,
+      readyMs,
+      rootPem,
+      token,
+      stop,
+    };
   } catch (e) {
     await stop();
     throw e;

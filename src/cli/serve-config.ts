@@ -197,11 +197,7 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     '--monitoring-addr',
     raw.monitoringAddr ?? SERVE_DEFAULTS.monitoringAddr,
   );
-  if (
-    grpcAddress.port !== 0 &&
-    grpcAddress.port === monitoringAddress.port &&
-    grpcAddress.host === monitoringAddress.host
-  ) {
+  if (sameListener(grpcAddress, monitoringAddress)) {
     throw bad('--monitoring-addr', 'must differ from --grpc-addr');
   }
 
@@ -221,11 +217,15 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
   const defaultTtlText =
     raw.defaultTtl ?? env['DEFAULT_WORKLOAD_CERT_TTL'] ?? SERVE_DEFAULTS.defaultTtl;
   const maxTtlText = raw.maxTtl ?? env['MAX_WORKLOAD_CERT_TTL'] ?? SERVE_DEFAULTS.maxTtl;
+  // The flag names the error whenever it is given, even empty: it is what was used.
   const defaultTtlMs = duration(
-    raw.defaultTtl ? '--default-ttl' : 'DEFAULT_WORKLOAD_CERT_TTL',
+    raw.defaultTtl !== undefined ? '--default-ttl' : 'DEFAULT_WORKLOAD_CERT_TTL',
     defaultTtlText,
   );
-  const maxTtlMs = duration(raw.maxTtl ? '--max-ttl' : 'MAX_WORKLOAD_CERT_TTL', maxTtlText);
+  const maxTtlMs = duration(
+    raw.maxTtl !== undefined ? '--max-ttl' : 'MAX_WORKLOAD_CERT_TTL',
+    maxTtlText,
+  );
   if (defaultTtlMs > maxTtlMs) {
     throw bad('--default-ttl', `default TTL ${defaultTtlText} is above the maximum ${maxTtlText}`);
   }
@@ -266,12 +266,7 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     ['--grpc-addr', grpcAddress],
     ['--monitoring-addr', monitoringAddress],
   ] as const) {
-    if (
-      bundleAddress &&
-      bundleAddress.port !== 0 &&
-      bundleAddress.port === other.port &&
-      bundleAddress.host === other.host
-    ) {
+    if (bundleAddress && sameListener(bundleAddress, other)) {
       throw bad('--bundle-addr', `must differ from ${flag}`);
     }
   }
@@ -297,30 +292,25 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
     policyDir: raw.policyDir,
     meshConfigFile: raw.meshConfig,
     bundleAddress,
-    workers: raw.workers === undefined ? undefined : workers(raw.workers),
-    csrThreads: csrThreads(raw.csrThreads ?? 'auto'),
+    workers:
+      raw.workers === undefined ? undefined : countOrAuto('--workers', raw.workers, 1, MAX_WORKERS),
+    csrThreads: countOrAuto('--csr-threads', raw.csrThreads ?? 'auto', 0, MAX_CSR_THREADS),
   };
 }
 
-function csrThreads(value: string): CsrThreadsSetting {
+/** `--workers`, `--csr-threads`: `auto`, or a whole number from `min` to `max`. */
+function countOrAuto(flag: string, value: string, min: number, max: number): number | 'auto' {
   if (value === 'auto') return 'auto';
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(n >= 0 && n <= MAX_CSR_THREADS)) {
-    throw bad(
-      '--csr-threads',
-      `"${value}" is not "auto" or a whole number from 0 to ${MAX_CSR_THREADS}`,
-    );
+  if (!(n >= min && n <= max)) {
+    throw bad(flag, `"${value}" is not "auto" or a whole number from ${min} to ${max}`);
   }
   return n;
 }
 
-function workers(value: string): WorkersSetting {
-  if (value === 'auto') return 'auto';
-  const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!(n >= 1 && n <= MAX_WORKERS)) {
-    throw bad('--workers', `"${value}" is not "auto" or a whole number from 1 to ${MAX_WORKERS}`);
-  }
-  return n;
+/** Two listeners that would collide (port 0 picks a free port, so it never does). */
+function sameListener(a: HostPort, b: HostPort): boolean {
+  return a.port !== 0 && a.port === b.port && a.host === b.host;
 }
 
 function addr(flag: string, value: string): HostPort {

@@ -8,15 +8,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import {
-  credentials,
-  loadPackageDefinition,
-  status,
-  type ClientReadableStream,
-  type GrpcObject,
-  type ServiceClientConstructor,
-} from '@grpc/grpc-js';
-import { loadProto } from '../../src/api/protos.js';
+import { credentials, status, type ClientReadableStream } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { isCastellanError } from '../../src/errors.js';
@@ -26,7 +18,9 @@ import {
   createCertificate,
   opensslCsr,
   opensslVerify,
+  policyBundleClient,
   tmp,
+  type BundleUpdate,
 } from '../server/support/client.js';
 import { runCli, startServe, type ServeProcess } from '../server/support/serve-process.js';
 
@@ -56,13 +50,6 @@ spec:
   selector: {matchLabels: {app: web}}
   rules: [{to: [{operation: {methods: [${methods}]}}]}]
 `;
-
-interface Update {
-  namespace: string;
-  pod: string;
-  hash: string;
-  bundleJson: string;
-}
 
 let serve: ServeProcess;
 let dataDir: string;
@@ -114,27 +101,20 @@ after(async () => {
 function watch(
   pod: string,
   cert: { keyPem: string; chainPem: string } | undefined,
-): ClientReadableStream<Update> {
-  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
-  const Client = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)[
-    'PolicyBundleService'
-  ] as ServiceClientConstructor;
+): ClientReadableStream<BundleUpdate> {
   const creds = credentials.createSsl(
     Buffer.from(rootPem),
     cert ? Buffer.from(cert.keyPem) : null,
     cert ? Buffer.from(cert.chainPem) : null,
   );
-  const client = new Client(`localhost:${serve.grpcPort}`, creds);
-  const stream = (client as unknown as { Watch(req: object): ClientReadableStream<Update> }).Watch({
-    namespace: 'shop',
-    pod,
-  });
+  const client = policyBundleClient(`localhost:${serve.grpcPort}`, creds);
+  const stream = client.Watch({ namespace: 'shop', pod });
   stream.on('close', () => client.close());
   return stream;
 }
 
 /** The status code a stream ends with before sending anything (-1 if it sent data). */
-function refusal(stream: ClientReadableStream<Update>): Promise<number> {
+function refusal(stream: ClientReadableStream<BundleUpdate>): Promise<number> {
   return new Promise((resolve) => {
     stream.on('data', () => {
       stream.cancel();
@@ -173,12 +153,12 @@ function get(
 describe('policy bundles from castellan serve', () => {
   test('Watch: own bundle first, then a new version after the policy file changes', async () => {
     const stream = watch('web-1', web);
-    const updates: Update[] = [];
+    const updates: BundleUpdate[] = [];
     await new Promise<void>((resolve, reject) => {
       stream.on('error', (e: Error & { code: number }) =>
         e.code === status.CANCELLED ? resolve() : reject(e),
       );
-      stream.on('data', (u: Update) => {
+      stream.on('data', (u: BundleUpdate) => {
         updates.push(u);
         if (updates.length === 1) {
           writeFileSync(join(policyDir, 'shop', 'authz.yaml'), policy('GET, POST'));
@@ -188,7 +168,7 @@ describe('policy bundles from castellan serve', () => {
       });
     });
     assert.equal(updates.length, 2);
-    const [first, second] = updates as [Update, Update];
+    const [first, second] = updates as [BundleUpdate, BundleUpdate];
     assert.deepEqual([first.namespace, first.pod], ['shop', 'web-1']);
     const b1 = JSON.parse(first.bundleJson) as { hash: string; workload: Record<string, unknown> };
     assert.equal(b1.hash, first.hash);

@@ -8,16 +8,7 @@ import { createServer, request, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import {
-  Server,
-  ServerCredentials,
-  credentials,
-  loadPackageDefinition,
-  type ClientReadableStream,
-  type GrpcObject,
-  type ServiceClientConstructor,
-} from '@grpc/grpc-js';
-import { loadProto } from '../../src/api/protos.js';
+import { Server, ServerCredentials, credentials, type ClientReadableStream } from '@grpc/grpc-js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
@@ -29,6 +20,7 @@ import {
 } from '../../src/server/policy-bundles.js';
 import { ap, resources } from '../policy/helpers.js';
 import { istioSampleCerts } from '../support/paths.js';
+import { policyBundleClient } from './support/client.js';
 
 const read = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
 const root = read('root-cert.pem');
@@ -167,20 +159,13 @@ test('GET /v1/bundles: without a client certificate, 401', async () => {
 });
 
 function watch(pod: string): ClientReadableStream<Record<string, string>> {
-  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
-  const Client = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)[
-    'PolicyBundleService'
-  ] as ServiceClientConstructor;
   const creds = credentials.createSsl(
     Buffer.from(root),
     Buffer.from(clientKey),
     Buffer.from(clientCert),
     { checkServerIdentity: () => undefined },
   );
-  const client = new Client(`127.0.0.1:${grpcPort}`, creds);
-  return (
-    client as unknown as { Watch(req: object): ClientReadableStream<Record<string, string>> }
-  ).Watch({ namespace: 'foo', pod });
+  return policyBundleClient(`127.0.0.1:${grpcPort}`, creds).Watch({ namespace: 'foo', pod });
 }
 
 test('Watch streams the current bundle, then a new version when a policy changes', async () => {

@@ -1,11 +1,13 @@
 // A CreateCertificate client for tests: our own @grpc/grpc-js client over real TLS, plus CSRs
 // and checks made with the openssl CLI (code we did not write).
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { istioCaPackageDefinition } from '../../../src/api/istioca.js';
+import { loadProto } from '../../../src/api/protos.js';
+import { opensslText, opensslVerify as verify } from '../../support/openssl.js';
 
 export interface CaClient extends grpc.Client {
   CreateCertificate(
@@ -15,10 +17,12 @@ export interface CaClient extends grpc.Client {
   ): grpc.ClientUnaryCall;
 }
 
+/** `channelOptions`: e.g. `{ 'grpc.use_local_subchannel_pool': 1 }` for a connection of its own. */
 export function caClient(
   target: string,
   rootPem: string,
   clientCert?: { keyPem: string; chainPem: string },
+  channelOptions?: grpc.ChannelOptions,
 ): CaClient {
   const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition()) as unknown as {
     istio: { v1: { auth: { IstioCertificateService: new (...a: unknown[]) => CaClient } } };
@@ -28,7 +32,7 @@ export function caClient(
     clientCert ? Buffer.from(clientCert.keyPem) : null,
     clientCert ? Buffer.from(clientCert.chainPem) : null,
   );
-  return new pkg.istio.v1.auth.IstioCertificateService(target, creds);
+  return new pkg.istio.v1.auth.IstioCertificateService(target, creds, channelOptions);
 }
 
 export function createCertificate(
@@ -45,6 +49,24 @@ export function createCertificate(
       (err, res) => (err ? reject(err) : resolve(res?.certChain ?? [])),
     );
   });
+}
+
+/** One message of the Watch stream (protos/policy.proto). */
+export type BundleUpdate = { namespace: string; pod: string; hash: string; bundleJson: string };
+
+/** A castellan.v1.PolicyBundleService client: Watch streams a pod's policy bundle. */
+export interface PolicyBundleClient extends grpc.Client {
+  Watch(request: { namespace: string; pod: string }): grpc.ClientReadableStream<BundleUpdate>;
+}
+
+export function policyBundleClient(
+  target: string,
+  creds: grpc.ChannelCredentials,
+): PolicyBundleClient {
+  const pkg = grpc.loadPackageDefinition(loadProto('policy.proto')) as unknown as {
+    castellan: { v1: { PolicyBundleService: new (...a: unknown[]) => PolicyBundleClient } };
+  };
+  return new pkg.castellan.v1.PolicyBundleService(target, creds);
 }
 
 export const tmp = (): string => mkdtempSync(join(tmpdir(), 'castellan-server-'));
@@ -74,30 +96,23 @@ export function opensslCsr(
   };
 }
 
-/** `openssl verify -x509_strict` of a response chain against a root bundle; throws on failure. */
-export function opensslVerify(chain: readonly string[], rootPem: string): string {
-  const dir = tmp();
-  writeFileSync(join(dir, 'root.pem'), rootPem);
-  writeFileSync(join(dir, 'leaf.pem'), chain[0] ?? '');
-  writeFileSync(join(dir, 'untrusted.pem'), chain.slice(1).join(''));
-  return execFileSync(
-    'openssl',
-    [
-      'verify',
-      '-x509_strict',
-      '-CAfile',
-      join(dir, 'root.pem'),
-      '-untrusted',
-      join(dir, 'untrusted.pem'),
-      join(dir, 'leaf.pem'),
-    ],
-    { encoding: 'utf8', stdio: 'pipe' },
-  );
-}
-
-/** `openssl x509 -text -noout` of one PEM certificate. */
-export function opensslText(pem: string): string {
-  return execFileSync('openssl', ['x509', '-text', '-noout'], { input: pem, encoding: 'utf8' });
+/**
+ * `openssl verify` of a response chain against a root bundle: -x509_strict unless `strict` is
+ * false (for Istio's older sample sets). Returns openssl's output; throws on failure.
+ */
+export function opensslVerify(
+  chain: readonly string[],
+  rootPem: string,
+  options: { strict?: boolean } = {},
+): string {
+  const r = verify({
+    root: rootPem,
+    leaf: chain[0] ?? '',
+    untrusted: chain.slice(1),
+    strict: options.strict,
+  });
+  if (!r.ok) throw new Error(`openssl verify failed:\n${r.output}`);
+  return r.output;
 }
 
 /** The URI SANs of a certificate as openssl prints them. */

@@ -1,4 +1,5 @@
 // Runs the compiled `castellan serve` as a child process (build first: npx tsc -p tsconfig.json).
+// The bench (bench/server.ts) starts its servers through here too.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cliPath } from '../../support/paths.js';
 
@@ -11,20 +12,29 @@ export interface ServeProcess {
   stderr(): string;
   /** Resolves with the exit code (or the signal name). */
   readonly exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs`; resolves with `exited`. */
+  stop(graceMs?: number): Promise<number | string>;
 }
 
 /**
- * Starts `castellan serve` on free loopback ports and waits for its start line. `entry` is the
- * script node runs (default: the compiled CLI; bin/castellan.js is the installed command).
+ * Starts `castellan serve` on free loopback ports and waits for its start line (at most
+ * `timeoutMs`; a serve that does not start in time is killed). `entry` is the script node runs
+ * (default: the compiled CLI; bin/castellan.js is the installed command), after `nodeArgs`.
  */
 export async function startServe(
   args: string[],
   cwd?: string,
-  options: { entry?: string; env?: NodeJS.ProcessEnv } = {},
+  options: {
+    entry?: string;
+    env?: NodeJS.ProcessEnv;
+    nodeArgs?: readonly string[];
+    timeoutMs?: number;
+  } = {},
 ): Promise<ServeProcess> {
   const child = spawn(
     process.execPath,
     [
+      ...(options.nodeArgs ?? []),
       options.entry ?? cliPath,
       'serve',
       '--grpc-addr',
@@ -41,8 +51,21 @@ export async function startServe(
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
   );
+  const stop = async (graceMs = 5000): Promise<number | string> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      await exited;
+      clearTimeout(timer);
+    }
+    return exited;
+  };
+  const timeoutMs = options.timeoutMs ?? 20_000;
   const startLine = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`serve did not start:\n${err}`)), 20_000);
+    const timer = setTimeout(() => {
+      reject(new Error(`serve did not start in ${timeoutMs} ms:\n${err}`));
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.startsWith('castellan: CA serving on'));
@@ -58,13 +81,32 @@ export async function startServe(
   });
   const grpcPort = Number(/serving on [^:]+:(\d+)/.exec(startLine)?.[1]);
   const monitoringPort = Number(/monitoring [^:]+:(\d+)/.exec(startLine)?.[1]);
-  return { child, grpcPort, monitoringPort, startLine, stderr: () => err, exited };
+  return { child, grpcPort, monitoringPort, startLine, stderr: () => err, exited, stop };
 }
 
-/** Runs `castellan <args>` to completion. */
+/**
+ * Polls GET /ready on the server's monitoring port until it answers 200; false if it has not
+ * within `timeoutMs`, or the server has exited. Each request is bounded to a second.
+ */
+export async function waitForReady(serve: ServeProcess, timeoutMs = 5000): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    const r = await fetch(`http://127.0.0.1:${serve.monitoringPort}/ready`, {
+      signal: AbortSignal.timeout(1000),
+    }).catch(() => null);
+    await r?.body?.cancel();
+    if (r?.status === 200) return true;
+    const exited = serve.child.exitCode !== null || serve.child.signalCode !== null;
+    if (exited || performance.now() >= end) return false;
+    await new Promise((res) => setTimeout(res, 10));
+  }
+}
+
+/** Runs `castellan <args>` to completion; killed (code null) if it runs past `timeoutMs`. */
 export function runCli(
   args: string[],
   cwd?: string,
+  timeoutMs = 60_000,
 ): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [cliPath, ...args], {
@@ -75,6 +117,10 @@ export function runCli(
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('exit', (code) => resolve({ code, stdout, stderr }));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
