@@ -2,14 +2,9 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { ParsedCsr } from '../pki/csr.js';
-import { parseCsrFast } from '../pki/fast/fast-csr.js';
+import { checkCsr, type CheckedCsr } from './check-csr.js';
 
-/**
- * A checked CSR as issuance uses it: ParsedCsr without its KeyObject, which stays in the thread
- * that imported it (issuance copies the SubjectPublicKeyInfo bytes, it never needs the key).
- */
-export type CheckedCsr = Omit<ParsedCsr, 'publicKey'>;
+export type { CheckedCsr };
 
 /** Checks a CSR (src/pki/csr.ts rules): the checked CSR, or a CastellanError of the rule's kind. */
 export interface CsrChecker {
@@ -34,14 +29,9 @@ export type CsrCheckReply =
       readonly subject?: string | undefined;
     };
 
-function checked(csr: ParsedCsr): CheckedCsr {
-  const { der, spki, keyType, commonName, requestedSans } = csr;
-  return { der, spki, keyType, requestedSans, ...(commonName !== undefined ? { commonName } : {}) };
-}
-
 /** Checks on the calling thread. */
 export const inlineCsrChecker: CsrChecker = {
-  check: (pem) => checked(parseCsrFast(pem)),
+  check: checkCsr,
   close: async () => {},
 };
 

@@ -4,7 +4,7 @@
 import 'reflect-metadata';
 import { parentPort } from 'node:worker_threads';
 import { isCastellanError } from '../errors.js';
-import { parseCsrFast } from '../pki/fast/fast-csr.js';
+import { checkCsr } from './check-csr.js';
 import type { CsrCheckReply, CsrCheckRequest } from './csr-check-pool.js';
 
 const port = parentPort;
@@ -14,18 +14,7 @@ if (!port) throw new Error('csr-check-worker runs as a worker thread of CsrCheck
 function check(request: CsrCheckRequest): CsrCheckReply {
   let reply: CsrCheckReply;
   try {
-    const csr = parseCsrFast(request.pem);
-    reply = {
-      id: request.id,
-      ok: true,
-      csr: {
-        der: csr.der,
-        spki: csr.spki,
-        keyType: csr.keyType,
-        commonName: csr.commonName,
-        requestedSans: csr.requestedSans,
-      },
-    };
+    reply = { id: request.id, ok: true, csr: checkCsr(request.pem) };
   } catch (e) {
     reply = isCastellanError(e)
       ? { id: request.id, ok: false, kind: e.kind, message: e.message, subject: e.subject }

@@ -17,7 +17,7 @@ export function workloadLeafIssuer(
   return {
     parseCsr: (pem) => csrChecker.check(pem),
     sign: (snapshot, csr, sans, ttlMs) =>
-      issueWorkloadCertificate(snapshot, { csr, sans: [...sans], ttlMs }, clock),
+      issueWorkloadCertificate(snapshot, { csr, sans, ttlMs }, clock),
   };
 }
 
