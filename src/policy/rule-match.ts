@@ -4,11 +4,11 @@ import type { JwtClaims, PolicyRequest } from './request.js';
 import {
   matchHeader,
   matchHost,
-  matchNamespace,
-  matchPath,
   matchPrincipal,
   matchRequestPrincipal,
   matchString,
+  namespaceMatcher,
+  pathMatcher,
 } from './string-match.js';
 
 /** What the RBAC filter can see of one request. */
@@ -101,8 +101,10 @@ function valueTest(attribute: string, value: string): Test {
       return (ctx) => matchPrincipal(value, ctx.peer);
     case 'source.serviceAccount':
       return serviceAccountTest(value);
-    case 'source.namespace':
-      return (ctx) => matchNamespace(value, ctx.peer);
+    case 'source.namespace': {
+      const matches = namespaceMatcher(value);
+      return (ctx) => matches(ctx.peer);
+    }
     case 'source.ip':
       return ipIn(value, (ctx) => ctx.sourceIp);
     case 'remote.ip':
@@ -119,8 +121,10 @@ function valueTest(attribute: string, value: string): Test {
       return (ctx) => matchHost(value, ctx.host);
     case 'request.method':
       return (ctx) => matchHeader(value, ctx.method);
-    case 'request.path':
-      return (ctx) => matchPath(value, ctx.path);
+    case 'request.path': {
+      const matches = pathMatcher(value);
+      return (ctx) => matches(ctx.path);
+    }
     case 'request.auth.principal':
       return (ctx) => {
         const iss = claimStrings(ctx.claims, ['iss']);

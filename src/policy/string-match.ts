@@ -99,12 +99,14 @@ function templateRegex(pattern: string): RegExp {
 /**
  * Operation.paths: Envoy's RBAC url_path matcher, which compares the path without its query
  * string and fragment. Templates use the uri_template matcher; the rest use StringMatcher.
+ * The template's regex is looked up once, here, not on every request.
  */
-export function matchPath(pattern: string, path: string | null | undefined): boolean {
-  if (path === null || path === undefined) return false;
-  const bare = stripQuery(path);
-  if (isPathTemplate(pattern)) return templateRegex(pattern).test(bare);
-  return matchString(pattern, bare);
+export function pathMatcher(pattern: string): (path: string | null | undefined) => boolean {
+  if (!isPathTemplate(pattern)) {
+    return (path) => path !== null && path !== undefined && matchString(pattern, stripQuery(path));
+  }
+  const re = templateRegex(pattern);
+  return (path) => path !== null && path !== undefined && re.test(stripQuery(path));
 }
 
 function stripQuery(path: string): string {
@@ -133,10 +135,9 @@ const namespaceCache = new RegexCache();
 /**
  * Source.namespaces / `source.namespace`: the regex `.*\/ns/<value>/.*` over the peer's SPIFFE
  * URI, `*` in the value becoming `.*` (srcNamespaceGenerator). The namespace comes from the
- * peer identity, never from anything the client says.
+ * peer identity, never from anything the client says. The regex is looked up once, here.
  */
-export function matchNamespace(pattern: string, principal: string | null): boolean {
-  if (principal === null) return false;
+export function namespaceMatcher(pattern: string): (principal: string | null) => boolean {
   const re = namespaceCache.get(pattern, () => {
     const v = pattern
       .split('*')
@@ -144,7 +145,7 @@ export function matchNamespace(pattern: string, principal: string | null): boole
       .join('.*');
     return new RegExp(`^.*/ns/${v}/.*$`);
   });
-  return re.test(SPIFFE + principal);
+  return (principal) => principal !== null && re.test(SPIFFE + principal);
 }
 
 /** For tests: how many compiled regexes the caches hold (path templates, namespaces). */

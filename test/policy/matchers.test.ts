@@ -7,10 +7,10 @@ import {
   cachedRegexCounts,
   matchHeader,
   matchHost,
-  matchNamespace,
-  matchPath,
   matchRequestPrincipal,
   matchString,
+  namespaceMatcher,
+  pathMatcher,
   REGEX_CACHE_LIMIT,
 } from '../../src/policy/string-match.js';
 import { expandTrustDomainAliases } from '../../src/policy/trust-domain.js';
@@ -47,7 +47,7 @@ test('path templates: {*} one segment, {**} any depth; literals escaped', () => 
     ['/a.b/{*}', '/aXb/c', false],
     ['/{*}/{**}', '/a/b/c?q=1', true],
   ];
-  for (const [p, v, want] of cases) assert.equal(matchPath(p, v), want, `${p} ~ ${v}`);
+  for (const [p, v, want] of cases) assert.equal(pathMatcher(p)(v), want, `${p} ~ ${v}`);
 });
 
 test('compiled regexes are cached up to a limit; evicted or kept, the answers are the same', () => {
@@ -56,23 +56,23 @@ test('compiled regexes are cached up to a limit; evicted or kept, the answers ar
   const hotPath = '/hot/{*}';
   const hotNs = 'sh*p';
   for (let i = 0; i < REGEX_CACHE_LIMIT + 500; i++) {
-    assert.equal(matchPath(`/api/${i}/{*}`, `/api/${i}/x`), true);
-    assert.equal(matchPath(`/api/${i}/{*}`, `/api/${i}/x/y`), false);
-    assert.equal(matchNamespace(`ns-${i}-*`, peer), false);
-    assert.equal(matchNamespace(`ns-${i}-*`, `cluster.local/ns/ns-${i}-a/sa/x`), true);
-    assert.equal(matchPath(hotPath, '/hot/1'), true);
-    assert.equal(matchNamespace(hotNs, peer), true);
+    assert.equal(pathMatcher(`/api/${i}/{*}`)(`/api/${i}/x`), true);
+    assert.equal(pathMatcher(`/api/${i}/{*}`)(`/api/${i}/x/y`), false);
+    assert.equal(namespaceMatcher(`ns-${i}-*`)(peer), false);
+    assert.equal(namespaceMatcher(`ns-${i}-*`)(`cluster.local/ns/ns-${i}-a/sa/x`), true);
+    assert.equal(pathMatcher(hotPath)('/hot/1'), true);
+    assert.equal(namespaceMatcher(hotNs)(peer), true);
   }
   assert.deepEqual(cachedRegexCounts(), {
     templates: REGEX_CACHE_LIMIT,
     namespaces: REGEX_CACHE_LIMIT,
   });
   // An evicted pattern is compiled again, to the same answers.
-  assert.equal(matchPath('/api/0/{*}', '/api/0/x'), true);
-  assert.equal(matchPath('/api/0/{*}', '/api/0/'), false);
-  assert.equal(matchNamespace('ns-0-*', 'cluster.local/ns/ns-0-a/sa/x'), true);
-  assert.equal(matchNamespace('ns-0-*', peer), false);
-  assert.equal(matchPath(hotPath, '/hot/a/b'), false);
+  assert.equal(pathMatcher('/api/0/{*}')('/api/0/x'), true);
+  assert.equal(pathMatcher('/api/0/{*}')('/api/0/'), false);
+  assert.equal(namespaceMatcher('ns-0-*')('cluster.local/ns/ns-0-a/sa/x'), true);
+  assert.equal(namespaceMatcher('ns-0-*')(peer), false);
+  assert.equal(pathMatcher(hotPath)('/hot/a/b'), false);
   assert.deepEqual(cachedRegexCounts(), {
     templates: REGEX_CACHE_LIMIT,
     namespaces: REGEX_CACHE_LIMIT,
