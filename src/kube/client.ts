@@ -102,6 +102,16 @@ export function isApiStatus(e: unknown, code: number): boolean {
   return e instanceof ApiException && e.code === code;
 }
 
+/** What `read` resolves to, or undefined when the object does not exist (404). */
+export async function ifExists<T>(read: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await read();
+  } catch (e) {
+    if (isApiStatus(e, 404)) return undefined;
+    throw e;
+  }
+}
+
 /** A short description of an API failure for logs: code and the Status message. */
 export function describeApiError(e: unknown): string {
   if (e instanceof ApiException) {

@@ -1,7 +1,7 @@
 import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
 import type { Clock } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
-import { describeApiError, isApiStatus } from './client.js';
+import { describeApiError, ifExists, isApiStatus } from './client.js';
 
 export interface LeaderElectionOptions {
   readonly coordination: CoordinationV1Api;
@@ -114,11 +114,10 @@ export class LeaderElector {
     const { coordination, namespace, leaseName } = this.o;
     const nowMs = this.o.clock.now();
     const now = new Date(nowMs);
-    let lease: V1Lease;
-    try {
-      lease = await coordination.readNamespacedLease({ name: leaseName, namespace });
-    } catch (e) {
-      if (!isApiStatus(e, 404)) throw e;
+    const lease = await ifExists(() =>
+      coordination.readNamespacedLease({ name: leaseName, namespace }),
+    );
+    if (!lease) {
       try {
         await coordination.createNamespacedLease({
           namespace,

@@ -1,7 +1,7 @@
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import { certificatePem, parseCertificates } from '../ca/bundle.js';
 import { CastellanError } from '../errors.js';
-import { decodeSecretData, isApiStatus } from './client.js';
+import { decodeSecretData, ifExists, isApiStatus } from './client.js';
 
 /**
  * Every root served since the operator last dropped old ones (the `cacerts` annotation
@@ -53,12 +53,9 @@ export async function updatePreviousRoots(
   desired: (recorded: readonly string[]) => readonly string[] | undefined,
 ): Promise<boolean> {
   for (let attempt = 0; attempt < MAX_CONFLICTS; attempt++) {
-    let current: V1Secret | undefined;
-    try {
-      current = await core.readNamespacedSecret({ name: PREVIOUS_ROOTS_SECRET, namespace });
-    } catch (e) {
-      if (!isApiStatus(e, 404)) throw e;
-    }
+    const current = await ifExists(() =>
+      core.readNamespacedSecret({ name: PREVIOUS_ROOTS_SECRET, namespace }),
+    );
     const recorded = current ? rootsFromSecret(current) : [];
     const next = desired(recorded);
     if (next === undefined || (current && sameSet(recorded, next))) return false;

@@ -1,6 +1,6 @@
 import type { CoreV1Api, KubeConfig, V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
 import { silentLogger, type Logger } from '../log.js';
-import { describeApiError, isApiStatus } from './client.js';
+import { describeApiError, ifExists, isApiStatus } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 
 /** Istio's names: sidecars mount this ConfigMap to trust the mesh's roots. */
@@ -127,11 +127,10 @@ export class RootPublisher {
       metadata: { name: ROOT_CERT_CONFIGMAP, namespace, labels: { 'istio.io/config': 'true' } },
       data: { [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
     };
-    let current: V1ConfigMap;
-    try {
-      current = await core.readNamespacedConfigMap({ name: ROOT_CERT_CONFIGMAP, namespace });
-    } catch (e) {
-      if (!isApiStatus(e, 404)) throw e;
+    const current = await ifExists(() =>
+      core.readNamespacedConfigMap({ name: ROOT_CERT_CONFIGMAP, namespace }),
+    );
+    if (!current) {
       try {
         await core.createNamespacedConfigMap({ namespace, body });
         this.logger.info({ namespace }, 'published the root certificate');

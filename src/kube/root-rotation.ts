@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { reissueRoot, DEFAULT_SELF_SIGNED_TTL_MS } from '../ca/sources/self-signed.js';
 import { certificatePem } from '../ca/bundle.js';
 import { silentLogger, type Logger } from '../log.js';
-import { describeApiError, isApiStatus } from './client.js';
+import { describeApiError, ifExists, isApiStatus } from './client.js';
 import {
   CA_CERT_KEY,
   ROOT_CERT_SECRET_KEY,
@@ -63,13 +63,10 @@ export class RootRotator {
   async checkOnce(): Promise<boolean> {
     const { core, namespace, clock } = this.o;
     for (let attempt = 0; attempt < 5; attempt++) {
-      let secret;
-      try {
-        secret = await core.readNamespacedSecret({ name: SELF_SIGNED_SECRET, namespace });
-      } catch (e) {
-        if (isApiStatus(e, 404)) return false; // A plugged-in CA: nothing of ours to rotate.
-        throw e;
-      }
+      const secret = await ifExists(() =>
+        core.readNamespacedSecret({ name: SELF_SIGNED_SECRET, namespace }),
+      );
+      if (!secret) return false; // A plugged-in CA: nothing of ours to rotate.
       const bundle = bundleFromSelfSignedSecret(secret, clock);
       const cert = bundle.signingCert;
       if (!rootNeedsRotation(cert.notBefore, cert.notAfter, clock.now())) return false;

@@ -12,7 +12,7 @@ import type { CaKeyType } from '../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../pki/keys.js';
 import { validateTrustDomain } from '../pki/spiffe.js';
 import { silentLogger, type Logger } from '../log.js';
-import { decodeSecretData, isApiStatus } from './client.js';
+import { decodeSecretData, ifExists, isApiStatus } from './client.js';
 
 /** Istio's names for the self-signed root kept in the cluster. */
 export const SELF_SIGNED_SECRET = 'istio-ca-secret';
@@ -67,11 +67,10 @@ export async function ensureSelfSignedSecret(options: {
 }): Promise<V1Secret> {
   const { core, namespace } = options;
   const logger = options.logger ?? silentLogger;
-  try {
-    return await core.readNamespacedSecret({ name: SELF_SIGNED_SECRET, namespace });
-  } catch (e) {
-    if (!isApiStatus(e, 404)) throw e;
-  }
+  const existing = await ifExists(() =>
+    core.readNamespacedSecret({ name: SELF_SIGNED_SECRET, namespace }),
+  );
+  if (existing) return existing;
   validateTrustDomain(options.trustDomain);
   const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
   const root = await makeSelfSignedRoot(

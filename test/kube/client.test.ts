@@ -7,6 +7,7 @@ import { isCastellanError } from '../../src/errors.js';
 import {
   describeApiError,
   getJson,
+  ifExists,
   isApiStatus,
   kubeConfigFromString,
   loadKubeConfig,
@@ -114,4 +115,13 @@ test('API errors: status codes and Status messages', async () => {
     isApiStatus(e, 403),
   );
   api.authorize = undefined;
+});
+
+test('ifExists: the object, undefined on 404, any other failure thrown', async () => {
+  const { core } = makeClients(kubeConfigFromString(api.kubeconfigYaml(), 'fake'));
+  const read = (name: string) => () => core.readNamespace({ name });
+  assert.equal((await ifExists(read('default')))?.metadata?.name, 'default');
+  assert.equal(await ifExists(read('no-such-namespace')), undefined);
+  api.failNext({ resource: 'namespaces', verb: 'get' }, 500);
+  await assert.rejects(ifExists(read('default')), (e) => isApiStatus(e, 500));
 });

@@ -88,3 +88,19 @@ test('the leader re-issues the root with the same key and subject; replicas pick
   );
   assert.equal(await rotator.checkOnce(), false, 'fresh root: nothing more to do');
 });
+
+test('without istio-ca-secret (a plugged-in CA) there is nothing to rotate', async () => {
+  const plugged = await FakeApiServer.start({ namespaces: [NS] });
+  try {
+    const rotator = new RootRotator({
+      core: kubeConfigFor(plugged).makeApiClient(CoreV1Api),
+      namespace: NS,
+      clock,
+    });
+    assert.equal(await rotator.checkOnce(), false);
+    assert.equal(plugged.count({ resource: 'secrets', verb: 'get', code: 404 }), 1);
+    assert.equal(plugged.count({ verb: 'update' }) + plugged.count({ verb: 'create' }), 0);
+  } finally {
+    await plugged.stop();
+  }
+});
