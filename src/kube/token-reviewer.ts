@@ -3,7 +3,7 @@ import { AuthenticationV1Api as AuthenticationApi } from '@kubernetes/client-nod
 import { CastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { TokenReviewResult, TokenReviewer } from '../authn/token-review.js';
-import { describeApiError, kubeConfigFromString } from './client.js';
+import { decodeSecretData, describeApiError, kubeConfigFromString } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 
 /** Istio's label on remote-cluster kubeconfig Secrets (`istioctl create-remote-secret`). */
@@ -55,10 +55,10 @@ export class SecretRemoteClusters implements RemoteClusters {
       handlers: {
         upsert: (s) => {
           const clusters = new Map<string, AuthenticationV1Api>();
-          for (const [id, b64] of Object.entries(s.data ?? {})) {
+          for (const [id, kubeconfig] of decodeSecretData(s)) {
             const subject = `secret ${options.namespace}/${s.metadata?.name} key ${id}`;
             try {
-              const kc = kubeConfigFromString(Buffer.from(b64, 'base64').toString('utf8'), subject);
+              const kc = kubeConfigFromString(kubeconfig, subject);
               clusters.set(id, kc.makeApiClient(AuthenticationApi));
             } catch (e) {
               logger.error(
