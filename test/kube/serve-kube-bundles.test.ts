@@ -7,24 +7,17 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  credentials,
-  loadPackageDefinition,
-  status,
-  type ClientReadableStream,
-  type GrpcObject,
-  type ServiceClientConstructor,
-} from '@grpc/grpc-js';
-import { loadProto } from '../../src/api/protos.js';
+import { credentials, status } from '@grpc/grpc-js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
-import { caClient, createCertificate, opensslCsr } from '../server/support/client.js';
+import {
+  caClient,
+  createCertificate,
+  opensslCsr,
+  policyBundleClient,
+  type BundleUpdate,
+} from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-
-interface Update {
-  hash: string;
-  bundleJson: string;
-}
 
 let api: FakeApiServer;
 let dir: string;
@@ -62,8 +55,7 @@ before(async () => {
 });
 
 after(async () => {
-  serve.child.kill('SIGTERM');
-  await serve.exited;
+  await serve.stop();
   await api.stop();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -85,11 +77,7 @@ test('Watch over the CA port: the pod bundle from the API, then a new version on
   const chain = await createCertificate(ca, { csr: csrPem }, token);
   ca.close();
 
-  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
-  const Client = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)[
-    'PolicyBundleService'
-  ] as ServiceClientConstructor;
-  const client = new Client(
+  const client = policyBundleClient(
     `127.0.0.1:${serve.grpcPort}`,
     credentials.createSsl(
       Buffer.from(root),
@@ -97,11 +85,8 @@ test('Watch over the CA port: the pod bundle from the API, then a new version on
       Buffer.from(chain.slice(0, -1).join('')),
     ),
   );
-  const stream = (client as unknown as { Watch(req: object): ClientReadableStream<Update> }).Watch({
-    namespace: 'app',
-    pod: 'web-1',
-  });
-  const updates: Update[] = [];
+  const stream = client.Watch({ namespace: 'app', pod: 'web-1' });
+  const updates: BundleUpdate[] = [];
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`updates: ${updates.length}`)), 15_000);
     stream.on('error', (e: Error & { code: number }) => {
@@ -109,7 +94,7 @@ test('Watch over the CA port: the pod bundle from the API, then a new version on
       if (e.code === status.CANCELLED) resolve();
       else reject(e);
     });
-    stream.on('data', (u: Update) => {
+    stream.on('data', (u: BundleUpdate) => {
       updates.push(u);
       if (updates.length === 1) {
         api.putObject('authorizationpolicies.security.istio.io', 'app', policy(['GET', 'DELETE']));
