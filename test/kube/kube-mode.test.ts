@@ -128,6 +128,17 @@ test('three replicas: one root, one leader publishing ConfigMaps, failover moves
   };
   const caller = await authenticateCaller(started[1]!.tokenAuthenticators, request);
   assert.equal(caller.serviceAccount, 'web');
+  // authenticateCaller stops at the first that accepts (jwt): ask each one on its own.
+  const authenticators = started[1]!.tokenAuthenticators;
+  assert.deepEqual(
+    authenticators.map((a) => a.name),
+    ['jwt', 'token-review'],
+  );
+  const reviews = api.count({ resource: 'tokenreviews' });
+  for (const a of authenticators) {
+    assert.equal((await a.authenticate(request))?.serviceAccount, 'web', a.name);
+  }
+  assert.equal(api.count({ resource: 'tokenreviews' }), reviews + 1, 'one TokenReview call');
 
   // The leader goes away: another replica takes over and repairs what is deleted afterwards.
   const oldLeader = leaders[0]!;
