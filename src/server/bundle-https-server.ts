@@ -4,6 +4,7 @@ import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
+import { listenOn } from './listen.js';
 import { handleBundleHttp, type PolicyBundleServingOptions } from './policy-bundles.js';
 import type { ServingCertificateManager } from './serving-certificate.js';
 
@@ -50,18 +51,7 @@ export class BundleHttpsServer {
     // Follow the serving certificate as the gRPC port does (CA rotation, renewal).
     this.options.serving.addIdentityCertificateListener(this.onIdentity);
     try {
-      await new Promise<void>((resolve, reject) => {
-        server.once('error', (e) =>
-          reject(
-            new CastellanError(
-              'internal',
-              `cannot listen on ${formatHostPort(address)}: ${e.message}`,
-              { subject: 'bundle address' },
-            ),
-          ),
-        );
-        server.listen(address.port, address.host, () => resolve());
-      });
+      await listenOn(server, address, 'bundle address');
     } catch (e) {
       // A server that never listened must not stay subscribed to the serving certificate.
       this.options.serving.removeIdentityCertificateListener(this.onIdentity);

@@ -1,10 +1,10 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
-import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
+import { listenOn } from './listen.js';
 
 /** Why the service is or is not ready; `reason` is shown in the /ready body. */
 export interface Readiness {
@@ -83,23 +83,7 @@ export class MonitoringServer {
   async listen(address: HostPort): Promise<HostPort> {
     const server = createServer((req, res) => void this.dispatch(req, res));
     this.server = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: Error) =>
-        reject(
-          new CastellanError(
-            'internal',
-            `cannot listen on ${formatHostPort(address)}: ${e.message}`,
-            {
-              subject: 'monitoring address',
-            },
-          ),
-        ),
-      );
-      server.listen(address.port, address.host, () => {
-        server.removeAllListeners('error');
-        resolve();
-      });
-    });
+    await listenOn(server, address, 'monitoring address');
     const bound = server.address() as AddressInfo;
     this.log.info(
       { addr: formatHostPort({ host: bound.address, port: bound.port }) },
