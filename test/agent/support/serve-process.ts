@@ -1,8 +1,11 @@
 // Runs the real `castellan serve` (compiled CLI) for CLI tests: a fresh data dir, port 0.
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { cliPath } from '../../support/paths.js';
-import { startServe as startServeProcess } from '../../server/support/serve-process.js';
+import {
+  runCli as runCliProcess,
+  startServe as startServeProcess,
+} from '../../server/support/serve-process.js';
 
 export interface ServeProcess {
   readonly address: string;
@@ -37,22 +40,9 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs the compiled CLI to completion. */
+/** Runs the compiled CLI to completion (killed after `timeoutMs`). */
 export function runCli(args: string[], timeoutMs = 30_000): Promise<CliResult> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cliPath, ...args], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runCliProcess(args, undefined, timeoutMs);
 }
 
 export const dataFile = (serve: ServeProcess, f: string): string => join(serve.dataDir, f);
