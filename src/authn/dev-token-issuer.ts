@@ -7,7 +7,7 @@ import {
   type KeyObject,
 } from 'node:crypto';
 import { promisify } from 'node:util';
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   SignJWT,
@@ -169,15 +169,16 @@ async function createKeyFile(path: string): Promise<string> {
     privateKeyEncoding: { format: 'pem', type: 'pkcs8' },
   });
   const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
-  await writeFile(tmp, pem, { mode: 0o600, flag: 'wx' });
   try {
+    await writeFile(tmp, pem, { mode: 0o600, flag: 'wx' });
     await link(tmp, path);
     return pem;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     return readFile(path, 'utf8');
   } finally {
-    await unlink(tmp);
+    // Also after a failed write (a full disk): no half-written key is left beside the real one.
+    await rm(tmp, { force: true });
   }
 }
 
