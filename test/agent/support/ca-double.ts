@@ -188,7 +188,19 @@ export class CaDouble {
   async stop(): Promise<void> {
     const s = this.server;
     this.server = undefined;
-    if (s) await new Promise<void>((resolve) => s.tryShutdown(() => resolve()));
+    if (!s) return;
+    // tryShutdown waits for every client connection to go; an agent's channel that stays open
+    // would keep it (and the test process) waiting forever, so it is bounded.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        s.forceShutdown();
+        resolve();
+      }, 2000);
+      s.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 }
 
