@@ -25,9 +25,23 @@ if (files.length === 0) {
   console.error('run-tests: no test files matched');
   process.exit(1);
 }
+// The whole run is bounded (the suite takes ~1.5 min): a test file whose process never exits
+// (a server or timer left open) fails the run with a clear line instead of hanging CI.
+const LIMIT_MS = Number(process.env.CASTELLAN_TEST_LIMIT_MS ?? 9 * 60_000);
 const res = spawnSync(
   process.execPath,
   ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
-  { stdio: 'inherit', cwd: root, env: { ...process.env, CASTELLAN_TEST: '1' } },
+  {
+    stdio: 'inherit',
+    cwd: root,
+    env: { ...process.env, CASTELLAN_TEST: '1' },
+    timeout: LIMIT_MS,
+    killSignal: 'SIGKILL',
+  },
 );
+if (res.error?.code === 'ETIMEDOUT') {
+  console.error(
+    `run-tests: stopped after ${LIMIT_MS / 1000} s: a test file did not finish or exit (a handle left open?)`,
+  );
+}
 process.exit(res.status ?? 1);
