@@ -8,6 +8,7 @@ import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { WorkloadAgent, type AgentConfig } from '../../src/agent/agent.js';
 import { GrpcCaClient, type CertificateAuthorityClient } from '../../src/agent/ca-client.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { runExecHook } from '../../src/agent/exec-hook.js';
 import { AgentMetrics, startMonitoringServer } from '../../src/agent/monitoring.js';
 import { DEFAULT_RENEWAL_POLICY } from '../../src/agent/renewal.js';
@@ -35,7 +36,7 @@ function harness(
   onSleep: () => Promise<void> = async () => {},
 ) {
   let offset = 0;
-  const clock = { now: () => Date.now() + offset };
+  const clock: Clock = { ...systemClock, now: () => Date.now() + offset };
   ca.now = clock.now;
   const sleeps: number[] = [];
   const lines: Array<{ level: number; msg: string; kind?: string }> = [];

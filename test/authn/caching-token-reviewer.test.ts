@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { base64url } from 'jose';
 import { CachingTokenReviewer } from '../../src/authn/caching-token-reviewer.js';
 import type { TokenReviewResult, TokenReviewer } from '../../src/authn/token-review.js';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 const OK: TokenReviewResult = {

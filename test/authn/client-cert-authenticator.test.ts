@@ -10,7 +10,7 @@ import {
   ClientCertAuthenticator,
   type TrustedRoot,
 } from '../../src/authn/client-cert-authenticator.js';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { istioSampleCerts } from '../support/paths.js';

@@ -13,7 +13,7 @@ import {
 } from '../../src/authn/dev-token-issuer.js';
 import { loadJwksFile } from '../../src/authn/jwks.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { bearer } from './fixtures.js';
 

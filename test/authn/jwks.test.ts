@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadJwksFile, remoteJwks } from '../../src/authn/jwks.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { opensslSelfSigned } from '../support/openssl-certs.js';
 import { bearer, ISSUER, k8sToken, NOW_S, signingKey, type SigningKey } from './fixtures.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { KeyObject, sign } from 'node:crypto';
 import { createLocalJWKSet, SignJWT, base64url, exportSPKI, importJWK } from 'jose';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import {
   authRequest,

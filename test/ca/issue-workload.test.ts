@@ -2,7 +2,7 @@ import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from '@peculiar/x509';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { buildKeyCertBundle } from '../../src/ca/bundle.js';
 import { SwappableCaState } from '../../src/ca/ca-state.js';
 import { issueWorkloadCertificate } from '../../src/ca/issue-workload.js';

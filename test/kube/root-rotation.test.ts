@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { SwappableCaState } from '../../src/ca/ca-state.js';
 import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
 import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';

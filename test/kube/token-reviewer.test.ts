@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { CachingTokenReviewer } from '../../src/authn/caching-token-reviewer.js';
 import { TokenReviewAuthenticator } from '../../src/authn/token-review.js';

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ManualClock } from '../../src/clock.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError, type ErrorKind } from '../../src/errors.js';
 import { verifyChain } from '../../src/pki/chain.js';
 import { HOUR, testCert, testIntermediate, testRoot, window, type TestCa } from './fixtures.js';

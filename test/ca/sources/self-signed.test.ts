@@ -3,7 +3,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ManualClock } from '../../../src/clock.js';
+import { ManualClock } from '../../support/manual-clock.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { loadOrCreateSelfSignedCa, reissueRoot } from '../../../src/ca/sources/self-signed.js';
 import {
