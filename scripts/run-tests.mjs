@@ -30,7 +30,14 @@ if (files.length === 0) {
 const LIMIT_MS = Number(process.env.CASTELLAN_TEST_LIMIT_MS ?? 9 * 60_000);
 const res = spawnSync(
   process.execPath,
-  ['--test', '--test-concurrency=2', '--test-reporter=spec', ...files],
+  [
+    '--import',
+    join(testDir, 'support', 'setup.js'),
+    '--test',
+    '--test-concurrency=2',
+    '--test-reporter=spec',
+    ...files,
+  ],
   {
     stdio: 'inherit',
     cwd: root,

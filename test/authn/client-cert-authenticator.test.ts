@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import { before, after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';

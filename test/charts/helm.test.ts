@@ -1,14 +1,15 @@
 // The Helm chart, checked with the real helm binary: lint, render with default and non-default
 // values, assertions on the rendered objects, the values schema refusing bad values, and a
-// golden file for the default render (UPDATE_GOLDEN=1 rewrites it).
+// golden file for the default render (UPDATE_GOLDEN=1 rewrites it: test/support/golden.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isMap, isScalar, parse, parseDocument, type Node } from 'yaml';
 import { chartDir, Helm, NAMESPACE, only } from './helm-runner.js';
 import { cliPath, projectRoot } from '../support/paths.js';
+import { assertGolden } from '../support/golden.js';
 import type {
   Container,
   Deployment,
@@ -105,17 +106,7 @@ describe('default render', () => {
   const c = container(dep);
   const svc = only(objects, 'Service') as Service;
 
-  test('matches the golden file', () => {
-    if (process.env.UPDATE_GOLDEN === '1' || !existsSync(goldenPath)) {
-      assert.equal(
-        process.env.UPDATE_GOLDEN,
-        '1',
-        `missing ${goldenPath}: run with UPDATE_GOLDEN=1`,
-      );
-      writeFileSync(goldenPath, text);
-    }
-    assert.equal(text, readFileSync(goldenPath, 'utf8'), 'rerun with UPDATE_GOLDEN=1 if intended');
-  });
+  test('matches the golden file', () => assertGolden(text, goldenPath));
 
   test('has exactly the expected kinds; HPA and ServiceMonitor are off', () => {
     assert.deepEqual(objects.map((o) => o.kind).sort(), [

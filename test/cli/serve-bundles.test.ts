@@ -2,7 +2,6 @@
 // real TLS. The CA is Istio's alt sample set plugged in (root → intermediate → leaves), so the
 // workload certificate chains through an intermediate; it is issued by this CA via
 // CreateCertificate with a dev token, then used as the only credential for its bundle.
-import 'reflect-metadata';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';

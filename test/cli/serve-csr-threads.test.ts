@@ -1,7 +1,6 @@
 // `castellan serve --csr-threads`: CSRs checked on a worker thread behind the real gRPC service
 // give the same answers as on the event loop — certificates that openssl verifies, and
 // INVALID_ARGUMENT for defects — and /metrics says how many check threads are up.
-import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -9,7 +8,7 @@ import { get } from 'node:http';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
-import { until } from '../support/until.js';
+import { waitFor } from '../support/wait-for.js';
 import {
   caClient,
   createCertificate,
@@ -49,7 +48,11 @@ for (const threads of [1, 0]) {
     running.push(serve);
     const ready = 'castellan_csr_check_threads_ready';
     // The thread answers once its modules are loaded; before that, checks run inline.
-    await until(async () => (await metric(serve.monitoringPort, ready)) === threads, 20_000);
+    await waitFor(
+      'condition',
+      async () => (await metric(serve.monitoringPort, ready)) === threads,
+      20_000,
+    );
 
     const rootPem = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
     const token = await (

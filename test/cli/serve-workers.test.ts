@@ -1,5 +1,4 @@
 // `castellan serve --workers N`: worker processes sharing the gRPC port, one monitoring port.
-import 'reflect-metadata';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,7 +12,7 @@ import { isCastellanError } from '../../src/errors.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
-import { until as waitUntil } from '../support/until.js';
+import { waitFor } from '../support/wait-for.js';
 import {
   caClient,
   createCertificate,
@@ -27,9 +26,8 @@ import { startServe, type ServeProcess } from '../server/support/serve-process.j
 const HOUR = 3_600_000;
 
 /** Workers start one by one: give them longer than a single process. */
-function until(check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  return waitUntil(check, timeoutMs);
-}
+const until = (check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<boolean> =>
+  waitFor('condition', check, timeoutMs);
 
 /** A client on its own TCP + TLS connection (grpc-js would otherwise share one), as sidecars do. */
 function ownConnection(port: number, rootPem: string): CaClient {

@@ -1,5 +1,4 @@
 // `castellan serve`: flags into a typed config, and the real command run as a process.
-import 'reflect-metadata';
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
@@ -11,7 +10,7 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { isCastellanError } from '../../src/errors.js';
 import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { istioSampleCerts } from '../support/paths.js';
-import { until } from '../support/until.js';
+import { waitFor } from '../support/wait-for.js';
 import {
   caClient,
   createCertificate,
@@ -222,7 +221,7 @@ describe('castellan serve (process)', () => {
       copyFileSync(join(istioSampleCerts, 'ca-cert-alt-2.pem'), join(cacerts, 'ca-cert.pem'));
       copyFileSync(join(istioSampleCerts, 'cert-chain-alt-2.pem'), join(cacerts, 'cert-chain.pem'));
       const metrics = `http://127.0.0.1:${serve.monitoringPort}/metrics`;
-      await until(async () =>
+      await waitFor('condition', async () =>
         /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await (await fetch(metrics)).text()),
       );
       const still = caClient(`localhost:${serve.grpcPort}`, altRoot);
@@ -240,13 +239,13 @@ describe('castellan serve (process)', () => {
         copyFileSync(join(istioSampleCerts, f), join(cacerts, f));
       }
       const oldRoot = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
-      await until(() =>
+      await waitFor('condition', () =>
         readFileSync(join(dataDir, 'root-cert.pem'), 'utf8').includes(
           oldRoot.trim().split('\n')[1]!,
         ),
       );
       let swapped: string[] = [];
-      await until(async () => {
+      await waitFor('condition', async () => {
         const c = caClient(`localhost:${serve.grpcPort}`, oldRoot);
         try {
           swapped = await createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);

@@ -1,6 +1,5 @@
 // Interop: a CreateCertificate client we did not write — Debian's python3-grpcio, with messages
 // compiled at test time from protos/istioca.proto by grpc_tools.protoc — against `castellan serve`.
-import 'reflect-metadata';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';

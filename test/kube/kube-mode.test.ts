@@ -1,6 +1,5 @@
 // Kubernetes mode as serve starts it (src/cli/kube-wiring.ts), several replicas in-process
 // against the fake API server.
-import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';

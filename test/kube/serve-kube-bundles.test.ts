@@ -1,7 +1,6 @@
 // The real `castellan serve --kube` (spawned, compiled) serving policy bundles fed from the fake
 // API server: a workload's Watch gets the bundle of its pod and a new version when an
 // AuthorizationPolicy changes in the API.
-import 'reflect-metadata';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -1,6 +1,5 @@
 // The real `castellan serve --kube` (spawned, compiled: npx tsc -p tsconfig.json first), several
 // replicas at once, against the in-test fake API server.
-import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';

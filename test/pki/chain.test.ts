@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ManualClock } from '../support/manual-clock.js';

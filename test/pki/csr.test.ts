@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';

@@ -1,5 +1,4 @@
 // Test CAs built with our own issuer (the profiles are tested with openssl in issue.test.ts).
-import 'reflect-metadata';
 import type { KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';

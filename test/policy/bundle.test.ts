@@ -1,15 +1,16 @@
 // Bundles: deterministic, versioned, hashed; golden files under test/policy/golden/.
-// Regenerate the goldens deliberately with CASTELLAN_UPDATE_GOLDEN=1 and review the diff.
+// Regenerate the goldens deliberately with UPDATE_GOLDEN=1 and review the diff.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serializeBundle } from '../../src/policy/bundle.js';
 import { parseManifestText } from '../../src/policy/documents.js';
 import { bundleForWorkload } from '../../src/policy/evaluate.js';
 import { parseMesh } from '../../src/policy/mesh.js';
 import { parseResources } from '../../src/policy/parse-resources.js';
+import { assertGolden } from '../support/golden.js';
 import { parseWorkload } from '../../src/policy/workload.js';
 import { projectRoot } from '../support/paths.js';
 
@@ -41,8 +42,7 @@ for (const [name, workloadPatch] of [
     const workload = { ...(input['workload'] as object), ...workloadPatch };
     const actual = bundleText(text, { ...input, workload });
     const file = join(golden, `basic-${name}.json`);
-    if (process.env['CASTELLAN_UPDATE_GOLDEN'] === '1') writeFileSync(file, actual);
-    assert.equal(actual, readFileSync(file, 'utf8'));
+    assertGolden(actual, file);
   });
 }
 

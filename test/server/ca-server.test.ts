@@ -1,6 +1,5 @@
 // The CA service end to end: real TLS, real gRPC, real JWTs from the dev issuer, certificates
 // checked with the openssl CLI. The CA material comes from test/server/support/test-ca.ts.
-import 'reflect-metadata';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';

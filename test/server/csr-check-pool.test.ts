@@ -1,7 +1,6 @@
 // CsrCheckPool: CSR checks on worker threads give exactly what the inline check gives (fields,
 // or error kind, message and subject), run inline until a thread is ready, survive a thread
 // that dies, and stop respawning a thread that keeps dying.
-import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isCastellanError } from '../../src/errors.js';
@@ -12,7 +11,7 @@ import {
   type CheckedCsr,
 } from '../../src/server/csr-check-pool.js';
 import { opensslCsr } from './support/client.js';
-import { until } from '../support/until.js';
+import { waitFor } from '../support/wait-for.js';
 
 const pools: CsrCheckPool[] = [];
 after(() => Promise.all(pools.map((p) => p.close())));
@@ -47,7 +46,7 @@ function summary(o: Outcome): unknown {
 
 test('a thread checks exactly as the inline check does, accepted or refused', async () => {
   const p = pool(1);
-  await until(() => p.readyThreads === 1, 20_000);
+  await waitFor('condition', () => p.readyThreads === 1, 20_000);
   const ec = opensslCsr('ec').csrPem;
   const rsa = opensslCsr('rsa:2048').csrPem;
   const flipped = ec.replace(/[A-Za-z](?=[^\n]*\n-----END)/, (c) => (c === 'A' ? 'B' : 'A'));
@@ -88,7 +87,7 @@ test('a thread that dies fails only its own checks and is replaced; one that kee
   let now = 0;
   const workerUrl = new URL('./support/exiting-csr-worker.js', import.meta.url);
   const p = pool(1, { workerUrl, now: () => now });
-  await until(() => p.readyThreads === 1, 20_000);
+  await waitFor('condition', () => p.readyThreads === 1, 20_000);
   const refused = await outcome(() => p.check('anything'));
   assert.deepEqual(summary(refused), {
     kind: 'malformed',
@@ -101,15 +100,15 @@ test('a thread that dies fails only its own checks and is replaced; one that kee
     now += 60_000;
     const died = await outcome(() => p.check('exit'));
     assert.ok(!died.ok && isInternal(died.error), JSON.stringify(died));
-    await until(() => p.readyThreads === 1, 20_000);
+    await waitFor('condition', () => p.readyThreads === 1, 20_000);
   }
   // Four deaths within the window: no more threads, checks go inline (the real parser here).
   now += 60_000;
   for (let i = 0; i < 4; i++) {
     await outcome(() => p.check('exit'));
-    if (i < 3) await until(() => p.readyThreads === 1, 20_000);
+    if (i < 3) await waitFor('condition', () => p.readyThreads === 1, 20_000);
   }
-  await until(() => p.readyThreads === 0, 5_000);
+  await waitFor('condition', () => p.readyThreads === 0, 5_000);
   const inline = p.check(opensslCsr('ec').csrPem);
   assert.ok(!(inline instanceof Promise), 'given up: checked inline');
   assert.equal((inline as CheckedCsr).keyType, 'ec-p256');

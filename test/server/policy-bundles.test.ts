@@ -1,6 +1,5 @@
 // Serving bundles over real TLS: GET /v1/bundles/<ns>/<pod> and the gRPC Watch stream. The
 // caller presents Istio's sample workload certificate (spiffe://trust-domain-foo/ns/foo/sa/foo).
-import 'reflect-metadata';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

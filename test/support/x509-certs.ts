@@ -1,11 +1,9 @@
 // Keys and CA certificates made in-test with @peculiar/x509 over node's WebCrypto, independently
 // of src/pki's issuance code: for the test CAs and TLS servers (test/server, test/agent, the fake
 // API server).
-import 'reflect-metadata';
+// The crypto provider is Node's WebCrypto, set once in test/support/setup.ts.
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 /** ECDSA P-256 with SHA-256, for key generation and as a signing algorithm. */
 export const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;

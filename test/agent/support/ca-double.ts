@@ -1,6 +1,5 @@
 // A small stand-in for the CA, for the agent's tests: a real gRPC server over TLS speaking
 // istioca.proto, signing CSRs with a throwaway root, with switchable failures and a call log.
-import 'reflect-metadata';
 import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';

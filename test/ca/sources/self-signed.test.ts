@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -4,7 +4,6 @@
 // CSRs made by the openssl CLI (P-256, P-384, P-521, RSA-1024/2048/3072, Ed25519), CSRs with
 // unusual but correctly signed contents built here, and thousands of seeded mutations of them.
 // Rerun a failure with CSR_FUZZ_SEED=<seed printed in the message>.
-import 'reflect-metadata';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';

@@ -1,7 +1,6 @@
 // The fast leaf signer must produce the reference signer's certificates: same TBSCertificate
 // bytes for the same parameters (ECDSA signatures are randomised, so the TBS is compared and
 // both signatures verified; RSA PKCS#1 v1.5 is deterministic, so whole certificates match).
-import 'reflect-metadata';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createPrivateKey, generateKeyPairSync, verify, type KeyObject } from 'node:crypto';

@@ -1,6 +1,5 @@
 // A small CA for the server tests, built with @peculiar/x509 directly so the server can be tested
 // through real TLS and gRPC independently of src/pki's issuance code (which has its own tests).
-import 'reflect-metadata';
 import { createPrivateKey, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import type { CaSnapshot, CaState, KeyCertBundle } from '../../../src/ca/authority.js';

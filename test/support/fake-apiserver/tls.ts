@@ -1,4 +1,3 @@
-import 'reflect-metadata';
 import { webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { toPem } from '../../../src/pki/pem.js';
