@@ -1,6 +1,6 @@
 /**
  * Every failure Castellan reports carries a kind. Callers branch on the kind, never on the
- * message; `src/server/grpc-status.ts` is the one place that maps kinds to gRPC codes.
+ * message; `src/server/status-map.ts` is the one place that maps kinds to gRPC and HTTP statuses.
  */
 export type ErrorKind =
   /** Not parseable: garbage PEM/DER, truncated input, wrong PEM label. */

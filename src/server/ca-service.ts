@@ -7,7 +7,8 @@ import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
 import type { AuditLog } from './audit.js';
-import { toGrpcFailure } from './grpc-status.js';
+import { grpcAuthRequest } from './auth-request.js';
+import { CA_SERVICE_TEXTS, toGrpcFailure } from './status-map.js';
 import type { CaMetrics, SignErrorLabel } from './metrics.js';
 
 /** Istio refuses nothing this large; we refuse CSRs above it before parsing a byte. */
@@ -117,7 +118,9 @@ async function handle<C>(
     }
 
     try {
-      caller = await deps.authenticate(authRequestOf(call, peer, deps.caState.current()));
+      caller = await deps.authenticate(
+        grpcAuthRequest(call, caChainDer(deps.caState.current()), { forwardMetadata: true }),
+      );
     } catch (e) {
       metrics.authnErrorCount.inc();
       // Whatever went wrong (bad token, expired, unknown issuer, a bug): the client sees one
@@ -179,7 +182,7 @@ async function handle<C>(
   } catch (e) {
     const refusal = e instanceof Refusal ? e : new Refusal(asCastellanError(e), 'CERT_GEN_ERROR');
     if (refusal.signErrorLabel) metrics.signErrorCount.inc({ error: refusal.signErrorLabel });
-    const failure = toGrpcFailure(refusal.error);
+    const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);
     const seconds = (performance.now() - started) / 1000;
     metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
     audit.record({
@@ -195,26 +198,6 @@ async function handle<C>(
     });
     throw failure;
   }
-}
-
-/** What the authenticators may see: metadata and the TLS peer certificate, never the CSR. */
-function authRequestOf(
-  call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
-  peerAddress: string,
-  snapshot: CaSnapshot | undefined,
-): AuthRequest {
-  const metadata: Record<string, string[]> = {};
-  for (const [name, values] of Object.entries(call.metadata.toJSON())) {
-    const strings = values.filter((v): v is string => typeof v === 'string');
-    if (strings.length > 0) metadata[name.toLowerCase()] = strings;
-  }
-  // grpc-js only hands out a peer certificate that verified against the roots in the TLS
-  // context (the current CA's roots), and it gives the leaf alone, not the chain the client
-  // sent. Our own CA chain stands in for the intermediates: a workload certificate we issued
-  // chains through it, and the client-certificate authenticator re-verifies every link.
-  const raw = call.getAuthContext().sslPeerCertificate?.raw;
-  const peerCertificates = raw ? [new Uint8Array(raw), ...caChainDer(snapshot)] : [];
-  return { metadata, peerCertificates, peerAddress };
 }
 
 /**

@@ -2,7 +2,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import {
   loadPackageDefinition,
-  status,
   type GrpcObject,
   type ServerWritableStream,
   type ServiceDefinition,
@@ -11,6 +10,8 @@ import { loadProto } from '../api/protos.js';
 import type { AuthRequest, Authenticator, Caller } from '../authn/authenticator.js';
 import { asCastellanError, CastellanError } from '../errors.js';
 import { serializeBundle, type PolicyBundle } from '../policy/bundle.js';
+import { grpcAuthRequest, tlsAuthRequest } from './auth-request.js';
+import { BUNDLE_TEXTS, toGrpcFailure, toHttpFailure } from './status-map.js';
 
 /** Where bundles come from: PolicyCompiler satisfies this. */
 export interface BundleSource {
@@ -109,20 +110,7 @@ export function handleBundleHttp(
     res.writeHead(405, { allow: 'GET' }).end();
     return true;
   }
-  const socket = req.socket as TLSSocket;
-  const peer =
-    typeof socket.getPeerCertificate === 'function' ? socket.getPeerCertificate(true) : null;
-  const chain: Uint8Array[] = [];
-  const seen = new Set<string>();
-  for (let c = peer; c && c.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
-    seen.add(c.fingerprint256);
-    chain.push(new Uint8Array(c.raw));
-  }
-  const request: AuthRequest = {
-    metadata: {},
-    peerCertificates: chain.length ? [...chain, ...options.intermediates()] : [],
-    peerAddress: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`,
-  };
+  const request = tlsAuthRequest(req.socket as TLSSocket, options.intermediates());
   authorizedBundle(options, request, m[1] as string, m[3] as string).then(
     (bundle) => {
       const etag = `"${bundle.hash}"`;
@@ -134,12 +122,8 @@ export function handleBundleHttp(
       res.writeHead(200, { 'content-type': 'application/json', etag }).end(bundleJson(bundle));
     },
     (e: unknown) => {
-      const err = asCastellanError(e);
-      const code =
-        err.kind === 'unauthenticated' ? 401 : err.kind === 'permission-denied' ? 403 : 500;
-      res
-        .writeHead(code, { 'content-type': 'text/plain' })
-        .end(`${code === 500 ? 'internal error' : err.kind}\n`);
+      const failure = toHttpFailure(e, BUNDLE_TEXTS);
+      res.writeHead(failure.statusCode, { 'content-type': 'text/plain' }).end(failure.body);
     },
   );
   return true;
@@ -172,12 +156,8 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
   };
   const Watch = (call: ServerWritableStream<WatchRequest, Record<string, string>>): void => {
     const { namespace, pod } = call.request;
-    const raw = call.getAuthContext().sslPeerCertificate?.raw;
-    const request: AuthRequest = {
-      metadata: {},
-      peerCertificates: raw ? [new Uint8Array(raw), ...options.intermediates()] : [],
-      peerAddress: call.getPeer(),
-    };
+    // Certificate only: the caller's metadata (a token) is not forwarded.
+    const request = grpcAuthRequest(call, options.intermediates(), { forwardMetadata: false });
     authorizedBundle(options, request, namespace, pod).then(
       (bundle) => {
         if (call.cancelled) return;
@@ -193,17 +173,8 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
         call.on('close', stop);
       },
       (e: unknown) => {
-        const err = asCastellanError(e);
         // grpc-js turns an 'error' event on a server stream into the call's status.
-        call.emit('error', {
-          code:
-            err.kind === 'unauthenticated'
-              ? status.UNAUTHENTICATED
-              : err.kind === 'permission-denied'
-                ? status.PERMISSION_DENIED
-                : status.INTERNAL,
-          details: err.kind === 'internal' ? 'internal error' : err.kind,
-        });
+        call.emit('error', toGrpcFailure(e, BUNDLE_TEXTS));
       },
     );
   };

@@ -12,7 +12,7 @@ import { systemClock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { createLogger } from '../../src/log.js';
 import { CaServer } from '../../src/server/ca-server.js';
-import { UNAUTHENTICATED_MESSAGE } from '../../src/server/grpc-status.js';
+import { UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
 import type { LeafIssuer } from '../../src/server/ca-service.js';
 import {
   caClient,

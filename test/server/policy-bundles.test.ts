@@ -7,7 +7,13 @@ import { createServer, request, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { Server, ServerCredentials, credentials, type ClientReadableStream } from '@grpc/grpc-js';
+import {
+  Server,
+  ServerCredentials,
+  credentials,
+  status,
+  type ClientReadableStream,
+} from '@grpc/grpc-js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
@@ -148,23 +154,43 @@ test('GET /v1/bundles: If-None-Match that matches the ETag gets 304 with no body
   assert.equal((await get('/v1/bundles/foo/foo-1', false, { 'if-none-match': '*' })).status, 401);
 });
 
+// The refusal bodies are the wire answer this path has always sent (status-map.ts BUNDLE_TEXTS).
 test("GET /v1/bundles: another service account's bundle, or a missing pod, is refused with 403", async () => {
-  assert.equal((await get('/v1/bundles/foo/other-1', true)).status, 403);
-  assert.equal((await get('/v1/bundles/foo/nope', true)).status, 403);
+  for (const path of ['/v1/bundles/foo/other-1', '/v1/bundles/foo/nope']) {
+    const r = await get(path, true);
+    assert.deepEqual([r.status, r.body], [403, 'permission-denied\n'], path);
+  }
 });
 
 test('GET /v1/bundles: without a client certificate, 401', async () => {
-  assert.equal((await get('/v1/bundles/foo/foo-1', false)).status, 401);
+  const r = await get('/v1/bundles/foo/foo-1', false);
+  assert.deepEqual([r.status, r.body], [401, 'unauthenticated\n']);
 });
 
-function watch(pod: string): ClientReadableStream<Record<string, string>> {
+/** A Watch as `foo` (default) or as another identity (cert and key PEM). */
+function watch(
+  pod: string,
+  as: { cert: string; key: string } = { cert: clientCert, key: clientKey },
+): ClientReadableStream<Record<string, string>> {
   const creds = credentials.createSsl(
     Buffer.from(root),
-    Buffer.from(clientKey),
-    Buffer.from(clientCert),
+    Buffer.from(as.key),
+    Buffer.from(as.cert),
     { checkServerIdentity: () => undefined },
   );
   return policyBundleClient(`127.0.0.1:${grpcPort}`, creds).Watch({ namespace: 'foo', pod });
+}
+
+/** How a Watch that should be refused ends: its status code and details. */
+function refusal(
+  stream: ClientReadableStream<Record<string, string>>,
+): Promise<{ code: number | undefined; details: string | undefined }> {
+  return new Promise((resolve) => {
+    stream.on('data', () => resolve({ code: -1, details: 'a bundle was sent' }));
+    stream.on('error', (e: Error & { code?: number; details?: string }) =>
+      resolve({ code: e.code, details: e.details }),
+    );
+  });
 }
 
 test('Watch streams the current bundle, then a new version when a policy changes', async () => {
@@ -192,10 +218,17 @@ test('Watch streams the current bundle, then a new version when a policy changes
 });
 
 test("Watch of another workload's bundle fails with PERMISSION_DENIED", async () => {
-  const code = await new Promise<number | undefined>((resolve) => {
-    const s = watch('other-1');
-    s.on('data', () => resolve(-1));
-    s.on('error', (e: Error & { code?: number }) => resolve(e.code));
+  assert.deepEqual(await refusal(watch('other-1')), {
+    code: status.PERMISSION_DENIED,
+    details: 'permission-denied',
   });
-  assert.equal(code, 7);
+});
+
+test('Watch with a certificate of another trust domain fails with UNAUTHENTICATED', async () => {
+  // This port requires a client certificate that chains to the root (TLS refuses one without);
+  // workload-bar's does, but names trust-domain-bar, which the authenticator refuses.
+  assert.deepEqual(await refusal(watch('foo-1', { cert: serverCert, key: serverKey })), {
+    code: status.UNAUTHENTICATED,
+    details: 'unauthenticated',
+  });
 });
