@@ -54,13 +54,21 @@ export interface HttpFailure {
   readonly body: string;
 }
 
+/** Who a failure is for: the four answers every surface gives, by error kind. */
+type FailureClass =
+  /** The caller's own fault: a message written for the caller, naming the field. */
+  | 'invalid'
+  | 'unauthenticated'
+  | 'permission-denied'
+  | 'unavailable'
+  /** Ours, not the caller's: opaque on the wire, precise in the logs. */
+  | 'internal';
+
 /**
- * The one mapping from a Castellan error kind to a gRPC status. Never UNKNOWN, and never an
- * internal message on the wire: the caller's own faults (a message written for the caller,
- * naming the field) are INVALID_ARGUMENT with that message; anything that is not the caller's
- * fault gets the surface's opaque text. A new ErrorKind does not compile until it is placed.
+ * The one mapping from a Castellan error kind to what the client is told, for every surface. A
+ * new ErrorKind does not compile until it is placed here.
  */
-export function toGrpcFailure(error: unknown, texts: OpaqueTexts): GrpcFailure {
+function failureClass(error: unknown): { readonly cls: FailureClass; readonly message: string } {
   const e = asCastellanError(error);
   switch (e.kind) {
     case 'malformed':
@@ -69,13 +77,11 @@ export function toGrpcFailure(error: unknown, texts: OpaqueTexts): GrpcFailure {
     case 'bad-signature':
     case 'invalid-argument':
     case 'too-large':
-      return { code: status.INVALID_ARGUMENT, details: e.message };
+      return { cls: 'invalid', message: e.message };
     case 'unauthenticated':
-      return { code: status.UNAUTHENTICATED, details: texts.unauthenticated };
     case 'permission-denied':
-      return { code: status.PERMISSION_DENIED, details: texts.permissionDenied };
     case 'unavailable':
-      return { code: status.UNAVAILABLE, details: texts.unavailable };
+      return { cls: e.kind, message: e.message };
     // Our CA material, not the caller's request: a broken or expired CA is our fault.
     case 'encrypted-key':
     case 'key-mismatch':
@@ -85,41 +91,50 @@ export function toGrpcFailure(error: unknown, texts: OpaqueTexts): GrpcFailure {
     case 'chain-invalid':
     case 'incomplete-ca':
     case 'internal':
-      return { code: status.INTERNAL, details: texts.internal };
+      return { cls: 'internal', message: e.message };
     default:
-      return unplaced(e.kind, { code: status.INTERNAL, details: texts.internal });
+      return unplaced(e.kind, { cls: 'internal', message: e.message });
   }
 }
 
-/** The same mapping for HTTP answers, kind for kind (see toGrpcFailure). */
-export function toHttpFailure(error: unknown, texts: OpaqueTexts): HttpFailure {
-  const e = asCastellanError(error);
-  switch (e.kind) {
-    case 'malformed':
-    case 'unsupported':
-    case 'weak-key':
-    case 'bad-signature':
-    case 'invalid-argument':
-    case 'too-large':
-      return { statusCode: 400, body: `${e.message}\n` };
+/** Each class on each transport: the gRPC code and the HTTP status. */
+const CODES: Readonly<Record<FailureClass, { readonly grpc: status; readonly http: number }>> = {
+  invalid: { grpc: status.INVALID_ARGUMENT, http: 400 },
+  unauthenticated: { grpc: status.UNAUTHENTICATED, http: 401 },
+  'permission-denied': { grpc: status.PERMISSION_DENIED, http: 403 },
+  unavailable: { grpc: status.UNAVAILABLE, http: 503 },
+  internal: { grpc: status.INTERNAL, http: 500 },
+};
+
+/** What the client may read: the caller's own fault in its words, else the surface's text. */
+function safeText(cls: FailureClass, message: string, texts: OpaqueTexts): string {
+  switch (cls) {
+    case 'invalid':
+      return message;
     case 'unauthenticated':
-      return { statusCode: 401, body: `${texts.unauthenticated}\n` };
+      return texts.unauthenticated;
     case 'permission-denied':
-      return { statusCode: 403, body: `${texts.permissionDenied}\n` };
+      return texts.permissionDenied;
     case 'unavailable':
-      return { statusCode: 503, body: `${texts.unavailable}\n` };
-    case 'encrypted-key':
-    case 'key-mismatch':
-    case 'not-a-ca':
-    case 'expired':
-    case 'not-yet-valid':
-    case 'chain-invalid':
-    case 'incomplete-ca':
+      return texts.unavailable;
     case 'internal':
-      return { statusCode: 500, body: `${texts.internal}\n` };
-    default:
-      return unplaced(e.kind, { statusCode: 500, body: `${texts.internal}\n` });
+      return texts.internal;
   }
+}
+
+/**
+ * A Castellan error as a gRPC status. Never UNKNOWN, and never an internal message on the wire:
+ * anything that is not the caller's fault gets the surface's opaque text.
+ */
+export function toGrpcFailure(error: unknown, texts: OpaqueTexts): GrpcFailure {
+  const { cls, message } = failureClass(error);
+  return { code: CODES[cls].grpc, details: safeText(cls, message, texts) };
+}
+
+/** The same answer over HTTP, kind for kind: text/plain, one line. */
+export function toHttpFailure(error: unknown, texts: OpaqueTexts): HttpFailure {
+  const { cls, message } = failureClass(error);
+  return { statusCode: CODES[cls].http, body: `${safeText(cls, message, texts)}\n` };
 }
 
 /**
