@@ -16,8 +16,7 @@ import { chainCas } from './cacerts-layout.js';
 
 /** What to revoke: a serial of the folder's CA, or a certificate (its issuer picks the CRL). */
 export type Revocation =
-  | { readonly serial: string }
-  | { readonly certificate: X509Certificate; readonly file: string };
+  { readonly serial: string } | { readonly certificate: X509Certificate; readonly file: string };
 
 export interface UpdateCaCrlParams {
   /** The folder's CA, verified (its key signs the CA's CRL). */

@@ -98,7 +98,10 @@ export function normalizeSerial(text: string): string {
       `"${text}" is not a certificate serial: use hex digits as openssl x509 -serial prints them (e.g. 5A3F09 or 5a:3f:09)`,
     );
   }
-  const hex = s.replace(/:/g, '').toLowerCase().replace(/^0+(?=.)/, '');
+  const hex = s
+    .replace(/:/g, '')
+    .toLowerCase()
+    .replace(/^0+(?=.)/, '');
   if (hex.length > 40) {
     throw new CastellanError(
       'invalid-argument',

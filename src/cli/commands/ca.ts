@@ -339,7 +339,12 @@ export function registerCaCommands(program: Command): void {
       '--root-dir <dir>',
       "the root's folder (root-cert.pem, root-key.pem, as ca root makes it): signs the root's CRL too, which every reader needs beside the CA's",
     )
-    .option('--next-update <duration>', 'validity of the new CRL(s)', durationArg, durationArg('7d'))
+    .option(
+      '--next-update <duration>',
+      'validity of the new CRL(s)',
+      durationArg,
+      durationArg('7d'),
+    )
     .action(
       async (o: { caDir: string; revoke: string[]; rootDir?: string; nextUpdate: number }) => {
         const files = await readCacertsFolder(o.caDir);
