@@ -133,21 +133,34 @@ function earliest(values: number[]): number | undefined {
   return values.length === 0 ? undefined : Math.min(...values);
 }
 
-/** A gauge whose value is read when scraped; absent (no sample) while the value is unknown. */
+/**
+ * A gauge whose value is read when scraped, with no sample at all while the value is unknown.
+ * prom-client gives an unlabelled gauge a 0 sample even after reset(), which for a timestamp
+ * reads as "expired in 1970" and fires expiry alerts on a CA that has no CRL.
+ */
+class ScrapedGauge extends Gauge {
+  constructor(
+    registers: Registry[],
+    name: string,
+    help: string,
+    private readonly read: () => number | undefined,
+  ) {
+    super({ name, help, registers });
+  }
+
+  override async get(): ReturnType<Gauge['get']> {
+    const v = this.read();
+    if (v === undefined) return { ...(await super.get()), values: [] };
+    this.set(v);
+    return super.get();
+  }
+}
+
 function gauge(
   registers: Registry[],
   name: string,
   help: string,
   value: () => number | undefined,
 ): void {
-  new Gauge({
-    name,
-    help,
-    registers,
-    collect() {
-      const v = value();
-      if (v === undefined) this.reset();
-      else this.set(v);
-    },
-  });
+  new ScrapedGauge(registers, name, help, value);
 }

@@ -89,7 +89,7 @@ test('a CRL signed by another CA refuses the whole set, naming ca-crl.pem', asyn
   );
 });
 
-test("a CRL for the signing CA only (no root CRL) is refused as istiod refuses it", async () => {
+test('a CRL for the signing CA only (no root CRL) is refused as istiod refuses it', async () => {
   const dir = folder(withCrl(files, await crlOf(ca)));
   await refusedWith(
     loadCacertsFolder(dir, systemClock),
@@ -108,7 +108,10 @@ test('an expired CRL is loaded (still published) and flagged expired', async () 
     thisUpdate: new Date(Date.now() - 48 * HOUR),
     nextUpdate: new Date(Date.now() - HOUR),
   });
-  const b = await loadCacertsFolder(folder(withCrl(files, expired + (await crlOf(root)))), systemClock);
+  const b = await loadCacertsFolder(
+    folder(withCrl(files, expired + (await crlOf(root)))),
+    systemClock,
+  );
   assert.equal(b?.crl?.expired, true);
   assert.ok((b?.crl?.nextUpdate?.getTime() ?? Infinity) < Date.now());
 });
@@ -117,7 +120,8 @@ test('a Secret or folder with ca-crl.pem only is an incomplete CA, never "nothin
   const only = new Map([[CA_CRL_FILE, fullCrl]]);
   assert.equal(detectLayout(only), 'istio');
   assert.throws(
-    () => bundleFromCacerts(only, { source: 's', where: 'secret istio-system/cacerts' }, systemClock),
+    () =>
+      bundleFromCacerts(only, { source: 's', where: 'secret istio-system/cacerts' }, systemClock),
     (e: unknown) =>
       isCastellanError(e, 'incomplete-ca') &&
       /^secret istio-system\/cacerts: incomplete CA \(Istio cacerts layout\): missing ca-cert\.pem, ca-key\.pem, cert-chain\.pem, root-cert\.pem$/.test(
@@ -172,7 +176,10 @@ test('updateCaCrl: creates both CRLs, then extends the CA one (entries kept, num
     'earlier entries first; the leaf revoked twice is listed once',
   );
   assert.equal(rootCrl?.crlNumber, 1, 'the root CRL is kept as it was');
-  assert.deepEqual(second.crls.map((c) => c.signed), [true, false]);
+  assert.deepEqual(
+    second.crls.map((c) => c.signed),
+    [true, false],
+  );
   // The result verifies as a set.
   const loaded = bundleFromCacerts(withCrl(files, second.pem), { source: 's' }, systemClock);
   assert.equal(loaded?.crl?.revokedCount, 2);

@@ -12,7 +12,13 @@ import {
   verifyCaCrl,
 } from '../../src/pki/crl.js';
 import { ManualClock } from '../support/manual-clock.js';
-import { crlOf, makeIntermediate, makeLeaf, makeRoot, type TestCa } from '../support/ca-hierarchy.js';
+import {
+  crlOf,
+  makeIntermediate,
+  makeLeaf,
+  makeRoot,
+  type TestCa,
+} from '../support/ca-hierarchy.js';
 import { makeTempDir, openssl } from '../support/openssl.js';
 
 const HOUR = 3_600_000;
@@ -103,8 +109,9 @@ test('verifyCaCrl: a CRL for each CA of the chain verifies; counts and the earli
   const leaf = await makeLeaf(ca);
   const soon = new Date(Date.now() + 24 * HOUR);
   const pem =
-    (await crlOf(ca, { entries: [{ serial: leaf.cert.serialNumber, revocationDate: new Date() }] })) +
-    (await crlOf(root, { nextUpdate: soon }));
+    (await crlOf(ca, {
+      entries: [{ serial: leaf.cert.serialNumber, revocationDate: new Date() }],
+    })) + (await crlOf(root, { nextUpdate: soon }));
   const v = verifyCaCrl(pem, [ca.cert, root.cert], clock, 'dir/ca-crl.pem');
   assert.equal(v.pem, pem);
   assert.equal(v.crls.length, 2);
@@ -177,4 +184,3 @@ test('verifyCaCrl refuses: another CA, a forged signer of the same name, a parti
     /expected PEM "X509 CRL" blocks, found "CERTIFICATE"/,
   );
 });
-
