@@ -1,11 +1,35 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, only when missing (idempotent).
 # The tests use: openssl (the CLI verifies every certificate we make) and Debian's
-# python3-grpcio / python3-grpc-tools (a gRPC client we did not write), run with /usr/bin/python3.
+# python3-grpcio / python3-grpc-tools (a gRPC client we did not write), run with /usr/bin/python3,
+# and Debian's kubernetes-client (kubectl, a Kubernetes client we did not write: it drives the
+# fake API server in test/kube/kubectl.test.ts).
 set -euo pipefail
 source "$(dirname "$0")/apt-install-missing.sh"
 need=()
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
 /usr/bin/python3 -c 'import grpc_tools.protoc' >/dev/null 2>&1 || need+=(python3-grpc-tools)
+# Captured first: `grep -q` in a pipeline under pipefail can fail on the writer's SIGPIPE.
+status=$(dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null || true)
+if [[ $status != *"ok installed"* ]]; then
+  policy=$(apt-cache policy kubernetes-client 2>/dev/null || true)
+  if [[ $policy =~ Candidate:\ [0-9] ]]; then
+    # The machine image ships /usr/bin/kubectl in another package (Google Cloud SDK's `kubectl`,
+    # a dispatcher), and Debian's package has the same path, so dpkg refuses to unpack it. That
+    # package's copy is diverted aside (to /usr/bin/kubectl.<package>) for Debian's to go in.
+    owner=$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)
+    if [ -n "$owner" ] && [ "$owner" != kubernetes-client ]; then
+      sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      $sudo dpkg-divert --package kubernetes-client --rename \
+        --divert "/usr/bin/kubectl.$owner" --add /usr/bin/kubectl
+    fi
+    need+=(kubernetes-client)
+  else
+    # Not in every Debian release (the package list has no candidate): the tests then use the
+    # kubectl on PATH, and say which one.
+    echo "setup-test-deps: Debian's kubernetes-client is not available here; kubectl on PATH: $(command -v kubectl || echo none)"
+  fi
+fi
 apt_install_missing setup-test-deps "${need[@]}"

@@ -3,6 +3,7 @@ import { AsnConvert } from '@peculiar/asn1-schema';
 import { Certificate, SubjectAlternativeName, id_ce_subjectAltName } from '@peculiar/asn1-x509';
 import { CastellanError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
+import { formatSerial, revokedEntry, type CaCrl } from '../pki/crl.js';
 import { parseSpiffeId, validateTrustDomain } from '../pki/spiffe.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 
@@ -17,6 +18,11 @@ export interface ClientCertAuthenticatorOptions {
   readonly trustDomain: string;
   /** The current roots, asked on every request so a CA rotation is followed at once. */
   readonly roots: () => readonly TrustedRoot[];
+  /**
+   * The CRL of the current CA state, asked on every request like the roots (the wiring passes
+   * `() => caState.current()?.bundle.crl`). A certificate it revokes cannot renew.
+   */
+  readonly revocations?: (() => CaCrl | undefined) | undefined;
   readonly clock?: Clock | undefined;
 }
 
@@ -36,6 +42,7 @@ export class ClientCertAuthenticator implements Authenticator {
   readonly name = 'client-certificate' as const;
   private readonly trustDomain: string;
   private readonly roots: () => readonly TrustedRoot[];
+  private readonly revocations: () => CaCrl | undefined;
   private readonly clock: Clock;
   /** Roots are parsed once per object: the CA state hands out the same objects until a swap. */
   private readonly parsedRoots = new WeakMap<object, X509Certificate>();
@@ -43,6 +50,7 @@ export class ClientCertAuthenticator implements Authenticator {
   constructor(options: ClientCertAuthenticatorOptions) {
     this.trustDomain = validateTrustDomain(options.trustDomain);
     this.roots = options.roots;
+    this.revocations = options.revocations ?? (() => undefined);
     this.clock = options.clock ?? systemClock;
   }
 
@@ -65,7 +73,8 @@ export class ClientCertAuthenticator implements Authenticator {
       }
     });
     const leaf = chain[0] as X509Certificate;
-    this.verifyChain(chain);
+    const path = this.verifyChain(chain);
+    this.checkRevocation(path);
     if (leaf.ca) {
       throw new CastellanError(
         'unauthenticated',
@@ -103,8 +112,35 @@ export class ClientCertAuthenticator implements Authenticator {
     };
   }
 
-  /** Walks leaf → issuer until a trusted root signs (or is) the current certificate. */
-  private verifyChain(chain: readonly X509Certificate[]): void {
+  /**
+   * Refuses a chain with a certificate that a CRL of the current CA revokes: the leaf, or an
+   * intermediate it was issued through. A CRL applies to the certificates its signer issued
+   * (name and key identifier, OpenSSL's check_issued); the chain is already verified.
+   */
+  private checkRevocation(path: readonly X509Certificate[]): void {
+    const caCrl = this.revocations();
+    if (!caCrl) return;
+    for (const crl of caCrl.crls) {
+      const signer = this.parse(crl.signer);
+      for (let i = 0; i < path.length; i++) {
+        const cert = path[i] as X509Certificate;
+        if (!cert.checkIssued(signer)) continue;
+        const entry = revokedEntry(crl, cert.serialNumber);
+        if (entry) {
+          throw new CastellanError(
+            'unauthenticated',
+            `client certificate [${i}] (serial ${formatSerial(entry.serial)}) is revoked by the CRL of "${crl.signer.subject}" (${caCrl.subject}), since ${entry.revocationDate.toISOString()}`,
+          );
+        }
+      }
+    }
+  }
+
+  /**
+   * Walks leaf → issuer until a trusted root signs (or is) the current certificate. Returns the
+   * presented certificates that the walk went through (the leaf first).
+   */
+  private verifyChain(chain: readonly X509Certificate[]): X509Certificate[] {
     const now = this.clock.now();
     const roots = this.roots().map((r) => this.parse(r));
     if (roots.length === 0) {
@@ -116,11 +152,11 @@ export class ClientCertAuthenticator implements Authenticator {
     for (let i = 0; i < chain.length; i++) {
       const cert = chain[i] as X509Certificate;
       checkValidity(cert, now, `client certificate [${i}]`);
-      if (roots.some((root) => root.raw.equals(cert.raw))) return;
+      if (roots.some((root) => root.raw.equals(cert.raw))) return chain.slice(0, i + 1);
       const root = roots.find((r) => cert.checkIssued(r) && cert.verify(r.publicKey));
       if (root) {
         checkValidity(root, now, 'trusted root');
-        return;
+        return chain.slice(0, i + 1);
       }
       const issuer = chain[i + 1];
       if (!issuer) {
@@ -145,6 +181,8 @@ export class ClientCertAuthenticator implements Authenticator {
         );
       }
     }
+    // Not reached: the last certificate either meets a root or has no issuer (thrown above).
+    throw new CastellanError('unauthenticated', 'client certificate chain is empty');
   }
 
   /** The one SPIFFE URI SAN of the leaf, read from the DER with the X.509 ASN.1 schema. */

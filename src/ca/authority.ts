@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { X509Certificate } from '@peculiar/x509';
+import type { CaCrl } from '../pki/crl.js';
 import type { KeyType } from '../pki/key-type.js';
 import type { LeafSigner } from '../pki/leaf-signer.js';
 
@@ -24,6 +25,11 @@ export interface KeyCertBundle {
   readonly rootBundlePem: string;
   /** Where it came from, for logs and metrics: e.g. `self-signed:/data`, `cacerts-dir:/etc/cacerts`. */
   readonly source: string;
+  /**
+   * The plugged-in `ca-crl.pem`, verified against this chain (pki/crl.ts: verifyCaCrl), when
+   * one was given. `expired` when its nextUpdate had passed at load: still published.
+   */
+  readonly crl?: CaCrl | undefined;
 }
 
 /** A CA snapshot ready to sign: the verified bundle plus the per-CA signer built from it. */

@@ -1,5 +1,8 @@
+import type { X509Certificate } from '@peculiar/x509';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
+import { isSignedBy } from '../pki/chain.js';
+import { verifyCaCrl } from '../pki/crl.js';
 import type { KeyCertBundle } from './authority.js';
 import { buildKeyCertBundle, certificatePem, parseCertificates } from './bundle.js';
 
@@ -12,8 +15,15 @@ export const ISTIO_LAYOUT = [
 ] as const;
 /** The kubernetes.io/tls secret layout: signing certificate (+ chain), key, roots. */
 export const TLS_LAYOUT = ['tls.crt', 'tls.key', 'ca.crt'] as const;
+/**
+ * The optional CRL beside either layout: istiod's name (security/pkg/pki/ca: CACRLFile), one
+ * or more PEM `X509 CRL` blocks. istiod reads it only in its own layout (pilot/pkg/bootstrap/
+ * istio_ca.go, detectSigningCABundleAndCRL, returns before looking for it when tls.crt is
+ * there); Castellan reads it in both, so a CRL put beside tls.crt is never silently dropped.
+ */
+export const CA_CRL_FILE = 'ca-crl.pem';
 /** Every file name either layout reads. */
-export const CACERTS_FILE_NAMES: readonly string[] = [...ISTIO_LAYOUT, ...TLS_LAYOUT];
+export const CACERTS_FILE_NAMES: readonly string[] = [...ISTIO_LAYOUT, ...TLS_LAYOUT, CA_CRL_FILE];
 
 export type CacertsLayout = 'istio' | 'tls';
 
@@ -27,6 +37,9 @@ export function detectLayout(files: ReadonlyMap<string, string>): CacertsLayout 
   if (ISTIO_LAYOUT.some((n) => files.has(n))) return 'istio';
   // A tls.key or ca.crt without tls.crt (nor Istio's files) is an incomplete tls set.
   if (TLS_LAYOUT.some((n) => files.has(n))) return 'tls';
+  // A CRL alone is a CA set missing its four files, not "nothing plugged in": falling back to
+  // a self-signed root there would serve a root nobody planned.
+  if (files.has(CA_CRL_FILE)) return 'istio';
   return undefined;
 }
 
@@ -38,7 +51,43 @@ export function detectLayout(files: ReadonlyMap<string, string>): CacertsLayout 
  */
 export function bundleFromCacerts(
   files: ReadonlyMap<string, string>,
-  options: { source: string; where?: string },
+  options: CacertsOptions,
+  clock: Clock,
+): KeyCertBundle | undefined {
+  const bundle = keysAndCertsFromCacerts(files, options, clock);
+  const crlPem = files.get(CA_CRL_FILE);
+  if (!bundle || crlPem === undefined || options.readCrl === false) return bundle;
+  const name = options.where ? `${options.where}/${CA_CRL_FILE}` : CA_CRL_FILE;
+  const crl = verifyCaCrl(crlPem, chainCas(bundle), clock, name);
+  return Object.freeze({ ...bundle, crl });
+}
+
+export interface CacertsOptions {
+  readonly source: string;
+  readonly where?: string | undefined;
+  /** false: ignore ca-crl.pem (istiod's PILOT_ENABLE_CA_CRL=false). Default true. */
+  readonly readCrl?: boolean | undefined;
+}
+
+/**
+ * The CA certificates a chain's CRLs must cover: the signing certificate up to, and including,
+ * the root the chain ends at (Envoy checks every one of them once it has any CRL).
+ */
+export function chainCas(bundle: KeyCertBundle): X509Certificate[] {
+  const chain = [...bundle.certChain];
+  const top = chain[chain.length - 1] as X509Certificate;
+  const same = (a: X509Certificate, b: X509Certificate): boolean =>
+    Buffer.from(a.rawData).equals(Buffer.from(b.rawData));
+  if (!bundle.roots.some((r) => same(r, top))) {
+    const root = bundle.roots.find((r) => r.subject === top.issuer && isSignedBy(top, r));
+    if (root) chain.push(root);
+  }
+  return chain;
+}
+
+function keysAndCertsFromCacerts(
+  files: ReadonlyMap<string, string>,
+  options: CacertsOptions,
   clock: Clock,
 ): KeyCertBundle | undefined {
   const layout = detectLayout(files);

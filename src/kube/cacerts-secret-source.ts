@@ -54,7 +54,9 @@ function sameBundle(a: KeyCertBundle | undefined, b: KeyCertBundle): boolean {
     a.source === b.source &&
     a.rootBundlePem === b.rootBundlePem &&
     a.responseChainPem.join('') === b.responseChainPem.join('') &&
-    certificatePem(a.signingCert) === certificatePem(b.signingCert)
+    certificatePem(a.signingCert) === certificatePem(b.signingCert) &&
+    // A new ca-crl.pem alone is a change to install (and publish).
+    a.crl?.pem === b.crl?.pem
   );
 }
 

@@ -20,7 +20,8 @@ export interface EventInput {
 }
 
 /**
- * Records core/v1 Events on objects (what `kubectl describe secret cacerts` shows). Recording is
+ * Records core/v1 Events on objects (what `kubectl get events --field-selector
+ * involvedObject.name=cacerts` lists; `kubectl describe secret` shows none). Recording is
  * best effort: a failure is logged and never fails the caller.
  */
 export class EventRecorder {

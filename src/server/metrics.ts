@@ -22,6 +22,8 @@ export class CaMetrics {
   readonly issuanceSeconds: Histogram<'outcome'>;
   private rootNotAfterMs: number | undefined;
   private chainNotAfterMs: number | undefined;
+  /** The loaded CA's CRL (ca-crl.pem), when it has one: its earliest nextUpdate and size. */
+  private crl: { nextUpdateMs: number | undefined; revoked: number } | undefined;
 
   constructor(private readonly clock: Clock) {
     const registers = [this.registry];
@@ -86,13 +88,44 @@ export class CaMetrics {
       'The time remaining, in seconds, before the CA certificate chain expires.',
       () => left(this.chainNotAfterMs),
     );
+    // The CRL of a plugged-in CA (ca-crl.pem). No sample while the CA has none. An expired CRL
+    // is the failure istiod users hit most: alert on `castellan_ca_crl_next_update_timestamp
+    // - time() < 86400`, or on castellan_ca_crl_expired.
+    gauge(
+      registers,
+      'castellan_ca_crl_next_update_timestamp',
+      'The unix timestamp, in seconds, of the earliest nextUpdate of the CA CRLs (ca-crl.pem).',
+      () => (this.crl?.nextUpdateMs === undefined ? undefined : this.crl.nextUpdateMs / 1000),
+    );
+    gauge(
+      registers,
+      'castellan_ca_crl_revoked_certificates',
+      'The number of revoked certificates listed by the CA CRLs (ca-crl.pem).',
+      () => this.crl?.revoked,
+    );
+    gauge(
+      registers,
+      'castellan_ca_crl_expired',
+      '1 when the nextUpdate of a CA CRL (ca-crl.pem) has passed (it is still published), else 0.',
+      () =>
+        this.crl === undefined
+          ? undefined
+          : this.crl.nextUpdateMs !== undefined && this.crl.nextUpdateMs < this.clock.now()
+            ? 1
+            : 0,
+    );
   }
 
-  /** Follows the CA: the earliest root and the earliest certificate of the signing chain. */
+  /**
+   * Follows the CA: the earliest root, the earliest certificate of the signing chain, and the
+   * CRL loaded with it (none: its gauges have no sample).
+   */
   observeCa(snapshot: CaSnapshot): void {
     const { roots, certChain } = snapshot.bundle;
     this.rootNotAfterMs = earliest(roots.map((c) => c.notAfter.getTime()));
     this.chainNotAfterMs = earliest(certChain.map((c) => c.notAfter.getTime()));
+    const crl = snapshot.bundle.crl;
+    this.crl = crl && { nextUpdateMs: crl.nextUpdate?.getTime(), revoked: crl.revokedCount };
   }
 }
 
@@ -100,21 +133,34 @@ function earliest(values: number[]): number | undefined {
   return values.length === 0 ? undefined : Math.min(...values);
 }
 
-/** A gauge whose value is read when scraped; absent (no sample) while the value is unknown. */
+/**
+ * A gauge whose value is read when scraped, with no sample at all while the value is unknown.
+ * prom-client gives an unlabelled gauge a 0 sample even after reset(), which for a timestamp
+ * reads as "expired in 1970" and fires expiry alerts on a CA that has no CRL.
+ */
+class ScrapedGauge extends Gauge {
+  constructor(
+    registers: Registry[],
+    name: string,
+    help: string,
+    private readonly read: () => number | undefined,
+  ) {
+    super({ name, help, registers });
+  }
+
+  override async get(): ReturnType<Gauge['get']> {
+    const v = this.read();
+    if (v === undefined) return { ...(await super.get()), values: [] };
+    this.set(v);
+    return super.get();
+  }
+}
+
 function gauge(
   registers: Registry[],
   name: string,
   help: string,
   value: () => number | undefined,
 ): void {
-  new Gauge({
-    name,
-    help,
-    registers,
-    collect() {
-      const v = value();
-      if (v === undefined) this.reset();
-      else this.set(v);
-    },
-  });
+  new ScrapedGauge(registers, name, help, value);
 }

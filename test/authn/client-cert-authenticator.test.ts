@@ -14,6 +14,8 @@ import { isCastellanError } from '../../src/errors.js';
 import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { authRequest, certificateDers, sampleCertDers } from './fixtures.js';
+import { formatSerial, verifyCaCrl, type CaCrl } from '../../src/pki/crl.js';
+import { crlOf, makeCacerts, makeLeaf } from '../support/ca-hierarchy.js';
 
 const sample = (name: string): string => join(istioSampleCerts, name);
 
@@ -241,4 +243,59 @@ test('exactly one SPIFFE URI, a Kubernetes-shaped path, client auth usage, CA is
   await refused(a, made['serverOnly']!, /not for TLS client authentication/);
   await refused(a, made['badPath']!, /client certificate SAN: .*is not a SPIFFE ID of the form/);
   await refused(a, made['underNotCa']!, /\[1\] is not a CA/);
+});
+
+test('a certificate revoked by the CRL of the current CA cannot renew; the reason names the serial and the CRL', async () => {
+  const { root, ca } = await makeCacerts({ root: 'Revoking Root', ca: 'Revoking CA' });
+  const revokedLeaf = await makeLeaf(ca, 'spiffe://cluster.local/ns/app/sa/gone');
+  const goodLeaf = await makeLeaf(ca, 'spiffe://cluster.local/ns/app/sa/kept');
+  const now = new Date();
+  const caCrlPem = await crlOf(ca, {
+    entries: [{ serial: revokedLeaf.cert.serialNumber, revocationDate: now }],
+  });
+  const rootCrlPem = await crlOf(root);
+  let current: CaCrl | undefined = verifyCaCrl(
+    caCrlPem + rootCrlPem,
+    [ca.cert, root.cert],
+    clock,
+    'secret istio-system/cacerts/ca-crl.pem',
+  );
+  const a = new ClientCertAuthenticator({
+    trustDomain: 'cluster.local',
+    roots: () => [root.cert],
+    revocations: () => current,
+  });
+  const chainOf = (leaf: { der: Uint8Array }): Uint8Array[] => [
+    leaf.der,
+    new Uint8Array(ca.cert.rawData),
+  ];
+  await refused(
+    a,
+    chainOf(revokedLeaf),
+    new RegExp(
+      `client certificate \\[0\\] \\(serial ${formatSerial(revokedLeaf.cert.serialNumber)}\\) is revoked by the CRL of "CN=Revoking CA" \\(secret istio-system/cacerts/ca-crl\\.pem\\)`,
+    ),
+  );
+  assert.equal((await a.authenticate(authRequest({}, chainOf(goodLeaf))))?.serviceAccount, 'kept');
+
+  // The root's CRL revokes the intermediate: every leaf under it is refused.
+  current = verifyCaCrl(
+    caCrlPem +
+      (await crlOf(root, { entries: [{ serial: ca.cert.serialNumber, revocationDate: now }] })),
+    [ca.cert, root.cert],
+    clock,
+    'ca-crl.pem',
+  );
+  await refused(
+    a,
+    chainOf(goodLeaf),
+    /client certificate \[1\] .* revoked by the CRL of "CN=Revoking Root"/,
+  );
+
+  // The CRL is asked on every request: once the CA state has none, the leaf renews again.
+  current = undefined;
+  assert.equal(
+    (await a.authenticate(authRequest({}, chainOf(revokedLeaf))))?.serviceAccount,
+    'gone',
+  );
 });

@@ -2,10 +2,18 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
 import { makeTempDir, opensslExtensions, opensslText, opensslVerify } from '../support/openssl.js';
+import { opensslSigned } from '../support/openssl-certs.js';
 
 const tmp = makeTempDir();
 after(() => tmp.remove());
@@ -125,3 +133,266 @@ test('bad flag values are refused', () => {
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /"dsa" is not one of/);
 });
+
+/** A root dir and a cacerts dir made by the CLI, and a leaf the CA issued (made with openssl). */
+function crlSetup(name: string): { rootDir: string; caDir: string; work: string } {
+  const rootDir = join(tmp.dir, `${name}-root`);
+  const caDir = join(tmp.dir, `${name}-ca`);
+  const work = join(tmp.dir, `${name}-work`);
+  mkdirSync(work);
+  assert.equal(castellan('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256').code, 0);
+  assert.equal(castellan('ca', 'intermediate', '--root-dir', rootDir, '--out', caDir).code, 0);
+  copyFileSync(join(caDir, 'ca-cert.pem'), join(work, 'ca.pem'));
+  copyFileSync(join(caDir, 'ca-key.pem'), join(work, 'ca.key'));
+  for (const [leaf, serial] of [
+    ['revoked', 4097],
+    ['kept', 4098],
+  ] as const) {
+    opensslSigned(work, leaf, {
+      subject: '/O=test',
+      signer: 'ca',
+      serial,
+      extensions:
+        'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nsubjectAltName=URI:spiffe://cluster.local/ns/default/sa/default\n',
+    });
+  }
+  return { rootDir, caDir, work };
+}
+
+/** `openssl verify -crl_check_all` of a leaf against the folder's chain and its ca-crl.pem. */
+function verifyWithCrl(caDir: string, leaf: string): { ok: boolean; output: string } {
+  const r = spawnSync(
+    'openssl',
+    [
+      'verify',
+      '-crl_check_all',
+      '-CAfile',
+      join(caDir, 'root-cert.pem'),
+      '-untrusted',
+      join(caDir, 'ca-cert.pem'),
+      '-CRLfile',
+      join(caDir, 'ca-crl.pem'),
+      leaf,
+    ],
+    { encoding: 'utf8' },
+  );
+  return { ok: r.status === 0, output: r.stdout + r.stderr };
+}
+
+test('ca crl: creates ca-crl.pem that openssl verifies; a revoked leaf fails openssl verify -crl_check', () => {
+  const { rootDir, caDir, work } = crlSetup('crl1');
+  const r = castellan(
+    'ca',
+    'crl',
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--revoke',
+    join(work, 'revoked.pem'),
+    '--next-update',
+    '7d',
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /CN=Intermediate CA, L=cluster1": CRL number 1, 1 revoked \(added 1001\)/);
+  assert.match(r.stdout, /CN=Root CA": CRL number 1, 0 revoked/);
+  const crlFile = join(caDir, 'ca-crl.pem');
+  // The folder's CA CRL comes first: `openssl crl` reads the first one.
+  const v = spawnSync(
+    'openssl',
+    ['crl', '-in', crlFile, '-CAfile', join(caDir, 'ca-cert.pem'), '-noout', '-verify'],
+    { encoding: 'utf8' },
+  );
+  assert.equal(v.status, 0, v.stderr);
+  assert.match(v.stderr + v.stdout, /verify OK/);
+  const crlText = spawnSync('openssl', ['crl', '-in', crlFile, '-noout', '-text'], {
+    encoding: 'utf8',
+  }).stdout;
+  assert.match(crlText, /X509v3 CRL Number: \s*1\n/);
+  assert.match(crlText, /X509v3 Authority Key Identifier/);
+  assert.match(crlText, /Serial Number: 1001\n/);
+  const days =
+    (Date.parse(/Next Update: (.*)\n/.exec(crlText)?.[1] ?? '') - Date.now()) / 86_400_000;
+  assert.ok(days > 6.9 && days <= 7, `nextUpdate in ${days} days`);
+
+  const revoked = verifyWithCrl(caDir, join(work, 'revoked.pem'));
+  assert.equal(revoked.ok, false, revoked.output);
+  assert.match(revoked.output, /certificate revoked/);
+  const kept = verifyWithCrl(caDir, join(work, 'kept.pem'));
+  assert.ok(kept.ok, kept.output);
+
+  // ca check reports the CRL and accepts it.
+  const c = castellan('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(c.code, 0, c.stderr);
+  assert.match(c.stdout, /crl: .*ca-crl\.pem verified: 2 CRL\(s\), 1 revoked in all/);
+  assert.match(
+    c.stdout,
+    /crl: "O=Castellan, CN=Intermediate CA, L=cluster1" number 1, 1 revoked, .*nextUpdate \S+ \(in 16[78]h/,
+  );
+});
+
+test('ca crl: extending keeps old entries, increments the number and keeps the root CRL without its key', () => {
+  const { rootDir, caDir, work } = crlSetup('crl2');
+  assert.equal(
+    castellan('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--revoke', '0A:BC').code,
+    0,
+  );
+  const r = castellan('ca', 'crl', '--ca-dir', caDir, '--revoke', join(work, 'revoked.pem'));
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /CRL number 2, 2 revoked \(added 1001\)/);
+  assert.match(r.stdout, /"O=Castellan, CN=Root CA": kept as it was \(CRL number 1/);
+  const crlText = spawnSync(
+    'openssl',
+    ['crl', '-in', join(caDir, 'ca-crl.pem'), '-noout', '-text'],
+    {
+      encoding: 'utf8',
+    },
+  ).stdout;
+  assert.match(crlText, /X509v3 CRL Number: \s*2\n/);
+  assert.match(crlText, /Serial Number: 0ABC\n[\s\S]*Serial Number: 1001\n/);
+  assert.equal(verifyWithCrl(caDir, join(work, 'revoked.pem')).ok, false);
+  assert.ok(verifyWithCrl(caDir, join(work, 'kept.pem')).ok);
+});
+
+test('ca crl: bad inputs give one clear error and write nothing', () => {
+  const { rootDir, caDir, work } = crlSetup('crl3');
+  const crlFile = join(caDir, 'ca-crl.pem');
+  const refused = (pattern: RegExp, ...args: string[]): void => {
+    const r = castellan('ca', 'crl', ...args);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, pattern);
+    assert.equal(existsSync(crlFile), false, 'nothing written');
+  };
+  refused(
+    /"xyz!" is not a certificate serial/,
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--revoke',
+    'xyz!',
+  );
+  refused(
+    /no such certificate file/,
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--revoke',
+    join(work, 'missing.pem'),
+  );
+  refused(
+    /revoked\.key: expected PEM "CERTIFICATE" blocks, found "PRIVATE KEY"/,
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--revoke',
+    join(work, 'revoked.key'),
+  );
+  refused(
+    /no CRL for "O=Castellan, CN=Root CA" and no key to sign one: .*--root-dir/,
+    '--ca-dir',
+    caDir,
+  );
+  const usage = castellan('ca', 'crl', '--ca-dir', caDir, '--next-update', 'soon');
+  assert.notEqual(usage.code, 0);
+  assert.match(usage.stderr, /invalid duration "soon"/);
+  assert.equal(existsSync(crlFile), false);
+  // A folder without its key.
+  const keyless = join(tmp.dir, 'crl3-keyless');
+  mkdirSync(keyless);
+  for (const f of ['ca-cert.pem', 'cert-chain.pem', 'root-cert.pem']) {
+    copyFileSync(join(caDir, f), join(keyless, f));
+  }
+  const r = castellan('ca', 'crl', '--ca-dir', keyless, '--root-dir', rootDir);
+  assert.notEqual(r.code, 0);
+  assert.match(r.stderr, /incomplete CA \(Istio cacerts layout\): missing ca-key\.pem/);
+  assert.equal(existsSync(join(keyless, 'ca-crl.pem')), false);
+  // A certificate another CA issued.
+  const otherRoot = join(tmp.dir, 'crl3-other');
+  assert.equal(castellan('ca', 'root', '--out', otherRoot, '--key-type', 'ec-p256').code, 0);
+  refused(
+    /root-cert\.pem: the certificate "O=Castellan, CN=Root CA" was not issued by any CA of this folder/,
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--revoke',
+    join(otherRoot, 'root-cert.pem'),
+  );
+  refused(/is not the root of this CA's chain/, '--ca-dir', caDir, '--root-dir', otherRoot);
+});
+
+test('ca check: fails on a CRL that expired, expires within --crl-warn-within, or does not verify', () => {
+  const { rootDir, caDir } = crlSetup('crl4');
+  assert.equal(
+    castellan('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--next-update', '12h').code,
+    0,
+  );
+  let r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /^OK: /, 'the summary is still printed');
+  assert.match(
+    r.stderr,
+    /ca-crl\.pem: the CRL expires on \S+, within 24h: re-sign it with castellan ca crl --ca-dir/,
+  );
+  r = castellan('ca', 'check', '--cacerts-dir', caDir, '--crl-warn-within', '6h');
+  assert.equal(r.code, 0, r.stderr);
+
+  // nextUpdate in the past: openssl makes one (castellan refuses to write a CRL born expired).
+  const crlFile = join(caDir, 'ca-crl.pem');
+  const rootCrl = read(crlFile).split(/(?=-----BEGIN X509 CRL-----)/)[1] ?? '';
+  const expired = opensslExpiredCrl(caDir);
+  writeFileSync(crlFile, expired + rootCrl);
+  r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /EXPIRED/);
+  assert.match(r.stderr, /ca-crl\.pem: the CRL expired on /);
+
+  // Signed by another CA: refused like any bad file.
+  writeFileSync(crlFile, rootCrl.replace('MII', 'MIJ'));
+  r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /ca-crl\.pem: /);
+  assert.doesNotMatch(r.stdout, /^OK/);
+});
+
+function utcTime(ms: number): string {
+  return new Date(ms)
+    .toISOString()
+    .replace(/^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/, '$1$2$3$4$5$6Z');
+}
+
+/** A CRL of the folder's CA whose nextUpdate has passed, made with `openssl ca -gencrl`. */
+function opensslExpiredCrl(caDir: string): string {
+  const d = join(tmp.dir, `ossl-ca-${Math.random().toString(16).slice(2)}`);
+  mkdirSync(d);
+  writeFileSync(join(d, 'index.txt'), '');
+  writeFileSync(
+    join(d, 'ca.cnf'),
+    `[ca]\ndefault_ca=c\n[c]\ndatabase=${join(d, 'index.txt')}\ndefault_md=sha256\ncrl_extensions=ext\n[ext]\nauthorityKeyIdentifier=keyid\n`,
+  );
+  const r = spawnSync(
+    'openssl',
+    [
+      'ca',
+      '-gencrl',
+      '-config',
+      join(d, 'ca.cnf'),
+      '-cert',
+      join(caDir, 'ca-cert.pem'),
+      '-keyfile',
+      join(caDir, 'ca-key.pem'),
+      // A day-long CRL that lapsed yesterday (ASN.1 UTCTime, as openssl ca takes it).
+      '-crl_lastupdate',
+      utcTime(Date.now() - 2 * 86_400_000),
+      '-crl_nextupdate',
+      utcTime(Date.now() - 86_400_000),
+    ],
+    { encoding: 'utf8' },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}

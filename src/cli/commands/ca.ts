@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { chmod, mkdir, readFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import {
@@ -18,7 +18,10 @@ import { CastellanError } from '../../errors.js';
 import { formatDuration } from '../../duration.js';
 import { buildKeyCertBundle, certificatePem, parseCertificates } from '../../ca/bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
-import { loadCacertsFolder } from '../../ca/sources/folder.js';
+import { bundleFromCacerts, CA_CRL_FILE } from '../../ca/cacerts-layout.js';
+import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
+import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
+import { formatSerial, type CaCrl } from '../../pki/crl.js';
 import { issueCertificate } from '../../pki/issue.js';
 import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, keyTypeOf, parsePrivateKeyPem, privateKeyToPem } from '../../pki/keys.js';
@@ -45,6 +48,47 @@ async function readText(path: string): Promise<string> {
   } catch (e) {
     throw new CastellanError('invalid-argument', `cannot read ${path}: ${(e as Error).message}`);
   }
+}
+
+/** Commander collector for repeatable options. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/**
+ * The window before a CRL's nextUpdate in which `ca check` fails. A day: a CRL is re-signed by
+ * hand here, so an operator needs a working day's notice. Vault rebuilds its CRLs on its own
+ * 12h before they expire (auto_rebuild_grace_period, default 12h, with a 72h CRL expiry), and
+ * a step-ca CRL lives 24h (crl.cacheDuration) in all; an operator of either who runs
+ * `castellan ca check` from cron daily is warned at least one run before the CRL lapses.
+ */
+const DEFAULT_CRL_WARN_WITHIN = '24h';
+
+/** `--revoke` values: an existing file is a certificate file; anything else must be a serial. */
+async function revocationOf(arg: string): Promise<Revocation> {
+  const isFile = await stat(arg).then(
+    (st) => st.isFile(),
+    () => false,
+  );
+  if (isFile) {
+    const certs = parseCertificates(await readText(arg), arg);
+    // The first certificate: a leaf file, or a workload's cert-chain.pem (leaf first). Never
+    // the CAs that follow it in a chain file.
+    return { certificate: certs[0] as X509Certificate, file: arg };
+  }
+  if (/[/\\]|\.(pem|crt|cer)$/i.test(arg)) {
+    throw new CastellanError('invalid-argument', 'no such certificate file', { subject: arg });
+  }
+  return { serial: arg };
+}
+
+function describeCrl(crl: CaCrl, now: number): string[] {
+  return crl.crls.map((c) => {
+    const next = c.nextUpdate
+      ? `nextUpdate ${c.nextUpdate.toISOString()} (${c.nextUpdate.getTime() < now ? 'EXPIRED' : `in ${formatDuration(Math.floor((c.nextUpdate.getTime() - now) / 1000) * 1000)}`})`
+      : 'no nextUpdate';
+    return `crl: "${c.issuer}" number ${c.crlNumber ?? '(none)'}, ${c.entries.length} revoked, thisUpdate ${c.thisUpdate.toISOString()}, ${next}`;
+  });
 }
 
 function keyDescription(cert: X509Certificate): string {
@@ -230,9 +274,15 @@ export function registerCaCommands(program: Command): void {
     );
 
   ca.command('check')
-    .description('Check that a folder is usable as a plugged-in CA')
+    .description('Check that a folder is usable as a plugged-in CA (and its ca-crl.pem, if any)')
     .requiredOption('--cacerts-dir <dir>', 'folder in Istio cacerts or kubernetes.io/tls layout')
-    .action(async (o: { cacertsDir: string }) => {
+    .option(
+      '--crl-warn-within <duration>',
+      'fail when a CRL in ca-crl.pem expires within this window',
+      durationArg,
+      durationArg(DEFAULT_CRL_WARN_WITHIN),
+    )
+    .action(async (o: { cacertsDir: string; crlWarnWithin: number }) => {
       const bundle = await loadCacertsFolder(o.cacertsDir, systemClock);
       if (!bundle) {
         throw new CastellanError(
@@ -241,8 +291,8 @@ export function registerCaCommands(program: Command): void {
           { subject: o.cacertsDir },
         );
       }
-      const left =
-        Math.floor((bundle.signingCert.notAfter.getTime() - systemClock.now()) / 1000) * 1000;
+      const now = systemClock.now();
+      const left = Math.floor((bundle.signingCert.notAfter.getTime() - now) / 1000) * 1000;
       const lines = [
         `OK: ${o.cacertsDir} is usable as a plugged-in CA`,
         `signing certificate: "${bundle.signingCert.subject}" (${bundle.signingKeyType}), expires ${bundle.signingCert.notAfter.toISOString()} (in ${formatDuration(left)})`,
@@ -250,9 +300,111 @@ export function registerCaCommands(program: Command): void {
         ...bundle.roots.map(
           (r) => `root: "${r.subject}" (${keyDescription(r)}), expires ${r.notAfter.toISOString()}`,
         ),
+        ...(bundle.crl
+          ? [
+              `crl: ${join(o.cacertsDir, CA_CRL_FILE)} verified: ${bundle.crl.crls.length} CRL(s), ${bundle.crl.revokedCount} revoked in all`,
+              ...describeCrl(bundle.crl, now),
+            ]
+          : [`crl: none (no ${CA_CRL_FILE})`]),
       ];
       process.stdout.write(lines.join('\n') + '\n');
+      const next = bundle.crl?.nextUpdate;
+      if (next && next.getTime() - now < o.crlWarnWithin) {
+        const file = join(o.cacertsDir, CA_CRL_FILE);
+        throw new CastellanError(
+          'expired',
+          next.getTime() < now
+            ? `the CRL expired on ${next.toISOString()} (nextUpdate; still published, but proxies checking it may refuse every peer): re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`
+            : `the CRL expires on ${next.toISOString()}, within ${formatDuration(o.crlWarnWithin)}: re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`,
+          { subject: file },
+        );
+      }
     });
+
+  ca.command('crl')
+    .description(
+      'Create or extend DIR/ca-crl.pem, signed by the CA in DIR (CRL number incremented, entries kept)',
+    )
+    .requiredOption(
+      '--ca-dir <dir>',
+      'cacerts folder holding ca-cert.pem and ca-key.pem (e.g. made by ca intermediate)',
+    )
+    .option(
+      '--revoke <file|serial>',
+      'a certificate file (its first certificate) or a hex serial of the CA to revoke; repeatable',
+      collect,
+      [],
+    )
+    .option(
+      '--root-dir <dir>',
+      "the root's folder (root-cert.pem, root-key.pem, as ca root makes it): signs the root's CRL too, which every reader needs beside the CA's",
+    )
+    .option(
+      '--next-update <duration>',
+      'validity of the new CRL(s)',
+      durationArg,
+      durationArg('7d'),
+    )
+    .action(
+      async (o: { caDir: string; revoke: string[]; rootDir?: string; nextUpdate: number }) => {
+        const files = await readCacertsFolder(o.caDir);
+        const existingPem = files.get(CA_CRL_FILE);
+        files.delete(CA_CRL_FILE);
+        // The CA alone: the CRL there now may be the very thing this command is to fix.
+        const bundle = bundleFromCacerts(
+          files,
+          { source: `cacerts-dir:${o.caDir}`, where: o.caDir, readCrl: false },
+          systemClock,
+        );
+        if (!bundle) {
+          throw new CastellanError(
+            'incomplete-ca',
+            'no CA files found (expected ca-cert.pem and ca-key.pem, with cert-chain.pem and root-cert.pem)',
+            { subject: o.caDir },
+          );
+        }
+        let root;
+        if (o.rootDir) {
+          const certFile = join(o.rootDir, 'root-cert.pem');
+          const keyFile = join(o.rootDir, 'root-key.pem');
+          const rootPem = await readText(certFile);
+          const rootBundle = buildKeyCertBundle(
+            {
+              certPem: rootPem,
+              keyPem: await readText(keyFile),
+              rootPem,
+              source: `root-dir:${o.rootDir}`,
+              fileNames: { cert: certFile, key: keyFile, root: certFile },
+            },
+            systemClock,
+          );
+          root = { cert: rootBundle.signingCert, key: rootBundle.signingKey };
+        }
+        const revoke: Revocation[] = [];
+        for (const r of o.revoke) revoke.push(await revocationOf(r));
+        const now = new Date(systemClock.now());
+        const file = join(o.caDir, CA_CRL_FILE);
+        const result = await updateCaCrl({
+          bundle,
+          root,
+          existingPem,
+          file,
+          revoke,
+          now,
+          nextUpdate: new Date(now.getTime() + o.nextUpdate),
+        });
+        await writeFileAtomic(file, result.pem);
+        const lines = [`wrote ${file} (${result.crls.length} CRL(s))`];
+        for (const c of result.crls) {
+          lines.push(
+            c.signed
+              ? `  "${c.ca.subject}": CRL number ${c.crlNumber}, ${c.entries} revoked${c.added.length ? ` (added ${c.added.map(formatSerial).join(', ')})` : ''}, nextUpdate ${c.nextUpdate?.toISOString()}`
+              : `  "${c.ca.subject}": kept as it was (CRL number ${c.crlNumber ?? '(none)'}, nextUpdate ${c.nextUpdate?.toISOString() ?? '(none)'}): no key for it here`,
+          );
+        }
+        process.stdout.write(lines.join('\n') + '\n');
+      },
+    );
 
   ca.command('inspect')
     .description('Summarize certificates (and keys) in PEM files')

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpsRequest } from 'node:https';
 import {
   KubeConfig,
   CoreV1Api,
@@ -486,4 +487,72 @@ test('deleting a namespace deletes what it holds; in-cluster files load with loa
     if (saved.KUBERNETES_SERVICE_HOST === undefined) delete process.env.KUBERNETES_SERVICE_HOST;
     if (saved.KUBERNETES_SERVICE_PORT === undefined) delete process.env.KUBERNETES_SERVICE_PORT;
   }
+});
+
+test('discovery and server-side tables, as kubectl reads them', async () => {
+  const get = (path: string, accept = 'application/json'): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const req = httpsRequest(
+        `${api.url}${path}`,
+        { ca: api.caPem, headers: { Accept: accept, Authorization: `Bearer ${api.token}` } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            assert.equal(res.statusCode, 200, path);
+            resolve(JSON.parse(text) as Record<string, unknown>);
+          });
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  assert.deepEqual((await get('/api'))['versions'], ['v1']);
+  const groups = (await get('/apis'))['groups'] as { name: string; preferredVersion: unknown }[];
+  const security = groups.find((g) => g.name === 'security.istio.io');
+  assert.deepEqual(security?.preferredVersion, {
+    groupVersion: 'security.istio.io/v1',
+    version: 'v1',
+  });
+  const core = (await get('/api/v1'))['resources'] as {
+    name: string;
+    namespaced: boolean;
+    shortNames?: string[];
+  }[];
+  assert.deepEqual(
+    core.find((r) => r.name === 'configmaps'),
+    {
+      name: 'configmaps',
+      singularName: 'configmap',
+      namespaced: true,
+      kind: 'ConfigMap',
+      verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
+      shortNames: ['cm'],
+    },
+  );
+  const reviews = (await get('/apis/authentication.k8s.io/v1'))['resources'] as {
+    verbs: string[];
+  }[];
+  assert.deepEqual(reviews[0]?.verbs, ['create']);
+
+  api.putObject('secrets', 'istio-system', {
+    metadata: { name: 'tabled' },
+    data: { a: 'YQ==', b: 'Yg==' },
+  });
+  const table = await get(
+    '/api/v1/namespaces/istio-system/secrets/tabled',
+    'application/json;as=Table;v=v1;g=meta.k8s.io,application/json',
+  );
+  assert.equal(table['kind'], 'Table');
+  assert.deepEqual(
+    (table['columnDefinitions'] as { name: string }[]).map((c) => c.name),
+    ['Name', 'Type', 'Data', 'Age'],
+  );
+  const row = (table['rows'] as { cells: unknown[]; object: { kind: string } }[])[0];
+  assert.deepEqual(row?.cells.slice(0, 3), ['tabled', 'Opaque', 2]);
+  assert.match(String(row?.cells[3]), /^\d+s$/);
+  assert.equal(row?.object.kind, 'PartialObjectMetadata');
+  // Without as=Table: the object itself.
+  assert.equal((await get('/api/v1/namespaces/istio-system/secrets/tabled'))['kind'], 'Secret');
 });

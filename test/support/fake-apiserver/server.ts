@@ -18,6 +18,7 @@ import { StatusError, statusErrors, successStatus, type Status } from './status.
 import { parseFieldSelector, parseLabelSelector, type Predicate } from './selectors.js';
 import { jsonPatch, mergePatch, type Json } from './patch.js';
 import { ServiceAccountIssuer, type TokenReviewStatus } from './service-account-issuer.js';
+import { toTable, wantsTable } from './table.js';
 
 /** A Kubernetes API verb, as RBAC and audit logs name them. */
 export type Verb =
@@ -79,6 +80,15 @@ interface Injected {
   remaining: number;
   status: Status;
 }
+
+/** kubectl's short names for the core types we serve (`kubectl get cm`, `ns`, `ev`). */
+const SHORT_NAMES: Record<string, string[]> = {
+  namespaces: ['ns'],
+  configmaps: ['cm'],
+  events: ['ev'],
+  pods: ['po'],
+  serviceaccounts: ['sa'],
+};
 
 const DEFAULT_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
@@ -403,12 +413,68 @@ export class FakeApiServer {
         this.sendJson(res, 200, { major: '1', minor: '31', gitVersion: 'v1.31.0-fake' });
         return;
       }
+      const discovery = method === 'GET' ? this.discovery(url.pathname) : undefined;
+      if (discovery) {
+        this.sendJson(res, 200, discovery);
+        return;
+      }
       if (!r) throw statusErrors.noRoute();
       await this.handleResource(req, res, url, method, r, record);
     } catch (e) {
       if (e instanceof StatusError) this.sendStatus(res, e.status);
       else throw e;
     }
+  }
+
+  /**
+   * Legacy discovery, as kube-apiserver serves it to clients that do not ask for the aggregated
+   * form (kubectl falls back to it): /api, /apis, and one APIResourceList per group version.
+   */
+  private discovery(path: string): unknown {
+    const p = path.replace(/\/+$/, '');
+    if (p === '/api') {
+      return {
+        kind: 'APIVersions',
+        versions: ['v1'],
+        serverAddressByClientCIDRs: [
+          { clientCIDR: '0.0.0.0/0', serverAddress: `127.0.0.1:${this.portNumber}` },
+        ],
+      };
+    }
+    const groups = [...new Set(RESOURCE_TYPES.map((t) => t.group).filter((g) => g !== ''))];
+    if (p === '/apis') {
+      return {
+        kind: 'APIGroupList',
+        apiVersion: 'v1',
+        groups: groups.map((name) => {
+          const versions = [
+            ...new Set(RESOURCE_TYPES.filter((t) => t.group === name).flatMap((t) => t.versions)),
+          ].map((version) => ({ groupVersion: `${name}/${version}`, version }));
+          return { name, versions, preferredVersion: versions[0] };
+        }),
+      };
+    }
+    const m = /^\/api\/(v1)$|^\/apis\/([^/]+)\/([^/]+)$/.exec(p);
+    if (!m) return undefined;
+    const group = m[2] ?? '';
+    const version = (m[1] ?? m[3]) as string;
+    const types = RESOURCE_TYPES.filter((t) => t.group === group && t.versions.includes(version));
+    if (types.length === 0) return undefined;
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      groupVersion: apiVersionOf(group, version),
+      resources: types.map((t) => ({
+        name: t.resource,
+        singularName: t.kind.toLowerCase(),
+        namespaced: t.namespaced,
+        kind: t.kind,
+        verbs: t.createOnly
+          ? ['create']
+          : ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
+        ...(SHORT_NAMES[t.resource] && group === '' ? { shortNames: SHORT_NAMES[t.resource] } : {}),
+      })),
+    };
   }
 
   private async handleResource(
@@ -466,9 +532,15 @@ export class FakeApiServer {
     }
 
     switch (record.verb) {
-      case 'get':
-        this.sendJson(res, 200, out(this.store.get(t, ns, name as string)));
+      case 'get': {
+        const obj = this.store.get(t, ns, name as string);
+        if (wantsTable(req.headers.accept)) {
+          this.sendJson(res, 200, this.table(t, r.version, [obj], url));
+          return;
+        }
+        this.sendJson(res, 200, out(obj));
         return;
+      }
       case 'list': {
         const items = this.store.list(
           t,
@@ -478,6 +550,10 @@ export class FakeApiServer {
             parseFieldSelector(url.searchParams.get('fieldSelector')),
           ),
         );
+        if (wantsTable(req.headers.accept)) {
+          this.sendJson(res, 200, this.table(t, r.version, items, url));
+          return;
+        }
         this.sendJson(res, 200, {
           kind: `${t.kind}List`,
           apiVersion: apiVersionOf(t.group, r.version),
@@ -550,6 +626,15 @@ export class FakeApiServer {
       default:
         throw statusErrors.methodNotAllowed(method);
     }
+  }
+
+  private table(t: ResourceType, version: string, objects: KubeObject[], url: URL): unknown {
+    return toTable(t, objects, {
+      resourceVersion: String(this.store.resourceVersion),
+      now: this.now(),
+      includeObject: url.searchParams.get('includeObject'),
+      version,
+    });
   }
 
   private async readObject(req: IncomingMessage, t: ResourceType): Promise<KubeObject> {
