@@ -1,16 +1,13 @@
 // `castellan serve --workers N`: worker processes sharing the gRPC port, one monitoring port.
+// (The flag and the worker count: serve-options.test.ts; the IPC messages: serve-cluster.test.ts.)
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
-import { isCastellanError } from '../../src/errors.js';
-import { parseServeConfig } from '../../src/cli/serve-config.js';
-import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
 import { waitFor } from '../support/wait-for.js';
 import {
@@ -68,34 +65,6 @@ async function readyStatus(port: number): Promise<number> {
 function pidAlive(pid: number): boolean {
   return existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
 }
-
-describe('serve --workers (config)', () => {
-  test('a count or auto; anything else is refused naming the flag', () => {
-    assert.equal(parseServeConfig({}).workers, undefined);
-    assert.equal(parseServeConfig({ workers: 'auto' }).workers, 'auto');
-    assert.equal(parseServeConfig({ workers: '3' }).workers, 3);
-    for (const bad of ['0', '-1', '1.5', 'many', '65', '']) {
-      assert.throws(
-        () => parseServeConfig({ workers: bad }),
-        (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
-        bad,
-      );
-    }
-  });
-
-  test('local default is one process, auto is one per core; Kubernetes mode refuses more than one', () => {
-    assert.equal(resolveWorkerCount(undefined, false, 4), 1);
-    assert.equal(resolveWorkerCount('auto', false, 4), 4);
-    assert.equal(resolveWorkerCount('auto', false), availableParallelism());
-    assert.equal(resolveWorkerCount(3, false, 2), 3);
-    assert.equal(resolveWorkerCount(undefined, true, 8), 1);
-    assert.equal(resolveWorkerCount(1, true, 8), 1);
-    assert.throws(
-      () => resolveWorkerCount(2, true, 8),
-      (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
-    );
-  });
-});
 
 describe('castellan serve --workers 2 (processes)', () => {
   test('a worker that cannot start fails the command (exit 1), nothing left running', async () => {
