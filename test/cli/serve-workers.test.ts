@@ -38,18 +38,27 @@ function workerPids(serve: ServeProcess): number[] {
   return text === '' ? [] : text.split(/\s+/).map(Number);
 }
 
-/** Pids that wrote "certificate issued" audit lines on stderr. */
-function issuingPids(stderr: string): Set<number> {
+interface LogLine {
+  msg?: string;
+  audit?: string;
+  outcome?: string;
+  pid?: number;
+}
+
+/** Pids that wrote a JSON log line on stderr that `match` accepts. */
+function loggingPids(stderr: string, match: (line: LogLine) => boolean): Set<number> {
   const pids = new Set<number>();
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const rec = JSON.parse(line) as { audit?: string; outcome?: string; pid?: number };
-    if (rec.audit === 'csr' && rec.outcome === 'issued' && typeof rec.pid === 'number') {
-      pids.add(rec.pid);
-    }
+    const rec = JSON.parse(line) as LogLine;
+    if (match(rec) && typeof rec.pid === 'number') pids.add(rec.pid);
   }
   return pids;
 }
+
+/** Pids that wrote "certificate issued" audit lines on stderr. */
+const issuingPids = (stderr: string): Set<number> =>
+  loggingPids(stderr, (l) => l.audit === 'csr' && l.outcome === 'issued');
 
 function sample(text: string, name: string): number {
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
@@ -125,6 +134,9 @@ describe('castellan serve --workers 2 (processes)', () => {
       dataDir,
       '--cacerts-dir',
       cacerts,
+      // Re-read often: the test waits for the swap, not for a 2 s default poll.
+      '--cacerts-poll-interval',
+      '100ms',
       '--log-level',
       'info',
     ]);
@@ -173,7 +185,13 @@ describe('castellan serve --workers 2 (processes)', () => {
       }
       const altRoot = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
       const before = issuingPids(serve.stderr());
-      await new Promise((r) => setTimeout(r, 3000)); // CACERTS_POLL_MS is 2 s
+      await until(() => {
+        const swapped = loggingPids(
+          serve.stderr(),
+          (l) => l.msg === 'plugged-in CA changed: swapped',
+        );
+        return first.every((pid) => swapped.has(pid));
+      });
       const altChains = await issueOnNewConnections(8, altRoot);
       // (The default sample set predates -x509_strict's checks: plain verification.)
       for (const chain of altChains) {

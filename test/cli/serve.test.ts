@@ -88,10 +88,14 @@ describe('castellan serve (process)', () => {
     }
 
     // Many calls in flight, then SIGTERM: every call completes, the process exits 0.
+    const metrics = `http://127.0.0.1:${serve.monitoringPort}/metrics`;
+    const received = async (): Promise<number> =>
+      Number(/^citadel_server_csr_count (\d+)$/m.exec(await (await fetch(metrics)).text())?.[1]);
+    const before = await received();
     const calls = Array.from({ length: 16 }, () =>
       createCertificate(client, { csr: opensslCsr('ec').csrPem }, token),
     );
-    await new Promise((res) => setTimeout(res, 5));
+    await waitFor('the server to receive calls', async () => (await received()) > before);
     serve.child.kill('SIGTERM');
     const results = await Promise.allSettled(calls);
     assert.equal(await serve.exited, 0, serve.stderr());
@@ -122,7 +126,15 @@ describe('castellan serve (process)', () => {
       copyFileSync(join(istioSampleCerts, from), join(cacerts, to));
     }
     const dataDir = join(tmp(), 'data');
-    const serve = await startServe(['--data-dir', dataDir, '--cacerts-dir', cacerts]);
+    const serve = await startServe([
+      '--data-dir',
+      dataDir,
+      '--cacerts-dir',
+      cacerts,
+      // Re-read often: the test waits for each change, not for a 2 s default poll.
+      '--cacerts-poll-interval',
+      '100ms',
+    ]);
     try {
       const altRoot = readFileSync(join(istioSampleCerts, 'root-cert-alt.pem'), 'utf8');
       const published = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');
