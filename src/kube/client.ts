@@ -28,6 +28,8 @@ export function loadKubeConfig(
     kubeconfigPath?: string | undefined;
     /** Where the pod's /var/run/secrets/... live: `/` in a pod, a temporary folder in tests. */
     inClusterRoot?: string | undefined;
+    /** The process environment (KUBERNETES_SERVICE_HOST says "in a pod"). */
+    env?: Readonly<Record<string, string | undefined>> | undefined;
   } = {},
 ): KubeConfig {
   const kc = new KubeConfig();
@@ -44,7 +46,7 @@ export function loadKubeConfig(
         { subject: options.kubeconfigPath, cause: e },
       );
     }
-  } else if (process.env['KUBERNETES_SERVICE_HOST']) {
+  } else if ((options.env ?? process.env)['KUBERNETES_SERVICE_HOST']) {
     kc.loadFromCluster(options.inClusterRoot);
   } else {
     throw new CastellanError(

@@ -12,6 +12,8 @@ import { systemClock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { createLogger } from '../../src/log.js';
 import { CaServer } from '../../src/server/ca-server.js';
+import { MonitoringServer } from '../../src/server/monitoring.js';
+import { ServingCertificateManager } from '../../src/server/serving-certificate.js';
 import { UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
 import type { LeafIssuer } from '../../src/server/ca-service.js';
 import {
@@ -38,6 +40,9 @@ const HOUR = 3_600_000;
 
 interface Harness {
   server: CaServer<unknown>;
+  serving: ServingCertificateManager;
+  /** Stops the gRPC port (in-flight calls finish), then the serving certificate and monitoring. */
+  stop(): Promise<void>;
   grpcTarget: string;
   monitoringUrl: string;
   caState: TestCaState;
@@ -67,6 +72,16 @@ async function startServer(
     }),
     new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource() }),
   ];
+  const logger = createLogger({ destination, level: 'info' });
+  // Wired as serve wires them (src/cli/serve/app.ts): the serving certificate and monitoring
+  // are built beside the server and handed what they need.
+  const serving = new ServingCertificateManager({
+    caState,
+    issuer: testServingIssuer,
+    names: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
+    clock: systemClock,
+    logger,
+  });
   const server = new CaServer<unknown>({
     trustDomain: TD,
     caState,
@@ -75,21 +90,32 @@ async function startServer(
     ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
     clock: systemClock,
     grpcAddress: { host: '127.0.0.1', port: 0 },
-    monitoringAddress: { host: '127.0.0.1', port: 0 },
-    servingNames: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
-    servingIssuer: testServingIssuer,
-    logger: createLogger({ destination, level: 'info' }),
+    serving,
+    logger,
     shutdownGraceMs: 5000,
   });
-  const addrs = await server.start();
+  const monitoring = new MonitoringServer({
+    readiness: () => server.readiness(),
+    registries: [server.metrics.registry],
+    logger,
+  });
+  const monitoringAddr = await monitoring.listen({ host: '127.0.0.1', port: 0 });
+  await serving.start();
+  const grpcAddr = await server.start();
   return {
     server,
+    serving,
+    async stop() {
+      await server.stop();
+      serving.stop();
+      await monitoring.close();
+    },
     caState,
     dev,
     logLines,
     dataDir,
-    grpcTarget: `localhost:${addrs.grpc.port}`,
-    monitoringUrl: `http://127.0.0.1:${addrs.monitoring?.port}`,
+    grpcTarget: `localhost:${grpcAddr.port}`,
+    monitoringUrl: `http://127.0.0.1:${monitoringAddr.port}`,
   };
 }
 
@@ -121,7 +147,7 @@ describe('CA service over TLS', () => {
   });
   after(async () => {
     client.close();
-    await h.server.stop();
+    await h.stop();
   });
 
   test('issues the caller identity whatever the CSR asks; chain verifies with openssl', async () => {
@@ -153,7 +179,7 @@ describe('CA service over TLS', () => {
       assert.match(opensslVerify(c, short.rootPem), /OK/);
     } finally {
       c2.close();
-      await h2.server.stop();
+      await h2.stop();
     }
   });
 
@@ -347,7 +373,7 @@ describe('CA service over TLS', () => {
     const next = await makeTestCa({ name: 'Next Root', generation: 2 });
     h.caState.set(next);
     // The swap is asynchronous (a new serving key and certificate): wait for it.
-    for (let i = 0; i < 100 && h.server.serving.current()?.generation !== 2; i++) {
+    for (let i = 0; i < 100 && h.serving.current()?.generation !== 2; i++) {
       await new Promise((r) => setTimeout(r, 20));
     }
     const fresh = caClient(h.grpcTarget, next.rootPem);
@@ -401,7 +427,7 @@ describe('CA service lifecycle', () => {
       assert.match(opensslVerify(chain, ca.rootPem), /OK/);
       c2.close();
     } finally {
-      await h.server.stop();
+      await h.stop();
     }
   });
 
@@ -419,7 +445,7 @@ describe('CA service lifecycle', () => {
     const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
     const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
     await new Promise((r) => setTimeout(r, 100));
-    const stopped = h.server.stop();
+    const stopped = h.stop();
     const chain = await inflight;
     await stopped;
     assert.match(opensslVerify(chain, ca.rootPem), /OK/);

@@ -1,70 +1,70 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { Authenticator } from '../authn/authenticator.js';
-import { CachingTokenReviewer } from '../authn/caching-token-reviewer.js';
-import { JwtAuthenticator } from '../authn/jwt-authenticator.js';
-import { TokenReviewAuthenticator } from '../authn/token-review.js';
-import type { CaState } from '../ca/authority.js';
-import { SwappableCaState } from '../ca/ca-state.js';
-import type { Clock } from '../clock.js';
-import { CastellanError } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { CaKeyType } from '../pki/key-type.js';
-import { KubeCaSource } from '../kube/cacerts-secret-source.js';
-import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/client.js';
-import { EventRecorder } from '../kube/events.js';
-import { ApiServerJwks } from '../kube/jwt-discovery.js';
-import { LeaderElector, whileLeader } from '../kube/leader-election.js';
-import { startPolicyWatch } from '../kube/policy-watch.js';
-import { RootPublisher } from '../kube/root-publisher.js';
-import { RootRotator } from '../kube/root-rotation.js';
+import type { Authenticator } from '../../authn/authenticator.js';
+import { CachingTokenReviewer } from '../../authn/caching-token-reviewer.js';
+import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
+import type { AuthnOptions } from '../../authn/options.js';
+import { TokenReviewAuthenticator } from '../../authn/token-review.js';
+import { SwappableCaState } from '../../ca/ca-state.js';
+import type { CaOptions } from '../../ca/options.js';
+import type { Clock } from '../../clock.js';
+import { CastellanError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { KubeCaSource } from '../../kube/cacerts-secret-source.js';
+import { kubeConfigFromString, loadKubeConfig, makeClients } from '../../kube/client.js';
+import { EventRecorder } from '../../kube/events.js';
+import { ApiServerJwks } from '../../kube/jwt-discovery.js';
+import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
+import type { KubeOptions } from '../../kube/options.js';
+import { startPolicyWatch } from '../../kube/policy-watch.js';
+import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../kube/root-publisher.js';
+import { RootRotator } from '../../kube/root-rotation.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
   StaticRemoteClusters,
-} from '../kube/token-reviewer.js';
-import type { PolicyCompiler } from '../policy/compiler.js';
-import type { KubeModeConfig } from './kube-options.js';
+} from '../../kube/token-reviewer.js';
+import type { PolicyCompiler } from '../../policy/compiler.js';
+import { caLoadErrorsMetric, type CaRuntime } from './ca-runtime.js';
+import type { Environment } from './options.js';
 
-export { addKubeOptions, parseKubeOptions } from './kube-options.js';
-export type { KubeModeConfig, RawKubeOptions } from './kube-options.js';
+// Loaded only in Kubernetes mode (app.ts imports it on demand): @kubernetes/client-node, which
+// everything under src/kube/ pulls in, costs ~0.5 s of start-up.
 
-export interface KubeModeDeps {
-  readonly namespace: string;
-  readonly trustDomain: string;
-  readonly tokenAudiences: readonly string[];
-  readonly caKeyType?: CaKeyType | undefined;
+export interface KubeRuntimeDeps {
+  /** What the CA is: trust domain, key type of a self-signed root (istio-ca-secret). */
+  readonly ca: Pick<CaOptions, 'trustDomain' | 'selfSignedKeyType'>;
+  readonly authn: Pick<AuthnOptions, 'tokenAudiences'>;
   readonly clock: Clock;
+  /** POD_NAME (this replica's name in the Lease), KUBERNETES_SERVICE_HOST (in-cluster config). */
+  readonly env: Environment;
   readonly logger: Logger;
-  /** Counts refused CA updates: castellan_ca_load_errors_total{source}. */
-  readonly onCaLoadError?: ((source: string) => void) | undefined;
   /** This replica's name in the Lease; default POD_NAME or the host name, plus a suffix. */
   readonly identity?: string | undefined;
   /** Fed from PeerAuthentications, AuthorizationPolicies, Pods and Namespaces when given. */
   readonly policyCompiler?: PolicyCompiler | undefined;
 }
 
-/** What `serve` needs from Kubernetes mode (the same shape as its local CaRuntime). */
-export interface KubeRuntime {
-  readonly caState: CaState;
-  readonly tokenAuthenticators: readonly Authenticator[];
-  readonly tokenHint: string;
+/** Kubernetes mode's CaRuntime; `leader` is exposed for tests and logs. */
+export interface KubeRuntime extends CaRuntime {
   readonly leader: LeaderElector;
-  close(): Promise<void>;
 }
 
 /**
  * Starts Kubernetes mode: the CA from `cacerts` / `istio-ca-secret` (watched), TokenReview
- * (cached; remote clusters), optional offline JWT verification, leader election, and the
- * leader-only root publication and self-signed root rotation. Resolves once a CA is loaded.
+ * (cached; remote clusters), optional offline JWT verification, and the policy watches.
+ * Resolves once a CA is loaded. `publishTrustBundle()` then joins leader election: the leader
+ * publishes the root as ConfigMap istio-ca-root-cert in every namespace and re-issues an
+ * expiring self-signed root.
  */
-export async function startKubeMode(
-  config: KubeModeConfig,
-  deps: KubeModeDeps,
+export async function startKubeRuntime(
+  config: KubeOptions,
+  deps: KubeRuntimeDeps,
 ): Promise<KubeRuntime> {
-  const { clock, logger, namespace } = deps;
-  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath });
+  const { clock, logger } = deps;
+  const { namespace } = config;
+  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath, env: deps.env });
   // Read before anything starts: a bad file must not leave a half-started replica behind.
   const remoteKubeconfigs = new Map(
     [...config.remoteKubeconfigs].map(([id, path]) => {
@@ -81,7 +81,7 @@ export async function startKubeMode(
   );
   const clients = makeClients(kc);
   const identity =
-    deps.identity ?? `${process.env['POD_NAME'] ?? hostname()}-${randomBytes(3).toString('hex')}`;
+    deps.identity ?? `${deps.env['POD_NAME'] ?? hostname()}-${randomBytes(3).toString('hex')}`;
   const events = new EventRecorder(clients.core, clock, 'castellan', identity, logger);
   const stops: (() => Promise<void> | void)[] = [];
   const close = async (): Promise<void> => {
@@ -94,18 +94,19 @@ export async function startKubeMode(
       }
     }
   };
+  const loadErrors = caLoadErrorsMetric();
   try {
     const state = new SwappableCaState();
     const caSource = new KubeCaSource({
       kubeConfig: kc,
       core: clients.core,
       namespace,
-      trustDomain: deps.trustDomain,
+      trustDomain: deps.ca.trustDomain,
       state,
       clock,
       events,
-      onLoadError: (source) => deps.onCaLoadError?.(source),
-      selfSignedKeyType: deps.caKeyType,
+      onLoadError: loadErrors.count,
+      selfSignedKeyType: deps.ca.selfSignedKeyType,
       logger,
     });
     stops.push(() => caSource.stop());
@@ -134,14 +135,14 @@ export async function startKubeMode(
         new JwtAuthenticator({
           issuer: jwks.issuer,
           keys: jwks.keys,
-          audiences: deps.tokenAudiences,
+          audiences: deps.authn.tokenAudiences,
           clock,
           logger,
         }),
       );
     }
     tokenAuthenticators.push(
-      new TokenReviewAuthenticator({ reviewer, audiences: deps.tokenAudiences, logger }),
+      new TokenReviewAuthenticator({ reviewer, audiences: deps.authn.tokenAudiences, logger }),
     );
 
     const leader = new LeaderElector({
@@ -186,7 +187,6 @@ export async function startKubeMode(
       });
       stops.push(() => policies.stop());
     }
-    leader.start();
     logger.info(
       { server: clients.server, namespace, identity, lease: config.leaseName },
       'Kubernetes mode started',
@@ -194,8 +194,12 @@ export async function startKubeMode(
     return {
       caState: state,
       tokenAuthenticators,
-      tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.tokenAudiences[0] ?? 'istio-ca'}`,
+      tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.authn.tokenAudiences[0] ?? 'istio-ca'}`,
+      trustBundle: `ConfigMap ${ROOT_CERT_CONFIGMAP}`,
+      registry: loadErrors.registry,
       leader,
+      // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
+      publishTrustBundle: async () => leader.start(),
       close,
     };
   } catch (e) {
