@@ -2,6 +2,7 @@
 // @kubernetes/client-node (≈0.5 s of start-up), which only src/cli/kube-wiring.ts pulls in,
 // and only when Kubernetes mode is on.
 import { Option, type Command } from 'commander';
+import { parseTrustedNodeAccounts, type NodeAccount } from '../authn/impersonation.js';
 import { parseDuration } from '../duration.js';
 import { CastellanError } from '../errors.js';
 import { DEFAULT_LEASE_NAME, DEFAULT_ROOT_ROTATION_CHECK_MS } from '../kube/defaults.js';
@@ -18,7 +19,11 @@ export interface RawKubeOptions {
   remoteKubeconfig?: string[];
   rootRotationCheckInterval?: string;
   clusterId?: string;
+  trustedNodeAccount?: string[];
 }
+
+/** istiod's variable for the same list: comma-separated `namespace/serviceaccount`. */
+export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
 
 export interface KubeModeConfig {
   readonly enabled: boolean;
@@ -31,6 +36,11 @@ export interface KubeModeConfig {
   readonly remoteKubeconfigs: ReadonlyMap<string, string>;
   readonly rootRotationCheckMs: number;
   readonly clusterId: string;
+  /**
+   * Ambient mode: service accounts allowed to ask for the identities of pods on their node
+   * (ztunnel). Empty: impersonation is refused and no pod index is kept.
+   */
+  readonly trustedNodeAccounts: readonly NodeAccount[];
 }
 
 /** Adds the Kubernetes-mode flags to `serve`. */
@@ -68,6 +78,11 @@ export function addKubeOptions(command: Command): Command {
         '--cluster-id <id>',
         "this cluster's id in clusterid metadata (default Kubernetes)",
       ),
+    )
+    .option(
+      '--trusted-node-account <ns/sa>',
+      `ambient mode: a node proxy's service account (e.g. istio-system/ztunnel) allowed to ask for certificates of pods on its node, repeatable (env ${TRUSTED_NODE_ACCOUNTS_ENV}, comma-separated)`,
+      collect,
     );
 }
 
@@ -102,6 +117,21 @@ export function parseKubeOptions(raw: RawKubeOptions, env: NodeJS.ProcessEnv): K
   if (!enabled && (raw.jwtOffline || remotes.size > 0)) {
     throw bad(raw.jwtOffline ? '--jwt-offline' : '--remote-kubeconfig', 'needs --kube');
   }
+  // The flag wins over the environment, as everywhere in serve.
+  const envAccounts = env[TRUSTED_NODE_ACCOUNTS_ENV];
+  const trustedNodeAccounts =
+    raw.trustedNodeAccount !== undefined
+      ? parseTrustedNodeAccounts(raw.trustedNodeAccount, '--trusted-node-account')
+      : envAccounts !== undefined && envAccounts.trim() !== ''
+        ? parseTrustedNodeAccounts(envAccounts.split(','), TRUSTED_NODE_ACCOUNTS_ENV)
+        : [];
+  if (!enabled && trustedNodeAccounts.length > 0) {
+    // Local mode has no pods to check a node against: impersonation there is always refused.
+    throw bad(
+      raw.trustedNodeAccount !== undefined ? '--trusted-node-account' : TRUSTED_NODE_ACCOUNTS_ENV,
+      'needs --kube',
+    );
+  }
   return {
     enabled,
     kubeconfigPath: raw.kubeconfig,
@@ -116,5 +146,6 @@ export function parseKubeOptions(raw: RawKubeOptions, env: NodeJS.ProcessEnv): K
       DEFAULT_ROOT_ROTATION_CHECK_MS,
     ),
     clusterId: raw.clusterId ?? 'Kubernetes',
+    trustedNodeAccounts,
   };
 }

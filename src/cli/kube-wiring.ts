@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Authenticator } from '../authn/authenticator.js';
 import { CachingTokenReviewer } from '../authn/caching-token-reviewer.js';
+import { formatNodeAccount, NodeAuthorizer, type Impersonation } from '../authn/impersonation.js';
 import { JwtAuthenticator } from '../authn/jwt-authenticator.js';
 import { TokenReviewAuthenticator } from '../authn/token-review.js';
 import type { CaState } from '../ca/authority.js';
@@ -16,6 +17,7 @@ import { kubeConfigFromString, loadKubeConfig, makeClients } from '../kube/clien
 import { EventRecorder } from '../kube/events.js';
 import { ApiServerJwks } from '../kube/jwt-discovery.js';
 import { LeaderElector, whileLeader } from '../kube/leader-election.js';
+import { ClusterPodIndexes } from '../kube/pod-index.js';
 import { startPolicyWatch } from '../kube/policy-watch.js';
 import { RootPublisher } from '../kube/root-publisher.js';
 import { RootRotator } from '../kube/root-rotation.js';
@@ -51,6 +53,8 @@ export interface KubeRuntime {
   readonly tokenAuthenticators: readonly Authenticator[];
   readonly tokenHint: string;
   readonly leader: LeaderElector;
+  /** Ambient mode's node authorizer; undefined without trusted node accounts. */
+  readonly impersonation: Impersonation | undefined;
   close(): Promise<void>;
 }
 
@@ -118,13 +122,36 @@ export async function startKubeMode(
       logger,
     });
     stops.push(() => secretRemotes.stop());
+    const remotes = [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes];
     const reviewer = new CachingTokenReviewer(
       new KubeTokenReviewer(clients.authentication, {
         localClusterId: config.clusterId,
-        remotes: [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes],
+        remotes,
       }),
       { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
     );
+    // Ambient mode: one pod index per cluster, only when some node account is trusted (istiod
+    // makes no node authorizer otherwise, and then needs no cluster-wide pod watch for it).
+    let impersonation: Impersonation | undefined;
+    if (config.trustedNodeAccounts.length > 0) {
+      const pods = new ClusterPodIndexes({
+        kubeConfig: kc,
+        localClusterId: config.clusterId,
+        remotes,
+        clock,
+        logger,
+      });
+      stops.push(() => pods.stop());
+      impersonation = new NodeAuthorizer({
+        trustDomain: deps.trustDomain,
+        trustedNodeAccounts: config.trustedNodeAccounts,
+        pods,
+      });
+      logger.info(
+        { trustedNodeAccounts: config.trustedNodeAccounts.map(formatNodeAccount) },
+        'ambient mode: node proxies may ask for the identities of pods on their node',
+      );
+    }
     const tokenAuthenticators: Authenticator[] = [];
     if (config.jwtOffline) {
       const jwks = new ApiServerJwks({ kubeConfig: kc, clock, logger });
@@ -196,6 +223,7 @@ export async function startKubeMode(
       tokenAuthenticators,
       tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.tokenAudiences[0] ?? 'istio-ca'}`,
       leader,
+      impersonation,
       close,
     };
   } catch (e) {

@@ -8,6 +8,12 @@ import { asCastellanError, type ErrorKind } from '../errors.js';
  */
 export const UNAUTHENTICATED_MESSAGE = 'request authenticate failure';
 
+/**
+ * What the client is told when an authenticated caller may not have the identity it asked for
+ * (ambient mode's impersonation): istiod's words (security/pkg/server/ca/server.go), as opaque.
+ */
+export const IMPERSONATION_REFUSED_MESSAGE = 'request impersonation authentication failure';
+
 /** What the client is told about a failure that is ours, not theirs. */
 export const INTERNAL_MESSAGE = 'internal error while signing the certificate';
 
@@ -40,6 +46,8 @@ export function toGrpcFailure(error: unknown): GrpcFailure {
   switch (e.kind) {
     case 'unauthenticated':
       return { code: status.UNAUTHENTICATED, details: UNAUTHENTICATED_MESSAGE };
+    case 'impersonation-refused':
+      return { code: status.UNAUTHENTICATED, details: IMPERSONATION_REFUSED_MESSAGE };
     case 'permission-denied':
       return { code: status.PERMISSION_DENIED, details: 'permission denied' };
     case 'unavailable':

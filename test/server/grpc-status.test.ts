@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { status } from '@grpc/grpc-js';
 import { CastellanError, type ErrorKind } from '../../src/errors.js';
 import {
+  IMPERSONATION_REFUSED_MESSAGE,
   INTERNAL_MESSAGE,
   toGrpcFailure,
   UNAUTHENTICATED_MESSAGE,
@@ -16,6 +17,7 @@ const EXPECTED: Record<ErrorKind, status> = {
   'invalid-argument': status.INVALID_ARGUMENT,
   'too-large': status.INVALID_ARGUMENT,
   unauthenticated: status.UNAUTHENTICATED,
+  'impersonation-refused': status.UNAUTHENTICATED,
   'permission-denied': status.PERMISSION_DENIED,
   unavailable: status.UNAVAILABLE,
   'encrypted-key': status.INTERNAL,
@@ -39,6 +41,12 @@ test('every error kind maps to one gRPC status, never UNKNOWN', () => {
 test('the client never sees internal or authentication details', () => {
   const authn = toGrpcFailure(new CastellanError('unauthenticated', 'jwt: token expired at X'));
   assert.equal(authn.details, UNAUTHENTICATED_MESSAGE);
+  const node = toGrpcFailure(
+    new CastellanError('impersonation-refused', 'no pod of app/web runs on node "n2"'),
+  );
+  // istiod's exact text (security/pkg/server/ca/server.go, CreateCertificate).
+  assert.equal(node.details, 'request impersonation authentication failure');
+  assert.equal(node.details, IMPERSONATION_REFUSED_MESSAGE);
   const internal = toGrpcFailure(new CastellanError('key-mismatch', '/etc/cacerts/ca-key.pem'));
   assert.equal(internal.details, INTERNAL_MESSAGE);
   const bug = toGrpcFailure(new TypeError('cannot read properties of undefined'));

@@ -2,6 +2,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { authenticateCaller } from '../../authn/authenticate.js';
 import type { Authenticator } from '../../authn/authenticator.js';
+import type { Impersonation } from '../../authn/impersonation.js';
 import { ClientCertAuthenticator } from '../../authn/client-cert-authenticator.js';
 import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
 import { loadJwksFile } from '../../authn/jwks.js';
@@ -58,6 +59,8 @@ export interface CaRuntime {
   readonly tokenAuthenticators: readonly Authenticator[];
   /** What the start line tells the user about getting a token. */
   readonly tokenHint: string;
+  /** Ambient mode's node authorizer (Kubernetes mode); absent, impersonation is refused. */
+  readonly impersonation?: Impersonation | undefined;
   close(): Promise<void>;
 }
 
@@ -262,6 +265,7 @@ export async function runServe(
     caState: runtime.caState,
     authenticate: (request) => authenticateCaller(authenticators, request),
     issuer: workloadLeafIssuer(clock, csrChecker),
+    impersonation: runtime.impersonation,
     ttl: { defaultTtlMs: config.defaultTtlMs, maxTtlMs: config.maxTtlMs },
     clock,
     grpcAddress: config.grpcAddress,
