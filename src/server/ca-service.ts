@@ -168,6 +168,7 @@ async function handle<C>(
       }
     } catch (e) {
       metrics.authnErrorCount.inc();
+      spiffeId = undefined; // Nothing is issued: not the caller's identity either.
       const err = asCastellanError(e);
       throw new Refusal(
         err.kind === 'impersonation-refused'
