@@ -17,8 +17,10 @@ export interface KeyCertBundle {
   /** One or more roots, deduplicated. */
   readonly roots: readonly X509Certificate[];
   /**
-   * What follows the leaf in a CreateCertificate response: each certificate of the chain, then
-   * the root(s); a root already in the chain is not sent twice. Each element one PEM ending "\n".
+   * What follows the leaf in a CreateCertificate response, laid out as istiod sends it: each
+   * certificate of the chain one per element, then ALL roots as one last element (rootBundlePem:
+   * the union during a root change); a root already in the chain is not sent twice. PEM, each
+   * element ending "\n".
    */
   readonly responseChainPem: readonly string[];
   /** The trust bundle clients need (`root-cert.pem`): the roots, concatenated PEM. */

@@ -62,9 +62,12 @@ export function certificatePem(cert: X509Certificate): string {
  * (`not-a-ca`) within its validity (`expired`/`not-yet-valid`); the chain verifies and leads
  * to one of the roots (`chain-invalid`, `bad-signature`, …).
  *
- * Response chain rule: after the leaf come the chain's certificates (signing certificate
- * first), then the roots; a root that cert-chain.pem also holds is sent once, last (unlike
- * Istio, issue #39001).
+ * Response chain rule, as istiod lays out CreateCertificate's answer (security/pkg/server/ca/
+ * server.go, CreateCertificate): after the leaf come the chain's certificates (signing
+ * certificate first), one per element, then every root in ONE last element — ztunnel
+ * (src/tls/certificate.rs, WorkloadCertificate::new) and pilot-agent take the last element as
+ * their whole trust bundle. A root that cert-chain.pem also holds is not sent among the chain
+ * (unlike Istio, issue #39001), so it appears once, in the last element.
  */
 export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBundle {
   const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
@@ -120,7 +123,8 @@ export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBun
   // A self-signed CA: the signing certificate is itself the root, sent once, with the roots.
   const certChain = belowRoots.length > 0 ? belowRoots : [signingCert];
   const rootPems = roots.map(certificatePem);
-  const responseChainPem = Object.freeze([...belowRoots.map(certificatePem), ...rootPems]);
+  const rootBundlePem = rootPems.join('');
+  const responseChainPem = Object.freeze([...belowRoots.map(certificatePem), rootBundlePem]);
   return Object.freeze({
     signingCert,
     signingKey,
@@ -128,7 +132,7 @@ export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBun
     certChain: Object.freeze(certChain),
     roots: Object.freeze(roots),
     responseChainPem,
-    rootBundlePem: rootPems.join(''),
+    rootBundlePem,
     source: input.source,
   });
 }

@@ -38,6 +38,12 @@ export function startInformer<T extends KubernetesObject>(options: {
   fieldSelector?: string | undefined;
   retryMs?: number | undefined;
   logger?: Logger | undefined;
+  /**
+   * Applied to every object before it is cached or handed to the handlers (listed or watched),
+   * e.g. to keep only the fields a cluster-wide watch needs, as Istio's informers strip pods
+   * (kube.StripPodUnusedFields). Must keep `metadata.name`, `namespace` and `resourceVersion`.
+   */
+  transform?: ((obj: T) => T) | undefined;
 }): Informer<T> {
   const logger = options.logger ?? silentLogger;
   const retryMs = options.retryMs ?? 1000;
@@ -45,15 +51,33 @@ export function startInformer<T extends KubernetesObject>(options: {
   let timer: NodeJS.Timeout | undefined;
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
+  const transform = options.transform;
   const listFn = async (): Promise<KubernetesListObject<T>> => {
     const l = await options.list();
     // Handlers run for the list's items before the promise settles; mark synced right after.
     queueMicrotask(markSynced);
-    return l;
+    return transform ? { ...l, items: l.items.map(transform) } : l;
   };
+  const watch = new Watch(options.kubeConfig);
+  if (transform) {
+    const inner = watch.watch.bind(watch);
+    // ERROR events carry a Status (a 410 code ListWatch reads), BOOKMARKs only a resourceVersion.
+    watch.watch = (path, query, callback, done) =>
+      inner(
+        path,
+        query,
+        (phase: string, obj: unknown, raw: unknown) =>
+          callback(
+            phase,
+            phase === 'ERROR' || phase === 'BOOKMARK' ? obj : transform(obj as T),
+            raw,
+          ),
+        done,
+      );
+  }
   const lw = new ListWatch<T>(
     options.path,
-    new Watch(options.kubeConfig),
+    watch,
     listFn,
     false,
     options.labelSelector,

@@ -1,5 +1,6 @@
 // Types only: the CLI checks these flags without loading @kubernetes/client-node (≈0.5 s of
 // start-up), which Kubernetes mode alone pulls in.
+import type { NodeAccount } from '../authn/impersonation.js';
 
 /** Kubernetes mode (`serve --kube`, or automatically in a pod). */
 export interface KubeOptions {
@@ -19,4 +20,9 @@ export interface KubeOptions {
   readonly rootRotationCheckMs: number;
   /** This cluster's id in the clusterid gRPC metadata. */
   readonly clusterId: string;
+  /**
+   * Ambient mode: service accounts allowed to ask for the identities of pods on their node
+   * (ztunnel). Empty: impersonation is refused and no pod index is kept.
+   */
+  readonly trustedNodeAccounts: readonly NodeAccount[];
 }

@@ -9,20 +9,31 @@ import { startInformer, type Informer } from './informer.js';
 /** Istio's label on remote-cluster kubeconfig Secrets (`istioctl create-remote-secret`). */
 export const MULTI_CLUSTER_LABEL = 'istio/multiCluster';
 
-/** Remote clusters by cluster id: each one's TokenReview client. */
+/** Remote clusters by cluster id: each one's TokenReview client, and its kubeconfig. */
 export interface RemoteClusters {
   get(clusterId: string): AuthenticationV1Api | undefined;
+  /** The cluster's kubeconfig (for its pod index, src/kube/pod-index.ts); a new object when it changed. */
+  kubeConfig(clusterId: string): KubeConfig | undefined;
 }
 
 /** Remote clusters from `--remote-kubeconfig clusterid=path` files, fixed at start. */
 export class StaticRemoteClusters implements RemoteClusters {
   private readonly clients = new Map<string, AuthenticationV1Api>();
-  constructor(kubeconfigs: ReadonlyMap<string, KubeConfig>) {
+  constructor(private readonly kubeconfigs: ReadonlyMap<string, KubeConfig>) {
     for (const [id, kc] of kubeconfigs) this.clients.set(id, kc.makeApiClient(AuthenticationApi));
   }
   get(clusterId: string): AuthenticationV1Api | undefined {
     return this.clients.get(clusterId);
   }
+  kubeConfig(clusterId: string): KubeConfig | undefined {
+    return this.kubeconfigs.get(clusterId);
+  }
+}
+
+/** A remote cluster read from a Secret. */
+interface SecretCluster {
+  readonly kubeConfig: KubeConfig;
+  readonly authentication: AuthenticationV1Api;
 }
 
 /**
@@ -31,7 +42,7 @@ export class StaticRemoteClusters implements RemoteClusters {
  * watch, so adding or removing a remote cluster needs no restart.
  */
 export class SecretRemoteClusters implements RemoteClusters {
-  private readonly bySecret = new Map<string, Map<string, AuthenticationV1Api>>();
+  private readonly bySecret = new Map<string, Map<string, SecretCluster>>();
   private readonly informer: Informer<V1Secret>;
 
   constructor(options: {
@@ -54,12 +65,15 @@ export class SecretRemoteClusters implements RemoteClusters {
       logger,
       handlers: {
         upsert: (s) => {
-          const clusters = new Map<string, AuthenticationV1Api>();
+          const clusters = new Map<string, SecretCluster>();
           for (const [id, kubeconfig] of decodeSecretData(s)) {
             const subject = `secret ${options.namespace}/${s.metadata?.name} key ${id}`;
             try {
               const kc = kubeConfigFromString(kubeconfig, subject);
-              clusters.set(id, kc.makeApiClient(AuthenticationApi));
+              clusters.set(id, {
+                kubeConfig: kc,
+                authentication: kc.makeApiClient(AuthenticationApi),
+              });
             } catch (e) {
               logger.error(
                 { secret: s.metadata?.name, cluster: id, error: (e as Error).message },
@@ -85,6 +99,14 @@ export class SecretRemoteClusters implements RemoteClusters {
   }
 
   get(clusterId: string): AuthenticationV1Api | undefined {
+    return this.find(clusterId)?.authentication;
+  }
+
+  kubeConfig(clusterId: string): KubeConfig | undefined {
+    return this.find(clusterId)?.kubeConfig;
+  }
+
+  private find(clusterId: string): SecretCluster | undefined {
     for (const clusters of this.bySecret.values()) {
       const c = clusters.get(clusterId);
       if (c) return c;
@@ -95,6 +117,24 @@ export class SecretRemoteClusters implements RemoteClusters {
   stop(): Promise<void> {
     return this.informer.stop();
   }
+}
+
+/** Istio's cluster id when none is configured (its CLUSTER_ID default). */
+export const DEFAULT_CLUSTER_ID = 'Kubernetes';
+
+/**
+ * Whether a request's `clusterid` names this cluster: absent, empty, or our own id
+ * (`--cluster-id`, default `Kubernetes`, as Istio).
+ */
+export function isLocalCluster(
+  clusterId: string | undefined,
+  localClusterId?: string | undefined,
+): boolean {
+  return (
+    clusterId === undefined ||
+    clusterId === '' ||
+    clusterId === (localClusterId ?? DEFAULT_CLUSTER_ID)
+  );
 }
 
 /**
@@ -113,11 +153,7 @@ export class KubeTokenReviewer implements TokenReviewer {
   ) {}
 
   private clientFor(clusterId: string | undefined): AuthenticationV1Api {
-    if (
-      clusterId === undefined ||
-      clusterId === '' ||
-      clusterId === (this.options.localClusterId ?? 'Kubernetes')
-    ) {
+    if (clusterId === undefined || isLocalCluster(clusterId, this.options.localClusterId)) {
       return this.local;
     }
     for (const r of this.options.remotes ?? []) {

@@ -3,10 +3,16 @@ import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js'
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/istioca.js';
 import type { CaSnapshot, CaState } from '../ca/authority.js';
 import type { AuthRequest, Caller } from '../authn/authenticator.js';
+import {
+  impersonationUnavailable,
+  requestedImpersonation,
+  type Impersonation,
+} from '../authn/impersonation.js';
+import { CLUSTER_ID_METADATA } from '../authn/token-review.js';
 import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
-import type { AuditLog } from './audit.js';
+import type { AuditImpersonation, AuditLog } from './audit.js';
 import { grpcAuthRequest } from './auth-request.js';
 import { CA_SERVICE_TEXTS, toGrpcFailure } from './status-map.js';
 import type { CaMetrics, SignErrorLabel } from './metrics.js';
@@ -48,6 +54,11 @@ export interface CaServiceDeps<C> {
   /** Resolves to the caller or rejects with CastellanError('unauthenticated', reason). */
   readonly authenticate: (request: AuthRequest) => Promise<Caller>;
   readonly issuer: LeafIssuer<C>;
+  /**
+   * Ambient mode: grants a node proxy the identity named in the request's metadata
+   * (src/authn/impersonation.ts). Absent: every request for impersonation is refused.
+   */
+  readonly impersonation?: Impersonation | undefined;
   readonly ttl: TtlPolicy;
   readonly clock: Clock;
   readonly metrics: CaMetrics;
@@ -106,6 +117,7 @@ async function handle<C>(
   const requestedTtlSeconds = Number(call.request.validityDuration ?? 0);
   let caller: Caller | undefined;
   let spiffeId: string | undefined;
+  let impersonation: AuditImpersonation | undefined;
 
   try {
     if (Buffer.byteLength(csrPem, 'utf8') > MAX_CSR_BYTES) {
@@ -130,9 +142,43 @@ async function handle<C>(
         err.kind === 'unauthenticated' ? err : new CastellanError('unauthenticated', err.message),
       );
     }
-    spiffeId = formatSpiffeId(
+    const callerId = formatSpiffeId(
       makeSpiffeId(deps.trustDomain, caller.namespace, caller.serviceAccount),
     );
+    spiffeId = callerId;
+
+    // Ambient mode, one step of its own: a node proxy names the workload it asks for. Granted,
+    // the certificate carries exactly that identity; refused, the call fails as an
+    // authentication failure (istiod's server.go) — never with the caller's own identity.
+    try {
+      const requested = requestedImpersonation(call.request.metadata);
+      if (requested !== undefined) {
+        const clusterId = singleClusterId(call);
+        impersonation = {
+          requested,
+          caller: callerId,
+          pod: caller.podName !== undefined ? `${caller.namespace}/${caller.podName}` : undefined,
+          cluster: clusterId,
+        };
+        spiffeId = undefined;
+        const grant = await (deps.impersonation ?? NO_IMPERSONATION).authorize(
+          caller,
+          requested,
+          clusterId,
+        );
+        impersonation = { ...impersonation, node: grant.node };
+        spiffeId = grant.spiffeId;
+      }
+    } catch (e) {
+      metrics.authnErrorCount.inc();
+      spiffeId = undefined; // Nothing is issued: not the caller's identity either.
+      const err = asCastellanError(e);
+      throw new Refusal(
+        err.kind === 'impersonation-refused'
+          ? err
+          : new CastellanError('impersonation-refused', err.message),
+      );
+    }
 
     const snapshot = deps.caState.current();
     if (!snapshot) {
@@ -174,6 +220,7 @@ async function handle<C>(
       notAfter: leaf.notAfter,
       authenticator: caller.authenticator,
       subject: caller.subject,
+      impersonation,
       peer,
       requestedTtlSeconds,
       durationMs: seconds * 1000,
@@ -192,12 +239,35 @@ async function handle<C>(
       spiffeId,
       authenticator: caller?.authenticator,
       subject: caller?.subject,
+      impersonation,
       peer,
       requestedTtlSeconds,
       durationMs: seconds * 1000,
     });
     throw failure;
   }
+}
+
+/** Without a node authorizer (local mode, or no trusted node accounts): always refused. */
+const NO_IMPERSONATION = impersonationUnavailable(
+  'impersonation is not enabled: no trusted node accounts (Kubernetes mode with --trusted-node-account or CA_TRUSTED_NODE_ACCOUNTS)',
+);
+
+/**
+ * The cluster a multi-cluster caller names (`clusterid` metadata, as Istio's
+ * kubeauth.ExtractClusterID reads it); undefined when absent. More than one is refused.
+ */
+function singleClusterId(
+  call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
+): string | undefined {
+  const values = call.metadata.get(CLUSTER_ID_METADATA).filter((v) => typeof v === 'string');
+  if (values.length > 1) {
+    throw new CastellanError(
+      'impersonation-refused',
+      `${values.length} clusterid values; at most one is accepted`,
+    );
+  }
+  return values[0] === '' ? undefined : values[0];
 }
 
 /**

@@ -67,7 +67,7 @@ test('loads the alt set; the root in cert-chain-alt.pem is sent once, last', () 
   ]);
 });
 
-test('multi-root bundles with duplicates: deduplicated, all roots sent last', () => {
+test('multi-root bundles with duplicates: deduplicated, every root in ONE last element (server.go)', () => {
   const b = buildKeyCertBundle(
     {
       certPem: sample('ca-cert-alt.pem'),
@@ -80,8 +80,15 @@ test('multi-root bundles with duplicates: deduplicated, all roots sent last', ()
   );
   assert.equal(certsIn(sample('root-cert-combined-2.pem')).length, 3);
   assert.equal(b.roots.length, 2);
-  assert.equal(b.responseChainPem.length, 3);
+  // istiod's CreateCertificate layout: the chain one per element, then the roots as one string.
+  assert.equal(b.responseChainPem.length, 2);
   assert.equal(norm(b.responseChainPem[0]!), norm(sample('ca-cert-alt.pem')));
+  const last = b.responseChainPem[1]!;
+  assert.equal(last, b.rootBundlePem);
+  assert.deepEqual(
+    certsIn(last).map(norm).sort(),
+    certsIn(sample('root-cert-combined.pem')).map(norm).sort(),
+  );
 });
 
 test('refuses ca-cert-alt-2.pem with ca-key-alt-2.pem: key-mismatch naming the key file', () => {

@@ -130,6 +130,7 @@ describe('completeServeOptions', () => {
       remoteKubeconfigs: new Map([['c2', '/x']]),
       rootRotationCheckMs: HOUR,
       clusterId: 'Kubernetes',
+      trustedNodeAccounts: [],
     });
     assert.equal(completeServeOptions({}, { ...inPod, CASTELLAN_KUBE: 'false' }).kube, undefined);
     const k = completeServeOptions({

@@ -154,6 +154,7 @@ export class ServeApp {
         caState,
         authenticate: (request) => authenticateCaller(authenticators, request),
         issuer: workloadLeafIssuer(clock, csrChecks.checker),
+        impersonation: runtime.impersonation,
         ttl: options.server.ttl,
         clock,
         grpcAddress: options.server.grpcAddress,

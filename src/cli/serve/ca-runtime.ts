@@ -1,5 +1,6 @@
 import { Counter, Registry } from 'prom-client';
 import type { Authenticator } from '../../authn/authenticator.js';
+import type { Impersonation } from '../../authn/impersonation.js';
 import type { CaState } from '../../ca/authority.js';
 
 /**
@@ -15,6 +16,8 @@ export interface CaRuntime {
   readonly tokenAuthenticators: readonly Authenticator[];
   /** What the start line tells the user about getting a token. */
   readonly tokenHint: string;
+  /** Ambient mode's node authorizer (Kubernetes mode); absent, impersonation is refused. */
+  readonly impersonation?: Impersonation | undefined;
   /** Where clients find the trust bundle, for the start line. */
   readonly trustBundle: string;
   /** The source's metrics (castellan_ca_load_errors_total), shown on /metrics. */

@@ -7,6 +7,9 @@ import { CA_KEY_TYPES, type CaKeyType } from '../../pki/key-type.js';
 import { collect } from '../options.js';
 
 /** What an absent flag (and environment variable) means. */
+/** istiod's variable for the trusted node accounts: comma-separated `namespace/serviceaccount`. */
+export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
+
 export const SERVE_DEFAULTS = {
   dataDir: './.castellan',
   cacertsPollInterval: '2s',
@@ -66,6 +69,7 @@ export interface ServeFlags {
   remoteKubeconfig?: string[];
   rootRotationCheckInterval?: string;
   clusterId?: string;
+  trustedNodeAccount?: string[];
 }
 
 /** Declares serve's flags on a command (no defaults here: completeServeOptions applies them). */
@@ -173,5 +177,10 @@ export function addServeFlags(command: Command): Command {
         '--cluster-id <id>',
         "this cluster's id in clusterid metadata (default Kubernetes)",
       ),
+    )
+    .option(
+      '--trusted-node-account <ns/sa>',
+      `ambient mode: a node proxy's service account (e.g. istio-system/ztunnel) allowed to ask for certificates of pods on its node, repeatable (env ${TRUSTED_NODE_ACCOUNTS_ENV}, comma-separated)`,
+      collect,
     );
 }

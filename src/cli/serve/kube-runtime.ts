@@ -3,6 +3,11 @@ import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Authenticator } from '../../authn/authenticator.js';
 import { CachingTokenReviewer } from '../../authn/caching-token-reviewer.js';
+import {
+  formatNodeAccount,
+  NodeAuthorizer,
+  type Impersonation,
+} from '../../authn/impersonation.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import { TokenReviewAuthenticator } from '../../authn/token-review.js';
@@ -17,6 +22,7 @@ import { EventRecorder } from '../../kube/events.js';
 import { ApiServerJwks } from '../../kube/jwt-discovery.js';
 import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
 import type { KubeOptions } from '../../kube/options.js';
+import { ClusterPodIndexes } from '../../kube/pod-index.js';
 import { startPolicyWatch } from '../../kube/policy-watch.js';
 import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../kube/root-publisher.js';
 import { RootRotator } from '../../kube/root-rotation.js';
@@ -49,6 +55,8 @@ export interface KubeRuntimeDeps {
 /** Kubernetes mode's CaRuntime; `leader` is exposed for tests and logs. */
 export interface KubeRuntime extends CaRuntime {
   readonly leader: LeaderElector;
+  /** Ambient mode's node authorizer; undefined without trusted node accounts. */
+  readonly impersonation: Impersonation | undefined;
 }
 
 /**
@@ -119,13 +127,36 @@ export async function startKubeRuntime(
       logger,
     });
     stops.push(() => secretRemotes.stop());
+    const remotes = [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes];
     const reviewer = new CachingTokenReviewer(
       new KubeTokenReviewer(clients.authentication, {
         localClusterId: config.clusterId,
-        remotes: [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes],
+        remotes,
       }),
       { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
     );
+    // Ambient mode: one pod index per cluster, only when some node account is trusted (istiod
+    // makes no node authorizer otherwise, and then needs no cluster-wide pod watch for it).
+    let impersonation: Impersonation | undefined;
+    if (config.trustedNodeAccounts.length > 0) {
+      const pods = new ClusterPodIndexes({
+        kubeConfig: kc,
+        localClusterId: config.clusterId,
+        remotes,
+        clock,
+        logger,
+      });
+      stops.push(() => pods.stop());
+      impersonation = new NodeAuthorizer({
+        trustDomain: deps.ca.trustDomain,
+        trustedNodeAccounts: config.trustedNodeAccounts,
+        pods,
+      });
+      logger.info(
+        { trustedNodeAccounts: config.trustedNodeAccounts.map(formatNodeAccount) },
+        'ambient mode: node proxies may ask for the identities of pods on their node',
+      );
+    }
     const tokenAuthenticators: Authenticator[] = [];
     if (config.jwtOffline) {
       const jwks = new ApiServerJwks({ kubeConfig: kc, clock, logger });
@@ -200,6 +231,7 @@ export async function startKubeRuntime(
       leader,
       // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
       publishTrustBundle: async () => leader.start(),
+      impersonation,
       close,
     };
   } catch (e) {

@@ -6,6 +6,7 @@
 import { isIP } from 'node:net';
 import type { LevelWithSilent } from 'pino';
 import { parseHostPort, type HostPort } from '../../address.js';
+import { parseTrustedNodeAccounts } from '../../authn/impersonation.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import type { CaOptions } from '../../ca/options.js';
 import { parseDuration } from '../../duration.js';
@@ -16,7 +17,7 @@ import { CA_KEY_TYPES, isCaKeyType } from '../../pki/key-type.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { PolicyOptions } from '../../server/policy-options.js';
 import type { ServerOptions } from '../../server/server-options.js';
-import { LOG_LEVELS, SERVE_DEFAULTS, type ServeFlags } from './flags.js';
+import { LOG_LEVELS, SERVE_DEFAULTS, TRUSTED_NODE_ACCOUNTS_ENV, type ServeFlags } from './flags.js';
 
 /** The process environment, as the composition root hands it down. */
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -248,6 +249,21 @@ function completeKubeOptions(
   if (!enabled && (flags.jwtOffline || remoteKubeconfigs.size > 0)) {
     throw bad(flags.jwtOffline ? '--jwt-offline' : '--remote-kubeconfig', 'needs --kube');
   }
+  // The flag wins over the environment, as everywhere in serve.
+  const envAccounts = env[TRUSTED_NODE_ACCOUNTS_ENV];
+  const trustedNodeAccounts =
+    flags.trustedNodeAccount !== undefined
+      ? parseTrustedNodeAccounts(flags.trustedNodeAccount, '--trusted-node-account')
+      : envAccounts !== undefined && envAccounts.trim() !== ''
+        ? parseTrustedNodeAccounts(envAccounts.split(','), TRUSTED_NODE_ACCOUNTS_ENV)
+        : [];
+  if (!enabled && trustedNodeAccounts.length > 0) {
+    // Local mode has no pods to check a node against: impersonation there is always refused.
+    throw bad(
+      flags.trustedNodeAccount !== undefined ? '--trusted-node-account' : TRUSTED_NODE_ACCOUNTS_ENV,
+      'needs --kube',
+    );
+  }
   const optionalDuration = (flag: string, text: string | undefined, fallback: number): number =>
     text === undefined ? fallback : duration(flag, text);
   const options: KubeOptions = {
@@ -268,6 +284,7 @@ function completeKubeOptions(
       DEFAULT_ROOT_ROTATION_CHECK_MS,
     ),
     clusterId: flags.clusterId ?? SERVE_DEFAULTS.clusterId,
+    trustedNodeAccounts,
   };
   return enabled ? options : undefined;
 }
