@@ -65,9 +65,9 @@ test('the leader re-issues the root with the same key and subject; replicas pick
   });
   const old = secretCert();
   const oldKey = secretKey();
-  clock.advance(50 * DAY);
+  await clock.advance(50 * DAY);
   assert.equal(await rotator.checkOnce(), false, 'half the lifetime left: no rotation');
-  clock.advance(35 * DAY);
+  await clock.advance(35 * DAY);
   const generation = state.current()!.generation;
   assert.equal(await rotator.checkOnce(), true);
   const next = secretCert();

@@ -77,10 +77,10 @@ test('the cache cuts TokenReview calls and never accepts a token past its exp', 
   // A burst of 50 sidecars with the same token.
   await Promise.all(Array.from({ length: 50 }, () => authn.authenticate(request(token))));
   assert.equal(local.count({ resource: 'tokenreviews' }), 1);
-  clock.advance(20_000);
+  await clock.advance(20_000);
   await authn.authenticate(request(token));
   assert.equal(local.count({ resource: 'tokenreviews' }), 1, 'still cached within exp');
-  clock.advance(11_000); // past exp (30 s), within the cache's maximum age (60 s)
+  await clock.advance(11_000); // past exp (30 s), within the cache's maximum age (60 s)
   await assert.rejects(authn.authenticate(request(token)), (e) =>
     isCastellanError(e, 'unauthenticated'),
   );
