@@ -206,7 +206,7 @@ export async function runServe(
   const policyCompiler = new PolicyCompiler(await meshSettings(config));
   // Read before anything else starts: a missing folder stops serve with nothing created.
   const policyDir = config.policyDir
-    ? new PolicyDirSource({ dir: config.policyDir, compiler: policyCompiler, logger })
+    ? new PolicyDirSource({ dir: config.policyDir, compiler: policyCompiler, clock, logger })
     : undefined;
   await policyDir?.start();
   const runtime: CaRuntime = kube?.enabled
@@ -247,7 +247,7 @@ export async function runServe(
   });
   const authenticators = [clientCert, ...runtime.tokenAuthenticators];
   const csrThreads = resolveCsrThreads(config.csrThreads);
-  const csrPool = csrThreads > 0 ? new CsrCheckPool(csrThreads, { logger }) : undefined;
+  const csrPool = csrThreads > 0 ? new CsrCheckPool(csrThreads, { clock, logger }) : undefined;
   const csrChecker = csrPool ?? inlineCsrChecker;
   new Gauge({
     name: 'castellan_csr_check_threads_ready',
@@ -288,7 +288,7 @@ export async function runServe(
     : undefined;
   // Releases everything started above, after a signal or a failed start alike.
   const shutdown = async (): Promise<void> => {
-    policyDir?.stop();
+    await policyDir?.stop();
     await bundleHttps?.close();
     await server.stop();
     await csrChecker.close();
