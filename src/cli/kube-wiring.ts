@@ -64,7 +64,7 @@ export async function startKubeMode(
   deps: KubeModeDeps,
 ): Promise<KubeRuntime> {
   const { clock, logger, namespace } = deps;
-  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath });
+  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath, env: process.env });
   // Read before anything starts: a bad file must not leave a half-started replica behind.
   const remoteKubeconfigs = new Map(
     [...config.remoteKubeconfigs].map(([id, path]) => {
@@ -115,6 +115,7 @@ export async function startKubeMode(
       kubeConfig: kc,
       core: clients.core,
       namespace,
+      clock,
       logger,
     });
     stops.push(() => secretRemotes.stop());
@@ -158,6 +159,7 @@ export async function startKubeMode(
         kubeConfig: kc,
         core: clients.core,
         rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        clock,
         logger,
       });
       publisher.start();
@@ -171,7 +173,7 @@ export async function startKubeMode(
       });
       rotator.start();
       return async () => {
-        rotator.stop();
+        await rotator.stop();
         unsubscribe();
         await publisher.stop();
       };
@@ -182,6 +184,7 @@ export async function startKubeMode(
       const policies = await startPolicyWatch({
         kubeConfig: kc,
         compiler: deps.policyCompiler,
+        clock,
         logger,
       });
       stops.push(() => policies.stop());
