@@ -1,5 +1,5 @@
 import type { CoreV1Api, KubeConfig, V1Secret } from '@kubernetes/client-node';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { KeyCertBundle } from '../ca/authority.js';
@@ -83,7 +83,7 @@ export class KubeCaSource {
   private stopped = false;
   private recording: Promise<void> | undefined;
   private recordAgain = false;
-  private recordRetry: NodeJS.Timeout | undefined;
+  private recordRetry: Timer | undefined;
   private lastRefused = '';
 
   constructor(private readonly o: KubeCaSourceOptions) {
@@ -97,6 +97,7 @@ export class KubeCaSource {
       kubeConfig: this.o.kubeConfig,
       path: `/api/v1/namespaces/${namespace}/secrets`,
       list: () => core.listNamespacedSecret({ namespace }),
+      clock: this.o.clock,
       logger: this.logger,
       retryMs: this.o.retryMs,
       handlers: {
@@ -137,7 +138,7 @@ export class KubeCaSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.recordRetry);
+    this.recordRetry?.cancel();
     await this.informer?.stop();
     await this.recording;
   }
@@ -180,6 +181,10 @@ export class KubeCaSource {
           );
       this.cacerts = { files, fresh, keep: keepPrevious };
       this.installPlugged();
+      this.logger.debug(
+        { secret: where, resourceVersion: secret.metadata?.resourceVersion, keepPrevious },
+        'cacerts read',
+      );
       this.recordRoots();
     } catch (e) {
       this.refuse(secret, where, asCastellanError(e));
@@ -246,24 +251,29 @@ export class KubeCaSource {
     }
     this.recording = (async () => {
       try {
+        let written = false;
         do {
           this.recordAgain = false;
-          await updatePreviousRoots(this.o.core, this.o.namespace, (recorded) => {
+          const wrote = await updatePreviousRoots(this.o.core, this.o.namespace, (recorded) => {
             if (!this.cacerts || this.stopped) return undefined;
             const fresh = this.cacerts.fresh.roots.map(certificatePem);
             return this.cacerts.keep
               ? unique([...recorded, ...this.recordedRoots, ...this.servedBefore, ...fresh])
               : fresh;
           });
+          written ||= wrote;
         } while (this.recordAgain && !this.stopped);
+        this.logger.debug(
+          { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, written },
+          'previous roots checked',
+        );
       } catch (e) {
         this.logger.warn(
           { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, error: describeApiError(e) },
           'could not record the previous roots; retrying',
         );
-        clearTimeout(this.recordRetry);
-        this.recordRetry = setTimeout(() => this.recordRoots(), this.o.retryMs ?? 1000);
-        this.recordRetry.unref?.();
+        this.recordRetry?.cancel();
+        this.recordRetry = this.o.clock.after(this.o.retryMs ?? 1000, () => this.recordRoots());
       } finally {
         this.recording = undefined;
       }

@@ -5,6 +5,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
+import type { Clock, Timer } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError } from './client.js';
 
@@ -36,6 +37,8 @@ export function startInformer<T extends KubernetesObject>(options: {
   handlers: InformerHandlers<T>;
   labelSelector?: string | undefined;
   fieldSelector?: string | undefined;
+  /** Times the restart after a failed watch. */
+  clock: Clock;
   retryMs?: number | undefined;
   logger?: Logger | undefined;
   /**
@@ -48,7 +51,7 @@ export function startInformer<T extends KubernetesObject>(options: {
   const logger = options.logger ?? silentLogger;
   const retryMs = options.retryMs ?? 1000;
   let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
   const transform = options.transform;
@@ -89,11 +92,10 @@ export function startInformer<T extends KubernetesObject>(options: {
   lw.on('error', (e: unknown) => {
     if (stopped) return;
     logger.debug({ path: options.path, error: describeApiError(e) }, 'watch failed; retrying');
-    clearTimeout(timer);
-    timer = setTimeout(() => {
+    timer?.cancel();
+    timer = options.clock.after(retryMs, () => {
       if (!stopped) void lw.start();
-    }, retryMs);
-    timer.unref?.();
+    });
   });
   void lw.start();
   return {
@@ -102,7 +104,7 @@ export function startInformer<T extends KubernetesObject>(options: {
     synced,
     stop: async () => {
       stopped = true;
-      clearTimeout(timer);
+      timer?.cancel();
       await lw.stop();
     },
   };

@@ -65,6 +65,7 @@ export class PodIndex implements ClusterPods {
 
   constructor(options: {
     kubeConfig: KubeConfig;
+    clock: Clock;
     logger?: Logger | undefined;
     /** Between attempts while the API server cannot be reached. */
     retryMs?: number | undefined;
@@ -75,6 +76,7 @@ export class PodIndex implements ClusterPods {
       path: '/api/v1/pods',
       list: () => core.listPodForAllNamespaces() as Promise<KubernetesListObject<IndexedPod>>,
       transform: stripPod,
+      clock: options.clock,
       handlers: {
         upsert: (pod) => this.upsert(pod),
         deleted: (pod) => this.remove(keyOf(pod)),
@@ -218,6 +220,7 @@ export class ClusterPodIndexes implements PodDirectory {
   private startIndex(kubeConfig: KubeConfig): PodIndex {
     return new PodIndex({
       kubeConfig,
+      clock: this.options.clock,
       logger: this.options.logger,
       retryMs: this.options.retryMs,
     });

@@ -1,5 +1,6 @@
 import type { AuthenticationV1Api, CoreV1Api, KubeConfig, V1Secret } from '@kubernetes/client-node';
 import { AuthenticationV1Api as AuthenticationApi } from '@kubernetes/client-node';
+import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { TokenReviewResult, TokenReviewer } from '../authn/token-review.js';
@@ -49,6 +50,8 @@ export class SecretRemoteClusters implements RemoteClusters {
     kubeConfig: KubeConfig;
     core: CoreV1Api;
     namespace: string;
+    /** Times the watch's restarts. */
+    clock: Clock;
     logger?: Logger | undefined;
   }) {
     const logger = options.logger ?? silentLogger;
@@ -62,6 +65,7 @@ export class SecretRemoteClusters implements RemoteClusters {
           namespace: options.namespace,
           labelSelector: selector,
         }),
+      clock: options.clock,
       logger,
       handlers: {
         upsert: (s) => {

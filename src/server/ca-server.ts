@@ -125,14 +125,13 @@ export class CaServer<C> {
     this.unsubscribe?.();
     const grace = this.options.shutdownGraceMs ?? 10_000;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = this.options.clock.after(grace, () => {
         this.log.warn('in-flight calls did not finish in time; closing them');
         this.grpc.forceShutdown();
         resolve();
-      }, grace);
-      timer.unref();
+      });
       this.grpc.tryShutdown(() => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve();
       });
     });

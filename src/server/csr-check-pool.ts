@@ -1,5 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { Clock } from '../clock.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { checkCsr, type CheckedCsr } from './check-csr.js';
@@ -86,20 +87,21 @@ export class CsrCheckPool implements CsrChecker {
   private gaveUp = false;
   private readonly logger: Logger;
 
-  private readonly now: () => number;
+  private readonly clock: Clock;
   private readonly workerUrl: URL;
 
   constructor(
     readonly threads: number,
     options: {
+      /** Counts thread deaths within CRASH_WINDOW_MS. */
+      clock: Clock;
       logger?: Logger;
-      now?: () => number;
       /** The thread's script; tests put in one that fails on purpose. */
       workerUrl?: URL;
-    } = {},
+    },
   ) {
     this.logger = options.logger ?? silentLogger;
-    this.now = options.now ?? Date.now;
+    this.clock = options.clock;
     this.workerUrl = options.workerUrl ?? new URL('./csr-check-worker.js', import.meta.url);
     for (let i = 0; i < threads; i++) this.spawn();
   }
@@ -177,7 +179,7 @@ export class CsrCheckPool implements CsrChecker {
     }
     slot.pending.clear();
     if (this.closed || this.gaveUp) return;
-    const now = this.now();
+    const now = this.clock.now();
     this.deaths.push(now);
     while (this.deaths.length > 0 && now - this.deaths[0]! > CRASH_WINDOW_MS) this.deaths.shift();
     if (this.deaths.length > CRASHES_BEFORE_GIVING_UP) {

@@ -1,4 +1,5 @@
 import { Gauge, Registry } from 'prom-client';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import {
   CsrCheckPool,
@@ -20,9 +21,15 @@ export interface CsrChecks {
  * gauge counts threads that are up: 0 while they load, with `--csr-threads 0`, or after they
  * kept dying and checks went back to the event loop.
  */
-export function startCsrChecks(setting: CsrThreadsSetting, options: { logger: Logger }): CsrChecks {
+export function startCsrChecks(
+  setting: CsrThreadsSetting,
+  options: { clock: Clock; logger: Logger },
+): CsrChecks {
   const threads = resolveCsrThreads(setting);
-  const pool = threads > 0 ? new CsrCheckPool(threads, { logger: options.logger }) : undefined;
+  const pool =
+    threads > 0
+      ? new CsrCheckPool(threads, { clock: options.clock, logger: options.logger })
+      : undefined;
   const registry = new Registry();
   new Gauge({
     name: 'castellan_csr_check_threads_ready',

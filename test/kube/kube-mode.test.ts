@@ -20,7 +20,7 @@ import type { KubeOptions } from '../../src/kube/options.js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
@@ -89,18 +89,18 @@ test('three replicas: one root, one leader publishing ConfigMaps, failover moves
   assert.ok(api.getObject('secrets', NS, SELF_SIGNED_SECRET));
   const [root] = [...roots];
 
-  const leaders = await waitFor(() => {
+  const leaders = await waitFor('one leader', () => {
     const l = started.filter((r) => r.leader.isLeader);
     return l.length === 1 ? l : undefined;
-  }, 'one leader');
+  });
   for (const ns of ['default', NS, 'app']) {
     await waitFor(
+      `the root in ${ns}`,
       () =>
         (
           api.getObject('configmaps', ns, ROOT_CERT_CONFIGMAP)?.data as
             Record<string, string> | undefined
         )?.['root-cert.pem'] === root,
-      `the root in ${ns}`,
     );
   }
 
@@ -133,11 +133,11 @@ test('three replicas: one root, one leader publishing ConfigMaps, failover moves
   const oldLeader = leaders[0]!;
   await oldLeader.close();
   runtimes.splice(runtimes.indexOf(oldLeader), 1);
-  const next = await waitFor(() => runtimes.find((r) => r.leader.isLeader), 'a new leader', 5000);
+  const next = await waitFor('a new leader', () => runtimes.find((r) => r.leader.isLeader), 5000);
   assert.notEqual(next, oldLeader);
   api.deleteObject('configmaps', 'app', ROOT_CERT_CONFIGMAP);
   await waitFor(
-    () => api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP) !== undefined,
     'repair by the new leader',
+    () => api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP) !== undefined,
   );
 });

@@ -207,6 +207,7 @@ test('the operator workflow: cacerts with ca-crl.pem from a folder, refusals as 
     kubeConfig: kc,
     core,
     rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+    clock: systemClock,
     retryMs: 50,
   });
   stops.push(() => publisher.stop());

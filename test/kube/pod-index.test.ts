@@ -11,6 +11,7 @@ import { startInformer } from '../../src/kube/informer.js';
 import { ClusterPodIndexes, PodIndex } from '../../src/kube/pod-index.js';
 import { StaticRemoteClusters } from '../../src/kube/token-reviewer.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { systemClock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
 import { kubeConfigFor } from './helpers.js';
@@ -52,7 +53,7 @@ function putPod(
 }
 
 function startIndex(server: FakeApiServer): PodIndex {
-  const index = new PodIndex({ kubeConfig: kubeConfigFor(server), retryMs: 50 });
+  const index = new PodIndex({ kubeConfig: kubeConfigFor(server), clock: systemClock, retryMs: 50 });
   stops.push(() => index.stop());
   return index;
 }
@@ -189,6 +190,7 @@ test("startInformer's transform: listed and watched objects are cached as transf
     path: '/api/v1/pods',
     list: () => core.listPodForAllNamespaces() as Promise<KubernetesListObject<V1Pod>>,
     transform: (p) => ({ metadata: p.metadata, spec: { containers: [] } }),
+    clock: systemClock,
     handlers: {},
     retryMs: 50,
   });

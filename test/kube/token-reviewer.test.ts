@@ -104,6 +104,7 @@ test('multi-cluster: clusterid selects a remote API server (file or Secret); unk
     kubeConfig: kcLocal,
     core: kcLocal.makeApiClient(CoreV1Api),
     namespace: 'istio-system',
+    clock,
   });
   await secrets.synced;
   try {

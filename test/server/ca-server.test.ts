@@ -8,8 +8,9 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
-import { systemClock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
+import { waitFor } from '../support/wait-for.js';
 import { createLogger } from '../../src/log.js';
 import { CaServer } from '../../src/server/ca-server.js';
 import { MonitoringServer } from '../../src/server/monitoring.js';
@@ -37,6 +38,7 @@ import {
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
+const SHUTDOWN_GRACE_MS = 5000;
 
 interface Harness {
   server: CaServer<unknown>;
@@ -55,6 +57,7 @@ async function startServer(
   ca: TestCa | undefined,
   issuer: LeafIssuer<unknown> = testLeafIssuer as LeafIssuer<unknown>,
   dataDir = tmp(),
+  clock: Clock = systemClock,
 ): Promise<Harness> {
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(dataDir);
@@ -79,7 +82,7 @@ async function startServer(
     caState,
     issuer: testServingIssuer,
     names: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
-    clock: systemClock,
+    clock,
     logger,
   });
   const server = new CaServer<unknown>({
@@ -88,11 +91,11 @@ async function startServer(
     authenticate: (req) => authenticateCaller(authenticators, req),
     issuer,
     ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
-    clock: systemClock,
+    clock,
     grpcAddress: { host: '127.0.0.1', port: 0 },
     serving,
     logger,
-    shutdownGraceMs: 5000,
+    shutdownGraceMs: SHUTDOWN_GRACE_MS,
   });
   const monitoring = new MonitoringServer({
     readiness: () => server.readiness(),
@@ -373,9 +376,10 @@ describe('CA service over TLS', () => {
     const next = await makeTestCa({ name: 'Next Root', generation: 2 });
     h.caState.set(next);
     // The swap is asynchronous (a new serving key and certificate): wait for it.
-    for (let i = 0; i < 100 && h.serving.current()?.generation !== 2; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(
+      'the serving certificate of the new CA',
+      () => h.serving.current()?.generation === 2,
+    );
     const fresh = caClient(h.grpcTarget, next.rootPem);
     try {
       const chain = await createCertificate(fresh, { csr: opensslCsr('ec').csrPem }, token);
@@ -418,10 +422,10 @@ describe('CA service lifecycle', () => {
       );
       c.close();
       h.caState.set(ca);
-      for (let i = 0; i < 100 && (await fetch(`${h.monitoringUrl}/ready`)).status !== 200; i++) {
-        await new Promise((res) => setTimeout(res, 20));
-      }
-      assert.equal((await fetch(`${h.monitoringUrl}/ready`)).status, 200);
+      await waitFor(
+        '/ready to answer 200',
+        async () => (await fetch(`${h.monitoringUrl}/ready`)).status === 200,
+      );
       const c2 = caClient(h.grpcTarget, ca.rootPem);
       const chain = await createCertificate(c2, { csr: opensslCsr('ec').csrPem }, token);
       assert.match(opensslVerify(chain, ca.rootPem), /OK/);
@@ -431,28 +435,83 @@ describe('CA service lifecycle', () => {
     }
   });
 
-  test('stop() finishes in-flight calls before closing', async () => {
+  test('stop() refuses new calls at once and lets the call in flight finish', async () => {
     const ca = await makeTestCa();
-    const slow: LeafIssuer<unknown> = {
-      parseCsr: (pem) => testLeafIssuer.parseCsr(pem),
-      sign: async (s, c, sans, ttl) => {
-        await new Promise((r) => setTimeout(r, 300));
-        return testLeafIssuer.sign(s, c as never, sans, ttl);
-      },
-    };
-    const h = await startServer(ca, slow);
+    const blocked = blockingIssuer();
+    const h = await startServer(ca, blocked.issuer);
     const c = caClient(h.grpcTarget, ca.rootPem);
     const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
     const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
-    await new Promise((r) => setTimeout(r, 100));
-    const stopped = h.stop();
+    await blocked.signing;
+    let stopDone = false;
+    const stopped = h.stop().then(() => void (stopDone = true));
+    const late = caClient(h.grpcTarget, ca.rootPem);
+    try {
+      await rejectsWith(
+        createCertificate(late, { csr: opensslCsr('ec').csrPem }, token),
+        status.UNAVAILABLE,
+      );
+    } finally {
+      late.close();
+    }
+    assert.equal(stopDone, false, 'stop() waits for the call in flight');
+    blocked.release();
     const chain = await inflight;
     await stopped;
     assert.match(opensslVerify(chain, ca.rootPem), /OK/);
-    await rejectsWith(
-      createCertificate(c, { csr: opensslCsr('ec').csrPem }, token),
-      status.UNAVAILABLE,
-    );
+    assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
     c.close();
   });
+
+  test('stop() waits for a call in flight only as long as the grace period, on the clock', async () => {
+    const ca = await makeTestCa();
+    const clock = new ManualClock(Date.now());
+    const blocked = blockingIssuer();
+    const h = await startServer(ca, blocked.issuer, tmp(), clock);
+    const c = caClient(h.grpcTarget, ca.rootPem);
+    try {
+      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token).catch(
+        (e: unknown) => e,
+      );
+      await blocked.signing;
+      let stopDone = false;
+      const stopped = h.server.stop().then(() => void (stopDone = true));
+      await clock.advance(SHUTDOWN_GRACE_MS - 1);
+      assert.equal(stopDone, false, 'within the grace period stop() waits');
+      await clock.advance(1);
+      await stopped;
+      assert.ok(h.logLines.some((l) => l.includes('did not finish in time; closing them')));
+      blocked.release();
+      await inflight;
+    } finally {
+      blocked.release();
+      c.close();
+      await h.stop();
+    }
+  });
 });
+
+/** A leaf issuer that holds every signing until `release()`; `signing` settles when one starts. */
+function blockingIssuer(): {
+  issuer: LeafIssuer<unknown>;
+  signing: Promise<void>;
+  release: () => void;
+} {
+  let started: () => void = () => {};
+  const signing = new Promise<void>((r) => (started = r));
+  let release: () => void = () => {};
+  const released = new Promise<void>((r) => (release = r));
+  return {
+    signing,
+    release,
+    issuer: {
+      parseCsr: (pem) => testLeafIssuer.parseCsr(pem),
+      sign: async (s, c, sans, ttl) => {
+        started();
+        await released;
+        return testLeafIssuer.sign(s, c as never, sans, ttl);
+      },
+    },
+  };
+}

@@ -11,12 +11,16 @@ import {
   type CheckedCsr,
 } from '../../src/server/csr-check-pool.js';
 import { opensslCsr } from './support/client.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
 
 const pools: CsrCheckPool[] = [];
 after(() => Promise.all(pools.map((p) => p.close())));
-function pool(...args: ConstructorParameters<typeof CsrCheckPool>): CsrCheckPool {
-  const p = new CsrCheckPool(...args);
+function pool(
+  threads: number,
+  options: Partial<ConstructorParameters<typeof CsrCheckPool>[1]> = {},
+): CsrCheckPool {
+  const p = new CsrCheckPool(threads, { clock: new ManualClock(), ...options });
   pools.push(p);
   return p;
 }
@@ -46,7 +50,7 @@ function summary(o: Outcome): unknown {
 
 test('a thread checks exactly as the inline check does, accepted or refused', async () => {
   const p = pool(1);
-  await waitFor('condition', () => p.readyThreads === 1, 20_000);
+  await waitFor('a ready thread', () => p.readyThreads === 1, 20_000);
   const ec = opensslCsr('ec').csrPem;
   const rsa = opensslCsr('rsa:2048').csrPem;
   const flipped = ec.replace(/[A-Za-z](?=[^\n]*\n-----END)/, (c) => (c === 'A' ? 'B' : 'A'));
@@ -84,10 +88,10 @@ test('before its thread is ready, a pool checks inline', async () => {
 });
 
 test('a thread that dies fails only its own checks and is replaced; one that keeps dying is given up', async () => {
-  let now = 0;
+  const clock = new ManualClock();
   const workerUrl = new URL('./support/exiting-csr-worker.js', import.meta.url);
-  const p = pool(1, { workerUrl, now: () => now });
-  await waitFor('condition', () => p.readyThreads === 1, 20_000);
+  const p = pool(1, { workerUrl, clock });
+  await waitFor('a ready thread', () => p.readyThreads === 1, 20_000);
   const refused = await outcome(() => p.check('anything'));
   assert.deepEqual(summary(refused), {
     kind: 'malformed',
@@ -97,18 +101,18 @@ test('a thread that dies fails only its own checks and is replaced; one that kee
 
   // Deaths far apart: each one is replaced.
   for (let i = 0; i < 5; i++) {
-    now += 60_000;
+    await clock.advance(60_000);
     const died = await outcome(() => p.check('exit'));
     assert.ok(!died.ok && isInternal(died.error), JSON.stringify(died));
-    await waitFor('condition', () => p.readyThreads === 1, 20_000);
+    await waitFor('a ready thread', () => p.readyThreads === 1, 20_000);
   }
   // Four deaths within the window: no more threads, checks go inline (the real parser here).
-  now += 60_000;
+  await clock.advance(60_000);
   for (let i = 0; i < 4; i++) {
     await outcome(() => p.check('exit'));
-    if (i < 3) await waitFor('condition', () => p.readyThreads === 1, 20_000);
+    if (i < 3) await waitFor('a ready thread', () => p.readyThreads === 1, 20_000);
   }
-  await waitFor('condition', () => p.readyThreads === 0, 5_000);
+  await waitFor('no thread left', () => p.readyThreads === 0, 5_000);
   const inline = p.check(opensslCsr('ec').csrPem);
   assert.ok(!(inline instanceof Promise), 'given up: checked inline');
   assert.equal((inline as CheckedCsr).keyType, 'ec-p256');

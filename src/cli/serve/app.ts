@@ -115,7 +115,7 @@ export class ServeApp {
     const compiler = new PolicyCompiler(await loadMeshSettings(options.policy));
     // Read before anything else starts: a missing folder stops serve with nothing created.
     const policyDir = options.policy.policyDir
-      ? new PolicyDirSource({ dir: options.policy.policyDir, compiler, logger })
+      ? new PolicyDirSource({ dir: options.policy.policyDir, compiler, clock, logger })
       : undefined;
     await policyDir?.start();
     let runtime: CaRuntime | undefined;
@@ -141,7 +141,7 @@ export class ServeApp {
         clock,
       });
       const authenticators = [clientCert, ...runtime.tokenAuthenticators];
-      csrChecks = startCsrChecks(options.server.csrThreads, { logger });
+      csrChecks = startCsrChecks(options.server.csrThreads, { clock, logger });
       const serving = new ServingCertificateManager({
         caState,
         issuer: servingCertificateIssuer,
@@ -189,7 +189,7 @@ export class ServeApp {
     } catch (e) {
       await csrChecks?.checker.close();
       await runtime?.close();
-      policyDir?.stop();
+      await policyDir?.stop();
       throw e;
     }
   }
@@ -243,7 +243,7 @@ export class ServeApp {
       await this.monitoring?.close();
       await p.csrChecks.checker.close();
       await p.runtime.close();
-      p.policyDir?.stop();
+      await p.policyDir?.stop();
     })();
     return this.stopping;
   }

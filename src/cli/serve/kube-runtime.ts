@@ -124,6 +124,7 @@ export async function startKubeRuntime(
       kubeConfig: kc,
       core: clients.core,
       namespace,
+      clock,
       logger,
     });
     stops.push(() => secretRemotes.stop());
@@ -190,6 +191,7 @@ export async function startKubeRuntime(
         kubeConfig: kc,
         core: clients.core,
         rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        clock,
         logger,
       });
       publisher.start();
@@ -203,7 +205,7 @@ export async function startKubeRuntime(
       });
       rotator.start();
       return async () => {
-        rotator.stop();
+        await rotator.stop();
         unsubscribe();
         await publisher.stop();
       };
@@ -214,6 +216,7 @@ export async function startKubeRuntime(
       const policies = await startPolicyWatch({
         kubeConfig: kc,
         compiler: deps.policyCompiler,
+        clock,
         logger,
       });
       stops.push(() => policies.stop());
