@@ -6,25 +6,12 @@ import { createLogger, type Logger } from '../../src/log.js';
 import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
 import type { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { istioSampleCerts } from '../support/paths.js';
-import { waitFor as waitForEvent } from '../support/wait-for.js';
 
 /** A KubeConfig for the fake API server, as `--kubeconfig` would load it. */
 export function kubeConfigFor(api: FakeApiServer, token?: string): KubeConfig {
   const kc = new KubeConfig();
   kc.loadFromString(api.kubeconfigYaml(token !== undefined ? { token } : {}));
   return kc;
-}
-
-/**
- * test/support/wait-for.ts's waitFor with the arguments in this file's former order, for
- * serve-kube*.test.ts until they import that one directly.
- */
-export function waitFor<T>(
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  what: string,
-  ms = 8000,
-): Promise<T> {
-  return waitForEvent(what, check, ms);
 }
 
 /** One pino line as JSON: the message, the level and the fields of the call. */

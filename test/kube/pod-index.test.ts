@@ -53,7 +53,11 @@ function putPod(
 }
 
 function startIndex(server: FakeApiServer): PodIndex {
-  const index = new PodIndex({ kubeConfig: kubeConfigFor(server), clock: systemClock, retryMs: 50 });
+  const index = new PodIndex({
+    kubeConfig: kubeConfigFor(server),
+    clock: systemClock,
+    retryMs: 50,
+  });
   stops.push(() => index.stop());
   return index;
 }
