@@ -1,7 +1,7 @@
 import { decodeJwt } from 'jose';
 import type { Clock } from '../clock.js';
 import { TokenCache, type TokenCacheStats } from './token-cache.js';
-import type { TokenReviewResult, TokenReviewer } from './token-review.js';
+import type { TokenReviewResult, TokenReviewer } from './token-review-authenticator.js';
 
 export interface CachingTokenReviewerOptions {
   /** Most entries kept; the least recently used goes first. Default 10,000. */

@@ -123,7 +123,7 @@ export interface ImpersonationGrant {
   readonly node: string;
 }
 
-/** The impersonation step of CreateCertificate (src/server/ca-service.ts). */
+/** The impersonation step of CreateCertificate (src/server/create-certificate.ts). */
 export interface Impersonation {
   /**
    * Grants `requested` to an authenticated `caller`, or rejects with

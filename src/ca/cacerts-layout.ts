@@ -3,8 +3,8 @@ import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { isSignedBy } from '../pki/chain.js';
 import { verifyCaCrl } from '../pki/crl.js';
-import type { KeyCertBundle } from './authority.js';
-import { buildKeyCertBundle, certificatePem, parseCertificates } from './bundle.js';
+import type { KeyCertBundle } from './key-cert-bundle.js';
+import { buildKeyCertBundle, certificatePem, parseCertificates } from './build-key-cert-bundle.js';
 
 /** Istio's plugged-in CA files (`cacerts` secret / folder). */
 export const ISTIO_LAYOUT = [

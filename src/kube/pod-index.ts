@@ -13,7 +13,7 @@ import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { startInformer, type Informer } from './informer.js';
-import { isLocalCluster, type RemoteClusters } from './token-reviewer.js';
+import { isLocalCluster, type RemoteClusters } from './kube-token-reviewer.js';
 
 /** The fields of a pod the index reads; everything else is dropped as it arrives. */
 interface IndexedPod extends KubernetesObject {

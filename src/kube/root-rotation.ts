@@ -1,7 +1,7 @@
 import type { CoreV1Api } from '@kubernetes/client-node';
 import { PeriodicTask, type Clock } from '../clock.js';
 import { reissueRoot, DEFAULT_SELF_SIGNED_TTL_MS } from '../ca/sources/self-signed.js';
-import { certificatePem } from '../ca/bundle.js';
+import { certificatePem } from '../ca/build-key-cert-bundle.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 import {

@@ -12,7 +12,7 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
 import { AuditLog } from './audit.js';
-import { createCertificateHandler, type CaServiceDeps } from './ca-service.js';
+import { createCertificateHandler, type CaServiceDeps } from './create-certificate.js';
 import { CaMetrics } from './metrics.js';
 import type { Readiness } from './monitoring.js';
 import type { ServingCertificateManager } from './serving-certificate.js';

@@ -1,6 +1,6 @@
 import type { HostPort } from '../address.js';
-import type { TtlPolicy } from './ca-service.js';
-import type { CsrThreadsSetting } from './csr-check-pool.js';
+import type { TtlPolicy } from './create-certificate.js';
+import type { CsrThreadsSetting } from './csr-check-threads.js';
 import type { ServingNames } from './serving-certificate.js';
 
 /** The listeners of `castellan serve` and what the CA service answers on them. */
@@ -14,6 +14,6 @@ export interface ServerOptions {
   /** What the serving certificate of the gRPC (and bundle) listener covers. */
   readonly servingNames: ServingNames;
   readonly ttl: TtlPolicy;
-  /** Threads checking CSRs beside the event loop (src/server/csr-check-pool.ts). */
+  /** Threads checking CSRs beside the event loop (src/server/csr-check-threads.ts). */
   readonly csrThreads: CsrThreadsSetting;
 }

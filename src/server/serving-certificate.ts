@@ -1,6 +1,6 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { experimental } from '@grpc/grpc-js';
-import type { CaSnapshot, CaState } from '../ca/authority.js';
+import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../ca/issue-workload.js';
 import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';

@@ -2,7 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { base64url } from 'jose';
 import { CachingTokenReviewer } from '../../src/authn/caching-token-reviewer.js';
-import type { TokenReviewResult, TokenReviewer } from '../../src/authn/token-review.js';
+import type {
+  TokenReviewResult,
+  TokenReviewer,
+} from '../../src/authn/token-review-authenticator.js';
 import { ManualClock } from '../support/manual-clock.js';
 
 const T0 = Date.UTC(2026, 0, 1);

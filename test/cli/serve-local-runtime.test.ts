@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:
 import { join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { loadCacertsFolder } from '../../src/ca/sources/folder.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { CacertsFolderWatcher, startLocalRuntime } from '../../src/cli/serve/local-runtime.js';
 import { completeServeOptions } from '../../src/cli/serve/options.js';
 import { systemClock } from '../../src/clock.js';

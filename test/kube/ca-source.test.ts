@@ -2,9 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import type { CastellanError } from '../../src/errors.js';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { EventRecorder } from '../../src/kube/events.js';
 import {
   KubeCaSource,

@@ -9,7 +9,7 @@ import { CoreV1Api, type KubernetesListObject, type V1Pod } from '@kubernetes/cl
 import { isCastellanError } from '../../src/errors.js';
 import { startInformer } from '../../src/kube/informer.js';
 import { ClusterPodIndexes, PodIndex } from '../../src/kube/pod-index.js';
-import { StaticRemoteClusters } from '../../src/kube/token-reviewer.js';
+import { StaticRemoteClusters } from '../../src/kube/kube-token-reviewer.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { systemClock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';

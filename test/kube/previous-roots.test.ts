@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { makeSelfSignedRoot } from '../../src/ca/sources/self-signed.js';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';
 import {

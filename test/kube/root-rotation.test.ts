@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { ManualClock } from '../support/manual-clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
 import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';

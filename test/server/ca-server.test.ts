@@ -16,7 +16,7 @@ import { CaServer } from '../../src/server/ca-server.js';
 import { MonitoringServer } from '../../src/server/monitoring.js';
 import { ServingCertificateManager } from '../../src/server/serving-certificate.js';
 import { UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
-import type { LeafIssuer } from '../../src/server/ca-service.js';
+import type { LeafIssuer } from '../../src/server/create-certificate.js';
 import {
   caClient,
   createCertificate,

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
-import type { KeyCertBundle } from '../authority.js';
+import type { KeyCertBundle } from '../key-cert-bundle.js';
 import { bundleFromCacerts, CACERTS_FILE_NAMES } from '../cacerts-layout.js';
 
 /** Reads whichever plugged-in CA files exist in `dir` (file name → text). */

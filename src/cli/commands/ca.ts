@@ -16,7 +16,11 @@ import { writeFileAtomic } from '../../atomic-write.js';
 import { systemClock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { formatDuration } from '../../duration.js';
-import { buildKeyCertBundle, certificatePem, parseCertificates } from '../../ca/bundle.js';
+import {
+  buildKeyCertBundle,
+  certificatePem,
+  parseCertificates,
+} from '../../ca/build-key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
 import { bundleFromCacerts, CA_CRL_FILE } from '../../ca/cacerts-layout.js';
 import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';

@@ -8,13 +8,13 @@ import { ClientCertAuthenticator } from '../../authn/client-cert-authenticator.j
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { PolicyCompiler } from '../../policy/compiler.js';
-import { BundleHttpsServer } from '../../server/bundle-https-server.js';
+import { BundleHttpsServer } from '../../server/policy-bundle-https-server.js';
 import { CaServer } from '../../server/ca-server.js';
-import { caChainDer } from '../../server/ca-service.js';
-import { startCsrChecks, type CsrChecks } from '../../server/csr-checks.js';
+import { caChainDer } from '../../server/create-certificate.js';
+import { startCsrChecks, type CsrChecks } from '../../server/csr-check-threads.js';
 import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
-import { policyBundleService } from '../../server/policy-bundles.js';
+import { policyBundleService } from '../../server/policy-bundle-service.js';
 import { PolicyDirSource } from '../../server/policy-dir-source.js';
 import { loadMeshSettings } from '../../server/policy-options.js';
 import { ServingCertificateManager } from '../../server/serving-certificate.js';

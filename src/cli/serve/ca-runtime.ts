@@ -1,7 +1,7 @@
 import { Counter, Registry } from 'prom-client';
 import type { Authenticator } from '../../authn/authenticator.js';
 import type { Impersonation } from '../../authn/impersonation.js';
-import type { CaState } from '../../ca/authority.js';
+import type { CaState } from '../../ca/key-cert-bundle.js';
 
 /**
  * Where the CA comes from and where its trust bundle goes: the one thing local mode

@@ -10,8 +10,8 @@ import {
 } from '../../authn/impersonation.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
-import { TokenReviewAuthenticator } from '../../authn/token-review.js';
-import { SwappableCaState } from '../../ca/ca-state.js';
+import { TokenReviewAuthenticator } from '../../authn/token-review-authenticator.js';
+import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
@@ -30,7 +30,7 @@ import {
   KubeTokenReviewer,
   SecretRemoteClusters,
   StaticRemoteClusters,
-} from '../../kube/token-reviewer.js';
+} from '../../kube/kube-token-reviewer.js';
 import type { PolicyCompiler } from '../../policy/compiler.js';
 import { caLoadErrorsMetric, type CaRuntime } from './ca-runtime.js';
 import type { Environment } from './options.js';

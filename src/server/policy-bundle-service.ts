@@ -9,7 +9,7 @@ import {
 import { loadProto } from '../api/protos.js';
 import type { AuthRequest, Authenticator, Caller } from '../authn/authenticator.js';
 import { asCastellanError, CastellanError } from '../errors.js';
-import { serializeBundle, type PolicyBundle } from '../policy/bundle.js';
+import { serializeBundle, type PolicyBundle } from '../policy/policy-bundle.js';
 import { grpcAuthRequest, tlsAuthRequest } from './auth-request.js';
 import { BUNDLE_TEXTS, toGrpcFailure, toHttpFailure } from './status-map.js';
 

@@ -5,7 +5,7 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
 import { listenOn } from './listen.js';
-import { handleBundleHttp, type PolicyBundleServingOptions } from './policy-bundles.js';
+import { handleBundleHttp, type PolicyBundleServingOptions } from './policy-bundle-service.js';
 import type { ServingCertificateManager } from './serving-certificate.js';
 
 /**

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { systemClock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError, type ErrorKind } from '../../src/errors.js';
-import { buildKeyCertBundle, type BundleInput } from '../../src/ca/bundle.js';
+import { buildKeyCertBundle, type BundleInput } from '../../src/ca/build-key-cert-bundle.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { openssl } from '../support/openssl.js';
 import { HOUR, testCert, testIntermediate, testRoot, window } from '../pki/fixtures.js';

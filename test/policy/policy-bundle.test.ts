@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { serializeBundle } from '../../src/policy/bundle.js';
+import { serializeBundle } from '../../src/policy/policy-bundle.js';
 import { parseManifestText } from '../../src/policy/documents.js';
 import { bundleForWorkload } from '../../src/policy/evaluate.js';
 import { parseMesh } from '../../src/policy/mesh.js';

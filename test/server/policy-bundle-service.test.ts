@@ -22,7 +22,7 @@ import {
   handleBundleHttp,
   policyBundleService,
   type PolicyBundleServingOptions,
-} from '../../src/server/policy-bundles.js';
+} from '../../src/server/policy-bundle-service.js';
 import { ap, resources } from '../policy/helpers.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { policyBundleClient } from './support/client.js';

@@ -3,7 +3,7 @@ import { AuthenticationV1Api as AuthenticationApi } from '@kubernetes/client-nod
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { TokenReviewResult, TokenReviewer } from '../authn/token-review.js';
+import type { TokenReviewResult, TokenReviewer } from '../authn/token-review-authenticator.js';
 import { decodeSecretData, describeApiError, kubeConfigFromString } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 

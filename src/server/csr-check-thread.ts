@@ -1,14 +1,14 @@
-// A worker thread of CsrCheckPool (csr-check-pool.ts): checks CSRs with the hot-path parser and
+// A worker thread of CsrCheckPool (csr-check-threads.ts): checks CSRs with the hot-path parser and
 // answers with what issuance needs. @peculiar/x509 (the parser's fallback for rare shapes)
 // needs reflect-metadata loaded first, as in every entry point.
 import 'reflect-metadata';
 import { parentPort } from 'node:worker_threads';
 import { isCastellanError } from '../errors.js';
-import { checkCsr } from './check-csr.js';
-import type { CsrCheckReply, CsrCheckRequest } from './csr-check-pool.js';
+import { checkCsr } from './csr-check.js';
+import type { CsrCheckReply, CsrCheckRequest } from './csr-check-threads.js';
 
 const port = parentPort;
-if (!port) throw new Error('csr-check-worker runs as a worker thread of CsrCheckPool');
+if (!port) throw new Error('csr-check-thread runs as a worker thread of CsrCheckPool');
 
 /** Checks one CSR; never throws. */
 function check(request: CsrCheckRequest): CsrCheckReply {

@@ -4,7 +4,7 @@ import {
   TokenReviewAuthenticator,
   type TokenReviewResult,
   type TokenReviewer,
-} from '../../src/authn/token-review.js';
+} from '../../src/authn/token-review-authenticator.js';
 import { isCastellanError } from '../../src/errors.js';
 import { authRequest, bearer } from './fixtures.js';
 

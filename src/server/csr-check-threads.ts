@@ -1,9 +1,10 @@
+import { Gauge, Registry } from 'prom-client';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { Clock } from '../clock.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { checkCsr, type CheckedCsr } from './check-csr.js';
+import { checkCsr, type CheckedCsr } from './csr-check.js';
 
 export type { CheckedCsr };
 
@@ -102,7 +103,7 @@ export class CsrCheckPool implements CsrChecker {
   ) {
     this.logger = options.logger ?? silentLogger;
     this.clock = options.clock;
-    this.workerUrl = options.workerUrl ?? new URL('./csr-check-worker.js', import.meta.url);
+    this.workerUrl = options.workerUrl ?? new URL('./csr-check-thread.js', import.meta.url);
     for (let i = 0; i < threads; i++) this.spawn();
   }
 
@@ -206,4 +207,37 @@ function rebuildError(reply: Extract<CsrCheckReply, { ok: false }>): CastellanEr
     message,
     reply.subject !== undefined ? { subject: reply.subject } : {},
   );
+}
+
+/** Where CSRs are checked (threads or the event loop), with the metric of what is up. */
+export interface CsrChecks {
+  readonly checker: CsrChecker;
+  /** `castellan_csr_check_threads_ready`. */
+  readonly registry: Registry;
+}
+
+/**
+ * Starts the CSR check threads `--csr-threads` asks for (none: checks on the event loop). The
+ * gauge counts threads that are up: 0 while they load, with `--csr-threads 0`, or after they
+ * kept dying and checks went back to the event loop.
+ */
+export function startCsrChecks(
+  setting: CsrThreadsSetting,
+  options: { clock: Clock; logger: Logger },
+): CsrChecks {
+  const threads = resolveCsrThreads(setting);
+  const pool =
+    threads > 0
+      ? new CsrCheckPool(threads, { clock: options.clock, logger: options.logger })
+      : undefined;
+  const registry = new Registry();
+  new Gauge({
+    name: 'castellan_csr_check_threads_ready',
+    help: 'Threads checking CSRs beside the event loop that are up (0: checks run on the event loop).',
+    registers: [registry],
+    collect() {
+      this.set(pool?.readyThreads ?? 0);
+    },
+  });
+  return { checker: pool ?? inlineCsrChecker, registry };
 }

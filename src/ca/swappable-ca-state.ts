@@ -1,6 +1,6 @@
 import { createFastLeafSigner } from '../pki/fast/fast-leaf-signer.js';
 import type { LeafSigner } from '../pki/leaf-signer.js';
-import type { CaSnapshot, CaState, KeyCertBundle } from './authority.js';
+import type { CaSnapshot, CaState, KeyCertBundle } from './key-cert-bundle.js';
 
 export type LeafSignerFactory = (bundle: KeyCertBundle) => LeafSigner;
 

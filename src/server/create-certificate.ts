@@ -1,14 +1,14 @@
 import { performance } from 'node:perf_hooks';
 import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/istioca.js';
-import type { CaSnapshot, CaState } from '../ca/authority.js';
+import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
 import type { AuthRequest, Caller } from '../authn/authenticator.js';
 import {
   impersonationUnavailable,
   requestedImpersonation,
   type Impersonation,
 } from '../authn/impersonation.js';
-import { CLUSTER_ID_METADATA } from '../authn/token-review.js';
+import { CLUSTER_ID_METADATA } from '../authn/token-review-authenticator.js';
 import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';

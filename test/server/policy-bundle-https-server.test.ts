@@ -11,7 +11,7 @@ import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticat
 import { isCastellanError } from '../../src/errors.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
-import { BundleHttpsServer } from '../../src/server/bundle-https-server.js';
+import { BundleHttpsServer } from '../../src/server/policy-bundle-https-server.js';
 import type {
   ServingCertificateManager,
   ServingIdentity,

@@ -4,13 +4,13 @@ import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { CachingTokenReviewer } from '../../src/authn/caching-token-reviewer.js';
-import { TokenReviewAuthenticator } from '../../src/authn/token-review.js';
+import { TokenReviewAuthenticator } from '../../src/authn/token-review-authenticator.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
   StaticRemoteClusters,
   MULTI_CLUSTER_LABEL,
-} from '../../src/kube/token-reviewer.js';
+} from '../../src/kube/kube-token-reviewer.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { kubeConfigFor } from './helpers.js';
 

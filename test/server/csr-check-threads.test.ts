@@ -9,7 +9,7 @@ import {
   inlineCsrChecker,
   resolveCsrThreads,
   type CheckedCsr,
-} from '../../src/server/csr-check-pool.js';
+} from '../../src/server/csr-check-threads.js';
 import { opensslCsr } from './support/client.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';

@@ -5,7 +5,7 @@ import { checkIsCa, checkValidity, verifyChain } from '../pki/chain.js';
 import { isCaKeyType } from '../pki/key-type.js';
 import { parsePrivateKeyPem, publicKeyMatches } from '../pki/keys.js';
 import { pemBlocksOf, toPem } from '../pki/pem.js';
-import type { KeyCertBundle } from './authority.js';
+import type { KeyCertBundle } from './key-cert-bundle.js';
 
 /** How the four parts are named in error messages (file names, or secret keys). */
 export interface BundleFileNames {
