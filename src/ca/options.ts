@@ -6,10 +6,15 @@ import type { CaKeyType } from '../pki/key-type.js';
  * `selfSignedKeyType` from here.
  */
 export interface CaOptions {
-  /** The SPIFFE trust domain of every identity the CA issues and trusts. */
+  /**
+   * The SPIFFE trust domain (`--trust-domain`) when the mesh config names none; the mesh config's
+   * wins (the composition root holds the one current value).
+   */
   readonly trustDomain: string;
   /** Key type of a new self-signed root (in the data dir, or Secret istio-ca-secret). */
   readonly selfSignedKeyType: CaKeyType;
+  /** Lifetime of a new (or re-issued) self-signed root: CITADEL_SELF_SIGNED_CA_CERT_TTL. */
+  readonly selfSignedRootTtlMs: number;
   /**
    * Local mode's state folder: the self-signed root, the development token issuer's key and the
    * published trust bundle (root-cert.pem).

@@ -34,6 +34,7 @@ describe('completeServeOptions', () => {
       ca: {
         trustDomain: 'cluster.local',
         selfSignedKeyType: 'ec-p256',
+        selfSignedRootTtlMs: 87_600 * HOUR,
         dataDir: './.castellan',
         cacertsDir: undefined,
         cacertsPollIntervalMs: 2000,
@@ -99,6 +100,7 @@ describe('completeServeOptions', () => {
     assert.deepEqual(c.ca, {
       trustDomain: 'cluster.local',
       selfSignedKeyType: 'rsa-2048',
+      selfSignedRootTtlMs: 87_600 * HOUR,
       dataDir: 'd',
       cacertsDir: 'c',
       cacertsPollIntervalMs: 250,
@@ -129,6 +131,8 @@ describe('completeServeOptions', () => {
       tokenReviewCacheMaxAgeMs: 60_000,
       remoteKubeconfigs: new Map([['c2', '/x']]),
       rootRotationCheckMs: HOUR,
+      rootRotationGracePercent: 20,
+      rootCertConfigMap: 'istio-ca-root-cert',
       clusterId: 'Kubernetes',
       trustedNodeAccounts: [],
     });
@@ -178,7 +182,11 @@ describe('completeServeOptions', () => {
       [{ maxTtl: '0' }, {}, '--max-ttl: invalid duration "0"'],
       [{ defaultTtl: '100d' }, {}, '--default-ttl: default TTL 100d is above the maximum 2160h'],
       [{}, { MAX_WORKLOAD_CERT_TTL: 'soon' }, 'MAX_WORKLOAD_CERT_TTL: invalid duration "soon"'],
-      [{}, { DEFAULT_WORKLOAD_CERT_TTL: '-1h' }, 'DEFAULT_WORKLOAD_CERT_TTL: invalid duration'],
+      [
+        {},
+        { DEFAULT_WORKLOAD_CERT_TTL: '-1h' },
+        'DEFAULT_WORKLOAD_CERT_TTL: "-1h" is not a positive duration',
+      ],
       // An empty flag is the flag's fault, not the environment variable's it would override.
       [{ defaultTtl: '' }, {}, '--default-ttl: invalid duration ""'],
       [{ maxTtl: '' }, { MAX_WORKLOAD_CERT_TTL: '48h' }, '--max-ttl: invalid duration ""'],
@@ -223,9 +231,9 @@ describe('completeServeOptions', () => {
         `--token-review-cache-ttl: invalid duration "soon": ${DURATION_HINT}`,
       ],
       [
-        { kube: true, rootRotationCheckInterval: '0' },
+        { kube: true, rootRotationCheckInterval: 'never' },
         {},
-        '--root-rotation-check-interval: invalid duration "0"',
+        '--root-rotation-check-interval: invalid duration "never"',
       ],
       [
         { kube: true, workers: '2' },
