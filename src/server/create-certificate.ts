@@ -49,7 +49,11 @@ export interface TtlPolicy {
 }
 
 export interface CaServiceDeps<C> {
-  readonly trustDomain: string;
+  /**
+   * The trust domain of the SPIFFE IDs issued; a function is asked on every request, so a mesh
+   * config change reaches the next one (src/cli/serve/mesh-holder.ts).
+   */
+  readonly trustDomain: string | (() => string);
   readonly caState: CaState;
   /** Resolves to the caller or rejects with CastellanError('unauthenticated', reason). */
   readonly authenticate: (request: AuthRequest) => Promise<Caller>;
@@ -142,8 +146,10 @@ async function handle<C>(
         err.kind === 'unauthenticated' ? err : new CastellanError('unauthenticated', err.message),
       );
     }
+    const trustDomain =
+      typeof deps.trustDomain === 'function' ? deps.trustDomain() : deps.trustDomain;
     const callerId = formatSpiffeId(
-      makeSpiffeId(deps.trustDomain, caller.namespace, caller.serviceAccount),
+      makeSpiffeId(trustDomain, caller.namespace, caller.serviceAccount),
     );
     spiffeId = callerId;
 

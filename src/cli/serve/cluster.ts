@@ -11,13 +11,13 @@ import { fileURLToPath } from 'node:url';
 import type { LevelWithSilent } from 'pino';
 import type { HostPort } from '../../address.js';
 import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
-import type { CaOptions } from '../../ca/options.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { AggregatedWorkersRegistry, type WorkerMetrics } from '../../server/metrics-aggregation.js';
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
+import { loadMeshSettings } from '../../server/policy-options.js';
 import { ServeApp, startLine, type ServeProcessHost, type ServingSummary } from './app.js';
 import {
   parsePrimaryMessage,
@@ -130,7 +130,7 @@ class ClusterPrimary {
     // Workers are forked first: loading their modules (the bulk of start-up) overlaps with
     // preparing the data dir here, and each waits for the 'go' that follows it.
     for (let i = 0; i < this.count; i++) this.fork();
-    this.sharedStatePrepared = prepareSharedState(this.options.ca, this.host.clock);
+    this.sharedStatePrepared = prepareSharedState(this.options, this.host.clock);
     this.sharedStatePrepared.catch((e: unknown) =>
       this.failStart(e instanceof Error ? e : new Error(String(e))),
     );
@@ -313,17 +313,23 @@ class ClusterPrimary {
  * The data dir's shared state, made once before any worker reads it, so workers only ever read
  * it (no two processes race to create a root key or the development token issuer's key).
  */
-async function prepareSharedState(ca: CaOptions, clock: Clock): Promise<void> {
-  // Both at once: the dev issuer's RSA key is generated on the thread pool meanwhile.
-  await Promise.all([
+async function prepareSharedState(options: ServeOptions, clock: Clock): Promise<void> {
+  const { ca } = options;
+  const selfSigned = async (): Promise<unknown> =>
     ca.cacertsDir
       ? undefined
       : loadOrCreateSelfSignedCa(
-          { dataDir: ca.dataDir, trustDomain: ca.trustDomain, keyType: ca.selfSignedKeyType },
+          {
+            dataDir: ca.dataDir,
+            // As a single process does (./app.ts): the mesh config's trust domain names the root.
+            trustDomain: (await loadMeshSettings(options.policy)).trustDomain,
+            keyType: ca.selfSignedKeyType,
+            ttlMs: ca.selfSignedRootTtlMs,
+          },
           clock,
-        ),
-    DevTokenIssuer.open(ca.dataDir, { clock }),
-  ]);
+        );
+  // Both at once: the dev issuer's RSA key is generated on the thread pool meanwhile.
+  await Promise.all([selfSigned(), DevTokenIssuer.open(ca.dataDir, { clock })]);
 }
 
 /** A worker's end of the IPC channel (node:cluster's `process.send` / 'message'). */

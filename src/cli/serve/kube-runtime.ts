@@ -20,12 +20,18 @@ import { KubeCaSource } from '../../kube/cacerts-secret-source.js';
 import { kubeConfigFromString, loadKubeConfig, makeClients } from '../../kube/client.js';
 import { EventRecorder } from '../../kube/events.js';
 import { ApiServerJwks } from '../../kube/jwt-discovery.js';
+import {
+  MESH_CONFIGMAP,
+  MESH_CONFIGMAP_KEY,
+  startMeshConfigWatch,
+} from '../../kube/mesh-config-watch.js';
 import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
 import type { KubeOptions } from '../../kube/options.js';
 import { ClusterPodIndexes } from '../../kube/pod-index.js';
 import { startPolicyWatch } from '../../kube/policy-watch.js';
-import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../kube/root-publisher.js';
+import { RootPublisher } from '../../kube/root-publisher.js';
 import { RootRotator } from '../../kube/root-rotation.js';
+import type { TokenReviewer } from '../../authn/token-review-authenticator.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
@@ -39,8 +45,21 @@ import type { Environment } from './options.js';
 // everything under src/kube/ pulls in, costs ~0.5 s of start-up.
 
 export interface KubeRuntimeDeps {
-  /** What the CA is: trust domain, key type of a self-signed root (istio-ca-secret). */
-  readonly ca: Pick<CaOptions, 'trustDomain' | 'selfSignedKeyType'>;
+  /** Key type and lifetime of a self-signed root (istio-ca-secret). */
+  readonly ca: Pick<CaOptions, 'selfSignedKeyType' | 'selfSignedRootTtlMs'>;
+  /**
+   * The current trust domain (src/cli/serve/mesh-holder.ts), read per request by the node
+   * authorizer, and once by the first replica to create a self-signed root (its subject O).
+   */
+  readonly trustDomain: () => string;
+  /**
+   * Given (no mesh config file): ConfigMap `istio`'s `mesh` key is followed and handed to
+   * `apply` (the text, or undefined when absent), first once before anything else starts — a
+   * refusal then stops the start, naming the ConfigMap — then on every change, where a refusal
+   * keeps the last good settings (istiod: "invalid mesh config, using last known state").
+   */
+  readonly meshConfig?:
+    { apply(text: string | undefined, where: string, first: boolean): void } | undefined;
   readonly authn: Pick<AuthnOptions, 'tokenAudiences'>;
   readonly clock: Clock;
   /** POD_NAME (this replica's name in the Lease), KUBERNETES_SERVICE_HOST (in-cluster config). */
@@ -104,17 +123,46 @@ export async function startKubeRuntime(
   };
   const loadErrors = caLoadErrorsMetric();
   try {
+    if (deps.meshConfig) {
+      // Before the CA: a first replica's self-signed root takes the mesh's trust domain.
+      const { apply } = deps.meshConfig;
+      const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
+      let live = false;
+      const meshWatch = startMeshConfigWatch({
+        kubeConfig: kc,
+        core: clients.core,
+        namespace,
+        clock,
+        logger,
+        onChange: (text) => {
+          if (!live) return;
+          try {
+            apply(text, where, false);
+          } catch (e) {
+            logger.error(
+              { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
+              'mesh config refused; keeping the last good one',
+            );
+          }
+        },
+      });
+      stops.push(() => meshWatch.stop());
+      await meshWatch.synced;
+      apply(meshWatch.current(), where, true);
+      live = true;
+    }
     const state = new SwappableCaState();
     const caSource = new KubeCaSource({
       kubeConfig: kc,
       core: clients.core,
       namespace,
-      trustDomain: deps.ca.trustDomain,
+      trustDomain: deps.trustDomain(),
       state,
       clock,
       events,
       onLoadError: loadErrors.count,
       selfSignedKeyType: deps.ca.selfSignedKeyType,
+      selfSignedTtlMs: deps.ca.selfSignedRootTtlMs,
       logger,
     });
     stops.push(() => caSource.stop());
@@ -129,13 +177,19 @@ export async function startKubeRuntime(
     });
     stops.push(() => secretRemotes.stop());
     const remotes = [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes];
-    const reviewer = new CachingTokenReviewer(
-      new KubeTokenReviewer(clients.authentication, {
-        localClusterId: config.clusterId,
-        remotes,
-      }),
-      { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
-    );
+    const apiReviewer = new KubeTokenReviewer(clients.authentication, {
+      localClusterId: config.clusterId,
+      remotes,
+    });
+    // 0: no cache and no sharing of reviews in flight — every request is reviewed, as istiod does
+    // (kube_jwt.go), so a deleted pod's or service account's token stops working at once.
+    const reviewer: TokenReviewer =
+      config.tokenReviewCacheMaxAgeMs > 0
+        ? new CachingTokenReviewer(apiReviewer, {
+            maxAgeMs: config.tokenReviewCacheMaxAgeMs,
+            clock,
+          })
+        : apiReviewer;
     // Ambient mode: one pod index per cluster, only when some node account is trusted (istiod
     // makes no node authorizer otherwise, and then needs no cluster-wide pod watch for it).
     let impersonation: Impersonation | undefined;
@@ -149,7 +203,7 @@ export async function startKubeRuntime(
       });
       stops.push(() => pods.stop());
       impersonation = new NodeAuthorizer({
-        trustDomain: deps.ca.trustDomain,
+        trustDomain: deps.trustDomain,
         trustedNodeAccounts: config.trustedNodeAccounts,
         pods,
       });
@@ -168,6 +222,11 @@ export async function startKubeRuntime(
           issuer: jwks.issuer,
           keys: jwks.keys,
           audiences: deps.authn.tokenAudiences,
+          // The same bound as TokenReview answers, 0 included (then nothing is remembered).
+          cache:
+            config.tokenReviewCacheMaxAgeMs > 0
+              ? { maxAgeMs: config.tokenReviewCacheMaxAgeMs }
+              : false,
           clock,
           logger,
         }),
@@ -191,16 +250,20 @@ export async function startKubeRuntime(
         kubeConfig: kc,
         core: clients.core,
         rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        configMapName: config.rootCertConfigMap,
         clock,
         logger,
       });
       publisher.start();
       const unsubscribe = state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+      // A check interval of 0 turns the checks off (CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL).
       const rotator = new RootRotator({
         core: clients.core,
         namespace,
         clock,
         checkIntervalMs: config.rootRotationCheckMs,
+        gracePercent: config.rootRotationGracePercent,
+        ttlMs: deps.ca.selfSignedRootTtlMs,
         logger,
       });
       rotator.start();
@@ -229,7 +292,7 @@ export async function startKubeRuntime(
       caState: state,
       tokenAuthenticators,
       tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.authn.tokenAudiences[0] ?? 'istio-ca'}`,
-      trustBundle: `ConfigMap ${ROOT_CERT_CONFIGMAP}`,
+      trustBundle: `ConfigMap ${config.rootCertConfigMap}`,
       registry: loadErrors.registry,
       leader,
       // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
