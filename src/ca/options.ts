@@ -2,8 +2,8 @@ import type { CaKeyType } from '../pki/key-type.js';
 
 /**
  * What the CA is and, in local mode, where it comes from. Kubernetes mode reads its material from
- * Secrets instead (src/kube/cacerts-secret-source.ts) and uses only `trustDomain` and
- * `selfSignedKeyType` from here.
+ * Secrets instead (src/kube/cacerts-secret-source.ts) and uses only what makes a self-signed
+ * root from here (its key type and lifetime).
  */
 export interface CaOptions {
   /**

@@ -127,17 +127,17 @@ function setting(
  * A duration in ms: a flag in Castellan's syntax (parseDuration: positive; `7d` and plain
  * seconds too), a variable in Go's, as istiod reads it (time.ParseDuration: `3600` or `7d` is
  * no Go duration — istiod would log a warning and use its default, so the value would not mean
- * what it says; it is refused here). `zeroMeans` allows 0 (from a flag) and any value ≤ 0 (from
- * a variable, as istiod allows it) and returns 0 for them; otherwise the value must be positive.
+ * what it says; it is refused here). `zeroTurnsOff`: 0 (from a flag) and any value ≤ 0 (from a
+ * variable, as istiod reads it) mean "off" and return 0; otherwise the value must be positive.
  */
-function durationSetting(s: Setting, zeroMeans?: string): number {
+function durationSetting(s: Setting, zeroTurnsOff = false): number {
   if (!s.fromEnv) {
-    if (zeroMeans !== undefined && /^0+(ms|s|m|h|d)?$/.test(s.text.trim())) return 0;
+    if (zeroTurnsOff && /^0+(ms|s|m|h|d)?$/.test(s.text.trim())) return 0;
     return duration(s.subject, s.text);
   }
   const ms = checked(s.subject, () => parseGoDuration(s.text));
   if (ms <= 0) {
-    if (zeroMeans !== undefined) return 0;
+    if (zeroTurnsOff) return 0;
     throw bad(s.subject, `"${s.text}" is not a positive duration`);
   }
   // Whole milliseconds, as every timer and TTL here counts; a sub-millisecond value stays > 0.
@@ -145,8 +145,8 @@ function durationSetting(s: Setting, zeroMeans?: string): number {
 }
 
 /**
- * Completes serve's options from its flags and the environment (DEFAULT_WORKLOAD_CERT_TTL,
- * MAX_WORKLOAD_CERT_TTL; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
+ * Completes serve's options from its flags and the environment (istiod's variables, ISTIOD_ENV
+ * in ./flags.ts; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
  * Throws CastellanError('invalid-argument') naming the flag or variable of the first bad value.
  */
 export function completeServeOptions(flags: ServeFlags, env: Environment = {}): ServeOptions {
@@ -386,12 +386,12 @@ function completeKubeOptions(
         ? 60_000
         : durationSetting(
             { text: cacheTtl, subject: '--token-review-cache-ttl', fromEnv: false },
-            'no cache',
+            true,
           ),
     remoteKubeconfigs,
     // 0: never (istiod: "zero or a negative value disables automated root cert check").
     rootRotationCheckMs: rotationCheck
-      ? durationSetting(rotationCheck, 'never')
+      ? durationSetting(rotationCheck, true)
       : DEFAULT_ROOT_ROTATION_CHECK_MS,
     rootRotationGracePercent: completeGracePercent(flags, env),
     rootCertConfigMap: completeRootCertConfigMap(flags, env),
