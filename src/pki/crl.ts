@@ -310,7 +310,7 @@ export async function createCrl(p: CreateCrlParams): Promise<string> {
         ...(e.reason !== undefined ? { reason: e.reason } : {}),
       })),
     },
-    webcrypto as unknown as Parameters<typeof X509CrlGenerator.create>[1],
+    webcrypto,
   );
   return toPem(CRL_PEM_LABEL, crl.rawData);
 }

@@ -264,7 +264,10 @@ class ClusterPrimary {
   private collectMetrics(): Promise<WorkerMetrics[]> {
     return new Promise((resolve) => {
       const waitingFor = new Set([...this.workers.keys()].filter((w) => w.isConnected()));
-      if (waitingFor.size === 0) return resolve([]);
+      if (waitingFor.size === 0) {
+        resolve([]);
+        return;
+      }
       const id = this.nextQueryId++;
       const received: WorkerMetrics[] = [];
       const timer = this.host.clock.after(METRICS_QUERY_TIMEOUT_MS, () => {
@@ -290,7 +293,10 @@ class ClusterPrimary {
       [...this.workers.keys()].map(
         (worker) =>
           new Promise<void>((resolve) => {
-            if (worker.isDead()) return resolve();
+            if (worker.isDead()) {
+              resolve();
+              return;
+            }
             const timer = this.host.clock.after(DRAIN_TIMEOUT_MS, () => {
               this.host.logger.warn(
                 { pid: worker.process.pid },
@@ -380,7 +386,8 @@ function receiveOptions(
         message = parsePrimaryMessage(raw);
       } catch (e) {
         stopListening();
-        return reject(e);
+        reject(e);
+        return;
       }
       if (message?.castellan !== 'go') return;
       stopListening();
