@@ -57,10 +57,11 @@ export async function createKeyAndCsr(
   keyType: WorkloadKeyType,
   subject: CsrSubject = {},
 ): Promise<KeyAndCsr> {
-  const alg = ALGORITHMS[keyType];
-  if (!alg) {
+  // A JavaScript caller (or a cast) may pass any string: it gets a clear error.
+  if (!isWorkloadKeyType(keyType)) {
     throw new CastellanError('unsupported', `key type "${String(keyType)}" is not supported`);
   }
+  const alg = ALGORITHMS[keyType];
   const keys = await webcrypto.subtle.generateKey(alg.generate, true, ['sign', 'verify']);
   const sans = subject.sans ?? [];
   const extensions =
