@@ -14,7 +14,7 @@ import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
 import type { CaOptions } from '../../ca/options.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
 import type { Clock } from '../../clock.js';
-import { CastellanError } from '../../errors.js';
+import { asCastellanError, CastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { AggregatedWorkersRegistry, type WorkerMetrics } from '../../server/metrics-aggregation.js';
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
@@ -134,10 +134,10 @@ class ClusterPrimary {
     this.sharedStatePrepared.catch((e: unknown) =>
       this.failStart(e instanceof Error ? e : new Error(String(e))),
     );
-    let failure: unknown;
+    let failure: Error | undefined;
     const signal = await Promise.race([this.host.stopRequested, this.startFailed]).catch(
       (e: unknown) => {
-        failure = e;
+        failure = e instanceof Error ? e : new Error(String(e));
         return 'start-up failure';
       },
     );
@@ -210,6 +210,8 @@ class ClusterPrimary {
         if (query.waitingFor.size === 0) query.finish();
         break;
       }
+      case undefined: // Not ours: no `castellan` tag (parseWorkerMessage).
+        break;
     }
   }
 
@@ -247,7 +249,7 @@ class ClusterPrimary {
     // at most about once a second, so a crash loop does not become a fork loop.
     const now = this.host.clock.now();
     this.recentDeaths.push(now);
-    while (this.recentDeaths.length > 0 && this.recentDeaths[0]! < now - CRASH_WINDOW_MS) {
+    while ((this.recentDeaths[0] ?? Infinity) < now - CRASH_WINDOW_MS) {
       this.recentDeaths.shift();
     }
     const delayMs = this.recentDeaths.length > CRASHES_BEFORE_BACKOFF ? CRASH_BACKOFF_MS : 0;
@@ -386,7 +388,7 @@ function receiveOptions(
         message = parsePrimaryMessage(raw);
       } catch (e) {
         stopListening();
-        reject(e);
+        reject(asCastellanError(e, 'malformed'));
         return;
       }
       if (message?.castellan !== 'go') return;
