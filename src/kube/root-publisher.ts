@@ -70,11 +70,11 @@ export class RootPublisher {
             cm.metadata?.name === ROOT_CERT_CONFIGMAP &&
             cm.data?.[ROOT_CERT_CONFIGMAP_KEY] !== this.bundle
           ) {
-            this.enqueue(cm.metadata?.namespace);
+            this.enqueue(cm.metadata.namespace);
           }
         },
         deleted: (cm) => {
-          if (cm.metadata?.name === ROOT_CERT_CONFIGMAP) this.enqueue(cm.metadata?.namespace);
+          if (cm.metadata?.name === ROOT_CERT_CONFIGMAP) this.enqueue(cm.metadata.namespace);
         },
       },
     });
@@ -151,6 +151,7 @@ export class RootPublisher {
       name: ROOT_CERT_CONFIGMAP,
       namespace,
       body: {
+        // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
         ...current,
         data: { ...(current.data ?? {}), [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
       },
