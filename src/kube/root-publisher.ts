@@ -75,11 +75,11 @@ export class RootPublisher {
             cm.metadata?.name === this.name &&
             cm.data?.[ROOT_CERT_CONFIGMAP_KEY] !== this.bundle
           ) {
-            this.enqueue(cm.metadata?.namespace);
+            this.enqueue(cm.metadata.namespace);
           }
         },
         deleted: (cm) => {
-          if (cm.metadata?.name === this.name) this.enqueue(cm.metadata?.namespace);
+          if (cm.metadata?.name === this.name) this.enqueue(cm.metadata.namespace);
         },
       },
     });
@@ -156,6 +156,7 @@ export class RootPublisher {
       name: this.name,
       namespace,
       body: {
+        // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
         ...current,
         data: { ...(current.data ?? {}), [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
       },

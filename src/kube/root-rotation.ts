@@ -118,6 +118,7 @@ export class RootRotator {
           name: SELF_SIGNED_SECRET,
           namespace,
           body: {
+            // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
             ...secret,
             data: { ...(secret.data ?? {}), [CA_CERT_KEY]: pem, [ROOT_CERT_SECRET_KEY]: pem },
           },

@@ -258,11 +258,6 @@ function earliestNextUpdate(crls: readonly ParsedCrl[]): Date | undefined {
   return min;
 }
 
-/** Whether the CRL's nextUpdate has passed at `now` (ms). */
-export function isCrlExpired(crl: Pick<CaCrl, 'nextUpdate'>, now: number): boolean {
-  return crl.nextUpdate !== undefined && crl.nextUpdate.getTime() < now;
-}
-
 /**
  * The entry of `crl` revoking the certificate with this serial (any hex form), if any. The
  * caller checks first that the certificate was issued by the CRL's signer: a CRL covers only
@@ -315,7 +310,7 @@ export async function createCrl(p: CreateCrlParams): Promise<string> {
         ...(e.reason !== undefined ? { reason: e.reason } : {}),
       })),
     },
-    webcrypto as unknown as Parameters<typeof X509CrlGenerator.create>[1],
+    webcrypto,
   );
   return toPem(CRL_PEM_LABEL, crl.rawData);
 }

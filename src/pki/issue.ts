@@ -2,7 +2,7 @@ import { webcrypto, type KeyObject } from 'node:crypto';
 import {
   Name,
   SubjectKeyIdentifierExtension,
-  X509Certificate,
+  type X509Certificate,
   X509CertificateGenerator,
 } from '@peculiar/x509';
 import { CastellanError } from '../errors.js';
@@ -124,7 +124,7 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
       signingAlgorithm: sign,
       extensions: profileExtensions(p.profile, subjectKeyId, authorityKeyId),
     },
-    webcrypto as unknown as Parameters<typeof X509CertificateGenerator.create>[1],
+    webcrypto,
   );
 }
 

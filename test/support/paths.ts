@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-// Tests run compiled (dist/test/…) or through tsx (test/…): find the root by its package.json.
+// Tests run compiled (dist/test/…): find the root by its package.json.
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (

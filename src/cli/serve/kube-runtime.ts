@@ -296,7 +296,10 @@ export async function startKubeRuntime(
       registry: loadErrors.registry,
       leader,
       // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
-      publishTrustBundle: async () => leader.start(),
+      publishTrustBundle: () => {
+        leader.start();
+        return Promise.resolve();
+      },
       impersonation,
       close,
     };
