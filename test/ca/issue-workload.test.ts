@@ -109,7 +109,9 @@ test('swap: one new snapshot, generation +1, listeners told, custom signer facto
 
   const calls: LeafParams[] = [];
   const custom = new SwappableCaState({
-    leafSignerFactory: () => ({ sign: async (p) => (calls.push(p), new Uint8Array([0x30, 0x00])) }),
+    leafSignerFactory: () => ({
+      sign: (p) => (calls.push(p), Promise.resolve(new Uint8Array([0x30, 0x00]))),
+    }),
   });
   assert.equal(custom.current(), undefined);
   custom.swap(first.bundle);

@@ -148,11 +148,11 @@ describe('completeServeOptions', () => {
       workers: '1',
     }).kube;
     assert.equal(k?.jwtOffline, true);
-    assert.equal(k?.leaseName, 'ca-lease');
-    assert.equal(k?.leaseDurationMs, 2000);
-    assert.equal(k?.tokenReviewCacheMaxAgeMs, 5000);
-    assert.equal(k?.rootRotationCheckMs, 600_000);
-    assert.equal(k?.clusterId, 'east');
+    assert.equal(k.leaseName, 'ca-lease');
+    assert.equal(k.leaseDurationMs, 2000);
+    assert.equal(k.tokenReviewCacheMaxAgeMs, 5000);
+    assert.equal(k.rootRotationCheckMs, 600_000);
+    assert.equal(k.clusterId, 'east');
   });
 
   test('every refusal names its flag or variable, in the words the user reads', () => {
