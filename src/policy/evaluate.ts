@@ -19,7 +19,10 @@ export function bundleForWorkload(
   return compiler.bundle(workload.namespace, workload.name)!;
 }
 
-/** Decides one request against a set of policies: what `policy check` prints. */
+/**
+ * Decides one request against a set of policies: what `policy check` prints. A request to a
+ * waypoint that names no service is for the waypoint's only service, when it lists one.
+ */
 export function checkRequest(
   resources: readonly SecurityResource[],
   mesh: MeshSettings,
@@ -27,7 +30,14 @@ export function checkRequest(
   request: PolicyRequest,
 ): { bundle: PolicyBundle; decision: Decision } {
   const bundle = bundleForWorkload(resources, mesh, workload);
-  return { bundle, decision: decide(bundle, request) };
+  const onlyService =
+    request.service === null && workload.kind === 'waypoint' && workload.services.length === 1
+      ? workload.services[0]!
+      : null;
+  return {
+    bundle,
+    decision: decide(bundle, onlyService ? { ...request, service: onlyService } : request),
+  };
 }
 
 /** Every workload-independent diagnostic: what `policy lint` prints. */

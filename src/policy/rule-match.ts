@@ -22,16 +22,62 @@ export interface MatchContext {
   readonly port: number;
   readonly sni: string | null;
   readonly method: string | null;
-  readonly path: string | null;
+  /** The normalized path without query and fragment: what url_path matchers compare. */
+  readonly urlPath: string | null;
   readonly host: string | null;
+  /**
+   * The request headers as Envoy holds them: lower-cased names, the pseudo-headers `:method`,
+   * `:path` (normalized, with its query), `:authority` and `:scheme`, and no `host` (Envoy
+   * keeps the Host header as `:authority`).
+   */
   readonly headers: Readonly<Record<string, string>>;
-  /** Claims of a valid token; null when no (valid) token was presented. */
+  /** The JWT payload the jwt_authn filter verified; null when it verified none. */
   readonly claims: JwtClaims | null;
 }
 
-export function matchContext(req: PolicyRequest, peerVisible: boolean): MatchContext {
+/** What Envoy did to the request before RBAC: the normalized path and the JWT filter's work. */
+export interface RequestView {
+  /** The normalized `:path` and its url_path; null on TCP or without a path. */
+  readonly path: { readonly path: string; readonly urlPath: string } | null;
+  readonly jwt: {
+    readonly claims: JwtClaims;
+    readonly addHeaders: Readonly<Record<string, string>>;
+    readonly removeHeaders: readonly string[];
+  } | null;
+}
+
+/** The request headers with Envoy's pseudo-headers, before any filter changed them. */
+function envoyHeaders(req: PolicyRequest, path: string | null): Record<string, string> {
+  const http = req.http;
+  if (!http) return {};
+  const headers: Record<string, string> = { ...http.headers };
+  delete headers['host'];
+  if (http.method !== null) headers[':method'] = http.method;
+  else delete headers[':method'];
+  if (path !== null) headers[':path'] = path;
+  else delete headers[':path'];
+  if (http.host !== null) headers[':authority'] = http.host;
+  headers[':scheme'] = http.scheme;
+  return headers;
+}
+
+export function matchContext(
+  req: PolicyRequest,
+  peerVisible: boolean,
+  view: RequestView = { path: null, jwt: null },
+): MatchContext {
   const tcp = req.protocol === 'TCP';
   const ip = (v: string | null): Uint8Array | null => (v === null ? null : parseIp(v));
+  let headers: Record<string, string> = {};
+  if (!tcp) {
+    headers = envoyHeaders(req, view.path?.path ?? null);
+    if (view.jwt) {
+      for (const h of view.jwt.removeHeaders) delete headers[h];
+      for (const [k, v] of Object.entries(view.jwt.addHeaders)) {
+        headers[k] = k in headers ? `${headers[k]},${v}` : v;
+      }
+    }
+  }
   return {
     tcp,
     peer: peerVisible && req.tls === 'mtls' ? req.sourcePrincipal : null,
@@ -41,10 +87,10 @@ export function matchContext(req: PolicyRequest, peerVisible: boolean): MatchCon
     port: req.port,
     sni: req.sni,
     method: tcp ? null : (req.http?.method ?? null),
-    path: tcp ? null : (req.http?.path ?? null),
+    urlPath: tcp ? null : (view.path?.urlPath ?? null),
     host: tcp ? null : (req.http?.host ?? null),
-    headers: tcp ? {} : (req.http?.headers ?? {}),
-    claims: !tcp && req.jwt?.valid ? req.jwt.claims : null,
+    headers,
+    claims: tcp ? null : (view.jwt?.claims ?? null),
   };
 }
 
@@ -79,12 +125,31 @@ function ipIn(value: string, ip: (ctx: MatchContext) => Uint8Array | null): Test
   };
 }
 
+const escapeRegex = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+
 function serviceAccountTest(value: string): Test {
   const [ns, sa] = value.split('/') as [string, string];
-  const esc = (s: string): string => s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
   // serviceAccountRegex: spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?
-  const re = new RegExp(`^spiffe://.+/ns/${esc(ns)}/(.+/|)sa/${esc(sa)}(/.+)?$`);
+  const re = new RegExp(`^spiffe://.+/ns/${escapeRegex(ns)}/(.+/|)sa/${escapeRegex(sa)}(/.+)?$`);
   return (ctx) => ctx.peer !== null && re.test(`spiffe://${ctx.peer}`);
+}
+
+/**
+ * Source.trustDomains / `source.trustDomain` (srcTrustDomainGenerator): `*` is any peer, a
+ * value without `*` the URI prefix `spiffe://<td>/`, otherwise the regex `spiffe://a[^/]*b/.*`
+ * around the first `*` — unlike principals, a wildcard never crosses into the path.
+ */
+function trustDomainTest(value: string): Test {
+  if (value === '*') return (ctx) => ctx.peer !== null;
+  const star = value.indexOf('*');
+  if (star < 0) {
+    const prefix = `${value}/`;
+    return (ctx) => ctx.peer !== null && ctx.peer.startsWith(prefix);
+  }
+  const re = new RegExp(
+    `^${escapeRegex(value.slice(0, star))}[^/]*${escapeRegex(value.slice(star + 1))}/.*$`,
+  );
+  return (ctx) => ctx.peer !== null && re.test(ctx.peer);
 }
 
 function claimTest(path: readonly string[], value: string): Test {
@@ -101,6 +166,8 @@ function valueTest(attribute: string, value: string): Test {
       return (ctx) => matchPrincipal(value, ctx.peer);
     case 'source.serviceAccount':
       return serviceAccountTest(value);
+    case 'source.trustDomain':
+      return trustDomainTest(value);
     case 'source.namespace': {
       const matches = namespaceMatcher(value);
       return (ctx) => matches(ctx.peer);
@@ -123,7 +190,7 @@ function valueTest(attribute: string, value: string): Test {
       return (ctx) => matchHeader(value, ctx.method);
     case 'request.path': {
       const matches = pathMatcher(value);
-      return (ctx) => matches(ctx.path);
+      return (ctx) => matches(ctx.urlPath);
     }
     case 'request.auth.principal':
       return (ctx) => {
