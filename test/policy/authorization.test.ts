@@ -824,3 +824,27 @@ test('[BLD] skipped rules and webhook failures become diagnostics naming the pol
   assert.ok(find('AuthorizationPolicy foo/deny', 'spec.rules[0].when[0].key'));
   assert.ok(find('AuthorizationPolicy foo/deny-none', 'spec.rules'));
 });
+
+test('[BLD] a decision notes every applied policy with an error Istio refuses, even when another decides', () => {
+  const d = decideCase({
+    policies:
+      ap('foo', 'deny', '{action: DENY, rules: [{from: [{source: {ipBlocks: ["not-an-ip"]}}]}]}') +
+      ap('bar', 'elsewhere', '{action: DENY}'),
+  });
+  assert.deepEqual([d.decision, d.stage, d.policy], ['DENY', 'deny', 'foo/deny']);
+  const invalid = d.notes.filter((n) => n.includes('has an error'));
+  assert.ok(
+    invalid.some((n) =>
+      n.startsWith(
+        'AuthorizationPolicy foo/deny has an error: spec.rules[0].from[0].source.ipBlocks: bad IP address or CIDR range (not-an-ip)',
+      ),
+    ),
+    invalid.join('\n'),
+  );
+  assert.ok(!invalid.some((n) => n.includes('bar/elsewhere')), 'a policy not applied is not named');
+  assert.deepEqual(
+    decideCase({ policies: ap('foo', 'ok', '{rules: [{}]}') }).notes,
+    [],
+    'a valid policy adds no note',
+  );
+});
