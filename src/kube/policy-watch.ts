@@ -178,14 +178,14 @@ export async function startPolicyWatch(options: {
     const base: MeshSettings = compiler.meshSettings;
     const meshNamespace = base.rootNamespace;
     const meshSelector = `metadata.name=${MESH_CONFIG_MAP}`;
-    const applyMesh = (next: MeshSettings): void => {
+    const applyMesh = (next: MeshSettings, deleted = false): void => {
       if (JSON.stringify(next) === JSON.stringify(compiler.meshSettings)) return;
       compiler.setMesh(next);
       report({
         kind: 'MeshConfig',
         namespace: meshNamespace,
         name: MESH_CONFIG_MAP,
-        deleted: false,
+        deleted,
         recomputed: compiler.lastRecomputed,
       });
     };
@@ -211,7 +211,7 @@ export async function startPolicyWatch(options: {
             }
           },
           deleted: (cm) => {
-            if (cm.metadata?.name === MESH_CONFIG_MAP) applyMesh(base);
+            if (cm.metadata?.name === MESH_CONFIG_MAP) applyMesh(base, true);
           },
         },
         retryMs: options.retryMs,

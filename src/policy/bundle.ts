@@ -266,8 +266,11 @@ export function buildBundle(inputs: BundleInputs): PolicyBundle {
     },
     mtls: { default: resolved.workload, ports },
     requestAuthentication: requestAuthenticationSection(inputs.requestAuthentications),
-    ...sections,
-    ...(services ? { services } : {}),
+    // Spelled out, not spread: decide() reads these on every request, and objects built by
+    // spreading are slower to read (measured by the policy bench).
+    authorization: sections.authorization,
+    dryRun: sections.dryRun,
+    services,
     diagnostics: dedupe(sortDiagnostics(diagnostics)),
   };
   return { ...body, hash: contentHash(body) };

@@ -1,14 +1,15 @@
 import { CastellanError } from '../errors.js';
 import type { ActionSection, AuthorizationSections, BundleRule, PolicyBundle } from './bundle.js';
 import { withoutHttpOnly, type RuleShape } from './normalize.js';
-import { normalizeRequestPath, type PathNormalization } from './path-normalization.js';
+import type { PathNormalization } from './path-normalization.js';
 import type { MtlsDecision } from './peer-authentication.js';
 import {
   authenticateRequest,
+  type JwtOutcome,
   type RequestAuthenticationSection,
 } from './request-authentication.js';
 import type { PolicyRequest } from './request.js';
-import { matchContext, ruleMatches, type MatchContext, type RequestView } from './rule-match.js';
+import { matchContext, normalizedPathOf, ruleMatches, type MatchContext } from './rule-match.js';
 import { serviceKey } from './workload.js';
 
 /**
@@ -131,10 +132,14 @@ function shadow(
       };
 }
 
+const NO_NOTES: readonly string[] = [];
+const NO_JWT: JwtOutcome = { kind: 'none', note: null };
+
 /** Per bundle, the notes about policies it applies that Istio's validation refuses. */
 const invalidPolicyNotes = new WeakMap<PolicyBundle, readonly string[]>();
 
 function invalidPolicies(bundle: PolicyBundle): readonly string[] {
+  if (bundle.diagnostics.length === 0) return NO_NOTES;
   let notes = invalidPolicyNotes.get(bundle);
   if (!notes) {
     notes = bundle.diagnostics
@@ -199,7 +204,7 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   const audit: { policy: string; rule: number }[] = [];
   const mode = bundle.mesh.pathNormalization;
   const rawPath = req.protocol === 'HTTP' ? (req.http?.path ?? null) : null;
-  const normalized = rawPath === null ? null : normalizeRequestPath(rawPath, mode);
+  const normalized = normalizedPathOf(req, mode);
   const path =
     rawPath === null
       ? null
@@ -255,13 +260,11 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   if (normalized && !normalized.ok) {
     return result('DENY', 'path', null, null, normalized.reason);
   }
-  const chain = chainFor(bundle, req, notes);
+  const chain =
+    req.service === null && bundle.services === undefined ? bundle : chainFor(bundle, req, notes);
   const peerVisible = mtls.mode !== 'DISABLE';
-  const view: RequestView = {
-    path: normalized?.ok ? { path: normalized.path, urlPath: normalized.urlPath } : null,
-    jwt: null,
-  };
-  const beforeJwt = matchContext(req, peerVisible, view);
+  const seen = normalized?.ok ? normalized : null;
+  const beforeJwt = matchContext(req, peerVisible, seen);
 
   const custom = chain.authorization.custom.rules.filter(
     (r) => !(beforeJwt.tcp && r.effect === 'ext-authz' && r.providerType === 'envoyExtAuthzHttp'),
@@ -298,20 +301,10 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
     );
   }
 
-  const jwt = authenticateRequest(chain.requestAuthentication, req);
+  const jwt = req.jwt === null ? NO_JWT : authenticateRequest(chain.requestAuthentication, req);
   if (jwt.kind === 'rejected') return result('DENY', 'jwt', null, null, jwt.reason);
   if (jwt.kind === 'none' && jwt.note) notes.push(jwt.note);
-  const ctx =
-    jwt.kind === 'verified'
-      ? matchContext(req, peerVisible, {
-          path: view.path,
-          jwt: {
-            claims: jwt.claims,
-            addHeaders: jwt.addHeaders,
-            removeHeaders: jwt.removeHeaders,
-          },
-        })
-      : beforeJwt;
+  const ctx = jwt.kind === 'verified' ? matchContext(req, peerVisible, seen, jwt) : beforeJwt;
 
   for (const r of chain.authorization.audit.rules) {
     if (matches(r, ctx)) audit.push({ policy: r.policy, rule: r.rule });

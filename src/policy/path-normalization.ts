@@ -44,6 +44,10 @@ export type NormalizedPath =
 
 /** Applies Envoy's request path handling for one Istio pathNormalization mode. */
 export function normalizeRequestPath(raw: string, mode: PathNormalization): NormalizedPath {
+  // Most paths have nothing any mode changes: no dot, escape, backslash, query, fragment or `//`.
+  if (PLAIN_PATH.test(raw) && (mode === 'NONE' || mode === 'BASE' || !raw.includes('//'))) {
+    return { ok: true, path: raw, urlPath: raw };
+  }
   // ActiveStream::decodeHeaders: only origin-form paths reach the filters.
   if (!raw.startsWith('/')) {
     return {

@@ -97,11 +97,13 @@ function claimStringList(value: unknown): string[] {
  * rejected with 401 (Envoy jwt_authn authenticator.cc: JwtUnknownIssuer, JwtAudienceNotAllowed).
  * CORS preflights bypass the filter (BypassCorsPreflight).
  */
+const NO_TOKEN: JwtOutcome = { kind: 'none', note: null };
+
 export function authenticateRequest(
   section: RequestAuthenticationSection,
   req: PolicyRequest,
 ): JwtOutcome {
-  if (req.protocol !== 'HTTP' || !req.jwt) return { kind: 'none', note: null };
+  if (req.protocol !== 'HTTP' || !req.jwt) return NO_TOKEN;
   if (section.rules.length === 0) {
     return {
       kind: 'none',
