@@ -303,7 +303,7 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
 
   const jwt = req.jwt === null ? NO_JWT : authenticateRequest(chain.requestAuthentication, req);
   if (jwt.kind === 'rejected') return result('DENY', 'jwt', null, null, jwt.reason);
-  if (jwt.kind === 'none' && jwt.note) notes.push(jwt.note);
+  if (jwt.note) notes.push(jwt.note);
   const ctx = jwt.kind === 'verified' ? matchContext(req, peerVisible, seen, jwt) : beforeJwt;
 
   for (const r of chain.authorization.audit.rules) {

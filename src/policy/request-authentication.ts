@@ -75,6 +75,8 @@ export type JwtOutcome =
   | { readonly kind: 'rejected'; readonly reason: string }
   | {
       readonly kind: 'verified';
+      /** Set when the described token left something to assume. */
+      readonly note: string | null;
       readonly rule: BundleJwtRule;
       /** The payload as RBAC reads it from metadata (space-delimited claims split). */
       readonly claims: JwtClaims;
@@ -128,7 +130,14 @@ export function authenticateRequest(
         'the request presents a JWT that is not valid: request authentication rejects it (401)',
     };
   }
-  const claims = req.jwt.claims;
+  let claims = req.jwt.claims;
+  let assumed: string | null = null;
+  if (typeof claims['iss'] !== 'string' || claims['iss'] === '') {
+    // A described token without `iss` is taken as one of the first rule's issuer (a real
+    // token always carries it; Envoy would refuse one without): noted in the explanation.
+    assumed = section.rules[0]!.issuer;
+    if (assumed !== '') claims = { ...claims, iss: assumed };
+  }
   const iss = typeof claims['iss'] === 'string' ? claims['iss'] : '';
   const candidates = section.rules.filter((r) => r.issuer === '' || r.issuer === iss);
   if (candidates.length === 0) {
@@ -161,6 +170,10 @@ export function authenticateRequest(
   }
   return {
     kind: 'verified',
+    note:
+      assumed === null
+        ? null
+        : `the JWT has no iss claim: taken as issued by "${assumed}" (${rule.policy}); Envoy refuses a real token without one`,
     rule,
     claims: splitSpaceDelimited(claims, rule.spaceDelimitedClaims),
     addHeaders,

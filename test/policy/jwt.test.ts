@@ -212,3 +212,17 @@ test('[AUTHN] CUSTOM runs before request authentication: an ext_authz deny wins 
   });
   assert.equal(outcome(d), 'DENY/custom foo/ext');
 });
+
+test('[RA] a described token without iss is taken as the first rule issuer, with a note', () => {
+  const d = decideCase({
+    policies:
+      ap('foo', 'allow', `{rules: [{from: [{source: {requestPrincipals: ["${ISS}/user1"]}}]}]}`) +
+      ra('foo', 'jwt', [ISS]),
+    request: request({ jwt: { valid: true, claims: { sub: 'user1' } } }),
+  });
+  assert.equal(outcome(d), 'ALLOW/allow foo/allow');
+  assert.ok(
+    d.notes.some((n) => n.includes('has no iss claim')),
+    d.notes.join('\n'),
+  );
+});
