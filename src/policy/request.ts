@@ -20,8 +20,9 @@ export interface PolicyRequest {
   readonly destinationIp: string | null;
   readonly sni: string | null;
   readonly http: {
+    /** `http.method`, else the `:method` header. */
     readonly method: string | null;
-    /** The path as the client sent it; Envoy normalizes it (path-normalization.ts). */
+    /** `http.path`, else the `:path` header: as the client sent it; Envoy normalizes it. */
     readonly path: string | null;
     /** `:authority`: `http.host`, else the `:authority` or `host` header. */
     readonly host: string | null;
@@ -114,8 +115,8 @@ export function parseRequest(
     sni: f.string('sni') ?? null,
     http: http
       ? {
-          method: http.string('method') ?? null,
-          path: http.string('path') ?? null,
+          method: http.string('method') ?? headers[':method'] ?? null,
+          path: http.string('path') ?? headers[':path'] ?? null,
           host,
           scheme,
           headers,

@@ -63,3 +63,17 @@ test('[GEN] a DENY on a pseudo-header, notValues included', () => {
   assert.equal(decideCase({ policies: deny, request: http({ method: 'DELETE' }) }).stage, 'deny');
   assert.equal(decideCase({ policies: deny, request: http({ method: 'HEAD' }) }).stage, 'default');
 });
+
+test('[ENVOY] pseudo-headers given as headers are the method, path and authority', () => {
+  const d = decideCase({
+    policies: ap(
+      'foo',
+      'allow',
+      '{rules: [{to: [{operation: {methods: [PUT], paths: ["/a/b"], hosts: ["x.foo"]}}]}]}',
+    ),
+    request: request({
+      http: { headers: { ':method': 'PUT', ':path': '/a/./b', ':authority': 'x.foo' } },
+    }),
+  });
+  assert.equal(d.decision, 'ALLOW', d.reason);
+});
