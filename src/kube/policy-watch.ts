@@ -228,7 +228,7 @@ export async function startPolicyWatch(options: {
           clock: options.clock,
           retryMs: options.retryMs,
           logger: log,
-        }) as unknown as Informer<KubernetesObject>,
+        }),
       );
     }
 
