@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get } from 'node:http';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
   caClient,
