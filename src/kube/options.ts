@@ -18,6 +18,11 @@ export interface KubeOptions {
   readonly remoteKubeconfigs: ReadonlyMap<string, string>;
   /** How often the leader checks whether the self-signed root needs re-issuing. */
   readonly rootRotationCheckMs: number;
+  /**
+   * The ConfigMap the leader publishes the CA's CRL as in every namespace (istiod's
+   * PILOT_CRL_CONFIGMAP, default istio-ca-crl), key ca-crl.pem.
+   */
+  readonly crlConfigMapName: string;
   /** This cluster's id in the clusterid gRPC metadata. */
   readonly clusterId: string;
   /**

@@ -17,7 +17,7 @@ import {
   type KubeRuntimeDeps,
 } from '../../src/cli/serve/kube-runtime.js';
 import type { KubeOptions } from '../../src/kube/options.js';
-import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';
@@ -45,7 +45,7 @@ function kubeOptions(flags: ServeFlags): KubeOptions {
 }
 
 const deps = (identity?: string): KubeRuntimeDeps => ({
-  ca: { trustDomain: 'cluster.local', selfSignedKeyType: 'ec-p256' },
+  ca: { trustDomain: 'cluster.local', selfSignedKeyType: 'ec-p256', enableCaCrl: true },
   authn: { tokenAudiences: ['istio-ca'] },
   clock: systemClock,
   env: {},
