@@ -132,7 +132,7 @@ test('a broken cacerts deleted before any CA was served: the self-signed root, a
   assert.ok(api.getObject('secrets', NS, SELF_SIGNED_SECRET));
 });
 
-test('serving the self-signed root: a deleted istio-ca-secret is written back, and a replica started later serves the same root', async () => {
+test('serving the self-signed root: a deleted istio-ca-secret is written back, a replica started later serves the same root, a broken cacerts does not replace it', async () => {
   const api = await cluster();
   const a = replica(api);
   await a.source.start();
@@ -152,6 +152,15 @@ test('serving the self-signed root: a deleted istio-ca-secret is written back, a
   const b = replica(api);
   await b.source.start();
   assert.equal(rootOf(b), root, 'a later replica loads the same root');
+
+  // A cacerts that does not verify, created now, is refused: still the self-signed root.
+  putCacerts(api, NS, sampleCacerts('-alt-2'));
+  await waitFor('both refusals', () => a.refusals.length > 0 && b.refusals.length > 0);
+  for (const r of [a, b]) {
+    assert.equal(rootOf(r), root);
+    assert.equal(r.source.whyNoCa(), undefined, 'serving');
+  }
+  assert.equal(a.state.current()!.generation, generation);
 });
 
 test('serving a plugged-in CA: deleting cacerts keeps the root, and istio-ca-secret is not re-created', async () => {
