@@ -321,12 +321,15 @@ describe('default render', () => {
       assert.ok(!r.verbs.includes('deletecollection'));
       // The one delete: ConfigMaps named istio-ca-crl (the CRL removed), nothing else.
       if (r.verbs.includes('delete')) {
-        assert.deepEqual({ ...r }, {
-          apiGroups: [''],
-          resources: ['configmaps'],
-          resourceNames: ['istio-ca-crl'],
-          verbs: ['delete'],
-        });
+        assert.deepEqual(
+          { ...r },
+          {
+            apiGroups: [''],
+            resources: ['configmaps'],
+            resourceNames: ['istio-ca-crl'],
+            verbs: ['delete'],
+          },
+        );
       }
       assert.equal(r.nonResourceURLs, undefined);
     }
