@@ -3,7 +3,7 @@
 // written at start and after every swap.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { loadCacertsFolder } from '../../src/ca/sources/folder.js';
@@ -146,5 +146,34 @@ test('local runtime without a folder: the self-signed root in the data dir', asy
     );
   } finally {
     await runtime.close();
+  }
+});
+
+test('local runtime: a ca-crl.pem left in the data dir by an earlier plugged-in CA goes when the CA has no CRL', async () => {
+  const dataDir = join(tmp(), 'data');
+  mkdirSync(dataDir, { recursive: true });
+  const stale = join(dataDir, 'ca-crl.pem');
+  writeFileSync(stale, '-----BEGIN X509 CRL-----\nMQ==\n-----END X509 CRL-----\n');
+  const runtime = await startLocalRuntime(completeServeOptions({ dataDir }), {
+    clock: systemClock,
+    logger: silentLogger,
+  });
+  try {
+    await runtime.publishTrustBundle();
+    assert.ok(!existsSync(stale), 'removed: the CA being served has no CRL');
+  } finally {
+    await runtime.close();
+  }
+  // PILOT_ENABLE_CA_CRL=false: the file is not managed at all, as istiod leaves istio-ca-crl.
+  writeFileSync(stale, 'left as it is');
+  const off = await startLocalRuntime(
+    completeServeOptions({ dataDir }, { PILOT_ENABLE_CA_CRL: 'false' }),
+    { clock: systemClock, logger: silentLogger },
+  );
+  try {
+    await off.publishTrustBundle();
+    assert.equal(readFileSync(stale, 'utf8'), 'left as it is');
+  } finally {
+    await off.close();
   }
 });

@@ -34,12 +34,17 @@ export async function readCacertsFolder(dir: string): Promise<Map<string, string
 /**
  * Loads a plugged-in CA from a folder (Istio's layout or kubernetes.io/tls). Returns undefined
  * when the folder holds none of the files; a partial set or a bad set is an error naming the
- * file — never a silent fallback to self-signed.
+ * file — never a silent fallback to self-signed. `readCrl: false` ignores `ca-crl.pem`.
  */
 export async function loadCacertsFolder(
   dir: string,
   clock: Clock,
+  options: { readonly readCrl?: boolean | undefined } = {},
 ): Promise<KeyCertBundle | undefined> {
   const files = await readCacertsFolder(dir);
-  return bundleFromCacerts(files, { source: `cacerts-dir:${dir}`, where: dir }, clock);
+  return bundleFromCacerts(
+    files,
+    { source: `cacerts-dir:${dir}`, where: dir, readCrl: options.readCrl },
+    clock,
+  );
 }

@@ -93,6 +93,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     dataDir: string,
     cacertsDir: optional(string),
     cacertsPollIntervalMs: positiveMs,
+    enableCaCrl: boolean,
   }),
   authn: object({
     tokenAudiences: arrayOf(string),
