@@ -97,7 +97,7 @@ function documented(line: string): Promise<{ code: number; stdout: string; stder
       },
       (error, stdout, stderr) => {
         if (error && typeof error.code !== 'number') {
-          reject(error instanceof Error ? error : new Error("exec failed"));
+          reject(error instanceof Error ? error : new Error('exec failed'));
           return;
         }
         resolve({ code: error ? (error.code as number) : 0, stdout, stderr });
