@@ -74,18 +74,27 @@ test('check: a denied request still exits 0; text output explains the stage and 
   assert.match(r.stdout, /mTLS: STRICT \(istio-system\/default, mesh level\)/);
 });
 
-test('check: plaintext to a STRICT port is denied at stage mtls', () => {
+test('check: plaintext to a STRICT port is denied at stage mtls', async () => {
   const file = input('plain.yaml', base.replace('tls: mtls', 'tls: plaintext'));
-  const r = run('check', '--policies', policies, '--input', file, '--output', 'json');
+  const r = await runInProcess(
+    'check',
+    '--policies',
+    policies,
+    '--input',
+    file,
+    '--output',
+    'json',
+  );
   assert.equal(r.code, 0, r.stderr);
   const out = JSON.parse(r.stdout) as Record<string, unknown>;
   assert.deepEqual([out['decision'], out['stage']], ['DENY', 'mtls']);
 });
 
-test('check: a DELETE shows the dry-run DENY that would have denied it', () => {
+test('check: a DELETE shows the dry-run DENY that would have denied it', async () => {
   const file = input('delete.yaml', base.replace('method: GET', 'method: DELETE'));
   const out = JSON.parse(
-    run('check', '--policies', policies, '--input', file, '--output', 'json').stdout,
+    (await runInProcess('check', '--policies', policies, '--input', file, '--output', 'json'))
+      .stdout,
   ) as {
     dryRun: { wouldBe: string; policy: string }[];
     decision: string;
@@ -154,7 +163,7 @@ test('bundle prints the golden bundle byte for byte', () => {
   );
 });
 
-test('lint prints diagnostics naming policy, field and reason; other kinds are ignored', () => {
+test('lint prints diagnostics naming policy, field and reason; other kinds are ignored', async () => {
   const file = input(
     'lint.yaml',
     `apiVersion: security.istio.io/v1
@@ -185,18 +194,20 @@ metadata: {name: svc}
     /warning: AuthorizationPolicy foo\/typo: spec\.rules\[0\]\.from\[0\]\.source\.principal: unknown field/,
   );
   assert.doesNotMatch(r.stdout, /Service/);
-  const json = JSON.parse(run('lint', '--policies', file, '--output', 'json').stdout) as unknown[];
+  const json = JSON.parse(
+    (await runInProcess('lint', '--policies', file, '--output', 'json')).stdout,
+  ) as unknown[];
   assert.ok(json.length >= 3);
 });
 
-test('a mounted ConfigMap folder is read once, not also through ..data and its timestamped folder', () => {
+test('a mounted ConfigMap folder is read once, not also through ..data and its timestamped folder', async () => {
   const cm = join(dir, 'configmap');
   mkdirSync(join(cm, '..2026_11_21_00_00_00.1'), { recursive: true });
   writeFileSync(join(cm, '..2026_11_21_00_00_00.1', 'policies.yaml'), readFileSync(policies));
   symlinkSync('..2026_11_21_00_00_00.1', join(cm, '..data'));
   symlinkSync(join('..data', 'policies.yaml'), join(cm, 'policies.yaml'));
-  const r = run('lint', '--policies', cm);
+  const r = await runInProcess('lint', '--policies', cm);
   assert.equal(r.code, 0, r.stderr);
   assert.doesNotMatch(r.stdout, /defined twice/);
-  assert.equal(r.stdout, run('lint', '--policies', policies).stdout);
+  assert.equal(r.stdout, (await runInProcess('lint', '--policies', policies)).stdout);
 });
