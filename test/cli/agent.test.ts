@@ -14,7 +14,7 @@ let serve: ServeProcess;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'castellan-agent-cli-'));
   serve = await startServe(join(dir, 'data'));
-  await writeFile(join(dir, 'token'), serve.token('jobs', 'nightly'));
+  await writeFile(join(dir, 'token'), await serve.token('jobs', 'nightly'));
   await writeFile(join(dir, 'bad-token'), 'garbage');
 });
 after(async () => {

@@ -14,7 +14,7 @@ let serve: ServeProcess;
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'castellan-request-'));
   serve = await startServe(join(dir, 'data'));
-  await writeFile(join(dir, 'token'), serve.token('shop', 'cart'));
+  await writeFile(join(dir, 'token'), await serve.token('shop', 'cart'));
   await writeFile(join(dir, 'bad-token'), 'not.a.jwt');
 });
 after(async () => {
