@@ -76,18 +76,22 @@ const res = spawnSync(
     killSignal: 'SIGKILL',
   },
 );
-if (record && existsSync(measuredFile)) {
-  const measured = JSON.parse(readFileSync(measuredFile, 'utf8'));
-  const all = new Set(walk(testDir).map(sourceName));
-  const merged = Object.entries({ ...recorded, ...measured })
-    .filter(([file]) => all.has(file))
-    .sort(([a], [b]) => (a < b ? -1 : 1));
-  writeFileSync(durationsFile, `${JSON.stringify(Object.fromEntries(merged), null, 2)}\n`);
-  console.log(`run-tests: file times written to ${relative(root, durationsFile)}`);
-}
 if (res.error?.code === 'ETIMEDOUT') {
   console.error(
     `run-tests: stopped after ${LIMIT_MS / 1000} s: a test file did not finish or exit (a handle left open?)`,
   );
+} else if (record) {
+  // Written by the reporter when the run ends; a run cut short leaves the record as it was.
+  const measured = existsSync(measuredFile) ? readFileSync(measuredFile, 'utf8') : '';
+  if (measured.trim() === '') {
+    console.error('run-tests: no file times measured; test/durations.json left as it was');
+  } else {
+    const all = new Set(walk(testDir).map(sourceName));
+    const merged = Object.entries({ ...recorded, ...JSON.parse(measured) })
+      .filter(([file]) => all.has(file))
+      .sort(([a], [b]) => (a < b ? -1 : 1));
+    writeFileSync(durationsFile, `${JSON.stringify(Object.fromEntries(merged), null, 2)}\n`);
+    console.log(`run-tests: file times written to ${relative(root, durationsFile)}`);
+  }
 }
 process.exit(res.status ?? 1);
