@@ -22,6 +22,8 @@ interface Captured {
 
 // Only writes made by main() and what it awaits are captured: the test runner writes its own
 // reports to process.stdout at any time, from outside this context, and they must pass through.
+// A command's pino logger writes to fd 2 itself and is not captured: use this for what commands
+// print (results, errors), not for their logs.
 const capture = new AsyncLocalStorage<Captured>();
 let installed = false;
 
