@@ -40,7 +40,7 @@ function install(): void {
       const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
       if (done) process.nextTick(done);
       return true;
-    }) as typeof stream.write;
+    });
   }
 }
 
