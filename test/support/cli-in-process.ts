@@ -33,14 +33,14 @@ function install(): void {
   for (const name of ['stdout', 'stderr'] as const) {
     const stream = process[name];
     const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
-    stream.write = ((chunk: unknown, ...rest: unknown[]): boolean => {
+    stream.write = (chunk: unknown, ...rest: unknown[]): boolean => {
       const into = capture.getStore();
       if (!into) return write(chunk, ...rest);
       into[name] += typeof chunk === 'string' ? chunk : Buffer.from(chunk as Uint8Array).toString();
       const done = rest.find((r) => typeof r === 'function') as (() => void) | undefined;
       if (done) process.nextTick(done);
       return true;
-    });
+    };
   }
 }
 
