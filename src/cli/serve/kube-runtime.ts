@@ -350,7 +350,9 @@ export async function startKubeRuntime(
       // a CA is loaded: a replica serving nothing does not lead.
       publishTrustBundle: () => {
         // Never lead without a CA: the publisher would have no root to publish.
-        if (!state.current()) throw new CastellanError('unavailable', 'no CA loaded yet');
+        if (!state.current()) {
+          return Promise.reject(new CastellanError('unavailable', 'no CA loaded yet'));
+        }
         leader.start();
         return Promise.resolve();
       },
