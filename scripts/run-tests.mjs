@@ -39,7 +39,12 @@ const sourceName = (file) =>
 const recorded = existsSync(durationsFile) ? JSON.parse(readFileSync(durationsFile, 'utf8')) : {};
 const known = (file) => recorded[sourceName(file)] ?? Infinity;
 
-let files = walk(testDir).sort();
+// tsc's incremental build never deletes outputs: a compiled test whose source was renamed or
+// removed would still run (and pass or fail for code that no longer exists). Only compiled tests
+// with a source file count.
+let files = walk(testDir)
+  .filter((f) => existsSync(join(root, relative(join(root, 'dist'), f)).replace(/\.js$/, '.ts')))
+  .sort();
 if (filters.length) files = files.filter((f) => filters.some((s) => relative(root, f).includes(s)));
 if (files.length === 0) {
   console.error('run-tests: no test files matched');
