@@ -20,7 +20,8 @@ export interface AuditImpersonation {
 
 /** One CreateCertificate call as the audit trail records it. Never a token, never a key. */
 export interface AuditRecord {
-  readonly outcome: 'issued' | 'refused';
+  /** `cancelled`: the caller left (cancel, deadline, closed connection) before we signed. */
+  readonly outcome: 'issued' | 'refused' | 'cancelled';
   /** The gRPC status name sent back (OK, INVALID_ARGUMENT, UNAUTHENTICATED, ...). */
   readonly code: string;
   /** Why it was refused, precise (this is where the real authentication failure reason goes). */
@@ -40,7 +41,8 @@ export interface AuditRecord {
 }
 
 /**
- * The audit trail: exactly one structured line per CreateCertificate call, issued or refused,
+ * The audit trail: exactly one structured line per CreateCertificate call, issued, refused or
+ * cancelled,
  * on its own child logger (`"audit":"csr"`) so it can be filtered from operational logs.
  */
 export class AuditLog {
@@ -69,6 +71,7 @@ export class AuditLog {
       durationMs: Math.round(r.durationMs * 1000) / 1000,
     };
     if (r.outcome === 'issued') this.log.info(line, 'certificate issued');
+    else if (r.outcome === 'cancelled') this.log.info(line, 'certificate request cancelled');
     else this.log.warn(line, 'certificate request refused');
   }
 }

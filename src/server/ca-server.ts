@@ -1,13 +1,14 @@
+import type { Http2Server, Http2Session } from 'node:http2';
 import {
   Server,
-  experimental,
+  ServerCredentials,
   type ServiceDefinition,
   type UntypedServiceImplementation,
   loadPackageDefinition,
   type GrpcObject,
 } from '@grpc/grpc-js';
 import { CastellanError } from '../errors.js';
-import { istioCaPackageDefinition } from '../api/istioca.js';
+import { istioCaPackageDefinition, withUndecodableRequestsMarked } from '../api/istioca.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
@@ -16,6 +17,13 @@ import { createCertificateHandler, type CaServiceDeps } from './create-certifica
 import { CaMetrics } from './metrics.js';
 import type { Readiness } from './monitoring.js';
 import type { ServingCertificateManager } from './serving-certificate.js';
+import {
+  ConnectionMetrics,
+  DEFAULT_CONNECTION_LIMITS,
+  GuardedTlsListener,
+  grpcConnectionOptions,
+  type ConnectionLimits,
+} from './connection-guard.js';
 
 export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | 'audit'> {
   readonly grpcAddress: HostPort;
@@ -28,6 +36,8 @@ export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | '
   readonly logger?: Logger;
   /** How long SIGTERM waits for in-flight calls before cutting them. */
   readonly shutdownGraceMs?: number;
+  /** Handshake, idle and keepalive bounds of the gRPC port's connections. */
+  readonly connections?: ConnectionLimits;
 }
 
 // Bounds memory per call: a CSR is refused above 64 KiB anyway.
@@ -44,6 +54,7 @@ export class CaServer<C> {
   private readonly serving: ServingCertificateManager;
   private readonly grpc: Server;
   private readonly log: Logger;
+  private readonly listener: GuardedTlsListener;
   private listening = false;
   private unsubscribe: (() => void) | undefined;
 
@@ -51,17 +62,31 @@ export class CaServer<C> {
     this.log = options.logger ?? silentLogger;
     this.metrics = new CaMetrics(options.clock);
     this.serving = options.serving;
+    const limits = options.connections ?? DEFAULT_CONNECTION_LIMITS;
     this.grpc = new Server({
       'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
       // channelz (call counters and traces for grpc's debugging service) is bookkeeping on every
       // call that nothing here reads: 2% of the event loop under load.
       'grpc.enable_channelz': 0,
+      ...grpcConnectionOptions(limits),
+    });
+    // We own the listening socket and TLS (connection-guard.ts); grpc-js serves HTTP/2 on the
+    // TLS sockets we hand it.
+    const { injector, http2Server } = connectionInjector(this.grpc);
+    http2Server.on('session', (session: Http2Session) => this.listener.watchSession(session));
+    this.listener = new GuardedTlsListener({
+      certificates: this.serving,
+      limits,
+      onConnection: (socket) => injector.injectConnection(socket),
+      metrics: new ConnectionMetrics(this.metrics.registry, () => this.listener.openConnections()),
+      clock: options.clock,
+      logger: this.log,
     });
     const pkg = loadPackageDefinition(istioCaPackageDefinition());
     const service = (((pkg['istio'] as GrpcObject)['v1'] as GrpcObject)['auth'] as GrpcObject)[
       'IstioCertificateService'
     ] as { service: ServiceDefinition };
-    this.grpc.addService(service.service, {
+    this.grpc.addService(withUndecodableRequestsMarked(service.service), {
       CreateCertificate: createCertificateHandler({
         ...options,
         metrics: this.metrics,
@@ -88,30 +113,10 @@ export class CaServer<C> {
     const current = this.options.caState.current();
     if (current) this.metrics.observeCa(current);
     this.unsubscribe = this.options.caState.onChange((s) => this.metrics.observeCa(s));
-    // grpc-js's certificate-provider credentials: the server re-reads its secure context each
-    // time the provider publishes (new serving certificate or roots), on the same listener.
-    // The first provider argument is used as the identity provider, the second for the CA
-    // certificates that verify optional client certificates (requested, never required).
-    const credentials = experimental.createCertificateProviderServerCredentials(
-      this.serving,
-      this.serving,
-      false,
-    );
-    const port = await new Promise<number>((resolve, reject) => {
-      this.grpc.bindAsync(formatHostPort(this.options.grpcAddress), credentials, (err, p) =>
-        err
-          ? reject(
-              new CastellanError(
-                'internal',
-                `cannot listen on ${formatHostPort(this.options.grpcAddress)}: ${err.message}`,
-                { subject: 'gRPC address' },
-              ),
-            )
-          : resolve(p),
-      );
-    });
+    // The listener re-reads its secure context each time the serving certificate manager
+    // publishes (new serving certificate or roots), on the same listener.
+    const grpc = await this.listener.listen(this.options.grpcAddress);
     this.listening = true;
-    const grpc = { host: this.options.grpcAddress.host, port };
     this.log.info({ grpc: formatHostPort(grpc) }, 'CA service listening');
     return grpc;
   }
@@ -123,6 +128,7 @@ export class CaServer<C> {
   async stop(): Promise<void> {
     this.listening = false;
     this.unsubscribe?.();
+    this.listener.stopAccepting();
     const grace = this.options.shutdownGraceMs ?? 10_000;
     await new Promise<void>((resolve) => {
       const timer = this.options.clock.after(grace, () => {
@@ -135,5 +141,34 @@ export class CaServer<C> {
         resolve();
       });
     });
+    this.listener.destroyAll();
   }
+}
+
+/**
+ * A grpc-js connection injector, and the HTTP/2 server behind it. grpc-js gives no public hook
+ * on its sessions; the injector's http2 server is the one entry its private `http2Servers` map
+ * gains (grpc-js 1.14 server.js, experimentalCreateConnectionInjectorWithChannelzRef). Should a
+ * grpc-js upgrade move it, the server refuses to start rather than run without the guard
+ * (test/reliability pins the behaviour).
+ */
+function connectionInjector(grpc: Server): {
+  injector: ReturnType<Server['createConnectionInjector']>;
+  http2Server: Http2Server;
+} {
+  const servers = (): Map<unknown, unknown> | undefined => {
+    const map = (grpc as unknown as { http2Servers?: unknown }).http2Servers;
+    return map instanceof Map ? map : undefined;
+  };
+  const before = new Set(servers()?.keys());
+  const injector = grpc.createConnectionInjector(ServerCredentials.createInsecure());
+  const added = [...(servers()?.keys() ?? [])].filter((s) => !before.has(s));
+  const http2Server = added[0] as Http2Server | undefined;
+  if (added.length !== 1 || typeof http2Server?.on !== 'function') {
+    throw new CastellanError(
+      'internal',
+      'this @grpc/grpc-js no longer keeps its injector HTTP/2 server where Castellan looks (server.http2Servers)',
+    );
+  }
+  return { injector, http2Server };
 }

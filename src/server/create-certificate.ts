@@ -1,6 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
-import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/istioca.js';
+import {
+  undecodableReason,
+  type IstioCertificateRequest,
+  type IstioCertificateResponse,
+} from '../api/istioca.js';
 import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
 import type { AuthRequest, Caller } from '../authn/authenticator.js';
 import {
@@ -79,6 +83,16 @@ class Refusal extends Error {
   }
 }
 
+/**
+ * The caller cancelled (or its deadline passed, or its connection closed) before we signed:
+ * nothing is issued for a caller that left, and the audit line says so.
+ */
+class CallCancelled extends Error {
+  constructor(readonly stage: string) {
+    super(`the call was cancelled by the client ${stage}`);
+  }
+}
+
 /** The gRPC status a refused call ends with, on its way from handle() to the callback. */
 class CallRefused extends Error {
   constructor(readonly failure: GrpcFailure) {
@@ -127,14 +141,28 @@ async function handle<C>(
   const { metrics, audit } = deps;
   metrics.csrCount.inc();
   const peer = call.getPeer();
+  const undecodable = undecodableReason(call.request);
   const csrPem = typeof call.request.csr === 'string' ? call.request.csr : '';
   // A number, 0 when absent: proto-loader's `longs: Number` and `defaults` (src/api/protos.ts).
-  const requestedTtlSeconds = call.request.validityDuration;
+  const requestedTtlSeconds = undecodable === undefined ? call.request.validityDuration : 0;
+  // Cheap (a flag grpc-js sets on RST_STREAM, deadline or connection close): asked before the
+  // authentication and again before signing, the two steps that cost.
+  const throwIfCancelled = (stage: string): void => {
+    if (call.cancelled) throw new CallCancelled(stage);
+  };
   let caller: Caller | undefined;
   let spiffeId: string | undefined;
   let impersonation: AuditImpersonation | undefined;
 
   try {
+    if (undecodable !== undefined) {
+      // The bytes were not an IstioCertificateRequest (src/api/istioca.ts): the caller's fault.
+      throw new Refusal(
+        new CastellanError('malformed', `the request could not be decoded: ${undecodable}`, {
+          subject: 'request',
+        }),
+      );
+    }
     if (Buffer.byteLength(csrPem, 'utf8') > MAX_CSR_BYTES) {
       throw new Refusal(
         new CastellanError('too-large', `the CSR is larger than ${MAX_CSR_BYTES} bytes`, {
@@ -144,6 +172,7 @@ async function handle<C>(
       );
     }
 
+    throwIfCancelled('before authentication');
     try {
       caller = await deps.authenticate(
         grpcAuthRequest(call, caChainDer(deps.caState.current()), { forwardMetadata: true }),
@@ -218,6 +247,7 @@ async function handle<C>(
       throw new Refusal(err, err.kind === 'internal' ? 'CERT_GEN_ERROR' : 'CSR_ERROR');
     }
 
+    throwIfCancelled('before signing');
     let leaf: IssuedLeaf;
     try {
       leaf = await deps.issuer.sign(snapshot, csr, [spiffeId], ttlMs);
@@ -244,6 +274,25 @@ async function handle<C>(
     });
     return { certChain: [...leaf.certChainPem] };
   } catch (e) {
+    if (e instanceof CallCancelled) {
+      metrics.cancelledCount.inc();
+      const seconds = (performance.now() - started) / 1000;
+      metrics.issuanceSeconds.observe({ outcome: 'cancelled' }, seconds);
+      audit.record({
+        outcome: 'cancelled',
+        code: 'CANCELLED',
+        reason: e.message,
+        spiffeId,
+        authenticator: caller?.authenticator,
+        subject: caller?.subject,
+        impersonation,
+        peer,
+        requestedTtlSeconds,
+        durationMs: seconds * 1000,
+      });
+      // grpc-js sends nothing on a cancelled stream; the status is for its bookkeeping.
+      throw new CallRefused({ code: status.CANCELLED, details: e.message });
+    }
     const refusal = e instanceof Refusal ? e : new Refusal(asCastellanError(e), 'CERT_GEN_ERROR');
     if (refusal.signErrorLabel) metrics.signErrorCount.inc({ error: refusal.signErrorLabel });
     const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);

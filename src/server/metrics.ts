@@ -19,6 +19,8 @@ export class CaMetrics {
   readonly csrParsingErrorCount: Counter;
   readonly signErrorCount: Counter<'error'>;
   readonly successCount: Counter;
+  /** Calls the client cancelled before we signed: nothing was issued (not in istiod). */
+  readonly cancelledCount: Counter;
   readonly issuanceSeconds: Histogram<'outcome'>;
   /** The first root of the trust bundle, as istiod reports it. */
   private rootNotAfterMs: number | undefined;
@@ -54,6 +56,11 @@ export class CaMetrics {
     this.successCount = new Counter({
       name: 'citadel_server_success_cert_issuance_count',
       help: 'The number of certificates issuances that have succeeded.',
+      registers,
+    });
+    this.cancelledCount = new Counter({
+      name: 'castellan_csr_cancelled_count',
+      help: 'The number of CSRs whose call the client cancelled (or whose deadline passed) before the certificate was signed; nothing was issued.',
       registers,
     });
     this.issuanceSeconds = new Histogram({
