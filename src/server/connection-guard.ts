@@ -1,6 +1,10 @@
 import { constants as http2Constants, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
-import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import {
+  createServer as createTlsServer,
+  type Server as TlsServer,
+  type TLSSocket,
+} from 'node:tls';
 import type { experimental } from '@grpc/grpc-js';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { HostPort } from '../address.js';

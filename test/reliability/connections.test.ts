@@ -1,0 +1,218 @@
+// Connection hygiene of the gRPC port (src/server/connection-guard.ts), over real TLS on
+// loopback with hand-written HTTP/2 clients that never close on their own (support/raw-h2.ts):
+// every hostile or dead connection is closed by the server, within a bound, and the count of
+// open connections returns to zero.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { performance } from 'node:perf_hooks';
+import { connect as http2Connect } from 'node:http2';
+import { status, type ServiceError } from '@grpc/grpc-js';
+import { waitFor } from '../support/wait-for.js';
+import { caClient, createCertificate, opensslCsr } from '../server/support/client.js';
+import { mintToken, startReliable, type Reliable } from './support/harness.js';
+import {
+  FRAME,
+  PARTIAL_CLIENT_HELLO,
+  grpcHeaderBlock,
+  headersFrames,
+  rawH2,
+  rawTcp,
+  rstStream,
+  type RawConnection,
+} from './support/raw-h2.js';
+
+const CREATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
+const LONG = 600_000;
+/** HTTP/2 error codes (RFC 9113 §7). */
+const H2 = { NO_ERROR: 0, INTERNAL_ERROR: 2, COMPRESSION_ERROR: 9 } as const;
+
+/** Resolves with how long the server took to close `conn` (fails after `boundMs`). */
+async function closedWithin(what: string, conn: RawConnection, boundMs: number): Promise<number> {
+  const started = performance.now();
+  await waitFor(what, () => conn.isClosed(), boundMs);
+  return performance.now() - started;
+}
+
+async function issueOnce(r: Reliable): Promise<void> {
+  const client = caClient(r.target, r.ca.rootPem, undefined, {
+    'grpc.use_local_subchannel_pool': 1,
+  });
+  try {
+    const chain = await createCertificate(
+      client,
+      { csr: opensslCsr('ec').csrPem },
+      await mintToken(r),
+    );
+    assert.ok(chain.length >= 2);
+  } finally {
+    client.close();
+  }
+}
+
+describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
+  let r: Reliable;
+  before(async () => {
+    // Keepalive and idle far away: what closes these connections is the handshake timeout and
+    // the reset-flood probe, nothing else.
+    r = await startReliable({
+      connections: {
+        handshakeTimeoutMs: 300,
+        idleTimeoutMs: LONG,
+        keepaliveIntervalMs: LONG,
+        keepaliveTimeoutMs: 500,
+      },
+    });
+  });
+  after(() => r.stop());
+
+  test('stalled TLS handshakes (no bytes, half a ClientHello) are closed after the handshake timeout', async () => {
+    const silent = await rawTcp(r.port);
+    const partial = await rawTcp(r.port, PARTIAL_CLIENT_HELLO);
+    const waited = await closedWithin('silent handshake closed', silent, 5000);
+    await closedWithin('partial handshake closed', partial, 5000);
+    assert.ok(waited >= 200, `closed after ${waited} ms, before the 300 ms timeout`);
+    assert.equal(
+      await r.metric('castellan_grpc_connections_closed_count', { reason: 'handshake-timeout' }),
+      2,
+    );
+    await waitFor(
+      'no connection left open',
+      async () => (await r.metric('castellan_grpc_open_connections')) === 0,
+    );
+  });
+
+  test('a rapid-reset flood (streams opened and reset): GOAWAY, then the server closes the connection', async () => {
+    const conn = await rawH2(r.port);
+    const started = performance.now();
+    // 3000 streams opened and cancelled at once, well past nghttp2's limit (a burst of 1000).
+    const block = grpcHeaderBlock(CREATE);
+    for (let batch = 0; batch < 6 && !conn.isClosed(); batch++) {
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 500; i++) {
+        const id = 1 + 2 * (batch * 500 + i);
+        frames.push(headersFrames(id, block, false), rstStream(id));
+      }
+      conn.socket.write(Buffer.concat(frames));
+    }
+    await waitFor('the server closed the flooded connection', () => conn.isClosed(), 15_000);
+    assert.equal(conn.goawayCode(), H2.INTERNAL_ERROR, 'nghttp2 ended the session with GOAWAY');
+    // Not keepalive (30 s away here): the probe of a session that reset 100 streams.
+    assert.equal(
+      await r.metric('castellan_grpc_connections_closed_count', { reason: 'unresponsive' }),
+      1,
+    );
+    assert.ok(performance.now() - started < 15_000);
+    await issueOnce(r); // The server still serves.
+  });
+
+  test('a grpc-js call whose metadata is beyond the HPACK limit fails promptly, not at its deadline', async () => {
+    const client = caClient(r.target, r.ca.rootPem, undefined, {
+      'grpc.use_local_subchannel_pool': 1,
+    });
+    try {
+      const started = performance.now();
+      const err = (await createCertificate(client, { csr: 'x' }, 'a'.repeat(200 * 1024)).then(
+        () => assert.fail('expected a failure'),
+        (e: unknown) => e,
+      )) as ServiceError;
+      const took = performance.now() - started;
+      // The server's GOAWAY(COMPRESSION_ERROR) ends the client's connection: the call fails
+      // with the transport's code, well before any deadline.
+      assert.ok(
+        [status.UNAVAILABLE, status.INTERNAL].includes(err.code),
+        `code ${status[err.code]}: ${err.details}`,
+      );
+      assert.ok(took < 5000, `failed after ${took} ms`);
+    } finally {
+      client.close();
+    }
+  });
+
+  test('metadata under the HPACK limit but no valid token: UNAUTHENTICATED, as any bad token', async () => {
+    const client = caClient(r.target, r.ca.rootPem, undefined, {
+      'grpc.use_local_subchannel_pool': 1,
+    });
+    try {
+      const err = (await createCertificate(
+        client,
+        { csr: opensslCsr('ec').csrPem },
+        'a'.repeat(30 * 1024),
+      ).then(
+        () => assert.fail('expected a failure'),
+        (e: unknown) => e,
+      )) as ServiceError;
+      assert.equal(err.code, status.UNAUTHENTICATED, `${status[err.code]}: ${err.details}`);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('gRPC port: keepalive and idle connections', () => {
+  let r: Reliable;
+  before(async () => {
+    r = await startReliable({
+      connections: {
+        handshakeTimeoutMs: 300,
+        idleTimeoutMs: 400,
+        keepaliveIntervalMs: 300,
+        keepaliveTimeoutMs: 300,
+      },
+    });
+  });
+  after(() => r.stop());
+
+  test('a peer that never answers PING (dead) is closed after keepalive interval + timeout', async () => {
+    const conn = await rawH2(r.port);
+    await waitFor('the dead peer closed', () => conn.isClosed(), 10_000);
+    assert.ok(
+      conn.frames.some((f) => f.type === FRAME.PING && (f.flags & 0x1) === 0),
+      'the server pinged before closing',
+    );
+  });
+
+  test('a header block nghttp2 cannot decompress: GOAWAY(COMPRESSION_ERROR), then the connection is closed', async () => {
+    const conn = await rawH2(r.port);
+    // 100 KiB literal: beyond nghttp2's 64 KiB limit for one header field.
+    const block = grpcHeaderBlock(CREATE, { authorization: `Bearer ${'a'.repeat(100 * 1024)}` });
+    conn.socket.write(headersFrames(1, block, false));
+    await waitFor('the server closed the connection', () => conn.isClosed(), 10_000);
+    assert.equal(conn.goawayCode(), H2.COMPRESSION_ERROR);
+  });
+
+  test('an idle connection (no call) gets GOAWAY(NO_ERROR) and is closed', async () => {
+    const session = http2Connect(`https://127.0.0.1:${r.port}`, {
+      rejectUnauthorized: false,
+      servername: 'localhost',
+    });
+    let goaway: number | undefined;
+    session.on('goaway', (code) => (goaway = code));
+    session.on('error', () => {});
+    let closed = false;
+    session.on('close', () => (closed = true));
+    await waitFor('the idle connection closed', () => closed, 10_000);
+    assert.equal(goaway, H2.NO_ERROR);
+  });
+
+  test('30 hostile connections (stalled handshakes, silent h2 peers): all closed, none left open', async () => {
+    const conns: RawConnection[] = [];
+    for (let i = 0; i < 10; i++) {
+      conns.push(
+        await rawTcp(r.port),
+        await rawTcp(r.port, PARTIAL_CLIENT_HELLO),
+        await rawH2(r.port),
+      );
+    }
+    assert.ok((await r.metric('castellan_grpc_open_connections')) > 0);
+    await waitFor(
+      'every hostile connection closed',
+      () => conns.every((c) => c.isClosed()),
+      15_000,
+    );
+    await waitFor(
+      'the server counts no open connection',
+      async () => (await r.metric('castellan_grpc_open_connections')) === 0,
+    );
+    await issueOnce(r);
+  });
+});
