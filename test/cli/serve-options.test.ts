@@ -51,6 +51,12 @@ describe('completeServeOptions', () => {
         },
         ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
         csrThreads: 'auto',
+        connections: {
+          handshakeTimeoutMs: 10_000,
+          idleTimeoutMs: 300_000,
+          keepaliveIntervalMs: 30_000,
+          keepaliveTimeoutMs: 10_000,
+        },
       },
       policy: {
         policyDir: undefined,

@@ -204,6 +204,7 @@ export class ServeApp {
         grpcAddress: options.server.grpcAddress,
         serving,
         logger,
+        connections: options.server.connections,
       });
       // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS.
       // Only the caller's workload certificate counts (no tokens): a workload reads its own

@@ -106,6 +106,12 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     servingNames: object({ dnsNames: arrayOf(string), ipAddresses: arrayOf(string) }),
     ttl: object({ defaultTtlMs: positiveMs, maxTtlMs: positiveMs }),
     csrThreads: countOrAuto(0, MAX_CSR_THREADS),
+    connections: object({
+      handshakeTimeoutMs: positiveMs,
+      idleTimeoutMs: positiveMs,
+      keepaliveIntervalMs: positiveMs,
+      keepaliveTimeoutMs: positiveMs,
+    }),
   }),
   policy: object({
     policyDir: optional(string),

@@ -50,6 +50,11 @@ export const SERVE_DEFAULTS = {
   // ECDSA: generating it takes milliseconds, so a first start reaches /ready quickly.
   caKeyType: 'ec-p256' as CaKeyType,
   csrThreads: 'auto',
+  // src/server/connection-guard.ts DEFAULT_CONNECTION_LIMITS: istiod's keepalive.
+  handshakeTimeout: '10s',
+  idleTimeout: '5m',
+  keepaliveInterval: '30s',
+  keepaliveTimeout: '10s',
   clusterId: 'Kubernetes',
   // istiod's defaults (security/pkg/cmd/constants.go; pilot/pkg/features/experimental.go).
   selfSignedRootTtl: '87600h',
@@ -90,6 +95,10 @@ export interface ServeFlags {
   bundleAddr?: string;
   workers?: string;
   csrThreads?: string;
+  handshakeTimeout?: string;
+  idleTimeout?: string;
+  keepaliveInterval?: string;
+  keepaliveTimeout?: string;
   // Kubernetes mode.
   kube?: boolean;
   kubeconfig?: string;
@@ -180,6 +189,26 @@ export function addServeFlags(command: Command): Command {
       '--csr-threads <n|auto>',
       'threads per process checking CSRs beside the event loop; 0 = on the event loop; auto = 1 with two or more cores, else 0',
       SERVE_DEFAULTS.csrThreads,
+    )
+    .option(
+      '--handshake-timeout <duration>',
+      'gRPC port: close a connection whose TLS handshake has not finished by then (Node alone waits 120s)',
+      SERVE_DEFAULTS.handshakeTimeout,
+    )
+    .option(
+      '--idle-timeout <duration>',
+      'gRPC port: send GOAWAY and close a connection with no call in flight for this long',
+      SERVE_DEFAULTS.idleTimeout,
+    )
+    .option(
+      '--keepalive-interval <duration>',
+      "gRPC port: ping a connection quiet for this long (istiod's keepaliveInterval)",
+      SERVE_DEFAULTS.keepaliveInterval,
+    )
+    .option(
+      '--keepalive-timeout <duration>',
+      "gRPC port: close a connection whose ping is not answered by then (istiod's keepaliveTimeout)",
+      SERVE_DEFAULTS.keepaliveTimeout,
     )
     .option(
       '--kube',

@@ -292,6 +292,22 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
     MAX_CSR_THREADS,
   );
 
+  const connections = {
+    handshakeTimeoutMs: duration(
+      '--handshake-timeout',
+      flags.handshakeTimeout ?? SERVE_DEFAULTS.handshakeTimeout,
+    ),
+    idleTimeoutMs: duration('--idle-timeout', flags.idleTimeout ?? SERVE_DEFAULTS.idleTimeout),
+    keepaliveIntervalMs: duration(
+      '--keepalive-interval',
+      flags.keepaliveInterval ?? SERVE_DEFAULTS.keepaliveInterval,
+    ),
+    keepaliveTimeoutMs: duration(
+      '--keepalive-timeout',
+      flags.keepaliveTimeout ?? SERVE_DEFAULTS.keepaliveTimeout,
+    ),
+  };
+
   const kube = completeKubeOptions(flags, env, namespace);
   if (kube && cacerts) {
     throw bad(
@@ -331,6 +347,7 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
       servingNames: { dnsNames, ipAddresses },
       ttl: { defaultTtlMs, maxTtlMs },
       csrThreads,
+      connections,
     },
     policy: {
       policyDir,
