@@ -61,6 +61,8 @@ export function grpcConnectionOptions(limits: ConnectionLimits): Record<string, 
 const RESETS_BEFORE_SUSPECT = 100;
 /** How often a suspected session is probed with a PING (each answered within the keepalive timeout). */
 const SUSPECT_PROBE_INTERVAL_MS = 1000;
+/** How often sessions are looked at for bytes read that opened no stream. */
+const SWEEP_INTERVAL_MS = 1000;
 
 /** The listener's connection metrics, on the CA server's registry. */
 export class ConnectionMetrics {
@@ -70,7 +72,7 @@ export class ConnectionMetrics {
     const registers = [registry];
     this.closed = new Counter({
       name: 'castellan_grpc_connections_closed_count',
-      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), unresponsive (an HTTP/2 session that stopped answering PINGs after a reset flood). Keepalive and idle closes are done by grpc-js and not counted here.',
+      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
       labelNames: ['reason'],
       registers,
     });
@@ -108,6 +110,8 @@ export interface GuardedTlsListenerOptions {
 export class GuardedTlsListener {
   private readonly server: TlsServer;
   private readonly sockets = new Set<Socket>();
+  private readonly sessions = new Set<WatchedSession>();
+  private sweeper: Timer | undefined;
   private identity: experimental.IdentityCertificateUpdate | undefined;
   private ca: experimental.CaCertificateUpdate | undefined;
   private readonly onIdentity = (update: experimental.IdentityCertificateUpdate | null): void => {
@@ -167,6 +171,9 @@ export class GuardedTlsListener {
     this.options.certificates.addIdentityCertificateListener(this.onIdentity);
     this.options.certificates.addCaCertificateListener(this.onCa);
     await listenOn(this.server, address, 'gRPC address');
+    this.sweeper = this.options.clock.every(SWEEP_INTERVAL_MS, () => this.sweep(), {
+      keepAlive: false,
+    });
     const bound = this.server.address();
     return { host: address.host, port: typeof bound === 'object' && bound ? bound.port : 0 };
   }
@@ -175,6 +182,7 @@ export class GuardedTlsListener {
   stopAccepting(): void {
     this.options.certificates.removeIdentityCertificateListener(this.onIdentity);
     this.options.certificates.removeCaCertificateListener(this.onCa);
+    this.sweeper?.cancel();
     this.server.close();
   }
 
@@ -184,56 +192,31 @@ export class GuardedTlsListener {
   }
 
   /**
-   * Watches one HTTP/2 session for a rapid-reset flood. When nghttp2 ends a flooded session with
-   * GOAWAY it stops reading the socket and Node emits nothing — no 'error', no 'close' — so
-   * the connection would stay ESTABLISHED (or CLOSE-WAIT) for good, and its client waits. Such a
-   * session never answers a PING, while a live one does: once a session has reset
-   * RESETS_BEFORE_SUSPECT streams it is probed every second, and destroyed when a probe goes
-   * unanswered for the keepalive timeout. (Other connection errors — a header block nghttp2
-   * cannot decompress — give no such sign; grpc-js's keepalive PING closes those, within the
-   * keepalive interval plus timeout.)
+   * Watches one HTTP/2 session for the state Node cannot get out of by itself. When nghttp2 ends
+   * a session with a connection error — a rapid-reset flood (GOAWAY INTERNAL_ERROR), a header
+   * block it cannot decompress, such as one header field over 64 KiB (GOAWAY
+   * COMPRESSION_ERROR) — it stops reading the socket and Node emits nothing: no 'error', no
+   * 'close'. The connection would stay ESTABLISHED (or CLOSE-WAIT) for good, and a client that
+   * waits for its stream (gRPC core does, the stream being at or below the GOAWAY's last stream
+   * id) waits until its deadline. Such a session never answers a PING, while a live one does. A
+   * session is probed (PING; no answer within the keepalive timeout → destroyed) when it:
+   * - reset RESETS_BEFORE_SUSPECT streams: then every second, for as long as it lives;
+   * - read bytes in the last sweep (a second) that opened no stream, with none in flight (a
+   *   header block that never became a stream; also a client's own PING or SETTINGS, which
+   *   costs that client one PING back).
+   * grpc-js's keepalive would close it too, but only after the keepalive interval (30 s).
    */
   watchSession(session: Http2Session): void {
-    const { clock, limits, metrics } = this.options;
-    let resets = 0;
-    let probe: Timer | undefined;
-    const stopProbing = (): void => {
-      probe?.cancel();
-      probe = undefined;
-    };
-    const unresponsive = (): void => {
-      stopProbing();
-      if (session.destroyed) return;
-      metrics.closed.inc({ reason: 'unresponsive' });
-      session.destroy();
-    };
-    const sendProbe = (): void => {
-      if (session.destroyed) return;
-      const deadline = clock.after(limits.keepaliveTimeoutMs, unresponsive);
-      probe = deadline;
-      let sent = false;
-      try {
-        sent = session.ping((err) => {
-          deadline.cancel();
-          if (err) {
-            if (!session.destroyed) unresponsive();
-            return;
-          }
-          probe = clock.after(SUSPECT_PROBE_INTERVAL_MS, sendProbe);
-        });
-      } catch {
-        sent = false;
-      }
-      if (!sent) unresponsive();
-    };
-    session.on('stream', (stream: ServerHttp2Stream) => {
-      stream.once('close', () => {
-        if (stream.rstCode !== http2Constants.NGHTTP2_CANCEL) return;
-        resets += 1;
-        if (resets === RESETS_BEFORE_SUSPECT) sendProbe();
-      });
+    const watched = new WatchedSession(session, this.options);
+    this.sessions.add(watched);
+    session.once('close', () => {
+      watched.stop();
+      this.sessions.delete(watched);
     });
-    session.once('close', stopProbing);
+  }
+
+  private sweep(): void {
+    for (const watched of this.sessions) watched.sweep();
   }
 
   private updateSecureContext(): void {
@@ -243,5 +226,93 @@ export class GuardedTlsListener {
       key: this.identity.privateKey,
       ...(this.ca ? { ca: this.ca.caCertificate } : {}),
     });
+  }
+}
+
+/** One HTTP/2 session under watch (GuardedTlsListener.watchSession). */
+class WatchedSession {
+  private resets = 0;
+  private streamsOpened = 0;
+  private streamsInFlight = 0;
+  private streamsAtSweep = 0;
+  private bytesAtSweep: number;
+  /** The pending probe deadline, or the timer of the next probe of a suspect. */
+  private probe: Timer | undefined;
+  private probing = false;
+  private suspect = false;
+
+  constructor(
+    private readonly session: Http2Session,
+    private readonly options: Pick<GuardedTlsListenerOptions, 'clock' | 'limits' | 'metrics'>,
+  ) {
+    this.bytesAtSweep = this.bytesRead();
+    session.on('stream', (stream: ServerHttp2Stream) => {
+      this.streamsOpened += 1;
+      this.streamsInFlight += 1;
+      stream.once('close', () => {
+        this.streamsInFlight -= 1;
+        if (stream.rstCode !== http2Constants.NGHTTP2_CANCEL) return;
+        this.resets += 1;
+        if (this.resets === RESETS_BEFORE_SUSPECT) {
+          this.suspect = true;
+          this.sendProbe();
+        }
+      });
+    });
+  }
+
+  /** Called every SWEEP_INTERVAL_MS: bytes read that opened no stream earn a probe. */
+  sweep(): void {
+    const read = this.bytesRead();
+    if (read !== this.bytesAtSweep && this.streamsOpened === this.streamsAtSweep) {
+      if (this.streamsInFlight === 0) this.sendProbe();
+    }
+    this.bytesAtSweep = read;
+    this.streamsAtSweep = this.streamsOpened;
+  }
+
+  stop(): void {
+    this.probe?.cancel();
+    this.probe = undefined;
+  }
+
+  /** Plaintext bytes the session has read (the TLS socket counts what it hands to nghttp2). */
+  private bytesRead(): number {
+    return this.session.socket?.bytesRead ?? 0;
+  }
+
+  private sendProbe(): void {
+    const { session } = this;
+    if (this.probing || session.destroyed) return;
+    this.probing = true;
+    this.probe?.cancel();
+    const deadline = this.options.clock.after(this.options.limits.keepaliveTimeoutMs, () =>
+      this.unresponsive(),
+    );
+    this.probe = deadline;
+    let sent = false;
+    try {
+      sent = session.ping((err) => {
+        deadline.cancel();
+        this.probing = false;
+        if (err) {
+          this.unresponsive();
+          return;
+        }
+        if (this.suspect) {
+          this.probe = this.options.clock.after(SUSPECT_PROBE_INTERVAL_MS, () => this.sendProbe());
+        }
+      });
+    } catch {
+      sent = false;
+    }
+    if (!sent) this.unresponsive();
+  }
+
+  private unresponsive(): void {
+    this.stop();
+    if (this.session.destroyed) return;
+    this.options.metrics.closed.inc({ reason: 'unresponsive' });
+    this.session.destroy();
   }
 }

@@ -6,9 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { connect as http2Connect } from 'node:http2';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { waitFor } from '../support/wait-for.js';
-import { caClient, createCertificate, opensslCsr } from '../server/support/client.js';
+import { projectRoot } from '../support/paths.js';
+import { caClient, createCertificate, opensslCsr, tmp } from '../server/support/client.js';
 import { mintToken, startReliable, type Reliable } from './support/harness.js';
 import {
   FRAME,
@@ -21,6 +26,9 @@ import {
   type RawConnection,
 } from './support/raw-h2.js';
 
+const execFileAsync = promisify(execFile);
+/** Debian's interpreter and its python3-grpcio (scripts/setup-test-deps.sh), never PATH's. */
+const PYTHON = '/usr/bin/python3';
 const CREATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 const LONG = 600_000;
 /** HTTP/2 error codes (RFC 9113 §7). */
@@ -64,6 +72,8 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     });
   });
   after(() => r.stop());
+  const unresponsiveClosed = (): Promise<number> =>
+    r.metric('castellan_grpc_connections_closed_count', { reason: 'unresponsive' });
 
   test('stalled TLS handshakes (no bytes, half a ClientHello) are closed after the handshake timeout', async () => {
     const silent = await rawTcp(r.port);
@@ -82,6 +92,7 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
   });
 
   test('a rapid-reset flood (streams opened and reset): GOAWAY, then the server closes the connection', async () => {
+    const unresponsiveBefore = await unresponsiveClosed();
     const conn = await rawH2(r.port);
     const started = performance.now();
     // 3000 streams opened and cancelled at once, well past nghttp2's limit (a burst of 1000).
@@ -96,13 +107,40 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     }
     await waitFor('the server closed the flooded connection', () => conn.isClosed(), 15_000);
     assert.equal(conn.goawayCode(), H2.INTERNAL_ERROR, 'nghttp2 ended the session with GOAWAY');
-    // Not keepalive (30 s away here): the probe of a session that reset 100 streams.
-    assert.equal(
-      await r.metric('castellan_grpc_connections_closed_count', { reason: 'unresponsive' }),
-      1,
-    );
+    // Not keepalive (10 min away here): a probe (the session reset 100 streams) unanswered.
+    assert.equal(await unresponsiveClosed(), unresponsiveBefore + 1);
     assert.ok(performance.now() - started < 15_000);
     await issueOnce(r); // The server still serves.
+  });
+
+  test('a header field nghttp2 cannot decompress: GOAWAY(COMPRESSION_ERROR), then the server closes the connection', async () => {
+    const unresponsiveBefore = await unresponsiveClosed();
+    const conn = await rawH2(r.port);
+    // A 100 KiB literal: beyond nghttp2's 64 KiB limit for one header field.
+    const block = grpcHeaderBlock(CREATE, { authorization: `Bearer ${'a'.repeat(100 * 1024)}` });
+    conn.socket.write(headersFrames(1, block, false));
+    await waitFor('the server closed the connection', () => conn.isClosed(), 10_000);
+    assert.equal(conn.goawayCode(), H2.COMPRESSION_ERROR);
+    // Not keepalive (10 min away here): the sweep's probe of bytes that opened no stream.
+    assert.equal(await unresponsiveClosed(), unresponsiveBefore + 1);
+  });
+
+  test('python3-grpcio (gRPC core) with a 70 KiB authorization header: UNAVAILABLE within seconds, not at its deadline', async () => {
+    const dir = tmp();
+    const root = join(dir, 'root.pem');
+    writeFileSync(root, r.ca.rootPem);
+    const deadlineSeconds = 30;
+    const { stdout } = await execFileAsync(PYTHON, [
+      join(projectRoot, 'test', 'reliability', 'raw_call.py'),
+      r.target,
+      root,
+      String(70 * 1024),
+      String(deadlineSeconds),
+    ]);
+    const outcome = JSON.parse(stdout) as { code: string; details: string; seconds: number };
+    // Before the server closed such connections, this call ended DEADLINE_EXCEEDED after 30 s.
+    assert.equal(outcome.code, 'UNAVAILABLE', outcome.details);
+    assert.ok(outcome.seconds < 10, `failed after ${outcome.seconds} s`);
   });
 
   test('a grpc-js call whose metadata is beyond the HPACK limit fails promptly, not at its deadline', async () => {
@@ -169,15 +207,6 @@ describe('gRPC port: keepalive and idle connections', () => {
       conn.frames.some((f) => f.type === FRAME.PING && (f.flags & 0x1) === 0),
       'the server pinged before closing',
     );
-  });
-
-  test('a header block nghttp2 cannot decompress: GOAWAY(COMPRESSION_ERROR), then the connection is closed', async () => {
-    const conn = await rawH2(r.port);
-    // 100 KiB literal: beyond nghttp2's 64 KiB limit for one header field.
-    const block = grpcHeaderBlock(CREATE, { authorization: `Bearer ${'a'.repeat(100 * 1024)}` });
-    conn.socket.write(headersFrames(1, block, false));
-    await waitFor('the server closed the connection', () => conn.isClosed(), 10_000);
-    assert.equal(conn.goawayCode(), H2.COMPRESSION_ERROR);
   });
 
   test('an idle connection (no call) gets GOAWAY(NO_ERROR) and is closed', async () => {
