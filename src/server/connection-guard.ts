@@ -67,6 +67,7 @@ const SWEEP_INTERVAL_MS = 1000;
 /** The listener's connection metrics, on the CA server's registry. */
 export class ConnectionMetrics {
   readonly closed: Counter<'reason'>;
+  readonly probes: Counter<'outcome'>;
 
   constructor(registry: Registry, openConnections: () => number) {
     const registers = [registry];
@@ -74,6 +75,12 @@ export class ConnectionMetrics {
       name: 'castellan_grpc_connections_closed_count',
       help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
       labelNames: ['reason'],
+      registers,
+    });
+    this.probes = new Counter({
+      name: 'castellan_grpc_ping_probes_count',
+      help: 'PING probes of HTTP/2 sessions that may have been ended by nghttp2 (a reset flood, bytes that opened no stream), by outcome: sent, answered. One sent and not answered closes the connection (castellan_grpc_connections_closed_count{reason="unresponsive"}).',
+      labelNames: ['outcome'],
       registers,
     });
     const open = new Gauge({
@@ -299,10 +306,15 @@ class WatchedSession {
           this.unresponsive();
           return;
         }
+        this.options.metrics.probes.inc({ outcome: 'answered' });
+        // The answer itself is bytes read that opened no stream: it must not earn the next
+        // probe (else every live idle session would be pinged each sweep, for ever).
+        this.bytesAtSweep = this.bytesRead();
         if (this.suspect) {
           this.probe = this.options.clock.after(SUSPECT_PROBE_INTERVAL_MS, () => this.sendProbe());
         }
       });
+      this.options.metrics.probes.inc({ outcome: 'sent' });
     } catch {
       sent = false;
     }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { waitFor } from '../support/wait-for.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { projectRoot } from '../support/paths.js';
 import { caClient, createCertificate, opensslCsr, tmp } from '../server/support/client.js';
 import { mintToken, startReliable, type Reliable } from './support/harness.js';
@@ -243,5 +244,47 @@ describe('gRPC port: keepalive and idle connections', () => {
       async () => (await r.metric('castellan_grpc_open_connections')) === 0,
     );
     await issueOnce(r);
+  });
+});
+
+describe('gRPC port: probes of live sessions', () => {
+  let r: Reliable;
+  let clock: ManualClock;
+  before(async () => {
+    clock = new ManualClock(Date.now());
+    r = await startReliable({ clock, connections: { keepaliveIntervalMs: LONG } });
+  });
+  after(() => r.stop());
+
+  test('a live idle session answers one probe and is not probed again (its answer earns no probe)', async () => {
+    const session = http2Connect(`https://127.0.0.1:${r.port}`, {
+      rejectUnauthorized: false,
+      servername: 'localhost',
+    });
+    session.on('error', () => {});
+    let pings = 0;
+    session.on('ping', () => (pings += 1));
+    try {
+      await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
+      const sent = (): Promise<number> =>
+        r.metric('castellan_grpc_ping_probes_count', { outcome: 'sent' });
+      // Wait until the server has read the client's preface, SETTINGS and SETTINGS ack.
+      await waitFor('the server acknowledged our SETTINGS', () =>
+        session.pendingSettingsAck ? false : true,
+      );
+      await clock.advance(1000); // A sweep: the preface and SETTINGS opened no stream.
+      assert.equal(await sent(), 1);
+      await waitFor(
+        'the probe answered',
+        async () =>
+          (await r.metric('castellan_grpc_ping_probes_count', { outcome: 'answered' })) === 1,
+      );
+      assert.equal(pings, 1);
+      for (let i = 0; i < 3; i++) await clock.advance(1000);
+      assert.equal(await sent(), 1, 'no probe for the answer itself');
+      assert.ok(!session.closed && !session.destroyed, 'the live session stays open');
+    } finally {
+      session.destroy();
+    }
   });
 });

@@ -5,7 +5,7 @@ import { DevTokenIssuer } from '../../../src/authn/dev-token-issuer.js';
 import { JwtAuthenticator } from '../../../src/authn/jwt-authenticator.js';
 import { authenticateCaller } from '../../../src/authn/authenticate.js';
 import type { AuthRequest, Caller } from '../../../src/authn/authenticator.js';
-import { systemClock } from '../../../src/clock.js';
+import { systemClock, type Clock } from '../../../src/clock.js';
 import { createLogger } from '../../../src/log.js';
 import { CaServer } from '../../../src/server/ca-server.js';
 import {
@@ -46,6 +46,8 @@ export interface Reliable {
 export async function startReliable(
   options: {
     connections?: Partial<ConnectionLimits>;
+    /** The server's clock (the connection guard's sweeps and probes); real time by default. */
+    clock?: Clock;
     /** Wraps authentication (e.g. to hold a call while its client cancels). */
     authenticate?: (
       request: AuthRequest,
@@ -53,6 +55,7 @@ export async function startReliable(
     ) => Promise<Caller>;
   } = {},
 ): Promise<Reliable> {
+  const clock = options.clock ?? systemClock;
   const ca = await makeTestCa({});
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(tmp());
@@ -88,7 +91,7 @@ export async function startReliable(
     caState,
     issuer: testServingIssuer,
     names: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
-    clock: systemClock,
+    clock,
     logger,
   });
   const server = new CaServer<unknown>({
@@ -97,7 +100,7 @@ export async function startReliable(
     authenticate: wrap ? (r) => wrap(r, next) : next,
     issuer,
     ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
-    clock: systemClock,
+    clock,
     grpcAddress: { host: '127.0.0.1', port: 0 },
     serving,
     logger,
