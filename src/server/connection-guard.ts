@@ -285,7 +285,9 @@ class WatchedSession {
 
   /** Plaintext bytes the session has read (the TLS socket counts what it hands to nghttp2). */
   private bytesRead(): number {
-    return this.session.socket?.bytesRead ?? 0;
+    // Undefined once the session is destroyed, before its 'close' removes it from the sweep.
+    const socket = this.session.socket as Socket | undefined;
+    return socket?.bytesRead ?? 0;
   }
 
   private sendProbe(): void {

@@ -216,7 +216,7 @@ describe('gRPC port: keepalive and idle connections', () => {
       servername: 'localhost',
     });
     let goaway: number | undefined;
-    session.on('goaway', (code) => (goaway = code));
+    session.on('goaway', (code: number) => (goaway = code));
     session.on('error', () => {});
     let closed = false;
     session.on('close', () => (closed = true));
