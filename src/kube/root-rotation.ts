@@ -72,7 +72,7 @@ export class RootRotator {
       if (!rootNeedsRotation(cert.notBefore, cert.notAfter, clock.now())) return false;
       const next = await reissueRoot(
         bundle,
-        bundle.signingKey,
+        bundle.signer,
         clock,
         this.o.ttlMs ?? DEFAULT_SELF_SIGNED_TTL_MS,
       );

@@ -9,6 +9,7 @@ import { issueCertificate } from '../../pki/issue.js';
 import type { CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
 import type { SubjectName } from '../../pki/profiles.js';
+import { isCaSigner, type SigningKey } from '../../pki/signer.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { KeyCertBundle } from '../authority.js';
 import { buildKeyCertBundle, certificatePem } from '../bundle.js';
@@ -46,17 +47,24 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-/** A self-signed root in the root profile: subject O=<trust domain>. */
+/**
+ * A self-signed root in the root profile: subject O=<trust domain>. `publicKey` is the key's
+ * public half (a signer alone does not give it out); `key` itself when it is a KeyObject.
+ */
 export async function makeSelfSignedRoot(
-  key: KeyObject,
+  key: SigningKey,
   subject: SubjectName,
   clock: Clock,
   ttlMs: number,
+  publicKey?: KeyObject | Uint8Array,
 ): Promise<X509Certificate> {
   const now = clock.now();
+  if (!publicKey && isCaSigner(key)) {
+    throw new CastellanError('internal', 'a root signed by a signer needs its public key given');
+  }
   return issueCertificate({
     profile: { kind: 'root', subject },
-    publicKey: key,
+    publicKey: publicKey ?? (key as KeyObject),
     selfKey: key,
     notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
     notAfter: new Date(now + ttlMs),
@@ -125,7 +133,7 @@ export async function loadOrCreateSelfSignedCa(
  */
 export async function reissueRoot(
   bundle: KeyCertBundle,
-  key: KeyObject,
+  key: SigningKey,
   clock: Clock,
   ttlMs: number,
 ): Promise<X509Certificate> {
@@ -134,5 +142,11 @@ export async function reissueRoot(
     .flatMap((rdn) =>
       Object.entries(rdn).flatMap(([attr, values]) => values.map((v) => [attr, v] as const)),
     );
-  return makeSelfSignedRoot(key, subject, clock, ttlMs);
+  return makeSelfSignedRoot(
+    key,
+    subject,
+    clock,
+    ttlMs,
+    new Uint8Array(bundle.signingCert.publicKey.rawData),
+  );
 }

@@ -256,7 +256,7 @@ export function registerCaCommands(program: Command): void {
             ],
           },
           publicKey: privateKey,
-          issuer: { cert: rootBundle.signingCert, key: rootBundle.signingKey },
+          issuer: { cert: rootBundle.signingCert, key: rootBundle.signer },
           notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
           notAfter: new Date(notAfter),
         });
@@ -378,7 +378,7 @@ export function registerCaCommands(program: Command): void {
             },
             systemClock,
           );
-          root = { cert: rootBundle.signingCert, key: rootBundle.signingKey };
+          root = { cert: rootBundle.signingCert, key: rootBundle.signer };
         }
         const revoke: Revocation[] = [];
         for (const r of o.revoke) revoke.push(await revocationOf(r));
