@@ -164,6 +164,7 @@ export async function probeSigner(
       { subject: signer.description },
     );
   }
+  signer.confirmed?.(new Uint8Array(cert.publicKey.rawData));
 }
 
 function signingCertOf(input: CertsInput, names: BundleFileNames): X509Certificate {

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { Option, type Command } from 'commander';
 import type { LevelWithSilent } from 'pino';
 import { parseDuration } from '../duration.js';
+import { parsePkcs11Uri } from '../ca/signers/pkcs11-uri.js';
 import { CastellanError } from '../errors.js';
 import { isCaKeyType, CA_KEY_TYPES, type CaKeyType } from '../pki/key-type.js';
 import { validateTrustDomain } from '../pki/spiffe.js';
@@ -13,6 +14,8 @@ import { collect } from './options.js';
 export interface ServeConfig {
   readonly dataDir: string;
   readonly cacertsDir: string | undefined;
+  /** The plugged-in CA's key inside a PKCS#11 token (RFC 7512 URI; docs/hsm.md), instead of ca-key.pem. */
+  readonly caKeyUri: string | undefined;
   readonly trustDomain: string;
   readonly grpcAddress: HostPort;
   readonly monitoringAddress: HostPort;
@@ -49,6 +52,7 @@ export const MAX_CSR_THREADS = 16;
 export interface RawServeOptions {
   dataDir?: string;
   cacertsDir?: string;
+  caKeyUri?: string;
   trustDomain?: string;
   grpcAddr?: string;
   monitoringAddr?: string;
@@ -101,6 +105,10 @@ export function addServeOptions(command: Command): Command {
     .option(
       '--cacerts-dir <dir>',
       'plugged-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)',
+    )
+    .option(
+      '--ca-key-uri <pkcs11-uri>',
+      "the plugged-in CA's key in a PKCS#11 token, instead of ca-key.pem: pkcs11:token=…;object=…?module-path=…&pin-source=file:… (docs/hsm.md)",
     )
     .option(
       '--trust-domain <domain>',
@@ -258,6 +266,17 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
 
   if (raw.dataDir === '') throw bad('--data-dir', 'must not be empty');
   if (raw.cacertsDir === '') throw bad('--cacerts-dir', 'must not be empty');
+  if (raw.caKeyUri !== undefined) {
+    if (raw.cacertsDir === undefined) {
+      throw bad('--ca-key-uri', 'goes with --cacerts-dir (the certificates of the key)');
+    }
+    try {
+      // Checked now; the token is opened when the CA loads. Errors never show a PIN.
+      parsePkcs11Uri(raw.caKeyUri);
+    } catch (e) {
+      throw bad('--ca-key-uri', (e as Error).message);
+    }
+  }
   if (raw.policyDir === '') throw bad('--policy-dir', 'must not be empty');
   if (raw.meshConfig === '') throw bad('--mesh-config', 'must not be empty');
   const bundleAddress =
@@ -274,6 +293,7 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
   return {
     dataDir: raw.dataDir ?? SERVE_DEFAULTS.dataDir,
     cacertsDir: raw.cacertsDir,
+    caKeyUri: raw.caKeyUri?.trim(),
     trustDomain,
     grpcAddress,
     monitoringAddress,

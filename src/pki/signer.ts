@@ -28,6 +28,12 @@ export interface CaSigner {
    * (an HSM whose session was lost): the caller may try again later.
    */
   sign(data: Uint8Array, algorithm: CaSignatureAlgorithm): Promise<Uint8Array>;
+  /**
+   * Told the public key (SPKI DER) that a probe it signed verified with (ca/bundle.ts:
+   * probeSigner). A signer that may reconnect to its key (an HSM) checks after reconnecting that
+   * it still holds the same key.
+   */
+  confirmed?(spki: Uint8Array): void;
 }
 
 /** A private key as the issuance functions accept it: in this process, or behind a signer. */

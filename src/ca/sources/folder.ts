@@ -3,7 +3,11 @@ import { join } from 'node:path';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import type { KeyCertBundle } from '../authority.js';
-import { bundleFromCacerts, CACERTS_FILE_NAMES } from '../cacerts-layout.js';
+import {
+  bundleFromCacertsWithKeys,
+  CACERTS_FILE_NAMES,
+  type CacertsKeyOptions,
+} from '../cacerts-layout.js';
 
 /** Reads whichever plugged-in CA files exist in `dir` (file name → text). */
 export async function readCacertsFolder(dir: string): Promise<Map<string, string>> {
@@ -34,12 +38,19 @@ export async function readCacertsFolder(dir: string): Promise<Map<string, string
 /**
  * Loads a plugged-in CA from a folder (Istio's layout or kubernetes.io/tls). Returns undefined
  * when the folder holds none of the files; a partial set or a bad set is an error naming the
- * file — never a silent fallback to self-signed.
+ * file — never a silent fallback to self-signed. The key is `ca-key.pem` (`tls.key`), or in a
+ * PKCS#11 token named by the folder's `ca-key.uri` or by `keys.keyUri`, opened through
+ * `keys.signers` and probed against `ca-cert.pem` before the set is accepted.
  */
 export async function loadCacertsFolder(
   dir: string,
   clock: Clock,
+  keys: CacertsKeyOptions & { readonly keyUri?: string | undefined } = {},
 ): Promise<KeyCertBundle | undefined> {
   const files = await readCacertsFolder(dir);
-  return bundleFromCacerts(files, { source: `cacerts-dir:${dir}`, where: dir }, clock);
+  return bundleFromCacertsWithKeys(
+    files,
+    { source: `cacerts-dir:${dir}`, where: dir, keyUri: keys.keyUri, signers: keys.signers },
+    clock,
+  );
 }

@@ -10,6 +10,8 @@ import type { CaState, KeyCertBundle } from '../../ca/authority.js';
 import { SwappableCaState } from '../../ca/ca-state.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
+import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
+import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
 import { writeFileAtomic } from '../../atomic-write.js';
 import { systemClock, type Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
@@ -73,8 +75,17 @@ export async function startLocalRuntime(
   // Settled here if the CA load throws first, so its failure is not also an unhandled rejection.
   devIssuer.catch(() => undefined);
   let bundle: KeyCertBundle | undefined;
+  // Keys in a PKCS#11 token (--ca-key-uri, or the folder's ca-key.uri): opened on first use.
+  const signers = new KeyUriSigners({
+    opener: (uri) => openPkcs11Signer({ uri, env: process.env, clock, logger }),
+    clock,
+  });
+  const keys = { keyUri: config.caKeyUri, signers };
   if (config.cacertsDir) {
-    bundle = await loadCacertsFolder(config.cacertsDir, clock);
+    bundle = await loadCacertsFolder(config.cacertsDir, clock, keys).catch(async (e: unknown) => {
+      await signers.close();
+      throw e;
+    });
     if (!bundle) {
       throw new CastellanError(
         'incomplete-ca',
@@ -114,14 +125,17 @@ export async function startLocalRuntime(
     );
   }
   const stopWatching = config.cacertsDir
-    ? watchCacertsFolder(config.cacertsDir, caState, clock, logger, onCaLoadError)
+    ? watchCacertsFolder(config.cacertsDir, caState, clock, logger, onCaLoadError, keys)
     : () => {};
   const dataDirFlag = config.dataDir === './.castellan' ? '' : ` --data-dir ${config.dataDir}`;
   return {
     caState,
     tokenAuthenticators,
     tokenHint: `npx castellan token --namespace default --service-account default${dataDirFlag} > token`,
-    close: async () => stopWatching(),
+    close: async () => {
+      stopWatching();
+      await signers.close();
+    },
   };
 }
 
@@ -139,6 +153,7 @@ function watchCacertsFolder(
   clock: Clock,
   logger: Logger,
   onCaLoadError: (source: string) => void,
+  keys: { keyUri: string | undefined; signers: KeyUriSigners },
 ): () => void {
   let last: string | undefined;
   let busy = false;
@@ -156,10 +171,11 @@ function watchCacertsFolder(
       }
       if (print === last) return;
       last = print;
-      const bundle = await loadCacertsFolder(dir, clock);
+      const bundle = await loadCacertsFolder(dir, clock, keys);
       if (!bundle)
         throw new CastellanError('incomplete-ca', 'the CA files were removed', { subject: dir });
       const snapshot = caState.swap(bundle);
+      keys.signers.retain(bundle.signer);
       logger.info(
         { source: bundle.source, generation: snapshot.generation },
         'plugged-in CA changed: swapped',
@@ -364,6 +380,11 @@ export function registerServeCommand(program: Command): void {
       // Every flag is checked before anything starts.
       const config = parseServeConfig(options, process.env);
       const kube = parseKubeOptions(options, process.env);
+      if (kube?.enabled && config.caKeyUri !== undefined) {
+        throw new CastellanError('unsupported', 'not read in --kube mode yet: use --cacerts-dir', {
+          subject: '--ca-key-uri',
+        });
+      }
       if (await serveAsClusterPrimary(config, kube?.enabled === true)) return;
       await runServe(config, kube);
     },
