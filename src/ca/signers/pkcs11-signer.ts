@@ -297,7 +297,7 @@ class TokenKeySigner implements Pkcs11Signer {
         c = await this.module.run(() => this.connect());
       } catch (first) {
         this.logger.warn(
-          { key: this.description, error: describe(first) },
+          { keyUri: this.description, error: describe(first) },
           'PKCS#11: reopening the session failed; re-initializing the module',
         );
         await this.module.reinitialize(this.description);
@@ -310,7 +310,7 @@ class TokenKeySigner implements Pkcs11Signer {
       await this.checkSameKey(c);
       this.connection = c;
       this.lastFailure = undefined;
-      this.logger.info({ key: this.description }, 'PKCS#11: key reachable again');
+      this.logger.info({ keyUri: this.description }, 'PKCS#11: key reachable again');
       return c;
     } catch (e) {
       const error = isCastellanError(e, 'unavailable')
@@ -454,7 +454,7 @@ class TokenKeySigner implements Pkcs11Signer {
       if (!c.broken) {
         this.breakConnection(c, error);
         this.logger.error(
-          { key: this.description, error: describe(e) },
+          { keyUri: this.description, error: describe(e) },
           'PKCS#11: the token failed; requests fail with UNAVAILABLE until it is reopened',
         );
       }
