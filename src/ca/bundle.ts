@@ -114,6 +114,26 @@ export async function buildSignerBundle(
 }
 
 /**
+ * buildSignerBundle for a signer already probed against this very certificate (the same set
+ * read again with more roots, Kubernetes' previous-roots merge): no second probe. Another
+ * certificate is a bug in the caller (`internal`).
+ */
+export function buildProbedSignerBundle(
+  input: SignerBundleInput,
+  probedCert: X509Certificate,
+  clock: Clock,
+): KeyCertBundle {
+  const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
+  const signingCert = signingCertOf(input, names);
+  if (!sameCert(signingCert, probedCert)) {
+    throw new CastellanError('internal', 'the signer was probed against another certificate', {
+      subject: input.signer.description,
+    });
+  }
+  return assemble(input, names, signingCert, input.signer, clock);
+}
+
+/**
  * Shows that `signer` holds the private half of `cert`'s public key: it signs 32 random bytes
  * with the CA's algorithm, and the signature must verify with the certificate's key. Refused
  * as `key-mismatch` (a different key, or one of another type) naming the signer and the

@@ -6,12 +6,14 @@ import { verifyCaCrl } from '../pki/crl.js';
 import type { KeyCertBundle } from './authority.js';
 import {
   buildKeyCertBundle,
+  buildProbedSignerBundle,
   buildSignerBundle,
   certificatePem,
   parseCertificates,
   type BundleInput,
 } from './bundle.js';
 import type { KeyUriSigners } from './signers/key-uri-signers.js';
+import type { CaSigner } from '../pki/signer.js';
 
 /** Istio's plugged-in CA files (`cacerts` secret / folder). */
 export const ISTIO_LAYOUT = [
@@ -76,6 +78,14 @@ export function bundleFromCacerts(
 ): KeyCertBundle | undefined {
   const set = cacertsSet(files, options);
   if (!set) return undefined;
+  if (set.keyUri !== undefined && options.probed) {
+    const bundle = buildProbedSignerBundle(
+      { ...set.input, signer: options.probed.signer },
+      options.probed.cert,
+      clock,
+    );
+    return withCrl(bundle, files, options, clock);
+  }
   if (set.keyUri !== undefined) {
     throw new CastellanError(
       'unsupported',
@@ -132,6 +142,12 @@ export interface CacertsOptions {
   readonly readCrl?: boolean | undefined;
   /** The key URI a set without a key file uses (serve's --ca-key-uri). */
   readonly keyUri?: string | undefined;
+  /**
+   * For bundleFromCacerts: the signer of this set's key URI, already probed against its
+   * signing certificate `cert` by bundleFromCacertsWithKeys (the set read again with more
+   * roots). Not probed again.
+   */
+  readonly probed?: { readonly signer: CaSigner; readonly cert: X509Certificate } | undefined;
 }
 
 export interface CacertsKeyOptions {

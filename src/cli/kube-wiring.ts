@@ -7,6 +7,8 @@ import { JwtAuthenticator } from '../authn/jwt-authenticator.js';
 import { TokenReviewAuthenticator } from '../authn/token-review.js';
 import type { CaState } from '../ca/authority.js';
 import { SwappableCaState } from '../ca/ca-state.js';
+import { KeyUriSigners } from '../ca/signers/key-uri-signers.js';
+import { openPkcs11Signer } from '../ca/signers/pkcs11-signer.js';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -43,6 +45,8 @@ export interface KubeModeDeps {
   readonly identity?: string | undefined;
   /** Fed from PeerAuthentications, AuthorizationPolicies, Pods and Namespaces when given. */
   readonly policyCompiler?: PolicyCompiler | undefined;
+  /** `cacerts`' key in a PKCS#11 token (--ca-key-uri), unless the Secret names it (ca-key.uri). */
+  readonly caKeyUri?: string | undefined;
 }
 
 /** What `serve` needs from Kubernetes mode (the same shape as its local CaRuntime). */
@@ -96,7 +100,14 @@ export async function startKubeMode(
   };
   try {
     const state = new SwappableCaState();
+    // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
+    const signers = new KeyUriSigners({
+      opener: (uri) => openPkcs11Signer({ uri, env: process.env, clock, logger }),
+      clock,
+    });
+    stops.push(() => signers.close());
     const caSource = new KubeCaSource({
+      keys: { keyUri: deps.caKeyUri, signers },
       kubeConfig: kc,
       core: clients.core,
       namespace,

@@ -267,9 +267,6 @@ export function parseServeConfig(raw: RawServeOptions, env: NodeJS.ProcessEnv = 
   if (raw.dataDir === '') throw bad('--data-dir', 'must not be empty');
   if (raw.cacertsDir === '') throw bad('--cacerts-dir', 'must not be empty');
   if (raw.caKeyUri !== undefined) {
-    if (raw.cacertsDir === undefined) {
-      throw bad('--ca-key-uri', 'goes with --cacerts-dir (the certificates of the key)');
-    }
     try {
       // Checked now; the token is opened when the CA loads. Errors never show a PIN.
       parsePkcs11Uri(raw.caKeyUri);

@@ -5,7 +5,12 @@ import { silentLogger, type Logger } from '../log.js';
 import type { KeyCertBundle } from '../ca/authority.js';
 import type { SwappableCaState } from '../ca/ca-state.js';
 import { certificatePem } from '../ca/bundle.js';
-import { bundleFromCacerts, detectLayout } from '../ca/cacerts-layout.js';
+import {
+  bundleFromCacerts,
+  bundleFromCacertsWithKeys,
+  detectLayout,
+} from '../ca/cacerts-layout.js';
+import type { KeyUriSigners } from '../ca/signers/key-uri-signers.js';
 import type { CaKeyType } from '../pki/key-type.js';
 import type { EventRecorder } from './events.js';
 import { decodeSecretData, describeApiError } from './client.js';
@@ -46,6 +51,12 @@ export interface KubeCaSourceOptions {
   selfSignedTtlMs?: number | undefined;
   logger?: Logger | undefined;
   retryMs?: number | undefined;
+  /**
+   * Keys in a PKCS#11 token (docs/hsm.md): `cacerts` may then name its key by URI (its
+   * `ca-key.uri`, or `keyUri`, serve's --ca-key-uri) instead of holding ca-key.pem; the set is
+   * loaded asynchronously, its signer probed, and start() waits for it.
+   */
+  keys?: { keyUri?: string | undefined; signers: KeyUriSigners } | undefined;
 }
 
 function sameBundle(a: KeyCertBundle | undefined, b: KeyCertBundle): boolean {
@@ -85,6 +96,10 @@ export class KubeCaSource {
   private recordAgain = false;
   private recordRetry: NodeJS.Timeout | undefined;
   private lastRefused = '';
+  /** Each `cacerts` event's number: a slower load of an older one is dropped. */
+  private cacertsSeq = 0;
+  /** The load of the latest `cacerts` while it runs (keys in a token load asynchronously). */
+  private pendingCacerts: Promise<void> | undefined;
 
   constructor(private readonly o: KubeCaSourceOptions) {
     this.logger = o.logger ?? silentLogger;
@@ -114,6 +129,8 @@ export class KubeCaSource {
       },
     });
     await this.informer.synced;
+    // A `cacerts` whose key is in a token is still being probed: it decides, not a fallback.
+    while (this.pendingCacerts) await this.pendingCacerts;
     this.synced = true;
     this.recordRoots();
     if (!this.plugged) {
@@ -163,27 +180,54 @@ export class KubeCaSource {
     if (!detectLayout(files)) return; // Nothing plugged in: not a CA secret (yet).
     const where = `secret ${namespace}/${CACERTS_SECRET}`;
     const keepPrevious = secret.metadata?.annotations?.[KEEP_PREVIOUS_ROOTS_ANNOTATION] !== 'false';
-    try {
-      const fresh = bundleFromCacerts(
+    const source = `cacerts-secret:${namespace}/${CACERTS_SECRET}`;
+    const seq = ++this.cacertsSeq;
+    if (this.o.keys) {
+      const load = bundleFromCacertsWithKeys(
         files,
-        { source: `cacerts-secret:${namespace}/${CACERTS_SECRET}`, where },
+        { source, where, keyUri: this.o.keys.keyUri, signers: this.o.keys.signers },
         clock,
+      ).then(
+        (fresh) => {
+          if (seq !== this.cacertsSeq || this.stopped) return;
+          if (fresh) this.acceptCacerts(files, fresh, keepPrevious);
+          this.o.keys?.signers.retain(this.o.state.current()?.bundle.signer);
+        },
+        (e: unknown) => {
+          if (seq === this.cacertsSeq) this.refuse(secret, where, asCastellanError(e));
+        },
       );
-      if (!fresh) return;
-      // The new set verified on its own; now publish old roots beside the new ones.
-      const freshRoots = fresh.roots.map(certificatePem);
-      const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
-      this.servedBefore = !keepPrevious
-        ? []
-        : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
-            (p) => !freshRoots.includes(p),
-          );
-      this.cacerts = { files, fresh, keep: keepPrevious };
-      this.installPlugged();
-      this.recordRoots();
+      const pending = load.finally(() => {
+        if (this.pendingCacerts === pending) this.pendingCacerts = undefined;
+      });
+      this.pendingCacerts = pending;
+      return;
+    }
+    try {
+      const fresh = bundleFromCacerts(files, { source, where }, clock);
+      if (fresh) this.acceptCacerts(files, fresh, keepPrevious);
     } catch (e) {
       this.refuse(secret, where, asCastellanError(e));
     }
+  }
+
+  /** A `cacerts` that verified on its own: published with the roots served before it. */
+  private acceptCacerts(
+    files: Map<string, string>,
+    fresh: KeyCertBundle,
+    keepPrevious: boolean,
+  ): void {
+    // The new set verified on its own; now publish old roots beside the new ones.
+    const freshRoots = fresh.roots.map(certificatePem);
+    const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
+    this.servedBefore = !keepPrevious
+      ? []
+      : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
+          (p) => !freshRoots.includes(p),
+        );
+    this.cacerts = { files, fresh, keep: keepPrevious };
+    this.installPlugged();
+    this.recordRoots();
   }
 
   private onSelfSigned(secret: V1Secret): void {
@@ -218,7 +262,10 @@ export class KubeCaSource {
       const merged = new Map(files);
       merged.set(rootKey, (files.get(rootKey) ?? '') + '\n' + old.join(''));
       try {
-        bundle = bundleFromCacerts(merged, { source: fresh.source, where }, this.o.clock) ?? fresh;
+        // A token key was probed with this very certificate when `fresh` was loaded.
+        const probed = { signer: fresh.signer, cert: fresh.signingCert };
+        bundle =
+          bundleFromCacerts(merged, { source: fresh.source, where, probed }, this.o.clock) ?? fresh;
       } catch (e) {
         // Only a hand-edited castellan-previous-roots gets here (e.g. a certificate that is not
         // a CA): serve the verified set rather than nothing.

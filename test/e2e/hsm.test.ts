@@ -226,6 +226,18 @@ describe('castellan serve --ca-key-uri', () => {
     }
   });
 
+  test('--ca-key-uri without --cacerts-dir (nor --kube): refused before anything starts', async () => {
+    const r = await runCli([
+      'serve',
+      '--data-dir',
+      join(tmp(), 'data'),
+      '--ca-key-uri',
+      uris.get('ec-p256')!,
+    ]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /--ca-key-uri: goes with --cacerts-dir, or --kube/);
+  });
+
   test('a wrong PIN: serve stops at start, naming the URI and never the PIN', async () => {
     const wrongPin = join(work, 'wrong-pin');
     const pin = '112358';

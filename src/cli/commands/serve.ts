@@ -235,6 +235,7 @@ export async function runServe(
         trustDomain: config.trustDomain,
         tokenAudiences: config.tokenAudiences,
         caKeyType: config.caKeyType,
+        caKeyUri: config.caKeyUri,
         clock,
         logger,
         onCaLoadError: (source) => caLoadErrors.inc({ source }),
@@ -380,11 +381,14 @@ export function registerServeCommand(program: Command): void {
       // Every flag is checked before anything starts.
       const config = parseServeConfig(options, process.env);
       const kube = parseKubeOptions(options, process.env);
-      if (kube?.enabled && config.caKeyUri !== undefined) {
-        throw new CastellanError('unsupported', 'not read in --kube mode yet: use --cacerts-dir', {
-          subject: '--ca-key-uri',
-        });
+      if (config.caKeyUri !== undefined && !kube?.enabled && config.cacertsDir === undefined) {
+        throw new CastellanError(
+          'invalid-argument',
+          'goes with --cacerts-dir, or --kube (the certificates of the key)',
+          { subject: '--ca-key-uri' },
+        );
       }
+
       if (await serveAsClusterPrimary(config, kube?.enabled === true)) return;
       await runServe(config, kube);
     },
