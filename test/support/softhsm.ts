@@ -84,6 +84,14 @@ export function makeSoftHsm(options: { thisProcess?: boolean } = {}): SoftHsm {
  * extractable, local").
  */
 export function privateKeyAccess(hsm: SoftHsm, token: string): Map<string, string> {
+  return new Map([...privateKeyObjects(hsm, token)].map(([label, o]) => [label, o.access]));
+}
+
+/** As privateKeyAccess, with each key's "Usage:" line too (e.g. "sign"). */
+export function privateKeyObjects(
+  hsm: SoftHsm,
+  token: string,
+): Map<string, { access: string; usage: string }> {
   const out = execFileSync(
     'pkcs11-tool',
     [
@@ -100,11 +108,12 @@ export function privateKeyAccess(hsm: SoftHsm, token: string): Map<string, strin
     ],
     { env: hsm.env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  const keys = new Map<string, string>();
+  const keys = new Map<string, { access: string; usage: string }>();
   for (const block of out.split(/\n(?=Private Key Object)/)) {
     const label = /label:\s*(.*)/.exec(block)?.[1]?.trim();
     const access = /Access:\s*(.*)/.exec(block)?.[1]?.trim();
-    if (label !== undefined && access !== undefined) keys.set(label, access);
+    const usage = /Usage:\s*(.*)/.exec(block)?.[1]?.trim() ?? '';
+    if (label !== undefined && access !== undefined) keys.set(label, { access, usage });
   }
   return keys;
 }

@@ -12,8 +12,8 @@ const JWK_CURVE: Record<'ec-p256' | 'ec-p384', string> = { 'ec-p256': 'P-256', '
 /**
  * Generates a CA key pair inside the token the URI names, under its `object` label (and `id`,
  * when given): the private key with CKA_SENSITIVE true and CKA_EXTRACTABLE false (it can never
- * be read out, even wrapped), CKA_TOKEN (it persists), CKA_PRIVATE (only after login), and
- * CKA_SIGN; the public key beside it with the same label and id. Refuses, changing nothing, when
+ * be read out, even wrapped), CKA_TOKEN (it persists), CKA_PRIVATE (only after login), CKA_SIGN
+ * and no other use (decrypt, unwrap, derive false); the public key beside it with the same label and id. Refuses, changing nothing, when
  * a private key already answers to the URI. Returns the public key's SubjectPublicKeyInfo (DER),
  * for the certificate.
  */
@@ -59,9 +59,12 @@ export async function generatePkcs11Key(o: {
         const names: Attribute[] = [{ type: a.CKA_LABEL, value: uri.object as string }];
         if (uri.id !== undefined) names.push({ type: a.CKA_ID, value: Buffer.from(uri.id) });
         const ec = o.keyType === 'ec-p256' || o.keyType === 'ec-p384';
+        // The key signs and does nothing else (modules default some of these to true).
         const publicTemplate: Attribute[] = [
           { type: a.CKA_TOKEN, value: true },
           { type: a.CKA_VERIFY, value: true },
+          { type: a.CKA_ENCRYPT, value: false },
+          { type: a.CKA_WRAP, value: false },
           ...names,
           ...(ec
             ? [{ type: a.CKA_EC_PARAMS, value: EC_PARAMS_OF[o.keyType as 'ec-p256'] }]
@@ -76,6 +79,9 @@ export async function generatePkcs11Key(o: {
           { type: a.CKA_SENSITIVE, value: true },
           { type: a.CKA_EXTRACTABLE, value: false },
           { type: a.CKA_SIGN, value: true },
+          { type: a.CKA_DECRYPT, value: false },
+          { type: a.CKA_UNWRAP, value: false },
+          { type: a.CKA_DERIVE, value: false },
           ...names,
         ];
         let publicKey: Handle;

@@ -70,6 +70,11 @@ export interface Pkcs11Api {
   readonly CKA_KEY_TYPE: number;
   readonly CKA_SIGN: number;
   readonly CKA_VERIFY: number;
+  readonly CKA_DECRYPT: number;
+  readonly CKA_UNWRAP: number;
+  readonly CKA_DERIVE: number;
+  readonly CKA_ENCRYPT: number;
+  readonly CKA_WRAP: number;
   readonly CKA_SENSITIVE: number;
   readonly CKA_EXTRACTABLE: number;
   readonly CKA_ALWAYS_SENSITIVE: number;

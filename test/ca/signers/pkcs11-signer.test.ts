@@ -25,7 +25,13 @@ import { randomSerial } from '../../../src/pki/serial.js';
 import { ManualClock } from '../../support/manual-clock.js';
 import { makeRoot, type TestCa } from '../../support/ca-hierarchy.js';
 import { opensslVerify } from '../../support/openssl.js';
-import { makeSoftHsm, privateKeyAccess, USER_PIN, type SoftHsm } from '../../support/softhsm.js';
+import {
+  makeSoftHsm,
+  privateKeyAccess,
+  privateKeyObjects,
+  USER_PIN,
+  type SoftHsm,
+} from '../../support/softhsm.js';
 
 const TOKEN = 'castellan-ca';
 const HOUR = 3_600_000;
@@ -88,10 +94,11 @@ after(async () => {
 });
 
 describe('keys made inside the token', () => {
-  test('are sensitive and never extractable, as pkcs11-tool reads them', async () => {
-    const access = privateKeyAccess(hsm, TOKEN);
-    assert.deepEqual([...access.keys()].sort(), ['other-p256', 'p256', 'p384', 'rsa2048']);
-    for (const [label, line] of access) {
+  test('are sensitive, never extractable and only sign, as pkcs11-tool reads them', async () => {
+    const objects = privateKeyObjects(hsm, TOKEN);
+    assert.deepEqual([...objects.keys()].sort(), ['other-p256', 'p256', 'p384', 'rsa2048']);
+    for (const [label, { access: line, usage }] of objects) {
+      assert.equal(usage, 'sign', label);
       const flags = line.split(',').map((f) => f.trim());
       assert.ok(flags.includes('sensitive'), `${label}: ${line}`);
       assert.ok(flags.includes('never extractable'), `${label}: ${line}`);
