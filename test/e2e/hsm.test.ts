@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { certificatePem, parseCertificates } from '../../src/ca/bundle.js';
@@ -143,6 +143,33 @@ describe('castellan ca intermediate --key-uri, ca check', () => {
         ),
         check.stdout,
       );
+      // A CRL signed by the token key (and the root's, which every reader needs beside it).
+      const crl = await runCli([
+        'ca',
+        'crl',
+        '--ca-dir',
+        out,
+        '--key-uri',
+        uri,
+        '--root-dir',
+        join(work, 'root'),
+      ]);
+      assert.equal(crl.code, 0, crl.stderr);
+      const verified = spawnSync(
+        'openssl',
+        [
+          'crl',
+          '-in',
+          join(out, 'ca-crl.pem'),
+          '-CAfile',
+          join(out, 'ca-cert.pem'),
+          '-noout',
+          '-verify',
+        ],
+        { encoding: 'utf8' },
+      );
+      assert.match(verified.stderr + verified.stdout, /verify OK/);
+      rmSync(join(out, 'ca-crl.pem'));
       // Without the URI, the folder is a set with no key: named as such.
       const keyless = await runCli(['ca', 'check', '--cacerts-dir', out]);
       assert.notEqual(keyless.code, 0);
