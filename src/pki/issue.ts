@@ -74,9 +74,11 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
   if (p.notAfter.getTime() <= p.notBefore.getTime()) {
     throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
   }
-  const { signingKey: generatorKey, signingAlgorithm, crypto } = generatorSigning(
-    signerOf(signingKey),
-  );
+  const {
+    signingKey: generatorKey,
+    signingAlgorithm,
+    crypto,
+  } = generatorSigning(signerOf(signingKey));
   return X509CertificateGenerator.create(
     {
       serialNumber: serialToHex(p.serial ?? randomSerial()),

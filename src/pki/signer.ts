@@ -177,7 +177,11 @@ export function generatorSigning(signer: CaSigner): {
     );
   const subtle = new Proxy(
     {
-      async sign(_alg: unknown, _key: unknown, data: ArrayBuffer | ArrayBufferView): Promise<ArrayBuffer> {
+      async sign(
+        _alg: unknown,
+        _key: unknown,
+        data: ArrayBuffer | ArrayBufferView,
+      ): Promise<ArrayBuffer> {
         const bytes = ArrayBuffer.isView(data)
           ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
           : new Uint8Array(data);
