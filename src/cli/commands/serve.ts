@@ -14,7 +14,7 @@ import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
 import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
 import { writeFileAtomic } from '../../atomic-write.js';
 import { systemClock, type Clock } from '../../clock.js';
-import { CastellanError } from '../../errors.js';
+import { CastellanError, isCastellanError } from '../../errors.js';
 import { createLogger, type Logger } from '../../log.js';
 import { Counter, Gauge, Registry } from 'prom-client';
 import { formatHostPort } from '../../address.js';
@@ -157,6 +157,8 @@ function watchCacertsFolder(
 ): () => void {
   let last: string | undefined;
   let busy = false;
+  // Matches no fingerprint: the next poll loads the set again.
+  const RETRY = '(retry)';
   const fingerprint = (files: Map<string, string>): string =>
     JSON.stringify([...files.entries()].sort());
   const check = async (): Promise<void> => {
@@ -181,6 +183,9 @@ function watchCacertsFolder(
         'plugged-in CA changed: swapped',
       );
     } catch (e) {
+      // A token that did not answer (`unavailable`) says nothing about the new set: it is tried
+      // again at the next poll rather than waiting for the files to change again.
+      if (isCastellanError(e, 'unavailable')) last = RETRY;
       onCaLoadError(`cacerts-dir:${dir}`);
       logger.error(
         { err: e instanceof Error ? e.message : String(e) },
