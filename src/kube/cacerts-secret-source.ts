@@ -1,5 +1,5 @@
 import type { CoreV1Api, KubeConfig, V1Secret } from '@kubernetes/client-node';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { KeyCertBundle } from '../ca/authority.js';
@@ -100,6 +100,9 @@ export class KubeCaSource {
   private cacertsSeq = 0;
   /** The load of the latest `cacerts` while it runs (keys in a token load asynchronously). */
   private pendingCacerts: Promise<void> | undefined;
+  /** Set while the latest `cacerts` could not be loaded because its token did not answer. */
+  private cacertsUnavailable: CastellanError | undefined;
+  private cacertsRetry: Timer | undefined;
 
   constructor(private readonly o: KubeCaSourceOptions) {
     this.logger = o.logger ?? silentLogger;
@@ -131,6 +134,8 @@ export class KubeCaSource {
     await this.informer.synced;
     // A `cacerts` whose key is in a token is still being probed: it decides, not a fallback.
     while (this.pendingCacerts) await this.pendingCacerts;
+    // Its token did not answer: not ready, rather than a self-signed root nobody planned.
+    if (!this.plugged && this.cacertsUnavailable) throw this.cacertsUnavailable;
     this.synced = true;
     this.recordRoots();
     if (!this.plugged) {
@@ -154,6 +159,7 @@ export class KubeCaSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.cacertsRetry?.cancel();
     clearTimeout(this.recordRetry);
     await this.informer?.stop();
     await this.recording;
@@ -190,11 +196,22 @@ export class KubeCaSource {
       ).then(
         (fresh) => {
           if (seq !== this.cacertsSeq || this.stopped) return;
+          this.cacertsUnavailable = undefined;
           if (fresh) this.acceptCacerts(files, fresh, keepPrevious);
           this.o.keys?.signers.retain(this.o.state.current()?.bundle.signer);
         },
         (e: unknown) => {
-          if (seq === this.cacertsSeq) this.refuse(secret, where, asCastellanError(e));
+          if (seq !== this.cacertsSeq || this.stopped) return;
+          const error = asCastellanError(e);
+          this.refuse(secret, where, error);
+          // The token did not answer: the same Secret is tried again, not only when it changes.
+          this.cacertsUnavailable = error.kind === 'unavailable' ? error : undefined;
+          if (error.kind === 'unavailable') {
+            this.cacertsRetry?.cancel();
+            this.cacertsRetry = this.o.clock.after(this.o.retryMs ?? 1000, () => {
+              if (seq === this.cacertsSeq && !this.stopped) this.onCacerts(secret);
+            });
+          }
         },
       );
       const pending = load.finally(() => {

@@ -87,7 +87,7 @@ before(async () => {
   hsm.addToken('k8s-ca');
   api = await FakeApiServer.start({
     namespaces: [NS, 'app'],
-    users: { 'token-a': 'replica-a', 'token-b': 'replica-b' },
+    users: { 'token-a': 'replica-a', 'token-b': 'replica-b', 'token-c': 'replica-c' },
   });
   dir = mkdtempSync(join(tmpdir(), 'serve-kube-hsm-'));
   root = await makeRoot('Kube HSM Root');
@@ -103,6 +103,17 @@ before(async () => {
     });
     intermediates.set(key, certificatePem(cert));
     uris.set(key, uri);
+    if (key === 'one') {
+      // The same key certified anew, for a renewal while the token is away.
+      const renewed = await issueCertificate({
+        profile: { kind: 'intermediate', subject: [['CN', 'Kube HSM Intermediate one, renewed']] },
+        publicKey: spki,
+        issuer: { cert: root.cert, key: root.key },
+        notBefore: new Date(Date.now() - HOUR),
+        notAfter: new Date(Date.now() + 100 * HOUR),
+      });
+      intermediates.set('one-renewed', certificatePem(renewed));
+    }
   }
 });
 after(async () => {
@@ -135,12 +146,43 @@ test('cacerts naming its key by URI: served from the token, no self-signed root 
   assert.equal((await issue(a))[1], intermediates.get('two'));
 });
 
+let b: ServeProcess;
+
 test('--ca-key-uri with a cacerts of three files', async () => {
   putCacerts(api, NS, cacerts('one', false));
-  const b = await serve('b', '--ca-key-uri', uris.get('one')!);
+  b = await serve('b', '--ca-key-uri', uris.get('one')!);
   await waitFor(
     async () => (await issue(b))[1] === intermediates.get('one'),
     'the flag key served',
   );
   opensslVerify(await issue(b), root.pem);
+});
+
+test('the token away: no replica starts on a self-signed root; a running one retries the Secret', async () => {
+  hsm.takeTokensAway();
+  try {
+    const e = await serve('c', '--ca-key-uri', uris.get('one')!).then(
+      () => assert.fail('a replica started while its token was away'),
+      (err: Error) => err.message,
+    );
+    assert.match(e, /unavailable|no token matches|did not initialize|the HSM could not sign/);
+    assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined);
+
+    // A renewal of the running replica's certificate arrives while the token is away.
+    const refusals = (): number => (b.stderr().match(/refused a CA update/g) ?? []).length;
+    const before = refusals();
+    putCacerts(api, NS, {
+      'ca-cert.pem': intermediates.get('one-renewed')!,
+      'cert-chain.pem': intermediates.get('one-renewed')! + root.pem,
+      'root-cert.pem': root.pem,
+    });
+    await waitFor(() => refusals() > before, 'the renewal refused for now');
+  } finally {
+    hsm.putTokensBack();
+  }
+  await waitFor(
+    async () => (await issue(b))[1] === intermediates.get('one-renewed'),
+    'the renewal swapped in once the token is back, the Secret unchanged',
+    20_000,
+  );
 });
