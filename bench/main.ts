@@ -8,10 +8,12 @@
 //
 // Cases: in-process issuance (bench/in-process.ts); end to end against a spawned `castellan
 // serve` (bench/e2e.ts: start to /ready, then CreateCertificate over gRPC + TLS + JWT driven by
-// h2load — the primary figures — and by @grpc/grpc-js clients for comparison); the policy
-// engine at scale (bench/policy.ts); leaf signing with the CA key in SoftHSM2 beside the key in
-// process (bench/hsm.ts, Debian's softhsm2). The h2load cases need `h2load` (Debian nghttp2-client):
-// `npm run bench` runs scripts/setup-bench-deps.sh first.
+// h2load — the primary figures — and by @grpc/grpc-js clients for comparison); ambient mode's
+// burst, one ztunnel token for 200 identities on a node, against `serve --kube` and the fake API
+// server (bench/ambient.ts); the policy engine at scale (bench/policy.ts); leaf signing with the
+// CA key in SoftHSM2 beside the key in process (bench/hsm.ts, Debian's softhsm2). The h2load
+// cases need `h2load` (Debian nghttp2-client): `npm run bench` runs scripts/setup-bench-deps.sh
+// first.
 //
 // A case that throws is reported on one line (stderr) and the others still run; the exit code
 // is then 1.
@@ -22,13 +24,20 @@ import 'reflect-metadata';
 import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
+import { ambientCases } from './ambient.js';
 import { e2eCases } from './e2e.js';
 import { hsmCases } from './hsm.js';
 import { inProcessCases } from './in-process.js';
 import { policyBenchCase } from './policy.js';
 import type { BenchCase, BenchOptions, LimitKey, Measurement } from './types.js';
 
-const cases: BenchCase[] = [...inProcessCases(), ...hsmCases(), ...e2eCases(), policyBenchCase()];
+const cases: BenchCase[] = [
+  ...inProcessCases(),
+  ...hsmCases(),
+  ...e2eCases(),
+  ...ambientCases(),
+  policyBenchCase(),
+];
 
 /** openssl speed's two-core (all-core) signing rate, from its machine-readable output. */
 function opensslSignRate(alg: LimitKey, seconds: number): number | null {

@@ -58,7 +58,31 @@ export const systemClock: Clock = {
     };
   },
   every(ms, fn, options) {
-    const handle = setInterval(fn, Math.min(Math.max(1, ms), MAX_TIMER_MS));
+    const period = Math.max(1, ms);
+    if (period > MAX_TIMER_MS) {
+      // setInterval would clamp the period to 1 ms: chain one-shot timers instead.
+      let timer: Timer;
+      let cancelled = false;
+      const arm = (): void => {
+        timer = systemClock.after(
+          period,
+          () => {
+            if (cancelled) return;
+            arm();
+            fn();
+          },
+          options,
+        );
+      };
+      arm();
+      return {
+        cancel: () => {
+          cancelled = true;
+          timer.cancel();
+        },
+      };
+    }
+    const handle = setInterval(fn, period);
     if (!options?.keepAlive) handle.unref();
     return { cancel: () => clearInterval(handle) };
   },
@@ -128,17 +152,21 @@ export class PeriodicTask {
   trigger(): Promise<void> {
     if (this.running) return this.running;
     if (this.stopped) return Promise.resolve();
-    const run = (async () => {
-      try {
-        await this.options.run();
-      } catch (e) {
-        this.options.onError(e);
-      } finally {
-        this.running = undefined;
-      }
-    })();
+    // Cleared in `finally`, which always runs after this assignment: a `run` that throws before
+    // its first await must not leave a settled promise behind that blocks every later run.
+    const run = this.runOnce().finally(() => {
+      this.running = undefined;
+    });
     this.running = run;
     return run;
+  }
+
+  private async runOnce(): Promise<void> {
+    try {
+      await this.options.run();
+    } catch (e) {
+      this.options.onError(e);
+    }
   }
 
   /** No tick after this; resolves when a run under way has finished. */

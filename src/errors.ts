@@ -30,6 +30,11 @@ export type ErrorKind =
   | 'too-large'
   /** The caller could not be authenticated. The message is for logs, never for the client. */
   | 'unauthenticated'
+  /**
+   * An authenticated caller asked for another identity (ambient mode's ImpersonatedIdentity) and
+   * was not allowed it. A failed authentication as istiod counts it; the message is for logs.
+   */
+  | 'impersonation-refused'
   /** The caller is authenticated but not allowed. */
   | 'permission-denied'
   /** The CA has no usable signing material yet. */

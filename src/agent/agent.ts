@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import type { Clock } from '../clock.js';
+import { sleep, type Clock } from '../clock.js';
 import { formatDuration } from '../duration.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -43,8 +43,6 @@ export interface AgentDeps {
   readonly ca: CertificateAuthorityClient;
   readonly clock: Clock;
   readonly random: Random;
-  /** Waits `ms` or until `signal` aborts, whichever comes first; never rejects. */
-  readonly sleep: (ms: number, signal: AbortSignal) => Promise<void>;
   readonly logger: Logger;
   readonly metrics?: AgentMetrics | undefined;
   readonly runExec?: ((command: string, dir: string) => Promise<ExecResult>) | undefined;
@@ -55,21 +53,6 @@ export interface AgentDeps {
  * never leaves the agent asleep long past its renewal time.
  */
 const MAX_SLEEP_MS = 60_000;
-
-export function realSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
 
 /**
  * Keeps one workload certificate fresh: a new key and CSR for every certificate, the call
@@ -143,7 +126,7 @@ export class WorkloadAgent {
     const fallbackRoot = await readFile(config.rootCertFile, 'utf8').catch(() => '');
     const issued = acceptIssuedChain(chain, keyPem, fallbackRoot, deps.clock.now());
     const rootsChanged = this.held !== undefined && this.held.rootCertPem !== issued.rootCertPem;
-    await writeCertificateFiles(config.outDir, issued);
+    await writeCertificateFiles(config.outDir, issued, deps.clock);
     this.held = issued;
     deps.metrics?.renewals.inc();
     deps.metrics?.certificateWritten(issued.notAfter);
@@ -199,9 +182,17 @@ export class WorkloadAgent {
           { kind: err.kind, attempt, retryIn: formatDuration(delay) },
           `${err.message}; retrying`,
         );
-        await this.deps.sleep(delay, signal);
+        await this.pause(delay, signal);
       }
     }
+  }
+
+  /**
+   * Waits `ms` on the clock or until `signal` aborts. The timer keeps the process alive: between
+   * renewals the agent's loop is all there is (the monitoring server is optional).
+   */
+  private pause(ms: number, signal: AbortSignal): Promise<void> {
+    return sleep(this.deps.clock, ms, signal, { keepAlive: true });
   }
 
   private renewalDue(cert: IssuedCertificate): number {
@@ -226,7 +217,7 @@ export class WorkloadAgent {
     while (!signal.aborted) {
       const now = deps.clock.now();
       if (now < due) {
-        await deps.sleep(Math.min(due - now, MAX_SLEEP_MS), signal);
+        await this.pause(Math.min(due - now, MAX_SLEEP_MS), signal);
         continue;
       }
       try {

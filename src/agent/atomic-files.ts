@@ -11,6 +11,7 @@ import {
   symlink,
 } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 
 export const CERT_CHAIN_FILE = 'cert-chain.pem';
@@ -57,8 +58,8 @@ const FILES: ReadonlyArray<{ name: string; field: keyof CertificateFiles; mode: 
  * watchers) already handle this layout.
  */
 
-function versionName(): string {
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+function versionName(now: number): string {
+  const stamp = new Date(now).toISOString().replace(/[:.]/g, '-');
   return `..${stamp}-${randomBytes(4).toString('hex')}`;
 }
 
@@ -106,11 +107,16 @@ async function currentVersion(dir: string): Promise<string | undefined> {
  * Writes a certificate, its key and the trust bundle into `dir` as one new version and
  * makes it current in a single rename. Returns the version directory's name.
  */
-export async function writeCertificateFiles(dir: string, files: CertificateFiles): Promise<string> {
+export async function writeCertificateFiles(
+  dir: string,
+  files: CertificateFiles,
+  /** Stamps the version directory's name. */
+  clock: Clock,
+): Promise<string> {
   try {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const previous = await currentVersion(dir);
-    const version = versionName();
+    const version = versionName(clock.now());
     const versionDir = join(dir, version);
     await mkdir(versionDir, { mode: 0o755 });
     for (const f of FILES) await writeDurably(join(versionDir, f.name), files[f.field], f.mode);

@@ -6,6 +6,7 @@ import {
   type IstioCertificateRequest,
   type IstioCertificateResponse,
 } from '../api/istioca.js';
+import type { Clock } from '../clock.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
 
 /** What the agent needs from a CA: one CreateCertificate call. A seam for tests. */
@@ -40,6 +41,8 @@ export interface GrpcCaClientOptions {
   readonly serverName?: string | undefined;
   /** Deadline of each call. */
   readonly timeoutMs?: number | undefined;
+  /** Where each call's deadline is counted from. */
+  readonly clock: Clock;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -159,7 +162,8 @@ export class GrpcCaClient implements CertificateAuthorityClient {
     }
     const Client = istioCaClientConstructor();
     const client = new Client(this.options.address, credentials, channelOptions);
-    const deadline = Date.now() + (this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    // grpc-js takes the deadline as a point in wall-clock time (ms since the epoch).
+    const deadline = this.options.clock.now() + (this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
     try {
       const response = await new Promise<IstioCertificateResponse>((resolve, reject) => {
         client.CreateCertificate(

@@ -1,10 +1,19 @@
 import { spawn } from 'node:child_process';
+import type { Clock } from '../clock.js';
 
 export interface ExecResult {
   /** Exit code, or undefined when the command was killed (signal or timeout). */
   readonly code: number | undefined;
   readonly signal: NodeJS.Signals | undefined;
   readonly timedOut: boolean;
+}
+
+export interface ExecHookOptions {
+  readonly clock: Clock;
+  /** The environment the command inherits (the agent's own), plus CASTELLAN_CERT_DIR. */
+  readonly env: NodeJS.ProcessEnv;
+  /** A command still running after this long is killed. Default 60 s. */
+  readonly timeoutMs?: number | undefined;
 }
 
 /**
@@ -16,24 +25,25 @@ export interface ExecResult {
 export function runExecHook(
   command: string,
   certDir: string,
-  timeoutMs = 60_000,
+  options: ExecHookOptions,
 ): Promise<ExecResult> {
   return new Promise((resolve) => {
     const child = spawn('/bin/sh', ['-c', command], {
       stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, CASTELLAN_CERT_DIR: certDir },
+      env: { ...options.env, CASTELLAN_CERT_DIR: certDir },
     });
     let timedOut = false;
-    const timer = setTimeout(() => {
+    // The running child keeps the process alive by itself; the timer need not.
+    const timer = options.clock.after(options.timeoutMs ?? 60_000, () => {
       timedOut = true;
       child.kill('SIGKILL');
-    }, timeoutMs);
+    });
     child.on('error', () => {
-      clearTimeout(timer);
+      timer.cancel();
       resolve({ code: 127, signal: undefined, timedOut: false });
     });
     child.on('exit', (code, signal) => {
-      clearTimeout(timer);
+      timer.cancel();
       resolve({ code: code ?? undefined, signal: signal ?? undefined, timedOut });
     });
   });

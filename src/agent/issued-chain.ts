@@ -28,6 +28,9 @@ function splitPemCertificates(pem: string): string[] {
   return [...pem.matchAll(PEM_CERT)].map((m) => `${m[0]}\n`);
 }
 
+/** A PEM block without its line breaks, to compare certificates written differently. */
+const normalized = (pem: string): string => pem.replace(/\s+/g, '');
+
 function parseCertificate(pem: string, subject: string): X509Certificate {
   try {
     return new X509Certificate(pem);
@@ -48,11 +51,17 @@ function uriSans(cert: X509Certificate): string[] {
 }
 
 /**
- * Checks a CreateCertificate response before anything is written: every element is one
- * certificate, each is signed by the next, and the leaf holds the public half of our key —
- * so the files on disk can never pair a certificate with the wrong key. The trailing
- * self-signed certificates are the CA's roots (one or more, during a root migration); when
- * the response carries none, `fallbackRootPem` (the configured root file) stands in.
+ * Checks a CreateCertificate response before anything is written, reading it as istiod lays it
+ * out (security/pkg/server/ca/server.go, CreateCertificate): the leaf, each certificate of the
+ * chain one per element, then every trusted root in ONE last element (several PEM blocks during
+ * a root change). Every element but the last is one certificate; the leaf holds the public half
+ * of our key and each certificate is signed by the next, the last of them by one of the roots —
+ * so the files on disk can never pair a certificate with the wrong key.
+ *
+ * Tolerated, from other servers: a last element of one certificate that is not self-signed (a
+ * response without roots: `fallbackRootPem`, the configured root file, stands in), and
+ * self-signed certificates among the chain (roots sent one per element, as Castellan did before
+ * this layout, or a root repeated in the chain, Istio's issue #39001), which join the roots.
  */
 export function acceptIssuedChain(
   certChain: readonly string[],
@@ -63,45 +72,63 @@ export function acceptIssuedChain(
   if (certChain.length === 0) {
     throw new CastellanError('internal', 'the CA returned an empty certificate chain');
   }
-  const pems = certChain.map((element, i) => {
-    const found = splitPemCertificates(element);
-    if (found.length !== 1) {
+  const elements = certChain.map((element, i) => {
+    const pems = splitPemCertificates(element);
+    const last = i === certChain.length - 1 && i > 0;
+    if (last ? pems.length === 0 : pems.length !== 1) {
       throw new CastellanError(
         'malformed',
-        `holds ${found.length} certificates, expected exactly one`,
+        `holds ${pems.length} certificates, expected ${last ? 'one or more (the roots)' : 'exactly one'}`,
         { subject: `cert_chain[${i}]` },
       );
     }
-    return found[0] as string;
+    return pems.map((pem) => ({ pem, cert: parseCertificate(pem, `cert_chain[${i}]`), index: i }));
   });
-  const certs = pems.map((pem, i) => parseCertificate(pem, `cert_chain[${i}]`));
-  const leaf = certs[0] as X509Certificate;
+  const [leaf] = elements[0] as [Issued];
 
   const ours = createPublicKey(createPrivateKey(keyPem)).export({ type: 'spki', format: 'der' });
-  const theirs = leaf.publicKey.export({ type: 'spki', format: 'der' });
+  const theirs = leaf.cert.publicKey.export({ type: 'spki', format: 'der' });
   if (!ours.equals(theirs)) {
     throw new CastellanError('key-mismatch', 'the issued certificate is not for our key', {
       subject: 'cert_chain[0]',
     });
   }
 
-  for (let i = 0; i + 1 < certs.length; i++) {
-    const child = certs[i] as X509Certificate;
-    if (isSelfSigned(child)) break; // the roots begin: they need not sign each other
-    const parent = certs[i + 1] as X509Certificate;
-    if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) {
+  const tail = elements.length > 1 ? (elements[elements.length - 1] as Issued[]) : [];
+  const tailIsRoots = tail.length > 1 || (tail.length === 1 && isSelfSigned(tail[0]!.cert));
+  const chain: Issued[] = [leaf];
+  const roots: Issued[] = [];
+  const addRoot = (c: Issued): void => {
+    if (!roots.some((r) => r.cert.raw.equals(c.cert.raw))) roots.push(c);
+  };
+  for (const [c] of elements.slice(1, tailIsRoots ? -1 : undefined) as [Issued][]) {
+    if (isSelfSigned(c.cert)) addRoot(c);
+    else chain.push(c);
+  }
+  // In the order sent: a self-signed certificate in the chain comes before the bundle.
+  if (tailIsRoots) tail.forEach(addRoot);
+
+  for (let i = 0; i < chain.length; i++) {
+    const child = chain[i] as Issued;
+    const parent = chain[i + 1];
+    if (parent) {
+      if (!signs(parent.cert, child.cert)) {
+        throw new CastellanError(
+          'chain-invalid',
+          `is not signed by cert_chain[${parent.index}] (${parent.cert.subject.replace(/\n/g, ', ')})`,
+          { subject: `cert_chain[${child.index}]` },
+        );
+      }
+    } else if (roots.length > 0 && !roots.some((r) => signs(r.cert, child.cert))) {
       throw new CastellanError(
         'chain-invalid',
-        `is not signed by cert_chain[${i + 1}] (${parent.subject.replace(/\n/g, ', ')})`,
-        { subject: `cert_chain[${i}]` },
+        `is not signed by any of the ${roots.length} root(s) the response sends`,
+        { subject: `cert_chain[${child.index}]` },
       );
     }
   }
 
-  let firstRoot = certs.length;
-  while (firstRoot > 1 && isSelfSigned(certs[firstRoot - 1] as X509Certificate)) firstRoot--;
-  const roots = pems.slice(firstRoot);
-  const rootCertPem = roots.length > 0 ? roots.join('') : fallbackRootPem;
+  const rootCertPem = roots.length > 0 ? roots.map((r) => r.pem).join('') : fallbackRootPem;
   if (!rootCertPem.includes('-----BEGIN CERTIFICATE-----')) {
     // Never hand a workload an empty trust bundle: keep the files we have instead.
     throw new CastellanError(
@@ -111,18 +138,30 @@ export function acceptIssuedChain(
     );
   }
 
-  const notBefore = Date.parse(leaf.validFrom);
-  const notAfter = Date.parse(leaf.validTo);
+  const notBefore = Date.parse(leaf.cert.validFrom);
+  const notAfter = Date.parse(leaf.cert.validTo);
   return {
-    certChainPem: pems.join(''),
+    // As Istio's agent writes it: the leaf, the chain, then the roots.
+    certChainPem: [...chain, ...roots].map((c) => c.pem).join(''),
     keyPem,
     rootCertPem,
     notBefore,
     notAfter,
     obtainedAt: Math.min(notAfter, Math.max(notBefore, now ?? notBefore)),
-    serialNumber: leaf.serialNumber,
-    uris: uriSans(leaf),
+    serialNumber: leaf.cert.serialNumber,
+    uris: uriSans(leaf.cert),
   };
+}
+
+/** One certificate of a response, with the element it came in. */
+interface Issued {
+  readonly pem: string;
+  readonly cert: X509Certificate;
+  readonly index: number;
+}
+
+function signs(issuer: X509Certificate, child: X509Certificate): boolean {
+  return child.checkIssued(issuer) && child.verify(issuer.publicKey);
 }
 
 /**
@@ -135,8 +174,10 @@ export function acceptStoredCertificate(
   rootCertPem: string,
 ): IssuedCertificate | undefined {
   try {
-    const chain = splitPemCertificates(certChainPem);
-    return { ...acceptIssuedChain(chain, keyPem, rootCertPem), rootCertPem };
+    // cert-chain.pem holds the leaf, the chain and the roots; root-cert.pem says which are roots.
+    const roots = new Set(splitPemCertificates(rootCertPem).map(normalized));
+    const chain = splitPemCertificates(certChainPem).filter((p) => !roots.has(normalized(p)));
+    return { ...acceptIssuedChain([...chain, rootCertPem], keyPem, rootCertPem), rootCertPem };
   } catch {
     return undefined;
   }

@@ -7,6 +7,7 @@ import { extractBearerToken, withoutToken } from './bearer.js';
 import type { JwksKeySource } from './jwks.js';
 import { JwtVerifier, type JwtVerifyOptions } from './jwt-verify.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
+import { TokenCache, type TokenCacheOptions, type TokenCacheStats } from './token-cache.js';
 
 /** The audience Istio's agents request for their tokens, and the default we accept. */
 const DEFAULT_TOKEN_AUDIENCES: readonly string[] = ['istio-ca'];
@@ -54,6 +55,18 @@ export interface JwtAuthenticatorOptions {
   readonly algorithms?: readonly JWSAlgorithm[] | undefined;
   readonly clock?: Clock | undefined;
   readonly logger?: Logger | undefined;
+  /**
+   * Verified tokens remembered (TokenCache: by SHA-256, never past `exp`, 60 s at most by
+   * default), so a node proxy asking for every pod of its node with one token verifies it once.
+   * `false` verifies every call (the bench's baseline).
+   */
+  readonly cache?: Omit<TokenCacheOptions, 'clock'> | false | undefined;
+}
+
+/** A verified token's caller, and when the token expires (ms). */
+interface Verified {
+  readonly caller: Caller;
+  readonly expMs: number | undefined;
 }
 
 /** Caps quoted claim values in reasons: they come from the client and are logged. */
@@ -75,6 +88,7 @@ export class JwtAuthenticator implements Authenticator {
   private readonly verifier: JwtVerifier;
   private readonly clock: Clock;
   private readonly logger: Logger;
+  private readonly cache: TokenCache<Verified> | undefined;
 
   constructor(options: JwtAuthenticatorOptions) {
     if (options.issuer === '') {
@@ -103,11 +117,31 @@ export class JwtAuthenticator implements Authenticator {
     this.verifier = new JwtVerifier(options.keys, this.checks);
     this.clock = options.clock ?? systemClock;
     this.logger = options.logger ?? silentLogger;
+    this.cache =
+      options.cache === false
+        ? undefined
+        : new TokenCache('verified JWT cache', { ...options.cache, clock: this.clock });
+  }
+
+  /** The verified-token cache's counters; undefined without a cache. */
+  cacheStats(): TokenCacheStats | undefined {
+    return this.cache?.stats();
   }
 
   async authenticate(request: AuthRequest): Promise<Caller | null> {
     const token = extractBearerToken(request);
     if (token === null) return null;
+    if (!this.cache) return (await this.verify(token, request)).caller;
+    // Only what the token says is cached: the issuer, keys and audiences are this instance's.
+    const verified = await this.cache.lookup(
+      TokenCache.key(token),
+      () => this.verify(token, request),
+      { tokenExpiryMs: (v) => v.expMs },
+    );
+    return verified.caller;
+  }
+
+  private async verify(token: string, request: AuthRequest): Promise<Verified> {
     let payload: JWTPayload;
     try {
       payload = await this.verifier.verify(token, this.clock.now());
@@ -120,7 +154,10 @@ export class JwtAuthenticator implements Authenticator {
       );
       throw new CastellanError('unauthenticated', reason);
     }
-    return this.callerFrom(payload);
+    // `exp` is a required claim (checked above); an entry never outlives it, even within the
+    // clock skew verification tolerates.
+    const expMs = typeof payload.exp === 'number' ? payload.exp * 1000 : undefined;
+    return { caller: this.callerFrom(payload), expMs };
   }
 
   private reasonFor(e: unknown): string {

@@ -3,7 +3,7 @@ import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { isSignedBy } from '../pki/chain.js';
 import { verifyCaCrl } from '../pki/crl.js';
-import type { KeyCertBundle } from './authority.js';
+import type { KeyCertBundle } from './key-cert-bundle.js';
 import {
   buildKeyCertBundle,
   buildProbedSignerBundle,
@@ -11,7 +11,7 @@ import {
   certificatePem,
   parseCertificates,
   type BundleInput,
-} from './bundle.js';
+} from './build-key-cert-bundle.js';
 import type { KeyUriSigners } from './signers/key-uri-signers.js';
 import type { CaSigner } from '../pki/signer.js';
 
@@ -105,8 +105,8 @@ export function bundleFromCacerts(
  * bundleFromCacerts for sets whose key may be in a PKCS#11 token: the key URI comes from the
  * set's `ca-key.uri` or from `options.keyUri` (serve's --ca-key-uri), its signer from
  * `signers`, and it must show that it holds the key of the signing certificate (a probe it
- * signs verifies with the certificate's key; ca/bundle.ts: buildSignerBundle) before the set is
- * accepted. Without a key URI, exactly bundleFromCacerts.
+ * signs verifies with the certificate's key; build-key-cert-bundle.ts: buildSignerBundle)
+ * before the set is accepted. Without a key URI, exactly bundleFromCacerts.
  */
 export async function bundleFromCacertsWithKeys(
   files: ReadonlyMap<string, string>,

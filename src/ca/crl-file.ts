@@ -11,7 +11,7 @@ import {
 } from '../pki/crl.js';
 import type { Issuer } from '../pki/issue.js';
 import { toPem } from '../pki/pem.js';
-import type { KeyCertBundle } from './authority.js';
+import type { KeyCertBundle } from './key-cert-bundle.js';
 import { chainCas } from './cacerts-layout.js';
 
 /** What to revoke: a serial of the folder's CA, or a certificate (its issuer picks the CRL). */

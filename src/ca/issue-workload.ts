@@ -4,7 +4,7 @@ import type { ParsedCsr } from '../pki/csr.js';
 import { truncateToSeconds } from '../pki/issue.js';
 import { toPem } from '../pki/pem.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
-import type { CaSnapshot } from './authority.js';
+import type { CaSnapshot } from './key-cert-bundle.js';
 
 /**
  * Istio backdates leaves by two minutes to absorb clock skew between nodes; the self-signed

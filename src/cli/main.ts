@@ -4,7 +4,7 @@ import 'reflect-metadata';
 import { Command, CommanderError } from 'commander';
 import { isCastellanError } from '../errors.js';
 import { registerCaCommands } from './commands/ca.js';
-import { registerServeCommand } from './commands/serve.js';
+import { registerServeCommand } from './serve/command.js';
 import { registerTokenCommand } from './commands/token.js';
 import { registerRequestCommand } from './commands/request.js';
 import { registerAgentCommand } from './commands/agent.js';

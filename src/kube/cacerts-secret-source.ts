@@ -2,9 +2,9 @@ import type { CoreV1Api, KubeConfig, V1Secret } from '@kubernetes/client-node';
 import type { Clock, Timer } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import type { KeyCertBundle } from '../ca/authority.js';
-import type { SwappableCaState } from '../ca/ca-state.js';
-import { certificatePem } from '../ca/bundle.js';
+import type { KeyCertBundle } from '../ca/key-cert-bundle.js';
+import type { SwappableCaState } from '../ca/swappable-ca-state.js';
+import { certificatePem } from '../ca/build-key-cert-bundle.js';
 import {
   bundleFromCacerts,
   bundleFromCacertsWithKeys,
@@ -94,7 +94,7 @@ export class KubeCaSource {
   private stopped = false;
   private recording: Promise<void> | undefined;
   private recordAgain = false;
-  private recordRetry: NodeJS.Timeout | undefined;
+  private recordRetry: Timer | undefined;
   private lastRefused = '';
   /** Each `cacerts` event's number: a slower load of an older one is dropped. */
   private cacertsSeq = 0;
@@ -115,6 +115,7 @@ export class KubeCaSource {
       kubeConfig: this.o.kubeConfig,
       path: `/api/v1/namespaces/${namespace}/secrets`,
       list: () => core.listNamespacedSecret({ namespace }),
+      clock: this.o.clock,
       logger: this.logger,
       retryMs: this.o.retryMs,
       handlers: {
@@ -160,7 +161,7 @@ export class KubeCaSource {
   async stop(): Promise<void> {
     this.stopped = true;
     this.cacertsRetry?.cancel();
-    clearTimeout(this.recordRetry);
+    this.recordRetry?.cancel();
     await this.informer?.stop();
     await this.recording;
   }
@@ -197,7 +198,7 @@ export class KubeCaSource {
         (fresh) => {
           if (seq !== this.cacertsSeq || this.stopped) return;
           this.cacertsUnavailable = undefined;
-          if (fresh) this.acceptCacerts(files, fresh, keepPrevious);
+          if (fresh) this.acceptCacerts(secret, where, files, fresh, keepPrevious);
           this.o.keys?.signers.retain(this.o.state.current()?.bundle.signer);
         },
         (e: unknown) => {
@@ -222,7 +223,7 @@ export class KubeCaSource {
     }
     try {
       const fresh = bundleFromCacerts(files, { source, where }, clock);
-      if (fresh) this.acceptCacerts(files, fresh, keepPrevious);
+      if (fresh) this.acceptCacerts(secret, where, files, fresh, keepPrevious);
     } catch (e) {
       this.refuse(secret, where, asCastellanError(e));
     }
@@ -230,6 +231,8 @@ export class KubeCaSource {
 
   /** A `cacerts` that verified on its own: published with the roots served before it. */
   private acceptCacerts(
+    secret: V1Secret,
+    where: string,
     files: Map<string, string>,
     fresh: KeyCertBundle,
     keepPrevious: boolean,
@@ -244,6 +247,10 @@ export class KubeCaSource {
         );
     this.cacerts = { files, fresh, keep: keepPrevious };
     this.installPlugged();
+    this.logger.debug(
+      { secret: where, resourceVersion: secret.metadata?.resourceVersion, keepPrevious },
+      'cacerts read',
+    );
     this.recordRoots();
   }
 
@@ -310,24 +317,29 @@ export class KubeCaSource {
     }
     this.recording = (async () => {
       try {
+        let written = false;
         do {
           this.recordAgain = false;
-          await updatePreviousRoots(this.o.core, this.o.namespace, (recorded) => {
+          const wrote = await updatePreviousRoots(this.o.core, this.o.namespace, (recorded) => {
             if (!this.cacerts || this.stopped) return undefined;
             const fresh = this.cacerts.fresh.roots.map(certificatePem);
             return this.cacerts.keep
               ? unique([...recorded, ...this.recordedRoots, ...this.servedBefore, ...fresh])
               : fresh;
           });
+          written ||= wrote;
         } while (this.recordAgain && !this.stopped);
+        this.logger.debug(
+          { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, written },
+          'previous roots checked',
+        );
       } catch (e) {
         this.logger.warn(
           { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, error: describeApiError(e) },
           'could not record the previous roots; retrying',
         );
-        clearTimeout(this.recordRetry);
-        this.recordRetry = setTimeout(() => this.recordRoots(), this.o.retryMs ?? 1000);
-        this.recordRetry.unref?.();
+        this.recordRetry?.cancel();
+        this.recordRetry = this.o.clock.after(this.o.retryMs ?? 1000, () => this.recordRoots());
       } finally {
         this.recording = undefined;
       }

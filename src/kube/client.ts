@@ -7,6 +7,7 @@ import {
   KubeConfig,
   type V1Secret,
 } from '@kubernetes/client-node';
+import { formatHostPort } from '../address.js';
 import { CastellanError } from '../errors.js';
 
 /** The API clients Castellan uses, all built from one KubeConfig. */
@@ -19,17 +20,20 @@ export interface KubeClients {
   readonly server: string;
 }
 
+/** The pod's service account files, as the kubelet mounts them. */
+const SERVICE_ACCOUNT_DIR = '/var/run/secrets/kubernetes.io/serviceaccount';
+
 /**
  * Where the cluster's credentials come from: `--kubeconfig PATH`, or automatically the pod's
- * service account (KUBERNETES_SERVICE_HOST and /var/run/secrets/kubernetes.io/serviceaccount).
+ * service account (KUBERNETES_SERVICE_HOST/PORT and /var/run/secrets/kubernetes.io/serviceaccount).
  */
-export function loadKubeConfig(
-  options: {
-    kubeconfigPath?: string | undefined;
-    /** Where the pod's /var/run/secrets/... live: `/` in a pod, a temporary folder in tests. */
-    inClusterRoot?: string | undefined;
-  } = {},
-): KubeConfig {
+export function loadKubeConfig(options: {
+  kubeconfigPath?: string | undefined;
+  /** The process environment: a pod's has KUBERNETES_SERVICE_HOST and _PORT. */
+  env: Readonly<Record<string, string | undefined>>;
+  /** Where the pod's /var/run/secrets/... live: `/` in a pod, a temporary folder in tests. */
+  inClusterRoot?: string | undefined;
+}): KubeConfig {
   const kc = new KubeConfig();
   if (options.kubeconfigPath !== undefined) {
     try {
@@ -44,16 +48,49 @@ export function loadKubeConfig(
         { subject: options.kubeconfigPath, cause: e },
       );
     }
-  } else if (process.env['KUBERNETES_SERVICE_HOST']) {
-    kc.loadFromCluster(options.inClusterRoot);
+  } else if (options.env['KUBERNETES_SERVICE_HOST'] && options.env['KUBERNETES_SERVICE_PORT']) {
+    loadInCluster(
+      kc,
+      options.env['KUBERNETES_SERVICE_HOST'],
+      options.env['KUBERNETES_SERVICE_PORT'],
+      options.inClusterRoot ?? '',
+    );
   } else {
     throw new CastellanError(
       'invalid-argument',
-      'not running in a pod (KUBERNETES_SERVICE_HOST is unset): give --kubeconfig PATH',
+      'not running in a pod (KUBERNETES_SERVICE_HOST or KUBERNETES_SERVICE_PORT is unset): give --kubeconfig PATH',
     );
   }
   requireCluster(kc, options.kubeconfigPath ?? 'in-cluster config');
   return kc;
+}
+
+/**
+ * The in-cluster config as client-go's rest.InClusterConfig builds it (both variables set, or
+ * not in a pod; always https): the service host and port, the mounted CA, and the mounted
+ * token, which client-node's `tokenFile` provider re-reads as the kubelet rotates it. Not
+ * client-node's loadFromCluster: it reads the two variables from the process environment itself.
+ */
+function loadInCluster(kc: KubeConfig, host: string, port: string, root: string): void {
+  const portNumber = Number(port);
+  if (!/^\d{1,5}$/.test(port) || portNumber < 1 || portNumber > 65535) {
+    throw new CastellanError('invalid-argument', `not a port: "${port}"`, {
+      subject: 'KUBERNETES_SERVICE_PORT',
+    });
+  }
+  const dir = `${root}${SERVICE_ACCOUNT_DIR}`;
+  kc.loadFromClusterAndUser(
+    {
+      name: 'inCluster',
+      server: `https://${formatHostPort({ host, port: portNumber })}`,
+      caFile: `${dir}/ca.crt`,
+      skipTLSVerify: false,
+    },
+    {
+      name: 'inClusterUser',
+      authProvider: { name: 'tokenFile', config: { tokenFile: `${dir}/token` } },
+    },
+  );
 }
 
 /** A kubeconfig held as text: a remote cluster's, from a file or an `istio/multiCluster` Secret. */

@@ -5,6 +5,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
+import type { Clock, Timer } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError } from './client.js';
 
@@ -36,24 +37,50 @@ export function startInformer<T extends KubernetesObject>(options: {
   handlers: InformerHandlers<T>;
   labelSelector?: string | undefined;
   fieldSelector?: string | undefined;
+  /** Times the restart after a failed watch. */
+  clock: Clock;
   retryMs?: number | undefined;
   logger?: Logger | undefined;
+  /**
+   * Applied to every object before it is cached or handed to the handlers (listed or watched),
+   * e.g. to keep only the fields a cluster-wide watch needs, as Istio's informers strip pods
+   * (kube.StripPodUnusedFields). Must keep `metadata.name`, `namespace` and `resourceVersion`.
+   */
+  transform?: ((obj: T) => T) | undefined;
 }): Informer<T> {
   const logger = options.logger ?? silentLogger;
   const retryMs = options.retryMs ?? 1000;
   let stopped = false;
-  let timer: NodeJS.Timeout | undefined;
+  let timer: Timer | undefined;
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
+  const transform = options.transform;
   const listFn = async (): Promise<KubernetesListObject<T>> => {
     const l = await options.list();
     // Handlers run for the list's items before the promise settles; mark synced right after.
     queueMicrotask(markSynced);
-    return l;
+    return transform ? { ...l, items: l.items.map(transform) } : l;
   };
+  const watch = new Watch(options.kubeConfig);
+  if (transform) {
+    const inner = watch.watch.bind(watch);
+    // ERROR events carry a Status (a 410 code ListWatch reads), BOOKMARKs only a resourceVersion.
+    watch.watch = (path, query, callback, done) =>
+      inner(
+        path,
+        query,
+        (phase: string, obj: unknown, raw: unknown) =>
+          callback(
+            phase,
+            phase === 'ERROR' || phase === 'BOOKMARK' ? obj : transform(obj as T),
+            raw,
+          ),
+        done,
+      );
+  }
   const lw = new ListWatch<T>(
     options.path,
-    new Watch(options.kubeConfig),
+    watch,
     listFn,
     false,
     options.labelSelector,
@@ -65,11 +92,10 @@ export function startInformer<T extends KubernetesObject>(options: {
   lw.on('error', (e: unknown) => {
     if (stopped) return;
     logger.debug({ path: options.path, error: describeApiError(e) }, 'watch failed; retrying');
-    clearTimeout(timer);
-    timer = setTimeout(() => {
+    timer?.cancel();
+    timer = options.clock.after(retryMs, () => {
       if (!stopped) void lw.start();
-    }, retryMs);
-    timer.unref?.();
+    });
   });
   void lw.start();
   return {
@@ -78,7 +104,7 @@ export function startInformer<T extends KubernetesObject>(options: {
     synced,
     stop: async () => {
       stopped = true;
-      clearTimeout(timer);
+      timer?.cancel();
       await lw.stop();
     },
   };

@@ -1,6 +1,6 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { createLocalJWKSet, type JWTVerifyGetKey } from 'jose';
-import type { Clock } from '../clock.js';
+import { PeriodicTask, type Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import { parseJwks } from '../authn/jwks.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -21,7 +21,7 @@ export class ApiServerJwks {
   private local: JWTVerifyGetKey | undefined;
   private issuerValue = '';
   private lastFetch = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly refresher: PeriodicTask;
   private readonly logger: Logger;
 
   constructor(
@@ -33,6 +33,16 @@ export class ApiServerJwks {
     },
   ) {
     this.logger = o.logger ?? silentLogger;
+    this.refresher = new PeriodicTask({
+      clock: o.clock,
+      intervalMs: o.refreshMs ?? DEFAULT_JWKS_REFRESH_MS,
+      run: () => this.refresh(),
+      onError: (e) =>
+        this.logger.warn(
+          { error: (e as Error).message },
+          'JWKS refresh failed; keeping the cached keys',
+        ),
+    });
   }
 
   /** The `iss` tokens carry, from the discovery document. */
@@ -43,24 +53,12 @@ export class ApiServerJwks {
   /** Fetches once (must succeed: startup needs the issuer), then refreshes periodically. */
   async start(): Promise<void> {
     await this.refresh();
-    const loop = (): void => {
-      this.timer = setTimeout(() => {
-        this.refresh()
-          .catch((e: unknown) =>
-            this.logger.warn(
-              { error: (e as Error).message },
-              'JWKS refresh failed; keeping the cached keys',
-            ),
-          )
-          .finally(loop);
-      }, this.o.refreshMs ?? DEFAULT_JWKS_REFRESH_MS);
-      this.timer.unref?.();
-    };
-    loop();
+    this.refresher.start();
   }
 
-  stop(): void {
-    clearTimeout(this.timer);
+  /** No refresh after this; resolves when a refresh under way has finished. */
+  stop(): Promise<void> {
+    return this.refresher.stop();
   }
 
   async refresh(): Promise<void> {

@@ -1,5 +1,5 @@
 import type { CoordinationV1Api, V1Lease } from '@kubernetes/client-node';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 
@@ -39,7 +39,7 @@ export class LeaderElector {
   private lastRenewedAt = 0;
   private observedRv: string | undefined;
   private observedAt = 0;
-  private timer: NodeJS.Timeout | undefined;
+  private timer: Timer | undefined;
   private running = false;
   private readonly listeners = new Set<(leader: boolean) => void>();
 
@@ -69,7 +69,7 @@ export class LeaderElector {
   /** Stops campaigning; a leader releases the Lease so another replica takes over at once. */
   async stop(): Promise<void> {
     this.running = false;
-    clearTimeout(this.timer);
+    this.timer?.cancel();
     if (this.leader) {
       this.setLeader(false);
       await this.release();
@@ -94,8 +94,8 @@ export class LeaderElector {
       this.setLeader(false);
     }
     if (!this.running) return;
-    this.timer = setTimeout(() => void this.loop(), this.retryPeriodMs);
-    this.timer.unref?.();
+    // The next attempt is timed from the end of this one (client-go's sliding JitterUntil).
+    this.timer = this.o.clock.after(this.retryPeriodMs, () => void this.loop());
   }
 
   private spec(previous: V1Lease | undefined, now: Date): V1Lease['spec'] {

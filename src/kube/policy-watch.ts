@@ -5,6 +5,7 @@ import {
   type KubernetesListObject,
   type KubernetesObject,
 } from '@kubernetes/client-node';
+import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { PolicyCompiler } from '../policy/compiler.js';
@@ -51,6 +52,8 @@ export interface PolicyWatch {
 export async function startPolicyWatch(options: {
   kubeConfig: KubeConfig;
   compiler: PolicyCompiler;
+  /** Times the watches' restarts. */
+  clock: Clock;
   logger?: Logger | undefined;
   retryMs?: number | undefined;
   onChange?: ((change: PolicyWatchChange) => void) | undefined;
@@ -112,6 +115,7 @@ export async function startPolicyWatch(options: {
           path: `/apis/${GROUP}/${version}/${plural}`,
           list,
           handlers: { upsert, deleted },
+          clock: options.clock,
           retryMs: options.retryMs,
           logger: log,
         }),
@@ -157,6 +161,7 @@ export async function startPolicyWatch(options: {
           },
           deleted: podDeleted,
         },
+        clock: options.clock,
         retryMs: options.retryMs,
         logger: log,
       }),
@@ -181,6 +186,7 @@ export async function startPolicyWatch(options: {
             });
           },
         },
+        clock: options.clock,
         retryMs: options.retryMs,
         logger: log,
       }),

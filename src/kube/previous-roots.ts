@@ -1,5 +1,5 @@
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
-import { certificatePem, parseCertificates } from '../ca/bundle.js';
+import { certificatePem, parseCertificates } from '../ca/build-key-cert-bundle.js';
 import { CastellanError } from '../errors.js';
 import { decodeSecretData, ifExists, isApiStatus } from './client.js';
 

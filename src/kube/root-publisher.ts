@@ -1,4 +1,5 @@
 import type { CoreV1Api, KubeConfig, V1ConfigMap, V1Namespace } from '@kubernetes/client-node';
+import type { Clock } from '../clock.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 import { startInformer, type Informer } from './informer.js';
@@ -28,6 +29,7 @@ export class RootPublisher {
       kubeConfig: KubeConfig;
       core: CoreV1Api;
       rootBundlePem: string;
+      clock: Clock;
       logger?: Logger | undefined;
       retryMs?: number | undefined;
     },
@@ -42,6 +44,7 @@ export class RootPublisher {
       kubeConfig,
       path: '/api/v1/namespaces',
       list: () => core.listNamespace(),
+      clock: this.o.clock,
       logger: this.logger,
       retryMs: this.o.retryMs,
       handlers: {
@@ -58,6 +61,7 @@ export class RootPublisher {
         core.listConfigMapForAllNamespaces({
           fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}`,
         }),
+      clock: this.o.clock,
       logger: this.logger,
       retryMs: this.o.retryMs,
       handlers: {
@@ -113,7 +117,7 @@ export class RootPublisher {
             { namespace: ns, error: describeApiError(e) },
             'could not publish the root certificate; retrying',
           );
-          setTimeout(() => this.enqueue(ns), this.o.retryMs ?? 1000).unref?.();
+          this.o.clock.after(this.o.retryMs ?? 1000, () => this.enqueue(ns));
         }
       }
     } finally {

@@ -1,7 +1,7 @@
 import type { CoreV1Api } from '@kubernetes/client-node';
-import type { Clock } from '../clock.js';
+import { PeriodicTask, type Clock } from '../clock.js';
 import { reissueRoot, DEFAULT_SELF_SIGNED_TTL_MS } from '../ca/sources/self-signed.js';
-import { certificatePem } from '../ca/bundle.js';
+import { certificatePem } from '../ca/build-key-cert-bundle.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 import {
@@ -28,7 +28,7 @@ export function rootNeedsRotation(notBefore: Date, notAfter: Date, now: number):
  * Every replica, this one included, picks the new root up from its Secret watch.
  */
 export class RootRotator {
-  private timer: NodeJS.Timeout | undefined;
+  private readonly task: PeriodicTask;
   private readonly logger: Logger;
 
   constructor(
@@ -42,21 +42,25 @@ export class RootRotator {
     },
   ) {
     this.logger = o.logger ?? silentLogger;
-  }
-
-  start(): void {
-    const tick = (): void => {
-      void this.checkOnce().catch((e: unknown) =>
+    this.task = new PeriodicTask({
+      clock: o.clock,
+      intervalMs: o.checkIntervalMs ?? DEFAULT_ROOT_ROTATION_CHECK_MS,
+      run: async () => {
+        await this.checkOnce();
+      },
+      onError: (e) =>
         this.logger.warn({ error: describeApiError(e) }, 'root rotation check failed'),
-      );
-      this.timer = setTimeout(tick, this.o.checkIntervalMs ?? DEFAULT_ROOT_ROTATION_CHECK_MS);
-      this.timer.unref?.();
-    };
-    tick();
+    });
   }
 
-  stop(): void {
-    clearTimeout(this.timer);
+  /** Checks now, then every check interval. */
+  start(): void {
+    this.task.start({ runNow: true });
+  }
+
+  /** No check after this; resolves when a check under way has finished. */
+  stop(): Promise<void> {
+    return this.task.stop();
   }
 
   /** One check; resolves true when the root was re-issued. */

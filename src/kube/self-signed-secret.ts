@@ -1,8 +1,8 @@
 import type { CoreV1Api, V1Secret } from '@kubernetes/client-node';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
-import type { KeyCertBundle } from '../ca/authority.js';
-import { buildKeyCertBundle, certificatePem } from '../ca/bundle.js';
+import type { KeyCertBundle } from '../ca/key-cert-bundle.js';
+import { buildKeyCertBundle, certificatePem } from '../ca/build-key-cert-bundle.js';
 import {
   DEFAULT_SELF_SIGNED_KEY_TYPE,
   DEFAULT_SELF_SIGNED_TTL_MS,

@@ -29,9 +29,9 @@ export interface CaSigner {
    */
   sign(data: Uint8Array, algorithm: CaSignatureAlgorithm): Promise<Uint8Array>;
   /**
-   * Told the public key (SPKI DER) that a probe it signed verified with (ca/bundle.ts:
-   * probeSigner). A signer that may reconnect to its key (an HSM) checks after reconnecting that
-   * it still holds the same key.
+   * Told the public key (SPKI DER) that a probe it signed verified with
+   * (ca/build-key-cert-bundle.ts: probeSigner). A signer that may reconnect to its key (an HSM)
+   * checks after reconnecting that it still holds the same key.
    */
   confirmed?(spki: Uint8Array): void;
 }

@@ -1,4 +1,4 @@
-import { buildBundle, type PolicyBundle } from './bundle.js';
+import { buildBundle, type PolicyBundle } from './policy-bundle.js';
 import type { Diagnostic } from './diagnostic.js';
 import { trustDomains, type MeshSettings } from './mesh.js';
 import { normalizePolicy, type NormalizedPolicy } from './normalize.js';

@@ -1,5 +1,5 @@
 import { CastellanError } from '../errors.js';
-import type { ActionSection, BundleRule, PolicyBundle } from './bundle.js';
+import type { ActionSection, BundleRule, PolicyBundle } from './policy-bundle.js';
 import { withoutHttpOnly, type RuleShape } from './normalize.js';
 import type { MtlsDecision } from './peer-authentication.js';
 import type { PolicyRequest } from './request.js';

@@ -1,4 +1,4 @@
-import { type PolicyBundle } from './bundle.js';
+import { type PolicyBundle } from './policy-bundle.js';
 import { PolicyCompiler } from './compiler.js';
 import { decide, type Decision } from './decision.js';
 import { sortDiagnostics, type Diagnostic } from './diagnostic.js';

@@ -11,7 +11,7 @@ export interface AuthRequestParts {
    * the leaf alone; a node TLS socket also the chain the client sent.
    */
   readonly peerChain: readonly Uint8Array[];
-  /** Our CA chain (ca-service.ts caChainDer), standing in for the intermediates the transport withholds. */
+  /** Our CA chain (create-certificate.ts caChainDer), standing in for the intermediates the transport withholds. */
   readonly intermediates: readonly Uint8Array[];
   /** `ip:port` of the peer, for logs. */
   readonly peerAddress: string;

@@ -12,30 +12,22 @@ import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { formatHostPort, type HostPort } from '../address.js';
 import { AuditLog } from './audit.js';
-import { createCertificateHandler, type CaServiceDeps } from './ca-service.js';
+import { createCertificateHandler, type CaServiceDeps } from './create-certificate.js';
 import { CaMetrics } from './metrics.js';
-import { MonitoringServer, type Readiness } from './monitoring.js';
-import {
-  ServingCertificateManager,
-  type ServingCertificateIssuer,
-  type ServingNames,
-} from './serving-certificate.js';
+import type { Readiness } from './monitoring.js';
+import type { ServingCertificateManager } from './serving-certificate.js';
 
 export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | 'audit'> {
   readonly grpcAddress: HostPort;
-  /** Omit to run without the monitoring HTTP server (library use). */
-  readonly monitoringAddress?: HostPort | undefined;
-  readonly servingNames: ServingNames;
-  readonly servingIssuer: ServingCertificateIssuer;
+  /**
+   * The listener's TLS identity, issued by our own CA and swapped on the same listener. Its
+   * owner starts it before `start()` and stops it after `stop()` (the bundle HTTPS listener
+   * serves the same certificate).
+   */
+  readonly serving: ServingCertificateManager;
   readonly logger?: Logger;
   /** How long SIGTERM waits for in-flight calls before cutting them. */
   readonly shutdownGraceMs?: number;
-}
-
-/** Bound addresses, once listening. */
-export interface CaServerAddresses {
-  readonly grpc: HostPort;
-  readonly monitoring: HostPort | undefined;
 }
 
 // Bounds memory per call: a CSR is refused above 64 KiB anyway.
@@ -43,13 +35,13 @@ const MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024;
 
 /**
  * The CA service: gRPC CreateCertificate over TLS (serving certificate from our own CA,
- * swapped without a restart), optional client certificates, and the monitoring server.
- * Other gRPC services may be added with `addService` before `start`.
+ * swapped without a restart) and optional client certificates. Its metrics and readiness are
+ * for a monitoring server to show. Other gRPC services may be added with `addService` before
+ * `start`.
  */
 export class CaServer<C> {
   readonly metrics: CaMetrics;
-  readonly monitoring: MonitoringServer | undefined;
-  readonly serving: ServingCertificateManager;
+  private readonly serving: ServingCertificateManager;
   private readonly grpc: Server;
   private readonly log: Logger;
   private listening = false;
@@ -58,13 +50,7 @@ export class CaServer<C> {
   constructor(private readonly options: CaServerOptions<C>) {
     this.log = options.logger ?? silentLogger;
     this.metrics = new CaMetrics(options.clock);
-    this.serving = new ServingCertificateManager({
-      caState: options.caState,
-      issuer: options.servingIssuer,
-      names: options.servingNames,
-      clock: options.clock,
-      logger: this.log,
-    });
+    this.serving = options.serving;
     this.grpc = new Server({
       'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
       // channelz (call counters and traces for grpc's debugging service) is bookkeeping on every
@@ -82,13 +68,6 @@ export class CaServer<C> {
         audit: new AuditLog(this.log),
       }),
     });
-    this.monitoring = options.monitoringAddress
-      ? new MonitoringServer({
-          readiness: () => this.readiness(),
-          registries: [this.metrics.registry],
-          logger: this.log,
-        })
-      : undefined;
   }
 
   /** Adds another gRPC service on the same TLS port (call before start). */
@@ -104,14 +83,11 @@ export class CaServer<C> {
     return { ready: true };
   }
 
-  async start(): Promise<CaServerAddresses> {
-    const monitoring = this.options.monitoringAddress
-      ? await this.monitoring?.listen(this.options.monitoringAddress)
-      : undefined;
+  /** Listens on the gRPC address; resolves with the bound address (port 0 picks a free one). */
+  async start(): Promise<HostPort> {
     const current = this.options.caState.current();
     if (current) this.metrics.observeCa(current);
     this.unsubscribe = this.options.caState.onChange((s) => this.metrics.observeCa(s));
-    await this.serving.start();
     // grpc-js's certificate-provider credentials: the server re-reads its secure context each
     // time the provider publishes (new serving certificate or roots), on the same listener.
     // The first provider argument is used as the identity provider, the second for the CA
@@ -135,41 +111,29 @@ export class CaServer<C> {
       );
     });
     this.listening = true;
-    const addresses: CaServerAddresses = {
-      grpc: { host: this.options.grpcAddress.host, port },
-      monitoring,
-    };
-    this.log.info(
-      {
-        grpc: formatHostPort(addresses.grpc),
-        monitoring: monitoring && formatHostPort(monitoring),
-      },
-      'CA service listening',
-    );
-    return addresses;
+    const grpc = { host: this.options.grpcAddress.host, port };
+    this.log.info({ grpc: formatHostPort(grpc) }, 'CA service listening');
+    return grpc;
   }
 
   /**
    * Graceful stop: refuse new calls, let in-flight ones finish (up to the grace period, then
-   * cut them), close monitoring last so /ready reports the drain.
+   * cut them). /ready reports the drain meanwhile (`listening` is false).
    */
   async stop(): Promise<void> {
     this.listening = false;
     this.unsubscribe?.();
     const grace = this.options.shutdownGraceMs ?? 10_000;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
+      const timer = this.options.clock.after(grace, () => {
         this.log.warn('in-flight calls did not finish in time; closing them');
         this.grpc.forceShutdown();
         resolve();
-      }, grace);
-      timer.unref();
+      });
       this.grpc.tryShutdown(() => {
-        clearTimeout(timer);
+        timer.cancel();
         resolve();
       });
     });
-    this.serving.stop();
-    await this.monitoring?.close();
   }
 }

@@ -1,8 +1,8 @@
 import type { Clock } from '../clock.js';
 import { issueWorkloadCertificate } from '../ca/issue-workload.js';
 import { issueCertificate } from '../pki/issue.js';
-import type { LeafIssuer } from './ca-service.js';
-import { inlineCsrChecker, type CheckedCsr, type CsrChecker } from './csr-check-pool.js';
+import type { LeafIssuer } from './create-certificate.js';
+import { inlineCsrChecker, type CheckedCsr, type CsrChecker } from './csr-check-threads.js';
 import type { ServingCertificateIssuer } from './serving-certificate.js';
 
 /**

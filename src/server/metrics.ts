@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { CaSnapshot } from '../ca/authority.js';
+import type { CaSnapshot } from '../ca/key-cert-bundle.js';
 import type { Clock } from '../clock.js';
 
 /**

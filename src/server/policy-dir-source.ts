@@ -1,6 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
+import { PeriodicTask, type Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -37,7 +38,7 @@ export class PolicyDirSource {
   private lastPrint: string | undefined;
   /** The last good documents of each file, kept while a later version of it is broken. */
   private readonly goodDocuments = new Map<string, { text: string; docs: ManifestDocument[] }>();
-  private timer: NodeJS.Timeout | undefined;
+  private readonly poll: PeriodicTask;
   private busy = false;
   private readonly log: Logger;
   /** Diagnostics of the last read (schema errors, unreadable files). */
@@ -47,6 +48,7 @@ export class PolicyDirSource {
     private readonly options: {
       readonly dir: string;
       readonly compiler: PolicyCompiler;
+      readonly clock: Clock;
       readonly pollMs?: number;
       readonly logger?: Logger;
       /** Called after each re-read that changed something. */
@@ -54,6 +56,16 @@ export class PolicyDirSource {
     },
   ) {
     this.log = options.logger ?? silentLogger;
+    this.poll = new PeriodicTask({
+      clock: options.clock,
+      intervalMs: options.pollMs ?? POLICY_DIR_POLL_MS,
+      run: async () => {
+        await this.check();
+      },
+      // check() logs and swallows its own failures; anything else is a bug worth a line.
+      onError: (e) =>
+        this.log.error({ dir: options.dir, err: String(e) }, 'could not read the policy folder'),
+    });
   }
 
   /** Reads the folder once (throws when it is missing), then follows it. */
@@ -73,13 +85,13 @@ export class PolicyDirSource {
       });
     }
     const first = await this.check();
-    this.timer = setInterval(() => void this.check(), this.options.pollMs ?? POLICY_DIR_POLL_MS);
-    this.timer.unref();
+    this.poll.start();
     return first ?? { applied: this.applied, changes: 0, recomputed: 0 };
   }
 
-  stop(): void {
-    clearInterval(this.timer);
+  /** No poll after this; resolves when a read under way has finished. */
+  stop(): Promise<void> {
+    return this.poll.stop();
   }
 
   /** Re-reads the folder; applies the differences. Undefined when nothing changed. */

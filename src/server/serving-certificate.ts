@@ -1,8 +1,8 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { experimental } from '@grpc/grpc-js';
-import type { CaSnapshot, CaState } from '../ca/authority.js';
+import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../ca/issue-workload.js';
-import type { Clock } from '../clock.js';
+import type { Clock, Timer } from '../clock.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 
@@ -37,8 +37,6 @@ export interface ServingIdentity {
 }
 
 const DEFAULT_TTL_MS = 30 * 86_400_000;
-// Node timers overflow above 2^31-1 ms: renew at least this often.
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * The gRPC listener's TLS identity, issued by our own CA and re-issued whenever the CA changes
@@ -51,7 +49,7 @@ export class ServingCertificateManager implements CertificateProvider {
   private readonly identityListeners = new Set<IdentityListener>();
   private identity: ServingIdentity | undefined;
   private rootsPem: string | undefined;
-  private renewTimer: NodeJS.Timeout | undefined;
+  private renewTimer: Timer | undefined;
   private unsubscribe: (() => void) | undefined;
   /** Serialises issuance so a burst of CA changes ends with the newest one. */
   private pending: Promise<void> = Promise.resolve();
@@ -80,7 +78,7 @@ export class ServingCertificateManager implements CertificateProvider {
   stop(): void {
     this.stopped = true;
     this.unsubscribe?.();
-    if (this.renewTimer) clearTimeout(this.renewTimer);
+    this.renewTimer?.cancel();
   }
 
   current(): ServingIdentity | undefined {
@@ -136,13 +134,13 @@ export class ServingCertificateManager implements CertificateProvider {
   }
 
   private scheduleRenewal(now: number, notAfterMs: number): void {
-    if (this.renewTimer) clearTimeout(this.renewTimer);
-    const delay = Math.min(Math.max((notAfterMs - now) / 2, 1000), MAX_TIMER_MS);
-    this.renewTimer = setTimeout(() => {
+    this.renewTimer?.cancel();
+    // Clock timers chain delays beyond Node's 2^31-1 ms limit: half the lifetime, however long.
+    const delay = Math.max((notAfterMs - now) / 2, 1000);
+    this.renewTimer = this.options.clock.after(delay, () => {
       const snapshot = this.options.caState.current();
       if (snapshot) void this.refresh(snapshot);
-    }, delay);
-    this.renewTimer.unref();
+    });
   }
 
   private publish(): void {

@@ -9,6 +9,8 @@ import { asCastellanError } from '../errors.js';
  */
 export interface OpaqueTexts {
   readonly unauthenticated: string;
+  /** An authenticated caller that may not have the identity it asked for (ambient mode). */
+  readonly impersonationRefused: string;
   readonly permissionDenied: string;
   readonly unavailable: string;
   readonly internal: string;
@@ -20,12 +22,19 @@ export interface OpaqueTexts {
  */
 export const UNAUTHENTICATED_MESSAGE = 'request authenticate failure';
 
+/**
+ * What the client is told when an authenticated caller may not have the identity it asked for
+ * (ambient mode's impersonation): istiod's words (security/pkg/server/ca/server.go), as opaque.
+ */
+export const IMPERSONATION_REFUSED_MESSAGE = 'request impersonation authentication failure';
+
 /** What the CA service tells the client about a failure that is ours, not theirs. */
 export const INTERNAL_MESSAGE = 'internal error while signing the certificate';
 
 /** `istio.v1.auth.IstioCertificateService/CreateCertificate`. */
 export const CA_SERVICE_TEXTS: OpaqueTexts = {
   unauthenticated: UNAUTHENTICATED_MESSAGE,
+  impersonationRefused: IMPERSONATION_REFUSED_MESSAGE,
   permissionDenied: 'permission denied',
   unavailable: 'the CA is not ready to sign certificates',
   internal: INTERNAL_MESSAGE,
@@ -37,6 +46,7 @@ export const CA_SERVICE_TEXTS: OpaqueTexts = {
  */
 export const BUNDLE_TEXTS: OpaqueTexts = {
   unauthenticated: 'unauthenticated',
+  impersonationRefused: 'unauthenticated',
   permissionDenied: 'permission-denied',
   unavailable: 'unavailable',
   internal: 'internal error',
@@ -59,6 +69,7 @@ type FailureClass =
   /** The caller's own fault: a message written for the caller, naming the field. */
   | 'invalid'
   | 'unauthenticated'
+  | 'impersonation-refused'
   | 'permission-denied'
   | 'unavailable'
   /** Ours, not the caller's: opaque on the wire, precise in the logs. */
@@ -79,6 +90,7 @@ function failureClass(error: unknown): { readonly cls: FailureClass; readonly me
     case 'too-large':
       return { cls: 'invalid', message: e.message };
     case 'unauthenticated':
+    case 'impersonation-refused':
     case 'permission-denied':
     case 'unavailable':
       return { cls: e.kind, message: e.message };
@@ -101,6 +113,7 @@ function failureClass(error: unknown): { readonly cls: FailureClass; readonly me
 const CODES: Readonly<Record<FailureClass, { readonly grpc: status; readonly http: number }>> = {
   invalid: { grpc: status.INVALID_ARGUMENT, http: 400 },
   unauthenticated: { grpc: status.UNAUTHENTICATED, http: 401 },
+  'impersonation-refused': { grpc: status.UNAUTHENTICATED, http: 401 },
   'permission-denied': { grpc: status.PERMISSION_DENIED, http: 403 },
   unavailable: { grpc: status.UNAVAILABLE, http: 503 },
   internal: { grpc: status.INTERNAL, http: 500 },
@@ -113,6 +126,8 @@ function safeText(cls: FailureClass, message: string, texts: OpaqueTexts): strin
       return message;
     case 'unauthenticated':
       return texts.unauthenticated;
+    case 'impersonation-refused':
+      return texts.impersonationRefused;
     case 'permission-denied':
       return texts.permissionDenied;
     case 'unavailable':

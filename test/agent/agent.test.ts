@@ -7,12 +7,14 @@ import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { WorkloadAgent, type AgentConfig } from '../../src/agent/agent.js';
 import { GrpcCaClient, type CertificateAuthorityClient } from '../../src/agent/ca-client.js';
-import { systemClock, type Clock } from '../../src/clock.js';
+import { systemClock } from '../../src/clock.js';
 import { runExecHook } from '../../src/agent/exec-hook.js';
 import { AgentMetrics, startMonitoringServer } from '../../src/agent/monitoring.js';
 import { DEFAULT_RENEWAL_POLICY } from '../../src/agent/renewal.js';
 import { createLogger } from '../../src/log.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { opensslVerify } from '../support/openssl.js';
+import { waitFor } from '../support/wait-for.js';
 import { CaDouble, serialOf } from './support/ca-double.js';
 
 let ca: CaDouble;
@@ -28,16 +30,14 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-/** Real time plus an offset that the fake sleep moves: certificates are real, waits are not. */
-function harness(
-  name: string,
-  overrides: Partial<AgentConfig> = {},
-  onSleep: () => Promise<void> = async () => {},
-) {
-  let offset = 0;
-  const clock: Clock = { ...systemClock, now: () => Date.now() + offset };
-  ca.now = clock.now;
-  const sleeps: number[] = [];
+/**
+ * The agent and the CA double on one ManualClock that starts at the real time (certificates are
+ * real, openssl checks them) and moves only when a test steps it: waits are not slept. The
+ * gRPC deadline and the exec hook's kill timer bound real I/O, so they keep the real clock.
+ */
+function harness(name: string, overrides: Partial<AgentConfig> = {}) {
+  const clock = new ManualClock(Date.now());
+  ca.clock = clock;
   const lines: Array<{ level: number; msg: string; kind?: string }> = [];
   const logger = createLogger({
     level: 'debug',
@@ -54,6 +54,7 @@ function harness(
     rootCertFile: join(dir, 'root.pem'),
     tokenFile: join(dir, `${name}.token`),
     timeoutMs: 3000,
+    clock: systemClock,
   });
   const counting: CertificateAuthorityClient = {
     createCertificate: (r) => {
@@ -79,21 +80,15 @@ function harness(
       ca: counting,
       clock,
       random: Math.random,
-      sleep: async (ms) => {
-        sleeps.push(ms);
-        offset += ms;
-        await onSleep();
-        await new Promise((r) => setImmediate(r));
-      },
       logger,
       metrics,
-      runExec: runExecHook,
+      runExec: (command, certDir) =>
+        runExecHook(command, certDir, { clock: systemClock, env: process.env }),
     },
   );
   return {
     agent,
     stop,
-    sleeps,
     lines,
     calls,
     outDir,
@@ -101,6 +96,18 @@ function harness(
     clock,
     tokenFile: join(dir, `${name}.token`),
   };
+}
+
+type Harness = ReturnType<typeof harness>;
+
+/** Resolves once the agent waits on its clock (its only timer), or `done()` holds. */
+async function asleep(h: Harness, done: () => boolean = () => false): Promise<void> {
+  await waitFor('the agent to wait on its clock', () => done() || h.clock.pending > 0);
+}
+
+/** Moves the clock to the agent's wake-up. */
+function wake(h: Harness): Promise<void> {
+  return h.clock.advance(h.clock.nextDue()! - h.clock.now());
 }
 
 /** openssl verify of the files in `outDir` at a given instant (the tests' clocks run ahead). */
@@ -119,13 +126,16 @@ async function verifyWritten(outDir: string, atMs = Date.now()): Promise<void> {
 test('renews at half-life with a fresh key each time; chains verify with openssl; token re-read', async () => {
   const keys = new Set<string>();
   const serials = new Set<string>();
-  // Checks run inside the agent's sleeps: after each write, before the next request.
-  const h = harness(
-    'rotate',
-    { exec: 'echo ran >> "$CASTELLAN_CERT_DIR/../rotate-exec.log"' },
-    async () => {
-      const cur = h.agent.current;
-      if (!cur || serials.has(cur.serialNumber)) return;
+  const h = harness('rotate', { exec: 'echo ran >> "$CASTELLAN_CERT_DIR/../rotate-exec.log"' });
+  await writeFile(h.tokenFile, 'token-1\n');
+  ca.calls.length = 0;
+  ca.leafTtlMs = 3_600_000;
+  const run = h.agent.run(h.stop.signal);
+  // Checks run while the agent waits: after each write (and exec hook), before the next request.
+  for (;;) {
+    await asleep(h);
+    const cur = h.agent.current;
+    if (cur && !serials.has(cur.serialNumber)) {
       serials.add(cur.serialNumber);
       keys.add(await readFile(join(h.outDir, 'key.pem'), 'utf8'));
       await verifyWritten(h.outDir, h.clock.now());
@@ -134,13 +144,13 @@ test('renews at half-life with a fresh key each time; chains verify with openssl
         cur.serialNumber,
       );
       await writeFile(h.tokenFile, `token-${serials.size + 1}\n`);
-      if (serials.size === 3) h.stop.abort();
-    },
-  );
-  await writeFile(h.tokenFile, 'token-1\n');
-  ca.calls.length = 0;
-  ca.leafTtlMs = 3_600_000;
-  await h.agent.run(h.stop.signal);
+    }
+    if (serials.size === 3) break;
+    await wake(h);
+  }
+  h.stop.abort();
+  await run;
+  assert.equal(h.clock.pending, 0, 'stopping cancelled the wait');
   assert.equal(keys.size, 3, 'a fresh key for every certificate');
   assert.deepEqual(
     ca.calls.map((c) => c.authorization),
@@ -164,7 +174,11 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   await ca.stop();
   const run = h.agent.run(h.stop.signal);
   // Until it has tried a dozen times while down.
-  while (h.calls.n < 12) await new Promise((r) => setTimeout(r, 10));
+  for (;;) {
+    await asleep(h);
+    if (h.calls.n >= 12) break;
+    await wake(h);
+  }
   assert.equal(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore, 'files untouched');
   assert.equal(h.agent.current?.serialNumber, first.serialNumber);
   const failures = h.lines.filter((l) => l.kind === 'unavailable');
@@ -176,8 +190,11 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   assert.ok(gaps.at(-1)! > 30_000, `backoff grew: ${gaps.join(',')}`);
   assert.ok(Math.max(...gaps) <= 120_000 + 1000, `capped: ${gaps.join(',')}`);
   await ca.start(port);
-  while (h.agent.current?.serialNumber === first.serialNumber)
-    await new Promise((r) => setTimeout(r, 10));
+  for (;;) {
+    await asleep(h);
+    if (h.agent.current?.serialNumber !== first.serialNumber) break;
+    await wake(h);
+  }
   h.stop.abort();
   await run;
   assert.notEqual(await readFile(join(h.outDir, 'key.pem'), 'utf8'), keyBefore);
@@ -196,9 +213,14 @@ test('invalid token: one clear error line, long backoff, no tight loop', async (
   ca.acceptedToken = 'right';
   ca.calls.length = 0;
   try {
+    const started = h.clock.now();
     const run = h.agent.run(h.stop.signal);
-    // Let an hour of simulated time pass.
-    while (h.clock.now() - Date.now() < 3_600_000) await new Promise((r) => setTimeout(r, 5));
+    // An hour on the agent's clock.
+    for (;;) {
+      await asleep(h);
+      if (h.clock.now() - started >= 3_600_000) break;
+      await wake(h);
+    }
     h.stop.abort();
     await run;
   } finally {
@@ -220,11 +242,19 @@ test('INVALID_ARGUMENT is not retried soon either; INTERNAL is', async () => {
     await assert.rejects(h.agent.runOnce(5, h.stop.signal), /INVALID_ARGUMENT: ttl above max/);
     assert.equal(h.calls.n, 1);
     ca.behaviour = { kind: 'fail', code: grpc.status.INTERNAL, message: 'boom' };
-    await assert.rejects(h.agent.runOnce(3, h.stop.signal), (e: unknown) => {
-      assert.equal((e as { kind: string }).kind, 'internal');
-      return true;
-    });
+    const started = h.clock.now();
+    let failed: unknown;
+    const once = h.agent.runOnce(3, h.stop.signal).catch((e: unknown) => void (failed = e));
+    // Retried after a backoff on the clock, until the third attempt fails.
+    while (failed === undefined) {
+      await asleep(h, () => failed !== undefined);
+      if (failed === undefined) await wake(h);
+    }
+    await once;
+    assert.equal((failed as { kind: string }).kind, 'internal');
     assert.equal(h.calls.n, 4);
+    const waited = h.clock.now() - started;
+    assert.ok(waited > 0 && waited < 60_000, `retried soon: after ${waited} ms in all`);
   } finally {
     ca.behaviour = { kind: 'issue' };
   }

@@ -12,6 +12,9 @@ import {
   writeCertificateFiles,
   type CertificateFiles,
 } from '../../src/agent/atomic-files.js';
+import { ManualClock } from '../support/manual-clock.js';
+
+const clock = new ManualClock(Date.UTC(2026, 0, 2, 3, 4, 5, 6));
 
 async function makePair(i: number): Promise<CertificateFiles> {
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
@@ -79,7 +82,7 @@ test('a concurrent reader never sees a half-written file or a certificate with t
   try {
     const out = join(dir, 'out');
     const pairs = await Promise.all(Array.from({ length: 8 }, (_, i) => makePair(i)));
-    await writeCertificateFiles(out, pairs[0]!);
+    await writeCertificateFiles(out, pairs[0]!, clock);
     const script = join(dir, 'reader.mjs');
     await writeFile(script, READER);
     const stopFile = join(dir, 'stop');
@@ -100,7 +103,8 @@ test('a concurrent reader never sees a half-written file or a certificate with t
       }
     })();
     const rotations = 120;
-    for (let i = 1; i <= rotations; i++) await writeCertificateFiles(out, pairs[i % pairs.length]!);
+    for (let i = 1; i <= rotations; i++)
+      await writeCertificateFiles(out, pairs[i % pairs.length]!, clock);
     writing = false;
     await ownReader;
     await writeFile(stopFile, '');
@@ -132,10 +136,11 @@ test('layout: stable names are symlinks through ..data, key is 0600, old version
     const b = await makePair(2);
     // A provisioned regular file is replaced, not written through.
     await writeFile(join(dir, 'key.pem'), 'old');
-    const v1 = await writeCertificateFiles(dir, a);
-    const v2 = await writeCertificateFiles(dir, b);
-    const v3 = await writeCertificateFiles(dir, a);
+    const v1 = await writeCertificateFiles(dir, a, clock);
+    const v2 = await writeCertificateFiles(dir, b, clock);
+    const v3 = await writeCertificateFiles(dir, a, clock);
     assert.equal(await readlink(join(dir, DATA_LINK)), v3);
+    assert.match(v1, /^\.\.2026-01-02T03-04-05-006Z-[0-9a-f]{8}$/, 'stamped with the clock');
     for (const name of ['cert-chain.pem', 'key.pem', 'root-cert.pem']) {
       assert.ok((await lstat(join(dir, name))).isSymbolicLink(), name);
       assert.equal(await readlink(join(dir, name)), join(DATA_LINK, name));
@@ -173,7 +178,7 @@ test('a write into an unusable directory is a typed error naming it', async () =
     const file = join(dir, 'not-a-dir');
     await writeFile(file, '');
     await assert.rejects(
-      writeCertificateFiles(join(file, 'sub'), await makePair(4)),
+      writeCertificateFiles(join(file, 'sub'), await makePair(4), clock),
       (e: unknown) => {
         assert.equal((e as { kind?: string }).kind, 'internal');
         assert.match(

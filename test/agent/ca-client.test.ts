@@ -5,7 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { errorKindOfStatus, GrpcCaClient } from '../../src/agent/ca-client.js';
+import { systemClock } from '../../src/clock.js';
 import { createKeyAndCsr } from '../../src/pki/csr-builder.js';
+import { ManualClock } from '../support/manual-clock.js';
 import { CaDouble } from './support/ca-double.js';
 
 let ca: CaDouble;
@@ -31,6 +33,7 @@ function client(overrides: Partial<ConstructorParameters<typeof GrpcCaClient>[0]
     rootCertFile: join(dir, 'root.pem'),
     tokenFile: join(dir, 'token'),
     timeoutMs: 3000,
+    clock: systemClock,
     ...overrides,
   });
 }
@@ -129,4 +132,18 @@ test('a deadline bounds every call', async () => {
     for (const s of sockets) s.destroy();
     silent.close();
   }
+});
+
+test("the deadline is counted from the client's clock", async () => {
+  // A clock a minute behind: the 3 s deadline has passed before the call starts, so even a
+  // healthy CA is never asked.
+  ca.calls.length = 0;
+  await assert.rejects(
+    client({ clock: new ManualClock(Date.now() - 60_000) }).createCertificate({
+      csrPem,
+      validitySeconds: 0,
+    }),
+    rejectsWith('unavailable', /DEADLINE_EXCEEDED/),
+  );
+  assert.equal(ca.calls.length, 0);
 });

@@ -22,12 +22,25 @@ function kindIs(kind: string, message: RegExp) {
   };
 }
 
-test('accepts leaf, intermediate, root(s): the trailing self-signed ones are the trust bundle', () => {
-  const issued = acceptIssuedChain([leaf, intermediate, root, altRoot], key, 'fallback');
+test("accepts istiod's layout (server.go): leaf, chain one per element, every root in ONE last element", () => {
+  const issued = acceptIssuedChain([leaf, intermediate, root + altRoot], key, 'fallback');
   assert.equal(issued.rootCertPem, root.trim() + '\n' + altRoot.trim() + '\n');
   assert.equal(issued.certChainPem.match(/BEGIN CERTIFICATE/g)?.length, 4);
   assert.deepEqual(issued.uris, ['spiffe://trust-domain-foo/ns/foo/sa/foo']);
   assert.ok(issued.notAfter > issued.notBefore);
+  // The intermediate may be signed by either root of the bundle, not only the first.
+  assert.equal(
+    acceptIssuedChain([leaf, intermediate, altRoot + root], key, '').rootCertPem,
+    altRoot.trim() + '\n' + root.trim() + '\n',
+  );
+});
+
+test('roots sent one per element (the layout before) and a root repeated in the chain (Istio #39001) join the trust bundle', () => {
+  const oldLayout = acceptIssuedChain([leaf, intermediate, root, altRoot], key, '');
+  assert.equal(oldLayout.rootCertPem, root.trim() + '\n' + altRoot.trim() + '\n');
+  const repeated = acceptIssuedChain([leaf, intermediate, root, root + altRoot], key, '');
+  assert.equal(repeated.rootCertPem, root.trim() + '\n' + altRoot.trim() + '\n');
+  assert.equal(repeated.certChainPem.match(/BEGIN CERTIFICATE/g)?.length, 4, 'the root once');
 });
 
 test('without a root in the response, the configured root stands in', () => {
@@ -52,12 +65,23 @@ test('refuses a certificate for another key, a broken chain, and malformed eleme
     kindIs('chain-invalid', /cert_chain\[0\]: is not signed by cert_chain\[1\]/),
   );
   assert.throws(
+    () => acceptIssuedChain([leaf, intermediate, altRoot], key, ''),
+    kindIs('chain-invalid', /cert_chain\[1\]: is not signed by any of the 1 root\(s\)/),
+  );
+  assert.throws(
     () => acceptIssuedChain([leaf, 'garbage'], key, ''),
-    kindIs('malformed', /cert_chain\[1\]: holds 0 certificates/),
+    kindIs(
+      'malformed',
+      /cert_chain\[1\]: holds 0 certificates, expected one or more \(the roots\)/,
+    ),
   );
   assert.throws(
     () => acceptIssuedChain([leaf + intermediate], key, ''),
-    kindIs('malformed', /cert_chain\[0\]: holds 2 certificates/),
+    kindIs('malformed', /cert_chain\[0\]: holds 2 certificates, expected exactly one/),
+  );
+  assert.throws(
+    () => acceptIssuedChain([leaf, intermediate + root, root], key, ''),
+    kindIs('malformed', /cert_chain\[1\]: holds 2 certificates, expected exactly one/),
   );
   assert.throws(
     () => acceptIssuedChain([], key, ''),

@@ -6,7 +6,10 @@ import { authenticateCaller } from '../../src/authn/authenticate.js';
 import type { Authenticator, Caller } from '../../src/authn/authenticator.js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
-import { TokenReviewAuthenticator, type TokenReviewResult } from '../../src/authn/token-review.js';
+import {
+  TokenReviewAuthenticator,
+  type TokenReviewResult,
+} from '../../src/authn/token-review-authenticator.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { CastellanError, isCastellanError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';

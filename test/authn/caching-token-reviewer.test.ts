@@ -2,7 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { base64url } from 'jose';
 import { CachingTokenReviewer } from '../../src/authn/caching-token-reviewer.js';
-import type { TokenReviewResult, TokenReviewer } from '../../src/authn/token-review.js';
+import type {
+  TokenReviewResult,
+  TokenReviewer,
+} from '../../src/authn/token-review-authenticator.js';
 import { ManualClock } from '../support/manual-clock.js';
 
 const T0 = Date.UTC(2026, 0, 1);
@@ -71,10 +74,10 @@ test("an entry never outlives the token's exp", async () => {
   const cache = new CachingTokenReviewer(inner, { clock, maxAgeMs: 60_000 });
   const t = token(T0 / 1000 + 10); // expires in 10 s, before the 60 s maximum
   await cache.review(t, ['istio-ca']);
-  clock.advance(9_999);
+  await clock.advance(9_999);
   await cache.review(t, ['istio-ca']);
   assert.equal(inner.calls, 1);
-  clock.advance(1);
+  await clock.advance(1);
   await cache.review(t, ['istio-ca']);
   assert.equal(inner.calls, 2, 'at exp the API server is asked again');
   // An already expired token is never cached.
@@ -91,13 +94,13 @@ test('an entry never outlives the maximum age, also for tokens without exp', asy
   for (const t of [token(T0 / 1000 + 3600), token(undefined, 2), 'opaque-not-a-jwt']) {
     const before = inner.calls;
     await cache.review(t, ['istio-ca']);
-    clock.advance(59_999);
+    await clock.advance(59_999);
     await cache.review(t, ['istio-ca']);
     assert.equal(inner.calls, before + 1);
-    clock.advance(1);
+    await clock.advance(1);
     await cache.review(t, ['istio-ca']);
     assert.equal(inner.calls, before + 2);
-    clock.advance(120_000);
+    await clock.advance(120_000);
   }
 });
 

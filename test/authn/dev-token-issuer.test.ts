@@ -125,7 +125,7 @@ test('minted tokens look like Kubernetes bound tokens and pass the JWT authentic
   const caller = await authn.authenticate(bearer(token));
   assert.equal(caller?.namespace, 'shop');
   assert.equal(caller?.podName, 'cart-1');
-  clock.advance(3_600_000 + 31_000);
+  await clock.advance(3_600_000 + 31_000);
   await assert.rejects(authn.authenticate(bearer(token)), /token expired/);
 
   const other = await issuer.mintToken({

@@ -1,8 +1,10 @@
-import { before, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { KeyObject, sign } from 'node:crypto';
+import { createHash, KeyObject, sign } from 'node:crypto';
 import { createLocalJWKSet, SignJWT, base64url, exportSPKI, importJWK } from 'jose';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
+import type { JwksKeySource } from '../../src/authn/jwks.js';
+import { TokenCache } from '../../src/authn/token-cache.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import {
@@ -321,4 +323,82 @@ test('claims of the wrong type and unknown critical headers are refused', async 
     `${header}.${body}.${base64url.encode(signature)}`,
     /unsupported token|malformed token|refused/,
   );
+});
+
+describe('verified tokens are remembered (TokenCache): one token, many calls, one verification', () => {
+  /** Counts key lookups: one per verification (cache hits never reach the keys). */
+  function counted(): { keys: JwksKeySource; lookups: () => number } {
+    const inner = createLocalJWKSet({ keys: [es.publicJwk, rs.publicJwk] });
+    let n = 0;
+    const keys: JwksKeySource = (header, token) => {
+      n++;
+      return inner(header, token);
+    };
+    return { keys, lookups: () => n };
+  }
+
+  test("ztunnel's burst: 200 calls with one token, sequential or concurrent, verify it once", async () => {
+    const { keys, lookups } = counted();
+    const a = new JwtAuthenticator({ issuer: ISSUER, keys, clock: new ManualClock(NOW_S * 1000) });
+    const token = await k8sToken(rs);
+    const first = await a.authenticate(bearer(token));
+    for (let i = 0; i < 199; i++) assert.deepEqual(await a.authenticate(bearer(token)), first);
+    assert.equal(lookups(), 1);
+    assert.deepEqual(a.cacheStats(), { hits: 199, misses: 1, shared: 0, size: 1 });
+
+    const other = await k8sToken(rs, {
+      sub: 'system:serviceaccount:istio-system:ztunnel',
+      'kubernetes.io': undefined,
+    });
+    const callers = await Promise.all(
+      Array.from({ length: 200 }, () => a.authenticate(bearer(other))),
+    );
+    assert.equal(lookups(), 2, 'concurrent calls join the one verification in flight');
+    assert.ok(callers.every((c) => c?.serviceAccount === 'ztunnel'));
+    assert.deepEqual(a.cacheStats(), { hits: 199, misses: 2, shared: 199, size: 2 });
+  });
+
+  test("an entry never outlives the token's exp, nor 60 s; refusals are not remembered", async () => {
+    const { keys, lookups } = counted();
+    const clock = new ManualClock(NOW_S * 1000);
+    const a = new JwtAuthenticator({ issuer: ISSUER, keys, clock });
+    const soon = await k8sToken(rs, { exp: NOW_S + 10 });
+    await a.authenticate(bearer(soon));
+    await clock.advance(9_999);
+    await a.authenticate(bearer(soon));
+    assert.equal(lookups(), 1);
+    await clock.advance(1);
+    // At exp, verified again (accepted within the 30 s skew, and then not kept).
+    await a.authenticate(bearer(soon));
+    await a.authenticate(bearer(soon));
+    assert.equal(lookups(), 3);
+
+    const later = await k8sToken(rs, { exp: NOW_S + 3600 });
+    await a.authenticate(bearer(later));
+    await clock.advance(59_999);
+    await a.authenticate(bearer(later));
+    assert.equal(lookups(), 4);
+    await clock.advance(1);
+    await a.authenticate(bearer(later));
+    assert.equal(lookups(), 5, 'verified again after the maximum age');
+
+    const forged = await k8sToken(intruder);
+    await refused(forged, /signature/, a);
+    await refused(forged, /signature/, a);
+    assert.equal(lookups(), 7);
+  });
+
+  test('the key is the SHA-256 of the token; with cache: false every call verifies', async () => {
+    const token = await k8sToken(es);
+    assert.equal(
+      Buffer.from(TokenCache.key(token), 'binary').toString('hex'),
+      createHash('sha256').update(token).digest('hex'),
+    );
+    const { keys, lookups } = counted();
+    const a = new JwtAuthenticator({ issuer: ISSUER, keys, clock, cache: false });
+    await a.authenticate(bearer(token));
+    await a.authenticate(bearer(token));
+    assert.equal(lookups(), 2);
+    assert.equal(a.cacheStats(), undefined);
+  });
 });

@@ -44,6 +44,7 @@ const CUSTOM_VALUES = {
   tokenReviewCacheTtl: '30s',
   clusterId: 'cluster-east',
   tokenAudiences: ['istio-ca', 'corp-ca'],
+  trustedNodeAccounts: ['istio-system/ztunnel', 'kube-system/ztunnel'],
   leaseName: 'ca-leader',
   logLevel: 'debug',
   image: { repository: 'registry.example/castellan', tag: '9.9.9', pullPolicy: 'Always' },
@@ -179,6 +180,8 @@ describe('default render', () => {
     assert.ok(!c.args.includes('--jwt-offline'), 'jwt-offline is off by default');
     assert.deepEqual(argValues(c.args, 'token-review-cache-ttl'), [], 'serve default');
     assert.deepEqual(argValues(c.args, 'cluster-id'), [], 'serve default');
+    // Ambient mode on by default, for ztunnel in istio-system (istiod's CA_TRUSTED_NODE_ACCOUNTS).
+    assert.deepEqual(argValues(c.args, 'trusted-node-account'), ['istio-system/ztunnel']);
   });
 
   test('ports and Service: 15012 grpc-tls and 15014 http-monitoring, targeting named ports', () => {
@@ -400,6 +403,15 @@ describe('render with custom values', () => {
     assert.ok(c.args.includes('--jwt-offline'));
     assert.deepEqual(argValues(c.args, 'token-review-cache-ttl'), ['30s']);
     assert.deepEqual(argValues(c.args, 'cluster-id'), ['cluster-east']);
+    assert.deepEqual(argValues(c.args, 'trusted-node-account'), [
+      'istio-system/ztunnel',
+      'kube-system/ztunnel',
+    ]);
+  });
+
+  test('trustedNodeAccounts: [] passes no --trusted-node-account (ambient impersonation refused)', () => {
+    const d = only(helm.render({ trustedNodeAccounts: [] }), 'Deployment') as Deployment;
+    assert.deepEqual(argValues(container(d).args, 'trusted-node-account'), []);
   });
 
   test('image, scheduling and hard anti-affinity', () => {
@@ -475,6 +487,16 @@ describe('values.schema.json refuses bad values with a message naming the field'
     ['bad cluster domain', { clusterDomain: 'cluster.local.' }, /clusterDomain/],
     ['unknown anti-affinity mode', { podAntiAffinity: 'always' }, /podAntiAffinity/],
     ['no token audience', { tokenAudiences: [] }, /tokenAudiences/],
+    [
+      'node account without a namespace',
+      { trustedNodeAccounts: ['ztunnel'] },
+      /trustedNodeAccounts/,
+    ],
+    [
+      'node account with capitals',
+      { trustedNodeAccounts: ['Istio/ztunnel'] },
+      /trustedNodeAccounts/,
+    ],
   ];
   for (const [name, values, field] of cases) {
     test(name, () => {

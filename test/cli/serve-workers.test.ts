@@ -1,16 +1,13 @@
 // `castellan serve --workers N`: worker processes sharing the gRPC port, one monitoring port.
+// (The flag and the worker count: serve-options.test.ts; the IPC messages: serve-cluster.test.ts.)
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
-import { isCastellanError } from '../../src/errors.js';
-import { parseServeConfig } from '../../src/cli/serve-config.js';
-import { resolveWorkerCount } from '../../src/cli/serve-cluster.js';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
 import { waitFor } from '../support/wait-for.js';
 import {
@@ -41,18 +38,27 @@ function workerPids(serve: ServeProcess): number[] {
   return text === '' ? [] : text.split(/\s+/).map(Number);
 }
 
-/** Pids that wrote "certificate issued" audit lines on stderr. */
-function issuingPids(stderr: string): Set<number> {
+interface LogLine {
+  msg?: string;
+  audit?: string;
+  outcome?: string;
+  pid?: number;
+}
+
+/** Pids that wrote a JSON log line on stderr that `match` accepts. */
+function loggingPids(stderr: string, match: (line: LogLine) => boolean): Set<number> {
   const pids = new Set<number>();
   for (const line of stderr.split('\n')) {
     if (!line.startsWith('{')) continue;
-    const rec = JSON.parse(line) as { audit?: string; outcome?: string; pid?: number };
-    if (rec.audit === 'csr' && rec.outcome === 'issued' && typeof rec.pid === 'number') {
-      pids.add(rec.pid);
-    }
+    const rec = JSON.parse(line) as LogLine;
+    if (match(rec) && typeof rec.pid === 'number') pids.add(rec.pid);
   }
   return pids;
 }
+
+/** Pids that wrote "certificate issued" audit lines on stderr. */
+const issuingPids = (stderr: string): Set<number> =>
+  loggingPids(stderr, (l) => l.audit === 'csr' && l.outcome === 'issued');
 
 function sample(text: string, name: string): number {
   const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
@@ -68,34 +74,6 @@ async function readyStatus(port: number): Promise<number> {
 function pidAlive(pid: number): boolean {
   return existsSync(`/proc/${pid}`) && !readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
 }
-
-describe('serve --workers (config)', () => {
-  test('a count or auto; anything else is refused naming the flag', () => {
-    assert.equal(parseServeConfig({}).workers, undefined);
-    assert.equal(parseServeConfig({ workers: 'auto' }).workers, 'auto');
-    assert.equal(parseServeConfig({ workers: '3' }).workers, 3);
-    for (const bad of ['0', '-1', '1.5', 'many', '65', '']) {
-      assert.throws(
-        () => parseServeConfig({ workers: bad }),
-        (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
-        bad,
-      );
-    }
-  });
-
-  test('local default is one process, auto is one per core; Kubernetes mode refuses more than one', () => {
-    assert.equal(resolveWorkerCount(undefined, false, 4), 1);
-    assert.equal(resolveWorkerCount('auto', false, 4), 4);
-    assert.equal(resolveWorkerCount('auto', false), availableParallelism());
-    assert.equal(resolveWorkerCount(3, false, 2), 3);
-    assert.equal(resolveWorkerCount(undefined, true, 8), 1);
-    assert.equal(resolveWorkerCount(1, true, 8), 1);
-    assert.throws(
-      () => resolveWorkerCount(2, true, 8),
-      (e: unknown) => isCastellanError(e, 'invalid-argument') && /--workers/.test(e.message),
-    );
-  });
-});
 
 describe('castellan serve --workers 2 (processes)', () => {
   test('a worker that cannot start fails the command (exit 1), nothing left running', async () => {
@@ -156,6 +134,9 @@ describe('castellan serve --workers 2 (processes)', () => {
       dataDir,
       '--cacerts-dir',
       cacerts,
+      // Re-read often: the test waits for the swap, not for a 2 s default poll.
+      '--cacerts-poll-interval',
+      '100ms',
       '--log-level',
       'info',
     ]);
@@ -204,7 +185,13 @@ describe('castellan serve --workers 2 (processes)', () => {
       }
       const altRoot = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
       const before = issuingPids(serve.stderr());
-      await new Promise((r) => setTimeout(r, 3000)); // CACERTS_POLL_MS is 2 s
+      await until(() => {
+        const swapped = loggingPids(
+          serve.stderr(),
+          (l) => l.msg === 'plugged-in CA changed: swapped',
+        );
+        return first.every((pid) => swapped.has(pid));
+      });
       const altChains = await issueOnNewConnections(8, altRoot);
       // (The default sample set predates -x509_strict's checks: plain verification.)
       for (const chain of altChains) {

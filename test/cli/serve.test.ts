@@ -1,4 +1,4 @@
-// `castellan serve`: flags into a typed config, and the real command run as a process.
+// `castellan serve`, the real command run as a process (its options: serve-options.test.ts).
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
@@ -7,8 +7,6 @@ import { X509Certificate } from 'node:crypto';
 import { status } from '@grpc/grpc-js';
 import { createServer, type AddressInfo } from 'node:net';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
-import { isCastellanError } from '../../src/errors.js';
-import { parseServeConfig } from '../../src/cli/serve-config.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { waitFor } from '../support/wait-for.js';
 import {
@@ -22,77 +20,6 @@ import {
 import { runCli, startServe, waitForReady } from '../server/support/serve-process.js';
 
 const HOUR = 3_600_000;
-
-function refused(fn: () => unknown, flag: string) {
-  assert.throws(fn, (e: unknown) => {
-    assert.ok(isCastellanError(e, 'invalid-argument'), String(e));
-    assert.match(e.message, new RegExp(flag.replace(/[-]/g, '\\-')));
-    return true;
-  });
-}
-
-describe('serve config', () => {
-  test('defaults', () => {
-    const c = parseServeConfig({});
-    assert.equal(c.dataDir, './.castellan');
-    assert.equal(c.trustDomain, 'cluster.local');
-    assert.deepEqual(c.grpcAddress, { host: '127.0.0.1', port: 15012 });
-    assert.deepEqual(c.monitoringAddress, { host: '127.0.0.1', port: 15014 });
-    assert.deepEqual(c.tokenAudiences, ['istio-ca']);
-    assert.equal(c.defaultTtlMs, 24 * HOUR);
-    assert.equal(c.maxTtlMs, 90 * 24 * HOUR);
-    assert.equal(c.caKeyType, 'ec-p256');
-    assert.deepEqual(c.servingDnsNames, [
-      'castellan.istio-system.svc',
-      'istiod.istio-system.svc',
-      'localhost',
-    ]);
-    assert.deepEqual(c.servingIpAddresses, ['127.0.0.1']);
-  });
-
-  test('environment TTLs, flags win over them; serving names follow the namespace', () => {
-    const env = { DEFAULT_WORKLOAD_CERT_TTL: '12h', MAX_WORKLOAD_CERT_TTL: '48h' };
-    const c = parseServeConfig({ namespace: 'mesh', grpcAddr: '0.0.0.0:15012' }, env);
-    assert.equal(c.defaultTtlMs, 12 * HOUR);
-    assert.equal(c.maxTtlMs, 48 * HOUR);
-    assert.deepEqual(c.servingDnsNames, ['castellan.mesh.svc', 'istiod.mesh.svc']);
-    assert.deepEqual(c.servingIpAddresses, []);
-    const f = parseServeConfig(
-      { defaultTtl: '1h', servingDns: ['ca.example.com', '10.0.0.1'] },
-      env,
-    );
-    assert.equal(f.defaultTtlMs, HOUR);
-    assert.deepEqual(f.servingDnsNames, ['ca.example.com']);
-    assert.deepEqual(f.servingIpAddresses, ['10.0.0.1']);
-  });
-
-  test('bad values are refused, naming the flag', () => {
-    refused(() => parseServeConfig({ trustDomain: 'Bad Domain' }), '--trust-domain');
-    refused(() => parseServeConfig({ grpcAddr: 'nowhere' }), '--grpc-addr');
-    refused(() => parseServeConfig({ monitoringAddr: '1.2.3.4:99999' }), '--monitoring-addr');
-    refused(() => parseServeConfig({ maxTtl: '0' }), '--max-ttl');
-    refused(() => parseServeConfig({ defaultTtl: '100d' }), '--default-ttl');
-    refused(() => parseServeConfig({}, { MAX_WORKLOAD_CERT_TTL: 'soon' }), 'MAX_WORKLOAD_CERT_TTL');
-    // An empty flag is the flag's fault, not the environment variable's it would override.
-    refused(() => parseServeConfig({ defaultTtl: '' }), '--default-ttl');
-    refused(() => parseServeConfig({ maxTtl: '' }, { MAX_WORKLOAD_CERT_TTL: '48h' }), '--max-ttl');
-    refused(() => parseServeConfig({ jwtIssuer: 'https://issuer' }), '--jwks-file');
-    refused(() => parseServeConfig({ servingDns: ['not a name'] }), '--serving-dns');
-    refused(() => parseServeConfig({ namespace: 'No_Such' }), '--namespace');
-    refused(() => parseServeConfig({ logLevel: 'loud' }), '--log-level');
-    refused(() => parseServeConfig({ caKeyType: 'dsa' }), '--ca-key-type');
-    refused(() => parseServeConfig({ tokenAudience: [''] }), '--token-audience');
-  });
-
-  test('the flag is named once, before what was wrong with its value', () => {
-    assert.throws(() => parseServeConfig({ maxTtl: 'forever' }), {
-      message: /^--max-ttl: invalid duration "forever": /,
-    });
-    assert.throws(() => parseServeConfig({ grpcAddr: 'nowhere' }), {
-      message: /^--grpc-addr: invalid address "nowhere": use HOST:PORT/,
-    });
-  });
-});
 
 describe('castellan serve (process)', () => {
   test('unknown flags and bad values are refused before anything starts', async () => {
@@ -161,10 +88,14 @@ describe('castellan serve (process)', () => {
     }
 
     // Many calls in flight, then SIGTERM: every call completes, the process exits 0.
+    const metrics = `http://127.0.0.1:${serve.monitoringPort}/metrics`;
+    const received = async (): Promise<number> =>
+      Number(/^citadel_server_csr_count (\d+)$/m.exec(await (await fetch(metrics)).text())?.[1]);
+    const before = await received();
     const calls = Array.from({ length: 16 }, () =>
       createCertificate(client, { csr: opensslCsr('ec').csrPem }, token),
     );
-    await new Promise((res) => setTimeout(res, 5));
+    await waitFor('the server to receive calls', async () => (await received()) > before);
     serve.child.kill('SIGTERM');
     const results = await Promise.allSettled(calls);
     assert.equal(await serve.exited, 0, serve.stderr());
@@ -195,7 +126,15 @@ describe('castellan serve (process)', () => {
       copyFileSync(join(istioSampleCerts, from), join(cacerts, to));
     }
     const dataDir = join(tmp(), 'data');
-    const serve = await startServe(['--data-dir', dataDir, '--cacerts-dir', cacerts]);
+    const serve = await startServe([
+      '--data-dir',
+      dataDir,
+      '--cacerts-dir',
+      cacerts,
+      // Re-read often: the test waits for each change, not for a 2 s default poll.
+      '--cacerts-poll-interval',
+      '100ms',
+    ]);
     try {
       const altRoot = readFileSync(join(istioSampleCerts, 'root-cert-alt.pem'), 'utf8');
       const published = readFileSync(join(dataDir, 'root-cert.pem'), 'utf8');

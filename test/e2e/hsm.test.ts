@@ -12,7 +12,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
-import { certificatePem, parseCertificates } from '../../src/ca/bundle.js';
+import { certificatePem, parseCertificates } from '../../src/ca/build-key-cert-bundle.js';
 import { issueCertificate } from '../../src/pki/issue.js';
 import { parsePrivateKeyPem } from '../../src/pki/keys.js';
 import { projectRoot, protosDir } from '../support/paths.js';

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { openssl, opensslVerify } from '../support/openssl.js';
 import { opensslSelfSigned, opensslSigned } from '../support/openssl-certs.js';
 import { cliPath } from '../support/paths.js';
+import { waitFor } from '../support/wait-for.js';
 import {
   startServe as startServeProcess,
   type ServeProcess,
@@ -85,6 +86,33 @@ interface Seen {
   seenAt: number;
 }
 
+/** The certificate the agent has in place now, checked, if it is one not seen before. */
+async function newCertificate(outDir: string, seen: Set<string>): Promise<Seen | undefined> {
+  if (!existsSync(join(outDir, '..data'))) return undefined;
+  const base = await realpath(join(outDir, '..data')).catch(() => undefined);
+  if (!base) return undefined;
+  const [chainPem, key, rootPem] = await Promise.all(
+    ['cert-chain.pem', 'key.pem', 'root-cert.pem'].map((f) => readFile(join(base, f), 'utf8')),
+  ).catch(() => [undefined, undefined, undefined]);
+  if (!chainPem || !key || !rootPem) return undefined;
+  const leaf = new X509Certificate(chainPem);
+  if (seen.has(leaf.serialNumber)) return undefined;
+  seen.add(leaf.serialNumber);
+  const spki = (k: ReturnType<typeof createPublicKey>) =>
+    k.export({ type: 'spki', format: 'der' }).toString('hex');
+  assert.equal(spki(leaf.publicKey), spki(createPublicKey(createPrivateKey(key))), 'key matches');
+  assertVerifies(rootPem, chainPem);
+  return {
+    serial: leaf.serialNumber,
+    key,
+    chainPem,
+    rootPem,
+    issuer: leaf.issuer,
+    notAfter: Date.parse(leaf.validTo),
+    seenAt: Date.now(),
+  };
+}
+
 /** Waits for `count` certificates not seen before, checking each as it appears. */
 async function nextCertificates(
   outDir: string,
@@ -93,34 +121,15 @@ async function nextCertificates(
   timeoutMs = 40_000,
 ): Promise<Seen[]> {
   const found: Seen[] = [];
-  const deadline = Date.now() + timeoutMs;
-  while (found.length < count) {
-    assert.ok(Date.now() < deadline, `only ${found.length}/${count} new certificates in time`);
-    await new Promise((r) => setTimeout(r, 100));
-    if (!existsSync(join(outDir, '..data'))) continue;
-    const base = await realpath(join(outDir, '..data')).catch(() => undefined);
-    if (!base) continue;
-    const [chainPem, key, rootPem] = await Promise.all(
-      ['cert-chain.pem', 'key.pem', 'root-cert.pem'].map((f) => readFile(join(base, f), 'utf8')),
-    ).catch(() => [undefined, undefined, undefined]);
-    if (!chainPem || !key || !rootPem) continue;
-    const leaf = new X509Certificate(chainPem);
-    if (seen.has(leaf.serialNumber)) continue;
-    seen.add(leaf.serialNumber);
-    const spki = (k: ReturnType<typeof createPublicKey>) =>
-      k.export({ type: 'spki', format: 'der' }).toString('hex');
-    assert.equal(spki(leaf.publicKey), spki(createPublicKey(createPrivateKey(key))), 'key matches');
-    assertVerifies(rootPem, chainPem);
-    found.push({
-      serial: leaf.serialNumber,
-      key,
-      chainPem,
-      rootPem,
-      issuer: leaf.issuer,
-      notAfter: Date.parse(leaf.validTo),
-      seenAt: Date.now(),
-    });
-  }
+  await waitFor(
+    `${count} new certificates`,
+    async () => {
+      const cert = await newCertificate(outDir, seen);
+      if (cert) found.push(cert);
+      return found.length >= count;
+    },
+    timeoutMs,
+  );
   return found;
 }
 
@@ -218,11 +227,12 @@ test(
     assert.ok(first.every((c) => c.rootPem === selfSignedRoot));
 
     // 2. Server restart (same data dir, same port): the agent rides it out and renews again.
-    // Down for longer than a renewal interval: the agent keeps its certificate and retries.
+    // Down until the agent has tried to renew: it keeps its certificate and retries.
     await stopServe(serve);
     const heldDuringOutage = first.at(-1)!;
-    await new Promise((r) => setTimeout(r, 6000));
-    assert.match(agentLog.join(''), /"kind":"unavailable".*keeping the current certificate/);
+    await waitFor('a renewal refused while the CA is down', () =>
+      /"kind":"unavailable".*keeping the current certificate/.test(agentLog.join('')),
+    );
     const onDisk = await readFile(join(out, 'cert-chain.pem'), 'utf8');
     assert.equal(new X509Certificate(onDisk).serialNumber, heldDuringOutage.serial);
     serve = await startServe(port);
@@ -268,7 +278,8 @@ test(
     const cacerts = join(work, 'cacerts');
     await useSet(sets.a, cacerts);
     await stopServe(serve);
-    serve = await startServe(port, ['--cacerts-dir', cacerts]);
+    // Re-read often: the swap below is waited for through the agent's renewals.
+    serve = await startServe(port, ['--cacerts-dir', cacerts, '--cacerts-poll-interval', '200ms']);
     const underA = await take(2);
     assert.ok(
       underA.every((c) => /CN=intermediate a/.test(c.issuer)),

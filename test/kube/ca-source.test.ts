@@ -2,9 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import type { CastellanError } from '../../src/errors.js';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { EventRecorder } from '../../src/kube/events.js';
 import {
   KubeCaSource,
@@ -17,7 +17,8 @@ import {
   SELF_SIGNED_SECRET_TYPE,
 } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { kubeConfigFor, putCacerts, sample, sampleCacerts, waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
+import { kubeConfigFor, putCacerts, sample, sampleCacerts } from './helpers.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
@@ -71,9 +72,8 @@ test('creating cacerts switches every replica to it; the old root stays trusted 
   const selfSignedRoot = replicas[0]!.state.current()!.bundle.rootBundlePem;
   putCacerts(api, NS, sampleCacerts('-alt'));
   for (const r of replicas) {
-    await waitFor(
-      () => r.state.current()?.bundle.source.startsWith('cacerts-secret:'),
-      'the switch',
+    await waitFor('the switch', () =>
+      r.state.current()?.bundle.source.startsWith('cacerts-secret:'),
     );
     const b = r.state.current()!.bundle;
     assert.match(b.signingCert.subject, /L=cluster1/);
@@ -88,17 +88,17 @@ test('a broken update is refused: the last good CA keeps serving, metric callbac
   const before = replicas.map((r) => r.state.current()!.generation);
   putCacerts(api, NS, sampleCacerts('-alt-2')); // its key does not match its certificate
   for (const r of replicas) {
-    await waitFor(() => r.errors.length > 0, 'the refusal');
+    await waitFor('the refusal', () => r.errors.length > 0);
     assert.match(r.errors[0]!, /cacerts.*: key-mismatch/);
   }
   assert.deepEqual(
     replicas.map((r) => r.state.current()!.generation),
     before,
   );
-  const events = await waitFor(() => {
+  const events = await waitFor('an Event', () => {
     const e = api.listObjects('events', NS).filter((x) => x.reason === 'CALoadFailed');
     return e.length >= 1 ? e : undefined;
-  }, 'an Event');
+  });
   const ev = events[0]!;
   assert.deepEqual((ev.involvedObject as { kind: string; name: string }).kind, 'Secret');
   assert.equal((ev.involvedObject as { name: string }).name, CACERTS_SECRET);
@@ -107,9 +107,8 @@ test('a broken update is refused: the last good CA keeps serving, metric callbac
 
   // A partial set is refused as well.
   putCacerts(api, NS, { 'ca-cert.pem': sample('ca-cert-alt.pem') });
-  await waitFor(
-    () => replicas.every((r) => r.errors.some((e) => e.endsWith('incomplete-ca'))),
-    'partial refusal',
+  await waitFor('partial refusal', () =>
+    replicas.every((r) => r.errors.some((e) => e.endsWith('incomplete-ca'))),
   );
   assert.deepEqual(
     replicas.map((r) => r.state.current()!.generation),
@@ -120,7 +119,7 @@ test('a broken update is refused: the last good CA keeps serving, metric callbac
 test('the operator drops the old root: the annotation leaves only the new roots', async () => {
   putCacerts(api, NS, sampleCacerts('-alt'), { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
   for (const r of replicas) {
-    await waitFor(() => r.state.current()?.bundle.roots.length === 1, 'one root');
+    await waitFor('one root', () => r.state.current()?.bundle.roots.length === 1);
     assert.equal(
       r.state.current()!.bundle.rootBundlePem.trim(),
       sample('root-cert-alt.pem').trim(),

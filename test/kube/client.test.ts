@@ -27,7 +27,7 @@ after(async () => {
 });
 
 test('--kubeconfig PATH: clients reach the API server with its CA and token', async () => {
-  const kc = loadKubeConfig({ kubeconfigPath: api.writeKubeconfig(join(dir, 'kc')) });
+  const kc = loadKubeConfig({ kubeconfigPath: api.writeKubeconfig(join(dir, 'kc')), env: {} });
   const { core, server } = makeClients(kc);
   assert.equal(server, api.url);
   const ns = await core.readNamespace({ name: 'default' });
@@ -36,55 +36,62 @@ test('--kubeconfig PATH: clients reach the API server with its CA and token', as
   assert.equal(conf.issuer, api.issuer.issuer);
 });
 
-test('in a pod: the service account files and KUBERNETES_SERVICE_HOST/PORT', async () => {
+test('in a pod: the service account files and KUBERNETES_SERVICE_HOST/PORT from the given environment', async () => {
   const root = join(dir, 'pod');
   const env = api.writeInClusterFiles(root);
-  const saved = {
-    host: process.env.KUBERNETES_SERVICE_HOST,
-    port: process.env.KUBERNETES_SERVICE_PORT,
-  };
-  const restore = (): void => {
-    for (const [k, v] of [
-      ['KUBERNETES_SERVICE_HOST', saved.host],
-      ['KUBERNETES_SERVICE_PORT', saved.port],
-    ] as const) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  };
-  try {
-    delete process.env.KUBERNETES_SERVICE_HOST;
+  for (const partial of [{}, { KUBERNETES_SERVICE_HOST: env['KUBERNETES_SERVICE_HOST'] }]) {
     assert.throws(
-      () => loadKubeConfig({ inClusterRoot: root }),
+      () => loadKubeConfig({ inClusterRoot: root, env: partial }),
       (e) => isCastellanError(e, 'invalid-argument') && /--kubeconfig/.test(e.message),
+      JSON.stringify(partial),
     );
-    Object.assign(process.env, env);
-    const { core } = makeClients(loadKubeConfig({ inClusterRoot: root }));
-    api.resetRequests();
-    assert.equal((await core.readNamespace({ name: 'kube-system' })).metadata?.name, 'kube-system');
-    assert.equal(api.count({ user: 'castellan-test' }), 1, "the pod's token was used");
-  } finally {
-    restore();
   }
+  const kc = loadKubeConfig({ inClusterRoot: root, env });
+  const { core, server } = makeClients(kc);
+  assert.equal(server, api.url);
+  api.resetRequests();
+  assert.equal((await core.readNamespace({ name: 'kube-system' })).metadata?.name, 'kube-system');
+  assert.equal(api.count({ user: 'castellan-test' }), 1, "the pod's token was used");
+});
+
+test('in a pod with an IPv6 service address: the host is bracketed in the URL; a bad port is refused', () => {
+  const root = join(dir, 'pod6');
+  api.writeInClusterFiles(root);
+  const kc = loadKubeConfig({
+    inClusterRoot: root,
+    env: { KUBERNETES_SERVICE_HOST: 'fd00::1', KUBERNETES_SERVICE_PORT: '443' },
+  });
+  assert.equal(makeClients(kc).server, 'https://[fd00::1]:443');
+  assert.throws(
+    () =>
+      loadKubeConfig({
+        inClusterRoot: root,
+        env: { KUBERNETES_SERVICE_HOST: '10.0.0.1', KUBERNETES_SERVICE_PORT: 'https' },
+      }),
+    (e) =>
+      isCastellanError(e, 'invalid-argument') &&
+      e.message.startsWith('KUBERNETES_SERVICE_PORT') &&
+      /not a port: "https"/.test(e.message),
+  );
 });
 
 test('bad kubeconfigs are refused with the file named', () => {
   const bad = join(dir, 'bad');
   writeFileSync(bad, 'clusters: [ {');
   assert.throws(
-    () => loadKubeConfig({ kubeconfigPath: bad }),
+    () => loadKubeConfig({ kubeconfigPath: bad, env: {} }),
     (e) => isCastellanError(e, 'malformed') && e.message.startsWith(bad),
   );
   // A file that is not there (or not a file) is a flag pointing nowhere, not bad content.
   assert.throws(
-    () => loadKubeConfig({ kubeconfigPath: join(dir, 'missing') }),
+    () => loadKubeConfig({ kubeconfigPath: join(dir, 'missing'), env: {} }),
     (e) =>
       isCastellanError(e, 'invalid-argument') &&
       e.message.startsWith(join(dir, 'missing')) &&
       /cannot read kubeconfig: ENOENT/.test(e.message),
   );
   assert.throws(
-    () => loadKubeConfig({ kubeconfigPath: dir }),
+    () => loadKubeConfig({ kubeconfigPath: dir, env: {} }),
     (e) => isCastellanError(e, 'invalid-argument') && /EISDIR/.test(e.message),
   );
   assert.throws(

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { KubeConfig } from '@kubernetes/client-node';
+import { createLogger, type Logger } from '../../src/log.js';
 import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
 import type { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { istioSampleCerts } from '../support/paths.js';
@@ -12,19 +14,24 @@ export function kubeConfigFor(api: FakeApiServer, token?: string): KubeConfig {
   return kc;
 }
 
-/** Polls `check` until it returns something other than undefined/false. */
-export async function waitFor<T>(
-  check: () => T | undefined | false | Promise<T | undefined | false>,
-  what: string,
-  ms = 8000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+/** One pino line as JSON: the message, the level and the fields of the call. */
+export type LogLine = { readonly level: number; readonly msg: string } & Readonly<
+  Record<string, unknown>
+>;
+
+/** A debug-level logger whose lines a test reads: how it sees what a component considered. */
+export function capturingLogger(): { logger: Logger; lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const logger = createLogger({
+    level: 'debug',
+    destination: new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString()) as LogLine);
+        done();
+      },
+    }),
+  });
+  return { logger, lines };
 }
 
 /** A file of Istio's sample CA sets. */

@@ -5,7 +5,9 @@ import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { isCastellanError } from '../../src/errors.js';
 import { ApiServerJwks } from '../../src/kube/jwt-discovery.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { kubeConfigFor } from './helpers.js';
+import { ManualClock } from '../support/manual-clock.js';
+import { waitFor } from '../support/wait-for.js';
+import { capturingLogger, kubeConfigFor } from './helpers.js';
 
 let api: FakeApiServer;
 before(async () => {
@@ -51,7 +53,7 @@ test('--jwt-offline: keys from issuer discovery keep verifying while the API ser
       isCastellanError(e, 'unauthenticated'),
     );
   } finally {
-    jwks.stop();
+    await jwks.stop();
   }
 });
 
@@ -61,4 +63,38 @@ test('discovery needs the API server at start: a clear error when it is unreacha
   await down.stop();
   const jwks = new ApiServerJwks({ kubeConfig: kc, clock: systemClock });
   await assert.rejects(jwks.start(), (e) => isCastellanError(e, 'unavailable'));
+});
+
+test('--jwt-offline: keys are refreshed every interval on the clock; a failed refresh keeps the cached ones', async () => {
+  const clock = new ManualClock();
+  const { logger, lines } = capturingLogger();
+  const jwks = new ApiServerJwks({
+    kubeConfig: kubeConfigFor(api),
+    clock,
+    refreshMs: 60_000,
+    logger,
+  });
+  const loaded = () => lines.filter((l) => l.msg === 'service account issuer keys loaded').length;
+  await jwks.start();
+  try {
+    assert.equal(loaded(), 1);
+    assert.equal(clock.nextDue(), clock.now() + 60_000, 'the next refresh is one interval away');
+    api.failNext({ path: '/.well-known/openid-configuration' }, 500);
+    await clock.advance(60_000);
+    await waitFor('the failed refresh', () =>
+      lines.some((l) => l.msg === 'JWKS refresh failed; keeping the cached keys'),
+    );
+    const authn = new JwtAuthenticator({ issuer: jwks.issuer, keys: jwks.keys });
+    const token = await api.issuer.issueToken({
+      namespace: 'foo',
+      serviceAccount: 'bar',
+      audiences: ['istio-ca'],
+    });
+    assert.equal((await authn.authenticate(request(token)))?.serviceAccount, 'bar');
+    await clock.advance(60_000);
+    await waitFor('the next refresh', () => loaded() === 2);
+  } finally {
+    await jwks.stop();
+  }
+  assert.equal(clock.pending, 0, 'no timer left after stop()');
 });

@@ -1,5 +1,5 @@
-// Kubernetes mode as serve starts it (src/cli/kube-wiring.ts), several replicas in-process
-// against the fake API server.
+// Kubernetes mode as serve starts it (src/cli/serve/kube-runtime.ts), several replicas
+// in-process against the fake API server. Its flags: test/cli/serve-options.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -9,11 +9,18 @@ import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
 import { isCastellanError } from '../../src/errors.js';
-import { parseKubeOptions, startKubeMode, type KubeRuntime } from '../../src/cli/kube-wiring.js';
+import { completeServeOptions } from '../../src/cli/serve/options.js';
+import type { ServeFlags } from '../../src/cli/serve/flags.js';
+import {
+  startKubeRuntime,
+  type KubeRuntime,
+  type KubeRuntimeDeps,
+} from '../../src/cli/serve/kube-runtime.js';
+import type { KubeOptions } from '../../src/kube/options.js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
@@ -30,47 +37,31 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('flags: bad values are refused before anything starts', () => {
-  assert.throws(
-    () => parseKubeOptions({ kube: true, remoteKubeconfig: ['nope'] }, {}),
-    /clusterid=path/,
-  );
-  assert.throws(() => parseKubeOptions({ kube: true, leaseName: 'Bad_Name' }, {}), /--lease-name/);
-  assert.throws(() => parseKubeOptions({ jwtOffline: true }, {}), /needs --kube/);
-  assert.throws(
-    () => parseKubeOptions({ kube: true, tokenReviewCacheTtl: 'soon' }, {}),
-    (e) =>
-      isCastellanError(e, 'invalid-argument') &&
-      e.message.startsWith('invalid --token-review-cache-ttl "soon"'),
-  );
-  const c = parseKubeOptions(
-    { remoteKubeconfig: ['c2=/x'] },
-    { KUBERNETES_SERVICE_HOST: '10.0.0.1' },
-  );
-  assert.equal(c.enabled, true, 'automatic in a pod');
-  assert.equal(c.remoteKubeconfigs.get('c2'), '/x');
-  assert.equal(c.tokenReviewCacheMaxAgeMs, 60_000);
+/** Kubernetes mode's options as serve completes them from these flags. */
+function kubeOptions(flags: ServeFlags): KubeOptions {
+  const kube = completeServeOptions({ kube: true, ...flags }, {}).kube;
+  assert.ok(kube, 'Kubernetes mode');
+  return kube;
+}
+
+const deps = (identity?: string): KubeRuntimeDeps => ({
+  ca: { trustDomain: 'cluster.local', selfSignedKeyType: 'ec-p256', caKeyUri: undefined },
+  authn: { tokenAudiences: ['istio-ca'] },
+  clock: systemClock,
+  env: {},
+  logger: silentLogger,
+  identity,
 });
 
 test('an unreadable --remote-kubeconfig is refused before anything is written to the cluster', async () => {
   const missing = join(dir, 'no-such-kubeconfig');
-  const config = parseKubeOptions(
-    {
-      kube: true,
-      kubeconfig: api.writeKubeconfig(join(dir, 'kubeconfig')),
-      remoteKubeconfig: [`c2=${missing}`],
-    },
-    {},
-  );
+  const config = kubeOptions({
+    kubeconfig: api.writeKubeconfig(join(dir, 'kubeconfig')),
+    remoteKubeconfig: [`c2=${missing}`],
+  });
   api.resetRequests();
   await assert.rejects(
-    startKubeMode(config, {
-      namespace: NS,
-      trustDomain: 'cluster.local',
-      tokenAudiences: ['istio-ca'],
-      clock: systemClock,
-      logger: silentLogger,
-    }),
+    startKubeRuntime(config, deps()),
     (e) => isCastellanError(e, 'invalid-argument') && e.message.includes(missing),
   );
   assert.equal(api.requests.length, 0, 'no API call was made');
@@ -78,39 +69,38 @@ test('an unreadable --remote-kubeconfig is refused before anything is written to
 
 test('three replicas: one root, one leader publishing ConfigMaps, failover moves the work', async () => {
   const kubeconfig = api.writeKubeconfig(join(dir, 'kubeconfig'));
-  const config = {
-    ...parseKubeOptions({ kube: true, kubeconfig, jwtOffline: true, leaseDuration: '1s' }, {}),
-  };
+  const config = kubeOptions({ kubeconfig, jwtOffline: true, leaseDuration: '1s' });
   const started = await Promise.all(
-    ['r0', 'r1', 'r2'].map((identity) =>
-      startKubeMode(config, {
-        namespace: NS,
-        trustDomain: 'cluster.local',
-        tokenAudiences: ['istio-ca'],
-        clock: systemClock,
-        logger: silentLogger,
-        identity,
-      }),
-    ),
+    ['r0', 'r1', 'r2'].map((identity) => startKubeRuntime(config, deps(identity))),
   );
   runtimes.push(...started);
+  assert.deepEqual(
+    started.map((r) => r.trustBundle),
+    [
+      'ConfigMap istio-ca-root-cert',
+      'ConfigMap istio-ca-root-cert',
+      'ConfigMap istio-ca-root-cert',
+    ],
+  );
+  // Publishing the trust bundle is joining the election: the leader writes the ConfigMaps.
+  await Promise.all(started.map((r) => r.publishTrustBundle()));
   const roots = new Set(started.map((r) => r.caState.current()!.bundle.rootBundlePem));
   assert.equal(roots.size, 1, 'every replica serves the same root');
   assert.ok(api.getObject('secrets', NS, SELF_SIGNED_SECRET));
   const [root] = [...roots];
 
-  const leaders = await waitFor(() => {
+  const leaders = await waitFor('one leader', () => {
     const l = started.filter((r) => r.leader.isLeader);
     return l.length === 1 ? l : undefined;
-  }, 'one leader');
+  });
   for (const ns of ['default', NS, 'app']) {
     await waitFor(
+      `the root in ${ns}`,
       () =>
         (
           api.getObject('configmaps', ns, ROOT_CERT_CONFIGMAP)?.data as
             Record<string, string> | undefined
         )?.['root-cert.pem'] === root,
-      `the root in ${ns}`,
     );
   }
 
@@ -143,11 +133,11 @@ test('three replicas: one root, one leader publishing ConfigMaps, failover moves
   const oldLeader = leaders[0]!;
   await oldLeader.close();
   runtimes.splice(runtimes.indexOf(oldLeader), 1);
-  const next = await waitFor(() => runtimes.find((r) => r.leader.isLeader), 'a new leader', 5000);
+  const next = await waitFor('a new leader', () => runtimes.find((r) => r.leader.isLeader), 5000);
   assert.notEqual(next, oldLeader);
   api.deleteObject('configmaps', 'app', ROOT_CERT_CONFIGMAP);
   await waitFor(
-    () => api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP) !== undefined,
     'repair by the new leader',
+    () => api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP) !== undefined,
   );
 });

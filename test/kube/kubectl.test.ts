@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { EventRecorder } from '../../src/kube/events.js';
 import { CACERTS_SECRET, KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
 import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../src/kube/root-publisher.js';
@@ -207,6 +207,7 @@ test('the operator workflow: cacerts with ca-crl.pem from a folder, refusals as 
     kubeConfig: kc,
     core,
     rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+    clock: systemClock,
     retryMs: 50,
   });
   stops.push(() => publisher.stop());

@@ -9,10 +9,12 @@ import {
   type PolicyWatch,
   type PolicyWatchChange,
 } from '../../src/kube/policy-watch.js';
+import { systemClock } from '../../src/clock.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { kubeConfigFor, waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
+import { kubeConfigFor } from './helpers.js';
 
 let api: FakeApiServer;
 let watch: PolicyWatch;
@@ -53,12 +55,10 @@ const hashes = (): Map<string, string> =>
 
 /** Waits for the watch to report a change to this object, and returns it. */
 async function changeOf(kind: string, ns: string, name: string, deleted = false) {
-  return waitFor(
-    () =>
-      changes.find(
-        (c) => c.kind === kind && c.namespace === ns && c.name === name && c.deleted === deleted,
-      ),
-    `${kind} ${ns}/${name}${deleted ? ' deleted' : ''}`,
+  return waitFor(`${kind} ${ns}/${name}${deleted ? ' deleted' : ''}`, () =>
+    changes.find(
+      (c) => c.kind === kind && c.namespace === ns && c.name === name && c.deleted === deleted,
+    ),
   );
 }
 
@@ -85,6 +85,7 @@ before(async () => {
   watch = await startPolicyWatch({
     kubeConfig: kc,
     compiler,
+    clock: systemClock,
     retryMs: 50,
     onChange: (c) => changes.push(c),
   });
@@ -240,6 +241,7 @@ async function withOwnServer(
     const w = await startPolicyWatch({
       kubeConfig: kubeConfigFor(server),
       compiler: c,
+      clock: systemClock,
       retryMs: 50,
     });
     try {
@@ -264,14 +266,14 @@ test('v1beta1 is watched where the API server does not serve v1', async () => {
       await w.synced;
       assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1beta1' });
       await waitFor(
+        'a v1beta1 watch',
         () =>
           old.count({
             path: '/apis/security.istio.io/v1beta1/authorizationpolicies',
             verb: 'watch',
           }) > 0,
-        'a v1beta1 watch',
       );
-      await waitFor(() => policyApplied(c), 'policy applied');
+      await waitFor('policy applied', () => policyApplied(c));
     },
   );
 });
@@ -281,7 +283,7 @@ test('without permission to list policies the watch still starts (and retries), 
     (locked) => locked.failNext({ group: 'security.istio.io', verb: 'list' }, 403, 2),
     async (_locked, w, c) => {
       assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
-      await waitFor(() => policyApplied(c), 'policy applied after retry');
+      await waitFor('policy applied after retry', () => policyApplied(c));
     },
   );
 });

@@ -3,11 +3,12 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { systemClock } from '../../src/clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { makeSelfSignedRoot } from '../../src/ca/sources/self-signed.js';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';
 import {
+  CACERTS_SECRET,
   KubeCaSource,
   KEEP_PREVIOUS_ROOTS_ANNOTATION,
 } from '../../src/kube/cacerts-secret-source.js';
@@ -15,11 +16,24 @@ import { PREVIOUS_ROOTS_SECRET, PREVIOUS_ROOTS_KEY } from '../../src/kube/previo
 import { RootPublisher, ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { kubeConfigFor, putCacerts, sampleCacerts, waitFor, type CacertsFiles } from './helpers.js';
+import {
+  capturingLogger,
+  kubeConfigFor,
+  putCacerts,
+  sampleCacerts,
+  type CacertsFiles,
+  type LogLine,
+} from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
-const running: { source: KubeCaSource; state: SwappableCaState }[] = [];
+interface Replica {
+  source: KubeCaSource;
+  state: SwappableCaState;
+  lines: LogLine[];
+}
+const running: Replica[] = [];
 const stoppers: (() => Promise<void>)[] = [];
 
 /** SHA-256 fingerprints of every certificate in a PEM text, sorted (order does not matter). */
@@ -36,9 +50,10 @@ const recorded = (): string[] => {
 };
 const union = (...pems: string[]): string[] => fingerprints(pems.join('\n'));
 
-async function startReplica(): Promise<{ source: KubeCaSource; state: SwappableCaState }> {
+async function startReplica(): Promise<Replica> {
   const kc = kubeConfigFor(api);
   const state = new SwappableCaState();
+  const { logger, lines } = capturingLogger();
   const source = new KubeCaSource({
     kubeConfig: kc,
     core: kc.makeApiClient(CoreV1Api),
@@ -47,9 +62,10 @@ async function startReplica(): Promise<{ source: KubeCaSource; state: SwappableC
     state,
     clock: systemClock,
     retryMs: 50,
+    logger,
   });
   await source.start();
-  const r = { source, state };
+  const r = { source, state, lines };
   running.push(r);
   return r;
 }
@@ -95,8 +111,8 @@ test('a replica started after a root change serves and publishes the union of ol
   // Root change 1: self-signed -> enterprise root A.
   putCacerts(api, NS, SET_A);
   const expected = union(rootSelfSigned, SET_A['root-cert.pem']);
-  await waitFor(() => servedBy(first).join() === expected.join(), 'the union on the first replica');
-  await waitFor(() => recorded().join() === expected.join(), 'the roots recorded in the API');
+  await waitFor('the union on the first replica', () => servedBy(first).join() === expected.join());
+  await waitFor('the roots recorded in the API', () => recorded().join() === expected.join());
 
   // A new replica (as after a restart): the union from its first load, not only A's root.
   const late = await startReplica();
@@ -109,6 +125,7 @@ test('a replica started after a root change serves and publishes the union of ol
     kubeConfig: kc,
     core: kc.makeApiClient(CoreV1Api),
     rootBundlePem: late.state.current()!.bundle.rootBundlePem,
+    clock: systemClock,
     retryMs: 50,
   });
   const unsubscribe = late.state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
@@ -119,11 +136,11 @@ test('a replica started after a root change serves and publishes the union of ol
   publisher.start();
   await publisher.synced();
   const published = await waitFor(
+    'the published root',
     () =>
       (api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP)?.data as Record<string, string>)?.[
         'root-cert.pem'
       ],
-    'the published root',
   );
   assert.deepEqual(fingerprints(published), expected);
 });
@@ -133,9 +150,9 @@ test('root change 2 while running, then every replica down during change 3: a fr
   putCacerts(api, NS, SET_B);
   const afterB = union(rootSelfSigned, SET_A['root-cert.pem'], SET_B['root-cert.pem']);
   for (const r of running) {
-    await waitFor(() => servedBy(r).join() === afterB.join(), 'A, B and the self-signed root');
+    await waitFor('A, B and the self-signed root', () => servedBy(r).join() === afterB.join());
   }
-  await waitFor(() => recorded().join() === afterB.join(), 'B recorded');
+  await waitFor('B recorded', () => recorded().join() === afterB.join());
   assert.deepEqual(servedBy(await startReplica()), afterB);
 
   // Root change 3 (B -> C) while no replica runs: nobody saw B being replaced, yet B was recorded.
@@ -149,20 +166,33 @@ test('root change 2 while running, then every replica down during change 3: a fr
     setC['root-cert.pem'],
   );
   assert.deepEqual(servedBy(fresh), afterC);
-  await waitFor(() => recorded().join() === afterC.join(), 'C recorded');
+  await waitFor('C recorded', () => recorded().join() === afterC.join());
 });
 
 test("the operator's annotation drops the old roots on every replica, including later ones", async () => {
   await startReplica();
   putCacerts(api, NS, setC, { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' });
   const onlyC = union(setC['root-cert.pem']);
-  for (const r of running) await waitFor(() => servedBy(r).join() === onlyC.join(), 'only C');
-  await waitFor(() => recorded().join() === onlyC.join(), 'the record reset to C');
+  for (const r of running) await waitFor('only C', () => servedBy(r).join() === onlyC.join());
+  await waitFor('the record reset to C', () => recorded().join() === onlyC.join());
   assert.deepEqual(servedBy(await startReplica()), onlyC);
 
   // Removing the annotation later does not bring the dropped roots back.
+  const marks = running.map((r) => r.lines.length);
   putCacerts(api, NS, setC);
-  await new Promise((r) => setTimeout(r, 300));
+  const rv = api.getObject('secrets', NS, CACERTS_SECRET)!.metadata.resourceVersion;
+  for (const [i, r] of running.entries()) {
+    // The replica read this version, then checked the record after it.
+    await waitFor(`replica ${i} to read cacerts ${rv} and check the record`, () => {
+      const since = r.lines.slice(marks[i]);
+      const read = since.findIndex((l) => l.msg === 'cacerts read' && l.resourceVersion === rv);
+      return read >= 0 && since.slice(read + 1).some((l) => l.msg === 'previous roots checked');
+    });
+    assert.equal(
+      r.lines.find((l) => l.msg === 'cacerts read' && l.resourceVersion === rv)?.keepPrevious,
+      true,
+    );
+  }
   for (const r of running) assert.deepEqual(servedBy(r), onlyC);
   assert.deepEqual(servedBy(await startReplica()), onlyC);
   assert.deepEqual(recorded(), onlyC);

@@ -3,12 +3,13 @@ import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { ManualClock } from '../support/manual-clock.js';
-import { SwappableCaState } from '../../src/ca/ca-state.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
 import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { kubeConfigFor, waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
+import { capturingLogger, kubeConfigFor } from './helpers.js';
 
 const NS = 'istio-system';
 const DAY = 86_400_000;
@@ -65,9 +66,9 @@ test('the leader re-issues the root with the same key and subject; replicas pick
   });
   const old = secretCert();
   const oldKey = secretKey();
-  clock.advance(50 * DAY);
+  await clock.advance(50 * DAY);
   assert.equal(await rotator.checkOnce(), false, 'half the lifetime left: no rotation');
-  clock.advance(35 * DAY);
+  await clock.advance(35 * DAY);
   const generation = state.current()!.generation;
   assert.equal(await rotator.checkOnce(), true);
   const next = secretCert();
@@ -78,7 +79,7 @@ test('the leader re-issues the root with the same key and subject; replicas pick
   assert.ok(new Date(next.validTo) > new Date(old.validTo));
   // Old and new are interchangeable: each verifies the other's signature (same key).
   assert.ok(old.verify(next.publicKey) && next.verify(old.publicKey));
-  await waitFor(() => state.current()!.generation > generation, 'the replica to follow');
+  await waitFor('the replica to follow', () => state.current()!.generation > generation);
   const b = state.current()!.bundle;
   assert.equal(b.roots.length, 2, 'old and new root both in the trust bundle');
   assert.equal(
@@ -101,5 +102,37 @@ test('without istio-ca-secret (a plugged-in CA) there is nothing to rotate', asy
     assert.equal(plugged.count({ verb: 'update' }) + plugged.count({ verb: 'create' }), 0);
   } finally {
     await plugged.stop();
+  }
+});
+
+test('start() checks at once, then once per check interval on the clock, also after failed checks; stop() ends it', async () => {
+  const server = await FakeApiServer.start({ namespaces: [NS] });
+  // Every check fails (403): each one ends with its warning, which the test counts.
+  server.authorize = (r) => r.resource !== 'secrets';
+  const ticking = new ManualClock();
+  const { logger, lines } = capturingLogger();
+  const rotator = new RootRotator({
+    core: kubeConfigFor(server).makeApiClient(CoreV1Api),
+    namespace: NS,
+    clock: ticking,
+    checkIntervalMs: DAY,
+    logger,
+  });
+  const checked = (n: number) => () =>
+    lines.filter((l) => l.msg === 'root rotation check failed').length === n;
+  try {
+    const started = ticking.now();
+    rotator.start();
+    await waitFor('the first check', checked(1));
+    assert.equal(ticking.nextDue(), started + DAY, 'the next check is one interval away');
+    await ticking.advance(DAY);
+    await waitFor('the second check', checked(2));
+    await ticking.advance(DAY);
+    await waitFor('the third check', checked(3));
+    assert.match(String(lines.at(-1)!.error), /403/);
+    await rotator.stop();
+    assert.equal(ticking.pending, 0, 'no timer left after stop()');
+  } finally {
+    await server.stop();
   }
 });

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get } from 'node:http';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { generatePkcs11Key } from '../../src/ca/signers/pkcs11-keygen.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { issueCertificate } from '../../src/pki/issue.js';
@@ -22,7 +22,8 @@ import {
   opensslVerify,
 } from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
-import { putCacerts, waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
+import { putCacerts } from './helpers.js';
 
 const NS = 'istio-system';
 const HOUR = 3_600_000;
@@ -134,14 +135,12 @@ test('cacerts naming its key by URI: served from the token, no self-signed root 
 
   // A new key URI in the watched Secret, with its certificate: swapped in after its probe.
   putCacerts(api, NS, cacerts('two', true));
-  await waitFor(async () => (await issue(a))[1] === intermediates.get('two'), 'the new key served');
+  await waitFor('the new key served', async () => (await issue(a))[1] === intermediates.get('two'));
 
   // A URI whose key does not belong to the certificate: refused, still serving the last good.
   putCacerts(api, NS, { ...cacerts('two', false), 'ca-key.uri': uris.get('one')! });
-  await waitFor(
-    async () =>
-      /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(a.monitoringPort)),
-    'the refused update counted',
+  await waitFor('the refused update counted', async () =>
+    /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(a.monitoringPort)),
   );
   assert.equal((await issue(a))[1], intermediates.get('two'));
 });
@@ -152,8 +151,8 @@ test('--ca-key-uri with a cacerts of three files', async () => {
   putCacerts(api, NS, cacerts('one', false));
   b = await serve('b', '--ca-key-uri', uris.get('one')!);
   await waitFor(
-    async () => (await issue(b))[1] === intermediates.get('one'),
     'the flag key served',
+    async () => (await issue(b))[1] === intermediates.get('one'),
   );
   opensslVerify(await issue(b), root.pem);
 });
@@ -176,13 +175,13 @@ test('the token away: no replica starts on a self-signed root; a running one ret
       'cert-chain.pem': intermediates.get('one-renewed')! + root.pem,
       'root-cert.pem': root.pem,
     });
-    await waitFor(() => refusals() > before, 'the renewal refused for now');
+    await waitFor('the renewal refused for now', () => refusals() > before);
   } finally {
     hsm.putTokensBack();
   }
   await waitFor(
-    async () => (await issue(b))[1] === intermediates.get('one-renewed'),
     'the renewal swapped in once the token is back, the Secret unchanged',
+    async () => (await issue(b))[1] === intermediates.get('one-renewed'),
     20_000,
   );
 });

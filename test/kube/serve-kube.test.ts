@@ -19,7 +19,8 @@ import {
 } from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
-import { putCacerts, sample, sampleCacerts, waitFor } from './helpers.js';
+import { waitFor } from '../support/wait-for.js';
+import { putCacerts, sample, sampleCacerts } from './helpers.js';
 
 const NS = 'istio-system';
 const ALT_ROOT = sample('root-cert-alt.pem');
@@ -116,7 +117,8 @@ test('a cacerts update swaps the CA on every replica with zero failed requests u
       try {
         const chain = await createCertificate(c, { csr }, token);
         ok++;
-        if (chain.includes(ALT_ROOT)) altSeen++;
+        // The last element holds every root (server.go's layout): the new one beside the old.
+        if (chain.at(-1)!.includes(ALT_ROOT)) altSeen++;
       } catch (e) {
         failures++;
         errors.push(String(e));
@@ -124,9 +126,9 @@ test('a cacerts update swaps the CA on every replica with zero failed requests u
     }
   };
   const load = [0, 1, 0, 1].map((i) => worker(clients[i]!));
-  await waitFor(() => ok > 20, 'load to run');
+  await waitFor('load to run', () => ok > 20);
   putCacerts(api, NS, sampleCacerts('-alt'));
-  await waitFor(() => altSeen > 40, 'certificates from the plugged-in CA', 20_000);
+  await waitFor('certificates from the plugged-in CA', () => altSeen > 40, 20_000);
   running = false;
   await Promise.all(load);
   assert.equal(failures, 0, errors.slice(0, 3).join('\n'));
@@ -134,21 +136,22 @@ test('a cacerts update swaps the CA on every replica with zero failed requests u
     const chain = await createCertificate(c, { csr }, token);
     assert.match(chain[1]!, /BEGIN CERTIFICATE/);
     opensslVerify(chain, ALT_ROOT); // chains to the enterprise root
-    assert.ok(chain.includes(selfSignedRoot()), 'the old root is still published beside the new');
+    assert.ok(
+      chain.at(-1)!.includes(ALT_ROOT) && chain.at(-1)!.includes(selfSignedRoot()),
+      'the old root is still sent beside the new, in the one last element',
+    );
   }
 });
 
 test('a bad cacerts update is refused: serving goes on with the last good CA, Event and metric', async () => {
   putCacerts(api, NS, sampleCacerts('-alt-2')); // its key does not match its certificate
   await waitFor(
-    () => api.listObjects('events', NS).filter((e) => e.reason === 'CALoadFailed').length >= 2,
     'an Event from each replica',
+    () => api.listObjects('events', NS).filter((e) => e.reason === 'CALoadFailed').length >= 2,
   );
   for (const p of [a, b]) {
-    await waitFor(
-      async () =>
-        /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(p.monitoringPort)),
-      'the metric',
+    await waitFor('the metric', async () =>
+      /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(p.monitoringPort)),
     );
   }
   const token = await appToken('web');
@@ -183,7 +186,7 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
         Record<string, string> | undefined
     )?.['root-cert.pem'];
   for (const ns of ['default', NS, 'app', 'kube-system']) {
-    await waitFor(() => bundleIn(ns)?.includes(ALT_ROOT), `the bundle in ${ns}`, 10_000);
+    await waitFor(`the bundle in ${ns}`, () => bundleIn(ns)?.includes(ALT_ROOT), 10_000);
   }
   assert.equal(bundleIn('kube-public'), undefined);
   // The leader is the replica whose credentials renew the Lease.
@@ -191,7 +194,7 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
     api.requests
       .filter((r) => r.resource === 'leases' && r.verb === 'update' && r.code === 200)
       .at(-1)?.user;
-  const leaderUser = await waitFor(() => renewer(), 'a lease renewal');
+  const leaderUser = await waitFor('a lease renewal', () => renewer());
   const [leader, follower, followerUser] =
     leaderUser === 'replica-a' ? [a, b, 'replica-b'] : [b, a, 'replica-a'];
   // The leader dies without releasing the Lease.
@@ -203,8 +206,8 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
     data: { 'root-cert.pem': 'edited' },
   });
   // Within the 2 s lease (plus a retry period) the follower leads and repairs both.
-  await waitFor(() => bundleIn('app')?.includes(ALT_ROOT), 'the deletion repaired', 8000);
-  await waitFor(() => bundleIn('default')?.includes(ALT_ROOT), 'the edit repaired', 8000);
+  await waitFor('the deletion repaired', () => bundleIn('app')?.includes(ALT_ROOT), 8000);
+  await waitFor('the edit repaired', () => bundleIn('default')?.includes(ALT_ROOT), 8000);
   assert.equal(renewer(), followerUser, 'the follower now holds the Lease');
   const repairs = api.requests.filter(
     (r) =>
@@ -214,7 +217,7 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
   );
   assert.equal(repairs.at(-1)?.user, followerUser);
   api.createNamespace('late');
-  await waitFor(() => bundleIn('late')?.includes(ALT_ROOT), 'a new namespace served', 8000);
+  await waitFor('a new namespace served', () => bundleIn('late')?.includes(ALT_ROOT), 8000);
   assert.ok(follower.child.exitCode === null, 'the follower is still running');
   clients = [follower === a ? clients[0]! : clients[1]!];
 });
@@ -226,10 +229,27 @@ test('the TokenReview cache cuts API calls and never accepts an expired token', 
   api.resetRequests();
   await Promise.all(Array.from({ length: 30 }, () => createCertificate(client, { csr }, token)));
   assert.equal(api.count({ resource: 'tokenreviews' }), 1);
-  await new Promise((r) => setTimeout(r, 3500));
-  await assert.rejects(
-    createCertificate(client, { csr }, token),
-    (e: { code?: number }) => e.code === grpcStatus.UNAUTHENTICATED,
+  // The cached review is good for 60 s (--token-review-cache-ttl), the token for 3: once it
+  // expires, it is refused, well before the cache entry would have aged out.
+  const expMs =
+    (
+      JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as {
+        exp: number;
+      }
+    ).exp * 1000;
+  const refusedAt = await waitFor(
+    'the expired token refused',
+    async () => {
+      try {
+        await createCertificate(client, { csr }, token);
+        return false;
+      } catch (e) {
+        if ((e as { code?: number }).code !== grpcStatus.UNAUTHENTICATED) throw e;
+        return Date.now();
+      }
+    },
+    15_000,
   );
+  assert.ok(refusedAt >= expMs, `refused ${expMs - refusedAt} ms before the token expired`);
   client.close();
 });

@@ -6,7 +6,7 @@ import { parseResources } from '../../src/policy/parse-resources.js';
 import { parseRequest } from '../../src/policy/request.js';
 import type { SecurityResource } from '../../src/policy/resource.js';
 import { parseWorkload } from '../../src/policy/workload.js';
-import type { PolicyBundle } from '../../src/policy/bundle.js';
+import type { PolicyBundle } from '../../src/policy/policy-bundle.js';
 
 export const HTTPBIN = {
   namespace: 'foo',

@@ -8,12 +8,15 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
-import { systemClock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { ManualClock } from '../support/manual-clock.js';
+import { waitFor } from '../support/wait-for.js';
 import { createLogger } from '../../src/log.js';
 import { CaServer } from '../../src/server/ca-server.js';
+import { MonitoringServer } from '../../src/server/monitoring.js';
+import { ServingCertificateManager } from '../../src/server/serving-certificate.js';
 import { UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
-import type { LeafIssuer } from '../../src/server/ca-service.js';
+import type { LeafIssuer } from '../../src/server/create-certificate.js';
 import {
   caClient,
   createCertificate,
@@ -35,9 +38,13 @@ import {
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
+const SHUTDOWN_GRACE_MS = 5000;
 
 interface Harness {
   server: CaServer<unknown>;
+  serving: ServingCertificateManager;
+  /** Stops the gRPC port (in-flight calls finish), then the serving certificate and monitoring. */
+  stop(): Promise<void>;
   grpcTarget: string;
   monitoringUrl: string;
   caState: TestCaState;
@@ -50,6 +57,7 @@ async function startServer(
   ca: TestCa | undefined,
   issuer: LeafIssuer<unknown> = testLeafIssuer as LeafIssuer<unknown>,
   dataDir = tmp(),
+  clock: Clock = systemClock,
 ): Promise<Harness> {
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(dataDir);
@@ -67,29 +75,50 @@ async function startServer(
     }),
     new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource() }),
   ];
+  const logger = createLogger({ destination, level: 'info' });
+  // Wired as serve wires them (src/cli/serve/app.ts): the serving certificate and monitoring
+  // are built beside the server and handed what they need.
+  const serving = new ServingCertificateManager({
+    caState,
+    issuer: testServingIssuer,
+    names: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
+    clock,
+    logger,
+  });
   const server = new CaServer<unknown>({
     trustDomain: TD,
     caState,
     authenticate: (req) => authenticateCaller(authenticators, req),
     issuer,
     ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
-    clock: systemClock,
+    clock,
     grpcAddress: { host: '127.0.0.1', port: 0 },
-    monitoringAddress: { host: '127.0.0.1', port: 0 },
-    servingNames: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
-    servingIssuer: testServingIssuer,
-    logger: createLogger({ destination, level: 'info' }),
-    shutdownGraceMs: 5000,
+    serving,
+    logger,
+    shutdownGraceMs: SHUTDOWN_GRACE_MS,
   });
-  const addrs = await server.start();
+  const monitoring = new MonitoringServer({
+    readiness: () => server.readiness(),
+    registries: [server.metrics.registry],
+    logger,
+  });
+  const monitoringAddr = await monitoring.listen({ host: '127.0.0.1', port: 0 });
+  await serving.start();
+  const grpcAddr = await server.start();
   return {
     server,
+    serving,
+    async stop() {
+      await server.stop();
+      serving.stop();
+      await monitoring.close();
+    },
     caState,
     dev,
     logLines,
     dataDir,
-    grpcTarget: `localhost:${addrs.grpc.port}`,
-    monitoringUrl: `http://127.0.0.1:${addrs.monitoring?.port}`,
+    grpcTarget: `localhost:${grpcAddr.port}`,
+    monitoringUrl: `http://127.0.0.1:${monitoringAddr.port}`,
   };
 }
 
@@ -121,7 +150,7 @@ describe('CA service over TLS', () => {
   });
   after(async () => {
     client.close();
-    await h.server.stop();
+    await h.stop();
   });
 
   test('issues the caller identity whatever the CSR asks; chain verifies with openssl', async () => {
@@ -153,7 +182,7 @@ describe('CA service over TLS', () => {
       assert.match(opensslVerify(c, short.rootPem), /OK/);
     } finally {
       c2.close();
-      await h2.server.stop();
+      await h2.stop();
     }
   });
 
@@ -347,9 +376,10 @@ describe('CA service over TLS', () => {
     const next = await makeTestCa({ name: 'Next Root', generation: 2 });
     h.caState.set(next);
     // The swap is asynchronous (a new serving key and certificate): wait for it.
-    for (let i = 0; i < 100 && h.server.serving.current()?.generation !== 2; i++) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await waitFor(
+      'the serving certificate of the new CA',
+      () => h.serving.current()?.generation === 2,
+    );
     const fresh = caClient(h.grpcTarget, next.rootPem);
     try {
       const chain = await createCertificate(fresh, { csr: opensslCsr('ec').csrPem }, token);
@@ -392,41 +422,96 @@ describe('CA service lifecycle', () => {
       );
       c.close();
       h.caState.set(ca);
-      for (let i = 0; i < 100 && (await fetch(`${h.monitoringUrl}/ready`)).status !== 200; i++) {
-        await new Promise((res) => setTimeout(res, 20));
-      }
-      assert.equal((await fetch(`${h.monitoringUrl}/ready`)).status, 200);
+      await waitFor(
+        '/ready to answer 200',
+        async () => (await fetch(`${h.monitoringUrl}/ready`)).status === 200,
+      );
       const c2 = caClient(h.grpcTarget, ca.rootPem);
       const chain = await createCertificate(c2, { csr: opensslCsr('ec').csrPem }, token);
       assert.match(opensslVerify(chain, ca.rootPem), /OK/);
       c2.close();
     } finally {
-      await h.server.stop();
+      await h.stop();
     }
   });
 
-  test('stop() finishes in-flight calls before closing', async () => {
+  test('stop() refuses new calls at once and lets the call in flight finish', async () => {
     const ca = await makeTestCa();
-    const slow: LeafIssuer<unknown> = {
-      parseCsr: (pem) => testLeafIssuer.parseCsr(pem),
-      sign: async (s, c, sans, ttl) => {
-        await new Promise((r) => setTimeout(r, 300));
-        return testLeafIssuer.sign(s, c as never, sans, ttl);
-      },
-    };
-    const h = await startServer(ca, slow);
+    const blocked = blockingIssuer();
+    const h = await startServer(ca, blocked.issuer);
     const c = caClient(h.grpcTarget, ca.rootPem);
     const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
     const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
-    await new Promise((r) => setTimeout(r, 100));
-    const stopped = h.server.stop();
+    await blocked.signing;
+    let stopDone = false;
+    const stopped = h.stop().then(() => void (stopDone = true));
+    const late = caClient(h.grpcTarget, ca.rootPem);
+    try {
+      await rejectsWith(
+        createCertificate(late, { csr: opensslCsr('ec').csrPem }, token),
+        status.UNAVAILABLE,
+      );
+    } finally {
+      late.close();
+    }
+    assert.equal(stopDone, false, 'stop() waits for the call in flight');
+    blocked.release();
     const chain = await inflight;
     await stopped;
     assert.match(opensslVerify(chain, ca.rootPem), /OK/);
-    await rejectsWith(
-      createCertificate(c, { csr: opensslCsr('ec').csrPem }, token),
-      status.UNAVAILABLE,
-    );
+    assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
     c.close();
   });
+
+  test('stop() waits for a call in flight only as long as the grace period, on the clock', async () => {
+    const ca = await makeTestCa();
+    const clock = new ManualClock(Date.now());
+    const blocked = blockingIssuer();
+    const h = await startServer(ca, blocked.issuer, tmp(), clock);
+    const c = caClient(h.grpcTarget, ca.rootPem);
+    try {
+      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token).catch(
+        (e: unknown) => e,
+      );
+      await blocked.signing;
+      let stopDone = false;
+      const stopped = h.server.stop().then(() => void (stopDone = true));
+      await clock.advance(SHUTDOWN_GRACE_MS - 1);
+      assert.equal(stopDone, false, 'within the grace period stop() waits');
+      await clock.advance(1);
+      await stopped;
+      assert.ok(h.logLines.some((l) => l.includes('did not finish in time; closing them')));
+      blocked.release();
+      await inflight;
+    } finally {
+      blocked.release();
+      c.close();
+      await h.stop();
+    }
+  });
 });
+
+/** A leaf issuer that holds every signing until `release()`; `signing` settles when one starts. */
+function blockingIssuer(): {
+  issuer: LeafIssuer<unknown>;
+  signing: Promise<void>;
+  release: () => void;
+} {
+  let started: () => void = () => {};
+  const signing = new Promise<void>((r) => (started = r));
+  let release: () => void = () => {};
+  const released = new Promise<void>((r) => (release = r));
+  return {
+    signing,
+    release,
+    issuer: {
+      parseCsr: (pem) => testLeafIssuer.parseCsr(pem),
+      sign: async (s, c, sans, ttl) => {
+        started();
+        await released;
+        return testLeafIssuer.sign(s, c as never, sans, ttl);
+      },
+    },
+  };
+}

@@ -26,7 +26,7 @@ import { Writable } from 'node:stream';
 import { Metadata, status, type ServerUnaryCall, type StatusObject } from '@grpc/grpc-js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../../src/api/istioca.js';
 import type { AuthRequest, Caller } from '../../src/authn/authenticator.js';
-import type { CaSnapshot, CaState } from '../../src/ca/authority.js';
+import type { CaSnapshot, CaState } from '../../src/ca/key-cert-bundle.js';
 import { CastellanError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { AuditLog } from '../../src/server/audit.js';
@@ -34,7 +34,7 @@ import {
   createCertificateHandler,
   MAX_CSR_BYTES,
   type IssuedLeaf,
-} from '../../src/server/ca-service.js';
+} from '../../src/server/create-certificate.js';
 import { CaMetrics } from '../../src/server/metrics.js';
 import { INTERNAL_MESSAGE, UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
 import { ManualClock } from '../support/manual-clock.js';

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { CaSnapshot, KeyCertBundle } from '../../src/ca/authority.js';
+import type { CaSnapshot, KeyCertBundle } from '../../src/ca/key-cert-bundle.js';
 import { bundleFromCacerts, CA_CRL_FILE } from '../../src/ca/cacerts-layout.js';
 import { normalizeSerial } from '../../src/pki/crl.js';
 import { CaMetrics } from '../../src/server/metrics.js';

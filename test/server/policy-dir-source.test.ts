@@ -6,7 +6,10 @@ import { join } from 'node:path';
 import { isCastellanError } from '../../src/errors.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
+import type { SyncResult } from '../../src/policy/compiler-sync.js';
 import { PolicyDirSource } from '../../src/server/policy-dir-source.js';
+import { ManualClock } from '../support/manual-clock.js';
+import { waitFor } from '../support/wait-for.js';
 import { tmp } from './support/client.js';
 
 const PODS = `
@@ -39,7 +42,7 @@ spec:
   rules: [{to: [{operation: {methods: [${method}]}}]}]
 `;
 
-function setup() {
+function setup(clock = new ManualClock()) {
   const dir = tmp();
   mkdirSync(join(dir, 'policies'));
   writeFileSync(join(dir, 'pods.yaml'), PODS);
@@ -49,14 +52,21 @@ function setup() {
   const compiler = new PolicyCompiler(DEFAULT_MESH);
   const published: string[] = [];
   compiler.onBundle((b) => published.push(`${b.workload.namespace}/${b.workload.name}`));
-  const source = new PolicyDirSource({ dir, compiler, pollMs: 60_000 });
-  return { dir, compiler, published, source };
+  const syncs: SyncResult[] = [];
+  const source = new PolicyDirSource({
+    dir,
+    compiler,
+    clock,
+    pollMs: 60_000,
+    onSync: (r) => syncs.push(r),
+  });
+  return { dir, compiler, published, source, syncs };
 }
 
 test('pods, List items and workloads files become workloads; finished pods do not', async () => {
   const { compiler, source } = setup();
   await source.start();
-  source.stop();
+  await source.stop();
   assert.deepEqual(
     compiler
       .allBundles()
@@ -71,7 +81,7 @@ test('pods, List items and workloads files become workloads; finished pods do no
 test('a change recomputes only the workloads it affects; unchanged re-reads do nothing', async () => {
   const { dir, compiler, published, source } = setup();
   await source.start();
-  source.stop();
+  await source.stop();
   published.length = 0;
   assert.equal(await source.check(), undefined, 'nothing changed');
 
@@ -104,7 +114,7 @@ test('a change recomputes only the workloads it affects; unchanged re-reads do n
 test('a file that stops parsing keeps its last good content; files mounted ConfigMap-style (symlinks into ..data) are read', async () => {
   const { dir, compiler, source } = setup();
   await source.start();
-  source.stop();
+  await source.stop();
   const before = compiler.bundle('shop', 'web-1')!.hash;
   writeFileSync(join(dir, 'policies', 'web.yaml'), 'kind: [unclosed');
   const r = await source.check();
@@ -124,7 +134,7 @@ test('a file that stops parsing keeps its last good content; files mounted Confi
 test('content whose apply failed is applied again on the next poll, though unchanged', async () => {
   const { dir, compiler, source } = setup();
   await source.start();
-  source.stop();
+  await source.stop();
   const upsert = compiler.upsertPolicy.bind(compiler);
   let failures = 1;
   compiler.upsertPolicy = (r) => {
@@ -143,10 +153,30 @@ test('content whose apply failed is applied again on the next poll, though uncha
 
 test('a missing folder is refused at start, naming it', async () => {
   const dir = join(tmp(), 'nope');
-  const source = new PolicyDirSource({ dir, compiler: new PolicyCompiler(DEFAULT_MESH) });
+  const source = new PolicyDirSource({
+    dir,
+    compiler: new PolicyCompiler(DEFAULT_MESH),
+    clock: new ManualClock(),
+  });
   await assert.rejects(source.start(), (e: unknown) => {
     assert.ok(isCastellanError(e, 'invalid-argument'));
     assert.match(e.message, /nope/);
     return true;
   });
+});
+
+test('the folder is re-read every poll interval on the clock, and stop() ends the polling', async () => {
+  const clock = new ManualClock();
+  const { dir, compiler, source, syncs } = setup(clock);
+  const started = clock.now();
+  await source.start();
+  assert.equal(syncs.length, 1, 'the first read');
+  assert.equal(clock.nextDue(), started + 60_000, 'the next read is one interval away');
+  writeFileSync(join(dir, 'policies', 'db.yaml'), ap('db', 'db', 'GET'));
+  await clock.advance(60_000);
+  const polled = await waitFor('the poll to apply db.yaml', () => syncs[1]);
+  assert.equal(polled.changes, 1);
+  assert.ok(JSON.stringify(compiler.bundle('shop', 'db-1')).includes('shop/db'));
+  await source.stop();
+  assert.equal(clock.pending, 0, 'no timer left after stop()');
 });

@@ -7,6 +7,7 @@ import { CastellanError, type ErrorKind } from '../../src/errors.js';
 import {
   BUNDLE_TEXTS,
   CA_SERVICE_TEXTS,
+  IMPERSONATION_REFUSED_MESSAGE,
   INTERNAL_MESSAGE,
   toGrpcFailure,
   toHttpFailure,
@@ -31,6 +32,11 @@ const EXPECTED: Record<ErrorKind, Expected> = {
   'invalid-argument': { grpc: status.INVALID_ARGUMENT, http: 400, answer: 'own' },
   'too-large': { grpc: status.INVALID_ARGUMENT, http: 400, answer: 'own' },
   unauthenticated: { grpc: status.UNAUTHENTICATED, http: 401, answer: 'unauthenticated' },
+  'impersonation-refused': {
+    grpc: status.UNAUTHENTICATED,
+    http: 401,
+    answer: 'impersonationRefused',
+  },
   'permission-denied': { grpc: status.PERMISSION_DENIED, http: 403, answer: 'permissionDenied' },
   unavailable: { grpc: status.UNAVAILABLE, http: 503, answer: 'unavailable' },
   'encrypted-key': { grpc: status.INTERNAL, http: 500, answer: 'internal' },
@@ -70,8 +76,11 @@ for (const [surface, texts] of [
 test("the CA service's words are Istio's and have not changed; the bundles' are the kind names", () => {
   // Istio security/pkg/server/ca/server.go, CreateCertificate: "request authenticate failure".
   assert.equal(UNAUTHENTICATED_MESSAGE, 'request authenticate failure');
+  // The same file and function, for a refused ImpersonatedIdentity (ambient mode).
+  assert.equal(IMPERSONATION_REFUSED_MESSAGE, 'request impersonation authentication failure');
   assert.deepEqual(CA_SERVICE_TEXTS, {
     unauthenticated: UNAUTHENTICATED_MESSAGE,
+    impersonationRefused: IMPERSONATION_REFUSED_MESSAGE,
     permissionDenied: 'permission denied',
     unavailable: 'the CA is not ready to sign certificates',
     internal: INTERNAL_MESSAGE,
@@ -79,6 +88,7 @@ test("the CA service's words are Istio's and have not changed; the bundles' are 
   assert.equal(INTERNAL_MESSAGE, 'internal error while signing the certificate');
   assert.deepEqual(BUNDLE_TEXTS, {
     unauthenticated: 'unauthenticated',
+    impersonationRefused: 'unauthenticated',
     permissionDenied: 'permission-denied',
     unavailable: 'unavailable',
     internal: 'internal error',

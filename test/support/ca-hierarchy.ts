@@ -3,7 +3,7 @@
 // project's own issuer (src/pki/issue.ts), checked elsewhere with openssl.
 import type { KeyObject } from 'node:crypto';
 import type { X509Certificate } from '@peculiar/x509';
-import { certificatePem } from '../../src/ca/bundle.js';
+import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { createCrl, type CrlEntry } from '../../src/pki/crl.js';
 import { issueCertificate } from '../../src/pki/issue.js';
 import { generateKeyPair, privateKeyToPem } from '../../src/pki/keys.js';

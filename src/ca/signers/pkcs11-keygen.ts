@@ -20,7 +20,7 @@ const JWK_CURVE: Record<'ec-p256' | 'ec-p384', string> = { 'ec-p256': 'P-256', '
 export async function generatePkcs11Key(o: {
   readonly uri: string | Pkcs11Uri;
   readonly keyType: CaKeyType;
-  readonly env: NodeJS.ProcessEnv;
+  readonly env: Readonly<Record<string, string | undefined>>;
 }): Promise<Uint8Array> {
   const uri = typeof o.uri === 'string' ? parsePkcs11Uri(o.uri) : o.uri;
   if (uri.object === undefined) {

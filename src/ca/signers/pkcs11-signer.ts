@@ -21,7 +21,7 @@ export interface Pkcs11SignerOptions {
   /** RFC 7512 URI of the private key (pkcs11-uri.ts). */
   readonly uri: string | Pkcs11Uri;
   /** Where `pin-source=env:NAME` is looked up. */
-  readonly env: NodeJS.ProcessEnv;
+  readonly env: Readonly<Record<string, string | undefined>>;
   readonly clock: Clock;
   /**
    * Sessions that sign at once. Default 4: C_Sign runs on libuv's thread pool, 4 threads unless

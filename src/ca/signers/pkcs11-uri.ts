@@ -214,7 +214,10 @@ function pinSourceOf(value: string | undefined, shown: string): PinSource | unde
  * or a Kubernetes Secret writes it), or the environment variable. `env` is a parameter (time,
  * crypto and environment are). Errors name the URI and where the PIN was looked for, never it.
  */
-export async function readPin(uri: Pkcs11Uri, env: NodeJS.ProcessEnv): Promise<string | undefined> {
+export async function readPin(
+  uri: Pkcs11Uri,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<string | undefined> {
   const source = uri.pinSource;
   if (!source) return undefined;
   let pin: string | undefined;

@@ -2,7 +2,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
-import type { KeyCertBundle } from '../authority.js';
+import type { KeyCertBundle } from '../key-cert-bundle.js';
 import {
   bundleFromCacertsWithKeys,
   CACERTS_FILE_NAMES,

@@ -11,8 +11,8 @@ import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
 import type { SubjectName } from '../../pki/profiles.js';
 import { isCaSigner, type SigningKey } from '../../pki/signer.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
-import type { KeyCertBundle } from '../authority.js';
-import { buildKeyCertBundle, certificatePem } from '../bundle.js';
+import type { KeyCertBundle } from '../key-cert-bundle.js';
+import { buildKeyCertBundle, certificatePem } from '../build-key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../issue-workload.js';
 
 /** Ten years, Istio's self-signed root lifetime. */

@@ -1,5 +1,5 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { realSleep, WorkloadAgent } from '../../agent/agent.js';
+import { WorkloadAgent } from '../../agent/agent.js';
 import { GrpcCaClient } from '../../agent/ca-client.js';
 import { runExecHook } from '../../agent/exec-hook.js';
 import {
@@ -142,13 +142,13 @@ export function registerAgentCommand(program: Command): void {
             rootCertFile: opts.rootCert,
             tokenFile: opts.tokenFile,
             serverName: opts.serverName,
+            clock,
           }),
           clock,
           random: Math.random,
-          sleep: realSleep,
           logger,
           metrics,
-          runExec: runExecHook,
+          runExec: (command, dir) => runExecHook(command, dir, { clock, env: process.env }),
         },
       );
 

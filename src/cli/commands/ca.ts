@@ -21,7 +21,7 @@ import {
   certificatePem,
   parseCertificates,
   probeSigner,
-} from '../../ca/bundle.js';
+} from '../../ca/build-key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
 import {
   bundleFromCacertsWithKeys,

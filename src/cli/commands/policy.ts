@@ -2,7 +2,7 @@ import { lstatSync, readdirSync, readFileSync, readlinkSync, statSync } from 'no
 import { join } from 'node:path';
 import { Option, type Command } from 'commander';
 import { CastellanError } from '../../errors.js';
-import { serializeBundle } from '../../policy/bundle.js';
+import { serializeBundle } from '../../policy/policy-bundle.js';
 import { canonicalJson } from '../../policy/canonical-json.js';
 import { decisionJson, formatDecision } from '../../policy/decision.js';
 import { diagnostic, sortDiagnostics, type Diagnostic } from '../../policy/diagnostic.js';

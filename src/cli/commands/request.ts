@@ -3,6 +3,7 @@ import { Option, type Command } from 'commander';
 import { writeCertificateFiles } from '../../agent/atomic-files.js';
 import { GrpcCaClient } from '../../agent/ca-client.js';
 import { acceptIssuedChain } from '../../agent/issued-chain.js';
+import { systemClock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import {
   createKeyAndCsr,
@@ -64,6 +65,7 @@ export function registerRequestCommand(program: Command): void {
         rootCertFile: opts.rootCert,
         tokenFile: opts.tokenFile,
         serverName: opts.serverName,
+        clock: systemClock,
       });
       const { keyPem, csrPem } = await createKeyAndCsr(opts.keyType);
       const chain = await ca.createCertificate({
@@ -71,7 +73,7 @@ export function registerRequestCommand(program: Command): void {
         validitySeconds: opts.ttl === undefined ? 0 : Math.ceil(opts.ttl / 1000),
       });
       const issued = acceptIssuedChain(chain, keyPem, await readFile(opts.rootCert, 'utf8'));
-      await writeCertificateFiles(opts.out, issued);
+      await writeCertificateFiles(opts.out, issued, systemClock);
       process.stdout.write(
         `wrote ${opts.out}/cert-chain.pem, key.pem, root-cert.pem: ${issued.uris.join(', ') || '(no URI SAN)'}, ` +
           `serial ${issued.serialNumber}, expires ${new Date(issued.notAfter).toISOString()}\n`,

@@ -4,6 +4,7 @@ import { webcrypto, X509Certificate as NodeX509 } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import * as x509 from '@peculiar/x509';
 import { ISTIO_CA_SERVICE, istioCaPackageDefinition } from '../../../src/api/istioca.js';
+import { systemClock, type Clock } from '../../../src/clock.js';
 import {
   EC_P256 as EC,
   generateEcKeyPair,
@@ -73,8 +74,8 @@ export class CaDouble {
   leafTtlMs = 3_600_000;
   /** Bearer token that counts as valid; undefined accepts any (or none). */
   acceptedToken: string | undefined;
-  /** The time leaves are issued at: tests that move an agent's clock move this one too. */
-  now: () => number = () => Date.now();
+  /** The time leaves are issued at: tests that step an agent's clock give it here too. */
+  clock: Clock = systemClock;
   private server: grpc.Server | undefined;
   port = 0;
 
@@ -154,7 +155,7 @@ export class CaDouble {
               ? call.request.validityDuration * 1000
               : this.leafTtlMs;
           const leaf = await issue(
-            this.now(),
+            this.clock.now(),
             this.root,
             csr.publicKey,
             [{ type: 'url', value: 'spiffe://cluster.local/ns/default/sa/test' }],

@@ -9,7 +9,7 @@ import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
-import { buildSignerBundle, certificatePem } from '../../../src/ca/bundle.js';
+import { buildSignerBundle, certificatePem } from '../../../src/ca/build-key-cert-bundle.js';
 import { generatePkcs11Key } from '../../../src/ca/signers/pkcs11-keygen.js';
 import { openPkcs11Signer, type Pkcs11Signer } from '../../../src/ca/signers/pkcs11-signer.js';
 import { isCastellanError } from '../../../src/errors.js';

@@ -1,7 +1,7 @@
 // A CsrCheckPool thread that fails on purpose: it exits when asked to check the PEM "exit", and
 // refuses anything else with a recognisable message.
 import { parentPort } from 'node:worker_threads';
-import type { CsrCheckRequest } from '../../../src/server/csr-check-pool.js';
+import type { CsrCheckRequest } from '../../../src/server/csr-check-threads.js';
 
 parentPort!.on('message', (batch: readonly CsrCheckRequest[]) => {
   if (batch.some((r) => r.pem === 'exit')) process.exit(3);

@@ -1,5 +1,6 @@
 // Runs the compiled `castellan serve` as a child process (build first: npx tsc -p tsconfig.json).
 // The bench (bench/server.ts) starts its servers through here too.
+import { waitFor } from '../../support/wait-for.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cliPath } from '../../support/paths.js';
 
@@ -89,17 +90,20 @@ export async function startServe(
  * within `timeoutMs`, or the server has exited. Each request is bounded to a second.
  */
 export async function waitForReady(serve: ServeProcess, timeoutMs = 5000): Promise<boolean> {
-  const end = performance.now() + timeoutMs;
-  for (;;) {
-    const r = await fetch(`http://127.0.0.1:${serve.monitoringPort}/ready`, {
-      signal: AbortSignal.timeout(1000),
-    }).catch(() => null);
-    await r?.body?.cancel();
-    if (r?.status === 200) return true;
-    const exited = serve.child.exitCode !== null || serve.child.signalCode !== null;
-    if (exited || performance.now() >= end) return false;
-    await new Promise((res) => setTimeout(res, 10));
-  }
+  const ready = await waitFor(
+    '/ready answering 200, or the process exiting',
+    async () => {
+      const r = await fetch(`http://127.0.0.1:${serve.monitoringPort}/ready`, {
+        signal: AbortSignal.timeout(1000),
+      }).catch(() => null);
+      await r?.body?.cancel();
+      if (r?.status === 200) return 'ready';
+      const exited = serve.child.exitCode !== null || serve.child.signalCode !== null;
+      return exited ? 'exited' : undefined;
+    },
+    timeoutMs,
+  ).catch(() => 'timed out');
+  return ready === 'ready';
 }
 
 /** Runs `castellan <args>` to completion; killed (code null) if it runs past `timeoutMs`. */

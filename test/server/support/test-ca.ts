@@ -2,10 +2,10 @@
 // through real TLS and gRPC independently of src/pki's issuance code (which has its own tests).
 import { createPrivateKey, randomBytes, webcrypto, type KeyObject } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import type { CaSnapshot, CaState, KeyCertBundle } from '../../../src/ca/authority.js';
+import type { CaSnapshot, CaState, KeyCertBundle } from '../../../src/ca/key-cert-bundle.js';
 import { CastellanError } from '../../../src/errors.js';
 import { keyObjectSigner } from '../../../src/pki/signer.js';
-import type { IssuedLeaf, LeafIssuer } from '../../../src/server/ca-service.js';
+import type { IssuedLeaf, LeafIssuer } from '../../../src/server/create-certificate.js';
 import type { ServingCertificateIssuer } from '../../../src/server/serving-certificate.js';
 import { EC_P256 as EC, generateEcKeyPair, makeEcRoot } from '../../support/x509-certs.js';
 

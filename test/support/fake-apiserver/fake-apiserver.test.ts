@@ -1,5 +1,6 @@
 // The fake API server is what every Kubernetes-mode test trusts: here it is held to the
 // behaviour the real kube-apiserver shows to @kubernetes/client-node.
+import { waitFor } from '../wait-for.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -58,19 +59,6 @@ async function apiError(p: Promise<unknown>): Promise<{ code: number; reason: st
     return { code: e.code, reason: body.reason };
   }
   assert.fail('expected the call to fail');
-}
-
-function waitFor<T>(check: () => T | undefined, what: string, ms = 5000): Promise<T> {
-  const deadline = Date.now() + ms;
-  return new Promise((resolve, reject) => {
-    const tick = (): void => {
-      const v = check();
-      if (v !== undefined) resolve(v);
-      else if (Date.now() > deadline) reject(new Error(`timed out waiting for ${what}`));
-      else setTimeout(tick, 10);
-    };
-    tick();
-  });
 }
 
 test('CRUD on secrets: create, get, list, 409 AlreadyExists, 409 Conflict, 404 NotFound', async () => {
@@ -220,14 +208,14 @@ test('Watch streams ADDED, MODIFIED, DELETED from a resourceVersion', async () =
     setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
   );
   await core.deleteNamespacedConfigMap({ name: 'w1', namespace: 'istio-system' });
-  await waitFor(() => (events.includes('DELETED w1 2') ? true : undefined), 'DELETED');
-  await waitFor(() => (events.includes('BOOKMARK') ? true : undefined), 'a bookmark');
+  await waitFor('DELETED', () => (events.includes('DELETED w1 2') ? true : undefined));
+  await waitFor('a bookmark', () => (events.includes('BOOKMARK') ? true : undefined));
   assert.deepEqual(
     events.filter((e) => e !== 'BOOKMARK'),
     ['ADDED w1 1', 'MODIFIED w1 2', 'DELETED w1 2'],
   );
   req.abort();
-  await waitFor(() => (done !== 'not yet' ? true : undefined), 'done');
+  await waitFor('done', () => (done !== 'not yet' ? true : undefined));
 });
 
 test('a watch from a compacted resourceVersion gets a 410 Expired ERROR event', async () => {
@@ -247,7 +235,7 @@ test('a watch from a compacted resourceVersion gets a 410 Expired ERROR event', 
       finished = true;
     },
   );
-  await waitFor(() => (finished ? true : undefined), 'the watch to end');
+  await waitFor('the watch to end', () => (finished ? true : undefined));
   assert.equal(events.length, 1);
   assert.equal(events[0]?.type, 'ERROR');
   assert.equal(events[0]?.obj.code, 410);
@@ -270,9 +258,9 @@ test('ListWatch (informer) follows changes and relists after 410', async () => {
   lw.on('delete', (s) => seen.push(`delete ${s.metadata?.name}`));
   api.putObject('secrets', ns, { metadata: { name: 'before' } });
   await lw.start();
-  await waitFor(() => (seen.includes('add before') ? true : undefined), 'initial list');
+  await waitFor('initial list', () => (seen.includes('add before') ? true : undefined));
   await core.createNamespacedSecret({ namespace: ns, body: { metadata: { name: 'live' } } });
-  await waitFor(() => (seen.includes('add live') ? true : undefined), 'add from watch');
+  await waitFor('add from watch', () => (seen.includes('add live') ? true : undefined));
 
   // A server-side close, then (in the same tick, before the client can re-watch) a change
   // and a compaction: the informer's resume gets 410, it relists and sees what it missed.
@@ -280,12 +268,12 @@ test('ListWatch (informer) follows changes and relists after 410', async () => {
   api.endWatches();
   api.putObject('secrets', ns, { metadata: { name: 'missed' } });
   api.store.compact();
-  await waitFor(() => (seen.includes('add missed') ? true : undefined), 'the missed object');
-  await waitFor(() => (api.openWatches > 0 ? true : undefined), 'the re-watch');
+  await waitFor('the missed object', () => (seen.includes('add missed') ? true : undefined));
+  await waitFor('the re-watch', () => (api.openWatches > 0 ? true : undefined));
   api.endWatches();
   api.deleteObject('secrets', ns, 'before');
   api.store.compact();
-  await waitFor(() => (seen.includes('delete before') ? true : undefined), 'delete after relist');
+  await waitFor('delete after relist', () => (seen.includes('delete before') ? true : undefined));
   assert.ok(
     api.count({ verb: 'list', resource: 'secrets', namespace: ns }) > lists,
     `lists ${lists} -> ${api.count({ verb: 'list', resource: 'secrets', namespace: ns })} ${JSON.stringify(api.requests.filter((r) => r.resource === 'secrets').map((r) => r.verb + ' ' + r.query.toString()))}`,
@@ -399,7 +387,7 @@ test('stop() cuts the server off; start() brings it back on the same port with i
       },
     );
     await local.stop();
-    await waitFor(() => (watchEnded ? true : undefined), 'the watch to be cut');
+    await waitFor('the watch to be cut', () => (watchEnded ? true : undefined));
     await assert.rejects(lcore.readNamespacedConfigMap({ name: 'kept', namespace: 'default' }));
     await local.start();
     assert.equal(local.port, port);

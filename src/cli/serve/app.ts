@@ -1,0 +1,250 @@
+// The composition root of `castellan serve`: builds every component from ServeOptions, each with
+// only its own options, and owns the order in which they start and stop. Read top to bottom:
+// runServe (the process), then ServeApp.create (what is built from what), start, stop.
+import type { Registry } from 'prom-client';
+import { formatHostPort, type HostPort } from '../../address.js';
+import { authenticateCaller } from '../../authn/authenticate.js';
+import { ClientCertAuthenticator } from '../../authn/client-cert-authenticator.js';
+import type { Clock } from '../../clock.js';
+import type { Logger } from '../../log.js';
+import { PolicyCompiler } from '../../policy/compiler.js';
+import { BundleHttpsServer } from '../../server/policy-bundle-https-server.js';
+import { CaServer } from '../../server/ca-server.js';
+import { caChainDer } from '../../server/create-certificate.js';
+import { startCsrChecks, type CsrChecks } from '../../server/csr-check-threads.js';
+import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issuers.js';
+import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
+import { policyBundleService } from '../../server/policy-bundle-service.js';
+import { PolicyDirSource } from '../../server/policy-dir-source.js';
+import { loadMeshSettings } from '../../server/policy-options.js';
+import { ServingCertificateManager } from '../../server/serving-certificate.js';
+import type { CaRuntime } from './ca-runtime.js';
+import { startLocalRuntime } from './local-runtime.js';
+import type { Environment, ServeOptions } from './options.js';
+
+/** What serve takes from its process; read once, by the root (./command.ts, ./worker-main.ts). */
+export interface ServeHost {
+  readonly clock: Clock;
+  readonly env: Environment;
+  readonly logger: Logger;
+}
+
+/** A whole process's worth: where the start line goes, and when to stop. */
+export interface ServeProcessHost extends ServeHost {
+  readonly stdout: { write(text: string): unknown };
+  /** Resolves with the signal's name (SIGTERM, SIGINT) when the process is asked to stop. */
+  readonly stopRequested: Promise<string>;
+}
+
+/** What a started serve tells its user. */
+export interface ServingSummary {
+  readonly grpc: HostPort;
+  /** Undefined: no monitoring listener in this process (a cluster worker). */
+  readonly monitoring: HostPort | undefined;
+  /** Undefined: bundles over gRPC only. */
+  readonly bundles: HostPort | undefined;
+  /** Where clients find the trust bundle. */
+  readonly trustBundle: string;
+  readonly tokenHint: string;
+}
+
+/** The line serve prints once it serves (docs/serve.md shows it; tests read the ports from it). */
+export function startLine(s: ServingSummary): string {
+  const monitoring = s.monitoring ? formatHostPort(s.monitoring) : 'off';
+  const bundles = s.bundles ? `https://${formatHostPort(s.bundles)}` : 'gRPC only';
+  return (
+    `castellan: CA serving on ${formatHostPort(s.grpc)} (monitoring ${monitoring}; bundles ${bundles}); ` +
+    `trust bundle: ${s.trustBundle}; get a token: ${s.tokenHint}\n`
+  );
+}
+
+/**
+ * Serves until the process is asked to stop, then stops accepting, lets in-flight calls finish
+ * and resolves (exit code 0).
+ */
+export async function runServe(options: ServeOptions, host: ServeProcessHost): Promise<void> {
+  const app = await ServeApp.create(options, host);
+  host.stdout.write(startLine(await app.start()));
+  const signal = await host.stopRequested;
+  host.logger.info({ signal }, 'shutting down: finishing in-flight requests');
+  await app.stop();
+  host.logger.info('stopped');
+  host.logger.flush();
+}
+
+interface ServeParts {
+  readonly options: ServeOptions;
+  readonly logger: Logger;
+  readonly runtime: CaRuntime;
+  readonly policyDir: PolicyDirSource | undefined;
+  readonly csrChecks: CsrChecks;
+  readonly serving: ServingCertificateManager;
+  readonly server: CaServer<unknown>;
+  readonly bundleHttps: BundleHttpsServer | undefined;
+}
+
+/** Every component of one serving process, built from ServeOptions; `start()` then `stop()`. */
+export class ServeApp {
+  /** This process's metrics: the CA service's, the CA source's, the CSR checks'. */
+  readonly registries: readonly Registry[];
+  /** /ready, /healthz and /metrics of this process; none in a cluster worker. */
+  private readonly monitoring: MonitoringServer | undefined;
+  private stopping: Promise<void> | undefined;
+
+  private constructor(private readonly parts: ServeParts) {
+    this.registries = [
+      parts.server.metrics.registry,
+      parts.runtime.registry,
+      parts.csrChecks.registry,
+    ];
+    this.monitoring = parts.options.server.monitoringAddress
+      ? new MonitoringServer({
+          readiness: () => this.readiness(),
+          registries: this.registries,
+          logger: parts.logger,
+        })
+      : undefined;
+  }
+
+  /**
+   * Builds the components and loads what they serve from (policies, then the CA); nothing
+   * listens yet. A failure releases what was already started.
+   */
+  static async create(options: ServeOptions, host: ServeHost): Promise<ServeApp> {
+    const { clock, logger } = host;
+    const compiler = new PolicyCompiler(await loadMeshSettings(options.policy));
+    // Read before anything else starts: a missing folder stops serve with nothing created.
+    const policyDir = options.policy.policyDir
+      ? new PolicyDirSource({ dir: options.policy.policyDir, compiler, clock, logger })
+      : undefined;
+    await policyDir?.start();
+    let runtime: CaRuntime | undefined;
+    let csrChecks: CsrChecks | undefined;
+    try {
+      const { ca, authn } = options;
+      runtime = options.kube
+        ? await (
+            await import('./kube-runtime.js')
+          ).startKubeRuntime(options.kube, {
+            ca,
+            authn,
+            policyCompiler: compiler,
+            clock,
+            env: host.env,
+            logger,
+          })
+        : await startLocalRuntime({ ca, authn }, { clock, logger, env: host.env });
+      const { caState } = runtime;
+      const clientCert = new ClientCertAuthenticator({
+        trustDomain: options.ca.trustDomain,
+        roots: () => caState.current()?.bundle.roots ?? [],
+        clock,
+      });
+      const authenticators = [clientCert, ...runtime.tokenAuthenticators];
+      csrChecks = startCsrChecks(options.server.csrThreads, { clock, logger });
+      const serving = new ServingCertificateManager({
+        caState,
+        issuer: servingCertificateIssuer,
+        names: options.server.servingNames,
+        clock,
+        logger,
+      });
+      const server = new CaServer<unknown>({
+        trustDomain: options.ca.trustDomain,
+        caState,
+        authenticate: (request) => authenticateCaller(authenticators, request),
+        issuer: workloadLeafIssuer(clock, csrChecks.checker),
+        impersonation: runtime.impersonation,
+        ttl: options.server.ttl,
+        clock,
+        grpcAddress: options.server.grpcAddress,
+        serving,
+        logger,
+      });
+      // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS.
+      // Only the caller's workload certificate counts (no tokens): a workload reads its own
+      // bundle. grpc-js hands out the peer leaf alone, so our CA chain stands in for the
+      // intermediates, as in CreateCertificate (without it, a leaf issued under an
+      // intermediate never verifies).
+      const bundleServing = {
+        source: compiler,
+        authenticator: clientCert,
+        intermediates: () => caChainDer(caState.current()),
+      };
+      const bundles = policyBundleService(bundleServing);
+      server.addService(bundles.service, bundles.implementation);
+      const bundleHttps = options.server.bundleAddress
+        ? new BundleHttpsServer({ ...bundleServing, serving, logger })
+        : undefined;
+      return new ServeApp({
+        options,
+        logger,
+        runtime,
+        policyDir,
+        csrChecks,
+        serving,
+        server,
+        bundleHttps,
+      });
+    } catch (e) {
+      await csrChecks?.checker.close();
+      await runtime?.close();
+      await policyDir?.stop();
+      throw e;
+    }
+  }
+
+  /** Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens. */
+  readiness(): Readiness {
+    return this.parts.server.readiness();
+  }
+
+  /**
+   * Publishes the trust bundle and listens: monitoring first (so /ready answers while the rest
+   * starts), then the gRPC port once its serving certificate is issued, then the bundle port.
+   * A failure (e.g. a port in use) stops whatever did start, so the process can exit.
+   */
+  async start(): Promise<ServingSummary> {
+    const { options, runtime, serving, server, bundleHttps } = this.parts;
+    const monitoring = this.monitoring;
+    try {
+      await runtime.publishTrustBundle();
+      const monitoringAddress = options.server.monitoringAddress;
+      const monitoringBound =
+        monitoring && monitoringAddress ? await monitoring.listen(monitoringAddress) : undefined;
+      await serving.start();
+      const grpc = await server.start();
+      const bundleAddress = options.server.bundleAddress;
+      const bundles =
+        bundleHttps && bundleAddress ? await bundleHttps.listen(bundleAddress) : undefined;
+      return {
+        grpc,
+        monitoring: monitoringBound,
+        bundles,
+        trustBundle: runtime.trustBundle,
+        tokenHint: runtime.tokenHint,
+      };
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  /**
+   * Stops accepting and lets in-flight calls finish, then releases the rest. Monitoring closes
+   * after the gRPC port, so /ready reports the drain. Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const p = this.parts;
+      await p.bundleHttps?.close();
+      await p.server.stop();
+      p.serving.stop();
+      await this.monitoring?.close();
+      await p.csrChecks.checker.close();
+      await p.runtime.close();
+      await p.policyDir?.stop();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,33 @@
+// `castellan serve`: the composition root's entry. The one place serve reads its process — the
+// environment, real time, stdout, signals — once, and hands them down as parameters.
+import type { Command } from 'commander';
+import { systemClock } from '../../clock.js';
+import { createLogger } from '../../log.js';
+import { runServe } from './app.js';
+import { resolveWorkerCount, runClusterPrimary } from './cluster.js';
+import { addServeFlags, type ServeFlags } from './flags.js';
+import { completeServeOptions } from './options.js';
+import { stopSignal } from './signals.js';
+
+export function registerServeCommand(program: Command): void {
+  const command = program
+    .command('serve')
+    .description(
+      "run the CA: Istio's CreateCertificate gRPC API over TLS, plus /ready and /metrics",
+    );
+  addServeFlags(command).action(async (flags: ServeFlags) => {
+    const env = process.env;
+    // Every flag is checked before anything starts.
+    const options = completeServeOptions(flags, env);
+    const host = {
+      clock: systemClock,
+      env,
+      stdout: process.stdout,
+      logger: createLogger({ level: options.logLevel }),
+      stopRequested: stopSignal(),
+    };
+    const workers = resolveWorkerCount(options.workers);
+    if (workers > 1) await runClusterPrimary(options, workers, host);
+    else await runServe(options, host);
+  });
+}

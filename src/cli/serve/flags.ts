@@ -1,0 +1,191 @@
+// Every flag of `castellan serve`, declared once. Commander only collects strings here: the
+// values are checked, and defaults applied, in one place (completeServeOptions, ./options.ts).
+import { Option, type Command } from 'commander';
+import type { LevelWithSilent } from 'pino';
+import { DEFAULT_LEASE_NAME } from '../../kube/defaults.js';
+import { CA_KEY_TYPES, type CaKeyType } from '../../pki/key-type.js';
+import { collect } from '../options.js';
+
+/** What an absent flag (and environment variable) means. */
+/** istiod's variable for the trusted node accounts: comma-separated `namespace/serviceaccount`. */
+export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
+
+export const SERVE_DEFAULTS = {
+  dataDir: './.castellan',
+  cacertsPollInterval: '2s',
+  trustDomain: 'cluster.local',
+  grpcAddr: '127.0.0.1:15012',
+  monitoringAddr: '127.0.0.1:15014',
+  tokenAudience: ['istio-ca'],
+  defaultTtl: '24h',
+  maxTtl: '2160h',
+  logLevel: 'info' as LevelWithSilent,
+  namespace: 'istio-system',
+  // ECDSA: generating it takes milliseconds, so a first start reaches /ready quickly.
+  caKeyType: 'ec-p256' as CaKeyType,
+  csrThreads: 'auto',
+  clusterId: 'Kubernetes',
+} as const;
+
+export const LOG_LEVELS: readonly LevelWithSilent[] = [
+  'trace',
+  'debug',
+  'info',
+  'warn',
+  'error',
+  'fatal',
+  'silent',
+];
+
+/** The flags as commander hands them over (strings, before checking). */
+export interface ServeFlags {
+  dataDir?: string;
+  cacertsDir?: string;
+  caKeyUri?: string;
+  cacertsPollInterval?: string;
+  trustDomain?: string;
+  grpcAddr?: string;
+  monitoringAddr?: string;
+  jwtIssuer?: string;
+  jwksFile?: string;
+  tokenAudience?: string[];
+  defaultTtl?: string;
+  maxTtl?: string;
+  logLevel?: string;
+  servingDns?: string[];
+  namespace?: string;
+  caKeyType?: string;
+  policyDir?: string;
+  meshConfig?: string;
+  bundleAddr?: string;
+  workers?: string;
+  csrThreads?: string;
+  // Kubernetes mode.
+  kube?: boolean;
+  kubeconfig?: string;
+  jwtOffline?: boolean;
+  leaseName?: string;
+  leaseDuration?: string;
+  tokenReviewCacheTtl?: string;
+  remoteKubeconfig?: string[];
+  rootRotationCheckInterval?: string;
+  clusterId?: string;
+  trustedNodeAccount?: string[];
+}
+
+/** Declares serve's flags on a command (no defaults here: completeServeOptions applies them). */
+export function addServeFlags(command: Command): Command {
+  return command
+    .option('--data-dir <dir>', `state folder (default "${SERVE_DEFAULTS.dataDir}")`)
+    .option(
+      '--cacerts-dir <dir>',
+      'plugged-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)',
+    )
+    .option(
+      '--ca-key-uri <pkcs11-uri>',
+      "the plugged-in CA's key in a PKCS#11 token, instead of ca-key.pem: pkcs11:token=…;object=…?module-path=…&pin-source=file:… (docs/hsm.md)",
+    )
+    .option(
+      '--cacerts-poll-interval <duration>',
+      `how often --cacerts-dir is re-read for a new CA (default ${SERVE_DEFAULTS.cacertsPollInterval})`,
+    )
+    .option(
+      '--trust-domain <domain>',
+      `SPIFFE trust domain (default "${SERVE_DEFAULTS.trustDomain}")`,
+    )
+    .option('--grpc-addr <host:port>', `gRPC TLS listener (default ${SERVE_DEFAULTS.grpcAddr})`)
+    .option(
+      '--monitoring-addr <host:port>',
+      `/ready, /metrics, /healthz (default ${SERVE_DEFAULTS.monitoringAddr})`,
+    )
+    .option('--jwt-issuer <iss>', 'trust JWTs from this issuer (with --jwks-file)')
+    .option('--jwks-file <file>', "the issuer's JSON Web Key Set (with --jwt-issuer)")
+    .option(
+      '--token-audience <aud>',
+      'accepted token audience, repeatable (default istio-ca)',
+      collect,
+    )
+    .option(
+      '--default-ttl <duration>',
+      'certificate TTL when the request asks for none (default 24h; env DEFAULT_WORKLOAD_CERT_TTL)',
+    )
+    .option(
+      '--max-ttl <duration>',
+      'largest TTL a request may ask for (default 2160h = 90 days; env MAX_WORKLOAD_CERT_TTL)',
+    )
+    .addOption(new Option('--log-level <level>', 'log level (default info)').choices(LOG_LEVELS))
+    .option(
+      '--serving-dns <name>',
+      'DNS name or IP of the serving certificate, repeatable (default castellan.<ns>.svc, istiod.<ns>.svc; plus localhost and 127.0.0.1 on a loopback --grpc-addr)',
+      collect,
+    )
+    .option(
+      '--namespace <ns>',
+      `namespace the service runs in (default ${SERVE_DEFAULTS.namespace})`,
+    )
+    .addOption(
+      new Option(
+        '--ca-key-type <type>',
+        'key type of a new self-signed root (default ec-p256)',
+      ).choices(CA_KEY_TYPES),
+    )
+    .option(
+      '--policy-dir <dir>',
+      'folder of PeerAuthentication, AuthorizationPolicy and Pod manifests, followed (local mode)',
+    )
+    .option(
+      '--mesh-config <file>',
+      'MeshConfig settings for policies: rootNamespace, trustDomainAliases, extensionProviders',
+    )
+    .option(
+      '--bundle-addr <host:port>',
+      'HTTPS listener for GET /v1/bundles/<ns>/<pod>, client certificate required (default off)',
+    )
+    .option(
+      '--workers <n|auto>',
+      'processes sharing the gRPC port; auto = one per core (default 1; only 1 in --kube mode)',
+    )
+    .option(
+      '--csr-threads <n|auto>',
+      'threads per process checking CSRs beside the event loop; 0 = on the event loop; auto = 1 with two or more cores, else 0',
+      SERVE_DEFAULTS.csrThreads,
+    )
+    .option(
+      '--kube',
+      'Kubernetes mode: CA from Secrets, TokenReview, leader election (automatic in a pod)',
+    )
+    .option('--kubeconfig <path>', 'kubeconfig to reach the API server from outside the cluster')
+    .option(
+      '--jwt-offline',
+      "also verify tokens offline with the API server's issuer keys (keeps issuing while it is down)",
+    )
+    .option(
+      '--lease-name <name>',
+      `coordination.k8s.io Lease used for leader election (default ${DEFAULT_LEASE_NAME})`,
+    )
+    .option('--lease-duration <d>', 'leader lease duration (default 15s)')
+    .option(
+      '--token-review-cache-ttl <d>',
+      'longest a TokenReview answer is reused (default 60s; never past the token exp)',
+    )
+    .option(
+      '--remote-kubeconfig <clusterid=path>',
+      'a remote cluster for TokenReview, chosen by the clusterid gRPC metadata (repeatable)',
+      collect,
+    )
+    .option(
+      '--root-rotation-check-interval <d>',
+      'how often the leader checks the self-signed root (default 1h)',
+    )
+    .addOption(
+      new Option(
+        '--cluster-id <id>',
+        "this cluster's id in clusterid metadata (default Kubernetes)",
+      ),
+    )
+    .option(
+      '--trusted-node-account <ns/sa>',
+      `ambient mode: a node proxy's service account (e.g. istio-system/ztunnel) allowed to ask for certificates of pods on its node, repeatable (env ${TRUSTED_NODE_ACCOUNTS_ENV}, comma-separated)`,
+      collect,
+    );
+}

@@ -1,0 +1,256 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Authenticator } from '../../authn/authenticator.js';
+import { CachingTokenReviewer } from '../../authn/caching-token-reviewer.js';
+import {
+  formatNodeAccount,
+  NodeAuthorizer,
+  type Impersonation,
+} from '../../authn/impersonation.js';
+import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
+import type { AuthnOptions } from '../../authn/options.js';
+import { TokenReviewAuthenticator } from '../../authn/token-review-authenticator.js';
+import { SwappableCaState } from '../../ca/swappable-ca-state.js';
+import type { CaOptions } from '../../ca/options.js';
+import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
+import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
+import type { Clock } from '../../clock.js';
+import { CastellanError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { KubeCaSource } from '../../kube/cacerts-secret-source.js';
+import { kubeConfigFromString, loadKubeConfig, makeClients } from '../../kube/client.js';
+import { EventRecorder } from '../../kube/events.js';
+import { ApiServerJwks } from '../../kube/jwt-discovery.js';
+import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
+import type { KubeOptions } from '../../kube/options.js';
+import { ClusterPodIndexes } from '../../kube/pod-index.js';
+import { startPolicyWatch } from '../../kube/policy-watch.js';
+import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../kube/root-publisher.js';
+import { RootRotator } from '../../kube/root-rotation.js';
+import {
+  KubeTokenReviewer,
+  SecretRemoteClusters,
+  StaticRemoteClusters,
+} from '../../kube/kube-token-reviewer.js';
+import type { PolicyCompiler } from '../../policy/compiler.js';
+import { caLoadErrorsMetric, type CaRuntime } from './ca-runtime.js';
+import type { Environment } from './options.js';
+
+// Loaded only in Kubernetes mode (app.ts imports it on demand): @kubernetes/client-node, which
+// everything under src/kube/ pulls in, costs ~0.5 s of start-up.
+
+export interface KubeRuntimeDeps {
+  /**
+   * What the CA is: trust domain, key type of a self-signed root (istio-ca-secret), and the
+   * `cacerts` key in a PKCS#11 token (--ca-key-uri) unless the Secret names it (ca-key.uri).
+   */
+  readonly ca: Pick<CaOptions, 'trustDomain' | 'selfSignedKeyType' | 'caKeyUri'>;
+  readonly authn: Pick<AuthnOptions, 'tokenAudiences'>;
+  readonly clock: Clock;
+  /** POD_NAME (this replica's name in the Lease), KUBERNETES_SERVICE_HOST (in-cluster config). */
+  readonly env: Environment;
+  readonly logger: Logger;
+  /** This replica's name in the Lease; default POD_NAME or the host name, plus a suffix. */
+  readonly identity?: string | undefined;
+  /** Fed from PeerAuthentications, AuthorizationPolicies, Pods and Namespaces when given. */
+  readonly policyCompiler?: PolicyCompiler | undefined;
+}
+
+/** Kubernetes mode's CaRuntime; `leader` is exposed for tests and logs. */
+export interface KubeRuntime extends CaRuntime {
+  readonly leader: LeaderElector;
+  /** Ambient mode's node authorizer; undefined without trusted node accounts. */
+  readonly impersonation: Impersonation | undefined;
+}
+
+/**
+ * Starts Kubernetes mode: the CA from `cacerts` / `istio-ca-secret` (watched), TokenReview
+ * (cached; remote clusters), optional offline JWT verification, and the policy watches.
+ * Resolves once a CA is loaded. `publishTrustBundle()` then joins leader election: the leader
+ * publishes the root as ConfigMap istio-ca-root-cert in every namespace and re-issues an
+ * expiring self-signed root.
+ */
+export async function startKubeRuntime(
+  config: KubeOptions,
+  deps: KubeRuntimeDeps,
+): Promise<KubeRuntime> {
+  const { clock, logger } = deps;
+  const { namespace } = config;
+  const kc = loadKubeConfig({ kubeconfigPath: config.kubeconfigPath, env: deps.env });
+  // Read before anything starts: a bad file must not leave a half-started replica behind.
+  const remoteKubeconfigs = new Map(
+    [...config.remoteKubeconfigs].map(([id, path]) => {
+      let text: string;
+      try {
+        text = readFileSync(path, 'utf8');
+      } catch (e) {
+        throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
+          subject: path,
+        });
+      }
+      return [id, kubeConfigFromString(text, path)] as const;
+    }),
+  );
+  const clients = makeClients(kc);
+  const identity =
+    deps.identity ?? `${deps.env['POD_NAME'] ?? hostname()}-${randomBytes(3).toString('hex')}`;
+  const events = new EventRecorder(clients.core, clock, 'castellan', identity, logger);
+  const stops: (() => Promise<void> | void)[] = [];
+  const close = async (): Promise<void> => {
+    // Taken out of the list: a second close() has nothing left to stop.
+    for (const s of stops.splice(0).reverse()) {
+      try {
+        await s();
+      } catch (e) {
+        logger.warn({ error: String(e) }, 'error while stopping Kubernetes mode');
+      }
+    }
+  };
+  const loadErrors = caLoadErrorsMetric();
+  try {
+    const state = new SwappableCaState();
+    // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
+    const signers = new KeyUriSigners({
+      opener: (uri) => openPkcs11Signer({ uri, env: deps.env, clock, logger }),
+      clock,
+    });
+    stops.push(() => signers.close());
+    const caSource = new KubeCaSource({
+      keys: { keyUri: deps.ca.caKeyUri, signers },
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      trustDomain: deps.ca.trustDomain,
+      state,
+      clock,
+      events,
+      onLoadError: loadErrors.count,
+      selfSignedKeyType: deps.ca.selfSignedKeyType,
+      logger,
+    });
+    stops.push(() => caSource.stop());
+    await caSource.start();
+
+    const secretRemotes = new SecretRemoteClusters({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      clock,
+      logger,
+    });
+    stops.push(() => secretRemotes.stop());
+    const remotes = [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes];
+    const reviewer = new CachingTokenReviewer(
+      new KubeTokenReviewer(clients.authentication, {
+        localClusterId: config.clusterId,
+        remotes,
+      }),
+      { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
+    );
+    // Ambient mode: one pod index per cluster, only when some node account is trusted (istiod
+    // makes no node authorizer otherwise, and then needs no cluster-wide pod watch for it).
+    let impersonation: Impersonation | undefined;
+    if (config.trustedNodeAccounts.length > 0) {
+      const pods = new ClusterPodIndexes({
+        kubeConfig: kc,
+        localClusterId: config.clusterId,
+        remotes,
+        clock,
+        logger,
+      });
+      stops.push(() => pods.stop());
+      impersonation = new NodeAuthorizer({
+        trustDomain: deps.ca.trustDomain,
+        trustedNodeAccounts: config.trustedNodeAccounts,
+        pods,
+      });
+      logger.info(
+        { trustedNodeAccounts: config.trustedNodeAccounts.map(formatNodeAccount) },
+        'ambient mode: node proxies may ask for the identities of pods on their node',
+      );
+    }
+    const tokenAuthenticators: Authenticator[] = [];
+    if (config.jwtOffline) {
+      const jwks = new ApiServerJwks({ kubeConfig: kc, clock, logger });
+      await jwks.start();
+      stops.push(() => jwks.stop());
+      tokenAuthenticators.push(
+        new JwtAuthenticator({
+          issuer: jwks.issuer,
+          keys: jwks.keys,
+          audiences: deps.authn.tokenAudiences,
+          clock,
+          logger,
+        }),
+      );
+    }
+    tokenAuthenticators.push(
+      new TokenReviewAuthenticator({ reviewer, audiences: deps.authn.tokenAudiences, logger }),
+    );
+
+    const leader = new LeaderElector({
+      coordination: clients.coordination,
+      namespace,
+      leaseName: config.leaseName,
+      identity,
+      leaseDurationMs: config.leaseDurationMs,
+      clock,
+      logger,
+    });
+    const stopLeaderWork = whileLeader(leader, () => {
+      const publisher = new RootPublisher({
+        kubeConfig: kc,
+        core: clients.core,
+        rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        clock,
+        logger,
+      });
+      publisher.start();
+      const unsubscribe = state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+      const rotator = new RootRotator({
+        core: clients.core,
+        namespace,
+        clock,
+        checkIntervalMs: config.rootRotationCheckMs,
+        logger,
+      });
+      rotator.start();
+      return async () => {
+        await rotator.stop();
+        unsubscribe();
+        await publisher.stop();
+      };
+    });
+    stops.push(() => leader.stop());
+    stops.push(stopLeaderWork);
+    if (deps.policyCompiler) {
+      const policies = await startPolicyWatch({
+        kubeConfig: kc,
+        compiler: deps.policyCompiler,
+        clock,
+        logger,
+      });
+      stops.push(() => policies.stop());
+    }
+    logger.info(
+      { server: clients.server, namespace, identity, lease: config.leaseName },
+      'Kubernetes mode started',
+    );
+    return {
+      caState: state,
+      tokenAuthenticators,
+      tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.authn.tokenAudiences[0] ?? 'istio-ca'}`,
+      trustBundle: `ConfigMap ${ROOT_CERT_CONFIGMAP}`,
+      registry: loadErrors.registry,
+      leader,
+      // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
+      publishTrustBundle: async () => leader.start(),
+      impersonation,
+      close,
+    };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}

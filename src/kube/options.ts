@@ -1,0 +1,28 @@
+// Types only: the CLI checks these flags without loading @kubernetes/client-node (≈0.5 s of
+// start-up), which Kubernetes mode alone pulls in.
+import type { NodeAccount } from '../authn/impersonation.js';
+
+/** Kubernetes mode (`serve --kube`, or automatically in a pod). */
+export interface KubeOptions {
+  /** Undefined: the pod's service account (in-cluster config). */
+  readonly kubeconfigPath: string | undefined;
+  /** The namespace Castellan runs in: its Secrets, Lease and Events. */
+  readonly namespace: string;
+  /** Also verify tokens offline with the API server's issuer keys. */
+  readonly jwtOffline: boolean;
+  readonly leaseName: string;
+  readonly leaseDurationMs: number;
+  /** Longest a TokenReview answer is reused (never past the token's exp). */
+  readonly tokenReviewCacheMaxAgeMs: number;
+  /** Remote clusters for TokenReview: cluster id → kubeconfig file. */
+  readonly remoteKubeconfigs: ReadonlyMap<string, string>;
+  /** How often the leader checks whether the self-signed root needs re-issuing. */
+  readonly rootRotationCheckMs: number;
+  /** This cluster's id in the clusterid gRPC metadata. */
+  readonly clusterId: string;
+  /**
+   * Ambient mode: service accounts allowed to ask for the identities of pods on their node
+   * (ztunnel). Empty: impersonation is refused and no pod index is kept.
+   */
+  readonly trustedNodeAccounts: readonly NodeAccount[];
+}

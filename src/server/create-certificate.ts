@@ -1,0 +1,279 @@
+import { performance } from 'node:perf_hooks';
+import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/istioca.js';
+import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
+import type { AuthRequest, Caller } from '../authn/authenticator.js';
+import {
+  impersonationUnavailable,
+  requestedImpersonation,
+  type Impersonation,
+} from '../authn/impersonation.js';
+import { CLUSTER_ID_METADATA } from '../authn/token-review-authenticator.js';
+import type { Clock } from '../clock.js';
+import { CastellanError, asCastellanError } from '../errors.js';
+import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
+import type { AuditImpersonation, AuditLog } from './audit.js';
+import { grpcAuthRequest } from './auth-request.js';
+import { CA_SERVICE_TEXTS, toGrpcFailure } from './status-map.js';
+import type { CaMetrics, SignErrorLabel } from './metrics.js';
+
+/** Istio refuses nothing this large; we refuse CSRs above it before parsing a byte. */
+export const MAX_CSR_BYTES = 64 * 1024;
+
+/** A leaf the CA signed, as the handler needs it. */
+export interface IssuedLeaf {
+  /** The response's cert_chain: the leaf, then the snapshot's chain and root(s); PEMs ending "\n". */
+  readonly certChainPem: readonly string[];
+  /** Lowercase hex. */
+  readonly serialHex: string;
+  readonly notAfter: Date;
+}
+
+/**
+ * The two steps of issuance the handler calls, kept apart so that a CSR defect (the caller's
+ * fault: INVALID_ARGUMENT, CSR_ERROR) is told from a signing failure (ours: CERT_GEN_ERROR).
+ * `C` is whatever the CSR parser returns; only its public key and self-signature count.
+ */
+export interface LeafIssuer<C> {
+  /** Parses and verifies the CSR (proof of possession); fails with a CastellanError kind. */
+  parseCsr(pem: string): C | Promise<C>;
+  /** Signs a workload leaf for these SANs, NotAfter clamped to the signing certificate. */
+  sign(snapshot: CaSnapshot, csr: C, sans: readonly string[], ttlMs: number): Promise<IssuedLeaf>;
+}
+
+export interface TtlPolicy {
+  /** Used when the request asks for ≤ 0 seconds. */
+  readonly defaultTtlMs: number;
+  /** Requests above this are refused (INVALID_ARGUMENT), as Istio does. */
+  readonly maxTtlMs: number;
+}
+
+export interface CaServiceDeps<C> {
+  readonly trustDomain: string;
+  readonly caState: CaState;
+  /** Resolves to the caller or rejects with CastellanError('unauthenticated', reason). */
+  readonly authenticate: (request: AuthRequest) => Promise<Caller>;
+  readonly issuer: LeafIssuer<C>;
+  /**
+   * Ambient mode: grants a node proxy the identity named in the request's metadata
+   * (src/authn/impersonation.ts). Absent: every request for impersonation is refused.
+   */
+  readonly impersonation?: Impersonation | undefined;
+  readonly ttl: TtlPolicy;
+  readonly clock: Clock;
+  readonly metrics: CaMetrics;
+  readonly audit: AuditLog;
+}
+
+/** A refusal on its way out: the error, plus the Istio metric label when it is a signing error. */
+class Refusal {
+  constructor(
+    readonly error: CastellanError,
+    readonly signErrorLabel?: SignErrorLabel,
+  ) {}
+}
+
+/** Resolves the TTL as Istio does: ≤ 0 → default; above the maximum → refused. */
+export function resolveTtlMs(requestedSeconds: number, policy: TtlPolicy): number {
+  if (!Number.isFinite(requestedSeconds) || requestedSeconds <= 0) return policy.defaultTtlMs;
+  const ms = requestedSeconds * 1000;
+  if (ms > policy.maxTtlMs) {
+    throw new CastellanError(
+      'invalid-argument',
+      `requested TTL ${requestedSeconds}s is greater than the max allowed TTL ${policy.maxTtlMs / 1000}s`,
+      { subject: 'validity_duration' },
+    );
+  }
+  return ms;
+}
+
+/**
+ * The CreateCertificate handler of `istio.v1.auth.IstioCertificateService`. The identity in the
+ * certificate is always the authenticated caller's SPIFFE ID; the CSR contributes only its
+ * public key. Every call ends in exactly one audit line, issued or refused, and never throws:
+ * every failure becomes a gRPC status through `toGrpcFailure`.
+ */
+export function createCertificateHandler<C>(deps: CaServiceDeps<C>) {
+  return (
+    call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
+    callback: sendUnaryData<IstioCertificateResponse>,
+  ): void => {
+    void handle(deps, call).then(
+      (response) => callback(null, response),
+      (failure: { code: status; details: string }) => callback(failure),
+    );
+  };
+}
+
+async function handle<C>(
+  deps: CaServiceDeps<C>,
+  call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
+): Promise<IstioCertificateResponse> {
+  const started = performance.now();
+  const { metrics, audit } = deps;
+  metrics.csrCount.inc();
+  const peer = call.getPeer();
+  const csrPem = typeof call.request.csr === 'string' ? call.request.csr : '';
+  const requestedTtlSeconds = Number(call.request.validityDuration ?? 0);
+  let caller: Caller | undefined;
+  let spiffeId: string | undefined;
+  let impersonation: AuditImpersonation | undefined;
+
+  try {
+    if (Buffer.byteLength(csrPem, 'utf8') > MAX_CSR_BYTES) {
+      throw new Refusal(
+        new CastellanError('too-large', `the CSR is larger than ${MAX_CSR_BYTES} bytes`, {
+          subject: 'csr',
+        }),
+        'CSR_ERROR',
+      );
+    }
+
+    try {
+      caller = await deps.authenticate(
+        grpcAuthRequest(call, caChainDer(deps.caState.current()), { forwardMetadata: true }),
+      );
+    } catch (e) {
+      metrics.authnErrorCount.inc();
+      // Whatever went wrong (bad token, expired, unknown issuer, a bug): the client sees one
+      // opaque UNAUTHENTICATED; the reason goes to the audit line.
+      const err = asCastellanError(e);
+      throw new Refusal(
+        err.kind === 'unauthenticated' ? err : new CastellanError('unauthenticated', err.message),
+      );
+    }
+    const callerId = formatSpiffeId(
+      makeSpiffeId(deps.trustDomain, caller.namespace, caller.serviceAccount),
+    );
+    spiffeId = callerId;
+
+    // Ambient mode, one step of its own: a node proxy names the workload it asks for. Granted,
+    // the certificate carries exactly that identity; refused, the call fails as an
+    // authentication failure (istiod's server.go) — never with the caller's own identity.
+    try {
+      const requested = requestedImpersonation(call.request.metadata);
+      if (requested !== undefined) {
+        const clusterId = singleClusterId(call);
+        impersonation = {
+          requested,
+          caller: callerId,
+          pod: caller.podName !== undefined ? `${caller.namespace}/${caller.podName}` : undefined,
+          cluster: clusterId,
+        };
+        spiffeId = undefined;
+        const grant = await (deps.impersonation ?? NO_IMPERSONATION).authorize(
+          caller,
+          requested,
+          clusterId,
+        );
+        impersonation = { ...impersonation, node: grant.node };
+        spiffeId = grant.spiffeId;
+      }
+    } catch (e) {
+      metrics.authnErrorCount.inc();
+      spiffeId = undefined; // Nothing is issued: not the caller's identity either.
+      const err = asCastellanError(e);
+      throw new Refusal(
+        err.kind === 'impersonation-refused'
+          ? err
+          : new CastellanError('impersonation-refused', err.message),
+      );
+    }
+
+    const snapshot = deps.caState.current();
+    if (!snapshot) {
+      throw new Refusal(new CastellanError('unavailable', 'no CA is loaded yet'), 'CA_NOT_READY');
+    }
+
+    let ttlMs: number;
+    try {
+      ttlMs = resolveTtlMs(requestedTtlSeconds, deps.ttl);
+    } catch (e) {
+      throw new Refusal(asCastellanError(e), 'TTL_ERROR');
+    }
+
+    let csr: C;
+    try {
+      csr = await deps.issuer.parseCsr(csrPem);
+    } catch (e) {
+      metrics.csrParsingErrorCount.inc();
+      const err = asCastellanError(e, 'malformed');
+      throw new Refusal(err, err.kind === 'internal' ? 'CERT_GEN_ERROR' : 'CSR_ERROR');
+    }
+
+    let leaf: IssuedLeaf;
+    try {
+      leaf = await deps.issuer.sign(snapshot, csr, [spiffeId], ttlMs);
+    } catch (e) {
+      const err = asCastellanError(e);
+      throw new Refusal(err, err.kind === 'unavailable' ? 'CA_NOT_READY' : 'CERT_GEN_ERROR');
+    }
+
+    metrics.successCount.inc();
+    const seconds = (performance.now() - started) / 1000;
+    metrics.issuanceSeconds.observe({ outcome: 'issued' }, seconds);
+    audit.record({
+      outcome: 'issued',
+      code: 'OK',
+      serial: leaf.serialHex,
+      spiffeId,
+      notAfter: leaf.notAfter,
+      authenticator: caller.authenticator,
+      subject: caller.subject,
+      impersonation,
+      peer,
+      requestedTtlSeconds,
+      durationMs: seconds * 1000,
+    });
+    return { certChain: [...leaf.certChainPem] };
+  } catch (e) {
+    const refusal = e instanceof Refusal ? e : new Refusal(asCastellanError(e), 'CERT_GEN_ERROR');
+    if (refusal.signErrorLabel) metrics.signErrorCount.inc({ error: refusal.signErrorLabel });
+    const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);
+    const seconds = (performance.now() - started) / 1000;
+    metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
+    audit.record({
+      outcome: 'refused',
+      code: status[failure.code] ?? String(failure.code),
+      reason: `${refusal.error.kind}: ${refusal.error.message}`,
+      spiffeId,
+      authenticator: caller?.authenticator,
+      subject: caller?.subject,
+      impersonation,
+      peer,
+      requestedTtlSeconds,
+      durationMs: seconds * 1000,
+    });
+    throw failure;
+  }
+}
+
+/** Without a node authorizer (local mode, or no trusted node accounts): always refused. */
+const NO_IMPERSONATION = impersonationUnavailable(
+  'impersonation is not enabled: no trusted node accounts (Kubernetes mode with --trusted-node-account or CA_TRUSTED_NODE_ACCOUNTS)',
+);
+
+/**
+ * The cluster a multi-cluster caller names (`clusterid` metadata, as Istio's
+ * kubeauth.ExtractClusterID reads it); undefined when absent. More than one is refused.
+ */
+function singleClusterId(
+  call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
+): string | undefined {
+  const values = call.metadata.get(CLUSTER_ID_METADATA).filter((v) => typeof v === 'string');
+  if (values.length > 1) {
+    throw new CastellanError(
+      'impersonation-refused',
+      `${values.length} clusterid values; at most one is accepted`,
+    );
+  }
+  return values[0] === '' ? undefined : values[0];
+}
+
+/**
+ * The CA's own chain (the signing certificate and its intermediates), DER: what stands in for
+ * the intermediates of a peer certificate, since grpc-js hands out the peer's leaf alone.
+ */
+export function caChainDer(snapshot: CaSnapshot | undefined): Uint8Array[] {
+  return (snapshot?.bundle.certChain ?? []).map((c) => new Uint8Array(c.rawData));
+}

@@ -1,0 +1,243 @@
+import { Gauge, Registry } from 'prom-client';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { Clock } from '../clock.js';
+import { CastellanError, type ErrorKind } from '../errors.js';
+import { silentLogger, type Logger } from '../log.js';
+import { checkCsr, type CheckedCsr } from './csr-check.js';
+
+export type { CheckedCsr };
+
+/** Checks a CSR (src/pki/csr.ts rules): the checked CSR, or a CastellanError of the rule's kind. */
+export interface CsrChecker {
+  check(pem: string): CheckedCsr | Promise<CheckedCsr>;
+  close(): Promise<void>;
+}
+
+/** Main thread → worker, in batches (one message per event-loop turn). */
+export interface CsrCheckRequest {
+  readonly id: number;
+  readonly pem: string;
+}
+
+/** Worker → main thread, one batch per request batch: the checked CSR, or the refusal. */
+export type CsrCheckReply =
+  | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
+  | {
+      readonly id: number;
+      readonly ok: false;
+      readonly kind: ErrorKind;
+      readonly message: string;
+      readonly subject?: string | undefined;
+    };
+
+/** Checks on the calling thread. */
+export const inlineCsrChecker: CsrChecker = {
+  check: checkCsr,
+  close: async () => {},
+};
+
+/** `--csr-threads`: a count, or `auto`. */
+export type CsrThreadsSetting = number | 'auto';
+
+/**
+ * `auto`: one checking thread when there is a second core, none on one core (the thread would
+ * only take turns with the event loop, at the cost of the messages).
+ */
+export function resolveCsrThreads(
+  setting: CsrThreadsSetting,
+  cores: number = availableParallelism(),
+): number {
+  if (setting !== 'auto') return setting;
+  return cores >= 2 ? 1 : 0;
+}
+
+/** Deaths beyond this many within CRASH_WINDOW_MS stop the respawning: checks go inline. */
+const CRASHES_BEFORE_GIVING_UP = 3;
+const CRASH_WINDOW_MS = 10_000;
+
+interface Pending {
+  resolve(csr: CheckedCsr): void;
+  reject(e: CastellanError): void;
+}
+
+interface Slot {
+  readonly worker: Worker;
+  ready: boolean;
+  readonly pending: Map<number, Pending>;
+  /** Requests of this event-loop turn, posted together (one message, one wake-up). */
+  outbox: CsrCheckRequest[];
+}
+
+/**
+ * CSR checks on worker threads. Under load the check is the event loop's largest single cost
+ * (importing the CSR's public key and verifying its signature in node:crypto, which offers no
+ * asynchronous form for either): moved to a thread of its own, it runs on the second core while
+ * the event loop serves TLS, HTTP/2 and authentication.
+ *
+ * A thread answers once its modules are loaded; until then, and if threads keep dying (more than
+ * CRASHES_BEFORE_GIVING_UP within CRASH_WINDOW_MS), checks run inline, so a start or a broken
+ * thread never refuses a request. A thread that dies fails only the checks it held (`internal`)
+ * and is replaced.
+ */
+export class CsrCheckPool implements CsrChecker {
+  private readonly slots: Slot[] = [];
+  private readonly deaths: number[] = [];
+  private nextId = 1;
+  private closed = false;
+  private gaveUp = false;
+  private readonly logger: Logger;
+
+  private readonly clock: Clock;
+  private readonly workerUrl: URL;
+
+  constructor(
+    readonly threads: number,
+    options: {
+      /** Counts thread deaths within CRASH_WINDOW_MS. */
+      clock: Clock;
+      logger?: Logger;
+      /** The thread's script; tests put in one that fails on purpose. */
+      workerUrl?: URL;
+    },
+  ) {
+    this.logger = options.logger ?? silentLogger;
+    this.clock = options.clock;
+    this.workerUrl = options.workerUrl ?? new URL('./csr-check-thread.js', import.meta.url);
+    for (let i = 0; i < threads; i++) this.spawn();
+  }
+
+  /** Threads that have loaded and answer checks (for tests and metrics). */
+  get readyThreads(): number {
+    return this.slots.filter((s) => s.ready).length;
+  }
+
+  check(pem: string): CheckedCsr | Promise<CheckedCsr> {
+    const slot = this.pick();
+    if (!slot) return inlineCsrChecker.check(pem);
+    const id = this.nextId++;
+    return new Promise<CheckedCsr>((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      if (slot.outbox.length === 0) setImmediate(() => this.flush(slot));
+      slot.outbox.push({ id, pem });
+    });
+  }
+
+  /**
+   * Posts the turn's requests as one message. Under load, the HTTP/2 frames of many calls are
+   * read in one event-loop turn; one message per CSR cost the event loop 8% of its time in
+   * postMessage (cloning, and waking the thread each time).
+   */
+  private flush(slot: Slot): void {
+    const batch = slot.outbox;
+    slot.outbox = [];
+    if (batch.length > 0 && this.slots.includes(slot)) slot.worker.postMessage(batch);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+
+  /** The ready thread with the fewest checks in flight. */
+  private pick(): Slot | undefined {
+    let best: Slot | undefined;
+    for (const s of this.slots) {
+      if (s.ready && (!best || s.pending.size < best.pending.size)) best = s;
+    }
+    return best;
+  }
+
+  private spawn(): void {
+    const worker = new Worker(this.workerUrl);
+    // Never what keeps the process alive: the server's listeners do that.
+    worker.unref();
+    const slot: Slot = { worker, ready: false, pending: new Map(), outbox: [] };
+    this.slots.push(slot);
+    worker.on('message', (message: readonly CsrCheckReply[] | 'ready') => {
+      if (message === 'ready') {
+        slot.ready = true;
+        return;
+      }
+      for (const reply of message) {
+        const pending = slot.pending.get(reply.id);
+        if (!pending) continue;
+        slot.pending.delete(reply.id);
+        if (reply.ok) pending.resolve(reply.csr);
+        else pending.reject(rebuildError(reply));
+      }
+    });
+    worker.on('error', (err) => {
+      this.logger.error({ err }, 'CSR check thread failed');
+    });
+    worker.on('exit', (code) => this.onExit(slot, code));
+  }
+
+  private onExit(slot: Slot, code: number): void {
+    this.slots.splice(this.slots.indexOf(slot), 1);
+    for (const p of slot.pending.values()) {
+      p.reject(new CastellanError('internal', `the CSR check thread stopped (exit code ${code})`));
+    }
+    slot.pending.clear();
+    if (this.closed || this.gaveUp) return;
+    const now = this.clock.now();
+    this.deaths.push(now);
+    while (this.deaths.length > 0 && now - this.deaths[0]! > CRASH_WINDOW_MS) this.deaths.shift();
+    if (this.deaths.length > CRASHES_BEFORE_GIVING_UP) {
+      this.gaveUp = true;
+      this.logger.error(
+        { deaths: this.deaths.length, windowMs: CRASH_WINDOW_MS },
+        'CSR check threads keep stopping; checking CSRs on the event loop from now on',
+      );
+      return;
+    }
+    this.logger.warn({ code }, 'CSR check thread stopped; starting another');
+    this.spawn();
+  }
+}
+
+/** The worker's refusal as the CastellanError the inline check would have thrown. */
+function rebuildError(reply: Extract<CsrCheckReply, { ok: false }>): CastellanError {
+  const prefix = reply.subject !== undefined ? `${reply.subject}: ` : '';
+  const message = reply.message.startsWith(prefix)
+    ? reply.message.slice(prefix.length)
+    : reply.message;
+  return new CastellanError(
+    reply.kind,
+    message,
+    reply.subject !== undefined ? { subject: reply.subject } : {},
+  );
+}
+
+/** Where CSRs are checked (threads or the event loop), with the metric of what is up. */
+export interface CsrChecks {
+  readonly checker: CsrChecker;
+  /** `castellan_csr_check_threads_ready`. */
+  readonly registry: Registry;
+}
+
+/**
+ * Starts the CSR check threads `--csr-threads` asks for (none: checks on the event loop). The
+ * gauge counts threads that are up: 0 while they load, with `--csr-threads 0`, or after they
+ * kept dying and checks went back to the event loop.
+ */
+export function startCsrChecks(
+  setting: CsrThreadsSetting,
+  options: { clock: Clock; logger: Logger },
+): CsrChecks {
+  const threads = resolveCsrThreads(setting);
+  const pool =
+    threads > 0
+      ? new CsrCheckPool(threads, { clock: options.clock, logger: options.logger })
+      : undefined;
+  const registry = new Registry();
+  new Gauge({
+    name: 'castellan_csr_check_threads_ready',
+    help: 'Threads checking CSRs beside the event loop that are up (0: checks run on the event loop).',
+    registers: [registry],
+    collect() {
+      this.set(pool?.readyThreads ?? 0);
+    },
+  });
+  return { checker: pool ?? inlineCsrChecker, registry };
+}
