@@ -168,10 +168,16 @@ async function burst(
           : {}),
       };
       server.call(request, metadata, (err, res) => {
-        if (err) return reject(new Error(`call ${i}: ${err.code} ${err.details}`));
+        if (err) {
+          reject(new Error(`call ${i}: ${err.code} ${err.details}`));
+          return;
+        }
         const want = impersonate ? identity(n) : own;
         const got = leafUri(res?.certChain[0] ?? '');
-        if (got !== want) return reject(new Error(`call ${i}: got ${got}, asked for ${want}`));
+        if (got !== want) {
+          reject(new Error(`call ${i}: got ${got}, asked for ${want}`));
+          return;
+        }
         resolve();
       });
     });

@@ -104,6 +104,7 @@ async function runH2load(args: string[], timeoutMs: number): Promise<H2loadRun> 
   });
   const wallSeconds = (performance.now() - t0) / 1000;
   const tail = `${err}${out}`.trim().split('\n').slice(-8).join('\n');
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the timer's callback: TypeScript keeps a let narrowed to its initializer across callbacks (microsoft/TypeScript#9998)
   if (timedOut) throw new Error(`h2load did not finish in ${timeoutMs} ms: ${tail}`);
   if (code !== 0) throw new Error(`h2load exited with ${code ?? signal}: ${tail}`);
   // `times` prints two lines, "<user> <sys>" of the shell, then of its children: "0m1.23s ...".
@@ -143,7 +144,7 @@ function parseStats(output: string): H2loadStats {
     );
   const connect = /^time for connect:\s+(\S+)\s+(\S+)/m.exec(output);
   if (!r || !connect) throw new Error(`unexpected h2load summary:\n${output}`);
-  const [started, done, succeeded, failed, errored, timeout] = r.slice(1).map(Number) as number[];
+  const [started, done, succeeded, failed, errored, timeout] = r.slice(1).map(Number);
   return {
     started: started!,
     done: done!,
@@ -201,7 +202,7 @@ function readLog(path: string): LogRow[] {
     .split('\n')
     .filter(Boolean)
     .map((line) => {
-      const [startUs, status, durationUs] = line.split('\t').map(Number) as number[];
+      const [startUs, status, durationUs] = line.split('\t').map(Number);
       return { startUs: startUs!, status: status!, durationUs: durationUs! };
     });
 }

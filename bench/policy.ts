@@ -126,7 +126,7 @@ export function generateMesh(o: Required<PolicyBenchOptions>): {
   return { workloads, resources };
 }
 
-export async function runPolicyBench(options: PolicyBenchOptions = {}): Promise<PolicyBenchResult> {
+export function runPolicyBench(options: PolicyBenchOptions = {}): PolicyBenchResult {
   const o: Required<PolicyBenchOptions> = {
     workloads: options.workloads ?? 10_000,
     namespaces: options.namespaces ?? 500,
@@ -222,23 +222,23 @@ export async function runPolicyBench(options: PolicyBenchOptions = {}): Promise<
 // Run alone: `node dist/bench/policy.js [--small]`.
 if (process.argv[1]?.endsWith('/bench/policy.js')) {
   const small = process.argv.includes('--small');
-  runPolicyBench(
-    small
-      ? {
-          workloads: 500,
-          namespaces: 25,
-          authorizationPolicies: 100,
-          peerAuthentications: 25,
-          decisions: 5_000,
-        }
-      : {},
-  ).then(
-    (r) => process.stdout.write(`${JSON.stringify(r, null, 2)}\n`),
-    (e: unknown) => {
-      process.stderr.write(`${String(e)}\n`);
-      process.exitCode = 1;
-    },
-  );
+  try {
+    const r = runPolicyBench(
+      small
+        ? {
+            workloads: 500,
+            namespaces: 25,
+            authorizationPolicies: 100,
+            peerAuthentications: 25,
+            decisions: 5_000,
+          }
+        : {},
+    );
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  } catch (e) {
+    process.stderr.write(`${String(e)}\n`);
+    process.exitCode = 1;
+  }
 }
 
 /**
@@ -251,8 +251,8 @@ export function policyBenchCase(): BenchCase {
   return {
     name: 'policy-scale (decisions/s; p50=recompute 1 policy, p99=recompute root policy)',
     target: 'recompute ≪ full compile',
-    async run(options: BenchOptions): Promise<Measurement> {
-      const r = await runPolicyBench(
+    run(options: BenchOptions): Promise<Measurement> {
+      const r = runPolicyBench(
         options.quick
           ? {
               workloads: 1_000,
@@ -264,12 +264,12 @@ export function policyBenchCase(): BenchCase {
           : {},
       );
       process.stderr.write(`${JSON.stringify(r)}\n`);
-      return {
+      return Promise.resolve({
         certs_per_s: r.decisionsPerSecond,
         p50_ms: r.recomputeOnePolicyMs,
         p99_ms: r.recomputeRootPolicyMs,
         rss_mb: r.rssMiB,
-      };
+      });
     },
   };
 }

@@ -99,7 +99,10 @@ export function sleep(
   options?: TimerOptions,
 ): Promise<void> {
   return new Promise((resolve) => {
-    if (signal?.aborted) return resolve();
+    if (signal?.aborted) {
+      resolve();
+      return;
+    }
     const onAbort = (): void => {
       timer.cancel();
       resolve();

@@ -152,7 +152,9 @@ function periodic(clock: ManualClock, run: () => Promise<void> | void) {
 test('PeriodicTask: runs every interval; with runNow also at once; start() twice is one task', async () => {
   const clock = new ManualClock();
   let runs = 0;
-  const { task } = periodic(clock, () => void runs++);
+  const { task } = periodic(clock, () => {
+    runs++;
+  });
   task.start();
   task.start();
   assert.equal(runs, 0, 'without runNow the first run is one interval away');
@@ -160,7 +162,9 @@ test('PeriodicTask: runs every interval; with runNow also at once; start() twice
   assert.equal(runs, 3);
   await task.stop();
 
-  const eager = periodic(clock, () => void runs++);
+  const eager = periodic(clock, () => {
+    runs++;
+  });
   runs = 0;
   eager.task.start({ runNow: true });
   assert.equal(runs, 1, 'runNow runs at once');
@@ -200,6 +204,7 @@ test('PeriodicTask: a run that throws or rejects goes to onError and the task go
     // Thrown before any await (a synchronous failure), then a rejection, then success.
     if (runs === 1) throw new Error('thrown');
     if (runs === 2) return Promise.reject(new Error('rejected'));
+    return undefined;
   });
   task.start({ runNow: true });
   await clock.advance(3000);

@@ -95,7 +95,7 @@ export function acceptIssuedChain(
   }
 
   const tail = elements.length > 1 ? (elements[elements.length - 1] as Issued[]) : [];
-  const tailIsRoots = tail.length > 1 || (tail.length === 1 && isSelfSigned(tail[0]!.cert));
+  const tailIsRoots = tail.length > 1 || (tail[0] !== undefined && isSelfSigned(tail[0].cert));
   const chain: Issued[] = [leaf];
   const roots: Issued[] = [];
   const addRoot = (c: Issued): void => {

@@ -14,8 +14,17 @@ import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 export type TrustedRoot = X509Certificate | Uint8Array | { readonly rawData: ArrayBuffer };
 
 export interface ClientCertAuthenticatorOptions {
-  /** Our trust domain: only SPIFFE IDs in it authenticate. */
-  readonly trustDomain: string;
+  /**
+   * Our trust domain: SPIFFE IDs in it authenticate. A function is asked on every request, so a
+   * mesh config change is followed at once (src/cli/serve/mesh-holder.ts).
+   */
+  readonly trustDomain: string | (() => string);
+  /**
+   * Former trust domains (MeshConfig `trustDomainAliases`) whose certificates may still renew,
+   * asked on every request; the renewed certificate is issued in the current trust domain,
+   * since the identity handed on is the namespace and service account only.
+   */
+  readonly trustDomainAliases?: (() => readonly string[]) | undefined;
   /** The current roots, asked on every request so a CA rotation is followed at once. */
   readonly roots: () => readonly TrustedRoot[];
   /**
@@ -40,7 +49,8 @@ const ANY_EKU = '2.5.29.37.0';
  */
 export class ClientCertAuthenticator implements Authenticator {
   readonly name = 'client-certificate' as const;
-  private readonly trustDomain: string;
+  private readonly trustDomain: () => string;
+  private readonly trustDomainAliases: () => readonly string[];
   private readonly roots: () => readonly TrustedRoot[];
   private readonly revocations: () => CaCrl | undefined;
   private readonly clock: Clock;
@@ -48,12 +58,21 @@ export class ClientCertAuthenticator implements Authenticator {
   private readonly parsedRoots = new WeakMap<object, X509Certificate>();
 
   constructor(options: ClientCertAuthenticatorOptions) {
-    this.trustDomain = validateTrustDomain(options.trustDomain);
+    const td = options.trustDomain;
+    this.trustDomain =
+      typeof td === 'function'
+        ? td
+        : (
+            (v) => () =>
+              v
+          )(validateTrustDomain(td));
+    this.trustDomainAliases = options.trustDomainAliases ?? (() => []);
     this.roots = options.roots;
     this.revocations = options.revocations ?? (() => undefined);
     this.clock = options.clock ?? systemClock;
   }
 
+  // eslint-disable-next-line @typescript-eslint/require-await -- async so that a refusal is a rejection, as Authenticator promises; nothing here waits
   async authenticate(request: AuthRequest): Promise<Caller | null> {
     if (request.peerCertificates.length === 0) return null;
     if (request.peerCertificates.length > MAX_CHAIN_LENGTH) {
@@ -98,10 +117,13 @@ export class ClientCertAuthenticator implements Authenticator {
         `client certificate SAN: ${(e as Error).message}`,
       );
     }
-    if (id.trustDomain !== this.trustDomain) {
+    const trustDomain = this.trustDomain();
+    if (id.trustDomain !== trustDomain && !this.trustDomainAliases().includes(id.trustDomain)) {
+      const aliases = this.trustDomainAliases();
       throw new CastellanError(
         'unauthenticated',
-        `client certificate SPIFFE ID ${uri} is not in trust domain "${this.trustDomain}"`,
+        `client certificate SPIFFE ID ${uri} is not in trust domain "${trustDomain}"` +
+          (aliases.length > 0 ? ` nor in its aliases ${JSON.stringify(aliases)}` : ''),
       );
     }
     return {

@@ -175,7 +175,7 @@ async function createKeyFile(path: string): Promise<string> {
     return pem;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    return readFile(path, 'utf8');
+    return await readFile(path, 'utf8');
   } finally {
     // Also after a failed write (a full disk): no half-written key is left beside the real one.
     await rm(tmp, { force: true });

@@ -138,8 +138,8 @@ export interface Impersonation {
 }
 
 export interface NodeAuthorizerOptions {
-  /** Ours: only identities in it are issued. */
-  readonly trustDomain: string;
+  /** Ours: only identities in it are issued. A function is asked on every request. */
+  readonly trustDomain: string | (() => string);
   /** Non-empty: without trusted accounts there is no node authorizer (as istiod). */
   readonly trustedNodeAccounts: readonly NodeAccount[];
   readonly pods: PodDirectory;
@@ -187,9 +187,11 @@ export class NodeAuthorizer implements Impersonation {
         `impersonated identity ${quoted(requested)} is not valid: ${(e as Error).message}`,
       );
     }
-    if (id.trustDomain !== this.options.trustDomain) {
+    const td = this.options.trustDomain;
+    const trustDomain = typeof td === 'function' ? td() : td;
+    if (id.trustDomain !== trustDomain) {
       throw refused(
-        `impersonated identity ${quoted(requested)} is not in trust domain "${this.options.trustDomain}"`,
+        `impersonated identity ${quoted(requested)} is not in trust domain "${trustDomain}"`,
       );
     }
     if (caller.podName === undefined || caller.podUid === undefined) {

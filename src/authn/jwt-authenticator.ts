@@ -71,6 +71,7 @@ interface Verified {
 
 /** Caps quoted claim values in reasons: they come from the client and are logged. */
 function quote(value: unknown): string {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify gives undefined for undefined, a function or a symbol, though typed string
   const s = JSON.stringify(value) ?? String(value);
   return s.length > 200 ? `${s.slice(0, 200)}…` : s;
 }

@@ -81,9 +81,7 @@ export class JwtVerifier {
   /** The key(s) for this token; several when the JWKS cannot tell them apart. */
   private async keysFor(header: ProtectedHeaderParameters & { alg: string }): Promise<SourceKey[]> {
     try {
-      return [
-        await this.keys(header as Parameters<JwksKeySource>[0], { payload: '', signature: '' }),
-      ];
+      return [await this.keys(header, { payload: '', signature: '' })];
     } catch (e) {
       if (!(e instanceof errors.JWKSMultipleMatchingKeys)) throw e;
       const all: SourceKey[] = [];

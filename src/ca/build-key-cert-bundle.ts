@@ -217,7 +217,7 @@ function assemble(
   for (const r of roots) checkIsCa(r, names.root);
 
   const chainFile = input.chainPem !== undefined && input.chainPem.trim() !== '';
-  const listed = chainFile ? parseCertificates(input.chainPem as string, names.chain) : [];
+  const listed = chainFile ? parseCertificates(input.chainPem, names.chain) : [];
   if (listed.length > 0 && !sameCert(listed[0] as X509Certificate, signingCert)) {
     // Istio's cert-chain.pem starts with the signing certificate; tolerate a chain file that
     // lists only what is above it, but nothing else.

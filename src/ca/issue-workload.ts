@@ -2,6 +2,7 @@ import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 import type { ParsedCsr } from '../pki/csr.js';
 import { truncateToSeconds } from '../pki/issue.js';
+import { dualUseCommonName } from '../pki/profiles.js';
 import { toPem } from '../pki/pem.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
 import type { CaSnapshot } from './key-cert-bundle.js';
@@ -22,7 +23,8 @@ export interface IssuedWorkload {
 
 /**
  * Signs a workload leaf for an already authenticated identity. `sans` come from the caller's
- * identity, never from the CSR; CN = first SAN only when the CSR had a CN (Istio).
+ * identity, never from the CSR; CN = first SAN only when the CSR had a CN and it fits in 64
+ * characters (istiod's DualUseCommonName).
  * NotBefore = now − 2 min; NotAfter = min(now + ttl, signing certificate's NotAfter), in whole
  * seconds.
  */
@@ -52,7 +54,11 @@ export async function issueWorkloadCertificate(
   const leafDer = await snapshot.leafSigner.sign({
     spki: request.csr.spki,
     sans: request.sans,
-    commonName: request.csr.commonName !== undefined ? request.sans[0] : undefined,
+    // istiod's dual-use CN: the first SAN, omitted when over 64 characters (pki/profiles.ts).
+    commonName:
+      request.csr.commonName !== undefined && request.sans[0] !== undefined
+        ? dualUseCommonName(request.sans[0])
+        : undefined,
     serial,
     notBefore,
     notAfter,

@@ -2,14 +2,19 @@ import type { CaKeyType } from '../pki/key-type.js';
 
 /**
  * What the CA is and, in local mode, where it comes from. Kubernetes mode reads its material from
- * Secrets instead (src/kube/cacerts-secret-source.ts) and uses only `trustDomain`,
- * `selfSignedKeyType` and `caKeyUri` from here.
+ * Secrets instead (src/kube/cacerts-secret-source.ts) and uses only what makes a self-signed
+ * root from here (its key type and lifetime), and `caKeyUri` for the `cacerts` Secret's key.
  */
 export interface CaOptions {
-  /** The SPIFFE trust domain of every identity the CA issues and trusts. */
+  /**
+   * The SPIFFE trust domain (`--trust-domain`) when the mesh config names none; the mesh config's
+   * wins (the composition root holds the one current value).
+   */
   readonly trustDomain: string;
   /** Key type of a new self-signed root (in the data dir, or Secret istio-ca-secret). */
   readonly selfSignedKeyType: CaKeyType;
+  /** Lifetime of a new (or re-issued) self-signed root: CITADEL_SELF_SIGNED_CA_CERT_TTL. */
+  readonly selfSignedRootTtlMs: number;
   /**
    * Local mode's state folder: the self-signed root, the development token issuer's key and the
    * published trust bundle (root-cert.pem).

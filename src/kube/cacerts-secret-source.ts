@@ -328,6 +328,7 @@ export class KubeCaSource {
               : fresh;
           });
           written ||= wrote;
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a CA change during the await above sets it
         } while (this.recordAgain && !this.stopped);
         this.logger.debug(
           { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, written },

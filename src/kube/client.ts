@@ -154,9 +154,7 @@ export function describeApiError(e: unknown): string {
   if (e instanceof ApiException) {
     const body: unknown = typeof e.body === 'string' ? safeJson(e.body) : e.body;
     const message =
-      typeof body === 'object' && body !== null && 'message' in body
-        ? String((body as { message: unknown }).message)
-        : '';
+      typeof body === 'object' && body !== null && 'message' in body ? String(body.message) : '';
     return `HTTP ${e.code}${message ? `: ${message}` : ''}`;
   }
   return e instanceof Error ? e.message : String(e);

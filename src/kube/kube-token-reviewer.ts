@@ -130,10 +130,7 @@ export const DEFAULT_CLUSTER_ID = 'Kubernetes';
  * Whether a request's `clusterid` names this cluster: absent, empty, or our own id
  * (`--cluster-id`, default `Kubernetes`, as Istio).
  */
-export function isLocalCluster(
-  clusterId: string | undefined,
-  localClusterId?: string | undefined,
-): boolean {
+export function isLocalCluster(clusterId: string | undefined, localClusterId?: string): boolean {
   return (
     clusterId === undefined ||
     clusterId === '' ||

@@ -93,6 +93,7 @@ export class LeaderElector {
       );
       this.setLeader(false);
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- stop() may have run during the await above
     if (!this.running) return;
     // The next attempt is timed from the end of this one (client-go's sliding JitterUntil).
     this.timer = this.o.clock.after(this.retryPeriodMs, () => void this.loop());
@@ -104,7 +105,7 @@ export class LeaderElector {
     return {
       holderIdentity: this.o.identity,
       leaseDurationSeconds: Math.max(1, Math.ceil(this.leaseDurationMs / 1000)),
-      acquireTime: takingOver || !prev?.acquireTime ? now : prev.acquireTime,
+      acquireTime: takingOver || !prev.acquireTime ? now : prev.acquireTime,
       renewTime: now,
       leaseTransitions: (prev?.leaseTransitions ?? 0) + (previous && takingOver ? 1 : 0),
     };
@@ -146,6 +147,7 @@ export class LeaderElector {
       const updated = await coordination.replaceNamespacedLease({
         name: leaseName,
         namespace,
+        // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
         body: { ...lease, spec: this.spec(lease, now) },
       });
       this.observedRv = updated.metadata?.resourceVersion;
@@ -188,8 +190,10 @@ export class LeaderElector {
         name: leaseName,
         namespace,
         body: {
+          // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
           ...lease,
           spec: {
+            // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
             ...lease.spec,
             holderIdentity: '',
             leaseDurationSeconds: 1,

@@ -12,12 +12,19 @@ export interface KubeOptions {
   readonly jwtOffline: boolean;
   readonly leaseName: string;
   readonly leaseDurationMs: number;
-  /** Longest a TokenReview answer is reused (never past the token's exp). */
+  /**
+   * Longest a TokenReview answer (or an offline-verified JWT) is reused, never past the token's
+   * exp; 0 = no cache: every request is reviewed, as istiod does.
+   */
   readonly tokenReviewCacheMaxAgeMs: number;
   /** Remote clusters for TokenReview: cluster id → kubeconfig file. */
   readonly remoteKubeconfigs: ReadonlyMap<string, string>;
-  /** How often the leader checks whether the self-signed root needs re-issuing. */
+  /** How often the leader checks whether the self-signed root needs re-issuing; 0 = never. */
   readonly rootRotationCheckMs: number;
+  /** Re-issue the self-signed root when at most this percentage of its lifetime remains. */
+  readonly rootRotationGracePercent: number;
+  /** The ConfigMap the trust bundle is published as in every namespace (istio-ca-root-cert). */
+  readonly rootCertConfigMap: string;
   /** This cluster's id in the clusterid gRPC metadata. */
   readonly clusterId: string;
   /**

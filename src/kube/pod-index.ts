@@ -2,12 +2,7 @@
 // every pod of a cluster, from one list + watch, indexed by name and by (service account, node)
 // as istiod indexes them (security/pkg/server/ca/node_auth.go, NewClusterNodeAuthorizer's
 // "saNode" index). A request reads the index; it never calls the API server.
-import {
-  CoreV1Api,
-  type KubeConfig,
-  type KubernetesListObject,
-  type KubernetesObject,
-} from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, type KubernetesObject } from '@kubernetes/client-node';
 import type { ClusterPods, PodDirectory, PodFacts } from '../authn/impersonation.js';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
@@ -74,7 +69,7 @@ export class PodIndex implements ClusterPods {
     this.informer = startInformer<IndexedPod>({
       kubeConfig: options.kubeConfig,
       path: '/api/v1/pods',
-      list: () => core.listPodForAllNamespaces() as Promise<KubernetesListObject<IndexedPod>>,
+      list: () => core.listPodForAllNamespaces(),
       transform: stripPod,
       clock: options.clock,
       handlers: {

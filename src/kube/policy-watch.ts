@@ -11,7 +11,6 @@ import { silentLogger } from '../log.js';
 import type { PolicyCompiler } from '../policy/compiler.js';
 import { parseResources } from '../policy/parse-resources.js';
 import { workloadFromPod } from '../policy/pod-workload.js';
-import type { SecurityResource } from '../policy/resource.js';
 import { describeApiError, isApiStatus } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 
@@ -100,7 +99,7 @@ export async function startPolicyWatch(options: {
         for (const d of diagnostics.filter((x) => x.severity === 'error')) {
           log.warn({ resource: d.resource, field: d.field }, `policy: ${d.message}`);
         }
-        const resource = resources[0] as SecurityResource | undefined;
+        const resource = resources[0];
         if (!resource) {
           deleted(obj); // An invalid update removes the valid version the compiler holds.
           return;

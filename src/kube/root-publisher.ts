@@ -21,6 +21,8 @@ export class RootPublisher {
   private bundle: string;
   private readonly logger: Logger;
   private readonly pending = new Set<string>();
+  /** The ConfigMap's name: istiod's PILOT_CA_CERT_CONFIGMAP, default istio-ca-root-cert. */
+  private readonly name: string;
   private flushing = false;
   private stopped = false;
 
@@ -29,12 +31,15 @@ export class RootPublisher {
       kubeConfig: KubeConfig;
       core: CoreV1Api;
       rootBundlePem: string;
+      /** Default ROOT_CERT_CONFIGMAP (`--root-cert-configmap`, env PILOT_CA_CERT_CONFIGMAP). */
+      configMapName?: string | undefined;
       clock: Clock;
       logger?: Logger | undefined;
       retryMs?: number | undefined;
     },
   ) {
     this.bundle = o.rootBundlePem;
+    this.name = o.configMapName ?? ROOT_CERT_CONFIGMAP;
     this.logger = o.logger ?? silentLogger;
   }
 
@@ -56,10 +61,10 @@ export class RootPublisher {
     this.configMaps = startInformer<V1ConfigMap>({
       kubeConfig,
       path: '/api/v1/configmaps',
-      fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}`,
+      fieldSelector: `metadata.name=${this.name}`,
       list: () =>
         core.listConfigMapForAllNamespaces({
-          fieldSelector: `metadata.name=${ROOT_CERT_CONFIGMAP}`,
+          fieldSelector: `metadata.name=${this.name}`,
         }),
       clock: this.o.clock,
       logger: this.logger,
@@ -67,14 +72,14 @@ export class RootPublisher {
       handlers: {
         upsert: (cm) => {
           if (
-            cm.metadata?.name === ROOT_CERT_CONFIGMAP &&
+            cm.metadata?.name === this.name &&
             cm.data?.[ROOT_CERT_CONFIGMAP_KEY] !== this.bundle
           ) {
-            this.enqueue(cm.metadata?.namespace);
+            this.enqueue(cm.metadata.namespace);
           }
         },
         deleted: (cm) => {
-          if (cm.metadata?.name === ROOT_CERT_CONFIGMAP) this.enqueue(cm.metadata?.namespace);
+          if (cm.metadata?.name === this.name) this.enqueue(cm.metadata.namespace);
         },
       },
     });
@@ -128,11 +133,11 @@ export class RootPublisher {
   private async reconcile(namespace: string): Promise<void> {
     const { core } = this.o;
     const body: V1ConfigMap = {
-      metadata: { name: ROOT_CERT_CONFIGMAP, namespace, labels: { 'istio.io/config': 'true' } },
+      metadata: { name: this.name, namespace, labels: { 'istio.io/config': 'true' } },
       data: { [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
     };
     const current = await ifExists(() =>
-      core.readNamespacedConfigMap({ name: ROOT_CERT_CONFIGMAP, namespace }),
+      core.readNamespacedConfigMap({ name: this.name, namespace }),
     );
     if (!current) {
       try {
@@ -148,9 +153,10 @@ export class RootPublisher {
     }
     if (current.data?.[ROOT_CERT_CONFIGMAP_KEY] === this.bundle) return;
     await core.replaceNamespacedConfigMap({
-      name: ROOT_CERT_CONFIGMAP,
+      name: this.name,
       namespace,
       body: {
+        // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
         ...current,
         data: { ...(current.data ?? {}), [ROOT_CERT_CONFIGMAP_KEY]: this.bundle },
       },

@@ -12,23 +12,39 @@ import {
 } from './self-signed-secret.js';
 import { DEFAULT_ROOT_ROTATION_CHECK_MS } from './defaults.js';
 
-/** Re-issue when less than this share of the root's lifetime remains (Istio: 20%). */
-export const ROOT_ROTATION_THRESHOLD = 0.2;
+/**
+ * Re-issue when at most this percentage of the root's lifetime remains: istiod's default
+ * CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE (security/pkg/cmd/constants.go).
+ */
+export const DEFAULT_ROOT_ROTATION_GRACE_PERCENT = 20;
 
-/** Whether a root valid from notBefore to notAfter needs re-issuing at `now`. */
-export function rootNeedsRotation(notBefore: Date, notAfter: Date, now: number): boolean {
+/**
+ * Whether a root valid from notBefore to notAfter needs re-issuing at `now`, as istiod decides
+ * it (security/pkg/util/certutil.go, GetWaitTime): the grace period is `gracePercent` of the
+ * lifetime, and the root is re-issued once the time left is no more than that (at the boundary
+ * too: istiod waits only while the wait is positive), or when it has expired.
+ */
+export function rootNeedsRotation(
+  notBefore: Date,
+  notAfter: Date,
+  now: number,
+  gracePercent = DEFAULT_ROOT_ROTATION_GRACE_PERCENT,
+): boolean {
   const lifetime = notAfter.getTime() - notBefore.getTime();
-  return notAfter.getTime() - now < lifetime * ROOT_ROTATION_THRESHOLD;
+  return notAfter.getTime() - now <= lifetime * (gracePercent / 100);
 }
 
 /**
- * Self-signed root rotation, leader only: checks `istio-ca-secret` periodically and, when less
- * than 20% of the root's lifetime remains, re-issues the root with the same key and subject
- * and writes it back with the read resourceVersion (409: someone else wrote; re-read, re-check).
- * Every replica, this one included, picks the new root up from its Secret watch.
+ * Self-signed root rotation, leader only: checks `istio-ca-secret` periodically and, when at most
+ * the grace percentage (default 20%) of the root's lifetime remains, re-issues the root with the
+ * same key and subject and writes it back with the read resourceVersion (409: someone else
+ * wrote; re-read, re-check). Every replica, this one included, picks the new root up from its
+ * Secret watch. A check interval of 0 turns the checks off, as istiod's
+ * CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL ≤ 0 does (security/pkg/pki/ca/ca.go, NewIstioCA).
  */
 export class RootRotator {
-  private readonly task: PeriodicTask;
+  /** Undefined: checks are off. */
+  private readonly task: PeriodicTask | undefined;
   private readonly logger: Logger;
 
   constructor(
@@ -36,31 +52,45 @@ export class RootRotator {
       core: CoreV1Api;
       namespace: string;
       clock: Clock;
+      /** Default DEFAULT_ROOT_ROTATION_CHECK_MS; 0 = never. */
       checkIntervalMs?: number | undefined;
+      /** Default DEFAULT_ROOT_ROTATION_GRACE_PERCENT. */
+      gracePercent?: number | undefined;
       ttlMs?: number | undefined;
       logger?: Logger | undefined;
     },
   ) {
     this.logger = o.logger ?? silentLogger;
-    this.task = new PeriodicTask({
-      clock: o.clock,
-      intervalMs: o.checkIntervalMs ?? DEFAULT_ROOT_ROTATION_CHECK_MS,
-      run: async () => {
-        await this.checkOnce();
-      },
-      onError: (e) =>
-        this.logger.warn({ error: describeApiError(e) }, 'root rotation check failed'),
-    });
+    const intervalMs = o.checkIntervalMs ?? DEFAULT_ROOT_ROTATION_CHECK_MS;
+    this.task =
+      intervalMs > 0
+        ? new PeriodicTask({
+            clock: o.clock,
+            intervalMs,
+            run: async () => {
+              await this.checkOnce();
+            },
+            onError: (e) =>
+              this.logger.warn({ error: describeApiError(e) }, 'root rotation check failed'),
+          })
+        : undefined;
   }
 
-  /** Checks now, then every check interval. */
+  /** Checks now, then every check interval (with checks off: nothing, said once in the log). */
   start(): void {
+    if (!this.task) {
+      this.logger.info(
+        { secret: `${this.o.namespace}/${SELF_SIGNED_SECRET}` },
+        'self-signed root checks are off (check interval 0): the root is never re-issued',
+      );
+      return;
+    }
     this.task.start({ runNow: true });
   }
 
   /** No check after this; resolves when a check under way has finished. */
-  stop(): Promise<void> {
-    return this.task.stop();
+  async stop(): Promise<void> {
+    await this.task?.stop();
   }
 
   /** One check; resolves true when the root was re-issued. */
@@ -73,7 +103,9 @@ export class RootRotator {
       if (!secret) return false; // A plugged-in CA: nothing of ours to rotate.
       const bundle = bundleFromSelfSignedSecret(secret, clock);
       const cert = bundle.signingCert;
-      if (!rootNeedsRotation(cert.notBefore, cert.notAfter, clock.now())) return false;
+      if (!rootNeedsRotation(cert.notBefore, cert.notAfter, clock.now(), this.o.gracePercent)) {
+        return false;
+      }
       const next = await reissueRoot(
         bundle,
         bundle.signer,
@@ -86,6 +118,7 @@ export class RootRotator {
           name: SELF_SIGNED_SECRET,
           namespace,
           body: {
+            // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
             ...secret,
             data: { ...(secret.data ?? {}), [CA_CERT_KEY]: pem, [ROOT_CERT_SECRET_KEY]: pem },
           },

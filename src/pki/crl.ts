@@ -259,11 +259,6 @@ function earliestNextUpdate(crls: readonly ParsedCrl[]): Date | undefined {
   return min;
 }
 
-/** Whether the CRL's nextUpdate has passed at `now` (ms). */
-export function isCrlExpired(crl: Pick<CaCrl, 'nextUpdate'>, now: number): boolean {
-  return crl.nextUpdate !== undefined && crl.nextUpdate.getTime() < now;
-}
-
 /**
  * The entry of `crl` revoking the certificate with this serial (any hex form), if any. The
  * caller checks first that the certificate was issued by the CRL's signer: a CRL covers only

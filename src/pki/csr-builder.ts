@@ -35,7 +35,7 @@ const ALGORITHMS: Record<
 > = {
   'ec-p256': {
     generate: { name: 'ECDSA', namedCurve: 'P-256' },
-    sign: { name: 'ECDSA', hash: 'SHA-256' } as webcrypto.EcdsaParams,
+    sign: { name: 'ECDSA', hash: 'SHA-256' },
   },
   'rsa-2048': {
     generate: {
@@ -57,14 +57,12 @@ export async function createKeyAndCsr(
   keyType: WorkloadKeyType,
   subject: CsrSubject = {},
 ): Promise<KeyAndCsr> {
-  const alg = ALGORITHMS[keyType];
-  if (!alg) {
+  // A JavaScript caller (or a cast) may pass any string: it gets a clear error.
+  if (!isWorkloadKeyType(keyType)) {
     throw new CastellanError('unsupported', `key type "${String(keyType)}" is not supported`);
   }
-  const keys = (await webcrypto.subtle.generateKey(alg.generate, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  const alg = ALGORITHMS[keyType];
+  const keys = await webcrypto.subtle.generateKey(alg.generate, true, ['sign', 'verify']);
   const sans = subject.sans ?? [];
   const extensions =
     sans.length > 0
@@ -82,7 +80,7 @@ export async function createKeyAndCsr(
       signingAlgorithm: alg.sign,
       keys,
     },
-    webcrypto as unknown as Parameters<typeof Pkcs10CertificateRequestGenerator.create>[1],
+    webcrypto,
   );
   const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
   return { keyPem: toPem('PRIVATE KEY', pkcs8), csrPem: csr.toString('pem') + '\n' };

@@ -1,7 +1,7 @@
 import { verify, type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificationRequest } from '@peculiar/asn1-csr';
-import { SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
+import { type SubjectPublicKeyInfo } from '@peculiar/asn1-x509';
 import { ECParameters } from '@peculiar/asn1-ecc';
 import { Pkcs10CertificateRequest, SubjectAlternativeNameExtension } from '@peculiar/x509';
 import { CastellanError, type ErrorKind } from '../errors.js';
@@ -131,9 +131,9 @@ export function csrDerFromPem(pem: string): Uint8Array {
     throw fail('too-large', `CSR of ${pem.length} characters: at most ${CSR_RULES.maxPemLength}`);
   }
   const blocks = pemBlocks(pem, { subject: SUBJECT, strict: true });
-  if (blocks.length !== 1)
+  const block = blocks[0];
+  if (blocks.length !== 1 || block === undefined)
     throw fail('malformed', `expected one PEM block, found ${blocks.length}`);
-  const block = blocks[0]!;
   if (block.label !== CSR_RULES.pemLabel) {
     throw fail('malformed', `expected a "${CSR_RULES.pemLabel}" PEM block, found "${block.label}"`);
   }

@@ -2,7 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import {
   Name,
   SubjectKeyIdentifierExtension,
-  X509Certificate,
+  type X509Certificate,
   X509CertificateGenerator,
 } from '@peculiar/x509';
 import { CastellanError } from '../errors.js';

@@ -72,7 +72,8 @@ export function parsePrivateKeyPem(
 ): { key: KeyObject; keyType: KeyType } {
   const blocks = pemBlocks(pem, subject ? { subject } : {});
   const keys = blocks.filter((b) => !IGNORED_LABELS.has(b.label));
-  if (keys.length !== 1) {
+  const block = keys[0];
+  if (keys.length !== 1 || block === undefined) {
     throw err(
       'malformed',
       keys.length === 0
@@ -81,7 +82,6 @@ export function parsePrivateKeyPem(
       subject,
     );
   }
-  const block = keys[0]!;
   if (
     block.label === 'ENCRYPTED PRIVATE KEY' ||
     /ENCRYPTED/.test(block.headers['Proc-Type'] ?? '')

@@ -46,7 +46,8 @@ import type { KeyType } from './key-type.js';
  *     order: URI [6] for `scheme://…`, iPAddress [7] (4 or 16 bytes) for IP addresses,
  *     dNSName [2] otherwise. At least one SAN; each printable ASCII (0x21–0x7e), else
  *     `invalid-argument`.
- *  Subject: empty SEQUENCE, or a single CN when the CSR carried one (Istio: CN = first SAN).
+ *  Subject: empty SEQUENCE, or a single CN when the CSR carried one (Istio: CN = first SAN,
+ *  omitted when longer than 64 characters: dualUseCommonName).
  *
  * Serving certificate (the CA's own TLS certificate): the workload layout with DNS and IP SANs
  * only; serverAuth + clientAuth.
@@ -83,6 +84,41 @@ export type CertificateProfile =
 export type SubjectName = readonly (readonly [string, string])[];
 
 export type SanKind = 'uri' | 'ip' | 'dns';
+
+/**
+ * RFC 5280's upper bound on a common name (ub-common-name, Appendix A.1): no certificate made
+ * here carries a longer CN — checkCommonName refuses one in every profile, the fast leaf
+ * template included.
+ */
+export const MAX_COMMON_NAME_LENGTH = 64;
+
+/** Refuses a CN longer than RFC 5280 allows (`invalid-argument`, naming its length). */
+export function checkCommonName(cn: string): string {
+  // UTF-16 units are never fewer than characters: the common case costs one comparison.
+  if (cn.length <= MAX_COMMON_NAME_LENGTH) return cn;
+  const length = [...cn].length;
+  if (length > MAX_COMMON_NAME_LENGTH) {
+    throw new CastellanError(
+      'invalid-argument',
+      `common name "${cn}" is ${length} characters long; RFC 5280 allows at most ${MAX_COMMON_NAME_LENGTH}`,
+    );
+  }
+  return cn;
+}
+
+/**
+ * A workload leaf's CN, as istiod's DualUseCommonName sets it (security/pkg/pki/util/dual_use.go,
+ * used by genCertTemplateFromCSR when the CSR has a CN): the first SAN, or no CN at all when that
+ * is longer than 64 characters — istiod logs it and issues the certificate without a CN, and so
+ * do we; a SPIFFE ID of a long namespace or service account name easily is.
+ */
+export function dualUseCommonName(firstSan: string): string | undefined {
+  try {
+    return checkCommonName(firstSan);
+  } catch {
+    return undefined;
+  }
+}
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const IPV6 = /^[0-9a-fA-F:]+$/;
@@ -183,13 +219,17 @@ export function profileSubject(profile: CertificateProfile): Record<string, stri
   switch (profile.kind) {
     case 'workload':
     case 'serving':
-      return profile.commonName !== undefined ? [{ CN: [profile.commonName] }] : [];
+      return profile.commonName !== undefined
+        ? [{ CN: [checkCommonName(profile.commonName)] }]
+        : [];
     case 'root':
     case 'intermediate':
       if (profile.subject.length === 0) {
         throw new CastellanError('invalid-argument', 'a CA certificate needs a subject');
       }
-      return profile.subject.map(([attr, value]) => ({ [attr]: [value] }));
+      return profile.subject.map(([attr, value]) => ({
+        [attr]: [attr === 'CN' ? checkCommonName(value) : value],
+      }));
   }
 }
 

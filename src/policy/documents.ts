@@ -10,8 +10,8 @@ export function parseManifestText(text: string, origin: string): ManifestDocumen
   const docs = parseAllDocuments(text, { prettyErrors: true });
   const out: ManifestDocument[] = [];
   docs.forEach((doc, i) => {
-    if (doc.errors.length > 0) {
-      const e = doc.errors[0]!;
+    const [e] = doc.errors;
+    if (e) {
       throw new CastellanError('malformed', `not valid YAML: ${e.message.split('\n')[0]}`, {
         subject: origin,
         cause: e,
@@ -26,7 +26,8 @@ export function parseManifestText(text: string, origin: string): ManifestDocumen
 /** A single YAML/JSON document (the `check` input, a workload file). */
 export function parseSingleDocument(text: string, origin: string): unknown {
   const docs = parseManifestText(text, origin);
-  if (docs.length !== 1) {
+  const doc = docs[0];
+  if (docs.length !== 1 || doc === undefined) {
     throw new CastellanError(
       'malformed',
       `expected exactly one YAML/JSON document, found ${docs.length}`,
@@ -35,5 +36,5 @@ export function parseSingleDocument(text: string, origin: string): unknown {
       },
     );
   }
-  return docs[0]!.object;
+  return doc.object;
 }

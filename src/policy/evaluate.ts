@@ -1,3 +1,4 @@
+import { CastellanError } from '../errors.js';
 import { type PolicyBundle } from './policy-bundle.js';
 import { PolicyCompiler } from './compiler.js';
 import { decide, type Decision } from './decision.js';
@@ -16,7 +17,14 @@ export function bundleForWorkload(
   const compiler = new PolicyCompiler(mesh);
   for (const r of resources) compiler.upsertPolicy(r);
   compiler.upsertWorkload(workload);
-  return compiler.bundle(workload.namespace, workload.name)!;
+  const bundle = compiler.bundle(workload.namespace, workload.name);
+  if (!bundle) {
+    throw new CastellanError(
+      'internal',
+      'the policy compiler has no bundle for the workload it was just given',
+    );
+  }
+  return bundle;
 }
 
 /** Decides one request against a set of policies: what `policy check` prints. */

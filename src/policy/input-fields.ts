@@ -11,6 +11,8 @@ export class InputFields {
     readonly path: string,
   ) {}
 
+  static of(value: unknown, path: string, required?: true): InputFields;
+  static of(value: unknown, path: string, required: boolean): InputFields | null;
   static of(value: unknown, path: string, required = true): InputFields | null {
     if (value === undefined || value === null) {
       if (required) throw fieldError(path, 'is required');

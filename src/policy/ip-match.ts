@@ -44,7 +44,8 @@ function parseIpv6(text: string): Uint8Array | null {
       if (allowV4Last && i === list.length - 1 && g.includes('.')) {
         const v4 = parseIpv4(g);
         if (!v4) return false;
-        words.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
+        const v4Words = new DataView(v4.buffer, v4.byteOffset, v4.byteLength);
+        words.push(v4Words.getUint16(0), v4Words.getUint16(2));
         continue;
       }
       if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return false;

@@ -29,7 +29,7 @@ export function parseMesh(value: unknown, path = 'mesh'): MeshSettings {
   const f = InputFields.of(value, path, false);
   if (!f) return DEFAULT_MESH;
   const providers: ExtensionProvider[] = f.list('extensionProviders').map((raw, i) => {
-    const p = InputFields.of(raw, `${f.at('extensionProviders')}[${i}]`) as InputFields;
+    const p = InputFields.of(raw, `${f.at('extensionProviders')}[${i}]`);
     const name = p.requiredString('name');
     for (const type of ['envoyExtAuthzGrpc', 'envoyExtAuthzHttp'] as const) {
       const body = p.object(type);

@@ -242,6 +242,7 @@ function normalizeRule(
         return list;
       })
     : [[]];
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- build() above sets it; the narrowing to false ignores callbacks
   if (skip) return null;
   return {
     index,

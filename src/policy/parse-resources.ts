@@ -253,7 +253,7 @@ class SchemaReader {
     const mode = v['mode'];
     if (mode === undefined || mode === null) return 'UNSET';
     if (typeof mode !== 'string' || !(MTLS_MODES as readonly string[]).includes(mode)) {
-      this.error(`${at}.mode`, `"${String(mode)}" is not one of ${MTLS_MODES.join(', ')}`);
+      this.error(`${at}.mode`, `${quoted(mode)} is not one of ${MTLS_MODES.join(', ')}`);
       return 'UNSET';
     }
     return mode as MtlsMode;
@@ -280,7 +280,7 @@ class SchemaReader {
       } else {
         this.error(
           'spec.action',
-          `"${String(rawAction)}" is not one of ${AUTHORIZATION_ACTIONS.join(', ')}`,
+          `${quoted(rawAction)} is not one of ${AUTHORIZATION_ACTIONS.join(', ')}`,
         );
       }
     }
@@ -433,4 +433,9 @@ function typeOf(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   return typeof v === 'object' ? 'an object' : `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** A value as a message shows it: a string in quotes, anything else by its type. */
+function quoted(v: unknown): string {
+  return typeof v === 'string' ? `"${v}"` : typeOf(v);
 }

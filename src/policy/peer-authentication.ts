@@ -58,11 +58,13 @@ export function resolvePeerAuthentication(
   step(mesh, 'mesh');
   step(namespace, 'namespace');
   step(workload, 'workload');
-  const ports = (workload?.portLevelMtls ?? []).map(({ port, mode }) =>
-    mode === 'UNSET'
-      ? { port, ...current }
-      : { port, mode, policy: policyRef(workload!.meta), level: 'port' as const },
-  );
+  const ports = workload
+    ? (workload.portLevelMtls ?? []).map(({ port, mode }) =>
+        mode === 'UNSET'
+          ? { port, ...current }
+          : { port, mode, policy: policyRef(workload.meta), level: 'port' as const },
+      )
+    : [];
   return { workload: current, ports };
 }
 
@@ -96,11 +98,11 @@ export function peerAuthenticationDiagnostics(
       wide.set(pa.meta.namespace, [...(wide.get(pa.meta.namespace) ?? []), pa]);
   }
   for (const [ns, list] of wide) {
-    if (list.length < 2) continue;
-    const sorted = [...list].sort((a, b) => compareByAge(a.meta, b.meta));
-    const winner = policyRef(sorted[0]!.meta);
+    const [oldest, ...younger] = [...list].sort((a, b) => compareByAge(a.meta, b.meta));
+    if (!oldest || younger.length === 0) continue;
+    const winner = policyRef(oldest.meta);
     const level = ns === rootNamespace ? 'mesh' : 'namespace';
-    for (const pa of sorted.slice(1)) {
+    for (const pa of younger) {
       out.push(
         diagnostic(
           'warning',

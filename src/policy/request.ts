@@ -32,14 +32,14 @@ export interface PolicyRequest {
 }
 
 export function parseRequest(value: unknown, path = 'request'): PolicyRequest {
-  const f = InputFields.of(value, path) as InputFields;
+  const f = InputFields.of(value, path);
   const protocol = f.oneOf('protocol', ['HTTP', 'TCP'] as const, 'HTTP');
   const tls = f.oneOf('tls', ['mtls', 'plaintext'] as const);
   const source = f.object('source');
   const ip = (fields: InputFields | null, key: string): string | null => {
     const v = fields?.string(key);
-    if (v === undefined) return null;
-    if (!parseIp(v)) throw fieldError(fields!.at(key), `"${v}" is not an IP address`);
+    if (!fields || v === undefined) return null;
+    if (!parseIp(v)) throw fieldError(fields.at(key), `"${v}" is not an IP address`);
     return v;
   };
   let principal = source?.string('principal') ?? null;

@@ -305,6 +305,7 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
     });
     if (
       ap.action === 'DENY' &&
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set in the forEach callbacks above; the narrowing to false ignores callbacks
       ((fromExists && !toExists && !tcpInFrom) || (toExists && !tcpInTo))
     ) {
       warn(

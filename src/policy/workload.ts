@@ -16,9 +16,9 @@ export interface Workload {
 }
 
 export function parseWorkload(value: unknown, path = 'workload'): Workload {
-  const f = InputFields.of(value, path) as InputFields;
+  const f = InputFields.of(value, path);
   const ports = f.list('ports').map((raw, i) => {
-    const p = InputFields.of(raw, `${f.at('ports')}[${i}]`) as InputFields;
+    const p = InputFields.of(raw, `${f.at('ports')}[${i}]`);
     return {
       number: p.port('number', true) as number,
       protocol: p.oneOf('protocol', PORT_PROTOCOLS, 'TCP'),

@@ -1,4 +1,4 @@
-import type { TLSSocket } from 'node:tls';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import type { Metadata, ServerUnaryCall } from '@grpc/grpc-js';
 import type { AuthRequest } from '../authn/authenticator.js';
 
@@ -73,6 +73,13 @@ export function grpcAuthRequest(
 }
 
 /**
+ * A certificate of the chain node's getPeerCertificate(true) returns, as node documents it
+ * rather than as typed: an empty object when the client sent none, and no issuerCertificate
+ * where the chain it has ends.
+ */
+type PeerChainLink = Partial<DetailedPeerCertificate>;
+
+/**
  * A node TLS socket (an HTTPS request's `req.socket`): the chain the client sent, leaf first,
  * and its address. No metadata: HTTP headers carry no credential on these surfaces.
  */
@@ -86,7 +93,11 @@ export function tlsAuthRequest(
   const chain: Uint8Array[] = [];
   // node links a self-signed certificate to itself as its own issuer: stop at the first repeat.
   const seen = new Set<string>();
-  for (let c = peer; c && c.raw && !seen.has(c.fingerprint256); c = c.issuerCertificate) {
+  for (
+    let c: PeerChainLink | null | undefined = peer;
+    c?.raw && c.fingerprint256 !== undefined && !seen.has(c.fingerprint256);
+    c = c.issuerCertificate
+  ) {
     seen.add(c.fingerprint256);
     chain.push(new Uint8Array(c.raw));
   }

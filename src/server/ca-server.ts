@@ -57,7 +57,7 @@ export class CaServer<C> {
       // call that nothing here reads: 2% of the event loop under load.
       'grpc.enable_channelz': 0,
     });
-    const pkg = loadPackageDefinition(istioCaPackageDefinition()) as GrpcObject;
+    const pkg = loadPackageDefinition(istioCaPackageDefinition());
     const service = (((pkg['istio'] as GrpcObject)['v1'] as GrpcObject)['auth'] as GrpcObject)[
       'IstioCertificateService'
     ] as { service: ServiceDefinition };

@@ -14,7 +14,7 @@ import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
 import type { AuditImpersonation, AuditLog } from './audit.js';
 import { grpcAuthRequest } from './auth-request.js';
-import { CA_SERVICE_TEXTS, toGrpcFailure } from './status-map.js';
+import { CA_SERVICE_TEXTS, toGrpcFailure, type GrpcFailure } from './status-map.js';
 import type { CaMetrics, SignErrorLabel } from './metrics.js';
 
 /** Istio refuses nothing this large; we refuse CSRs above it before parsing a byte. */
@@ -49,7 +49,11 @@ export interface TtlPolicy {
 }
 
 export interface CaServiceDeps<C> {
-  readonly trustDomain: string;
+  /**
+   * The trust domain of the SPIFFE IDs issued; a function is asked on every request, so a mesh
+   * config change reaches the next one (src/cli/serve/mesh-holder.ts).
+   */
+  readonly trustDomain: string | (() => string);
   readonly caState: CaState;
   /** Resolves to the caller or rejects with CastellanError('unauthenticated', reason). */
   readonly authenticate: (request: AuthRequest) => Promise<Caller>;
@@ -66,11 +70,20 @@ export interface CaServiceDeps<C> {
 }
 
 /** A refusal on its way out: the error, plus the Istio metric label when it is a signing error. */
-class Refusal {
+class Refusal extends Error {
   constructor(
     readonly error: CastellanError,
     readonly signErrorLabel?: SignErrorLabel,
-  ) {}
+  ) {
+    super(error.message);
+  }
+}
+
+/** The gRPC status a refused call ends with, on its way from handle() to the callback. */
+class CallRefused extends Error {
+  constructor(readonly failure: GrpcFailure) {
+    super(failure.details);
+  }
 }
 
 /** Resolves the TTL as Istio does: ≤ 0 → default; above the maximum → refused. */
@@ -100,7 +113,8 @@ export function createCertificateHandler<C>(deps: CaServiceDeps<C>) {
   ): void => {
     void handle(deps, call).then(
       (response) => callback(null, response),
-      (failure: { code: status; details: string }) => callback(failure),
+      (e: unknown) =>
+        callback(e instanceof CallRefused ? e.failure : toGrpcFailure(e, CA_SERVICE_TEXTS)),
     );
   };
 }
@@ -114,7 +128,8 @@ async function handle<C>(
   metrics.csrCount.inc();
   const peer = call.getPeer();
   const csrPem = typeof call.request.csr === 'string' ? call.request.csr : '';
-  const requestedTtlSeconds = Number(call.request.validityDuration ?? 0);
+  // A number, 0 when absent: proto-loader's `longs: Number` and `defaults` (src/api/protos.ts).
+  const requestedTtlSeconds = call.request.validityDuration;
   let caller: Caller | undefined;
   let spiffeId: string | undefined;
   let impersonation: AuditImpersonation | undefined;
@@ -142,8 +157,10 @@ async function handle<C>(
         err.kind === 'unauthenticated' ? err : new CastellanError('unauthenticated', err.message),
       );
     }
+    const trustDomain =
+      typeof deps.trustDomain === 'function' ? deps.trustDomain() : deps.trustDomain;
     const callerId = formatSpiffeId(
-      makeSpiffeId(deps.trustDomain, caller.namespace, caller.serviceAccount),
+      makeSpiffeId(trustDomain, caller.namespace, caller.serviceAccount),
     );
     spiffeId = callerId;
 
@@ -234,7 +251,7 @@ async function handle<C>(
     metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
     audit.record({
       outcome: 'refused',
-      code: status[failure.code] ?? String(failure.code),
+      code: status[failure.code],
       reason: `${refusal.error.kind}: ${refusal.error.message}`,
       spiffeId,
       authenticator: caller?.authenticator,
@@ -244,7 +261,7 @@ async function handle<C>(
       requestedTtlSeconds,
       durationMs: seconds * 1000,
     });
-    throw failure;
+    throw new CallRefused(failure);
   }
 }
 

@@ -182,7 +182,7 @@ export class CsrCheckPool implements CsrChecker {
     if (this.closed || this.gaveUp) return;
     const now = this.clock.now();
     this.deaths.push(now);
-    while (this.deaths.length > 0 && now - this.deaths[0]! > CRASH_WINDOW_MS) this.deaths.shift();
+    while (now - (this.deaths[0] ?? now) > CRASH_WINDOW_MS) this.deaths.shift();
     if (this.deaths.length > CRASHES_BEFORE_GIVING_UP) {
       this.gaveUp = true;
       this.logger.error(

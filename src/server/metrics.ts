@@ -20,7 +20,10 @@ export class CaMetrics {
   readonly signErrorCount: Counter<'error'>;
   readonly successCount: Counter;
   readonly issuanceSeconds: Histogram<'outcome'>;
+  /** The first root of the trust bundle, as istiod reports it. */
   private rootNotAfterMs: number | undefined;
+  /** The root that expires first, whichever its place in the trust bundle. */
+  private earliestRootNotAfterMs: number | undefined;
   private chainNotAfterMs: number | undefined;
   /** The loaded CA's CRL (ca-crl.pem), when it has one: its earliest nextUpdate and size. */
   private crl: { nextUpdateMs: number | undefined; revoked: number } | undefined;
@@ -64,17 +67,28 @@ export class CaMetrics {
     // are computed when scraped (Istio exports both).
     const left = (at: number | undefined): number | undefined =>
       at === undefined ? undefined : (at - this.clock.now()) / 1000;
+    // As istiod computes them (security/pkg/server/ca/server.go, RecordCertsExpiry, through
+    // KeyCertBundle.ExtractRootCertExpiryTimestamp): the NotAfter of the FIRST certificate of
+    // root-cert.pem, whole seconds. During a root change the bundle holds old and new roots and
+    // the first is not necessarily the one that expires first: that one has its own gauge.
     gauge(
       registers,
       'citadel_server_root_cert_expiry_timestamp',
-      'The unix timestamp, in seconds, when the CA root certificate will expire.',
+      'The unix timestamp, in seconds, when the root cert will expire (the first root of the trust bundle, as istiod reports it).',
       () => (this.rootNotAfterMs === undefined ? undefined : this.rootNotAfterMs / 1000),
     );
     gauge(
       registers,
       'citadel_server_root_cert_expiry_seconds',
-      'The time remaining, in seconds, before the CA root certificate expires.',
+      'The time remaining, in seconds, before the root cert will expire (the first root of the trust bundle). A negative value indicates the cert is expired.',
       () => left(this.rootNotAfterMs),
+    );
+    gauge(
+      registers,
+      'castellan_ca_root_cert_earliest_expiry_timestamp',
+      'The unix timestamp, in seconds, when the first of the trusted roots (all of the trust bundle) will expire.',
+      () =>
+        this.earliestRootNotAfterMs === undefined ? undefined : this.earliestRootNotAfterMs / 1000,
     );
     gauge(
       registers,
@@ -117,12 +131,13 @@ export class CaMetrics {
   }
 
   /**
-   * Follows the CA: the earliest root, the earliest certificate of the signing chain, and the
+   * Follows the CA: the first root and the earliest one, the earliest certificate of the signing chain, and the
    * CRL loaded with it (none: its gauges have no sample).
    */
   observeCa(snapshot: CaSnapshot): void {
     const { roots, certChain } = snapshot.bundle;
-    this.rootNotAfterMs = earliest(roots.map((c) => c.notAfter.getTime()));
+    this.rootNotAfterMs = roots[0]?.notAfter.getTime();
+    this.earliestRootNotAfterMs = earliest(roots.map((c) => c.notAfter.getTime()));
     this.chainNotAfterMs = earliest(certChain.map((c) => c.notAfter.getTime()));
     const crl = snapshot.bundle.crl;
     this.crl = crl && { nextUpdateMs: crl.nextUpdate?.getTime(), revoked: crl.revokedCount };

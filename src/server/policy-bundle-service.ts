@@ -150,7 +150,7 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
     Watch: (call: ServerWritableStream<WatchRequest, Record<string, string>>) => void;
   };
 } {
-  const pkg = loadPackageDefinition(loadProto('policy.proto')) as GrpcObject;
+  const pkg = loadPackageDefinition(loadProto('policy.proto'));
   const def = ((pkg['castellan'] as GrpcObject)['v1'] as GrpcObject)['PolicyBundleService'] as {
     service: ServiceDefinition;
   };

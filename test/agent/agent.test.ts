@@ -192,7 +192,7 @@ test('CA down: keeps its certificate, retries with growing backoff, recovers whe
   await ca.start(port);
   for (;;) {
     await asleep(h);
-    if (h.agent.current?.serialNumber !== first.serialNumber) break;
+    if (h.agent.current.serialNumber !== first.serialNumber) break;
     await wake(h);
   }
   h.stop.abort();
@@ -248,6 +248,7 @@ test('INVALID_ARGUMENT is not retried soon either; INTERNAL is', async () => {
     // Retried after a backoff on the clock, until the third attempt fails.
     while (failed === undefined) {
       await asleep(h, () => failed !== undefined);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the runOnce callback while we waited: TypeScript keeps a let narrowed across awaits (microsoft/TypeScript#9998)
       if (failed === undefined) await wake(h);
     }
     await once;

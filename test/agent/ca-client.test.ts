@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -113,11 +114,10 @@ test('a missing or empty token file, or a missing root file, is a typed error na
 
 test('a deadline bounds every call', async () => {
   // A TCP listener that never speaks TLS: the call must end by its deadline.
-  const net = await import('node:net');
-  const sockets: import('node:net').Socket[] = [];
-  const silent = net.createServer((s) => sockets.push(s));
+  const sockets: Socket[] = [];
+  const silent = createServer((s) => sockets.push(s));
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
-  const port = (silent.address() as import('node:net').AddressInfo).port;
+  const port = (silent.address() as AddressInfo).port;
   const t0 = Date.now();
   try {
     await assert.rejects(

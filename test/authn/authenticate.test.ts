@@ -11,7 +11,7 @@ import {
   type TokenReviewResult,
 } from '../../src/authn/token-review-authenticator.js';
 import { ManualClock } from '../support/manual-clock.js';
-import { CastellanError, isCastellanError } from '../../src/errors.js';
+import { type CastellanError, isCastellanError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import {
   authRequest,
@@ -54,10 +54,8 @@ before(async () => {
     }),
     new TokenReviewAuthenticator({
       reviewer: {
-        review: async () => {
-          if (reviews instanceof Error) throw reviews;
-          return reviews;
-        },
+        review: () =>
+          reviews instanceof Error ? Promise.reject(reviews) : Promise.resolve(reviews),
       },
       logger,
     }),
@@ -120,9 +118,7 @@ test('when none succeeds, every reason is joined in order', async () => {
 test('an authenticator that throws something unexpected is a reason, not a crash', async () => {
   const broken: Authenticator = {
     name: 'jwt',
-    authenticate: async () => {
-      throw new TypeError('cannot read x of undefined');
-    },
+    authenticate: () => Promise.reject(new TypeError('cannot read x of undefined')),
   };
   const e = await authenticateCaller([broken], authRequest()).catch((x: unknown) => x);
   assert.ok(isCastellanError(e, 'unauthenticated'));
@@ -151,8 +147,7 @@ test('no error message and no log line contains the token, whatever the failure'
     for (const answer of [...answers, new Error(`echo ${token}`)]) {
       reviews = answer;
       const outcome = await authenticateCaller(chain, bearer(token)).catch((x: unknown) => x);
-      const seen =
-        JSON.stringify(outcome, Object.getOwnPropertyNames(outcome as object)) + String(outcome);
+      const seen = JSON.stringify(outcome, Object.getOwnPropertyNames(outcome)) + String(outcome);
       assert.ok(!seen.includes(token), `the outcome leaks the token: ${seen}`);
       for (const part of token.split('.')) assert.ok(!seen.includes(part) || part.length < 20);
       checked++;

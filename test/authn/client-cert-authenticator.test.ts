@@ -107,6 +107,42 @@ test('another trust domain is refused', async () => {
   );
 });
 
+test('trust domain aliases renew; the trust domain and aliases are asked on every request', async () => {
+  // The mesh config's trustDomain and trustDomainAliases, as the composition root holds them
+  // (src/cli/serve/mesh-holder.ts): a change reaches the next request.
+  let trustDomain = 'trust-domain-bar';
+  let aliases: string[] = ['trust-domain-foo'];
+  const a = new ClientCertAuthenticator({
+    trustDomain: () => trustDomain,
+    trustDomainAliases: () => aliases,
+    roots: () => root2018,
+    clock,
+  });
+  // Only the namespace and service account go on: the new certificate is issued in the current
+  // trust domain by whoever builds its SPIFFE ID.
+  assert.deepEqual(await a.authenticate(authRequest({}, fooChain)), {
+    authenticator: 'client-certificate',
+    namespace: 'foo',
+    serviceAccount: 'foo',
+    subject: 'spiffe://trust-domain-foo/ns/foo/sa/foo',
+  });
+  assert.equal((await a.authenticate(authRequest({}, barChain)))?.namespace, 'bar');
+  aliases = [];
+  await refused(
+    a,
+    fooChain,
+    /^client certificate SPIFFE ID spiffe:\/\/trust-domain-foo\/ns\/foo\/sa\/foo is not in trust domain "trust-domain-bar"$/,
+  );
+  aliases = ['old.example', 'older.example'];
+  await refused(
+    a,
+    fooChain,
+    /is not in trust domain "trust-domain-bar" nor in its aliases \["old.example","older.example"\]$/,
+  );
+  trustDomain = 'trust-domain-foo';
+  assert.equal((await a.authenticate(authRequest({}, fooChain)))?.namespace, 'foo');
+});
+
 test('validity is checked on the injected clock', async () => {
   await refused(
     authn(() => root2018, 'trust-domain-foo', new ManualClock(Date.UTC(2033, 5, 1))),
@@ -231,7 +267,7 @@ test("a leaf signed by an impostor with the intermediate's name is refused by si
 
 test('an openssl-made leaf with one SPIFFE URI under an in-test root authenticates', async () => {
   const caller = await authn(() => [ca], 'cluster.local', new ManualClock(Date.now())).authenticate(
-    authRequest({}, made['ok']!),
+    authRequest({}, made['ok']),
   );
   assert.equal(caller?.subject, 'spiffe://cluster.local/ns/a/sa/b');
 });

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import {
   DEV_ISSUER_JWKS_FILE,
   DEV_ISSUER_KEY_FILE,
@@ -37,10 +37,12 @@ test('creates an RSA-2048 key (0600) and its JWKS once, then reuses them', async
   });
   assert.match(text, /Private-Key: \(2048 bit, 2 primes\)/);
   const keyBefore = readFileSync(keyPath, 'utf8');
-  const jwks = JSON.parse(readFileSync(join(dir, DEV_ISSUER_JWKS_FILE), 'utf8'));
+  const jwks = JSON.parse(readFileSync(join(dir, DEV_ISSUER_JWKS_FILE), 'utf8')) as JSONWebKeySet;
   assert.equal(jwks.keys.length, 1);
-  assert.equal(jwks.keys[0].kid, first.keyId);
-  assert.equal(jwks.keys[0].d, undefined, 'the JWKS holds no private part');
+  const [key] = jwks.keys;
+  assert.ok(key);
+  assert.equal(key.kid, first.keyId);
+  assert.equal(key.d, undefined, 'the JWKS holds no private part');
   const second = await DevTokenIssuer.open(dir);
   assert.equal(second.keyId, first.keyId);
   assert.equal(readFileSync(keyPath, 'utf8'), keyBefore);
@@ -124,7 +126,7 @@ test('minted tokens look like Kubernetes bound tokens and pass the JWT authentic
   const authn = new JwtAuthenticator({ issuer: issuer.issuer, keys: issuer.keySource(), clock });
   const caller = await authn.authenticate(bearer(token));
   assert.equal(caller?.namespace, 'shop');
-  assert.equal(caller?.podName, 'cart-1');
+  assert.equal(caller.podName, 'cart-1');
   await clock.advance(3_600_000 + 31_000);
   await assert.rejects(authn.authenticate(bearer(token)), /token expired/);
 

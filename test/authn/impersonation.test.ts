@@ -122,6 +122,24 @@ test('node_auth.go: refused for an identity that does not parse, or is not ours'
   );
 });
 
+test('the trust domain is asked on every request: a mesh config change reaches the next one', async () => {
+  let trustDomain = 'cluster.local';
+  const a = new NodeAuthorizer({
+    trustDomain: () => trustDomain,
+    trustedNodeAccounts: parseTrustedNodeAccounts(['istio-system/ztunnel'], 'test'),
+    pods: directory(),
+  });
+  const grant = await a.authorize(ztunnel, 'spiffe://cluster.local/ns/app/sa/web', undefined);
+  assert.equal(grant.spiffeId, 'spiffe://cluster.local/ns/app/sa/web');
+  trustDomain = 'new.example';
+  assert.equal(
+    await refusal(a.authorize(ztunnel, 'spiffe://cluster.local/ns/app/sa/web', undefined)),
+    'impersonated identity "spiffe://cluster.local/ns/app/sa/web" is not in trust domain "new.example"',
+  );
+  const moved = await a.authorize(ztunnel, 'spiffe://new.example/ns/app/sa/web', undefined);
+  assert.equal(moved.spiffeId, 'spiffe://new.example/ns/app/sa/web');
+});
+
 test("node_auth.go: the caller's pod must exist with the token's UID and service account", async () => {
   const unbound: Caller = { ...ztunnel, podName: undefined, podUid: undefined };
   assert.match(

@@ -1,7 +1,7 @@
 import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, KeyObject, sign } from 'node:crypto';
-import { createLocalJWKSet, SignJWT, base64url, exportSPKI, importJWK } from 'jose';
+import { createLocalJWKSet, SignJWT, base64url, exportSPKI, importJWK, type JWK } from 'jose';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import type { JwksKeySource } from '../../src/authn/jwks.js';
 import { TokenCache } from '../../src/authn/token-cache.js';
@@ -68,9 +68,9 @@ test('an RS256 token without the kubernetes.io claim authenticates without a pod
   });
   const caller = await authn.authenticate(bearer(token));
   assert.equal(caller?.namespace, 'istio-system');
-  assert.equal(caller?.serviceAccount, 'istio-ingressgateway-service-account');
-  assert.equal(caller?.podName, undefined);
-  assert.equal(caller?.podUid, undefined);
+  assert.equal(caller.serviceAccount, 'istio-ingressgateway-service-account');
+  assert.equal(caller.podName, undefined);
+  assert.equal(caller.podUid, undefined);
 });
 
 test('a signature by another key is refused', async () => {
@@ -281,7 +281,7 @@ test('several JWKS keys match a token without kid: the one that verifies it wins
   const both = new JwtAuthenticator({
     issuer: ISSUER,
     keys: createLocalJWKSet({
-      keys: [withoutKid(a), withoutKid(b)].map((k) => JSON.parse(JSON.stringify(k))),
+      keys: [withoutKid(a), withoutKid(b)].map((k) => JSON.parse(JSON.stringify(k)) as JWK),
     }),
     clock,
   });

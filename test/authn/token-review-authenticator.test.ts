@@ -14,14 +14,15 @@ const TOKEN = 'eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW0ifQ.c2lnbmF0dXJlLWJ5dGVz'
 class FakeReviewer implements TokenReviewer {
   calls: { token: string; audiences: readonly string[]; clusterId: string | undefined }[] = [];
   constructor(private readonly answer: TokenReviewResult | Error) {}
-  async review(
+  review(
     token: string,
     audiences: readonly string[],
     clusterId?: string,
   ): Promise<TokenReviewResult> {
     this.calls.push({ token, audiences, clusterId });
-    if (this.answer instanceof Error) throw this.answer;
-    return this.answer;
+    return this.answer instanceof Error
+      ? Promise.reject(this.answer)
+      : Promise.resolve(this.answer);
   }
 }
 

@@ -113,7 +113,7 @@ test('an expired CRL is loaded (still published) and flagged expired', async () 
     systemClock,
   );
   assert.equal(b?.crl?.expired, true);
-  assert.ok((b?.crl?.nextUpdate?.getTime() ?? Infinity) < Date.now());
+  assert.ok((b.crl.nextUpdate?.getTime() ?? Infinity) < Date.now());
 });
 
 test('a Secret or folder with ca-crl.pem only is an incomplete CA, never "nothing plugged in"', () => {
@@ -171,7 +171,7 @@ test('updateCaCrl: creates both CRLs, then extends the CA one (entries kept, num
   const [caCrl, rootCrl] = parseCrls(second.pem, 'ca-crl.pem');
   assert.equal(caCrl?.crlNumber, 2);
   assert.deepEqual(
-    caCrl?.entries.map((e) => e.serial),
+    caCrl.entries.map((e) => e.serial),
     [normalizeSerial(leaf.cert.serialNumber), 'a1b'],
     'earlier entries first; the leaf revoked twice is listed once',
   );

@@ -8,6 +8,10 @@ import { issueWorkloadCertificate } from '../../src/ca/issue-workload.js';
 import type { CaSnapshot } from '../../src/ca/key-cert-bundle.js';
 import type { ParsedCsr } from '../../src/pki/csr.js';
 import type { LeafParams } from '../../src/pki/leaf-signer.js';
+import { createReferenceLeafSigner } from '../../src/pki/reference-leaf-signer.js';
+import { isCastellanError } from '../../src/errors.js';
+import { randomSerial } from '../../src/pki/serial.js';
+import { createFastLeafSigner } from '../../src/pki/fast/fast-leaf-signer.js';
 import { makeTempDir, opensslText, opensslVerify } from '../support/openssl.js';
 import { HOUR, opensslP256Csr, testIntermediate, testRoot, window } from '../pki/fixtures.js';
 
@@ -105,7 +109,9 @@ test('swap: one new snapshot, generation +1, listeners told, custom signer facto
 
   const calls: LeafParams[] = [];
   const custom = new SwappableCaState({
-    leafSignerFactory: () => ({ sign: async (p) => (calls.push(p), new Uint8Array([0x30, 0x00])) }),
+    leafSignerFactory: () => ({
+      sign: (p) => (calls.push(p), Promise.resolve(new Uint8Array([0x30, 0x00]))),
+    }),
   });
   assert.equal(custom.current(), undefined);
   custom.swap(first.bundle);
@@ -119,4 +125,57 @@ test('swap: one new snapshot, generation +1, listeners told, custom signer facto
   assert.equal(calls[0]!.commonName, undefined);
   assert.equal(calls[0]!.serial.length, 17);
   assert.deepEqual(r.leafDer, new Uint8Array([0x30, 0x00]));
+});
+
+// istiod's DualUseCommonName (security/pkg/pki/util/dual_use.go): CN = first SAN, omitted when
+// longer than 64 characters (RFC 5280's ub-common-name). A SPIFFE ID easily is: namespaces go to
+// 63 characters, service account names to 253.
+test('a CN longer than 64 characters never reaches a leaf: omitted as istiod omits it', async () => {
+  const { state, now } = await setup();
+  const clock = new ManualClock(now);
+  const long = `spiffe://cluster.local/ns/default/sa/${'a'.repeat(64)}`;
+  const edge = `spiffe://cluster.local/ns/default/sa/${'b'.repeat(64 - 37)}`;
+  assert.equal(edge.length, 64);
+  for (const factory of ['fast', 'reference'] as const) {
+    const signer = new SwappableCaState({
+      leafSignerFactory: (b) =>
+        factory === 'fast'
+          ? createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signer)
+          : createReferenceLeafSigner(b.signingCert, b.signer),
+    });
+    const snapshot = signer.swap(state.current()!.bundle);
+    const r = await issueWorkloadCertificate(
+      snapshot,
+      { csr: csr('/CN=anything'), sans: [long], ttlMs: HOUR },
+      clock,
+    );
+    const text = opensslText(r.certChainPem[0]!);
+    assert.match(text, /Subject: *\n/, `${factory}: empty subject`);
+    assert.ok(text.includes(`URI:${long}`), `${factory}: the identity is still in the SAN`);
+    const atBound = await issueWorkloadCertificate(
+      snapshot,
+      { csr: csr('/CN=anything'), sans: [edge], ttlMs: HOUR },
+      clock,
+    );
+    assert.match(
+      opensslText(atBound.certChainPem[0]!),
+      new RegExp(`Subject: CN = ${edge.replaceAll('/', '\\/')}\n`),
+      `${factory}: 64 characters is within the bound`,
+    );
+    // Below the issuer, too, no CN over 64 characters is ever signed.
+    await assert.rejects(
+      snapshot.leafSigner.sign({
+        spki: csr('/O=x').spki,
+        sans: [long],
+        commonName: long,
+        serial: randomSerial(),
+        notBefore: new Date(now),
+        notAfter: new Date(now + HOUR),
+      }),
+      (e) =>
+        isCastellanError(e, 'invalid-argument') &&
+        e.message === `common name "${long}" is 101 characters long; RFC 5280 allows at most 64`,
+      factory,
+    );
+  }
 });

@@ -232,7 +232,7 @@ describe('default render', () => {
     assert.equal(sc.readOnlyRootFilesystem, true);
     assert.equal(sc.allowPrivilegeEscalation, false);
     assert.deepEqual(sc.capabilities?.drop, ['ALL']);
-    assert.equal(sc.capabilities?.add, undefined);
+    assert.equal(sc.capabilities.add, undefined);
     assert.notEqual(sc.privileged, true);
     assert.notEqual(pod.hostNetwork, true);
     assert.notEqual(pod.hostPID, true);
@@ -265,7 +265,7 @@ describe('default render', () => {
     const sources = pod.volumes.find((v) => v.name === mount.name)?.projected?.sources ?? [];
     const token = sources.find((s) => s.serviceAccountToken)?.serviceAccountToken;
     assert.equal(token?.path, 'token');
-    assert.ok((token?.expirationSeconds ?? 0) >= 600 && (token?.expirationSeconds ?? 0) <= 86400);
+    assert.ok((token.expirationSeconds ?? 0) >= 600 && (token.expirationSeconds ?? 0) <= 86400);
     assert.equal(sources.find((s) => s.configMap)?.configMap?.name, 'kube-root-ca.crt');
     assert.equal(
       sources.find((s) => s.downwardAPI)?.downwardAPI?.items[0]?.fieldRef.fieldPath,
@@ -553,7 +553,7 @@ describe('values.yaml and values.schema.json agree, and every key is documented'
           unknownToSchema.push(`(schema) ${path}${k}`);
       }
     };
-    walk(doc.contents as Node, schema, '');
+    walk(doc.contents, schema, '');
     assert.deepEqual(undocumented, [], 'keys without a comment above them');
     assert.deepEqual(unknownToSchema, [], 'keys in only one of values.yaml and the schema');
   });

@@ -40,7 +40,7 @@ export interface Volume {
   emptyDir?: { sizeLimit?: string };
   projected?: {
     sources: {
-      serviceAccountToken?: { path: string; expirationSeconds: number; audience?: string };
+      serviceAccountToken?: { path: string; expirationSeconds?: number; audience?: string };
       configMap?: { name: string; items: { key: string; path: string }[] };
       downwardAPI?: { items: { path: string; fieldRef: { fieldPath: string } }[] };
     }[];

@@ -17,6 +17,7 @@ before(async () => {
   await writeFile(join(dir, 'bad-token'), 'garbage');
 });
 after(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when before() failed
   await serve?.stop();
   await rm(dir, { recursive: true, force: true });
 });

@@ -396,3 +396,15 @@ function opensslExpiredCrl(caDir: string): string {
   assert.equal(r.status, 0, r.stderr);
   return r.stdout;
 }
+
+test('ca root refuses a CN longer than RFC 5280 allows (64 characters), before making a key', () => {
+  const out = join(tmp.dir, 'long-cn');
+  const cn = 'R'.repeat(65);
+  const r = castellan('ca', 'root', '--out', out, '--cn', cn);
+  assert.notEqual(r.code, 0);
+  assert.match(
+    r.stderr,
+    new RegExp(`common name "${cn}" is 65 characters long; RFC 5280 allows at most 64`),
+  );
+  assert.equal(existsSync(out), false, 'nothing written');
+});

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
 import { join } from 'node:path';
-import { credentials, status, type ClientReadableStream } from '@grpc/grpc-js';
+import { credentials, status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { istioSampleCerts } from '../support/paths.js';
 import {
@@ -152,7 +152,7 @@ describe('policy bundles from castellan serve', () => {
     const stream = watch('web-1', web);
     const updates: BundleUpdate[] = [];
     await new Promise<void>((resolve, reject) => {
-      stream.on('error', (e: Error & { code: number }) =>
+      stream.on('error', (e: ServiceError) =>
         e.code === status.CANCELLED ? resolve() : reject(e),
       );
       stream.on('data', (u: BundleUpdate) => {

@@ -46,6 +46,8 @@ test('--ca-key-uri without --cacerts-dir or --kube: refused (the key alone is no
     refusal(() => completeServeOptions({ caKeyUri: URI })),
     '--ca-key-uri: goes with --cacerts-dir, or --kube (the certificates of the key)',
   );
+  // The folder may come from istiod's ROOT_CA_DIR instead of the flag.
+  assert.equal(completeServeOptions({ caKeyUri: URI }, { ROOT_CA_DIR: '/c' }).ca.caKeyUri, URI);
   // In a pod, Kubernetes mode is on without --kube: the URI then goes with `cacerts`.
   assert.equal(
     completeServeOptions({ caKeyUri: URI }, { KUBERNETES_SERVICE_HOST: '10.0.0.1' }).ca.caKeyUri,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { join } from 'node:path';
-import { status } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { waitFor } from '../support/wait-for.js';
 import {
@@ -72,10 +72,10 @@ for (const threads of [1, 0]) {
       const parseErrors = 'citadel_server_csr_parsing_err_count';
       const before = (await metric(serve.monitoringPort, parseErrors)) ?? 0;
       for (const csr of [opensslCsr('rsa:1024').csrPem, 'garbage']) {
-        const err = await createCertificate(client, { csr }, token).then(
+        const err = (await createCertificate(client, { csr }, token).then(
           () => assert.fail('accepted a bad CSR'),
-          (e: { code: number; details: string }) => e,
-        );
+          (e: unknown) => e,
+        )) as ServiceError;
         assert.equal(err.code, status.INVALID_ARGUMENT, err.details);
       }
       assert.equal(await metric(serve.monitoringPort, parseErrors), before + 2);

@@ -34,6 +34,7 @@ describe('completeServeOptions', () => {
       ca: {
         trustDomain: 'cluster.local',
         selfSignedKeyType: 'ec-p256',
+        selfSignedRootTtlMs: 87_600 * HOUR,
         dataDir: './.castellan',
         cacertsDir: undefined,
         caKeyUri: undefined,
@@ -101,6 +102,7 @@ describe('completeServeOptions', () => {
     assert.deepEqual(c.ca, {
       trustDomain: 'cluster.local',
       selfSignedKeyType: 'rsa-2048',
+      selfSignedRootTtlMs: 87_600 * HOUR,
       dataDir: 'd',
       cacertsDir: 'c',
       caKeyUri: 'pkcs11:token=ca;object=k?module-path=/m.so',
@@ -132,6 +134,8 @@ describe('completeServeOptions', () => {
       tokenReviewCacheMaxAgeMs: 60_000,
       remoteKubeconfigs: new Map([['c2', '/x']]),
       rootRotationCheckMs: HOUR,
+      rootRotationGracePercent: 20,
+      rootCertConfigMap: 'istio-ca-root-cert',
       clusterId: 'Kubernetes',
       trustedNodeAccounts: [],
     });
@@ -147,11 +151,11 @@ describe('completeServeOptions', () => {
       workers: '1',
     }).kube;
     assert.equal(k?.jwtOffline, true);
-    assert.equal(k?.leaseName, 'ca-lease');
-    assert.equal(k?.leaseDurationMs, 2000);
-    assert.equal(k?.tokenReviewCacheMaxAgeMs, 5000);
-    assert.equal(k?.rootRotationCheckMs, 600_000);
-    assert.equal(k?.clusterId, 'east');
+    assert.equal(k.leaseName, 'ca-lease');
+    assert.equal(k.leaseDurationMs, 2000);
+    assert.equal(k.tokenReviewCacheMaxAgeMs, 5000);
+    assert.equal(k.rootRotationCheckMs, 600_000);
+    assert.equal(k.clusterId, 'east');
   });
 
   test('every refusal names its flag or variable, in the words the user reads', () => {
@@ -181,7 +185,11 @@ describe('completeServeOptions', () => {
       [{ maxTtl: '0' }, {}, '--max-ttl: invalid duration "0"'],
       [{ defaultTtl: '100d' }, {}, '--default-ttl: default TTL 100d is above the maximum 2160h'],
       [{}, { MAX_WORKLOAD_CERT_TTL: 'soon' }, 'MAX_WORKLOAD_CERT_TTL: invalid duration "soon"'],
-      [{}, { DEFAULT_WORKLOAD_CERT_TTL: '-1h' }, 'DEFAULT_WORKLOAD_CERT_TTL: invalid duration'],
+      [
+        {},
+        { DEFAULT_WORKLOAD_CERT_TTL: '-1h' },
+        'DEFAULT_WORKLOAD_CERT_TTL: "-1h" is not a positive duration',
+      ],
       // An empty flag is the flag's fault, not the environment variable's it would override.
       [{ defaultTtl: '' }, {}, '--default-ttl: invalid duration ""'],
       [{ maxTtl: '' }, { MAX_WORKLOAD_CERT_TTL: '48h' }, '--max-ttl: invalid duration ""'],
@@ -226,9 +234,9 @@ describe('completeServeOptions', () => {
         `--token-review-cache-ttl: invalid duration "soon": ${DURATION_HINT}`,
       ],
       [
-        { kube: true, rootRotationCheckInterval: '0' },
+        { kube: true, rootRotationCheckInterval: 'never' },
         {},
-        '--root-rotation-check-interval: invalid duration "0"',
+        '--root-rotation-check-interval: invalid duration "never"',
       ],
       [
         { kube: true, workers: '2' },

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { status } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { createServer, type AddressInfo } from 'node:net';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { istioSampleCerts } from '../support/paths.js';
@@ -80,10 +80,10 @@ describe('castellan serve (process)', () => {
 
     // The real CSR parser behind the real server: defects are INVALID_ARGUMENT.
     for (const csr of [opensslCsr('rsa:1024').csrPem, 'garbage']) {
-      const err = await createCertificate(client, { csr }, token).then(
+      const err = (await createCertificate(client, { csr }, token).then(
         () => assert.fail('accepted a bad CSR'),
-        (e: { code: number }) => e,
-      );
+        (e: unknown) => e,
+      )) as ServiceError;
       assert.equal(err.code, status.INVALID_ARGUMENT);
     }
 

@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createLocalJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { cliPath } from '../support/paths.js';
 
 const dirs: string[] = [];
@@ -37,7 +37,7 @@ test('castellan token prints one verifiable token and reuses the issuer key', as
   assert.match(first.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/);
   assert.equal(statSync(join(dataDir, 'dev-issuer-key.pem')).mode & 0o777, 0o600);
   const jwks = createLocalJWKSet(
-    JSON.parse(readFileSync(join(dataDir, 'dev-issuer-jwks.json'), 'utf8')),
+    JSON.parse(readFileSync(join(dataDir, 'dev-issuer-jwks.json'), 'utf8')) as JSONWebKeySet,
   );
   const { payload } = await jwtVerify(first.stdout.trim(), jwks, { audience: 'istio-ca' });
   assert.equal(payload.sub, 'system:serviceaccount:shop:cart');

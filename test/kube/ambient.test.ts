@@ -214,7 +214,8 @@ async function expectRefused(
   const before = await counters(p);
   const seen = auditLines(p).length;
   const err = (await ask().then(
-    (chain) => assert.fail(`expected a refusal, got a certificate for ${opensslUris(chain[0]!)}`),
+    (chain) =>
+      assert.fail(`expected a refusal, got a certificate for ${opensslUris(chain[0]!).join(',')}`),
     (e: unknown) => e,
   )) as grpc.ServiceError;
   assert.equal(err.code, grpc.status.UNAUTHENTICATED, `${grpc.status[err.code]}: ${err.details}`);

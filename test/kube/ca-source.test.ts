@@ -60,7 +60,7 @@ test('three replicas starting at once: exactly one self-signed root, shared by a
   );
   const secret = api.getObject('secrets', NS, SELF_SIGNED_SECRET);
   assert.equal(secret?.type, SELF_SIGNED_SECRET_TYPE);
-  const data = secret?.data as Record<string, string>;
+  const data = secret.data as Record<string, string>;
   assert.deepEqual(Object.keys(data).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
   // Istio's key in istio-ca-secret, named apart from the ConfigMap's key of the same value.
   assert.equal(ROOT_CERT_SECRET_KEY, 'root-cert.pem');

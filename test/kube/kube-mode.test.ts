@@ -45,7 +45,12 @@ function kubeOptions(flags: ServeFlags): KubeOptions {
 }
 
 const deps = (identity?: string): KubeRuntimeDeps => ({
-  ca: { trustDomain: 'cluster.local', selfSignedKeyType: 'ec-p256', caKeyUri: undefined },
+  ca: {
+    selfSignedKeyType: 'ec-p256',
+    selfSignedRootTtlMs: 10 * 365 * 86_400_000,
+    caKeyUri: undefined,
+  },
+  trustDomain: () => 'cluster.local',
   authn: { tokenAudiences: ['istio-ca'] },
   clock: systemClock,
   env: {},

@@ -50,8 +50,8 @@ test('a bound token is reviewed by the API server: identity and pod from the sta
   const authn = new TokenReviewAuthenticator({ reviewer });
   const caller = await authn.authenticate(request(token));
   assert.equal(caller?.namespace, 'foo');
-  assert.equal(caller?.serviceAccount, 'bar');
-  assert.equal(caller?.podName, 'p');
+  assert.equal(caller.serviceAccount, 'bar');
+  assert.equal(caller.podName, 'p');
   const other = await local.issuer.issueToken({
     namespace: 'foo',
     serviceAccount: 'bar',

@@ -5,7 +5,7 @@
 // cluster (node_auth.go, MulticlusterNodeAuthorizor).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { CoreV1Api, type KubernetesListObject, type V1Pod } from '@kubernetes/client-node';
+import { CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import { isCastellanError } from '../../src/errors.js';
 import { startInformer } from '../../src/kube/informer.js';
 import { ClusterPodIndexes, PodIndex } from '../../src/kube/pod-index.js';
@@ -192,7 +192,7 @@ test("startInformer's transform: listed and watched objects are cached as transf
   const informer = startInformer<V1Pod>({
     kubeConfig,
     path: '/api/v1/pods',
-    list: () => core.listPodForAllNamespaces() as Promise<KubernetesListObject<V1Pod>>,
+    list: () => core.listPodForAllNamespaces(),
     transform: (p) => ({ metadata: p.metadata, spec: { containers: [] } }),
     clock: systemClock,
     handlers: {},
@@ -204,6 +204,6 @@ test("startInformer's transform: listed and watched objects are cached as transf
   const watched = await waitFor('the watched pod', () => informer.get('watched', 'app'));
   for (const pod of [informer.get('listed', 'app'), watched]) {
     assert.deepEqual(pod?.spec, { containers: [] }, pod?.metadata?.name);
-    assert.equal(pod?.status, undefined);
+    assert.equal(pod.status, undefined);
   }
 });

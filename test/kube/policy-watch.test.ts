@@ -255,7 +255,7 @@ async function withOwnServer(
 }
 
 const policyApplied = (c: PolicyCompiler): boolean =>
-  (JSON.stringify(c.bundle('shop', 'web-1')) ?? '').includes('shop/a');
+  JSON.stringify(c.bundle('shop', 'web-1') ?? null).includes('shop/a');
 
 test('v1beta1 is watched where the API server does not serve v1', async () => {
   await withOwnServer(

@@ -138,9 +138,10 @@ test('a replica started after a root change serves and publishes the union of ol
   const published = await waitFor(
     'the published root',
     () =>
-      (api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP)?.data as Record<string, string>)?.[
-        'root-cert.pem'
-      ],
+      (
+        api.getObject('configmaps', 'app', ROOT_CERT_CONFIGMAP)?.data as
+          Record<string, string> | undefined
+      )?.['root-cert.pem'],
   );
   assert.deepEqual(fingerprints(published), expected);
 });

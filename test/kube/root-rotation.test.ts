@@ -50,11 +50,90 @@ const secretCert = (): X509Certificate =>
 const secretKey = (): string =>
   (api.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)['ca-key.pem']!;
 
-test('the threshold: rotate only when less than 20% of the lifetime remains', () => {
+test('the threshold: rotate once at most 20% of the lifetime remains, as istiod decides', () => {
+  // security/pkg/util/certutil.go, GetWaitTime: wait = time left − grace; rotate unless wait > 0.
   const nb = new Date(0);
   const na = new Date(100 * DAY);
   assert.equal(rootNeedsRotation(nb, na, 79 * DAY), false);
+  assert.equal(rootNeedsRotation(nb, na, 80 * DAY - 1), false);
+  assert.equal(rootNeedsRotation(nb, na, 80 * DAY), true, 'at the boundary (wait = 0)');
   assert.equal(rootNeedsRotation(nb, na, 81 * DAY), true);
+  assert.equal(rootNeedsRotation(nb, na, 101 * DAY), true, 'expired');
+  // CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE: the share of the lifetime.
+  assert.equal(rootNeedsRotation(nb, na, 49 * DAY, 50), false);
+  assert.equal(rootNeedsRotation(nb, na, 50 * DAY, 50), true);
+  assert.equal(rootNeedsRotation(nb, na, 98 * DAY, 1), false);
+  assert.equal(rootNeedsRotation(nb, na, 99 * DAY, 1), true);
+});
+
+test('the grace percentage and the new root lifetime are the rotator options', async () => {
+  const server = await FakeApiServer.start({ namespaces: [NS] });
+  const at = new ManualClock(Date.UTC(2026, 0, 1));
+  const kc = kubeConfigFor(server);
+  const own = new KubeCaSource({
+    kubeConfig: kc,
+    core: kc.makeApiClient(CoreV1Api),
+    namespace: NS,
+    trustDomain: 'cluster.local',
+    state: new SwappableCaState(),
+    clock: at,
+    selfSignedTtlMs: 100 * DAY,
+  });
+  try {
+    await own.start();
+    const rotator = new RootRotator({
+      core: kc.makeApiClient(CoreV1Api),
+      namespace: NS,
+      clock: at,
+      gracePercent: 60,
+      ttlMs: 10 * DAY,
+    });
+    const cert = (): X509Certificate =>
+      new X509Certificate(
+        Buffer.from(
+          (server.getObject('secrets', NS, SELF_SIGNED_SECRET)!.data as Record<string, string>)[
+            'ca-cert.pem'
+          ]!,
+          'base64',
+        ),
+      );
+    await at.advance(39 * DAY);
+    assert.equal(await rotator.checkOnce(), false, '61% left');
+    await at.advance(2 * DAY);
+    assert.equal(await rotator.checkOnce(), true, '59% left');
+    const lifetime = Date.parse(cert().validTo) - Date.parse(cert().validFrom);
+    // The new root lives ttlMs from now, backdated two minutes like every root (Istio).
+    assert.equal(lifetime, 10 * DAY + 2 * 60_000);
+  } finally {
+    await own.stop();
+    await server.stop();
+  }
+});
+
+test('a check interval of 0 turns the checks off: no check ever, however long', async () => {
+  const server = await FakeApiServer.start({ namespaces: [NS] });
+  const ticking = new ManualClock();
+  const { logger, lines } = capturingLogger();
+  try {
+    const rotator = new RootRotator({
+      core: kubeConfigFor(server).makeApiClient(CoreV1Api),
+      namespace: NS,
+      clock: ticking,
+      checkIntervalMs: 0,
+      logger,
+    });
+    rotator.start();
+    await ticking.advance(365 * DAY);
+    // stop() waits for a check under way: none was started.
+    await rotator.stop();
+    assert.equal(server.count({ resource: 'secrets' }), 0);
+    assert.ok(
+      lines.some((l) => l.msg.startsWith('self-signed root checks are off')),
+      JSON.stringify(lines),
+    );
+  } finally {
+    await server.stop();
+  }
 });
 
 test('the leader re-issues the root with the same key and subject; replicas pick it up from the watch', async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, status } from '@grpc/grpc-js';
+import { credentials, status, type ServiceError } from '@grpc/grpc-js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
   caClient,
@@ -88,7 +88,7 @@ test('Watch over the CA port: the pod bundle from the API, then a new version on
   const updates: BundleUpdate[] = [];
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`updates: ${updates.length}`)), 15_000);
-    stream.on('error', (e: Error & { code: number }) => {
+    stream.on('error', (e: ServiceError) => {
       clearTimeout(timer);
       if (e.code === status.CANCELLED) resolve();
       else reject(e);

@@ -55,7 +55,7 @@ interface Harness {
 
 async function startServer(
   ca: TestCa | undefined,
-  issuer: LeafIssuer<unknown> = testLeafIssuer as LeafIssuer<unknown>,
+  issuer: LeafIssuer<unknown> = testLeafIssuer,
   dataDir = tmp(),
   clock: Clock = systemClock,
 ): Promise<Harness> {
@@ -277,9 +277,12 @@ describe('CA service over TLS', () => {
       ['spiffe://other.domain/ns/foo/sa/bar'],
       HOUR,
     );
+    const [foreignLeafPem] = foreignLeaf.certChainPem;
+    const intermediatePem = chain[1];
+    assert.ok(foreignLeafPem && intermediatePem);
     const foreign = caClient(h.grpcTarget, ca.rootPem, {
       keyPem: other.keyPem,
-      chainPem: foreignLeaf.certChainPem[0] + chain[1],
+      chainPem: foreignLeafPem + intermediatePem,
     });
     // Another CA altogether: TLS does not accept it as a client certificate.
     const stranger = await makeTestCa({ name: 'Stranger' });
@@ -291,9 +294,11 @@ describe('CA service over TLS', () => {
       [`spiffe://${TD}/ns/foo/sa/bar`],
       HOUR,
     );
+    const [strangerLeafPem] = strangerLeaf.certChainPem;
+    assert.ok(strangerLeafPem);
     const strangerClient = caClient(h.grpcTarget, ca.rootPem, {
       keyPem: strangerKey.keyPem,
-      chainPem: strangerLeaf.certChainPem[0],
+      chainPem: strangerLeafPem,
     });
     try {
       await rejectsWith(

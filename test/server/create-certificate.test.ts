@@ -94,7 +94,7 @@ interface Row {
   };
 }
 
-const reject = (e: unknown) => (): Promise<never> => Promise.reject(e);
+const reject = (e: Error) => (): Promise<never> => Promise.reject(e);
 const SIGN_ERR = 'citadel_server_csr_sign_err_count';
 const AUTHN_ERR = 'citadel_server_authentication_failure_count';
 const PARSE_ERR = 'citadel_server_csr_parsing_err_count';

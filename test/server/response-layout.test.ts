@@ -39,6 +39,7 @@ before(async () => {
   await writeFile(join(dir, 'token'), serve.token('shop', 'cart'));
 });
 after(async () => {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when before() failed
   await serve?.stop();
   await rm(dir, { recursive: true, force: true });
 });

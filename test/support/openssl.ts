@@ -83,11 +83,6 @@ export function opensslText(pem: string): string {
   return openssl(['x509', '-text', '-noout'], pem);
 }
 
-/** `openssl req -text -noout` of one CSR PEM. */
-export function opensslReqText(pem: string): string {
-  return openssl(['req', '-text', '-noout'], pem);
-}
-
 /**
  * The extensions section of `openssl x509 -text`, as { name: { critical, value } }, where
  * value is the (trimmed) text openssl prints under the extension name.

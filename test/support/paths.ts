@@ -2,13 +2,10 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-// Tests run compiled (dist/test/…) or through tsx (test/…): find the root by its package.json.
+// Tests run compiled (dist/test/…): find the root by its package.json.
 function findRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
-  while (
-    !existsSync(join(dir, 'package.json')) ||
-    existsSync(join(dir, 'tsconfig.json')) === false
-  ) {
+  while (!existsSync(join(dir, 'package.json')) || !existsSync(join(dir, 'tsconfig.json'))) {
     const up = dirname(dir);
     if (up === dir) throw new Error('project root not found');
     dir = up;

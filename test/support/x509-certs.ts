@@ -10,10 +10,7 @@ export const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } a
 
 /** A new extractable P-256 key pair. */
 export async function generateEcKeyPair(): Promise<webcrypto.CryptoKeyPair> {
-  return (await webcrypto.subtle.generateKey(EC_P256, true, [
-    'sign',
-    'verify',
-  ])) as webcrypto.CryptoKeyPair;
+  return await webcrypto.subtle.generateKey(EC_P256, true, ['sign', 'verify']);
 }
 
 export interface EcCa {

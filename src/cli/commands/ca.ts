@@ -37,6 +37,7 @@ import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { formatSerial, type CaCrl } from '../../pki/crl.js';
 import { issueCertificate } from '../../pki/issue.js';
+import { checkCommonName } from '../../pki/profiles.js';
 import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, keyTypeOf, parsePrivateKeyPem, privateKeyToPem } from '../../pki/keys.js';
 import { durationArg } from '../options.js';
@@ -48,6 +49,15 @@ import { durationArg } from '../options.js';
  */
 const DEFAULT_ROOT_KEY: CaKeyType = 'rsa-4096';
 const DEFAULT_INTERMEDIATE_KEY: CaKeyType = 'ec-p256';
+
+/** RFC 5280's bound on a CN (64 characters), checked before any key is made. */
+function commonNameArg(value: string): string {
+  try {
+    return checkCommonName(value);
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
+}
 
 function keyTypeArg(value: string): CaKeyType {
   if (!isCaKeyType(value)) {
@@ -223,7 +233,7 @@ export function registerCaCommands(program: Command): void {
     .requiredOption('--out <dir>', 'output folder')
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_ROOT_KEY)
     .option('--org <O>', 'subject organization', 'Castellan')
-    .option('--cn <CN>', 'subject common name', 'Root CA')
+    .option('--cn <CN>', 'subject common name (at most 64 characters)', commonNameArg, 'Root CA')
     .option('--ttl <duration>', 'validity', durationArg, durationArg('87600h'))
     .action(
       async (o: { out: string; keyType: CaKeyType; org: string; cn: string; ttl: number }) => {

@@ -140,7 +140,7 @@ export function registerPolicyCommands(program: Command): void {
       const input = InputFields.of(
         parseSingleDocument(readText(opts.input), opts.input),
         opts.input,
-      )!;
+      );
       const mesh = parseMesh(input.raw('mesh'));
       const workload = parseWorkload(input.raw('workload'));
       const request = parseRequest(input.raw('request'));
@@ -164,7 +164,7 @@ export function registerPolicyCommands(program: Command): void {
     .action((opts: { policies: string[]; workload: string }) => {
       const loaded = loadPolicies(opts.policies);
       const raw = parseSingleDocument(readText(opts.workload), opts.workload);
-      const f = InputFields.of(raw, opts.workload)!;
+      const f = InputFields.of(raw, opts.workload);
       const wrapped = f.has('workload');
       const mesh = parseMesh(wrapped ? f.raw('mesh') : undefined);
       const workload = wrapped ? parseWorkload(f.raw('workload')) : parseWorkload(raw, 'workload');

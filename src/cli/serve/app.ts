@@ -16,10 +16,11 @@ import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issue
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
 import { policyBundleService } from '../../server/policy-bundle-service.js';
 import { PolicyDirSource } from '../../server/policy-dir-source.js';
-import { loadMeshSettings } from '../../server/policy-options.js';
+import { loadMeshSettings, meshSettingsFromText } from '../../server/policy-options.js';
 import { ServingCertificateManager } from '../../server/serving-certificate.js';
 import type { CaRuntime } from './ca-runtime.js';
 import { startLocalRuntime } from './local-runtime.js';
+import { MeshHolder } from './mesh-holder.js';
 import type { Environment, ServeOptions } from './options.js';
 
 /** What serve takes from its process; read once, by the root (./command.ts, ./worker-main.ts). */
@@ -112,7 +113,12 @@ export class ServeApp {
    */
   static async create(options: ServeOptions, host: ServeHost): Promise<ServeApp> {
     const { clock, logger } = host;
-    const compiler = new PolicyCompiler(await loadMeshSettings(options.policy));
+    // The one mesh config, and with it the one trust domain: issuance, renewals, ambient mode
+    // and policies read it (./mesh-holder.ts). A file given wins; else, in Kubernetes mode,
+    // ConfigMap istio is followed (the runtime feeds it below); else --trust-domain.
+    const mesh = new MeshHolder(await loadMeshSettings(options.policy), logger);
+    const compiler = new PolicyCompiler(mesh.current());
+    mesh.onChange((settings) => compiler.setMesh(settings));
     // Read before anything else starts: a missing folder stops serve with nothing created.
     const policyDir = options.policy.policyDir
       ? new PolicyDirSource({ dir: options.policy.policyDir, compiler, clock, logger })
@@ -121,22 +127,33 @@ export class ServeApp {
     let runtime: CaRuntime | undefined;
     let csrChecks: CsrChecks | undefined;
     try {
-      const { ca, authn } = options;
+      const { ca, authn, policy } = options;
       runtime = options.kube
         ? await (
             await import('./kube-runtime.js')
           ).startKubeRuntime(options.kube, {
             ca,
             authn,
+            trustDomain: mesh.trustDomain,
+            meshConfig: policy.meshConfigFile
+              ? undefined
+              : {
+                  apply: (text, where, first) =>
+                    mesh.set(meshSettingsFromText(text, where, policy), first),
+                },
             policyCompiler: compiler,
             clock,
             env: host.env,
             logger,
           })
-        : await startLocalRuntime({ ca, authn }, { clock, logger, env: host.env });
+        : await startLocalRuntime(
+            { ca: { ...ca, trustDomain: mesh.trustDomain() }, authn },
+            { clock, logger, env: host.env },
+          );
       const { caState } = runtime;
       const clientCert = new ClientCertAuthenticator({
-        trustDomain: options.ca.trustDomain,
+        trustDomain: mesh.trustDomain,
+        trustDomainAliases: mesh.trustDomainAliases,
         roots: () => caState.current()?.bundle.roots ?? [],
         clock,
       });
@@ -150,7 +167,7 @@ export class ServeApp {
         logger,
       });
       const server = new CaServer<unknown>({
-        trustDomain: options.ca.trustDomain,
+        trustDomain: mesh.trustDomain,
         caState,
         authenticate: (request) => authenticateCaller(authenticators, request),
         issuer: workloadLeafIssuer(clock, csrChecks.checker),

@@ -32,7 +32,7 @@ export interface CaRuntime {
  * `castellan_ca_load_errors_total{source}`: CA updates refused (a broken or partial set from a
  * plugged-in folder or a Secret). Serving goes on with the last good CA.
  */
-export function caLoadErrorsMetric(): { registry: Registry; count(source: string): void } {
+export function caLoadErrorsMetric(): { registry: Registry; count: (source: string) => void } {
   const registry = new Registry();
   const counter = new Counter({
     name: 'castellan_ca_load_errors_total',

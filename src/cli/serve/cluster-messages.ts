@@ -89,6 +89,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
   ca: object({
     trustDomain: string,
     selfSignedKeyType: oneOf(CA_KEY_TYPES),
+    selfSignedRootTtlMs: positiveMs,
     dataDir: string,
     cacertsDir: optional(string),
     caKeyUri: optional(string),

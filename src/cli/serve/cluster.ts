@@ -11,13 +11,13 @@ import { fileURLToPath } from 'node:url';
 import type { LevelWithSilent } from 'pino';
 import type { HostPort } from '../../address.js';
 import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
-import type { CaOptions } from '../../ca/options.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
 import type { Clock } from '../../clock.js';
-import { CastellanError } from '../../errors.js';
+import { asCastellanError, CastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { AggregatedWorkersRegistry, type WorkerMetrics } from '../../server/metrics-aggregation.js';
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
+import { loadMeshSettings } from '../../server/policy-options.js';
 import { ServeApp, startLine, type ServeProcessHost, type ServingSummary } from './app.js';
 import {
   parsePrimaryMessage,
@@ -130,14 +130,14 @@ class ClusterPrimary {
     // Workers are forked first: loading their modules (the bulk of start-up) overlaps with
     // preparing the data dir here, and each waits for the 'go' that follows it.
     for (let i = 0; i < this.count; i++) this.fork();
-    this.sharedStatePrepared = prepareSharedState(this.options.ca, this.host.clock);
+    this.sharedStatePrepared = prepareSharedState(this.options, this.host.clock);
     this.sharedStatePrepared.catch((e: unknown) =>
       this.failStart(e instanceof Error ? e : new Error(String(e))),
     );
-    let failure: unknown;
+    let failure: Error | undefined;
     const signal = await Promise.race([this.host.stopRequested, this.startFailed]).catch(
       (e: unknown) => {
-        failure = e;
+        failure = e instanceof Error ? e : new Error(String(e));
         return 'start-up failure';
       },
     );
@@ -210,6 +210,8 @@ class ClusterPrimary {
         if (query.waitingFor.size === 0) query.finish();
         break;
       }
+      case undefined: // Not ours: no `castellan` tag (parseWorkerMessage).
+        break;
     }
   }
 
@@ -247,7 +249,7 @@ class ClusterPrimary {
     // at most about once a second, so a crash loop does not become a fork loop.
     const now = this.host.clock.now();
     this.recentDeaths.push(now);
-    while (this.recentDeaths.length > 0 && this.recentDeaths[0]! < now - CRASH_WINDOW_MS) {
+    while ((this.recentDeaths[0] ?? Infinity) < now - CRASH_WINDOW_MS) {
       this.recentDeaths.shift();
     }
     const delayMs = this.recentDeaths.length > CRASHES_BEFORE_BACKOFF ? CRASH_BACKOFF_MS : 0;
@@ -264,7 +266,10 @@ class ClusterPrimary {
   private collectMetrics(): Promise<WorkerMetrics[]> {
     return new Promise((resolve) => {
       const waitingFor = new Set([...this.workers.keys()].filter((w) => w.isConnected()));
-      if (waitingFor.size === 0) return resolve([]);
+      if (waitingFor.size === 0) {
+        resolve([]);
+        return;
+      }
       const id = this.nextQueryId++;
       const received: WorkerMetrics[] = [];
       const timer = this.host.clock.after(METRICS_QUERY_TIMEOUT_MS, () => {
@@ -290,7 +295,10 @@ class ClusterPrimary {
       [...this.workers.keys()].map(
         (worker) =>
           new Promise<void>((resolve) => {
-            if (worker.isDead()) return resolve();
+            if (worker.isDead()) {
+              resolve();
+              return;
+            }
             const timer = this.host.clock.after(DRAIN_TIMEOUT_MS, () => {
               this.host.logger.warn(
                 { pid: worker.process.pid },
@@ -313,17 +321,23 @@ class ClusterPrimary {
  * The data dir's shared state, made once before any worker reads it, so workers only ever read
  * it (no two processes race to create a root key or the development token issuer's key).
  */
-async function prepareSharedState(ca: CaOptions, clock: Clock): Promise<void> {
-  // Both at once: the dev issuer's RSA key is generated on the thread pool meanwhile.
-  await Promise.all([
+async function prepareSharedState(options: ServeOptions, clock: Clock): Promise<void> {
+  const { ca } = options;
+  const selfSigned = async (): Promise<unknown> =>
     ca.cacertsDir
       ? undefined
       : loadOrCreateSelfSignedCa(
-          { dataDir: ca.dataDir, trustDomain: ca.trustDomain, keyType: ca.selfSignedKeyType },
+          {
+            dataDir: ca.dataDir,
+            // As a single process does (./app.ts): the mesh config's trust domain names the root.
+            trustDomain: (await loadMeshSettings(options.policy)).trustDomain,
+            keyType: ca.selfSignedKeyType,
+            ttlMs: ca.selfSignedRootTtlMs,
+          },
           clock,
-        ),
-    DevTokenIssuer.open(ca.dataDir, { clock }),
-  ]);
+        );
+  // Both at once: the dev issuer's RSA key is generated on the thread pool meanwhile.
+  await Promise.all([selfSigned(), DevTokenIssuer.open(ca.dataDir, { clock })]);
 }
 
 /** A worker's end of the IPC channel (node:cluster's `process.send` / 'message'). */
@@ -380,7 +394,8 @@ function receiveOptions(
         message = parsePrimaryMessage(raw);
       } catch (e) {
         stopListening();
-        return reject(e);
+        reject(asCastellanError(e, 'malformed'));
+        return;
       }
       if (message?.castellan !== 'go') return;
       stopListening();

@@ -6,9 +6,32 @@ import { DEFAULT_LEASE_NAME } from '../../kube/defaults.js';
 import { CA_KEY_TYPES, type CaKeyType } from '../../pki/key-type.js';
 import { collect } from '../options.js';
 
-/** What an absent flag (and environment variable) means. */
 /** istiod's variable for the trusted node accounts: comma-separated `namespace/serviceaccount`. */
 export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
+
+/**
+ * istiod's environment variables that serve honours, each with the flag that means the same and
+ * wins over it (docs/serve.md has this table; a test holds the two together). Where istiod reads
+ * them: pilot/pkg/bootstrap/istio_ca.go (ROOT_CA_DIR, the TTLs, the CITADEL_SELF_SIGNED_* trio),
+ * pkg/security/security.go (TOKEN_AUDIENCES), pilot/pkg/features/pilot.go (CLUSTER_ID),
+ * pilot/pkg/features/experimental.go (PILOT_CA_CERT_CONFIGMAP), pilot/pkg/features/security.go
+ * (CA_TRUSTED_NODE_ACCOUNTS).
+ */
+export const ISTIOD_ENV = {
+  TOKEN_AUDIENCES: '--token-audience',
+  CA_TRUSTED_NODE_ACCOUNTS: '--trusted-node-account',
+  CLUSTER_ID: '--cluster-id',
+  ROOT_CA_DIR: '--cacerts-dir',
+  PILOT_CA_CERT_CONFIGMAP: '--root-cert-configmap',
+  CITADEL_SELF_SIGNED_CA_CERT_TTL: '--self-signed-root-ttl',
+  CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL: '--root-rotation-check-interval',
+  CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE: '--root-rotation-grace-percent',
+  DEFAULT_WORKLOAD_CERT_TTL: '--default-ttl',
+  MAX_WORKLOAD_CERT_TTL: '--max-ttl',
+} as const;
+export type IstiodEnvName = keyof typeof ISTIOD_ENV;
+
+/** What an absent flag (and environment variable) means. */
 
 export const SERVE_DEFAULTS = {
   dataDir: './.castellan',
@@ -25,6 +48,11 @@ export const SERVE_DEFAULTS = {
   caKeyType: 'ec-p256' as CaKeyType,
   csrThreads: 'auto',
   clusterId: 'Kubernetes',
+  // istiod's defaults (security/pkg/cmd/constants.go; pilot/pkg/features/experimental.go).
+  selfSignedRootTtl: '87600h',
+  rootRotationCheckInterval: '1h',
+  rootRotationGracePercent: 20,
+  rootCertConfigMap: 'istio-ca-root-cert',
 } as const;
 
 export const LOG_LEVELS: readonly LevelWithSilent[] = [
@@ -71,6 +99,9 @@ export interface ServeFlags {
   rootRotationCheckInterval?: string;
   clusterId?: string;
   trustedNodeAccount?: string[];
+  selfSignedRootTtl?: string;
+  rootRotationGracePercent?: string;
+  rootCertConfigmap?: string;
 }
 
 /** Declares serve's flags on a command (no defaults here: completeServeOptions applies them). */
@@ -79,7 +110,7 @@ export function addServeFlags(command: Command): Command {
     .option('--data-dir <dir>', `state folder (default "${SERVE_DEFAULTS.dataDir}")`)
     .option(
       '--cacerts-dir <dir>',
-      'plugged-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem)',
+      'plugged-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem); local mode (env ROOT_CA_DIR)',
     )
     .option(
       '--ca-key-uri <pkcs11-uri>',
@@ -91,7 +122,7 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--trust-domain <domain>',
-      `SPIFFE trust domain (default "${SERVE_DEFAULTS.trustDomain}")`,
+      `SPIFFE trust domain when the mesh config names none (default "${SERVE_DEFAULTS.trustDomain}")`,
     )
     .option('--grpc-addr <host:port>', `gRPC TLS listener (default ${SERVE_DEFAULTS.grpcAddr})`)
     .option(
@@ -102,7 +133,7 @@ export function addServeFlags(command: Command): Command {
     .option('--jwks-file <file>', "the issuer's JSON Web Key Set (with --jwt-issuer)")
     .option(
       '--token-audience <aud>',
-      'accepted token audience, repeatable (default istio-ca)',
+      'accepted token audience, repeatable (default istio-ca; env TOKEN_AUDIENCES, comma-separated)',
       collect,
     )
     .option(
@@ -135,7 +166,7 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--mesh-config <file>',
-      'MeshConfig settings for policies: rootNamespace, trustDomainAliases, extensionProviders',
+      'MeshConfig: trustDomain, trustDomainAliases, rootNamespace, extensionProviders (default: in --kube mode, ConfigMap istio key mesh, followed)',
     )
     .option(
       '--bundle-addr <host:port>',
@@ -166,7 +197,7 @@ export function addServeFlags(command: Command): Command {
     .option('--lease-duration <d>', 'leader lease duration (default 15s)')
     .option(
       '--token-review-cache-ttl <d>',
-      'longest a TokenReview answer is reused (default 60s; never past the token exp)',
+      'longest a TokenReview answer (and an offline-verified JWT) is reused (default 60s; never past the token exp; 0 = every request is reviewed)',
     )
     .option(
       '--remote-kubeconfig <clusterid=path>',
@@ -175,12 +206,24 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--root-rotation-check-interval <d>',
-      'how often the leader checks the self-signed root (default 1h)',
+      'how often the leader checks the self-signed root (default 1h; 0 = never; env CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL)',
+    )
+    .option(
+      '--root-rotation-grace-percent <n>',
+      'the self-signed root is re-issued when less than this percentage of its lifetime remains (default 20; env CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE)',
+    )
+    .option(
+      '--self-signed-root-ttl <d>',
+      'lifetime of a new or re-issued self-signed root (default 87600h = 10 years; env CITADEL_SELF_SIGNED_CA_CERT_TTL)',
+    )
+    .option(
+      '--root-cert-configmap <name>',
+      'name of the ConfigMap the trust bundle is published as in every namespace (default istio-ca-root-cert; env PILOT_CA_CERT_CONFIGMAP)',
     )
     .addOption(
       new Option(
         '--cluster-id <id>',
-        "this cluster's id in clusterid metadata (default Kubernetes)",
+        "this cluster's id in clusterid metadata (default Kubernetes; env CLUSTER_ID)",
       ),
     )
     .option(

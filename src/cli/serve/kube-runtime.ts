@@ -22,12 +22,18 @@ import { KubeCaSource } from '../../kube/cacerts-secret-source.js';
 import { kubeConfigFromString, loadKubeConfig, makeClients } from '../../kube/client.js';
 import { EventRecorder } from '../../kube/events.js';
 import { ApiServerJwks } from '../../kube/jwt-discovery.js';
+import {
+  MESH_CONFIGMAP,
+  MESH_CONFIGMAP_KEY,
+  startMeshConfigWatch,
+} from '../../kube/mesh-config-watch.js';
 import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
 import type { KubeOptions } from '../../kube/options.js';
 import { ClusterPodIndexes } from '../../kube/pod-index.js';
 import { startPolicyWatch } from '../../kube/policy-watch.js';
-import { ROOT_CERT_CONFIGMAP, RootPublisher } from '../../kube/root-publisher.js';
+import { RootPublisher } from '../../kube/root-publisher.js';
 import { RootRotator } from '../../kube/root-rotation.js';
+import type { TokenReviewer } from '../../authn/token-review-authenticator.js';
 import {
   KubeTokenReviewer,
   SecretRemoteClusters,
@@ -42,10 +48,23 @@ import type { Environment } from './options.js';
 
 export interface KubeRuntimeDeps {
   /**
-   * What the CA is: trust domain, key type of a self-signed root (istio-ca-secret), and the
-   * `cacerts` key in a PKCS#11 token (--ca-key-uri) unless the Secret names it (ca-key.uri).
+   * Key type and lifetime of a self-signed root (istio-ca-secret), and the `cacerts` key in a
+   * PKCS#11 token (--ca-key-uri) unless the Secret names it (ca-key.uri).
    */
-  readonly ca: Pick<CaOptions, 'trustDomain' | 'selfSignedKeyType' | 'caKeyUri'>;
+  readonly ca: Pick<CaOptions, 'selfSignedKeyType' | 'selfSignedRootTtlMs' | 'caKeyUri'>;
+  /**
+   * The current trust domain (src/cli/serve/mesh-holder.ts), read per request by the node
+   * authorizer, and once by the first replica to create a self-signed root (its subject O).
+   */
+  readonly trustDomain: () => string;
+  /**
+   * Given (no mesh config file): ConfigMap `istio`'s `mesh` key is followed and handed to
+   * `apply` (the text, or undefined when absent), first once before anything else starts — a
+   * refusal then stops the start, naming the ConfigMap — then on every change, where a refusal
+   * keeps the last good settings (istiod: "invalid mesh config, using last known state").
+   */
+  readonly meshConfig?:
+    { apply(text: string | undefined, where: string, first: boolean): void } | undefined;
   readonly authn: Pick<AuthnOptions, 'tokenAudiences'>;
   readonly clock: Clock;
   /** POD_NAME (this replica's name in the Lease), KUBERNETES_SERVICE_HOST (in-cluster config). */
@@ -109,6 +128,34 @@ export async function startKubeRuntime(
   };
   const loadErrors = caLoadErrorsMetric();
   try {
+    if (deps.meshConfig) {
+      // Before the CA: a first replica's self-signed root takes the mesh's trust domain.
+      const { apply } = deps.meshConfig;
+      const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
+      let live = false;
+      const meshWatch = startMeshConfigWatch({
+        kubeConfig: kc,
+        core: clients.core,
+        namespace,
+        clock,
+        logger,
+        onChange: (text) => {
+          if (!live) return;
+          try {
+            apply(text, where, false);
+          } catch (e) {
+            logger.error(
+              { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
+              'mesh config refused; keeping the last good one',
+            );
+          }
+        },
+      });
+      stops.push(() => meshWatch.stop());
+      await meshWatch.synced;
+      apply(meshWatch.current(), where, true);
+      live = true;
+    }
     const state = new SwappableCaState();
     // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
     const signers = new KeyUriSigners({
@@ -121,12 +168,13 @@ export async function startKubeRuntime(
       kubeConfig: kc,
       core: clients.core,
       namespace,
-      trustDomain: deps.ca.trustDomain,
+      trustDomain: deps.trustDomain(),
       state,
       clock,
       events,
       onLoadError: loadErrors.count,
       selfSignedKeyType: deps.ca.selfSignedKeyType,
+      selfSignedTtlMs: deps.ca.selfSignedRootTtlMs,
       logger,
     });
     stops.push(() => caSource.stop());
@@ -141,13 +189,19 @@ export async function startKubeRuntime(
     });
     stops.push(() => secretRemotes.stop());
     const remotes = [new StaticRemoteClusters(remoteKubeconfigs), secretRemotes];
-    const reviewer = new CachingTokenReviewer(
-      new KubeTokenReviewer(clients.authentication, {
-        localClusterId: config.clusterId,
-        remotes,
-      }),
-      { maxAgeMs: config.tokenReviewCacheMaxAgeMs, clock },
-    );
+    const apiReviewer = new KubeTokenReviewer(clients.authentication, {
+      localClusterId: config.clusterId,
+      remotes,
+    });
+    // 0: no cache and no sharing of reviews in flight — every request is reviewed, as istiod does
+    // (kube_jwt.go), so a deleted pod's or service account's token stops working at once.
+    const reviewer: TokenReviewer =
+      config.tokenReviewCacheMaxAgeMs > 0
+        ? new CachingTokenReviewer(apiReviewer, {
+            maxAgeMs: config.tokenReviewCacheMaxAgeMs,
+            clock,
+          })
+        : apiReviewer;
     // Ambient mode: one pod index per cluster, only when some node account is trusted (istiod
     // makes no node authorizer otherwise, and then needs no cluster-wide pod watch for it).
     let impersonation: Impersonation | undefined;
@@ -161,7 +215,7 @@ export async function startKubeRuntime(
       });
       stops.push(() => pods.stop());
       impersonation = new NodeAuthorizer({
-        trustDomain: deps.ca.trustDomain,
+        trustDomain: deps.trustDomain,
         trustedNodeAccounts: config.trustedNodeAccounts,
         pods,
       });
@@ -180,6 +234,11 @@ export async function startKubeRuntime(
           issuer: jwks.issuer,
           keys: jwks.keys,
           audiences: deps.authn.tokenAudiences,
+          // The same bound as TokenReview answers, 0 included (then nothing is remembered).
+          cache:
+            config.tokenReviewCacheMaxAgeMs > 0
+              ? { maxAgeMs: config.tokenReviewCacheMaxAgeMs }
+              : false,
           clock,
           logger,
         }),
@@ -203,16 +262,20 @@ export async function startKubeRuntime(
         kubeConfig: kc,
         core: clients.core,
         rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
+        configMapName: config.rootCertConfigMap,
         clock,
         logger,
       });
       publisher.start();
       const unsubscribe = state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+      // A check interval of 0 turns the checks off (CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL).
       const rotator = new RootRotator({
         core: clients.core,
         namespace,
         clock,
         checkIntervalMs: config.rootRotationCheckMs,
+        gracePercent: config.rootRotationGracePercent,
+        ttlMs: deps.ca.selfSignedRootTtlMs,
         logger,
       });
       rotator.start();
@@ -241,11 +304,14 @@ export async function startKubeRuntime(
       caState: state,
       tokenAuthenticators,
       tokenHint: `kubectl create token <service-account> -n <namespace> --audience ${deps.authn.tokenAudiences[0] ?? 'istio-ca'}`,
-      trustBundle: `ConfigMap ${ROOT_CERT_CONFIGMAP}`,
+      trustBundle: `ConfigMap ${config.rootCertConfigMap}`,
       registry: loadErrors.registry,
       leader,
       // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
-      publishTrustBundle: async () => leader.start(),
+      publishTrustBundle: () => {
+        leader.start();
+        return Promise.resolve();
+      },
       impersonation,
       close,
     };

@@ -64,7 +64,12 @@ export async function startLocalRuntime(
     }
   } else {
     bundle = await loadOrCreateSelfSignedCa(
-      { dataDir: ca.dataDir, trustDomain: ca.trustDomain, keyType: ca.selfSignedKeyType },
+      {
+        dataDir: ca.dataDir,
+        trustDomain: ca.trustDomain,
+        keyType: ca.selfSignedKeyType,
+        ttlMs: ca.selfSignedRootTtlMs,
+      },
       clock,
     );
   }

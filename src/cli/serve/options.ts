@@ -10,7 +10,7 @@ import { parseTrustedNodeAccounts } from '../../authn/impersonation.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import type { CaOptions } from '../../ca/options.js';
 import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
-import { parseDuration } from '../../duration.js';
+import { parseDuration, parseGoDuration } from '../../duration.js';
 import { CastellanError } from '../../errors.js';
 import { DEFAULT_LEASE_NAME, DEFAULT_ROOT_ROTATION_CHECK_MS } from '../../kube/defaults.js';
 import type { KubeOptions } from '../../kube/options.js';
@@ -18,7 +18,14 @@ import { CA_KEY_TYPES, isCaKeyType } from '../../pki/key-type.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { PolicyOptions } from '../../server/policy-options.js';
 import type { ServerOptions } from '../../server/server-options.js';
-import { LOG_LEVELS, SERVE_DEFAULTS, TRUSTED_NODE_ACCOUNTS_ENV, type ServeFlags } from './flags.js';
+import {
+  ISTIOD_ENV,
+  LOG_LEVELS,
+  SERVE_DEFAULTS,
+  TRUSTED_NODE_ACCOUNTS_ENV,
+  type IstiodEnvName,
+  type ServeFlags,
+} from './flags.js';
 
 /** The process environment, as the composition root hands it down. */
 export type Environment = Readonly<Record<string, string | undefined>>;
@@ -47,6 +54,8 @@ const DNS_NAME =
   /^(\*\.)?[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
 const NAMESPACE = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const OBJECT_NAME = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+/** Kubernetes' bound on an object name (a DNS subdomain). */
+const MAX_OBJECT_NAME = 253;
 
 /** The one way a flag or variable is refused: `<subject>: <why>`. */
 function bad(subject: string, why: string): CastellanError {
@@ -90,9 +99,55 @@ function nonEmpty(flag: string, value: string | undefined): string | undefined {
   return value;
 }
 
+/** Where a setting came from: its text and the flag or istiod variable a refusal names. */
+interface Setting {
+  readonly text: string;
+  readonly subject: string;
+  /** From istiod's variable: parsed as istiod parses it (Go durations, strconv.Atoi). */
+  readonly fromEnv: boolean;
+}
+
 /**
- * Completes serve's options from its flags and the environment (DEFAULT_WORKLOAD_CERT_TTL,
- * MAX_WORKLOAD_CERT_TTL; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
+ * A flag's value, else its istiod variable's (ISTIOD_ENV), else undefined. A variable set to
+ * the empty string counts as unset: istiod reads an empty duration or number as its default
+ * (pkg/env/var.go), and an empty name or path would name nothing.
+ */
+function setting(
+  flagValue: string | undefined,
+  env: Environment,
+  name: IstiodEnvName,
+): Setting | undefined {
+  if (flagValue !== undefined)
+    return { text: flagValue, subject: ISTIOD_ENV[name], fromEnv: false };
+  const value = env[name];
+  if (value === undefined || value === '') return undefined;
+  return { text: value, subject: name, fromEnv: true };
+}
+
+/**
+ * A duration in ms: a flag in Castellan's syntax (parseDuration: positive; `7d` and plain
+ * seconds too), a variable in Go's, as istiod reads it (time.ParseDuration: `3600` or `7d` is
+ * no Go duration — istiod would log a warning and use its default, so the value would not mean
+ * what it says; it is refused here). `zeroTurnsOff`: 0 (from a flag) and any value ≤ 0 (from a
+ * variable, as istiod reads it) mean "off" and return 0; otherwise the value must be positive.
+ */
+function durationSetting(s: Setting, zeroTurnsOff = false): number {
+  if (!s.fromEnv) {
+    if (zeroTurnsOff && /^0+(ms|s|m|h|d)?$/.test(s.text.trim())) return 0;
+    return duration(s.subject, s.text);
+  }
+  const ms = checked(s.subject, () => parseGoDuration(s.text));
+  if (ms <= 0) {
+    if (zeroTurnsOff) return 0;
+    throw bad(s.subject, `"${s.text}" is not a positive duration`);
+  }
+  // Whole milliseconds, as every timer and TTL here counts; a sub-millisecond value stays > 0.
+  return Math.ceil(ms);
+}
+
+/**
+ * Completes serve's options from its flags and the environment (istiod's variables, ISTIOD_ENV
+ * in ./flags.ts; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
  * Throws CastellanError('invalid-argument') naming the flag or variable of the first bad value.
  */
 export function completeServeOptions(flags: ServeFlags, env: Environment = {}): ServeOptions {
@@ -114,26 +169,30 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
     );
   }
   if (flags.jwtIssuer === '') throw bad('--jwt-issuer', 'must not be empty');
-  const tokenAudiences = flags.tokenAudience ?? [...SERVE_DEFAULTS.tokenAudience];
-  if (tokenAudiences.some((a) => a.trim() === '')) {
-    throw bad('--token-audience', 'audiences must not be empty');
+
+  const defaultTtl = setting(flags.defaultTtl, env, 'DEFAULT_WORKLOAD_CERT_TTL');
+  const maxTtl = setting(flags.maxTtl, env, 'MAX_WORKLOAD_CERT_TTL');
+  const defaultTtlText = defaultTtl?.text ?? SERVE_DEFAULTS.defaultTtl;
+  const maxTtlText = maxTtl?.text ?? SERVE_DEFAULTS.maxTtl;
+  // The flag names the error whenever it is given, even empty: it is what was used.
+  const defaultTtlMs = defaultTtl
+    ? durationSetting(defaultTtl)
+    : parseDuration(SERVE_DEFAULTS.defaultTtl);
+  const maxTtlMs = maxTtl ? durationSetting(maxTtl) : parseDuration(SERVE_DEFAULTS.maxTtl);
+  if (defaultTtlMs > maxTtlMs) {
+    // Stricter than istiod, which checks only requested TTLs against the maximum and would issue
+    // certificates longer than it to every request that asks for none.
+    throw bad(
+      defaultTtl?.subject ?? '--default-ttl',
+      `default TTL ${defaultTtlText} is above the maximum ${maxTtlText}`,
+    );
   }
 
-  const defaultTtlText =
-    flags.defaultTtl ?? env['DEFAULT_WORKLOAD_CERT_TTL'] ?? SERVE_DEFAULTS.defaultTtl;
-  const maxTtlText = flags.maxTtl ?? env['MAX_WORKLOAD_CERT_TTL'] ?? SERVE_DEFAULTS.maxTtl;
-  // The flag names the error whenever it is given, even empty: it is what was used.
-  const defaultTtlMs = duration(
-    flags.defaultTtl !== undefined ? '--default-ttl' : 'DEFAULT_WORKLOAD_CERT_TTL',
-    defaultTtlText,
-  );
-  const maxTtlMs = duration(
-    flags.maxTtl !== undefined ? '--max-ttl' : 'MAX_WORKLOAD_CERT_TTL',
-    maxTtlText,
-  );
-  if (defaultTtlMs > maxTtlMs) {
-    throw bad('--default-ttl', `default TTL ${defaultTtlText} is above the maximum ${maxTtlText}`);
-  }
+  const tokenAudiences = completeTokenAudiences(flags, env);
+  const selfSignedRoot = setting(flags.selfSignedRootTtl, env, 'CITADEL_SELF_SIGNED_CA_CERT_TTL');
+  const selfSignedRootTtlMs = selfSignedRoot
+    ? durationSetting(selfSignedRoot)
+    : parseDuration(SERVE_DEFAULTS.selfSignedRootTtl);
 
   const logLevel = (flags.logLevel ?? SERVE_DEFAULTS.logLevel) as LevelWithSilent;
   if (!LOG_LEVELS.includes(logLevel)) {
@@ -160,7 +219,11 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
   }
 
   const dataDir = nonEmpty('--data-dir', flags.dataDir) ?? SERVE_DEFAULTS.dataDir;
-  const cacertsDir = nonEmpty('--cacerts-dir', flags.cacertsDir);
+  // istiod reads its plugged-in CA from ROOT_CA_DIR, default ./etc/cacerts. Here the variable
+  // counts only when set: a folder that happens to exist under the working directory must not
+  // turn a local start into a plugged-in CA (docs/serve.md).
+  const cacerts = setting(nonEmpty('--cacerts-dir', flags.cacertsDir), env, 'ROOT_CA_DIR');
+  const cacertsDir = cacerts?.text;
   const caKeyUri = flags.caKeyUri?.trim();
   // Checked now; the token is opened when the CA loads. The parser's errors never show a PIN.
   if (caKeyUri !== undefined) checked('--ca-key-uri', () => parsePkcs11Uri(caKeyUri));
@@ -192,6 +255,12 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
   );
 
   const kube = completeKubeOptions(flags, env, namespace);
+  if (kube && cacerts) {
+    throw bad(
+      cacerts.subject,
+      'Kubernetes mode reads the plugged-in CA from Secret cacerts, not from a folder (unset it, or run without --kube)',
+    );
+  }
   if (kube && workers !== undefined && workers !== 1) {
     // Kubernetes mode runs leader election, Secret and policy watches and the TokenReview
     // cache per process; several per pod would multiply them. Scale with replicas instead.
@@ -208,6 +277,7 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
     ca: {
       trustDomain,
       selfSignedKeyType: caKeyType,
+      selfSignedRootTtlMs,
       dataDir,
       cacertsDir,
       caKeyUri,
@@ -236,6 +306,30 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
     },
     kube,
   };
+}
+
+/**
+ * TOKEN_AUDIENCES is a comma-separated list (istiod splits it on commas, pkg/security/security.go).
+ * Whitespace around an entry is dropped; an empty entry is refused (istiod would ask the API
+ * server to check an empty audience, which no token of ours carries).
+ */
+function completeTokenAudiences(flags: ServeFlags, env: Environment): string[] {
+  if (flags.tokenAudience !== undefined) {
+    if (flags.tokenAudience.some((a) => a.trim() === '')) {
+      throw bad('--token-audience', 'audiences must not be empty');
+    }
+    return flags.tokenAudience;
+  }
+  const s = setting(undefined, env, 'TOKEN_AUDIENCES');
+  if (!s) return [...SERVE_DEFAULTS.tokenAudience];
+  const audiences = s.text.split(',').map((a) => a.trim());
+  if (audiences.some((a) => a === '')) {
+    throw bad(
+      s.subject,
+      `"${s.text}" has an empty audience (a comma-separated list, e.g. istio-ca)`,
+    );
+  }
+  return [...new Set(audiences)];
 }
 
 /**
@@ -281,25 +375,76 @@ function completeKubeOptions(
   }
   const optionalDuration = (flag: string, text: string | undefined, fallback: number): number =>
     text === undefined ? fallback : duration(flag, text);
+  const cacheTtl = flags.tokenReviewCacheTtl;
+  const rotationCheck = setting(
+    flags.rootRotationCheckInterval,
+    env,
+    'CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL',
+  );
+  const clusterId = setting(flags.clusterId, env, 'CLUSTER_ID');
+  if (clusterId?.text === '') throw bad(clusterId.subject, 'must not be empty');
   const options: KubeOptions = {
     kubeconfigPath: flags.kubeconfig,
     namespace,
     jwtOffline: flags.jwtOffline === true,
     leaseName,
     leaseDurationMs: optionalDuration('--lease-duration', flags.leaseDuration, 15_000),
-    tokenReviewCacheMaxAgeMs: optionalDuration(
-      '--token-review-cache-ttl',
-      flags.tokenReviewCacheTtl,
-      60_000,
-    ),
+    // 0: no cache, every request is reviewed (as istiod, which caches nothing).
+    tokenReviewCacheMaxAgeMs:
+      cacheTtl === undefined
+        ? 60_000
+        : durationSetting(
+            { text: cacheTtl, subject: '--token-review-cache-ttl', fromEnv: false },
+            true,
+          ),
     remoteKubeconfigs,
-    rootRotationCheckMs: optionalDuration(
-      '--root-rotation-check-interval',
-      flags.rootRotationCheckInterval,
-      DEFAULT_ROOT_ROTATION_CHECK_MS,
-    ),
-    clusterId: flags.clusterId ?? SERVE_DEFAULTS.clusterId,
+    // 0: never (istiod: "zero or a negative value disables automated root cert check").
+    rootRotationCheckMs: rotationCheck
+      ? durationSetting(rotationCheck, true)
+      : DEFAULT_ROOT_ROTATION_CHECK_MS,
+    rootRotationGracePercent: completeGracePercent(flags, env),
+    rootCertConfigMap: completeRootCertConfigMap(flags, env),
+    clusterId: clusterId?.text ?? SERVE_DEFAULTS.clusterId,
     trustedNodeAccounts,
   };
   return enabled ? options : undefined;
+}
+
+/**
+ * CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE: a whole number as Go's strconv.Atoi
+ * reads it (security/pkg/util/certutil.go uses it as a percentage of the root's lifetime).
+ * istiod checks no range; outside 1–99 it misbehaves, so here it is refused: at 0 or below the
+ * root is re-issued only once it has expired (every workload's chain broken meanwhile), at 100 or
+ * above on every check.
+ */
+function completeGracePercent(flags: ServeFlags, env: Environment): number {
+  const s = setting(
+    flags.rootRotationGracePercent,
+    env,
+    'CITADEL_SELF_SIGNED_ROOT_CERT_GRACE_PERIOD_PERCENTILE',
+  );
+  if (!s) return SERVE_DEFAULTS.rootRotationGracePercent;
+  if (!/^[+-]?\d+$/.test(s.text)) throw bad(s.subject, `"${s.text}" is not a whole number`);
+  const n = Number(s.text);
+  if (n < 1 || n > 99) {
+    throw bad(
+      s.subject,
+      `${s.text} is outside 1-99: ${n < 1 ? 'the root would expire before it is re-issued' : 'the root would be re-issued on every check'}`,
+    );
+  }
+  return n;
+}
+
+/** PILOT_CA_CERT_CONFIGMAP: the name every namespace's copy of the trust bundle is published as. */
+function completeRootCertConfigMap(flags: ServeFlags, env: Environment): string {
+  const s = setting(
+    nonEmpty('--root-cert-configmap', flags.rootCertConfigmap),
+    env,
+    'PILOT_CA_CERT_CONFIGMAP',
+  );
+  if (!s) return SERVE_DEFAULTS.rootCertConfigMap;
+  if (!OBJECT_NAME.test(s.text) || s.text.length > MAX_OBJECT_NAME) {
+    throw bad(s.subject, `"${s.text}" is not a valid ConfigMap name`);
+  }
+  return s.text;
 }

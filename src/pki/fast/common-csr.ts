@@ -85,30 +85,30 @@ function walk(der: Uint8Array): CommonCsr {
   const outer = readDerElement(der, 0);
   expect(der[outer.start] === TAG.SEQUENCE && outer.end === der.length);
   const [info, sigAlg, sig] = fields(der, outer, [TAG.SEQUENCE, TAG.SEQUENCE, TAG.BIT_STRING]);
-  const [version, subject, spki, attributes] = fields(der, info!, [
+  const [version, subject, spki, attributes] = fields(der, info, [
     TAG.INTEGER,
     TAG.SEQUENCE,
     TAG.SEQUENCE,
     TAG.CONTEXT_0_CONSTRUCTED, // attributes: [0] IMPLICIT SET OF Attribute
   ]);
-  expect(equals(der, version!, VERSION_1));
-  const commonName = commonNameOf(der, subject!);
-  const spkiBytes = der.subarray(spki!.start, spki!.end);
-  expect(isCanonicalP256Spki(spkiBytes) || isRsaSpki(der, spki!));
-  const requestedSans = requestedSansOf(der, attributes!);
+  expect(equals(der, version, VERSION_1));
+  const commonName = commonNameOf(der, subject);
+  const spkiBytes = der.subarray(spki.start, spki.end);
+  expect(isCanonicalP256Spki(spkiBytes) || isRsaSpki(der, spki));
+  const requestedSans = requestedSansOf(der, attributes);
   const signatureAlgorithm = SIGNATURE_ALGORITHMS.get(
-    Buffer.from(der.buffer, der.byteOffset + sigAlg!.start, sigAlg!.end - sigAlg!.start).toString(
+    Buffer.from(der.buffer, der.byteOffset + sigAlg.start, sigAlg.end - sigAlg.start).toString(
       'hex',
     ),
   );
   expect(signatureAlgorithm !== undefined);
-  expect(sig!.end - sig!.contentStart >= 2 && der[sig!.contentStart] === 0);
+  expect(sig.end - sig.contentStart >= 2 && der[sig.contentStart] === 0);
   return {
     structure: {
-      tbs: der.subarray(info!.start, info!.end),
-      spki: der.slice(spki!.start, spki!.end),
-      signatureAlgorithm: signatureAlgorithm!,
-      signature: der.subarray(sig!.contentStart + 1, sig!.end),
+      tbs: der.subarray(info.start, info.end),
+      spki: der.slice(spki.start, spki.end),
+      signatureAlgorithm,
+      signature: der.subarray(sig.contentStart + 1, sig.end),
       // Only canonical P-256 and rsaEncryption keys are recognised: both pass rule 4's check.
       checkKeyAlgorithm: () => undefined,
     },
@@ -117,16 +117,28 @@ function walk(der: Uint8Array): CommonCsr {
   };
 }
 
-function expect(condition: boolean): void {
+function expect(condition: boolean): asserts condition {
   if (!condition) throw new NotCommon();
 }
 
 /** The children of `parent`, exactly as many as `tags` and with those tags. */
-function fields(der: Uint8Array, parent: DerElement, tags: readonly number[]): DerElement[] {
+function fields<const Tags extends readonly number[]>(
+  der: Uint8Array,
+  parent: DerElement,
+  tags: Tags,
+): { [K in keyof Tags]: DerElement } {
   const children = derChildren(der, parent);
   expect(children.length === tags.length);
   children.forEach((c, i) => expect(der[c.start] === tags[i]));
-  return children;
+  // One child per tag: the length was checked above.
+  return children as { [K in keyof Tags]: DerElement };
+}
+
+/** The `i`th of `elements`; not common when there is none. */
+function nth(elements: readonly DerElement[], i: number): DerElement {
+  const element = elements[i];
+  expect(element !== undefined);
+  return element;
 }
 
 function equals(der: Uint8Array, el: DerElement, expected: Uint8Array): boolean {
@@ -139,8 +151,8 @@ function equals(der: Uint8Array, el: DerElement, expected: Uint8Array): boolean 
 function printableAscii(der: Uint8Array, el: DerElement): string {
   let s = '';
   for (let i = el.contentStart; i < el.end; i++) {
-    const b = der[i]!;
-    expect(b >= 0x20 && b <= 0x7e);
+    const b = der[i];
+    expect(b !== undefined && b >= 0x20 && b <= 0x7e);
     s += String.fromCharCode(b);
   }
   return s;
@@ -152,7 +164,7 @@ function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined 
   for (const rdn of derChildren(der, subject)) {
     expect(der[rdn.start] === TAG.SET);
     const [atv] = fields(der, rdn, [TAG.SEQUENCE]);
-    const parts = derChildren(der, atv!);
+    const parts = derChildren(der, atv);
     expect(parts.length === 2);
     const [type, value] = parts as [DerElement, DerElement];
     expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => equals(der, type, oid)));
@@ -168,9 +180,9 @@ function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined 
 function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
   const [alg, key] = fields(der, spki, [TAG.SEQUENCE, TAG.BIT_STRING]);
   return (
-    equals(der, alg!, RSA_KEY_ALGORITHM) &&
-    key!.end - key!.contentStart >= 2 &&
-    der[key!.contentStart] === 0
+    equals(der, alg, RSA_KEY_ALGORITHM) &&
+    key.end - key.contentStart >= 2 &&
+    der[key.contentStart] === 0
   );
 }
 
@@ -178,17 +190,17 @@ function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
 function requestedSansOf(der: Uint8Array, attributes: DerElement): string[] {
   const attrs = derChildren(der, attributes);
   if (attrs.length === 0) return [];
-  expect(attrs.length === 1 && der[attrs[0]!.start] === TAG.SEQUENCE);
-  const [type, values] = fields(der, attrs[0]!, [TAG.OID, TAG.SET]);
-  expect(equals(der, type!, EXTENSION_REQUEST_OID));
-  const [extensions] = fields(der, values!, [TAG.SEQUENCE]);
-  const [extension] = fields(der, extensions!, [TAG.SEQUENCE]);
-  const parts = derChildren(der, extension!);
+  expect(attrs.length === 1 && der[nth(attrs, 0).start] === TAG.SEQUENCE);
+  const [type, values] = fields(der, nth(attrs, 0), [TAG.OID, TAG.SET]);
+  expect(equals(der, type, EXTENSION_REQUEST_OID));
+  const [extensions] = fields(der, values, [TAG.SEQUENCE]);
+  const [extension] = fields(der, extensions, [TAG.SEQUENCE]);
+  const parts = derChildren(der, extension);
   expect(parts.length === 2 || parts.length === 3);
-  expect(equals(der, parts[0]!, SUBJECT_ALT_NAME_OID));
+  expect(equals(der, nth(parts, 0), SUBJECT_ALT_NAME_OID));
   // critical: absent (DER's encoding of the default FALSE) or TRUE.
-  if (parts.length === 3) expect(equals(der, parts[1]!, BOOLEAN_TRUE));
-  const extnValue = parts[parts.length - 1]!;
+  if (parts.length === 3) expect(equals(der, nth(parts, 1), BOOLEAN_TRUE));
+  const extnValue = nth(parts, parts.length - 1);
   expect(der[extnValue.start] === TAG.OCTET_STRING);
   const names = readDerElement(der, extnValue.contentStart);
   expect(der[names.start] === TAG.SEQUENCE && names.end === extnValue.end);

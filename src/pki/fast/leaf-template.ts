@@ -26,7 +26,7 @@ import { derChildren, readDerElement } from '../der.js';
 import type { KeyType } from '../key-type.js';
 import type { LeafParams } from '../leaf-signer.js';
 import { subjectKeyIdOf } from '../issue.js';
-import { caSignatureAlgorithm, checkSans, sanKind } from '../profiles.js';
+import { caSignatureAlgorithm, checkCommonName, checkSans, sanKind } from '../profiles.js';
 import { TAG, concat, header, ia5, time, tlv, unsignedInteger } from './der.js';
 
 /**
@@ -169,6 +169,7 @@ const utf8 = new TextEncoder();
 /** Subject: empty, or one CN (PrintableString when it fits, else UTF8String; profiles.ts). */
 function subjectName(commonName: string | undefined): Uint8Array {
   if (commonName === undefined) return Uint8Array.of(TAG.SEQUENCE, 0);
+  checkCommonName(commonName);
   const value = PRINTABLE.test(commonName)
     ? tlv(TAG.PRINTABLE_STRING, utf8.encode(commonName))
     : tlv(TAG.UTF8_STRING, utf8.encode(commonName));

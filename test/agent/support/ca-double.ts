@@ -129,10 +129,10 @@ export class CaDouble {
         callback: grpc.sendUnaryData<{ certChain: string[] }>,
       ) => {
         const auth = call.metadata.get('authorization')[0];
-        const peer = call.getAuthContext()?.sslPeerCertificate;
+        const peer = call.getAuthContext().sslPeerCertificate;
         this.calls.push({
           authorization: typeof auth === 'string' ? auth : undefined,
-          peerCertificate: peer !== undefined && peer !== null && Object.keys(peer).length > 0,
+          peerCertificate: peer !== undefined && Object.keys(peer).length > 0,
         });
         const b = this.behaviour;
         if (b.kind === 'fail') {

@@ -378,7 +378,7 @@ function mutate(pem: string, r: () => number): string {
         Uint8Array.from([...der, ...Array.from({ length: 1 + pick(4) }, () => pick(256))]),
       );
     case 3:
-      return pemOf(der, ['CERTIFICATE', 'NEW CERTIFICATE REQUEST', 'PRIVATE KEY'][pick(3)]!);
+      return pemOf(der, ['CERTIFICATE', 'NEW CERTIFICATE REQUEST', 'PRIVATE KEY'][pick(3)]);
     case 4: {
       // A length byte made huge, or an element header replaced.
       const d = der.slice();

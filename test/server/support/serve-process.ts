@@ -48,7 +48,7 @@ export async function startServe(
   );
   let out = '';
   let err = '';
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
   );
@@ -67,7 +67,7 @@ export async function startServe(
       reject(new Error(`serve did not start in ${timeoutMs} ms:\n${err}`));
       child.kill('SIGKILL');
     }, timeoutMs);
-    child.stdout!.on('data', (d: Buffer) => {
+    child.stdout.on('data', (d: Buffer) => {
       out += d.toString();
       const line = out.split('\n').find((l) => l.startsWith('castellan: CA serving on'));
       if (line) {

@@ -70,7 +70,7 @@ test('CRUD on secrets: create, get, list, 409 AlreadyExists, 409 Conflict, 404 N
   assert.equal(created.type, 'Opaque');
   assert.equal(Buffer.from(created.data!['a.txt']!, 'base64').toString(), 'hello');
   assert.ok(created.metadata?.uid);
-  const rv1 = Number(created.metadata?.resourceVersion);
+  const rv1 = Number(created.metadata.resourceVersion);
   assert.ok(rv1 > 0);
 
   const read = await core.readNamespacedSecret({ name: 's1', namespace: 'istio-system' });
@@ -104,6 +104,7 @@ test('CRUD on secrets: create, get, list, 409 AlreadyExists, 409 Conflict, 404 N
   const updated = await core.replaceNamespacedSecret({
     name: 's1',
     namespace: 'istio-system',
+    // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are plain data; its API takes object literals (eslint.config.js)
     body: { ...read, data: { b: Buffer.from('2').toString('base64') } },
   });
   assert.ok(Number(updated.metadata?.resourceVersion) > rv1);
@@ -238,8 +239,8 @@ test('a watch from a compacted resourceVersion gets a 410 Expired ERROR event', 
   await waitFor('the watch to end', () => (finished ? true : undefined));
   assert.equal(events.length, 1);
   assert.equal(events[0]?.type, 'ERROR');
-  assert.equal(events[0]?.obj.code, 410);
-  assert.equal(events[0]?.obj.reason, 'Expired');
+  assert.equal(events[0].obj.code, 410);
+  assert.equal(events[0].obj.reason, 'Expired');
 });
 
 test('ListWatch (informer) follows changes and relists after 410', async () => {
@@ -299,10 +300,10 @@ test('TokenReview verifies the tokens the issuer signs: user, groups, pod extras
       body: { spec: { token, audiences: ['istio-ca'] } },
     });
     assert.equal(ok.status?.authenticated, true);
-    assert.equal(ok.status?.user?.username, 'system:serviceaccount:foo:bar');
-    assert.ok(ok.status?.user?.groups?.includes('system:serviceaccounts'));
-    assert.deepEqual(ok.status?.user?.extra?.['authentication.kubernetes.io/pod-name'], ['pod-1']);
-    assert.deepEqual(ok.status?.audiences, ['istio-ca']);
+    assert.equal(ok.status.user?.username, 'system:serviceaccount:foo:bar');
+    assert.ok(ok.status.user.groups?.includes('system:serviceaccounts'));
+    assert.deepEqual(ok.status.user.extra?.['authentication.kubernetes.io/pod-name'], ['pod-1']);
+    assert.deepEqual(ok.status.audiences, ['istio-ca']);
 
     const wrongAud = await authn.createTokenReview({
       body: { spec: { token, audiences: ['other'] } },
@@ -421,7 +422,7 @@ test('leases, events, and security.istio.io objects served in v1 and v1beta1', a
       type: 'Warning',
     },
   });
-  assert.match(ev.metadata?.name ?? '', /^cacerts\./);
+  assert.match(ev.metadata.name ?? '', /^cacerts\./);
 
   const custom = kc.makeApiClient(CustomObjectsApi);
   await custom.createNamespacedCustomObject({
@@ -539,8 +540,8 @@ test('discovery and server-side tables, as kubectl reads them', async () => {
   );
   const row = (table['rows'] as { cells: unknown[]; object: { kind: string } }[])[0];
   assert.deepEqual(row?.cells.slice(0, 3), ['tabled', 'Opaque', 2]);
-  assert.match(String(row?.cells[3]), /^\d+s$/);
-  assert.equal(row?.object.kind, 'PartialObjectMetadata');
+  assert.match(String(row.cells[3]), /^\d+s$/);
+  assert.equal(row.object.kind, 'PartialObjectMetadata');
   // Without as=Table: the object itself.
   assert.equal((await get('/api/v1/namespaces/istio-system/secrets/tabled'))['kind'], 'Secret');
 });

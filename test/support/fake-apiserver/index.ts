@@ -10,12 +10,3 @@
  *   await api.stop(); ...; await api.start();   // outage, same port, state kept
  */
 export { FakeApiServer } from './server.js';
-export type {
-  FakeApiServerOptions,
-  RequestRecord,
-  RequestFilter,
-  TokenReviewHandler,
-  Verb,
-} from './server.js';
-export type { KubeObject } from './store.js';
-export type { TokenReviewStatus, ServiceAccountTokenRequest } from './service-account-issuer.js';

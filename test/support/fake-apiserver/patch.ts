@@ -17,6 +17,7 @@ export function mergePatch(target: Json, patch: Json): Json {
   const out: { [key: string]: Json } = isObject(target) ? { ...target } : {};
   for (const [k, v] of Object.entries(patch)) {
     if (k.startsWith('$')) continue; // strategic-merge directives ($patch, $retainKeys): ignored
+    // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a JSON object is a dictionary: null removes the key (RFC 7386)
     if (v === null) delete out[k];
     else out[k] = mergePatch(out[k] ?? null, v);
   }
@@ -81,6 +82,7 @@ export function jsonPatch(target: Json, ops: unknown): Json {
   const remove = (parts: string[]): void => {
     const { parent, key } = parentOf(parts);
     if (Array.isArray(parent)) parent.splice(Number(key), 1);
+    // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a JSON object is a dictionary: remove takes the key out (RFC 6902)
     else if (isObject(parent) && key in parent) delete parent[key];
     else throw statusErrors.badRequest(`JSON patch: remove of missing "/${parts.join('/')}"`);
   };

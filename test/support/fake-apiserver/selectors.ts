@@ -65,6 +65,7 @@ export function parseFieldSelector(text: string | null): Predicate {
     const [, path, op, value] = m as unknown as [string, string, string, string];
     terms.push((o) => {
       const v = fieldValue(o, path);
+      // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a JSON value: the fields selected on (metadata.name, spec.nodeName, status.phase, …) are scalars
       const s = v === undefined || v === null ? '' : String(v);
       return op === '!=' ? s !== value : s === value;
     });

@@ -486,10 +486,7 @@ export class FakeApiServer {
     record: RequestRecord,
   ): Promise<void> {
     const t = findResourceType(r.group, r.version, record.resource);
-    if (
-      !t ||
-      (t.namespaced === false && record.namespace !== undefined && t.resource !== 'namespaces')
-    ) {
+    if (!t || (!t.namespaced && record.namespace !== undefined && t.resource !== 'namespaces')) {
       throw statusErrors.noRoute();
     }
     const ns = t.namespaced ? record.namespace : undefined;
@@ -576,7 +573,7 @@ export class FakeApiServer {
           }
         }
         if (t.resource === 'namespaces' && t.group === '') {
-          body.spec = { finalizers: ['kubernetes'], ...((body.spec as object) ?? {}) };
+          body.spec = { finalizers: ['kubernetes'], ...(body.spec ?? {}) };
           body.status = { phase: 'Active' };
         }
         this.sendJson(res, 201, out(this.store.create(t, ns, body)));
@@ -608,7 +605,7 @@ export class FakeApiServer {
         } else {
           throw statusErrors.unsupportedMediaType(type);
         }
-        const obj = normalizeWrite(t, next as unknown as KubeObject);
+        const obj = normalizeWrite(t, next as unknown as Partial<KubeObject>);
         this.checkImmutable(t, ns, name as string, obj);
         this.sendJson(res, 200, out(this.store.update(t, ns, name as string, obj)));
         return;
@@ -642,9 +639,7 @@ export class FakeApiServer {
     if (typeof body !== 'object' || body === null || Array.isArray(body)) {
       throw statusErrors.badRequest(`a ${t.kind} object is required in the request body`);
     }
-    const obj = body as KubeObject;
-    obj.metadata = { ...(obj.metadata ?? {}) };
-    return normalizeWrite(t, obj);
+    return normalizeWrite(t, body);
   }
 
   private requireNamespace(ns: string): void {
@@ -776,13 +771,16 @@ function namespaceObject(name: string, labels?: Record<string, string>): KubeObj
   };
 }
 
-/** What the real server does to every write of a type: Secret stringData → data, defaults. */
-function normalizeWrite(t: ResourceType, obj: KubeObject): KubeObject {
-  obj.metadata = { ...(obj.metadata ?? {}) };
+/**
+ * What the real server does to every write of a type: Secret stringData → data, defaults. A
+ * written object is a client's JSON (or a patch's result): its metadata may be missing.
+ */
+function normalizeWrite(t: ResourceType, written: Partial<KubeObject>): KubeObject {
+  const obj: KubeObject = { ...written, metadata: { ...(written.metadata ?? {}) } };
   if (t.group === '' && t.resource === 'secrets') {
     const stringData = obj.stringData as Record<string, string> | undefined;
     if (stringData) {
-      const data = { ...((obj.data as Record<string, string>) ?? {}) };
+      const data = { ...((obj.data as Record<string, string> | undefined) ?? {}) };
       for (const [k, v] of Object.entries(stringData)) data[k] = Buffer.from(v).toString('base64');
       obj.data = data;
       delete obj.stringData;

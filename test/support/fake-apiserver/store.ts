@@ -129,7 +129,7 @@ export class ObjectStore {
   }
 
   create(t: ResourceType, namespace: string | undefined, input: KubeObject): KubeObject {
-    const meta = { ...(input.metadata ?? {}) };
+    const meta = { ...input.metadata };
     if (!meta.name && meta.generateName) {
       meta.name = meta.generateName + randomBytes(4).toString('hex').slice(0, 5);
     }
@@ -172,11 +172,11 @@ export class ObjectStore {
     const key = `${namespace ?? ''}/${name}`;
     const cur = b.get(key);
     if (!cur) throw statusErrors.notFound(target);
-    const rv = input.metadata?.resourceVersion;
+    const rv = input.metadata.resourceVersion;
     if (rv !== undefined && rv !== '' && rv !== cur.metadata.resourceVersion) {
       throw statusErrors.conflict(target);
     }
-    if (input.metadata?.uid && input.metadata.uid !== cur.metadata.uid) {
+    if (input.metadata.uid && input.metadata.uid !== cur.metadata.uid) {
       throw statusErrors.preconditionFailed(
         target,
         `Precondition failed: UID in precondition: ${input.metadata.uid}, UID in object meta: ${cur.metadata.uid}`,

@@ -20,6 +20,7 @@ interface Column {
 type Obj = Record<string, unknown>;
 const field = (o: KubeObject, path: string): unknown =>
   path.split('.').reduce<unknown>((cur, k) => (cur as Obj | undefined)?.[k], o);
+// eslint-disable-next-line @typescript-eslint/no-base-to-string -- a JSON value: every printed column is a scalar field
 const str = (v: unknown): string => (v === undefined || v === null ? '' : String(v));
 
 /**
