@@ -177,11 +177,12 @@ export function generatorSigning(signer: CaSigner): {
     );
   const subtle = new Proxy(
     {
-      async sign(
+      // A property, not a method: the proxy hands it out unbound.
+      sign: async (
         _alg: unknown,
         _key: unknown,
         data: ArrayBuffer | ArrayBufferView,
-      ): Promise<ArrayBuffer> {
+      ): Promise<ArrayBuffer> => {
         const bytes = ArrayBuffer.isView(data)
           ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
           : new Uint8Array(data);

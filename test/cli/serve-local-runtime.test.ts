@@ -109,21 +109,24 @@ test('the plugged-in folder, key by URI: a token that did not answer is tried ag
   const closed: string[] = [];
   const signers = new KeyUriSigners({
     clock,
-    opener: async (uri): Promise<ClosableSigner> => {
-      if (tokenAway) throw new CastellanError('unavailable', 'the token did not answer');
+    opener: (uri): Promise<ClosableSigner> => {
+      if (tokenAway) {
+        return Promise.reject(new CastellanError('unavailable', 'the token did not answer'));
+      }
       opened.push(uri);
       const keyFile = `ca-key${uri.slice('uri:'.length)}.pem`;
       const inner = keyObjectSigner(
         parsePrivateKeyPem(readFileSync(join(istioSampleCerts, keyFile), 'utf8'), keyFile).key,
       );
-      return {
+      return Promise.resolve({
         keyType: inner.keyType,
         description: uri,
         sign: (data, algorithm) => inner.sign(data, algorithm),
-        close: async () => {
+        close: () => {
           closed.push(uri);
+          return Promise.resolve();
         },
-      };
+      });
     },
   });
   const keys = { keyUri: undefined, signers };

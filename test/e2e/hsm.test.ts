@@ -279,7 +279,7 @@ describe('castellan serve --ca-key-uri', () => {
       uri,
     ]).then(
       () => assert.fail('serve started with a wrong PIN'),
-      (err: Error) => err.message,
+      (err: unknown) => (err as Error).message,
     );
     assert.ok(e.includes(`${uri}: token "${TOKEN}" refused the PIN (CKR_PIN_INCORRECT)`), e);
     assert.ok(!e.includes(pin) && !e.includes(USER_PIN), e);
@@ -295,7 +295,7 @@ describe('castellan serve --ca-key-uri', () => {
       uris.get('rsa-2048') as string,
     ]).then(
       () => assert.fail('serve started with the wrong key'),
-      (err: Error) => err.message,
+      (err: unknown) => (err as Error).message,
     );
     assert.match(
       e,

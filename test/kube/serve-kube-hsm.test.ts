@@ -162,7 +162,7 @@ test('the token away: no replica starts on a self-signed root; a running one ret
   try {
     const e = await serve('c', '--ca-key-uri', uris.get('one')!).then(
       () => assert.fail('a replica started while its token was away'),
-      (err: Error) => err.message,
+      (err: unknown) => (err as Error).message,
     );
     assert.match(e, /unavailable|no token matches|did not initialize|the HSM could not sign/);
     assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined);

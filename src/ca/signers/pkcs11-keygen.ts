@@ -56,7 +56,7 @@ export async function generatePkcs11Key(o: {
             { subject: uri.text },
           );
         }
-        const names: Attribute[] = [{ type: a.CKA_LABEL, value: uri.object as string }];
+        const names: Attribute[] = [{ type: a.CKA_LABEL, value: uri.object }];
         if (uri.id !== undefined) names.push({ type: a.CKA_ID, value: Buffer.from(uri.id) });
         const ec = o.keyType === 'ec-p256' || o.keyType === 'ec-p384';
         // The key signs and does nothing else (modules default some of these to true).
@@ -102,7 +102,7 @@ export async function generatePkcs11Key(o: {
         return ec
           ? ecSpki(
               lib.C_GetAttributeValue(session, publicKey, [{ type: a.CKA_EC_POINT }]),
-              o.keyType as 'ec-p256',
+              o.keyType,
             )
           : rsaSpki(
               lib.C_GetAttributeValue(session, publicKey, [

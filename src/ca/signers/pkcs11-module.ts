@@ -120,11 +120,13 @@ export function loadPkcs11Api(): Promise<Pkcs11Api> {
 
 /** The CKR_ name and number of a pkcs11js error, when it is one. */
 export function returnCode(e: unknown): { name: string; code: number } | undefined {
-  const err = e as { name?: string; message?: string; code?: number };
-  if (err?.name === 'Pkcs11Error' && typeof err.message === 'string') {
-    return { name: err.message, code: err.code ?? 0 };
+  if (typeof e !== 'object' || e === null) return undefined;
+  const err = e as { name?: unknown; message?: unknown; code?: unknown };
+  if (typeof err.message !== 'string') return undefined;
+  if (err.name === 'Pkcs11Error') {
+    return { name: err.message, code: typeof err.code === 'number' ? err.code : 0 };
   }
-  const m = /\b(CKR_[A-Z_]+)(?::(\d+))?/.exec(String(err?.message ?? ''));
+  const m = /\b(CKR_[A-Z_]+)(?::(\d+))?/.exec(err.message);
   return m ? { name: m[1] as string, code: Number(m[2] ?? 0) } : undefined;
 }
 

@@ -419,7 +419,10 @@ class TokenKeySigner implements Pkcs11Signer {
   /** Hands the session to the next waiter, or back to the pool. */
   private release(c: Connection, session: Handle): void {
     const next = c.broken ? undefined : c.waiting.shift();
-    if (next) return next.resolve(session);
+    if (next) {
+      next.resolve(session);
+      return;
+    }
     c.idle.push(session);
     if (c.idle.length === c.sessions.length) for (const d of c.drained.splice(0)) d();
   }

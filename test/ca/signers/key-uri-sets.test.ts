@@ -34,19 +34,20 @@ function fakeOpener(): {
   return {
     opened,
     closed,
-    opener: async (uri) => {
+    opener: (uri) => {
       opened.push(uri);
       const key = uri === 'uri:ca' ? ca.key : uri === 'uri:other' ? other.key : undefined;
-      if (!key) throw new Error(`no key ${uri}`);
+      if (!key) return Promise.reject(new Error(`no key ${uri}`));
       const inner = keyObjectSigner(key);
-      return {
+      return Promise.resolve({
         keyType: inner.keyType,
         description: uri,
         sign: (d, a) => inner.sign(d, a),
-        close: async () => {
+        close: () => {
           closed.push(uri);
+          return Promise.resolve();
         },
-      };
+      });
     },
   };
 }
@@ -91,7 +92,7 @@ describe('sets with a key URI', () => {
       { source: 'test', signers, keyUri: 'uri:ca' },
       clock,
     );
-    assert.equal(b?.signer, a?.signer);
+    assert.equal(b?.signer, a.signer);
     assert.deepEqual(f.opened, ['uri:ca'], 'one signer per URI');
 
     const dir = mkdtempSync(join(tmpdir(), 'castellan-keyuri-'));
