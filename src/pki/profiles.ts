@@ -96,7 +96,8 @@ export const MAX_COMMON_NAME_LENGTH = 64;
 export function checkCommonName(cn: string): string {
   // UTF-16 units are never fewer than characters: the common case costs one comparison.
   if (cn.length <= MAX_COMMON_NAME_LENGTH) return cn;
-  const length = [...cn].length;
+  // Characters as RFC 5280 counts them: code points, not UTF-16 units.
+  const length = Array.from(cn).length;
   if (length > MAX_COMMON_NAME_LENGTH) {
     throw new CastellanError(
       'invalid-argument',

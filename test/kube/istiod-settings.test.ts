@@ -87,9 +87,10 @@ test('PILOT_CA_CERT_CONFIGMAP names the published ConfigMap; CITADEL_SELF_SIGNED
     await waitFor(
       `mesh-root-cert in ${ns}`,
       () =>
-        (api.getObject('configmaps', ns, 'mesh-root-cert')?.data as Record<string, string>)?.[
-          'root-cert.pem'
-        ] === root,
+        (
+          api.getObject('configmaps', ns, 'mesh-root-cert')?.data as
+            Record<string, string> | undefined
+        )?.['root-cert.pem'] === root,
     );
   }
   assert.equal(api.getObject('configmaps', 'app', 'istio-ca-root-cert'), undefined);

@@ -130,7 +130,9 @@ export async function startKubeRuntime(
   try {
     if (deps.meshConfig) {
       // Before the CA: a first replica's self-signed root takes the mesh's trust domain.
-      const { apply } = deps.meshConfig;
+      const meshConfig = deps.meshConfig;
+      const apply = (text: string | undefined, at: string, first: boolean): void =>
+        meshConfig.apply(text, at, first);
       const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
       let live = false;
       const meshWatch = startMeshConfigWatch({
