@@ -8,11 +8,19 @@ import {
   resourceLabel,
   type AuthorizationPolicy,
   type PeerAuthentication,
+  type RequestAuthentication,
+  type SecurityKind,
   type SecurityResource,
 } from './resource.js';
-import { authorizationPolicyApplies, peerAuthenticationApplies } from './selection.js';
+import {
+  attachesBeyondNamespace,
+  effectiveTargetRefs,
+  peerAuthenticationApplies,
+  policyAttaches,
+  targetsService,
+} from './selection.js';
 import { validateResource } from './validation.js';
-import { workloadKey, type Workload } from './workload.js';
+import { serviceKey, workloadKey, type ServiceRef, type Workload } from './workload.js';
 
 interface StoredPolicy<T extends SecurityResource> {
   readonly resource: T;
@@ -36,6 +44,15 @@ export class PolicyCompiler {
   private mesh: MeshSettings;
   private readonly peer = new Map<string, Map<string, StoredPolicy<PeerAuthentication>>>();
   private readonly authz = new Map<string, Map<string, StoredAuthorization>>();
+  private readonly requestAuthn = new Map<
+    string,
+    Map<string, StoredPolicy<RequestAuthentication>>
+  >();
+  /** AuthorizationPolicies and RequestAuthentications that name a Service or ServiceEntry. */
+  private readonly serviceTargeting = new Map<
+    string,
+    AuthorizationPolicy | RequestAuthentication
+  >();
   private readonly workloads = new Map<string, Map<string, Workload>>();
   private readonly bundles = new Map<string, PolicyBundle>();
   /** Per-namespace PeerAuthentication findings (several wide policies, root selectors). */
@@ -59,6 +76,11 @@ export class PolicyCompiler {
     return n;
   }
 
+  /** The mesh settings bundles are compiled with. */
+  get meshSettings(): MeshSettings {
+    return this.mesh;
+  }
+
   bundle(namespace: string, name: string): PolicyBundle | undefined {
     return this.bundles.get(workloadKey({ namespace, name }));
   }
@@ -72,6 +94,8 @@ export class PolicyCompiler {
     const out: Diagnostic[] = [];
     for (const m of this.peer.values()) for (const p of m.values()) out.push(...p.diagnostics);
     for (const m of this.authz.values()) for (const p of m.values()) out.push(...p.diagnostics);
+    for (const m of this.requestAuthn.values())
+      for (const p of m.values()) out.push(...p.diagnostics);
     for (const d of this.peerFindings.values()) out.push(...d);
     return out;
   }
@@ -95,22 +119,42 @@ export class PolicyCompiler {
       old = m.get(name)?.resource;
       m.set(name, { resource, diagnostics: validateResource(resource) });
       this.refreshPeerFindings(ns);
-    } else {
+    } else if (resource.kind === 'AuthorizationPolicy') {
       const m = mapIn(this.authz, ns);
       old = m.get(name)?.resource;
       m.set(name, this.storeAuthorization(resource));
+    } else {
+      const m = mapIn(this.requestAuthn, ns);
+      old = m.get(name)?.resource;
+      m.set(name, { resource, diagnostics: validateResource(resource) });
     }
+    this.indexServiceTargeting(resource);
     return this.recompute(this.affectedBy(resource, old));
   }
 
-  removePolicy(kind: SecurityResource['kind'], namespace: string, name: string): string[] {
-    const store = kind === 'PeerAuthentication' ? this.peer : this.authz;
+  removePolicy(kind: SecurityKind, namespace: string, name: string): string[] {
+    const store: Map<string, Map<string, { resource: SecurityResource }>> = kind ===
+    'PeerAuthentication'
+      ? this.peer
+      : kind === 'AuthorizationPolicy'
+        ? this.authz
+        : this.requestAuthn;
     const m = store.get(namespace);
     const old = m?.get(name)?.resource;
     if (!m || !old) return [];
     m.delete(name);
+    this.serviceTargeting.delete(resourceLabel(old));
     if (kind === 'PeerAuthentication') this.refreshPeerFindings(namespace);
     return this.recompute(this.affectedBy(old, undefined));
+  }
+
+  private indexServiceTargeting(r: SecurityResource): void {
+    const key = resourceLabel(r);
+    if (r.kind !== 'PeerAuthentication' && effectiveTargetRefs(r).some(targetsService)) {
+      this.serviceTargeting.set(key, r);
+    } else {
+      this.serviceTargeting.delete(key);
+    }
   }
 
   upsertWorkload(w: Workload): string[] {
@@ -135,6 +179,9 @@ export class PolicyCompiler {
     }
     for (const name of [...(this.authz.get(namespace)?.keys() ?? [])]) {
       for (const k of this.removePolicy('AuthorizationPolicy', namespace, name)) changed.add(k);
+    }
+    for (const name of [...(this.requestAuthn.get(namespace)?.keys() ?? [])]) {
+      for (const k of this.removePolicy('RequestAuthentication', namespace, name)) changed.add(k);
     }
     return [...changed];
   }
@@ -163,15 +210,14 @@ export class PolicyCompiler {
   private applies(r: SecurityResource, w: Workload): boolean {
     return r.kind === 'PeerAuthentication'
       ? peerAuthenticationApplies(r, w, this.mesh.rootNamespace)
-      : authorizationPolicyApplies(r, w, this.mesh.rootNamespace);
+      : policyAttaches(r, w, this.mesh.rootNamespace);
   }
 
   private affectedBy(now: SecurityResource, old: SecurityResource | undefined): Workload[] {
     const ns = now.meta.namespace;
+    const root = this.mesh.rootNamespace;
     const candidates =
-      ns === this.mesh.rootNamespace
-        ? this.everyWorkload()
-        : [...(this.workloads.get(ns)?.values() ?? [])];
+      ns === root ? this.everyWorkload() : [...(this.workloads.get(ns)?.values() ?? [])];
     // A namespace-wide PeerAuthentication can change which sibling wins, so its whole namespace counts.
     if (
       now.kind === 'PeerAuthentication' &&
@@ -179,9 +225,24 @@ export class PolicyCompiler {
     ) {
       return candidates;
     }
-    return candidates.filter(
-      (w) => this.applies(now, w) || (old !== undefined && this.applies(old, w)),
+    // Waypoints take policies per service, from any namespace: they are few, so all of them
+    // recompute when such a policy changes.
+    const beyond = [now, old].some(
+      (r) => r !== undefined && r.kind !== 'PeerAuthentication' && attachesBeyondNamespace(r, root),
     );
+    const affected = candidates.filter(
+      (w) =>
+        w.kind === 'waypoint' ||
+        this.applies(now, w) ||
+        (old !== undefined && this.applies(old, w)),
+    );
+    if (beyond) {
+      const seen = new Set(affected.map(workloadKey));
+      for (const w of this.everyWorkload()) {
+        if (w.kind === 'waypoint' && !seen.has(workloadKey(w))) affected.push(w);
+      }
+    }
+    return affected;
   }
 
   private recompute(workloads: readonly Workload[]): string[] {
@@ -203,7 +264,6 @@ export class PolicyCompiler {
     const root = this.mesh.rootNamespace;
     const namespaces = w.namespace === root ? [root] : [w.namespace, root];
     const peerAuthentications: PeerAuthentication[] = [];
-    const authorizationPolicies: NormalizedPolicy[] = [];
     const diagnostics: Diagnostic[] = [];
     for (const ns of namespaces) {
       for (const p of this.peer.get(ns)?.values() ?? []) {
@@ -213,13 +273,13 @@ export class PolicyCompiler {
         const label = resourceLabel(p.resource);
         diagnostics.push(...(this.peerFindings.get(ns) ?? []).filter((d) => d.resource === label));
       }
-      for (const p of this.authz.get(ns)?.values() ?? []) {
-        if (!authorizationPolicyApplies(p.resource, w, root)) continue;
-        authorizationPolicies.push(p.normalized);
-        diagnostics.push(...p.diagnostics);
-      }
     }
-    authorizationPolicies.sort((a, b) => (a.policy < b.policy ? -1 : a.policy > b.policy ? 1 : 0));
+    const { authorizationPolicies, requestAuthentications } = this.attached(
+      w,
+      namespaces,
+      null,
+      diagnostics,
+    );
     peerAuthentications.sort((a, b) => {
       const x = policyRef(a.meta);
       const y = policyRef(b.meta);
@@ -230,9 +290,81 @@ export class PolicyCompiler {
       mesh: this.mesh,
       peerAuthentications,
       authorizationPolicies,
+      requestAuthentications,
+      ...(w.kind === 'waypoint'
+        ? {
+            services: this.waypointServices(w).map((service) => ({
+              service,
+              ...this.attached(
+                w,
+                [...new Set([...namespaces, service.namespace])],
+                service,
+                diagnostics,
+              ),
+            })),
+          }
+        : {}),
       diagnostics,
     });
   }
+
+  /** The AuthorizationPolicies and RequestAuthentications attached, sorted by name. */
+  private attached(
+    w: Workload,
+    namespaces: readonly string[],
+    service: ServiceRef | null,
+    diagnostics: Diagnostic[],
+  ): {
+    authorizationPolicies: NormalizedPolicy[];
+    requestAuthentications: RequestAuthentication[];
+  } {
+    const root = this.mesh.rootNamespace;
+    const authorizationPolicies: NormalizedPolicy[] = [];
+    const requestAuthentications: RequestAuthentication[] = [];
+    for (const ns of namespaces) {
+      for (const p of this.authz.get(ns)?.values() ?? []) {
+        if (!policyAttaches(p.resource, w, root, service)) continue;
+        authorizationPolicies.push(p.normalized);
+        diagnostics.push(...p.diagnostics);
+      }
+      for (const p of this.requestAuthn.get(ns)?.values() ?? []) {
+        if (!policyAttaches(p.resource, w, root, service)) continue;
+        requestAuthentications.push(p.resource);
+        diagnostics.push(...p.diagnostics);
+      }
+    }
+    authorizationPolicies.sort((a, b) => (a.policy < b.policy ? -1 : a.policy > b.policy ? 1 : 0));
+    requestAuthentications.sort((a, b) => compareRefs(policyRef(a.meta), policyRef(b.meta)));
+    return { authorizationPolicies, requestAuthentications };
+  }
+
+  /**
+   * The services a waypoint has a chain for: those the workload names, else every Service or
+   * ServiceEntry some policy targets (a request names the one it is for).
+   */
+  private waypointServices(w: Workload): ServiceRef[] {
+    const found = new Map<string, ServiceRef>();
+    if (w.services.length > 0) {
+      for (const s of w.services) found.set(serviceKey(s), s);
+    } else {
+      for (const p of this.serviceTargeting.values()) {
+        for (const t of effectiveTargetRefs(p)) {
+          if (!targetsService(t)) continue;
+          const s: ServiceRef = {
+            namespace: p.meta.namespace,
+            name: t.name,
+            kind: t.kind === 'ServiceEntry' ? 'ServiceEntry' : 'Service',
+          };
+          found.set(serviceKey(s), s);
+        }
+      }
+    }
+    return [...found.entries()].sort((a, b) => compareRefs(a[0], b[0])).map(([, s]) => s);
+  }
+}
+
+function compareRefs(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function mapIn<V>(outer: Map<string, Map<string, V>>, key: string): Map<string, V> {

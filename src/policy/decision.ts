@@ -1,11 +1,28 @@
 import { CastellanError } from '../errors.js';
-import type { ActionSection, BundleRule, PolicyBundle } from './policy-bundle.js';
+import type {
+  ActionSection,
+  AuthorizationSections,
+  BundleRule,
+  PolicyBundle,
+} from './policy-bundle.js';
 import { withoutHttpOnly, type RuleShape } from './normalize.js';
+import type { PathNormalization } from './path-normalization.js';
 import type { MtlsDecision } from './peer-authentication.js';
+import {
+  authenticateRequest,
+  type JwtOutcome,
+  type RequestAuthenticationSection,
+} from './request-authentication.js';
 import type { PolicyRequest } from './request.js';
-import { matchContext, ruleMatches, type MatchContext } from './rule-match.js';
+import { matchContext, normalizedPathOf, ruleMatches, type MatchContext } from './rule-match.js';
+import { serviceKey } from './workload.js';
 
-export type Stage = 'mtls' | 'jwt' | 'custom' | 'deny' | 'allow' | 'default';
+/**
+ * Where the request was decided: the connection (mtls), the HTTP connection manager's path
+ * handling (path), the ext_authz filter (custom), the jwt_authn filter (jwt), the RBAC
+ * filters (deny, allow), or no ALLOW policy at all (default).
+ */
+export type Stage = 'mtls' | 'path' | 'custom' | 'jwt' | 'deny' | 'allow' | 'default';
 
 /** What a dry-run policy set would have decided, had it been enforced. */
 export interface DryRunResult {
@@ -29,6 +46,12 @@ export interface Decision {
   readonly mtls: MtlsDecision;
   /** Things the caller should know about how the request was read. */
   readonly notes: readonly string[];
+  /** The request path as sent and as the filters saw it (null when refused); null on TCP. */
+  readonly path: {
+    readonly original: string;
+    readonly normalized: string | null;
+    readonly mode: PathNormalization;
+  } | null;
 }
 
 /** The JSON shape `castellan policy check --output json` prints. */
@@ -40,6 +63,8 @@ export function decisionJson(d: Decision): Record<string, unknown> {
     rule: d.rule,
     dryRun: d.dryRun,
     reason: d.reason,
+    normalizedPath: d.path?.normalized ?? null,
+    notes: d.notes,
   };
 }
 
@@ -112,11 +137,61 @@ function shadow(
       };
 }
 
+const NO_NOTES: readonly string[] = [];
+const NO_JWT: JwtOutcome = { kind: 'none', note: null };
+
+/** Per bundle, the notes about policies it applies that Istio's validation refuses. */
+const invalidPolicyNotes = new WeakMap<PolicyBundle, readonly string[]>();
+
+function invalidPolicies(bundle: PolicyBundle): readonly string[] {
+  if (bundle.diagnostics.length === 0) return NO_NOTES;
+  let notes = invalidPolicyNotes.get(bundle);
+  if (!notes) {
+    notes = bundle.diagnostics
+      .filter((d) => d.severity === 'error')
+      .map((d) => `${d.resource} has an error: ${d.field}: ${d.message}`);
+    invalidPolicyNotes.set(bundle, notes);
+  }
+  return notes;
+}
+
+/** The sections of the chain the request runs through: a waypoint's service chain, or the workload's. */
+function chainFor(
+  bundle: PolicyBundle,
+  req: PolicyRequest,
+  notes: string[],
+): AuthorizationSections & { readonly requestAuthentication: RequestAuthenticationSection } {
+  if (req.service === null) {
+    if (bundle.services?.length) {
+      notes.push(
+        'the request names no service (request.service): only policies attached to the waypoint itself apply',
+      );
+    }
+    return bundle;
+  }
+  if (bundle.workload.kind !== 'waypoint') {
+    notes.push(`request.service matters on a waypoint only; a ${bundle.workload.kind} ignores it`);
+    return bundle;
+  }
+  const key = serviceKey(req.service);
+  const chain = bundle.services?.find((s) => serviceKey(s.service) === key);
+  if (!chain) {
+    notes.push(
+      `no policy attaches to ${req.service.kind} ${req.service.namespace}/${req.service.name}: the waypoint's own policies apply`,
+    );
+    return bundle;
+  }
+  return chain;
+}
+
 /**
- * Decides a request as the workload's sidecar would, in the order of its filter chain:
- * peer authentication (mTLS mode), request authentication (JWT), CUSTOM (ext_authz), then the
- * RBAC filters AUDIT, DENY and ALLOW. Dry-run rules are evaluated where Envoy evaluates their
- * shadow rules — in the DENY and ALLOW filters, so only when the request gets that far.
+ * Decides a request as the workload's proxy would, in the order of its filter chain
+ * (pilot/pkg/networking/core/listener_builder.go buildHTTPFilters): the connection's peer
+ * authentication (mTLS mode); the connection manager's path normalization; CUSTOM (ext_authz,
+ * before request authentication); request authentication (JWT); then the RBAC filters AUDIT,
+ * DENY and ALLOW. The path is normalized once, here, and every rule sees the same view. Dry-run
+ * rules are evaluated where Envoy evaluates their shadow rules — in the DENY and ALLOW filters,
+ * so only when the request gets that far.
  */
 export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   const notes: string[] = [];
@@ -132,13 +207,34 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
   }
   const dryRun: DryRunResult[] = [];
   const audit: { policy: string; rule: number }[] = [];
+  const mode = bundle.mesh.pathNormalization;
+  const rawPath = req.protocol === 'HTTP' ? (req.http?.path ?? null) : null;
+  const normalized = normalizedPathOf(req, mode);
+  const path =
+    rawPath === null
+      ? null
+      : { original: rawPath, normalized: normalized?.ok ? normalized.path : null, mode };
   const result = (
     decision: 'ALLOW' | 'DENY',
     stage: Stage,
     policy: string | null,
     rule: number | null,
     reason: string,
-  ): Decision => ({ decision, stage, policy, rule, dryRun, reason, audit, mtls, notes });
+  ): Decision => {
+    const invalid = invalidPolicies(bundle);
+    return {
+      decision,
+      stage,
+      policy,
+      rule,
+      dryRun,
+      reason,
+      audit,
+      mtls,
+      notes: invalid.length ? [...notes, ...invalid] : notes,
+      path,
+    };
+  };
   const by = mtls.policy ? `${mtls.policy} (${mtls.level})` : 'the default';
 
   if (req.tls === 'plaintext' && mtls.mode === 'STRICT') {
@@ -166,21 +262,19 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
       );
     }
   }
-  if (req.protocol === 'HTTP' && req.jwt && !req.jwt.valid) {
-    return result(
-      'DENY',
-      'jwt',
-      null,
-      null,
-      'the request presents a JWT that is not valid: request authentication rejects it (401)',
-    );
+  if (normalized && !normalized.ok) {
+    return result('DENY', 'path', null, null, normalized.reason);
   }
-  const ctx = matchContext(req, mtls.mode !== 'DISABLE');
+  const chain =
+    req.service === null && bundle.services === undefined ? bundle : chainFor(bundle, req, notes);
+  const peerVisible = mtls.mode !== 'DISABLE';
+  const seen = normalized?.ok ? normalized : null;
+  const beforeJwt = matchContext(req, peerVisible, seen);
 
-  const custom = bundle.authorization.custom.rules.filter(
-    (r) => !(ctx.tcp && r.effect === 'ext-authz' && r.providerType === 'envoyExtAuthzHttp'),
+  const custom = chain.authorization.custom.rules.filter(
+    (r) => !(beforeJwt.tcp && r.effect === 'ext-authz' && r.providerType === 'envoyExtAuthzHttp'),
   );
-  const customHit = firstMatch(custom, ctx);
+  const customHit = firstMatch(custom, beforeJwt);
   if (customHit) {
     if (customHit.effect === 'deny') {
       return result(
@@ -212,13 +306,18 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
     );
   }
 
-  for (const r of bundle.authorization.audit.rules) {
+  const jwt = req.jwt === null ? NO_JWT : authenticateRequest(chain.requestAuthentication, req);
+  if (jwt.kind === 'rejected') return result('DENY', 'jwt', null, null, jwt.reason);
+  if (jwt.note) notes.push(jwt.note);
+  const ctx = jwt.kind === 'verified' ? matchContext(req, peerVisible, seen, jwt) : beforeJwt;
+
+  for (const r of chain.authorization.audit.rules) {
     if (matches(r, ctx)) audit.push({ policy: r.policy, rule: r.rule });
   }
 
-  const denyShadow = shadow(bundle.dryRun.deny, 'DENY', ctx);
+  const denyShadow = shadow(chain.dryRun.deny, 'DENY', ctx);
   if (denyShadow) dryRun.push(denyShadow);
-  const denyHit = firstMatch(bundle.authorization.deny.rules, ctx);
+  const denyHit = firstMatch(chain.authorization.deny.rules, ctx);
   if (denyHit) {
     const widened =
       ctx.tcp && denyHit.onTcp === 'widened'
@@ -233,9 +332,9 @@ export function decide(bundle: PolicyBundle, req: PolicyRequest): Decision {
     );
   }
 
-  const allowShadow = shadow(bundle.dryRun.allow, 'ALLOW', ctx);
+  const allowShadow = shadow(chain.dryRun.allow, 'ALLOW', ctx);
   if (allowShadow) dryRun.push(allowShadow);
-  const allow = bundle.authorization.allow;
+  const allow = chain.authorization.allow;
   if (allow.policies.length === 0) {
     return result(
       'ALLOW',
@@ -273,6 +372,17 @@ export function formatDecision(d: Decision): string {
     `${d.decision} at stage ${d.stage}${d.policy ? ` by ${d.policy}${d.rule !== null ? ` rule ${d.rule}` : ''}` : ''}`,
   ];
   lines.push(`  reason: ${d.reason}`);
+  if (d.path) {
+    const how =
+      d.path.normalized === null
+        ? 'refused'
+        : d.path.normalized === d.path.original
+          ? 'unchanged'
+          : `normalized from ${d.path.original}`;
+    lines.push(
+      `  path: ${d.path.normalized ?? d.path.original} (${how}; pathNormalization ${d.path.mode})`,
+    );
+  }
   lines.push(
     `  mTLS: ${d.mtls.mode} (${d.mtls.policy ? `${d.mtls.policy}, ${d.mtls.level} level` : 'default'})`,
   );

@@ -27,7 +27,10 @@ export function bundleForWorkload(
   return bundle;
 }
 
-/** Decides one request against a set of policies: what `policy check` prints. */
+/**
+ * Decides one request against a set of policies: what `policy check` prints. A request to a
+ * waypoint that names no service is for the waypoint's only service, when it lists one.
+ */
 export function checkRequest(
   resources: readonly SecurityResource[],
   mesh: MeshSettings,
@@ -35,7 +38,15 @@ export function checkRequest(
   request: PolicyRequest,
 ): { bundle: PolicyBundle; decision: Decision } {
   const bundle = bundleForWorkload(resources, mesh, workload);
-  return { bundle, decision: decide(bundle, request) };
+  const [single, ...others] = workload.services;
+  const onlyService =
+    request.service === null && workload.kind === 'waypoint' && single && others.length === 0
+      ? single
+      : null;
+  return {
+    bundle,
+    decision: decide(bundle, onlyService ? { ...request, service: onlyService } : request),
+  };
 }
 
 /** Every workload-independent diagnostic: what `policy lint` prints. */

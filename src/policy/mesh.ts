@@ -1,4 +1,6 @@
+import { parseSingleDocument } from './documents.js';
 import { InputFields, fieldError } from './input-fields.js';
+import { PATH_NORMALIZATIONS, type PathNormalization } from './path-normalization.js';
 
 /** An external authorizer declared in MeshConfig.extensionProviders (used by CUSTOM policies). */
 export interface ExtensionProvider {
@@ -15,47 +17,109 @@ export interface MeshSettings {
   readonly trustDomain: string;
   readonly trustDomainAliases: readonly string[];
   readonly extensionProviders: readonly ExtensionProvider[];
+  /** meshConfig.pathNormalization.normalization, DEFAULT resolved to BASE (what it means). */
+  readonly pathNormalization: PathNormalization;
 }
 
-/** MeshConfig defaults: root namespace istio-system, trust domain cluster.local. */
+/** MeshConfig defaults: root namespace istio-system, trust domain cluster.local, BASE paths. */
 export const DEFAULT_MESH: MeshSettings = {
   rootNamespace: 'istio-system',
   trustDomain: 'cluster.local',
   trustDomainAliases: [],
   extensionProviders: [],
+  pathNormalization: 'BASE',
 };
 
-export function parseMesh(value: unknown, path = 'mesh'): MeshSettings {
+/** MeshConfig.ProxyPathNormalization.NormalizationType; DEFAULT is "currently BASE" (istio/api). */
+const NORMALIZATION_NAMES = ['DEFAULT', ...PATH_NORMALIZATIONS] as const;
+
+/**
+ * `pathNormalization` as MeshConfig writes it, `{normalization: MERGE_SLASHES}` (an absent
+ * `normalization` is DEFAULT); the bare mode name is accepted too.
+ */
+function parsePathNormalization(f: InputFields): PathNormalization | undefined {
+  const raw = f.raw('pathNormalization');
+  if (raw === undefined || raw === null) return undefined;
+  const name =
+    typeof raw === 'string'
+      ? raw
+      : (InputFields.of(raw, f.at('pathNormalization')).string('normalization') ?? 'DEFAULT');
+  if (!(NORMALIZATION_NAMES as readonly string[]).includes(name)) {
+    throw fieldError(
+      typeof raw === 'string'
+        ? f.at('pathNormalization')
+        : `${f.at('pathNormalization')}.normalization`,
+      `"${name}" is not one of ${NORMALIZATION_NAMES.join(', ')}`,
+    );
+  }
+  return name === 'DEFAULT' ? 'BASE' : (name as PathNormalization);
+}
+
+/**
+ * The policy-relevant fields of a MeshConfig (YAML/JSON object); every field that is absent
+ * keeps its value from `base`. Other MeshConfig fields are ignored.
+ */
+export function meshFromConfig(value: unknown, base: MeshSettings, path = 'mesh'): MeshSettings {
   const f = InputFields.of(value, path, false);
-  if (!f) return DEFAULT_MESH;
-  const providers: ExtensionProvider[] = f.list('extensionProviders').map((raw, i) => {
-    const p = InputFields.of(raw, `${f.at('extensionProviders')}[${i}]`);
-    const name = p.requiredString('name');
-    for (const type of ['envoyExtAuthzGrpc', 'envoyExtAuthzHttp'] as const) {
-      const body = p.object(type);
-      if (body) {
-        return {
-          name,
-          type,
-          service: body.string('service') ?? '',
-          port: body.port('port', false) ?? null,
-        };
+  if (!f) return base;
+  let providers = base.extensionProviders;
+  if (f.has('extensionProviders')) {
+    providers = f.list('extensionProviders').map((raw, i) => {
+      const p = InputFields.of(raw, `${f.at('extensionProviders')}[${i}]`);
+      const name = p.requiredString('name');
+      for (const type of ['envoyExtAuthzGrpc', 'envoyExtAuthzHttp'] as const) {
+        const body = p.object(type);
+        if (body) {
+          return {
+            name,
+            type,
+            service: body.string('service') ?? '',
+            port: body.port('port', false) ?? null,
+          };
+        }
       }
+      return { name, type: 'other' as const, service: '', port: null };
+    });
+    const names = new Set<string>();
+    for (const p of providers) {
+      if (names.has(p.name))
+        throw fieldError(f.at('extensionProviders'), `duplicate provider "${p.name}"`);
+      names.add(p.name);
     }
-    return { name, type: 'other', service: '', port: null };
-  });
-  const names = new Set<string>();
-  for (const p of providers) {
-    if (names.has(p.name))
-      throw fieldError(f.at('extensionProviders'), `duplicate provider "${p.name}"`);
-    names.add(p.name);
   }
   return {
-    rootNamespace: f.string('rootNamespace') || DEFAULT_MESH.rootNamespace,
-    trustDomain: f.string('trustDomain') || DEFAULT_MESH.trustDomain,
-    trustDomainAliases: f.stringList('trustDomainAliases'),
+    rootNamespace: f.string('rootNamespace') || base.rootNamespace,
+    trustDomain: f.string('trustDomain') || base.trustDomain,
+    trustDomainAliases: f.has('trustDomainAliases')
+      ? f.stringList('trustDomainAliases')
+      : base.trustDomainAliases,
     extensionProviders: providers,
+    pathNormalization: parsePathNormalization(f) ?? base.pathNormalization,
   };
+}
+
+/** The `mesh` of a `policy check` input (or a --mesh file): MeshConfig fields over the defaults. */
+export function parseMesh(value: unknown, path = 'mesh'): MeshSettings {
+  return meshFromConfig(value, DEFAULT_MESH, path);
+}
+
+/** The ConfigMap istiod reads its MeshConfig from, in its own (the root) namespace. */
+export const MESH_CONFIG_MAP = 'istio';
+const MESH_CONFIG_KEY = 'mesh';
+
+/**
+ * The MeshConfig in the `istio` ConfigMap's `mesh` key (YAML text), over `base`; `base` itself
+ * when the ConfigMap has no such key. Bad YAML or a bad field is a CastellanError naming it.
+ */
+export function meshFromConfigMap(
+  data: Readonly<Record<string, string>> | undefined,
+  base: MeshSettings,
+  origin: string,
+): MeshSettings {
+  const text = data?.[MESH_CONFIG_KEY];
+  if (text === undefined || text.trim() === '') return base;
+  const at = `${origin}.data.${MESH_CONFIG_KEY}`;
+  return meshFromConfig(parseSingleDocument(text, at), base, at);
 }
 
 /** The local trust domain first, then its aliases (trustdomain.NewBundle). */

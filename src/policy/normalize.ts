@@ -9,7 +9,7 @@ import {
   type Rule,
   type Source,
 } from './resource.js';
-import { expandTrustDomainAliases } from './trust-domain.js';
+import { expandPrincipalAliases, expandTrustDomainValues } from './trust-domain.js';
 import { WHEN_EXACT_KEYS } from './validation.js';
 
 /**
@@ -69,6 +69,7 @@ const SOURCE_ATTRIBUTES: readonly [keyof Source, keyof Source, string][] = [
   ['serviceAccounts', 'notServiceAccounts', 'source.serviceAccount'],
   ['requestPrincipals', 'notRequestPrincipals', 'request.auth.principal'],
   ['namespaces', 'notNamespaces', 'source.namespace'],
+  ['trustDomains', 'notTrustDomains', 'source.trustDomain'],
   ['remoteIpBlocks', 'notRemoteIpBlocks', 'remote.ip'],
   ['ipBlocks', 'notIpBlocks', 'source.ip'],
 ];
@@ -202,11 +203,15 @@ function normalizeRule(
     let vs = keep(values, 'values');
     let ns = keep(notValues, 'notValues');
     if (attribute === 'source.principal') {
-      vs = expandTrustDomainAliases(vs, ctx.trustDomains);
-      ns = expandTrustDomainAliases(ns, ctx.trustDomains);
+      vs = expandPrincipalAliases(vs, ctx.trustDomains);
+      ns = expandPrincipalAliases(ns, ctx.trustDomains);
+    }
+    if (attribute === 'source.trustDomain') {
+      vs = expandTrustDomainValues(vs, ctx.trustDomains);
+      ns = expandTrustDomainValues(ns, ctx.trustDomains);
     }
     if (attribute === 'source.serviceAccount') {
-      // `<name>` means a service account of the policy's own namespace.
+      // `<name>` means a service account of the policy's own namespace (serviceAccountRegex).
       const qualify = (v: string): string => (v.includes('/') ? v : `${ap.meta.namespace}/${v}`);
       vs = vs.map(qualify);
       ns = ns.map(qualify);

@@ -7,11 +7,14 @@ import {
   type AuthorizationAction,
   type AuthorizationPolicy,
   type Condition,
+  type JwtRule,
   type MtlsMode,
   type Operation,
   type PeerAuthentication,
+  type RequestAuthentication,
   type ResourceMeta,
   type Rule,
+  type SecurityKind,
   type SecurityResource,
   type Source,
   type TargetRef,
@@ -31,11 +34,22 @@ export interface ParsedResources {
 const GROUP = 'security.istio.io';
 const VERSIONS = new Set(['v1', 'v1beta1']);
 const DRY_RUN = 'istio.io/dry-run';
+const KINDS: readonly SecurityKind[] = [
+  'PeerAuthentication',
+  'AuthorizationPolicy',
+  'RequestAuthentication',
+];
+
+/** The presence test of the CRD's CEL rules (`has(self.x)`): set, and not null (pruned). */
+function present(obj: Record<string, unknown>, key: string): boolean {
+  return obj[key] !== undefined && obj[key] !== null;
+}
 
 /**
- * Turns Kubernetes objects into typed PeerAuthentication/AuthorizationPolicy resources.
- * Other kinds (and other API groups) are ignored; `kind: List` is unpacked. An object that
- * breaks the CRD schema (a wrong type, an unknown enum value) could never be stored by
+ * Turns Kubernetes objects into typed PeerAuthentication, AuthorizationPolicy and
+ * RequestAuthentication resources. Other kinds (and other API groups) are ignored; `kind: List`
+ * is unpacked. An object that breaks the CRD (a wrong type, an unknown enum value, or one of
+ * its CEL rules, as Istio's crd-all.gen.yaml declares them) could never be stored by
  * Kubernetes, so it is left out with an error diagnostic instead of being guessed at.
  */
 export function parseResources(documents: readonly ManifestDocument[]): ParsedResources {
@@ -52,7 +66,7 @@ export function parseResources(documents: readonly ManifestDocument[]): ParsedRe
     if (typeof apiVersion !== 'string' || typeof kind !== 'string') return;
     const [group, version] = apiVersion.split('/');
     if (group !== GROUP) return;
-    if (kind !== 'PeerAuthentication' && kind !== 'AuthorizationPolicy') return;
+    if (!(KINDS as readonly string[]).includes(kind)) return;
     if (!VERSIONS.has(version ?? '')) {
       diagnostics.push(
         diagnostic(
@@ -68,7 +82,9 @@ export function parseResources(documents: readonly ManifestDocument[]): ParsedRe
     const resource =
       kind === 'PeerAuthentication'
         ? reader.peerAuthentication(object)
-        : reader.authorizationPolicy(object);
+        : kind === 'AuthorizationPolicy'
+          ? reader.authorizationPolicy(object)
+          : reader.requestAuthentication(object);
     diagnostics.push(...reader.diagnostics);
     if (resource && !reader.failed) resources.push(resource);
   };
@@ -203,10 +219,49 @@ class SchemaReader {
       return out;
     }
     for (const [k, v] of Object.entries(labels)) {
-      if (typeof v === 'string') out[k] = v;
-      else this.error(`spec.selector.matchLabels.${k}`, 'label values must be strings');
+      const at = `spec.selector.matchLabels.${k}`;
+      if (typeof v !== 'string') {
+        this.error(at, 'label values must be strings');
+        continue;
+      }
+      // The CRD's CEL rules on WorkloadSelector.matchLabels.
+      if (k === '') this.error(at, 'key must not be empty');
+      if (k.includes('*')) this.error(at, 'wildcard not allowed in label key match');
+      if (v.includes('*')) this.error(at, 'wildcard not allowed in label value match');
+      if (v.length > 63) this.error(at, 'label values are at most 63 characters');
+      out[k] = v;
     }
     return out;
+  }
+
+  /** The CRD's CEL rule on the spec: at most one of selector, targetRef, targetRefs. */
+  private oneAttachment(spec: Record<string, unknown>): void {
+    const set = ['selector', 'targetRef', 'targetRefs'].filter((k) => present(spec, k));
+    if (set.length > 1) {
+      this.error('spec', `only one of targetRefs or selector can be set (found ${set.join(', ')})`);
+    }
+  }
+
+  private targetRefs(spec: Record<string, unknown>): {
+    targetRef: TargetRef | null;
+    targetRefs: TargetRef[];
+  } {
+    const ref = spec['targetRef'];
+    const targetRef =
+      ref === undefined || ref === null ? null : this.targetRef(ref, 'spec.targetRef');
+    const targetRefs: TargetRef[] = [];
+    const refs = spec['targetRefs'];
+    if (refs !== undefined && refs !== null) {
+      if (!Array.isArray(refs)) this.error('spec.targetRefs', 'must be a list');
+      else {
+        if (refs.length > 16) this.error('spec.targetRefs', 'at most 16 items');
+        refs.forEach((r, i) => {
+          const t = this.targetRef(r, `spec.targetRefs[${i}]`);
+          if (t) targetRefs.push(t);
+        });
+      }
+    }
+    return { targetRef, targetRefs };
   }
 
   peerAuthentication(object: Record<string, unknown>): PeerAuthentication | null {
@@ -295,26 +350,16 @@ class SchemaReader {
         else this.error('spec.provider.name', 'must be a string');
       }
     }
-    const targetRefs: TargetRef[] = [];
-    const ref = spec['targetRef'];
-    if (ref !== undefined && ref !== null) {
-      const t = this.targetRef(ref, 'spec.targetRef');
-      if (t) targetRefs.push(t);
-    }
-    const refs = spec['targetRefs'];
-    if (refs !== undefined && refs !== null) {
-      if (!Array.isArray(refs)) this.error('spec.targetRefs', 'must be a list');
-      else
-        refs.forEach((r, i) => {
-          const t = this.targetRef(r, `spec.targetRefs[${i}]`);
-          if (t) targetRefs.push(t);
-        });
-    }
+    this.oneAttachment(spec);
+    const { targetRef, targetRefs } = this.targetRefs(spec);
     const rules: (Rule | null)[] = [];
     const rawRules = spec['rules'];
     if (rawRules !== undefined && rawRules !== null) {
       if (!Array.isArray(rawRules)) this.error('spec.rules', 'must be a list of rules');
-      else rawRules.forEach((r, i) => rules.push(this.rule(r, `spec.rules[${i}]`)));
+      else {
+        if (rawRules.length > 512) this.error('spec.rules', 'at most 512 items');
+        rawRules.forEach((r, i) => rules.push(this.rule(r, `spec.rules[${i}]`)));
+      }
     }
     return {
       kind: 'AuthorizationPolicy',
@@ -322,9 +367,153 @@ class SchemaReader {
       action,
       provider,
       selector,
+      targetRef,
       targetRefs,
       rules,
       dryRun: parseGoBool(meta.annotations[DRY_RUN]) ?? false,
+    };
+  }
+
+  requestAuthentication(object: Record<string, unknown>): RequestAuthentication | null {
+    const meta = this.meta(object);
+    if (!meta) return null;
+    const spec = this.spec(object);
+    this.unknownFields(spec, ['selector', 'targetRef', 'targetRefs', 'jwtRules'], 'spec');
+    const selector = this.selector(spec);
+    this.oneAttachment(spec);
+    const { targetRef, targetRefs } = this.targetRefs(spec);
+    const jwtRules: (JwtRule | null)[] = [];
+    const raw = spec['jwtRules'];
+    if (raw !== undefined && raw !== null) {
+      if (!Array.isArray(raw)) this.error('spec.jwtRules', 'must be a list');
+      else {
+        if (raw.length > 4096) this.error('spec.jwtRules', 'at most 4096 items');
+        raw.forEach((r, i) => jwtRules.push(this.jwtRule(r, `spec.jwtRules[${i}]`)));
+      }
+    }
+    return { kind: 'RequestAuthentication', meta, selector, targetRef, targetRefs, jwtRules };
+  }
+
+  private jwtRule(v: unknown, at: string): JwtRule | null {
+    if (v === null || v === undefined) return null;
+    if (!isRecord(v)) {
+      this.error(at, 'a JWT rule must be an object');
+      return null;
+    }
+    const fields = [
+      'issuer',
+      'audiences',
+      'jwksUri',
+      'jwks_uri',
+      'jwks',
+      'fromHeaders',
+      'fromParams',
+      'fromCookies',
+      'outputPayloadToHeader',
+      'forwardOriginalToken',
+      'outputClaimToHeaders',
+      'timeout',
+      'spaceDelimitedClaims',
+      'presence',
+    ];
+    this.unknownFields(v, fields, at);
+    const str = (k: string, minLength = 0): string => {
+      const x = v[k];
+      if (x === undefined || x === null) return '';
+      if (typeof x !== 'string') {
+        this.error(`${at}.${k}`, 'must be a string');
+        return '';
+      }
+      if (x.length < minLength) this.error(`${at}.${k}`, 'must not be empty');
+      return x;
+    };
+    const nonEmpty = (k: string): string[] => {
+      const list = this.strings(v, k, at);
+      if (list.some((x) => x === '')) this.error(`${at}.${k}`, 'items must not be empty');
+      return list;
+    };
+    const issuer = str('issuer', 1);
+    const jwksKeys = ['jwksUri', 'jwks_uri', 'jwks'].filter((k) => present(v, k));
+    if (jwksKeys.length > 1) this.error(at, 'only one of jwks or jwksUri can be set');
+    const jwksUri = str('jwksUri', 1) || str('jwks_uri', 1);
+    if (jwksUri.length > 2048) this.error(`${at}.jwksUri`, 'at most 2048 characters');
+    if (jwksUri !== '' && !/^https?:\/\//i.test(jwksUri)) {
+      this.error(`${at}.jwksUri`, 'url must have scheme http:// or https://');
+    }
+    const list = (k: string): Record<string, unknown>[] => {
+      const x = v[k];
+      if (x === undefined || x === null) return [];
+      if (!Array.isArray(x)) {
+        this.error(`${at}.${k}`, 'must be a list');
+        return [];
+      }
+      return x.filter((item, i) => {
+        if (isRecord(item)) return true;
+        this.error(`${at}.${k}[${i}]`, 'must be an object');
+        return false;
+      }) as Record<string, unknown>[];
+    };
+    const fromHeaders = list('fromHeaders').map((h, i) => {
+      const hat = `${at}.fromHeaders[${i}]`;
+      const name = h['name'];
+      const prefix = h['prefix'];
+      if (typeof name !== 'string' || name === '') this.error(`${hat}.name`, 'is required');
+      if (prefix !== undefined && prefix !== null && typeof prefix !== 'string') {
+        this.error(`${hat}.prefix`, 'must be a string');
+      }
+      return {
+        name: typeof name === 'string' ? name : '',
+        prefix: typeof prefix === 'string' ? prefix : '',
+      };
+    });
+    const outputClaimToHeaders = list('outputClaimToHeaders').map((h, i) => {
+      const hat = `${at}.outputClaimToHeaders[${i}]`;
+      const header = h['header'];
+      const claim = h['claim'];
+      if (typeof header !== 'string' || !/^[-_A-Za-z0-9]+$/.test(header)) {
+        this.error(`${hat}.header`, 'is required and must match ^[-_A-Za-z0-9]+$');
+      }
+      if (typeof claim !== 'string' || claim === '') this.error(`${hat}.claim`, 'is required');
+      return {
+        header: typeof header === 'string' ? header : '',
+        claim: typeof claim === 'string' ? claim : '',
+      };
+    });
+    const forward = v['forwardOriginalToken'];
+    if (forward !== undefined && forward !== null && typeof forward !== 'boolean') {
+      this.error(`${at}.forwardOriginalToken`, 'must be true or false');
+    }
+    const presence = v['presence'];
+    if (
+      presence !== undefined &&
+      presence !== null &&
+      presence !== 'OPTIONAL' &&
+      presence !== 'REQUIRED'
+    ) {
+      this.error(`${at}.presence`, `${JSON.stringify(presence)} is not one of OPTIONAL, REQUIRED`);
+    }
+    const timeout = str('timeout');
+    if (timeout !== '' && !/^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$/.test(timeout)) {
+      this.error(`${at}.timeout`, 'must be a valid duration greater than 1ms');
+    }
+    const spaceDelimited = present(v, 'spaceDelimitedClaims')
+      ? nonEmpty('spaceDelimitedClaims')
+      : null;
+    if (spaceDelimited && spaceDelimited.length > 64) {
+      this.error(`${at}.spaceDelimitedClaims`, 'at most 64 items');
+    }
+    return {
+      issuer,
+      audiences: nonEmpty('audiences'),
+      jwksUri,
+      jwks: str('jwks'),
+      fromHeaders,
+      fromParams: nonEmpty('fromParams'),
+      fromCookies: nonEmpty('fromCookies'),
+      forwardOriginalToken: forward === true,
+      outputPayloadToHeader: str('outputPayloadToHeader'),
+      outputClaimToHeaders,
+      spaceDelimitedClaims: spaceDelimited,
     };
   }
 
@@ -333,6 +522,7 @@ class SchemaReader {
       this.error(at, 'must be an object');
       return null;
     }
+    this.unknownFields(v, ['group', 'kind', 'name', 'namespace'], at);
     const str = (k: string): string => {
       const x = v[k];
       if (x === undefined || x === null) return '';
@@ -340,12 +530,22 @@ class SchemaReader {
       this.error(`${at}.${k}`, 'must be a string');
       return '';
     };
-    return {
+    const ref = {
       group: str('group'),
       kind: str('kind'),
       name: str('name'),
       namespace: str('namespace'),
     };
+    // istio/api PolicyTargetReference as the CRD declares it.
+    if (ref.group !== '' && !GROUP_NAME.test(ref.group)) {
+      this.error(`${at}.group`, `"${ref.group}" is not a valid API group`);
+    }
+    if (!KIND_NAME.test(ref.kind)) this.error(`${at}.kind`, 'is required and must be a kind name');
+    if (ref.name === '') this.error(`${at}.name`, 'is required');
+    if (ref.namespace !== '') {
+      this.error(`${at}.namespace`, 'cross namespace referencing is not currently supported');
+    }
+    return ref;
   }
 
   private rule(v: unknown, at: string): Rule | null {
@@ -364,7 +564,9 @@ class SchemaReader {
       }
       return x;
     };
-    const from = list('from').map((entry, i) =>
+    const rawFrom = list('from');
+    if (rawFrom.length > 512) this.error(`${at}.from`, 'at most 512 items');
+    const from = rawFrom.map((entry, i) =>
       this.entry(entry, `${at}.from[${i}]`, 'source', SOURCE_FIELDS),
     ) as (Source | null)[];
     const to = list('to').map((entry, i) =>
@@ -410,12 +612,31 @@ class SchemaReader {
       this.error(`${at}.${inner}`, 'must be an object');
       return null;
     }
-    this.unknownFields(body, fields, `${at}.${inner}`);
+    const bat = `${at}.${inner}`;
+    this.unknownFields(body, fields, bat);
     const out: Record<string, readonly string[]> = {};
-    for (const f of fields) out[f] = this.strings(body, f, `${at}.${inner}`);
+    for (const f of fields) out[f] = this.strings(body, f, bat);
+    if (inner === 'source') {
+      for (const f of ['serviceAccounts', 'notServiceAccounts']) {
+        const list = out[f] ?? [];
+        if (list.length > 16) this.error(`${bat}.${f}`, 'at most 16 items');
+        if (list.some((x) => x.length > 320))
+          this.error(`${bat}.${f}`, 'items are at most 320 characters');
+      }
+      // The CRD's CEL rule on Source.
+      if (
+        (present(body, 'serviceAccounts') || present(body, 'notServiceAccounts')) &&
+        ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'].some((k) => present(body, k))
+      ) {
+        this.error(bat, 'Cannot set serviceAccounts with namespaces or principals');
+      }
+    }
     return out;
   }
 }
+
+const GROUP_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const KIND_NAME = /^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$/;
 
 /** Go's strconv.ParseBool, which istiod uses for istio.io/dry-run; undefined when unparseable. */
 export function parseGoBool(value: string | undefined): boolean | undefined {

@@ -1,5 +1,5 @@
 import { isRecord } from './parse-resources.js';
-import type { PortProtocol, Workload } from './workload.js';
+import { GATEWAY_NAME_LABEL, type PortProtocol, type Workload } from './workload.js';
 
 /**
  * The protocol Istio infers from a port name or appProtocol (`http`, `http-web`, `grpc-api`,
@@ -13,11 +13,18 @@ function protocolOf(name: string | undefined, appProtocol: string | undefined): 
   return 'TCP';
 }
 
+/** The label Istio's gateway controllers put on the pods they deploy, and its waypoint value. */
+const MANAGED_LABEL = 'gateway.istio.io/managed';
+const WAYPOINT_CONTROLLER = 'istio.io-mesh-controller';
+
 /**
  * A Kubernetes Pod as a policy workload: namespace, name, labels, service account and the
- * container ports (protocol from the port name, as Istio names service ports). Gateways are
- * recognised by Istio's gateway labels. Returns null for anything that is not a running (or
- * pending) pod with a namespace and a name: finished pods have no sidecar to enforce anything.
+ * container ports (protocol from the port name, as Istio names service ports). A waypoint is a
+ * pod the mesh controller deployed (`gateway.istio.io/managed: istio.io-mesh-controller`,
+ * constants.ManagedGatewayMeshControllerLabel); gateways are recognised by Istio's gateway
+ * labels (`istio: ingressgateway|egressgateway`, or the Gateway API's gateway-name label, the
+ * only one istiod reads since 1.24). Returns null for anything that is not a running (or
+ * pending) pod with a namespace and a name: finished pods have no proxy to enforce anything.
  */
 export function workloadFromPod(object: unknown): Workload | null {
   if (!isRecord(object)) return null;
@@ -57,16 +64,17 @@ export function workloadFromPod(object: unknown): Workload | null {
   const gateway =
     labels['istio'] === 'ingressgateway' ||
     labels['istio'] === 'egressgateway' ||
-    labels['gateway.networking.k8s.io/gateway-name'] !== undefined ||
-    labels['istio.io/gateway-name'] !== undefined;
+    labels[GATEWAY_NAME_LABEL] !== undefined;
+  const waypoint = labels[MANAGED_LABEL] === WAYPOINT_CONTROLLER;
   return {
     namespace,
     name,
     labels,
     serviceAccount: typeof sa === 'string' && sa !== '' ? sa : 'default',
-    kind: gateway ? 'gateway' : 'sidecar',
+    kind: waypoint ? 'waypoint' : gateway ? 'gateway' : 'sidecar',
     ports: [...ports.entries()]
       .sort((a, b) => a[0] - b[0])
       .map(([number, protocol]) => ({ number, protocol })),
+    services: [],
   };
 }

@@ -1,5 +1,6 @@
 import { InputFields, fieldError } from './input-fields.js';
 import { parseIp } from './ip-match.js';
+import { parseServiceRef, type ServiceRef } from './workload.js';
 
 export type JwtClaims = Readonly<Record<string, unknown>>;
 
@@ -19,19 +20,37 @@ export interface PolicyRequest {
   readonly destinationIp: string | null;
   readonly sni: string | null;
   readonly http: {
+    /** `http.method`, else the `:method` header. */
     readonly method: string | null;
+    /** `http.path`, else the `:path` header: as the client sent it; Envoy normalizes it. */
     readonly path: string | null;
+    /** `:authority`: `http.host`, else the `:authority` or `host` header. */
     readonly host: string | null;
+    /** `:scheme`: `http.scheme`, else the `:scheme` header, else `http`. */
+    readonly scheme: string;
     /** Lower-cased names; repeated values joined with ',' as Envoy presents them. */
     readonly headers: Readonly<Record<string, string>>;
   } | null;
+  /**
+   * On a waypoint: the Service (or ServiceEntry) the request is addressed to, whose attached
+   * policies apply. Null elsewhere, or when not given.
+   */
+  readonly service: ServiceRef | null;
   /** Absent: no token presented. */
   readonly jwt: { readonly valid: boolean; readonly claims: JwtClaims } | null;
   /** The CUSTOM provider's answer, when one applies. */
   readonly externalAuthorizer: { readonly decision: 'allow' | 'deny' } | null;
 }
 
-export function parseRequest(value: unknown, path = 'request'): PolicyRequest {
+/**
+ * The `request` of a `policy check` input. `defaultNamespace` is the namespace of a `service`
+ * given without one (the workload's).
+ */
+export function parseRequest(
+  value: unknown,
+  path = 'request',
+  defaultNamespace = 'default',
+): PolicyRequest {
   const f = InputFields.of(value, path);
   const protocol = f.oneOf('protocol', ['HTTP', 'TCP'] as const, 'HTTP');
   const tls = f.oneOf('tls', ['mtls', 'plaintext'] as const);
@@ -71,6 +90,10 @@ export function parseRequest(value: unknown, path = 'request'): PolicyRequest {
     }
   }
   const host = http?.string('host') ?? headers[':authority'] ?? headers['host'] ?? null;
+  const scheme = http?.string('scheme') ?? headers[':scheme'] ?? 'http';
+  const service = f.has('service')
+    ? parseServiceRef(f.raw('service'), f.at('service'), defaultNamespace)
+    : null;
   let claims: Record<string, unknown> = {};
   if (jwt) {
     const c = jwt.raw('claims');
@@ -92,12 +115,14 @@ export function parseRequest(value: unknown, path = 'request'): PolicyRequest {
     sni: f.string('sni') ?? null,
     http: http
       ? {
-          method: http.string('method') ?? null,
-          path: http.string('path') ?? null,
+          method: http.string('method') ?? headers[':method'] ?? null,
+          path: http.string('path') ?? headers[':path'] ?? null,
           host,
+          scheme,
           headers,
         }
       : null,
+    service,
     jwt: jwt ? { valid: jwt.boolean('valid') ?? true, claims } : null,
     externalAuthorizer: ext
       ? { decision: ext.oneOf('decision', ['allow', 'deny'] as const) }

@@ -51,6 +51,8 @@ export const SOURCE_FIELDS = [
   'notRemoteIpBlocks',
   'serviceAccounts',
   'notServiceAccounts',
+  'trustDomains',
+  'notTrustDomains',
 ] as const;
 export type SourceField = (typeof SOURCE_FIELDS)[number];
 export type Source = Readonly<Record<SourceField, readonly string[]>>;
@@ -89,23 +91,53 @@ export interface TargetRef {
   readonly namespace: string;
 }
 
-export interface AuthorizationPolicy {
-  readonly kind: 'AuthorizationPolicy';
+/** The attachment fields shared by AuthorizationPolicy and RequestAuthentication. */
+export interface Attachable {
   readonly meta: ResourceMeta;
+  /** spec.selector.matchLabels; null when absent (an empty selector is `{}`). */
+  readonly selector: Readonly<Record<string, string>> | null;
+  /** spec.targetRef (deprecated), null when absent. */
+  readonly targetRef: TargetRef | null;
+  /** spec.targetRefs; when non-empty, istiod ignores targetRef (model.GetTargetRefs). */
+  readonly targetRefs: readonly TargetRef[];
+}
+
+export interface AuthorizationPolicy extends Attachable {
+  readonly kind: 'AuthorizationPolicy';
   readonly action: AuthorizationAction;
   /** spec.provider.name for CUSTOM; null when absent. */
   readonly provider: string | null;
-  /** spec.selector.matchLabels; null when absent (an empty selector is `{}`). */
-  readonly selector: Readonly<Record<string, string>> | null;
-  /** spec.targetRef and spec.targetRefs together. */
-  readonly targetRefs: readonly TargetRef[];
   /** A null entry is `- null` in YAML: Istio skips it. */
   readonly rules: readonly (Rule | null)[];
   /** The istio.io/dry-run annotation, parsed as istiod does (Go's strconv.ParseBool). */
   readonly dryRun: boolean;
 }
 
-export type SecurityResource = PeerAuthentication | AuthorizationPolicy;
+/** One spec.jwtRules entry (istio/api security/v1beta1 JWTRule), the fields that change decisions. */
+export interface JwtRule {
+  /** '' when absent: Envoy then does not check the token's `iss`. */
+  readonly issuer: string;
+  readonly audiences: readonly string[];
+  readonly jwksUri: string;
+  readonly jwks: string;
+  readonly fromHeaders: readonly { readonly name: string; readonly prefix: string }[];
+  readonly fromParams: readonly string[];
+  readonly fromCookies: readonly string[];
+  readonly forwardOriginalToken: boolean;
+  readonly outputPayloadToHeader: string;
+  readonly outputClaimToHeaders: readonly { readonly header: string; readonly claim: string }[];
+  /** null when absent; `scope` and `permission` are space-delimited either way. */
+  readonly spaceDelimitedClaims: readonly string[] | null;
+}
+
+export interface RequestAuthentication extends Attachable {
+  readonly kind: 'RequestAuthentication';
+  /** A null entry is `- null` in YAML. */
+  readonly jwtRules: readonly (JwtRule | null)[];
+}
+
+export type SecurityResource = PeerAuthentication | AuthorizationPolicy | RequestAuthentication;
+export type SecurityKind = SecurityResource['kind'];
 
 /** `<namespace>/<name>`: how bundles and decisions name a policy. */
 export function policyRef(meta: ResourceMeta): string {

@@ -1,16 +1,41 @@
-import type { AuthorizationPolicy, PeerAuthentication } from './resource.js';
-import type { Workload } from './workload.js';
+import type { Attachable, PeerAuthentication, TargetRef } from './resource.js';
+import { GATEWAY_NAME_LABEL, type ServiceRef, type Workload } from './workload.js';
 
-/** Labels that mark a Gateway API gateway deployment, newest first (KubernetesGatewayNameAndExists). */
-const GATEWAY_NAME_LABELS = ['gateway.networking.k8s.io/gateway-name', 'istio.io/gateway-name'];
-const GATEWAY_GROUP = 'gateway.networking.k8s.io';
+/** constants.WaypointGatewayClassName: the GatewayClass of Istio's waypoints. */
+const WAYPOINT_GATEWAY_CLASS = 'istio-waypoint';
+const GATEWAY_API = 'gateway.networking.k8s.io';
 
-function gatewayApiName(w: Workload): string | null {
-  for (const l of GATEWAY_NAME_LABELS) {
-    const v = w.labels[l];
-    if (v !== undefined) return v;
-  }
-  return null;
+/**
+ * The Gateway a workload is an instance of: its `gateway.networking.k8s.io/gateway-name` label
+ * (model.workloadGatewayName). Istio 1.24 stopped reading the older `istio.io/gateway-name`.
+ */
+export function gatewayName(w: Workload): string | null {
+  return w.labels[GATEWAY_NAME_LABEL] ?? null;
+}
+
+/** model.GetTargetRefs: `targetRefs` when it has any, else the deprecated `targetRef`. */
+export function effectiveTargetRefs(p: Attachable): readonly TargetRef[] {
+  if (p.targetRefs.length > 0) return p.targetRefs;
+  return p.targetRef ? [p.targetRef] : [];
+}
+
+/** Whether a targetRef names a kind a waypoint serves (the policy attaches per service). */
+export function targetsService(t: TargetRef): boolean {
+  return isGroupKind(t, 'core', 'Service') || isGroupKind(t, 'networking.istio.io', 'ServiceEntry');
+}
+
+/** Whether a policy can attach to waypoints other than those of its own namespace. */
+export function attachesBeyondNamespace(p: Attachable, rootNamespace: string): boolean {
+  return effectiveTargetRefs(p).some(
+    (t) =>
+      targetsService(t) ||
+      (p.meta.namespace === rootNamespace && isGroupKind(t, GATEWAY_API, 'GatewayClass')),
+  );
+}
+
+/** config.CanonicalGroup: the core group is spelled "" or "core". */
+function isGroupKind(t: TargetRef, group: string, kind: string): boolean {
+  return (t.group === '' ? 'core' : t.group) === group && t.kind === kind;
 }
 
 /** selector.matchLabels ⊆ workload labels; no selector (or an empty one) selects every workload. */
@@ -29,28 +54,65 @@ export function inScope(policyNamespace: string, w: Workload, rootNamespace: str
 }
 
 /**
- * Whether an AuthorizationPolicy applies to a workload (pilot/pkg/model authorization.go and
- * getPolicyMatcher): same or root namespace; a policy with targetRef(s) applies only to the
- * Gateway API gateway it names and never to a sidecar; otherwise the selector decides.
+ * Whether an AuthorizationPolicy or RequestAuthentication applies to a workload — and, on a
+ * waypoint, to its traffic for `service` — as istiod decides it: the policy must be in the
+ * root namespace, the workload's, or the service's (ListAuthorizationPolicies,
+ * getConfigsForWorkload), and then WorkloadPolicyMatcher.ShouldAttachPolicy
+ * (pilot/pkg/model/policyattachment.go):
+ * - a workload without the gateway-name label (a sidecar, a classic gateway) ignores every
+ *   policy with targetRef(s) and uses the selector;
+ * - a Gateway API gateway uses the selector when the policy has no targetRefs
+ *   (ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY, on by default), but a waypoint never does;
+ * - otherwise a targetRef attaches a Gateway of the workload's own namespace named like the
+ *   label (so a root-namespace policy never reaches a gateway elsewhere), on a waypoint also
+ *   the GatewayClass `istio-waypoint` from the root namespace and, per service, the Service or
+ *   ServiceEntry of the policy's namespace it names.
  */
+export function policyAttaches(
+  p: Attachable,
+  w: Workload,
+  rootNamespace: string,
+  service: ServiceRef | null = null,
+): boolean {
+  const ns = p.meta.namespace;
+  if (!inScope(ns, w, rootNamespace) && ns !== service?.namespace) return false;
+  const gateway = gatewayName(w);
+  const refs = effectiveTargetRefs(p);
+  const waypoint = w.kind === 'waypoint';
+  if (gateway === null) return refs.length === 0 && selectorMatches(p.selector, w.labels);
+  if (refs.length === 0) return !waypoint && selectorMatches(p.selector, w.labels);
+  for (const t of refs) {
+    if (
+      waypoint &&
+      service !== null &&
+      ns === service.namespace &&
+      t.name === service.name &&
+      isGroupKind(t, service.kind === 'Service' ? 'core' : 'networking.istio.io', service.kind)
+    ) {
+      return true;
+    }
+    if (
+      waypoint &&
+      ns === rootNamespace &&
+      isGroupKind(t, GATEWAY_API, 'GatewayClass') &&
+      t.name === WAYPOINT_GATEWAY_CLASS
+    ) {
+      return true;
+    }
+    if (ns !== w.namespace) continue;
+    if (t.namespace !== '' && t.namespace !== w.namespace) continue;
+    if (isGroupKind(t, GATEWAY_API, 'Gateway') && t.name === gateway) return true;
+  }
+  return false;
+}
+
+/** An AuthorizationPolicy applying to a workload's own traffic (not a waypoint service's). */
 export function authorizationPolicyApplies(
-  ap: AuthorizationPolicy,
+  ap: Attachable,
   w: Workload,
   rootNamespace: string,
 ): boolean {
-  if (!inScope(ap.meta.namespace, w, rootNamespace)) return false;
-  const gateway = gatewayApiName(w);
-  if (ap.targetRefs.length > 0) {
-    if (gateway === null) return false;
-    return ap.targetRefs.some(
-      (t) =>
-        t.group === GATEWAY_GROUP &&
-        t.kind === 'Gateway' &&
-        t.name === gateway &&
-        (t.namespace === '' || t.namespace === w.namespace),
-    );
-  }
-  return selectorMatches(ap.selector, w.labels);
+  return policyAttaches(ap, w, rootNamespace);
 }
 
 /**

@@ -97,21 +97,16 @@ function templateRegex(pattern: string): RegExp {
 }
 
 /**
- * Operation.paths: Envoy's RBAC url_path matcher, which compares the path without its query
- * string and fragment. Templates use the uri_template matcher; the rest use StringMatcher.
- * The template's regex is looked up once, here, not on every request.
+ * Operation.paths: Envoy's RBAC url_path matcher, given the normalized path without its query
+ * string and fragment (path-normalization.ts). Templates use the uri_template matcher; the
+ * rest use StringMatcher. The template's regex is looked up once, here, not on every request.
  */
-export function pathMatcher(pattern: string): (path: string | null | undefined) => boolean {
+export function pathMatcher(pattern: string): (urlPath: string | null | undefined) => boolean {
   if (!isPathTemplate(pattern)) {
-    return (path) => path !== null && path !== undefined && matchString(pattern, stripQuery(path));
+    return (path) => path !== null && path !== undefined && matchString(pattern, path);
   }
   const re = templateRegex(pattern);
-  return (path) => path !== null && path !== undefined && re.test(stripQuery(path));
-}
-
-function stripQuery(path: string): string {
-  const q = path.search(/[?#]/);
-  return q < 0 ? path : path.slice(0, q);
+  return (path) => path !== null && path !== undefined && re.test(path);
 }
 
 const SPIFFE = 'spiffe://';

@@ -5,7 +5,9 @@ import {
   resourceLabel,
   type AuthorizationPolicy,
   type PeerAuthentication,
+  type RequestAuthentication,
   type SecurityResource,
+  type TargetRef,
 } from './resource.js';
 
 /**
@@ -18,12 +20,20 @@ import {
  * diagnostic is the warning that this policy would not be accepted as written.
  */
 export function validateResource(r: SecurityResource): Diagnostic[] {
-  return r.kind === 'PeerAuthentication'
-    ? validatePeerAuthentication(r)
-    : validateAuthorizationPolicy(r);
+  switch (r.kind) {
+    case 'PeerAuthentication':
+      return validatePeerAuthentication(r);
+    case 'AuthorizationPolicy':
+      return validateAuthorizationPolicy(r);
+    case 'RequestAuthentication':
+      return validateRequestAuthentication(r);
+  }
 }
 
-const WEBHOOK = "Istio's validation webhook rejects this";
+/** Marks a message as one the validation webhook refuses (decision notes look for it). */
+export const WEBHOOK_REJECTS = "Istio's validation webhook rejects this";
+
+const WEBHOOK = WEBHOOK_REJECTS;
 
 function validatePeerAuthentication(pa: PeerAuthentication): Diagnostic[] {
   const out: Diagnostic[] = [];
@@ -41,7 +51,6 @@ function validatePeerAuthentication(pa: PeerAuthentication): Diagnostic[] {
     if (port <= 0 || port > 65535)
       err(`spec.portLevelMtls.${port}`, 'port must be in range 1..65535');
   }
-  out.push(...validateSelector(pa.selector, label));
   if (pa.meta.annotations['istio.io/dry-run'] !== undefined) {
     err(
       'metadata.annotations.istio.io/dry-run',
@@ -51,28 +60,67 @@ function validatePeerAuthentication(pa: PeerAuthentication): Diagnostic[] {
   return out;
 }
 
-function validateSelector(
-  selector: Readonly<Record<string, string>> | null,
-  label: string,
-): Diagnostic[] {
-  const out: Diagnostic[] = [];
-  for (const [k, v] of Object.entries(selector ?? {})) {
-    const field = `spec.selector.matchLabels.${k}`;
-    if (k === '')
-      out.push(
-        diagnostic('error', label, field, `empty key is not supported in selector (${WEBHOOK})`),
-      );
-    if (k.includes('*') || v.includes('*')) {
-      out.push(
-        diagnostic(
-          'error',
-          label,
-          field,
-          `wildcard is not supported in selector: "${k}=${v}" (${WEBHOOK})`,
-        ),
+// validateWorkloadSelector's wildcard and empty-key errors are the CRD's CEL rules as well, so
+// such an object is refused by Kubernetes already (parse-resources.ts).
+
+/** validatePolicyTargetReference: the kinds a policy may attach to (group "" is "core"). */
+const ALLOWED_TARGETS: readonly (readonly [string, string])[] = [
+  ['core', 'Service'],
+  ['networking.istio.io', 'ServiceEntry'],
+  ['gateway.networking.k8s.io', 'Gateway'],
+  ['gateway.networking.k8s.io', 'GatewayClass'],
+];
+
+function validateTargetRefs(
+  refs: readonly (TargetRef | null)[],
+  field: (i: number) => string,
+  err: (field: string, msg: string) => void,
+): void {
+  refs.forEach((t, i) => {
+    if (!t) return;
+    const group = t.group === '' ? 'core' : t.group;
+    if (!ALLOWED_TARGETS.some(([g, k]) => g === group && k === t.kind)) {
+      err(
+        field(i),
+        `targetRef must be to one of Service, ServiceEntry (networking.istio.io), Gateway or GatewayClass (gateway.networking.k8s.io) but was ${t.group}/${t.kind}`,
       );
     }
+  });
+}
+
+function validateAttachment(
+  p: AuthorizationPolicy | RequestAuthentication,
+  err: (field: string, msg: string) => void,
+  warn: (field: string, msg: string) => void,
+): void {
+  validateTargetRefs([p.targetRef], () => 'spec.targetRef', err);
+  validateTargetRefs(p.targetRefs, (i) => `spec.targetRefs[${i}]`, err);
+  if (p.selector && Object.keys(p.selector).length === 0) {
+    warn('spec.selector', 'workload selector specified without labels: it selects every workload');
   }
+}
+
+function validateRequestAuthentication(ra: RequestAuthentication): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const label = resourceLabel(ra);
+  const err = (field: string, msg: string): void => {
+    out.push(diagnostic('error', label, field, `${msg} (${WEBHOOK})`));
+  };
+  validateAttachment(ra, err, (field, msg) => out.push(diagnostic('warning', label, field, msg)));
+  ra.jwtRules.forEach((rule, i) => {
+    const at = `spec.jwtRules[${i}]`;
+    if (!rule) return;
+    if (rule.issuer === '' && rule.jwksUri === '') {
+      err(at, 'issuer or jwksUri must be non-empty string');
+    }
+    if (rule.jwks !== '') {
+      try {
+        JSON.parse(rule.jwks);
+      } catch {
+        err(`${at}.jwks`, 'jwks parse error: not a JSON Web Key Set');
+      }
+    }
+  });
   return out;
 }
 
@@ -81,6 +129,8 @@ export const WHEN_EXACT_KEYS: ReadonlySet<string> = new Set([
   'source.ip',
   'remote.ip',
   'source.namespace',
+  'source.serviceAccount',
+  'source.trustDomain',
   'source.principal',
   'request.auth.principal',
   'request.auth.audiences',
@@ -105,6 +155,8 @@ function validateAttribute(key: string, values: readonly string[]): string | nul
   if (key === 'source.ip' || key === 'remote.ip' || key === 'destination.ip')
     return validateIps(values);
   if (key === 'destination.port') return validatePorts(values);
+  if (key === 'source.serviceAccount') return checkServiceAccount(key, values);
+  if (key === 'source.trustDomain') return checkWildcardValues(key, values);
   if (WHEN_EXACT_KEYS.has(key)) return null;
   if (key === 'destination.namespace')
     return `attribute ${key} is replaced by the metadata.namespace`;
@@ -119,6 +171,49 @@ function validateAttribute(key: string, values: readonly string[]): string | nul
 function validateIps(values: readonly string[]): string | null {
   const bad = values.filter((v) => !parseCidr(v));
   return bad.length ? `bad IP address or CIDR range (${bad.join(', ')})` : null;
+}
+
+/** security.CheckWildcardValues: exact, `x*`, `*x` or `*`, never empty. */
+function checkWildcardValues(key: string, values: readonly string[]): string | null {
+  for (const v of values) {
+    if (v === '') return `empty value not allowed, found in ${key}`;
+    const stars = v.split('*').length - 1;
+    if (stars > 1) return `at most one wildcard is allowed, found in ${key}: "${v}"`;
+    if (stars === 1 && v !== '*' && !v.startsWith('*') && !v.endsWith('*')) {
+      return `wildcard is only allowed at the start or end, found in ${key}: "${v}"`;
+    }
+  }
+  return null;
+}
+
+/** security.CheckTrustDomainValues: wildcard values without `/`. */
+function checkTrustDomainValues(key: string, values: readonly string[]): string | null {
+  const e = checkWildcardValues(key, values);
+  if (e) return e;
+  const bad = values.find((v) => v.includes('/'));
+  return bad === undefined ? null : `trust domain must not contain '/', found in ${key}: "${bad}"`;
+}
+
+/** security.CheckServiceAccount: `<name>` or `<namespace>/<name>`, no wildcard, at most 16. */
+function checkServiceAccount(key: string, values: readonly string[]): string | null {
+  if (values.length > 16) return 'may not have more than 16 values';
+  for (const v of values) {
+    if (v === '') return `empty value not allowed, found in ${key}`;
+    if (v.includes('*')) return `wildcard not allowed, found in ${key}`;
+    const slashes = v.split('/').length - 1;
+    if (slashes > 1) {
+      return `expected format 'serviceAccount' or 'namespace/serviceAccount', found "${v}" in ${key}`;
+    }
+    if (v.length > 320) return `value cannot exceed 320 characters, found "${v}" in ${key}`;
+    const [ns, sa] = v.split('/') as [string, string | undefined];
+    if (slashes === 1 && ns === '') {
+      return `expected format 'serviceAccount' or 'namespace/serviceAccount', found empty namespace "${v}" in ${key}`;
+    }
+    if (slashes === 1 && sa === '') {
+      return `expected format 'serviceAccount' or 'namespace/serviceAccount', found empty serviceAccount "${v}" in ${key}`;
+    }
+  }
+  return null;
 }
 
 function validatePorts(values: readonly string[]): string | null {
@@ -145,12 +240,7 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
       err(field, `invalid value "${dryRun}": istiod treats it as false and enforces the policy`);
     }
   }
-  const selectorKinds = (ap.selector ? 1 : 0) + (ap.targetRefs.length ? 1 : 0);
-  if (selectorKinds > 1) err('spec', 'only one of targetRefs or workloadSelector can be set');
-  out.push(...validateSelector(ap.selector, label));
-  if (ap.selector && Object.keys(ap.selector).length === 0) {
-    warn('spec.selector', 'workload selector specified without labels: it selects every workload');
-  }
+  validateAttachment(ap, err, warn);
 
   if (ap.action === 'CUSTOM') {
     if (ap.rules.length === 0) {
@@ -170,6 +260,8 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
           'notNamespaces',
           'serviceAccounts',
           'notServiceAccounts',
+          'trustDomains',
+          'notTrustDomains',
           'principals',
           'notPrincipals',
           'requestPrincipals',
@@ -187,6 +279,7 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
         if (
           c.key === 'source.namespace' ||
           c.key === 'source.serviceAccount' ||
+          c.key === 'source.trustDomain' ||
           c.key === 'source.principal' ||
           c.key.startsWith('request.auth.')
         ) {
@@ -227,14 +320,7 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
       fromExists = true;
       const total = Object.values(src).reduce((n, v) => n + v.length, 0);
       if (total === 0) err(sat, '`from.source` must not be empty');
-      const identity =
-        src.principals.length +
-        src.notPrincipals.length +
-        src.namespaces.length +
-        src.notNamespaces.length;
-      if (identity > 0 && src.serviceAccounts.length + src.notServiceAccounts.length > 0) {
-        err(sat, 'cannot set serviceAccounts with namespaces or principals');
-      }
+      // serviceAccounts with namespaces or principals: the CRD's CEL rule refuses it already.
       for (const f of ['ipBlocks', 'notIpBlocks', 'remoteIpBlocks', 'notRemoteIpBlocks'] as const) {
         const e = validateIps(src[f]);
         if (e) err(`${sat}.${f}`, e);
@@ -244,11 +330,18 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
           err(`${sat}.${f}`, `empty value not allowed, found in ${f}`);
       }
       for (const f of ['serviceAccounts', 'notServiceAccounts'] as const) {
-        for (const v of src[f]) {
-          if (v.split('/').length > 2 || v.includes('*')) {
-            err(`${sat}.${f}`, `"${v}" must be <name> or <namespace>/<name>, without wildcards`);
-          }
-        }
+        const e = checkServiceAccount(
+          f === 'serviceAccounts' ? 'ServiceAccounts' : 'NotServiceAccounts',
+          src[f],
+        );
+        if (e) err(`${sat}.${f}`, e);
+      }
+      for (const f of ['trustDomains', 'notTrustDomains'] as const) {
+        const e = checkTrustDomainValues(
+          f === 'trustDomains' ? 'TrustDomains' : 'NotTrustDomains',
+          src[f],
+        );
+        if (e) err(`${sat}.${f}`, e);
       }
       const tcpFields = [
         'principals',
@@ -282,9 +375,8 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
           err(`${oat}.${f}`, `empty value not allowed, found in ${f}`);
       }
       for (const f of ['paths', 'notPaths'] as const) {
-        if (op[f].some(unsupportedPathTemplate)) {
-          err(`${oat}.${f}`, `invalid or unsupported path template, found in ${f}`);
-        }
+        const e = checkValidPathTemplate(f === 'paths' ? 'Paths' : 'NotPaths', op[f]);
+        if (e) err(`${oat}.${f}`, e);
       }
       if (op.ports.length + op.notPorts.length > 0) tcpInTo = true;
     });
@@ -317,9 +409,32 @@ function validateAuthorizationPolicy(ap: AuthorizationPolicy): Diagnostic[] {
   return out;
 }
 
-// Named variables `{x}`, `{x=*}`, empty braces, and bare `*`/`**` segments are not supported.
-const UNSUPPORTED_TEMPLATE = /\/{\w+=\*[*]?}|{\w*}|\/\*[*]?|\*[*]?\//;
+const VALID_LITERAL = /^[a-zA-Z0-9\-._~%!$&'()+,;:@=]+$/;
 
-function unsupportedPathTemplate(path: string): boolean {
-  return (path.includes('{*}') || path.includes('{**}')) && UNSUPPORTED_TEMPLATE.test(path);
+/**
+ * security.CheckValidPathTemplate: in a path with `{*}`/`{**}`, every segment is one of them or
+ * an RFC 3986 literal, and `{**}` is the last operator; braces are refused everywhere else.
+ */
+function checkValidPathTemplate(key: string, paths: readonly string[]): string | null {
+  for (const raw of paths) {
+    const template = raw.includes('{*}') || raw.includes('{**}');
+    const path = raw.replace(/^\/+|\/+$/g, '');
+    let sawAny = false;
+    for (const glob of path.split('/')) {
+      if ((glob === '{*}' || glob === '{**}') && !sawAny) {
+        if (glob === '{**}') sawAny = true;
+        continue;
+      }
+      if (glob === '{*}' || glob === '{**}') {
+        return `invalid or unsupported path ${path}, found in ${key}. {**} is not the last operator`;
+      }
+      if (/[{}]/.test(glob)) {
+        return `invalid or unsupported path ${path}, found in ${key}. Contains '{' or '}' beyond a supported path template`;
+      }
+      if (template && !VALID_LITERAL.test(glob)) {
+        return `invalid or unsupported path ${path}, found in ${key}. Contains segment ${glob} with invalid string literal`;
+      }
+    }
+  }
+  return null;
 }

@@ -300,6 +300,8 @@ describe('default render', () => {
       'security.istio.io/authorizationpolicies:watch',
       'security.istio.io/peerauthentications:list',
       'security.istio.io/peerauthentications:watch',
+      'security.istio.io/requestauthentications:list',
+      'security.istio.io/requestauthentications:watch',
     ]);
     const role = only(objects, 'Role') as RbacRole;
     assert.equal(role.metadata.namespace, NAMESPACE);

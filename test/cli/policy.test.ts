@@ -44,11 +44,14 @@ test('check --output json: an allowed request, with the documented keys', () => 
   assert.deepEqual(Object.keys(out).sort(), [
     'decision',
     'dryRun',
+    'normalizedPath',
+    'notes',
     'policy',
     'reason',
     'rule',
     'stage',
   ]);
+  assert.equal(out['normalizedPath'], '/headers?x=1');
   assert.deepEqual(
     [out['decision'], out['stage'], out['policy'], out['rule']],
     ['ALLOW', 'allow', 'foo/allow-sleep', 0],
@@ -142,7 +145,7 @@ test('bundle prints the golden bundle byte for byte', () => {
   );
 });
 
-test('lint prints diagnostics naming policy, field and reason; other kinds are ignored', () => {
+test('lint prints diagnostics naming policy, field and reason, and exits 1 on an error; other kinds are ignored', () => {
   const file = input(
     'lint.yaml',
     `apiVersion: security.istio.io/v1
@@ -163,7 +166,8 @@ metadata: {name: svc}
 `,
   );
   const r = run('lint', '--policies', file);
-  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.code, 1, `an error fails a CI gate; ${r.stderr}`);
+  assert.equal(r.stderr, '');
   assert.match(
     r.stdout,
     /error: AuthorizationPolicy foo\/bad: spec\.rules: DENY action without `rules`/,
@@ -175,6 +179,71 @@ metadata: {name: svc}
   assert.doesNotMatch(r.stdout, /Service/);
   const json = JSON.parse(run('lint', '--policies', file, '--output', 'json').stdout) as unknown[];
   assert.ok(json.length >= 3);
+});
+
+test('lint with warnings only exits 0', () => {
+  const file = input(
+    'warn.yaml',
+    `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: http-only, namespace: foo}
+spec: {action: DENY, rules: [{to: [{operation: {methods: [DELETE]}}]}]}
+`,
+  );
+  const r = run('lint', '--policies', file);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(
+    r.stdout,
+    /^warning: AuthorizationPolicy foo\/http-only: spec\.rules\[0\]: this DENY rule uses only HTTP attributes/,
+  );
+});
+
+test('check explains the normalized path and names a policy Istio would refuse, and one Kubernetes would', () => {
+  const policiesFile = input(
+    'refused.yaml',
+    `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec: {action: DENY, rules: [{to: [{operation: {paths: [/admin/secret]}}], from: [{source: {ipBlocks: ["10.0.0.300"]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: both, namespace: foo}
+spec: {selector: {matchLabels: {app: httpbin}}, targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: g}]}
+`,
+  );
+  const file = input(
+    'normalize.yaml',
+    base
+      .replace('/headers?x=1', '/admin//./secret')
+      .replace(
+        'mesh: { rootNamespace: istio-system, trustDomain: cluster.local }',
+        'mesh: { pathNormalization: { normalization: MERGE_SLASHES } }',
+      ),
+  );
+  const r = run('check', '--policies', policiesFile, '--input', file);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^DENY at stage deny by foo\/deny-admin rule 0/);
+  assert.match(
+    r.stdout,
+    /\n {2}path: \/admin\/secret \(normalized from \/admin\/\/\.\/secret; pathNormalization MERGE_SLASHES\)\n/,
+  );
+  assert.match(
+    r.stdout,
+    /note: AuthorizationPolicy foo\/deny-admin has an error: spec\.rules\[0\]\.from\[0\]\.source\.ipBlocks: bad IP address or CIDR range \(10\.0\.0\.300\) \(Istio's validation webhook rejects this\)/,
+  );
+  assert.match(
+    r.stdout,
+    /note: AuthorizationPolicy foo\/both is left out: spec: only one of targetRefs or selector can be set/,
+  );
+  const json = JSON.parse(
+    run('check', '--policies', policiesFile, '--input', file, '--output', 'json').stdout,
+  ) as {
+    normalizedPath: string;
+    notes: string[];
+  };
+  assert.equal(json.normalizedPath, '/admin/secret');
+  assert.ok(json.notes.some((n) => n.includes('has an error')));
 });
 
 test('a mounted ConfigMap folder is read once, not also through ..data and its timestamped folder', () => {

@@ -104,7 +104,11 @@ test('the first list gives every pod a bundle; v1 is watched when both versions 
     'shop/web-1',
     'shop/web-2',
   ]);
-  assert.deepEqual(watch.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
+  assert.deepEqual(watch.versions, {
+    PeerAuthentication: 'v1',
+    AuthorizationPolicy: 'v1',
+    RequestAuthentication: 'v1',
+  });
   const b = compiler.bundle('shop', 'web-1')!;
   assert.equal(b.workload.spiffeId, 'spiffe://cluster.local/ns/shop/sa/web');
   take();
@@ -202,6 +206,83 @@ test('a PeerAuthentication in the root namespace recomputes every workload', asy
   assert.ok(JSON.stringify(compiler.bundle('blog', 'web-1')).includes('STRICT'));
 });
 
+test('a RequestAuthentication reaches the bundles of the pods it selects (JWT rules for check)', async () => {
+  await custom.createNamespacedCustomObject({
+    group: 'security.istio.io',
+    version: 'v1',
+    namespace: 'shop',
+    plural: 'requestauthentications',
+    body: {
+      apiVersion: 'security.istio.io/v1',
+      kind: 'RequestAuthentication',
+      metadata: { namespace: 'shop', name: 'jwt' },
+      spec: {
+        selector: { matchLabels: { app: 'db' } },
+        jwtRules: [{ issuer: 'https://issuer.example', spaceDelimitedClaims: ['roles'] }],
+      },
+    },
+  });
+  const c = await changeOf('RequestAuthentication', 'shop', 'jwt');
+  assert.equal(c.recomputed, 1);
+  assert.deepEqual(take(), ['shop/db-1']);
+  const rules = compiler.bundle('shop', 'db-1')!.requestAuthentication.rules;
+  assert.deepEqual(
+    rules.map((r) => [r.policy, r.issuer, r.spaceDelimitedClaims]),
+    [['shop/jwt', 'https://issuer.example', ['permission', 'roles', 'scope']]],
+  );
+  assert.deepEqual(compiler.bundle('shop', 'web-1')!.requestAuthentication.rules, []);
+});
+
+test('the istio ConfigMap: its MeshConfig applies (pathNormalization), a bad one keeps the last good, deletion restores the start', async () => {
+  // take() clears `changes`: count what this test saw on its own.
+  const seen = new Set<PolicyWatchChange>();
+  const countMesh = (): number => {
+    for (const c of changes) if (c.kind === 'MeshConfig') seen.add(c);
+    return seen.size;
+  };
+  const configMap = (mesh: string) => ({
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { namespace: 'istio-system', name: 'istio' },
+    data: { mesh },
+  });
+  await core.createNamespacedConfigMap({
+    namespace: 'istio-system',
+    body: configMap(
+      'pathNormalization:\n  normalization: MERGE_SLASHES\ntrustDomainAliases: [old.td]\n',
+    ),
+  });
+  await waitFor('the MeshConfig applied', () => countMesh() === 1);
+  assert.equal(compiler.meshSettings.pathNormalization, 'MERGE_SLASHES');
+  assert.deepEqual(compiler.meshSettings.trustDomainAliases, ['old.td']);
+  assert.equal(compiler.meshSettings.trustDomain, 'cluster.local', 'unset fields keep the start');
+  assert.equal(compiler.bundle('shop', 'web-1')!.mesh.pathNormalization, 'MERGE_SLASHES');
+  assert.equal(take().length, 4, 'every bundle recomputed');
+
+  await core.replaceNamespacedConfigMap({
+    namespace: 'istio-system',
+    name: 'istio',
+    body: configMap('pathNormalization: {normalization: SOMETIMES}\n'),
+  });
+  // An unrelated ConfigMap update afterwards proves the bad one was seen and skipped.
+  await core.createNamespacedConfigMap({
+    namespace: 'istio-system',
+    body: { metadata: { namespace: 'istio-system', name: 'other' }, data: { mesh: 'x: [' } },
+  });
+  await core.replaceNamespacedConfigMap({
+    namespace: 'istio-system',
+    name: 'istio',
+    body: configMap('pathNormalization: {normalization: NONE}\n'),
+  });
+  await waitFor('the next good MeshConfig applied', () => countMesh() === 2);
+  assert.equal(compiler.meshSettings.pathNormalization, 'NONE');
+
+  await core.deleteNamespacedConfigMap({ namespace: 'istio-system', name: 'istio' });
+  await waitFor('deletion applied', () => countMesh() === 3);
+  assert.deepEqual(compiler.meshSettings, DEFAULT_MESH);
+  take();
+});
+
 test('pods: a status-only update recomputes nothing; a new pod gets a bundle; deleted ones lose it', async () => {
   const cur = api.getObject('pods', 'shop', 'web-1')!;
   api.putObject('pods', 'shop', { ...cur, status: { phase: 'Running', podIP: '10.0.0.9' } });
@@ -264,7 +345,11 @@ test('v1beta1 is watched where the API server does not serve v1', async () => {
       old.failNext({ path: '/apis/security.istio.io/v1/authorizationpolicies', verb: 'list' }, 404),
     async (old, w, c) => {
       await w.synced;
-      assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1beta1' });
+      assert.deepEqual(w.versions, {
+        PeerAuthentication: 'v1',
+        AuthorizationPolicy: 'v1beta1',
+        RequestAuthentication: 'v1',
+      });
       await waitFor(
         'a v1beta1 watch',
         () =>
@@ -282,7 +367,11 @@ test('without permission to list policies the watch still starts (and retries), 
   await withOwnServer(
     (locked) => locked.failNext({ group: 'security.istio.io', verb: 'list' }, 403, 2),
     async (_locked, w, c) => {
-      assert.deepEqual(w.versions, { PeerAuthentication: 'v1', AuthorizationPolicy: 'v1' });
+      assert.deepEqual(w.versions, {
+        PeerAuthentication: 'v1',
+        AuthorizationPolicy: 'v1',
+        RequestAuthentication: 'v1',
+      });
       await waitFor('policy applied after retry', () => policyApplied(c));
     },
   );

@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { isCastellanError } from '../../src/errors.js';
 import { decide } from '../../src/policy/decision.js';
 import { parseRequest } from '../../src/policy/request.js';
-import { ap, bundleOf, decideCase, HTTPBIN, request, type Case } from './helpers.js';
+import { ap, bundleOf, decideCase, HTTPBIN, ra, request, type Case } from './helpers.js';
 
 const http = (o: Record<string, unknown>): Record<string, unknown> =>
   request({
@@ -281,7 +281,9 @@ const rows: Row[] = [
   {
     name: '[AP] requestPrincipals `iss/sub` from a valid token',
     c: {
-      policies: allowOnly('{from: [{source: {requestPrincipals: ["issuer@example.com/user1"]}}]}'),
+      policies:
+        allowOnly('{from: [{source: {requestPrincipals: ["issuer@example.com/user1"]}}]}') +
+        ra('foo', 'jwt', ['issuer@example.com']),
       request: jwt({ iss: 'issuer@example.com', sub: 'user1' }),
     },
     decision: 'ALLOW',
@@ -295,7 +297,7 @@ const rows: Row[] = [
   },
   {
     name: '[CON] a presented token that is not valid is rejected at stage jwt',
-    c: { policies: '', request: jwt({ iss: 'x', sub: 'y' }, false) },
+    c: { policies: ra('foo', 'jwt', ['x']), request: jwt({ iss: 'x', sub: 'y' }, false) },
     decision: 'DENY',
     stage: 'jwt',
     policy: null,
@@ -358,7 +360,9 @@ const rows: Row[] = [
   {
     name: '[COND] request.auth.principal',
     c: {
-      policies: allowOnly('{when: [{key: request.auth.principal, values: ["iss1/*"]}]}'),
+      policies:
+        allowOnly('{when: [{key: request.auth.principal, values: ["iss1/*"]}]}') +
+        ra('foo', 'jwt', ['iss1']),
       request: jwt({ iss: 'iss1', sub: 'u' }),
     },
     decision: 'ALLOW',
@@ -367,7 +371,9 @@ const rows: Row[] = [
   {
     name: '[COND] request.auth.audiences against a list-valued aud',
     c: {
-      policies: allowOnly('{when: [{key: request.auth.audiences, values: [svc-b]}]}'),
+      policies:
+        allowOnly('{when: [{key: request.auth.audiences, values: [svc-b]}]}') +
+        ra('foo', 'jwt', ['i']),
       request: jwt({ iss: 'i', sub: 's', aud: ['svc-a', 'svc-b'] }),
     },
     decision: 'ALLOW',
@@ -376,7 +382,9 @@ const rows: Row[] = [
   {
     name: '[COND] request.auth.presenter (azp)',
     c: {
-      policies: allowOnly('{when: [{key: request.auth.presenter, values: ["web*"]}]}'),
+      policies:
+        allowOnly('{when: [{key: request.auth.presenter, values: ["web*"]}]}') +
+        ra('foo', 'jwt', ['i']),
       request: jwt({ iss: 'i', sub: 's', azp: 'webapp' }),
     },
     decision: 'ALLOW',
@@ -385,7 +393,9 @@ const rows: Row[] = [
   {
     name: '[COND] request.auth.claims[groups] matches one element of a list',
     c: {
-      policies: allowOnly('{when: [{key: "request.auth.claims[groups]", values: [group1]}]}'),
+      policies:
+        allowOnly('{when: [{key: "request.auth.claims[groups]", values: [group1]}]}') +
+        ra('foo', 'jwt', ['i']),
       request: jwt({ iss: 'i', sub: 's', groups: ['group1', 'group2'] }),
     },
     decision: 'ALLOW',
@@ -394,7 +404,9 @@ const rows: Row[] = [
   {
     name: '[COND] nested claims request.auth.claims[realm][role]',
     c: {
-      policies: allowOnly('{when: [{key: "request.auth.claims[realm][role]", values: [admin]}]}'),
+      policies:
+        allowOnly('{when: [{key: "request.auth.claims[realm][role]", values: [admin]}]}') +
+        ra('foo', 'jwt', ['i']),
       request: jwt({ iss: 'i', sub: 's', realm: { role: 'admin' } }),
     },
     decision: 'ALLOW',
@@ -811,4 +823,28 @@ test('[BLD] skipped rules and webhook failures become diagnostics naming the pol
   assert.ok(find('AuthorizationPolicy foo/allow', 'spec.rules[0].from[0].source.ipBlocks.values'));
   assert.ok(find('AuthorizationPolicy foo/deny', 'spec.rules[0].when[0].key'));
   assert.ok(find('AuthorizationPolicy foo/deny-none', 'spec.rules'));
+});
+
+test('[BLD] a decision notes every applied policy with an error Istio refuses, even when another decides', () => {
+  const d = decideCase({
+    policies:
+      ap('foo', 'deny', '{action: DENY, rules: [{from: [{source: {ipBlocks: ["not-an-ip"]}}]}]}') +
+      ap('bar', 'elsewhere', '{action: DENY}'),
+  });
+  assert.deepEqual([d.decision, d.stage, d.policy], ['DENY', 'deny', 'foo/deny']);
+  const invalid = d.notes.filter((n) => n.includes('has an error'));
+  assert.ok(
+    invalid.some((n) =>
+      n.startsWith(
+        'AuthorizationPolicy foo/deny has an error: spec.rules[0].from[0].source.ipBlocks: bad IP address or CIDR range (not-an-ip)',
+      ),
+    ),
+    invalid.join('\n'),
+  );
+  assert.ok(!invalid.some((n) => n.includes('bar/elsewhere')), 'a policy not applied is not named');
+  assert.deepEqual(
+    decideCase({ policies: ap('foo', 'ok', '{rules: [{}]}') }).notes,
+    [],
+    'a valid policy adds no note',
+  );
 });

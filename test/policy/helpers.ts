@@ -51,7 +51,13 @@ export function bundleOf(c: Case): PolicyBundle {
 }
 
 export function decideCase(c: Case): Decision {
-  return decide(bundleOf(c), parseRequest(c.request ?? request()));
+  const workload = parseWorkload(c.workload ?? HTTPBIN);
+  return decide(bundleOf(c), parseRequest(c.request ?? request(), 'request', workload.namespace));
+}
+
+/** The decision's stage and policy as one comparable string: `ALLOW/allow foo/p`. */
+export function outcome(d: Decision): string {
+  return `${d.decision}/${d.stage}${d.policy ? ` ${d.policy}` : ''}`;
 }
 
 export function ap(ns: string, name: string, spec: string, annotations = '{}'): string {
@@ -59,6 +65,17 @@ export function ap(ns: string, name: string, spec: string, annotations = '{}'): 
 kind: AuthorizationPolicy
 metadata: {name: ${name}, namespace: ${ns}, annotations: ${annotations}}
 spec: ${spec}
+---
+`;
+}
+
+/** A RequestAuthentication with one JWT rule per issuer (the workload's jwt_authn providers). */
+export function ra(ns: string, name: string, issuers: readonly string[], spec = ''): string {
+  const rules = issuers.map((i) => `{issuer: "${i}"${spec ? `, ${spec}` : ''}}`).join(', ');
+  return `apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ${name}, namespace: ${ns}}
+spec: {jwtRules: [${rules}]}
 ---
 `;
 }

@@ -34,6 +34,7 @@ test('namespace, name, labels, service account and named container ports', () =>
       { number: 9090, protocol: 'GRPC' },
       { number: 15020, protocol: 'TCP' },
     ],
+    services: [],
   });
 });
 

@@ -113,6 +113,20 @@ function formatDiagnostics(list: readonly Diagnostic[]): string {
   return list.map((d) => `${d.severity}: ${d.resource}: ${d.field}: ${d.message}\n`).join('');
 }
 
+/**
+ * Notes for `check` about objects left out because Kubernetes would refuse them, when they
+ * are in the workload's namespace or the root namespace (where a policy for it would live).
+ */
+function leftOutNotes(diagnostics: readonly Diagnostic[], namespaces: readonly string[]): string[] {
+  return diagnostics
+    .filter((d) => {
+      if (d.severity !== 'error') return false;
+      const ns = /^\w+ ([^/\s]+)\//.exec(d.resource)?.[1];
+      return ns !== undefined && namespaces.includes(ns);
+    })
+    .map((d) => `${d.resource} is left out: ${d.field}: ${d.message}`);
+}
+
 export function registerPolicyCommands(program: Command): void {
   const policy = program
     .command('policy')
@@ -143,8 +157,12 @@ export function registerPolicyCommands(program: Command): void {
       );
       const mesh = parseMesh(input.raw('mesh'));
       const workload = parseWorkload(input.raw('workload'));
-      const request = parseRequest(input.raw('request'));
-      const { decision } = checkRequest(loaded.resources, mesh, workload, request);
+      const request = parseRequest(input.raw('request'), 'request', workload.namespace);
+      const checked = checkRequest(loaded.resources, mesh, workload, request).decision;
+      const leftOut = leftOutNotes(loaded.diagnostics, [workload.namespace, mesh.rootNamespace]);
+      const decision = leftOut.length
+        ? { ...checked, notes: [...checked.notes, ...leftOut] }
+        : checked;
       print(
         opts.output === 'json'
           ? `${canonicalJson(decisionJson(decision), 2)}\n`
@@ -173,7 +191,9 @@ export function registerPolicyCommands(program: Command): void {
 
   policy
     .command('lint')
-    .description('Print what Istio would reject, skip or ignore in the policies')
+    .description(
+      'Print what Istio would reject, skip or ignore in the policies; exit 1 when there is an error',
+    )
     .requiredOption(
       '--policies <path>',
       'a YAML file or a folder of manifests (repeatable)',
@@ -195,5 +215,7 @@ export function registerPolicyCommands(program: Command): void {
         ...lintResources(loaded.resources, mesh),
       ]);
       print(opts.output === 'json' ? `${canonicalJson(all, 2)}\n` : formatDiagnostics(all));
+      // An error is something Kubernetes, Istio's webhook or istiod refuses: fail a CI gate.
+      if (all.some((d) => d.severity === 'error')) process.exitCode = 1;
     });
 }

@@ -295,6 +295,8 @@ export async function startKubeRuntime(
         compiler: deps.policyCompiler,
         clock,
         logger,
+        // The mesh holder follows ConfigMap istio and feeds the compiler (app.ts).
+        followMeshConfig: false,
       });
       stops.push(() => policies.stop());
     }
