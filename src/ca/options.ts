@@ -30,4 +30,9 @@ export interface CaOptions {
   readonly caKeyUri: string | undefined;
   /** How often the plugged-in folder is re-read (mounted Secrets change by symlink swaps). */
   readonly cacertsPollIntervalMs: number;
+  /**
+   * Whether a plugged-in CA's `ca-crl.pem` is read, checked against renewals and published
+   * (istiod's PILOT_ENABLE_CA_CRL, default true). false: the file is ignored, as by istiod.
+   */
+  readonly enableCaCrl: boolean;
 }

@@ -6,14 +6,17 @@ import type { KeyCertBundle } from '../ca/key-cert-bundle.js';
 import type { SwappableCaState } from '../ca/swappable-ca-state.js';
 import { certificatePem } from '../ca/build-key-cert-bundle.js';
 import {
+  CA_CRL_FILE,
   bundleFromCacerts,
   bundleFromCacertsWithKeys,
   detectLayout,
 } from '../ca/cacerts-layout.js';
 import type { KeyUriSigners } from '../ca/signers/key-uri-signers.js';
+import { followCrlExpiry } from '../ca/crl-expiry.js';
+import type { CaCrl } from '../pki/crl.js';
 import type { CaKeyType } from '../pki/key-type.js';
 import type { EventRecorder } from './events.js';
-import { decodeSecretData, describeApiError } from './client.js';
+import { decodeSecretData, describeApiError, isApiStatus } from './client.js';
 import { startInformer, type Informer } from './informer.js';
 import {
   SELF_SIGNED_SECRET,
@@ -49,6 +52,8 @@ export interface KubeCaSourceOptions {
   onLoadError?: ((source: string, error: CastellanError) => void) | undefined;
   selfSignedKeyType?: CaKeyType | undefined;
   selfSignedTtlMs?: number | undefined;
+  /** false: `ca-crl.pem` is not read (istiod's PILOT_ENABLE_CA_CRL=false). Default true. */
+  readCrl?: boolean | undefined;
   logger?: Logger | undefined;
   retryMs?: number | undefined;
   /**
@@ -71,12 +76,26 @@ function sameBundle(a: KeyCertBundle | undefined, b: KeyCertBundle): boolean {
   );
 }
 
+/** What the `cacerts` Secret holds now: no CA files (or no Secret), a set that verified, or not. */
+type CacertsNow =
+  | { readonly state: 'absent' }
+  | { readonly state: 'good' }
+  | { readonly state: 'refused'; readonly error: CastellanError };
+
+/** Which of the two Secrets the CA being served came from. */
+type Serving = 'nothing' | 'self-signed' | 'cacerts';
+
 /**
  * The CA in Kubernetes mode, fed from Secrets in our namespace and followed by one watch:
- *  - `cacerts` (Istio's four files or tls.crt/tls.key/ca.crt) when present and valid;
- *  - otherwise the self-signed root in `istio-ca-secret`, created by the first replica.
+ *  - `cacerts` (Istio's four files or tls.crt/tls.key/ca.crt) when present;
+ *  - only when `cacerts` holds no CA files at all, the self-signed root in `istio-ca-secret`,
+ *    created by the first replica.
  * Every change is verified completely before the swap; a broken one is refused (the last
  * good CA keeps serving, an error is logged, counted and recorded as an Event on the Secret).
+ * A `cacerts` that does not verify before any CA was served leaves this replica serving
+ * nothing (never a self-signed root nobody planned) until a good one appears. Once a root is
+ * served, deleting either Secret does not change it: a deleted `istio-ca-secret` is written
+ * back, so a replica started later loads the same root instead of making a new one.
  */
 export class KubeCaSource {
   private informer: Informer<V1Secret> | undefined;
@@ -84,7 +103,16 @@ export class KubeCaSource {
   private plugged: KeyCertBundle | undefined;
   /** The last `cacerts` that verified, before earlier roots are added to it. */
   private cacerts: { files: Map<string, string>; fresh: KeyCertBundle; keep: boolean } | undefined;
+  private cacertsNow: CacertsNow = { state: 'absent' };
+  /** The `cacerts` Secret as last seen (its uid, for Events). */
+  private cacertsSecret: V1Secret | undefined;
   private selfSigned: KeyCertBundle | undefined;
+  /** `istio-ca-secret` as last seen: written back when deleted while its root is served. */
+  private selfSignedSecret: V1Secret | undefined;
+  /** Why the self-signed root could not be loaded, while nothing is served. */
+  private selfSignedProblem: string | undefined;
+  private selfSignedLoading: Promise<void> | undefined;
+  private serving: Serving = 'nothing';
   /** Roots this replica served before the current `cacerts`, since the last drop. */
   private servedBefore: string[] = [];
   /** Roots recorded in the API server (castellan-previous-roots), as last seen by the watch. */
@@ -94,7 +122,8 @@ export class KubeCaSource {
   private stopped = false;
   private recording: Promise<void> | undefined;
   private recordAgain = false;
-  private recordRetry: Timer | undefined;
+  private readonly timers = new Set<Timer>();
+  private unfollowCrl: (() => void) | undefined;
   private lastRefused = '';
   /** Each `cacerts` event's number: a slower load of an older one is dropped. */
   private cacertsSeq = 0;
@@ -108,7 +137,11 @@ export class KubeCaSource {
     this.logger = o.logger ?? silentLogger;
   }
 
-  /** Starts the watch and resolves once a CA is loaded (cacerts, or the self-signed root). */
+  /**
+   * Starts the watch and resolves once the Secrets are read and either a CA is loaded
+   * (`cacerts`, or the self-signed root, created when absent) or `cacerts` is there but does
+   * not verify: then nothing is served until it does (`whyNoCa` says why).
+   */
   async start(): Promise<void> {
     const { core, namespace } = this.o;
     this.informer = startInformer<V1Secret>({
@@ -118,19 +151,7 @@ export class KubeCaSource {
       clock: this.o.clock,
       logger: this.logger,
       retryMs: this.o.retryMs,
-      handlers: {
-        upsert: (s) => this.onSecret(s),
-        deleted: (s) => {
-          // Written back from what this replica knows (the roots it last saw recorded).
-          if (s.metadata?.name === PREVIOUS_ROOTS_SECRET) this.recordRoots();
-          if (s.metadata?.name === CACERTS_SECRET && this.plugged) {
-            this.logger.warn(
-              { secret: `${namespace}/${CACERTS_SECRET}` },
-              'cacerts was deleted; still serving the last plugged-in CA until a new one is given',
-            );
-          }
-        },
-      },
+      handlers: { upsert: (s) => this.onSecret(s), deleted: (s) => this.onDeleted(s) },
     });
     await this.informer.synced;
     // A `cacerts` whose key is in a token is still being probed: it decides, not a fallback.
@@ -138,37 +159,55 @@ export class KubeCaSource {
     // Its token did not answer: not ready, rather than a self-signed root nobody planned.
     if (!this.plugged && this.cacertsUnavailable) throw this.cacertsUnavailable;
     this.synced = true;
+    this.unfollowCrl = followCrlExpiry(this.o.state, this.o.clock, (crl) => this.crlExpired(crl));
     this.recordRoots();
-    if (!this.plugged) {
-      const secret = await ensureSelfSignedSecret({
-        core,
-        namespace,
-        trustDomain: this.o.trustDomain,
-        clock: this.o.clock,
-        keyType: this.o.selfSignedKeyType,
-        ttlMs: this.o.selfSignedTtlMs,
-        logger: this.logger,
+    if (this.o.state.current()) return;
+    if (this.cacertsNow.state === 'refused') {
+      this.logger.error(
+        { secret: `${namespace}/${CACERTS_SECRET}`, error: this.cacertsNow.error.message },
+        'cacerts does not verify: serving nothing until it does (no self-signed root is made while cacerts exists)',
+      );
+      return;
+    }
+    await this.useSelfSigned();
+    if (!this.o.state.current() && this.cacertsNow.state === 'absent') {
+      throw new CastellanError('incomplete-ca', 'no usable CA', {
+        subject: `secret ${namespace}/${SELF_SIGNED_SECRET}`,
       });
-      this.onSecret(secret);
-      if (!this.o.state.current()) {
-        throw new CastellanError('incomplete-ca', 'no usable CA', {
-          subject: `secret ${namespace}/${SELF_SIGNED_SECRET}`,
-        });
-      }
     }
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.cacertsRetry?.cancel();
-    this.recordRetry?.cancel();
+    for (const t of this.timers) t.cancel();
+    this.unfollowCrl?.();
     await this.informer?.stop();
     await this.recording;
+    await this.selfSignedLoading;
   }
 
   /** The self-signed CA as last loaded (what root rotation re-issues). */
   get selfSignedBundle(): KeyCertBundle | undefined {
     return this.selfSigned;
+  }
+
+  /** Why no CA is served (for /ready), or undefined once one is. */
+  whyNoCa(): string | undefined {
+    if (this.o.state.current()) return undefined;
+    if (this.cacertsNow.state === 'refused') {
+      return `cacerts does not verify: ${this.cacertsNow.error.message}; nothing is served until it does (a fixed cacerts is picked up without a restart)`;
+    }
+    if (this.selfSignedProblem) return this.selfSignedProblem;
+    return this.synced ? 'loading the self-signed root' : 'reading the CA Secrets';
+  }
+
+  private after(ms: number, fn: () => void): void {
+    const timer = this.o.clock.after(ms, () => {
+      this.timers.delete(timer);
+      fn();
+    });
+    this.timers.add(timer);
   }
 
   private onSecret(secret: V1Secret): void {
@@ -181,10 +220,35 @@ export class KubeCaSource {
     }
   }
 
+  private onDeleted(secret: V1Secret): void {
+    const { namespace } = this.o;
+    const name = secret.metadata?.name;
+    // Written back from what this replica knows (the roots it last saw recorded).
+    if (name === PREVIOUS_ROOTS_SECRET) this.recordRoots();
+    if (name === CACERTS_SECRET) {
+      this.cacertsNow = { state: 'absent' };
+      if (this.plugged) {
+        this.logger.warn(
+          { secret: `${namespace}/${CACERTS_SECRET}` },
+          'cacerts was deleted; still serving the last plugged-in CA until a new one is given',
+        );
+      } else {
+        this.fallBackToSelfSigned();
+      }
+    }
+    if (name === SELF_SIGNED_SECRET && this.serving === 'self-signed') this.restoreSelfSigned();
+  }
+
   private onCacerts(secret: V1Secret): void {
     const { namespace, clock } = this.o;
     const files = decodeSecretData(secret);
-    if (!detectLayout(files)) return; // Nothing plugged in: not a CA secret (yet).
+    if (!detectLayout(files)) {
+      // Nothing plugged in: not a CA secret (yet), as a cacerts without CA files is to istiod.
+      this.cacertsNow = { state: 'absent' };
+      if (!this.plugged) this.fallBackToSelfSigned();
+      return;
+    }
+    this.cacertsSecret = secret;
     const where = `secret ${namespace}/${CACERTS_SECRET}`;
     const keepPrevious = secret.metadata?.annotations?.[KEEP_PREVIOUS_ROOTS_ANNOTATION] !== 'false';
     const source = `cacerts-secret:${namespace}/${CACERTS_SECRET}`;
@@ -192,7 +256,13 @@ export class KubeCaSource {
     if (this.o.keys) {
       const load = bundleFromCacertsWithKeys(
         files,
-        { source, where, keyUri: this.o.keys.keyUri, signers: this.o.keys.signers },
+        {
+          source,
+          where,
+          keyUri: this.o.keys.keyUri,
+          signers: this.o.keys.signers,
+          readCrl: this.o.readCrl,
+        },
         clock,
       ).then(
         (fresh) => {
@@ -204,6 +274,7 @@ export class KubeCaSource {
         (e: unknown) => {
           if (seq !== this.cacertsSeq || this.stopped) return;
           const error = asCastellanError(e);
+          this.cacertsNow = { state: 'refused', error };
           this.refuse(secret, where, error);
           // The token did not answer: the same Secret is tried again, not only when it changes.
           this.cacertsUnavailable = error.kind === 'unavailable' ? error : undefined;
@@ -222,10 +293,12 @@ export class KubeCaSource {
       return;
     }
     try {
-      const fresh = bundleFromCacerts(files, { source, where }, clock);
+      const fresh = bundleFromCacerts(files, { source, where, readCrl: this.o.readCrl }, clock);
       if (fresh) this.acceptCacerts(secret, where, files, fresh, keepPrevious);
     } catch (e) {
-      this.refuse(secret, where, asCastellanError(e));
+      const error = asCastellanError(e);
+      this.cacertsNow = { state: 'refused', error };
+      this.refuse(secret, where, error);
     }
   }
 
@@ -237,6 +310,7 @@ export class KubeCaSource {
     fresh: KeyCertBundle,
     keepPrevious: boolean,
   ): void {
+    this.cacertsNow = { state: 'good' };
     // The new set verified on its own; now publish old roots beside the new ones.
     const freshRoots = fresh.roots.map(certificatePem);
     const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
@@ -262,10 +336,101 @@ export class KubeCaSource {
       const extra =
         previous && previous.rootBundlePem !== b.rootBundlePem ? previous.rootBundlePem : '';
       this.selfSigned = extra ? bundleFromSelfSignedSecret(secret, this.o.clock, extra) : b;
-      if (!this.plugged) this.install(this.selfSigned);
+      this.selfSignedSecret = secret;
+      this.selfSignedProblem = undefined;
+      // Before the first list nothing is decided: a cacerts listed later wins.
+      const wanted =
+        this.serving === 'self-signed' ||
+        (this.serving === 'nothing' && this.cacertsNow.state === 'absent');
+      if (this.synced && !this.plugged && wanted) this.install(this.selfSigned, 'self-signed');
     } catch (e) {
-      this.refuse(secret, `secret ${this.o.namespace}/${SELF_SIGNED_SECRET}`, asCastellanError(e));
+      const where = `secret ${this.o.namespace}/${SELF_SIGNED_SECRET}`;
+      const error = asCastellanError(e);
+      this.selfSignedProblem = `${SELF_SIGNED_SECRET} does not verify: ${error.message}`;
+      this.refuse(secret, where, error);
     }
+  }
+
+  /** The self-signed root, read or created: what a start without `cacerts` serves. */
+  private async useSelfSigned(): Promise<void> {
+    if (!this.selfSigned) {
+      const secret = await ensureSelfSignedSecret({
+        core: this.o.core,
+        namespace: this.o.namespace,
+        trustDomain: this.o.trustDomain,
+        clock: this.o.clock,
+        keyType: this.o.selfSignedKeyType,
+        ttlMs: this.o.selfSignedTtlMs,
+        logger: this.logger,
+      });
+      this.onSelfSigned(secret);
+    }
+    if (this.selfSigned && !this.plugged && this.cacertsNow.state === 'absent') {
+      this.install(this.selfSigned, 'self-signed');
+    }
+  }
+
+  /**
+   * `cacerts` went away (or lost its CA files) before any CA was served: as a start without
+   * `cacerts`, the self-signed root. Never once a root is served.
+   */
+  private fallBackToSelfSigned(): void {
+    if (!this.synced || this.stopped || this.selfSignedLoading) return;
+    if (this.o.state.current() || this.cacertsNow.state !== 'absent') return;
+    this.logger.warn(
+      { secret: `${this.o.namespace}/${CACERTS_SECRET}` },
+      'cacerts is gone and no CA was served yet: using the self-signed root, as a start without cacerts does',
+    );
+    this.selfSignedLoading = this.useSelfSigned()
+      .catch((e: unknown) => {
+        this.selfSignedProblem = `cannot load or create ${SELF_SIGNED_SECRET}: ${describeApiError(e)}`;
+        this.logger.warn({ error: describeApiError(e) }, 'self-signed root not loaded; retrying');
+        this.after(this.o.retryMs ?? 1000, () => this.fallBackToSelfSigned());
+      })
+      .finally(() => {
+        this.selfSignedLoading = undefined;
+      });
+  }
+
+  /**
+   * `istio-ca-secret` was deleted while its root is served: written back as it was, so that a
+   * replica started now loads this root rather than making a new one (istiod keeps serving
+   * from memory and a restarted istiod makes a new root). Another replica may write it first
+   * (409): the same material, or a rotation of it.
+   */
+  private restoreSelfSigned(): void {
+    const secret = this.selfSignedSecret;
+    if (!secret || this.stopped || this.serving !== 'self-signed') return;
+    const { namespace } = this.o;
+    this.logger.warn(
+      { secret: `${namespace}/${SELF_SIGNED_SECRET}` },
+      'istio-ca-secret was deleted while its root is served: writing it back',
+    );
+    void this.o.core
+      .createNamespacedSecret({
+        namespace,
+        body: {
+          metadata: {
+            name: SELF_SIGNED_SECRET,
+            namespace,
+            ...(secret.metadata?.labels ? { labels: secret.metadata.labels } : {}),
+            ...(secret.metadata?.annotations ? { annotations: secret.metadata.annotations } : {}),
+          },
+          ...(secret.type ? { type: secret.type } : {}),
+          data: secret.data ?? {},
+        },
+      })
+      .then(
+        () => this.logger.info({ secret: `${namespace}/${SELF_SIGNED_SECRET}` }, 'restored'),
+        (e: unknown) => {
+          if (isApiStatus(e, 409)) return;
+          this.logger.warn(
+            { secret: `${namespace}/${SELF_SIGNED_SECRET}`, error: describeApiError(e) },
+            'could not write istio-ca-secret back; retrying',
+          );
+          this.after(this.o.retryMs ?? 1000, () => this.restoreSelfSigned());
+        },
+      );
   }
 
   /**
@@ -289,7 +454,11 @@ export class KubeCaSource {
         // A token key was probed with this very certificate when `fresh` was loaded.
         const probed = { signer: fresh.signer, cert: fresh.signingCert };
         bundle =
-          bundleFromCacerts(merged, { source: fresh.source, where, probed }, this.o.clock) ?? fresh;
+          bundleFromCacerts(
+            merged,
+            { source: fresh.source, where, readCrl: this.o.readCrl, probed },
+            this.o.clock,
+          ) ?? fresh;
       } catch (e) {
         // Only a hand-edited castellan-previous-roots gets here (e.g. a certificate that is not
         // a CA): serve the verified set rather than nothing.
@@ -300,7 +469,7 @@ export class KubeCaSource {
       }
     }
     this.plugged = bundle;
-    this.install(bundle);
+    this.install(bundle, 'cacerts');
   }
 
   /**
@@ -339,15 +508,15 @@ export class KubeCaSource {
           { secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`, error: describeApiError(e) },
           'could not record the previous roots; retrying',
         );
-        this.recordRetry?.cancel();
-        this.recordRetry = this.o.clock.after(this.o.retryMs ?? 1000, () => this.recordRoots());
+        this.after(this.o.retryMs ?? 1000, () => this.recordRoots());
       } finally {
         this.recording = undefined;
       }
     })();
   }
 
-  private install(bundle: KeyCertBundle): void {
+  private install(bundle: KeyCertBundle, from: Serving): void {
+    this.serving = from;
     if (sameBundle(this.o.state.current()?.bundle, bundle)) return;
     this.o.state.swap(bundle);
     this.lastRefused = '';
@@ -357,36 +526,53 @@ export class KubeCaSource {
     );
   }
 
+  /** The loaded CRL's nextUpdate passed (at load, or since): still published, said loudly. */
+  private crlExpired(crl: CaCrl): void {
+    const nextUpdate = crl.nextUpdate?.toISOString() ?? '';
+    this.logger.warn(
+      { crl: crl.subject, nextUpdate },
+      'the CA CRL has expired; still published: renew it (castellan ca crl --next-update)',
+    );
+    const secret = this.cacertsSecret;
+    void this.o.events?.record(
+      {
+        kind: 'Secret',
+        name: CACERTS_SECRET,
+        namespace: this.o.namespace,
+        uid: secret?.metadata?.uid,
+      },
+      {
+        type: 'Warning',
+        reason: 'CACRLExpired',
+        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with castellan ca crl --ca-dir DIR --next-update 7d`,
+      },
+    );
+  }
+
   private refuse(secret: V1Secret, where: string, error: CastellanError): void {
     const fingerprint = `${secret.metadata?.name}@${secret.metadata?.resourceVersion}`;
     if (fingerprint === this.lastRefused) return;
     this.lastRefused = fingerprint;
+    const serving = this.o.state.current()?.bundle.source;
     this.logger.error(
-      {
-        secret: where,
-        kind: error.kind,
-        error: error.message,
-        serving: this.o.state.current()?.bundle.source,
-      },
-      'refused a CA update; still serving the last good CA',
+      { secret: where, kind: error.kind, error: error.message, serving },
+      serving
+        ? 'refused a CA update; still serving the last good CA'
+        : 'refused the CA; serving nothing until a good one is given',
     );
     this.o.onLoadError?.(where, error);
-    void this.o.events
-      ?.record(
-        {
-          kind: 'Secret',
-          name: secret.metadata?.name ?? '',
-          namespace: this.o.namespace,
-          uid: secret.metadata?.uid,
-        },
-        {
-          type: 'Warning',
-          reason: 'CALoadFailed',
-          message: `refused: ${error.message}; still serving ${this.o.state.current()?.bundle.source ?? 'nothing'}`,
-        },
-      )
-      .catch((e: unknown) =>
-        this.logger.debug({ error: describeApiError(e) }, 'event not recorded'),
-      );
+    void this.o.events?.record(
+      {
+        kind: 'Secret',
+        name: secret.metadata?.name ?? '',
+        namespace: this.o.namespace,
+        uid: secret.metadata?.uid,
+      },
+      {
+        type: 'Warning',
+        reason: 'CALoadFailed',
+        message: `refused: ${error.message}; ${serving ? `still serving ${serving}` : 'serving nothing until it is fixed'}`,
+      },
+    );
   }
 }

@@ -62,22 +62,35 @@ export function startInformer<T extends KubernetesObject>(options: {
     return transform ? { ...l, items: l.items.map(transform) } : l;
   };
   const watch = new Watch(options.kubeConfig);
-  if (transform) {
-    const inner = watch.watch.bind(watch);
-    // ERROR events carry a Status (a 410 code ListWatch reads), BOOKMARKs only a resourceVersion.
-    watch.watch = (path, query, callback, done) =>
-      inner(
-        path,
-        query,
-        (phase: string, obj: unknown, raw: unknown) =>
-          callback(
-            phase,
-            phase === 'ERROR' || phase === 'BOOKMARK' ? obj : transform(obj as T),
-            raw,
-          ),
-        done,
-      );
-  }
+  const startWatch = watch.watch.bind(watch);
+  // client-node's ListWatch keeps the watch's AbortController only once the response has come
+  // (`this.request = await watch.watch(...)`), and starts a watch after a list even when stop()
+  // came during the list: a stop() in either window aborts nothing, and that watch stays open
+  // for good, keeping the process alive after SIGTERM. Aborted here instead.
+  watch.watch = async (path, query, callback, done) => {
+    if (stopped) {
+      const aborted = new AbortController();
+      aborted.abort();
+      return aborted;
+    }
+    const controller = await startWatch(
+      path,
+      query,
+      transform
+        ? // ERROR events carry a Status (a 410 code ListWatch reads), BOOKMARKs only a resourceVersion.
+          (phase: string, obj: unknown, raw: unknown) =>
+            callback(
+              phase,
+              phase === 'ERROR' || phase === 'BOOKMARK' ? obj : transform(obj as T),
+              raw,
+            )
+        : callback,
+      done,
+    );
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by stop() while the request above was under way (TypeScript keeps it narrowed: microsoft/TypeScript#9998)
+    if (stopped) controller.abort();
+    return controller;
+  };
   const lw = new ListWatch<T>(
     options.path,
     watch,

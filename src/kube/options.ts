@@ -25,6 +25,11 @@ export interface KubeOptions {
   readonly rootRotationGracePercent: number;
   /** The ConfigMap the trust bundle is published as in every namespace (istio-ca-root-cert). */
   readonly rootCertConfigMap: string;
+  /**
+   * The ConfigMap the leader publishes the CA's CRL as in every namespace (istiod's
+   * PILOT_CRL_CONFIGMAP, default istio-ca-crl), key ca-crl.pem.
+   */
+  readonly crlConfigMapName: string;
   /** This cluster's id in the clusterid gRPC metadata. */
   readonly clusterId: string;
   /**

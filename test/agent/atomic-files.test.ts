@@ -45,7 +45,8 @@ function matches(files: CertificateFiles): boolean {
 }
 
 // A reader in another process that knows nothing of our code: it reads the files the two ways
-// the layout supports and checks that the key belongs to the certificate on every read.
+// the layout supports and checks that the key belongs to the certificate on every read. It
+// prints how many reads it has done every 50 rounds, so the writer knows when to stop.
 const READER = `
 import { readFileSync, realpathSync, writeFileSync, existsSync } from 'node:fs';
 import { createPrivateKey, createPublicKey, X509Certificate } from 'node:crypto';
@@ -54,7 +55,8 @@ const [dir, stopFile, outFile] = process.argv.slice(2);
 const spki = (k) => k.export({ type: 'spki', format: 'der' }).toString('base64');
 const check = (cert, key) => spki(new X509Certificate(cert).publicKey) === spki(createPublicKey(createPrivateKey(key)));
 const r = { resolved: 0, named: 0, retried: 0, mismatches: 0, errors: [] };
-while (!existsSync(stopFile)) {
+for (let round = 1; !existsSync(stopFile); round++) {
+  if (round % 50 === 0) process.stdout.write(String(r.resolved + r.named) + '\\n');
   try {
     const base = realpathSync(join(dir, '..data'));
     const cert = readFileSync(join(base, 'cert-chain.pem'));
@@ -84,8 +86,16 @@ test('a concurrent reader never sees a half-written file or a certificate with t
     await writeFile(script, READER);
     const stopFile = join(dir, 'stop');
     const result = join(dir, 'result.json');
-    const child = spawn(process.execPath, [script, out, stopFile, result], { stdio: 'inherit' });
+    const child = spawn(process.execPath, [script, out, stopFile, result], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
+    let childReads = 0;
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (d: string) => {
+      const last = d.trim().split('\n').at(-1);
+      if (last) childReads = Number(last);
+    });
 
     // Our own reader too, in this process, interleaved with the writes.
     let inProcess = 0;
@@ -100,9 +110,15 @@ test('a concurrent reader never sees a half-written file or a certificate with t
         inProcess++;
       }
     })();
-    const rotations = 120;
-    for (let i = 1; i <= rotations; i++)
-      await writeCertificateFiles(out, pairs[i % pairs.length]!, clock);
+    // Rotate until both readers have read while the files changed as often as the assertions
+    // below ask (bounded by those counts, not by a fixed number of rotations: 120 took 10 s,
+    // most of it after the counts were reached), and every pair has been written twice.
+    let rotations = 0;
+    while (rotations < 2 * pairs.length || childReads <= 1000 || inProcess <= 50) {
+      assert.ok(rotations < 5000, `readers stalled: ${childReads} and ${inProcess} reads`);
+      rotations++;
+      await writeCertificateFiles(out, pairs[rotations % pairs.length]!, clock);
+    }
     writing = false;
     await ownReader;
     await writeFile(stopFile, '');

@@ -5,9 +5,9 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { projectRoot } from '../support/paths.js';
 
 interface Instruction {
@@ -176,14 +176,12 @@ describe('the runtime layout works with production dependencies only', () => {
         .filter((path) => !path.slice('node_modules/'.length).includes('node_modules/'));
       const dev = Object.keys(lock.packages).filter((p) => lock.packages[p]!.dev === true);
       assert.ok(prod.length > 0 && dev.length > 0);
-      for (const p of prod) {
-        const from = join(projectRoot, p);
-        if (!existsSync(from)) continue; // optional packages for other platforms
-        mkdirSync(dirname(join(dir, p)), { recursive: true });
-        // Hard links: fast, and the packages resolve from the temp dir, not the project.
-        const res = spawnSync('cp', ['-al', from, join(dir, p)]);
-        assert.equal(res.status, 0, String(res.stderr));
-      }
+      // optional packages for other platforms are not installed
+      const present = prod.filter((p) => existsSync(join(projectRoot, p)));
+      // Hard links: fast, and the packages resolve from the temp dir, not the project. One cp
+      // for all (--parents keeps each node_modules/… path): one process per package took 155.
+      const res = spawnSync('cp', ['-al', '--parents', ...present, dir], { cwd: projectRoot });
+      assert.equal(res.status, 0, String(res.stderr));
       assert.ok(!existsSync(join(dir, 'node_modules', 'typescript')), 'dev deps left out');
       const run = spawnSync(process.execPath, [join(dir, 'bin', 'castellan.js'), '--help'], {
         cwd: dir,

@@ -286,6 +286,7 @@ describe('default render', () => {
     const cr = only(objects, 'ClusterRole') as RbacRole;
     assert.deepEqual([...grants(cr.rules)].sort(), [
       '/configmaps:create',
+      '/configmaps:delete',
       '/configmaps:get',
       '/configmaps:list',
       '/configmaps:update',
@@ -319,7 +320,19 @@ describe('default render', () => {
       for (const field of [r.apiGroups, r.resources, r.verbs]) {
         assert.ok(!field.includes('*'), `no wildcards: ${JSON.stringify(r)}`);
       }
-      assert.ok(!r.verbs.includes('delete') && !r.verbs.includes('deletecollection'));
+      assert.ok(!r.verbs.includes('deletecollection'));
+      // The one delete: ConfigMaps named istio-ca-crl (the CRL removed), nothing else.
+      if (r.verbs.includes('delete')) {
+        assert.deepEqual(
+          { ...r },
+          {
+            apiGroups: [''],
+            resources: ['configmaps'],
+            resourceNames: ['istio-ca-crl'],
+            verbs: ['delete'],
+          },
+        );
+      }
       assert.equal(r.nonResourceURLs, undefined);
     }
   });

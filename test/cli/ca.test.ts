@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { cliPath, istioSampleCerts } from '../support/paths.js';
 import { makeTempDir, opensslExtensions, opensslText, opensslVerify } from '../support/openssl.js';
 import { opensslSigned } from '../support/openssl-certs.js';
+import { castellanInProcess } from '../support/cli-in-process.js';
 
 const tmp = makeTempDir();
 after(() => tmp.remove());
@@ -22,6 +23,12 @@ function castellan(...args: string[]): { code: number | null; stdout: string; st
   const r = spawnSync(process.execPath, [cliPath, ...args], { encoding: 'utf8' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
+/**
+ * The same command through the CLI's main() in this process: for setup steps and the many input
+ * checks, each of which would cost a process start. Every command keeps a spawned case here
+ * (castellan above) that proves the real process's exit code and output.
+ */
+const inProcess = (...args: string[]) => castellanInProcess(args);
 const read = (...p: string[]): string => readFileSync(join(...p), 'utf8');
 
 test('ca root + ca intermediate make a strict-valid cacerts folder that ca check accepts', () => {
@@ -80,7 +87,7 @@ test('ca root + ca intermediate make a strict-valid cacerts folder that ca check
   assert.match(r.stdout, /root "O=Example, CN=Example Root"/);
 });
 
-test('ca check: one-line errors naming the file, non-zero exit', () => {
+test('ca check: one-line errors naming the file, non-zero exit', async () => {
   const bad = join(tmp.dir, 'bad');
   mkdirSync(bad);
   copyFileSync(join(istioSampleCerts, 'ca-cert-alt-2.pem'), join(bad, 'ca-cert.pem'));
@@ -95,15 +102,15 @@ test('ca check: one-line errors naming the file, non-zero exit', () => {
   const partial = join(tmp.dir, 'partial');
   mkdirSync(partial);
   copyFileSync(join(istioSampleCerts, 'ca-cert.pem'), join(partial, 'ca-cert.pem'));
-  r = castellan('ca', 'check', '--cacerts-dir', partial);
+  r = await inProcess('ca', 'check', '--cacerts-dir', partial);
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /missing ca-key\.pem, cert-chain\.pem, root-cert\.pem/);
 
-  r = castellan('ca', 'check', '--cacerts-dir', istioSampleCerts);
+  r = await inProcess('ca', 'check', '--cacerts-dir', istioSampleCerts);
   assert.equal(r.code, 0, r.stderr);
 });
 
-test('ca inspect: text and json', () => {
+test('ca inspect: text and json', async () => {
   const file = join(istioSampleCerts, 'cert-chain-alt.pem');
   let r = castellan('ca', 'inspect', file, '--output', 'json');
   assert.equal(r.code, 0, r.stderr);
@@ -119,29 +126,32 @@ test('ca inspect: text and json', () => {
     { encoding: 'utf8' },
   ).stdout;
   assert.equal(`sha256 Fingerprint=${String(first['sha256Fingerprint'])}`, fp.trim());
-  r = castellan('ca', 'inspect', join(istioSampleCerts, 'root-cert.pem'));
+  r = await inProcess('ca', 'inspect', join(istioSampleCerts, 'root-cert.pem'));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /subject: .*CN=Root CA/);
   assert.match(r.stdout, /sha256Fingerprint: ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
 });
 
-test('bad flag values are refused', () => {
+test('bad flag values are refused', async () => {
   let r = castellan('ca', 'root', '--out', join(tmp.dir, 'x'), '--ttl', 'forever');
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /invalid duration "forever"/);
-  r = castellan('ca', 'root', '--out', join(tmp.dir, 'x'), '--key-type', 'dsa');
+  r = await inProcess('ca', 'root', '--out', join(tmp.dir, 'x'), '--key-type', 'dsa');
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /"dsa" is not one of/);
 });
 
 /** A root dir and a cacerts dir made by the CLI, and a leaf the CA issued (made with openssl). */
-function crlSetup(name: string): { rootDir: string; caDir: string; work: string } {
+async function crlSetup(name: string): Promise<{ rootDir: string; caDir: string; work: string }> {
   const rootDir = join(tmp.dir, `${name}-root`);
   const caDir = join(tmp.dir, `${name}-ca`);
   const work = join(tmp.dir, `${name}-work`);
   mkdirSync(work);
-  assert.equal(castellan('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256').code, 0);
-  assert.equal(castellan('ca', 'intermediate', '--root-dir', rootDir, '--out', caDir).code, 0);
+  assert.equal((await inProcess('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256')).code, 0);
+  assert.equal(
+    (await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', caDir)).code,
+    0,
+  );
   copyFileSync(join(caDir, 'ca-cert.pem'), join(work, 'ca.pem'));
   copyFileSync(join(caDir, 'ca-key.pem'), join(work, 'ca.key'));
   for (const [leaf, serial] of [
@@ -179,8 +189,8 @@ function verifyWithCrl(caDir: string, leaf: string): { ok: boolean; output: stri
   return { ok: r.status === 0, output: r.stdout + r.stderr };
 }
 
-test('ca crl: creates ca-crl.pem that openssl verifies; a revoked leaf fails openssl verify -crl_check', () => {
-  const { rootDir, caDir, work } = crlSetup('crl1');
+test('ca crl: creates ca-crl.pem that openssl verifies; a revoked leaf fails openssl verify -crl_check', async () => {
+  const { rootDir, caDir, work } = await crlSetup('crl1');
   const r = castellan(
     'ca',
     'crl',
@@ -222,7 +232,7 @@ test('ca crl: creates ca-crl.pem that openssl verifies; a revoked leaf fails ope
   assert.ok(kept.ok, kept.output);
 
   // ca check reports the CRL and accepts it.
-  const c = castellan('ca', 'check', '--cacerts-dir', caDir);
+  const c = await inProcess('ca', 'check', '--cacerts-dir', caDir);
   assert.equal(c.code, 0, c.stderr);
   assert.match(c.stdout, /crl: .*ca-crl\.pem verified: 2 CRL\(s\), 1 revoked in all/);
   assert.match(
@@ -231,13 +241,14 @@ test('ca crl: creates ca-crl.pem that openssl verifies; a revoked leaf fails ope
   );
 });
 
-test('ca crl: extending keeps old entries, increments the number and keeps the root CRL without its key', () => {
-  const { rootDir, caDir, work } = crlSetup('crl2');
+test('ca crl: extending keeps old entries, increments the number and keeps the root CRL without its key', async () => {
+  const { rootDir, caDir, work } = await crlSetup('crl2');
   assert.equal(
-    castellan('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--revoke', '0A:BC').code,
+    (await inProcess('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--revoke', '0A:BC'))
+      .code,
     0,
   );
-  const r = castellan('ca', 'crl', '--ca-dir', caDir, '--revoke', join(work, 'revoked.pem'));
+  const r = await inProcess('ca', 'crl', '--ca-dir', caDir, '--revoke', join(work, 'revoked.pem'));
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /CRL number 2, 2 revoked \(added 1001\)/);
   assert.match(r.stdout, /"O=Castellan, CN=Root CA": kept as it was \(CRL number 1/);
@@ -254,17 +265,17 @@ test('ca crl: extending keeps old entries, increments the number and keeps the r
   assert.ok(verifyWithCrl(caDir, join(work, 'kept.pem')).ok);
 });
 
-test('ca crl: bad inputs give one clear error and write nothing', () => {
-  const { rootDir, caDir, work } = crlSetup('crl3');
+test('ca crl: bad inputs give one clear error and write nothing', async () => {
+  const { rootDir, caDir, work } = await crlSetup('crl3');
   const crlFile = join(caDir, 'ca-crl.pem');
-  const refused = (pattern: RegExp, ...args: string[]): void => {
-    const r = castellan('ca', 'crl', ...args);
+  const refused = async (pattern: RegExp, ...args: string[]): Promise<void> => {
+    const r = await inProcess('ca', 'crl', ...args);
     assert.notEqual(r.code, 0, r.stdout);
     assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     assert.match(r.stderr, pattern);
     assert.equal(existsSync(crlFile), false, 'nothing written');
   };
-  refused(
+  await refused(
     /"xyz!" is not a certificate serial/,
     '--ca-dir',
     caDir,
@@ -273,7 +284,7 @@ test('ca crl: bad inputs give one clear error and write nothing', () => {
     '--revoke',
     'xyz!',
   );
-  refused(
+  await refused(
     /no such certificate file/,
     '--ca-dir',
     caDir,
@@ -282,7 +293,7 @@ test('ca crl: bad inputs give one clear error and write nothing', () => {
     '--revoke',
     join(work, 'missing.pem'),
   );
-  refused(
+  await refused(
     /revoked\.key: expected PEM "CERTIFICATE" blocks, found "PRIVATE KEY"/,
     '--ca-dir',
     caDir,
@@ -291,16 +302,16 @@ test('ca crl: bad inputs give one clear error and write nothing', () => {
     '--revoke',
     join(work, 'revoked.key'),
   );
-  refused(
+  await refused(
     /no CRL for "O=Castellan, CN=Root CA" and no key to sign one: .*--root-dir/,
     '--ca-dir',
     caDir,
   );
-  const usage = castellan('ca', 'crl', '--ca-dir', caDir, '--next-update', 'soon');
+  const usage = await inProcess('ca', 'crl', '--ca-dir', caDir, '--next-update', 'soon');
   assert.notEqual(usage.code, 0);
   assert.match(usage.stderr, /invalid duration "soon"/);
   assert.equal(existsSync(crlFile), false);
-  // A folder without its key.
+  // A folder without its key (the spawned command: its exit code and stderr).
   const keyless = join(tmp.dir, 'crl3-keyless');
   mkdirSync(keyless);
   for (const f of ['ca-cert.pem', 'cert-chain.pem', 'root-cert.pem']) {
@@ -312,8 +323,11 @@ test('ca crl: bad inputs give one clear error and write nothing', () => {
   assert.equal(existsSync(join(keyless, 'ca-crl.pem')), false);
   // A certificate another CA issued.
   const otherRoot = join(tmp.dir, 'crl3-other');
-  assert.equal(castellan('ca', 'root', '--out', otherRoot, '--key-type', 'ec-p256').code, 0);
-  refused(
+  assert.equal(
+    (await inProcess('ca', 'root', '--out', otherRoot, '--key-type', 'ec-p256')).code,
+    0,
+  );
+  await refused(
     /root-cert\.pem: the certificate "O=Castellan, CN=Root CA" was not issued by any CA of this folder/,
     '--ca-dir',
     caDir,
@@ -322,23 +336,24 @@ test('ca crl: bad inputs give one clear error and write nothing', () => {
     '--revoke',
     join(otherRoot, 'root-cert.pem'),
   );
-  refused(/is not the root of this CA's chain/, '--ca-dir', caDir, '--root-dir', otherRoot);
+  await refused(/is not the root of this CA's chain/, '--ca-dir', caDir, '--root-dir', otherRoot);
 });
 
-test('ca check: fails on a CRL that expired, expires within --crl-warn-within, or does not verify', () => {
-  const { rootDir, caDir } = crlSetup('crl4');
+test('ca check: fails on a CRL that expired, expires within --crl-warn-within, or does not verify', async () => {
+  const { rootDir, caDir } = await crlSetup('crl4');
   assert.equal(
-    castellan('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--next-update', '12h').code,
+    (await inProcess('ca', 'crl', '--ca-dir', caDir, '--root-dir', rootDir, '--next-update', '12h'))
+      .code,
     0,
   );
-  let r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  let r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
   assert.equal(r.code, 1);
   assert.match(r.stdout, /^OK: /, 'the summary is still printed');
   assert.match(
     r.stderr,
     /ca-crl\.pem: the CRL expires on \S+, within 24h: re-sign it with castellan ca crl --ca-dir/,
   );
-  r = castellan('ca', 'check', '--cacerts-dir', caDir, '--crl-warn-within', '6h');
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir, '--crl-warn-within', '6h');
   assert.equal(r.code, 0, r.stderr);
 
   // nextUpdate in the past: openssl makes one (castellan refuses to write a CRL born expired).
@@ -346,14 +361,14 @@ test('ca check: fails on a CRL that expired, expires within --crl-warn-within, o
   const rootCrl = read(crlFile).split(/(?=-----BEGIN X509 CRL-----)/)[1] ?? '';
   const expired = opensslExpiredCrl(caDir);
   writeFileSync(crlFile, expired + rootCrl);
-  r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
   assert.equal(r.code, 1);
   assert.match(r.stdout, /EXPIRED/);
   assert.match(r.stderr, /ca-crl\.pem: the CRL expired on /);
 
   // Signed by another CA: refused like any bad file.
   writeFileSync(crlFile, rootCrl.replace('MII', 'MIJ'));
-  r = castellan('ca', 'check', '--cacerts-dir', caDir);
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /ca-crl\.pem: /);
   assert.doesNotMatch(r.stdout, /^OK/);

@@ -244,3 +244,33 @@ test('local runtime without a folder: the self-signed root in the data dir', asy
     await runtime.close();
   }
 });
+
+test('local runtime: a ca-crl.pem left in the data dir by an earlier plugged-in CA goes when the CA has no CRL', async () => {
+  const dataDir = join(tmp(), 'data');
+  mkdirSync(dataDir, { recursive: true });
+  const stale = join(dataDir, 'ca-crl.pem');
+  writeFileSync(stale, '-----BEGIN X509 CRL-----\nMQ==\n-----END X509 CRL-----\n');
+  const runtime = await startLocalRuntime(completeServeOptions({ dataDir }), {
+    clock: systemClock,
+    logger: silentLogger,
+    env: {},
+  });
+  try {
+    await runtime.publishTrustBundle();
+    assert.ok(!existsSync(stale), 'removed: the CA being served has no CRL');
+  } finally {
+    await runtime.close();
+  }
+  // PILOT_ENABLE_CA_CRL=false: the file is not managed at all, as istiod leaves istio-ca-crl.
+  writeFileSync(stale, 'left as it is');
+  const off = await startLocalRuntime(
+    completeServeOptions({ dataDir }, { PILOT_ENABLE_CA_CRL: 'false' }),
+    { clock: systemClock, logger: silentLogger, env: {} },
+  );
+  try {
+    await off.publishTrustBundle();
+    assert.equal(readFileSync(stale, 'utf8'), 'left as it is');
+  } finally {
+    await off.close();
+  }
+});

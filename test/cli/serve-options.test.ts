@@ -39,6 +39,7 @@ describe('completeServeOptions', () => {
         cacertsDir: undefined,
         caKeyUri: undefined,
         cacertsPollIntervalMs: 2000,
+        enableCaCrl: true,
       },
       authn: { tokenAudiences: ['istio-ca'], externalJwt: undefined },
       server: {
@@ -107,6 +108,7 @@ describe('completeServeOptions', () => {
       cacertsDir: 'c',
       caKeyUri: 'pkcs11:token=ca;object=k?module-path=/m.so',
       cacertsPollIntervalMs: 250,
+      enableCaCrl: true,
     });
     assert.deepEqual(c.authn, {
       tokenAudiences: ['a', 'b'],
@@ -137,6 +139,7 @@ describe('completeServeOptions', () => {
       rootRotationGracePercent: 20,
       rootCertConfigMap: 'istio-ca-root-cert',
       clusterId: 'Kubernetes',
+      crlConfigMapName: 'istio-ca-crl',
       trustedNodeAccounts: [],
     });
     assert.equal(completeServeOptions({}, { ...inPod, CASTELLAN_KUBE: 'false' }).kube, undefined);
@@ -274,5 +277,50 @@ describe('completeServeOptions', () => {
     assert.equal(resolveWorkerCount('auto'), availableParallelism());
     assert.equal(resolveWorkerCount(3, 2), 3);
     assert.equal(resolveWorkerCount(completeServeOptions({ kube: true }).workers, 8), 1);
+  });
+});
+
+describe("istiod's CRL settings: PILOT_ENABLE_CA_CRL and PILOT_CRL_CONFIGMAP", () => {
+  test('PILOT_ENABLE_CA_CRL takes what istiod takes (Go booleans); --ca-crl wins over it', () => {
+    assert.equal(completeServeOptions({}).ca.enableCaCrl, true);
+    for (const off of ['false', 'False', 'FALSE', 'f', 'F', '0']) {
+      assert.equal(completeServeOptions({}, { PILOT_ENABLE_CA_CRL: off }).ca.enableCaCrl, false);
+    }
+    for (const on of ['true', 'True', 'TRUE', 't', 'T', '1']) {
+      assert.equal(completeServeOptions({}, { PILOT_ENABLE_CA_CRL: on }).ca.enableCaCrl, true);
+    }
+    const env = { PILOT_ENABLE_CA_CRL: 'false' };
+    assert.equal(completeServeOptions({ caCrl: 'true' }, env).ca.enableCaCrl, true);
+    assert.equal(completeServeOptions({ caCrl: 'false' }).ca.enableCaCrl, false);
+  });
+
+  test('PILOT_CRL_CONFIGMAP names the ConfigMap in Kubernetes mode; --crl-configmap wins', () => {
+    const env = { PILOT_CRL_CONFIGMAP: 'mesh-crl' };
+    assert.equal(completeServeOptions({ kube: true }).kube?.crlConfigMapName, 'istio-ca-crl');
+    assert.equal(completeServeOptions({ kube: true }, env).kube?.crlConfigMapName, 'mesh-crl');
+    assert.equal(
+      completeServeOptions({ kube: true, crlConfigmap: 'other-crl' }, env).kube?.crlConfigMapName,
+      'other-crl',
+    );
+    // Local mode has no ConfigMaps: the variable is istiod's and ignored there, the flag refused.
+    assert.equal(completeServeOptions({}, env).kube, undefined);
+  });
+
+  test('a value istiod would not take is refused, naming the flag or variable', () => {
+    const cases: [ServeFlags, Environment, string][] = [
+      [{}, { PILOT_ENABLE_CA_CRL: 'yes' }, 'PILOT_ENABLE_CA_CRL: "yes" is not true or false'],
+      [{}, { PILOT_ENABLE_CA_CRL: '' }, 'PILOT_ENABLE_CA_CRL: "" is not true or false'],
+      [{ caCrl: 'off' }, {}, '--ca-crl: "off" is not true or false'],
+      [
+        { kube: true },
+        { PILOT_CRL_CONFIGMAP: 'Bad_Name' },
+        'PILOT_CRL_CONFIGMAP: "Bad_Name" is not a valid ConfigMap name',
+      ],
+      [{ kube: true, crlConfigmap: '' }, {}, '--crl-configmap: "" is not a valid ConfigMap name'],
+      [{ crlConfigmap: 'x' }, {}, '--crl-configmap: needs --kube'],
+    ];
+    for (const [flags, env, expected] of cases) {
+      assert.equal(refusal(flags, env).message, expected, JSON.stringify({ flags, env }));
+    }
   });
 });

@@ -17,7 +17,7 @@ import {
   type KubeRuntimeDeps,
 } from '../../src/cli/serve/kube-runtime.js';
 import type { KubeOptions } from '../../src/kube/options.js';
-import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';
@@ -49,6 +49,7 @@ const deps = (identity?: string): KubeRuntimeDeps => ({
     selfSignedKeyType: 'ec-p256',
     selfSignedRootTtlMs: 10 * 365 * 86_400_000,
     caKeyUri: undefined,
+    enableCaCrl: true,
   },
   trustDomain: () => 'cluster.local',
   authn: { tokenAudiences: ['istio-ca'] },

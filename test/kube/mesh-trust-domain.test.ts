@@ -76,6 +76,7 @@ async function startApp(
   );
   const app = await ServeApp.create(options, { clock: systemClock, env: {}, logger });
   const summary = await app.start();
+  assert.ok(summary, 'serve started with a CA');
   return { app, grpc: `127.0.0.1:${summary.grpc.port}`, lines };
 }
 

@@ -13,7 +13,11 @@ import {
   KEEP_PREVIOUS_ROOTS_ANNOTATION,
 } from '../../src/kube/cacerts-secret-source.js';
 import { PREVIOUS_ROOTS_SECRET, PREVIOUS_ROOTS_KEY } from '../../src/kube/previous-roots.js';
-import { RootPublisher, ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import {
+  ConfigMapPublisher,
+  ROOT_CERT_CONFIGMAP,
+  ROOT_CERT_CONFIGMAP_KEY,
+} from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import {
@@ -121,14 +125,23 @@ test('a replica started after a root change serves and publishes the union of ol
 
   // As leader, it publishes that union in the istio-ca-root-cert ConfigMaps.
   const kc = kubeConfigFor(api);
-  const publisher = new RootPublisher({
+  const publisher = new ConfigMapPublisher({
     kubeConfig: kc,
     core: kc.makeApiClient(CoreV1Api),
-    rootBundlePem: late.state.current()!.bundle.rootBundlePem,
+    configMaps: [
+      {
+        name: ROOT_CERT_CONFIGMAP,
+        key: ROOT_CERT_CONFIGMAP_KEY,
+        value: late.state.current()!.bundle.rootBundlePem,
+        what: 'the root certificate',
+      },
+    ],
     clock: systemClock,
     retryMs: 50,
   });
-  const unsubscribe = late.state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+  const unsubscribe = late.state.onChange((s) =>
+    publisher.set(ROOT_CERT_CONFIGMAP, s.bundle.rootBundlePem),
+  );
   stoppers.push(async () => {
     unsubscribe();
     await publisher.stop();

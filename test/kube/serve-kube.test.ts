@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { get } from 'node:http';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { ROOT_CERT_CONFIGMAP } from '../../src/kube/root-publisher.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
   caClient,
@@ -223,6 +223,9 @@ test('ConfigMaps in every namespace, repaired; leader failover moves the work', 
 });
 
 test('the TokenReview cache cuts API calls and never accepts an expired token', async () => {
+  // A replica started on the broken cacerts left by an earlier test would wait (it never saw
+  // the last good set): put the good one back first.
+  putCacerts(api, NS, sampleCacerts('-alt'));
   const c = await serve('c'); // no --jwt-offline: every token goes to TokenReview
   const client = caClient(`127.0.0.1:${c.grpcPort}`, selfSignedRoot() + ALT_ROOT);
   const token = await appToken('burst', { expiresInSeconds: 3 });

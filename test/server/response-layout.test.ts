@@ -36,7 +36,7 @@ before(async () => {
   await writeFile(join(cacerts, 'cert-chain.pem'), sample('cert-chain-alt.pem'));
   await writeFile(join(cacerts, 'root-cert.pem'), TWO_ROOTS);
   serve = await startServe(join(dir, 'data'), ['--cacerts-dir', cacerts]);
-  await writeFile(join(dir, 'token'), serve.token('shop', 'cart'));
+  await writeFile(join(dir, 'token'), await serve.token('shop', 'cart'));
 });
 after(async () => {
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- unset when before() failed
@@ -51,7 +51,7 @@ test('two roots: the last element holds both, once each, and openssl verifies th
     const chain = await createCertificate(
       client,
       { csr: opensslCsr('ec').csrPem },
-      serve.token('shop', 'cart').trim(),
+      (await serve.token('shop', 'cart')).trim(),
     );
     assert.equal(chain.length, 3, 'leaf, intermediate, roots');
     assert.deepEqual(certsOf(chain[0]!).length, 1);

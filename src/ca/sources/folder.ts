@@ -40,17 +40,27 @@ export async function readCacertsFolder(dir: string): Promise<Map<string, string
  * when the folder holds none of the files; a partial set or a bad set is an error naming the
  * file — never a silent fallback to self-signed. The key is `ca-key.pem` (`tls.key`), or in a
  * PKCS#11 token named by the folder's `ca-key.uri` or by `keys.keyUri`, opened through
- * `keys.signers` and probed against `ca-cert.pem` before the set is accepted.
+ * `keys.signers` and probed against `ca-cert.pem` before the set is accepted. `readCrl: false`
+ * ignores `ca-crl.pem`.
  */
 export async function loadCacertsFolder(
   dir: string,
   clock: Clock,
-  keys: CacertsKeyOptions & { readonly keyUri?: string | undefined } = {},
+  keys: CacertsKeyOptions & {
+    readonly keyUri?: string | undefined;
+    readonly readCrl?: boolean | undefined;
+  } = {},
 ): Promise<KeyCertBundle | undefined> {
   const files = await readCacertsFolder(dir);
   return bundleFromCacertsWithKeys(
     files,
-    { source: `cacerts-dir:${dir}`, where: dir, keyUri: keys.keyUri, signers: keys.signers },
+    {
+      source: `cacerts-dir:${dir}`,
+      where: dir,
+      keyUri: keys.keyUri,
+      signers: keys.signers,
+      readCrl: keys.readCrl,
+    },
     clock,
   );
 }

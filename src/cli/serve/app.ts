@@ -49,6 +49,24 @@ export interface ServingSummary {
   readonly tokenHint: string;
 }
 
+/** Why serve does not serve yet, and where /ready tells the same. */
+export interface WaitingSummary {
+  readonly reason: string;
+  /** Undefined: no monitoring listener in this process. */
+  readonly monitoring: HostPort | undefined;
+}
+
+/**
+ * The line serve prints when it starts without a CA (Kubernetes mode, a `cacerts` that does
+ * not verify): it waits, and prints the start line once one is loaded.
+ */
+export function waitingLine(w: WaitingSummary): string {
+  const monitoring = w.monitoring
+    ? `/ready on ${formatHostPort(w.monitoring)} answers 503 until then`
+    : 'no monitoring listener';
+  return `castellan: waiting for a CA, not serving: ${w.reason}; ${monitoring}\n`;
+}
+
 /** The line serve prints once it serves (docs/serve.md shows it; tests read the ports from it). */
 export function startLine(s: ServingSummary): string {
   const monitoring = s.monitoring ? formatHostPort(s.monitoring) : 'off';
@@ -65,10 +83,14 @@ export function startLine(s: ServingSummary): string {
  */
 export async function runServe(options: ServeOptions, host: ServeProcessHost): Promise<void> {
   const app = await ServeApp.create(options, host);
-  host.stdout.write(startLine(await app.start()));
-  const signal = await host.stopRequested;
-  host.logger.info({ signal }, 'shutting down: finishing in-flight requests');
-  await app.stop();
+  // A stop may come while serve still waits for a CA: start() then resolves with nothing.
+  const stopped = host.stopRequested.then(async (signal) => {
+    host.logger.info({ signal }, 'shutting down: finishing in-flight requests');
+    await app.stop();
+  });
+  const serving = await app.start({ onWaiting: (w) => host.stdout.write(waitingLine(w)) });
+  if (serving) host.stdout.write(startLine(serving));
+  await stopped;
   host.logger.info('stopped');
   host.logger.flush();
 }
@@ -91,6 +113,8 @@ export class ServeApp {
   /** /ready, /healthz and /metrics of this process; none in a cluster worker. */
   private readonly monitoring: MonitoringServer | undefined;
   private stopping: Promise<void> | undefined;
+  /** Ends start()'s wait for a CA when stop() comes first. */
+  private abortWait: (() => void) | undefined;
 
   private constructor(private readonly parts: ServeParts) {
     this.registries = [
@@ -155,6 +179,9 @@ export class ServeApp {
         trustDomain: mesh.trustDomain,
         trustDomainAliases: mesh.trustDomainAliases,
         roots: () => caState.current()?.bundle.roots ?? [],
+        // The plugged-in CA's ca-crl.pem: a revoked workload certificate cannot renew, nor
+        // read its policy bundle. Undefined with PILOT_ENABLE_CA_CRL=false (never loaded).
+        revocations: () => caState.current()?.bundle.crl,
         clock,
       });
       const authenticators = [clientCert, ...runtime.tokenAuthenticators];
@@ -211,24 +238,43 @@ export class ServeApp {
     }
   }
 
-  /** Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens. */
+  /**
+   * Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens.
+   * Without a CA, the reason is the runtime's (e.g. the `cacerts` that does not verify).
+   */
   readiness(): Readiness {
-    return this.parts.server.readiness();
+    const r = this.parts.server.readiness();
+    const { runtime } = this.parts;
+    if (r.ready || runtime.caState.current()) return r;
+    return { ready: false, reason: runtime.whyNoCa?.() ?? r.reason };
   }
 
   /**
-   * Publishes the trust bundle and listens: monitoring first (so /ready answers while the rest
-   * starts), then the gRPC port once its serving certificate is issued, then the bundle port.
-   * A failure (e.g. a port in use) stops whatever did start, so the process can exit.
+   * Listens, then publishes the trust bundle and serves: monitoring first (so /ready answers
+   * while the rest starts), then — once a CA is loaded — the trust bundle, the gRPC port once
+   * its serving certificate is issued, then the bundle port. Without a CA (Kubernetes mode, a
+   * `cacerts` that does not verify) it waits, telling `onWaiting` why, with the gRPC port closed:
+   * its TLS certificate comes from the CA, and a closed port is what clients of an istiod that
+   * refused its CA meet too. Resolves with nothing when stop() comes first. A failure (e.g. a
+   * port in use) stops whatever did start, so the process can exit.
    */
-  async start(): Promise<ServingSummary> {
-    const { options, runtime, serving, server, bundleHttps } = this.parts;
+  async start(
+    hooks: { readonly onWaiting?: (w: WaitingSummary) => void } = {},
+  ): Promise<ServingSummary | undefined> {
+    const { options, runtime, serving, server, bundleHttps, logger } = this.parts;
     const monitoring = this.monitoring;
     try {
-      await runtime.publishTrustBundle();
       const monitoringAddress = options.server.monitoringAddress;
       const monitoringBound =
         monitoring && monitoringAddress ? await monitoring.listen(monitoringAddress) : undefined;
+      if (!runtime.caState.current()) {
+        const reason = this.readiness().reason ?? 'no CA loaded yet';
+        logger.warn({ reason }, 'waiting for a CA: not serving until one is loaded');
+        hooks.onWaiting?.({ reason, monitoring: monitoringBound });
+        if (!(await this.caLoaded())) return undefined;
+        logger.info({ source: runtime.caState.current()?.bundle.source }, 'CA loaded: serving');
+      }
+      await runtime.publishTrustBundle();
       await serving.start();
       const grpc = await server.start();
       const bundleAddress = options.server.bundleAddress;
@@ -247,12 +293,33 @@ export class ServeApp {
     }
   }
 
+  /** Resolves true once the runtime has a CA, false if stop() comes first. */
+  private caLoaded(): Promise<boolean> {
+    const { caState } = this.parts.runtime;
+    return new Promise((resolve) => {
+      if (this.stopping) {
+        resolve(false);
+        return;
+      }
+      const unsubscribe = caState.onChange(() => {
+        unsubscribe();
+        this.abortWait = undefined;
+        resolve(true);
+      });
+      this.abortWait = () => {
+        unsubscribe();
+        resolve(false);
+      };
+    });
+  }
+
   /**
    * Stops accepting and lets in-flight calls finish, then releases the rest. Monitoring closes
    * after the gRPC port, so /ready reports the drain. Idempotent.
    */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      this.abortWait?.();
       const p = this.parts;
       await p.bundleHttps?.close();
       await p.server.stop();

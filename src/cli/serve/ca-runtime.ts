@@ -22,7 +22,15 @@ export interface CaRuntime {
   readonly trustBundle: string;
   /** The source's metrics (castellan_ca_load_errors_total), shown on /metrics. */
   readonly registry: Registry;
-  /** Publishes the trust bundle now, and again after every CA change, until close(). */
+  /**
+   * Why no CA is loaded (shown by /ready and logged while serve waits for one), or undefined
+   * when one is. Kubernetes mode starts without a CA when `cacerts` does not verify.
+   */
+  whyNoCa?(): string | undefined;
+  /**
+   * Publishes the trust bundle (and the CA's CRL, where the mode publishes one) now, and again
+   * after every CA change, until close(). Called once a CA is loaded.
+   */
   publishTrustBundle(): Promise<void>;
   /** Stops following the source and publishing; idempotent. */
   close(): Promise<void>;

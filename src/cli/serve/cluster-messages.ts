@@ -94,6 +94,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     cacertsDir: optional(string),
     caKeyUri: optional(string),
     cacertsPollIntervalMs: positiveMs,
+    enableCaCrl: boolean,
   }),
   authn: object({
     tokenAudiences: arrayOf(string),

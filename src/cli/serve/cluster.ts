@@ -369,7 +369,10 @@ export async function runClusterWorker(host: ClusterWorkerHost): Promise<void> {
   if (!options) return;
   const logger = host.logger(options.logLevel);
   const app = await ServeApp.create(options, { clock, env: host.env, logger });
-  channel.send({ castellan: 'serving', serving: await app.start() });
+  const serving = await app.start();
+  // Workers run local mode only (--workers needs no --kube), whose CA loads before start().
+  if (!serving) throw new CastellanError('internal', 'a worker started without a CA');
+  channel.send({ castellan: 'serving', serving });
   const stopAnswering = answerPrimary(app, channel, clock, logger);
   const signal = await host.stopRequested;
   logger.info({ signal }, 'shutting down: finishing in-flight requests');

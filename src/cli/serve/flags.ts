@@ -2,12 +2,15 @@
 // values are checked, and defaults applied, in one place (completeServeOptions, ./options.ts).
 import { Option, type Command } from 'commander';
 import type { LevelWithSilent } from 'pino';
-import { DEFAULT_LEASE_NAME } from '../../kube/defaults.js';
+import { DEFAULT_CRL_CONFIGMAP, DEFAULT_LEASE_NAME } from '../../kube/defaults.js';
 import { CA_KEY_TYPES, type CaKeyType } from '../../pki/key-type.js';
 import { collect } from '../options.js';
 
 /** istiod's variable for the trusted node accounts: comma-separated `namespace/serviceaccount`. */
 export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
+/** istiod's variables for the plugged-in CA's CRL (pilot/pkg/features). */
+export const ENABLE_CA_CRL_ENV = 'PILOT_ENABLE_CA_CRL';
+export const CRL_CONFIGMAP_ENV = 'PILOT_CRL_CONFIGMAP';
 
 /**
  * istiod's environment variables that serve honours, each with the flag that means the same and
@@ -102,6 +105,8 @@ export interface ServeFlags {
   selfSignedRootTtl?: string;
   rootRotationGracePercent?: string;
   rootCertConfigmap?: string;
+  caCrl?: string;
+  crlConfigmap?: string;
 }
 
 /** Declares serve's flags on a command (no defaults here: completeServeOptions applies them). */
@@ -230,5 +235,13 @@ export function addServeFlags(command: Command): Command {
       '--trusted-node-account <ns/sa>',
       `ambient mode: a node proxy's service account (e.g. istio-system/ztunnel) allowed to ask for certificates of pods on its node, repeatable (env ${TRUSTED_NODE_ACCOUNTS_ENV}, comma-separated)`,
       collect,
+    )
+    .option(
+      '--ca-crl <true|false>',
+      `read the plugged-in CA's ca-crl.pem, refuse renewals it revokes and publish it (default true; env ${ENABLE_CA_CRL_ENV})`,
+    )
+    .option(
+      '--crl-configmap <name>',
+      `ConfigMap the CRL is published as in every namespace, key ca-crl.pem (default ${DEFAULT_CRL_CONFIGMAP}; env ${CRL_CONFIGMAP_ENV})`,
     );
 }

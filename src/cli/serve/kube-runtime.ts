@@ -31,7 +31,13 @@ import { LeaderElector, whileLeader } from '../../kube/leader-election.js';
 import type { KubeOptions } from '../../kube/options.js';
 import { ClusterPodIndexes } from '../../kube/pod-index.js';
 import { startPolicyWatch } from '../../kube/policy-watch.js';
-import { RootPublisher } from '../../kube/root-publisher.js';
+import {
+  CRL_CONFIGMAP_KEY,
+  ConfigMapPublisher,
+  ROOT_CERT_CONFIGMAP_KEY,
+  type PublishedConfigMap,
+} from '../../kube/configmap-publisher.js';
+import { DiscoveryNamespaces } from '../../kube/discovery-namespaces.js';
 import { RootRotator } from '../../kube/root-rotation.js';
 import type { TokenReviewer } from '../../authn/token-review-authenticator.js';
 import {
@@ -48,10 +54,14 @@ import type { Environment } from './options.js';
 
 export interface KubeRuntimeDeps {
   /**
-   * Key type and lifetime of a self-signed root (istio-ca-secret), and the `cacerts` key in a
-   * PKCS#11 token (--ca-key-uri) unless the Secret names it (ca-key.uri).
+   * Key type and lifetime of a self-signed root (istio-ca-secret); whether a `ca-crl.pem` in
+   * `cacerts` is read and published; and the `cacerts` key in a PKCS#11 token (--ca-key-uri)
+   * unless the Secret names it (ca-key.uri).
    */
-  readonly ca: Pick<CaOptions, 'selfSignedKeyType' | 'selfSignedRootTtlMs' | 'caKeyUri'>;
+  readonly ca: Pick<
+    CaOptions,
+    'selfSignedKeyType' | 'selfSignedRootTtlMs' | 'enableCaCrl' | 'caKeyUri'
+  >;
   /**
    * The current trust domain (src/cli/serve/mesh-holder.ts), read per request by the node
    * authorizer, and once by the first replica to create a self-signed root (its subject O).
@@ -85,10 +95,12 @@ export interface KubeRuntime extends CaRuntime {
 
 /**
  * Starts Kubernetes mode: the CA from `cacerts` / `istio-ca-secret` (watched), TokenReview
- * (cached; remote clusters), optional offline JWT verification, and the policy watches.
- * Resolves once a CA is loaded. `publishTrustBundle()` then joins leader election: the leader
- * publishes the root as ConfigMap istio-ca-root-cert in every namespace and re-issues an
- * expiring self-signed root.
+ * (cached; remote clusters), optional offline JWT verification, the mesh config's
+ * discoverySelectors, and the policy watches. Resolves once the Secrets are read: with a CA
+ * loaded, or with none when `cacerts` does not verify (`whyNoCa()` says why; a good one is
+ * picked up from the watch). `publishTrustBundle()`, called once a CA is loaded, joins leader
+ * election: the leader publishes the root as ConfigMap istio-ca-root-cert, and the CRL as
+ * istio-ca-crl, in every selected namespace, and re-issues an expiring self-signed root.
  */
 export async function startKubeRuntime(
   config: KubeOptions,
@@ -177,10 +189,22 @@ export async function startKubeRuntime(
       onLoadError: loadErrors.count,
       selfSignedKeyType: deps.ca.selfSignedKeyType,
       selfSignedTtlMs: deps.ca.selfSignedRootTtlMs,
+      readCrl: deps.ca.enableCaCrl,
       logger,
     });
     stops.push(() => caSource.stop());
     await caSource.start();
+    // Every replica follows the selectors (one ConfigMap watch), so a new leader publishes at
+    // once to the right namespaces and never to one the mesh config leaves out.
+    const discovery = new DiscoveryNamespaces({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      clock,
+      logger,
+    });
+    stops.push(() => discovery.stop());
+    await discovery.start();
 
     const secretRemotes = new SecretRemoteClusters({
       kubeConfig: kc,
@@ -260,16 +284,40 @@ export async function startKubeRuntime(
       logger,
     });
     const stopLeaderWork = whileLeader(leader, () => {
-      const publisher = new RootPublisher({
+      // What istiod's namespace controller publishes: the root always, the plugged-in CA's CRL
+      // while it has one (PILOT_ENABLE_CA_CRL), removed when it goes.
+      const published = (): PublishedConfigMap[] => {
+        const bundle = state.current()?.bundle;
+        const maps: PublishedConfigMap[] = [
+          {
+            name: config.rootCertConfigMap,
+            key: ROOT_CERT_CONFIGMAP_KEY,
+            value: bundle?.rootBundlePem,
+            what: 'the root certificate',
+          },
+        ];
+        if (deps.ca.enableCaCrl) {
+          maps.push({
+            name: config.crlConfigMapName,
+            key: CRL_CONFIGMAP_KEY,
+            value: bundle?.crl?.pem,
+            what: 'the CA CRL',
+          });
+        }
+        return maps;
+      };
+      const publisher = new ConfigMapPublisher({
         kubeConfig: kc,
         core: clients.core,
-        rootBundlePem: state.current()?.bundle.rootBundlePem ?? '',
-        configMapName: config.rootCertConfigMap,
+        configMaps: published(),
+        namespaces: discovery,
         clock,
         logger,
       });
       publisher.start();
-      const unsubscribe = state.onChange((s) => publisher.setBundle(s.bundle.rootBundlePem));
+      const unsubscribe = state.onChange(() => {
+        for (const m of published()) publisher.set(m.name, m.value);
+      });
       // A check interval of 0 turns the checks off (CITADEL_SELF_SIGNED_ROOT_CERT_CHECK_INTERVAL).
       const rotator = new RootRotator({
         core: clients.core,
@@ -311,11 +359,17 @@ export async function startKubeRuntime(
       trustBundle: `ConfigMap ${config.rootCertConfigMap}`,
       registry: loadErrors.registry,
       leader,
-      // The leader's work (whileLeader above) publishes and follows the ConfigMaps.
+      // The leader's work (whileLeader above) publishes and follows the ConfigMaps. Called once
+      // a CA is loaded: a replica serving nothing does not lead.
       publishTrustBundle: () => {
+        // Never lead without a CA: the publisher would have no root to publish.
+        if (!state.current()) {
+          return Promise.reject(new CastellanError('unavailable', 'no CA loaded yet'));
+        }
         leader.start();
         return Promise.resolve();
       },
+      whyNoCa: () => caSource.whyNoCa(),
       impersonation,
       close,
     };

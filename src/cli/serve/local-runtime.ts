@@ -1,3 +1,4 @@
+import { rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Authenticator } from '../../authn/authenticator.js';
 import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
@@ -5,7 +6,9 @@ import { loadJwksFile } from '../../authn/jwks.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import { writeFileAtomic } from '../../atomic-write.js';
-import type { KeyCertBundle } from '../../ca/key-cert-bundle.js';
+import { CA_CRL_FILE } from '../../ca/cacerts-layout.js';
+import { followCrlExpiry } from '../../ca/crl-expiry.js';
+import type { CaSnapshot, KeyCertBundle } from '../../ca/key-cert-bundle.js';
 import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
@@ -23,9 +26,16 @@ import type { Environment } from './options.js';
 export const ROOT_CERT_FILE = 'root-cert.pem';
 
 /**
+ * The plugged-in CA's CRL, kept beside the trust bundle: the bytes of the folder's
+ * `ca-crl.pem`, as istiod publishes the file it is given (istio-ca-crl), removed when the CA
+ * has none.
+ */
+export const CRL_FILE = CA_CRL_FILE;
+
+/**
  * Local mode: the CA from a plugged-in folder (followed) or the self-signed root in the data dir;
  * tokens from the development issuer (and an external issuer when configured); the trust bundle
- * as `<data dir>/root-cert.pem`.
+ * as `<data dir>/root-cert.pem` and the plugged-in CA's CRL as `<data dir>/ca-crl.pem`.
  */
 export async function startLocalRuntime(
   options: { readonly ca: CaOptions; readonly authn: AuthnOptions },
@@ -48,7 +58,7 @@ export async function startLocalRuntime(
     opener: (uri) => openPkcs11Signer({ uri, env, clock, logger }),
     clock,
   });
-  const keys = { keyUri: ca.caKeyUri, signers };
+  const keys = { keyUri: ca.caKeyUri, signers, readCrl: ca.enableCaCrl };
   if (ca.cacertsDir) {
     bundle = await loadCacertsFolder(ca.cacertsDir, clock, keys).catch(async (e: unknown) => {
       await signers.close();
@@ -106,22 +116,38 @@ export async function startLocalRuntime(
         caState,
         clock,
         intervalMs: ca.cacertsPollIntervalMs,
+        readCrl: ca.enableCaCrl,
         logger,
         onRefused: loadErrors.count,
         keys,
       })
     : undefined;
   await watcher?.start();
+  const unfollowCrl = followCrlExpiry(caState, clock, (crl) =>
+    logger.warn(
+      { crl: crl.subject, nextUpdate: crl.nextUpdate?.toISOString() },
+      'the CA CRL has expired; still published: renew it (castellan ca crl --next-update)',
+    ),
+  );
 
   const rootPath = resolve(join(ca.dataDir, ROOT_CERT_FILE));
-  const writeRoot = async (pem: string): Promise<void> => {
+  const crlPath = resolve(join(ca.dataDir, CRL_FILE));
+  const publish = async (snapshot: CaSnapshot): Promise<void> => {
+    const crl = snapshot.bundle.crl;
     try {
-      await writeFileAtomic(rootPath, pem);
+      await writeFileAtomic(rootPath, snapshot.bundle.rootBundlePem);
+      // PILOT_ENABLE_CA_CRL=false: the file is left alone, as istiod leaves istio-ca-crl.
+      if (ca.enableCaCrl) {
+        if (crl) await writeFileAtomic(crlPath, crl.pem);
+        else await rm(crlPath, { force: true });
+      }
     } catch (e) {
-      logger.error({ err: e, path: rootPath }, 'could not write the trust bundle');
+      logger.error({ err: e, dir: ca.dataDir }, 'could not write the trust bundle or the CRL');
     }
   };
   let unsubscribe: (() => void) | undefined;
+  // Written in order: a swap during a write is written after it, never before.
+  let writing = Promise.resolve();
   const dataDirFlag = ca.dataDir === SERVE_DEFAULTS.dataDir ? '' : ` --data-dir ${ca.dataDir}`;
   return {
     caState,
@@ -130,12 +156,15 @@ export async function startLocalRuntime(
     trustBundle: rootPath,
     registry: loadErrors.registry,
     async publishTrustBundle() {
-      unsubscribe ??= caState.onChange((s) => void writeRoot(s.bundle.rootBundlePem));
+      unsubscribe ??= caState.onChange((s) => {
+        writing = writing.then(() => publish(s));
+      });
       const current = caState.current();
-      if (current) await writeRoot(current.bundle.rootBundlePem);
+      if (current) await (writing = writing.then(() => publish(current)));
     },
     async close() {
       unsubscribe?.();
+      unfollowCrl();
       await watcher?.stop();
       await signers.close();
     },
@@ -163,6 +192,8 @@ export class CacertsFolderWatcher {
       readonly caState: SwappableCaState;
       readonly clock: Clock;
       readonly intervalMs: number;
+      /** false: ca-crl.pem is ignored (PILOT_ENABLE_CA_CRL=false). */
+      readonly readCrl?: boolean | undefined;
       readonly logger: Logger;
       /** Called with the source label of each refused update. */
       readonly onRefused: (source: string) => void;
@@ -214,7 +245,7 @@ export class CacertsFolderWatcher {
     if (previous === undefined || previous === fingerprint) return;
     let bundle: KeyCertBundle | undefined;
     try {
-      bundle = await loadCacertsFolder(dir, clock, keys);
+      bundle = await loadCacertsFolder(dir, clock, { ...keys, readCrl: this.options.readCrl });
     } catch (e) {
       if (isCastellanError(e, 'unavailable')) this.lastFingerprint = RETRY_AT_NEXT_POLL;
       throw e;

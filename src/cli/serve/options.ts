@@ -12,13 +12,19 @@ import type { CaOptions } from '../../ca/options.js';
 import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
 import { parseDuration, parseGoDuration } from '../../duration.js';
 import { CastellanError } from '../../errors.js';
-import { DEFAULT_LEASE_NAME, DEFAULT_ROOT_ROTATION_CHECK_MS } from '../../kube/defaults.js';
+import {
+  DEFAULT_CRL_CONFIGMAP,
+  DEFAULT_LEASE_NAME,
+  DEFAULT_ROOT_ROTATION_CHECK_MS,
+} from '../../kube/defaults.js';
 import type { KubeOptions } from '../../kube/options.js';
 import { CA_KEY_TYPES, isCaKeyType } from '../../pki/key-type.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { PolicyOptions } from '../../server/policy-options.js';
 import type { ServerOptions } from '../../server/server-options.js';
 import {
+  CRL_CONFIGMAP_ENV,
+  ENABLE_CA_CRL_ENV,
   ISTIOD_ENV,
   LOG_LEVELS,
   SERVE_DEFAULTS,
@@ -94,6 +100,41 @@ function countOrAuto(flag: string, value: string, min: number, max: number): num
   return n;
 }
 
+/** The values Go's strconv.ParseBool takes, as istiod reads its boolean variables. */
+const GO_BOOLEANS: Readonly<Record<string, boolean>> = {
+  '1': true,
+  t: true,
+  T: true,
+  true: true,
+  TRUE: true,
+  True: true,
+  '0': false,
+  f: false,
+  F: false,
+  false: false,
+  FALSE: false,
+  False: false,
+};
+
+/**
+ * A boolean setting: the flag when given, else the variable, else the default. Refused with its
+ * name when it is not one of Go's boolean spellings (istiod would warn and use its default;
+ * a typo in a security switch deserves a refusal).
+ */
+function flagOrEnvBoolean(
+  flag: string,
+  flagValue: string | undefined,
+  variable: string,
+  env: Environment,
+  fallback: boolean,
+): boolean {
+  const [subject, text] = flagValue !== undefined ? [flag, flagValue] : [variable, env[variable]];
+  if (text === undefined) return fallback;
+  const value = GO_BOOLEANS[text.trim()];
+  if (value === undefined) throw bad(subject, `"${text}" is not true or false`);
+  return value;
+}
+
 function nonEmpty(flag: string, value: string | undefined): string | undefined {
   if (value === '') throw bad(flag, 'must not be empty');
   return value;
@@ -147,7 +188,7 @@ function durationSetting(s: Setting, zeroTurnsOff = false): number {
 
 /**
  * Completes serve's options from its flags and the environment (istiod's variables, ISTIOD_ENV
- * in ./flags.ts; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
+ * in ./flags.ts, and PILOT_ENABLE_CA_CRL / PILOT_CRL_CONFIGMAP; KUBERNETES_SERVICE_HOST and CASTELLAN_KUBE for Kubernetes mode).
  * Throws CastellanError('invalid-argument') naming the flag or variable of the first bad value.
  */
 export function completeServeOptions(flags: ServeFlags, env: Environment = {}): ServeOptions {
@@ -231,6 +272,7 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
     '--cacerts-poll-interval',
     flags.cacertsPollInterval ?? SERVE_DEFAULTS.cacertsPollInterval,
   );
+  const enableCaCrl = flagOrEnvBoolean('--ca-crl', flags.caCrl, ENABLE_CA_CRL_ENV, env, true);
   const policyDir = nonEmpty('--policy-dir', flags.policyDir);
   const meshConfigFile = nonEmpty('--mesh-config', flags.meshConfig);
   const bundleAddress =
@@ -282,6 +324,7 @@ export function completeServeOptions(flags: ServeFlags, env: Environment = {}): 
       cacertsDir,
       caKeyUri,
       cacertsPollIntervalMs,
+      enableCaCrl,
     },
     authn: {
       tokenAudiences,
@@ -373,6 +416,14 @@ function completeKubeOptions(
       'needs --kube',
     );
   }
+  if (!enabled && flags.crlConfigmap !== undefined) throw bad('--crl-configmap', 'needs --kube');
+  const crlConfigMapName = flags.crlConfigmap ?? env[CRL_CONFIGMAP_ENV] ?? DEFAULT_CRL_CONFIGMAP;
+  if (!OBJECT_NAME.test(crlConfigMapName) || crlConfigMapName.length > 253) {
+    throw bad(
+      flags.crlConfigmap !== undefined ? '--crl-configmap' : CRL_CONFIGMAP_ENV,
+      `"${crlConfigMapName}" is not a valid ConfigMap name`,
+    );
+  }
   const optionalDuration = (flag: string, text: string | undefined, fallback: number): number =>
     text === undefined ? fallback : duration(flag, text);
   const cacheTtl = flags.tokenReviewCacheTtl;
@@ -405,6 +456,7 @@ function completeKubeOptions(
     rootRotationGracePercent: completeGracePercent(flags, env),
     rootCertConfigMap: completeRootCertConfigMap(flags, env),
     clusterId: clusterId?.text ?? SERVE_DEFAULTS.clusterId,
+    crlConfigMapName,
     trustedNodeAccounts,
   };
   return enabled ? options : undefined;

@@ -8,8 +8,10 @@ export interface ServeProcess {
   readonly child: ChildProcess;
   readonly grpcPort: number;
   readonly monitoringPort: number;
-  /** The start line printed on stdout. */
+  /** The start line printed on stdout (the waiting line, with `acceptWaiting`). */
   readonly startLine: string;
+  /** Resolves with the start line once serve serves: at once, unless it started waiting. */
+  readonly serving: Promise<string>;
   stderr(): string;
   /** Resolves with the exit code (or the signal name). */
   readonly exited: Promise<number | string>;
@@ -21,6 +23,8 @@ export interface ServeProcess {
  * Starts `castellan serve` on free loopback ports and waits for its start line (at most
  * `timeoutMs`; a serve that does not start in time is killed). `entry` is the script node runs
  * (default: the compiled CLI; bin/castellan.js is the installed command), after `nodeArgs`.
+ * `acceptWaiting`: the line serve prints when it starts without a CA will do too (then
+ * `grpcPort` is NaN, `monitoringPort` read from it, and `serving` resolves later).
  */
 export async function startServe(
   args: string[],
@@ -30,6 +34,7 @@ export async function startServe(
     env?: NodeJS.ProcessEnv;
     nodeArgs?: readonly string[];
     timeoutMs?: number;
+    acceptWaiting?: boolean;
   } = {},
 ): Promise<ServeProcess> {
   const child = spawn(
@@ -62,14 +67,24 @@ export async function startServe(
     return exited;
   };
   const timeoutMs = options.timeoutMs ?? 20_000;
+  const lineOf = (prefix: string): string | undefined =>
+    out.split('\n').find((l, i, all) => l.startsWith(prefix) && i < all.length - 1);
+  let markServing: (line: string) => void = () => {};
+  const serving = new Promise<string>((resolve) => (markServing = resolve));
+  child.stdout.on('data', (d: Buffer) => {
+    out += d.toString();
+    const line = lineOf('castellan: CA serving on');
+    if (line) markServing(line);
+  });
   const startLine = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => {
       reject(new Error(`serve did not start in ${timeoutMs} ms:\n${err}`));
       child.kill('SIGKILL');
     }, timeoutMs);
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.startsWith('castellan: CA serving on'));
+    child.stdout.on('data', () => {
+      const line =
+        lineOf('castellan: CA serving on') ??
+        (options.acceptWaiting ? lineOf('castellan: waiting for a CA') : undefined);
       if (line) {
         clearTimeout(timer);
         resolve(line);
@@ -81,8 +96,8 @@ export async function startServe(
     });
   });
   const grpcPort = Number(/serving on [^:]+:(\d+)/.exec(startLine)?.[1]);
-  const monitoringPort = Number(/monitoring [^:]+:(\d+)/.exec(startLine)?.[1]);
-  return { child, grpcPort, monitoringPort, startLine, stderr: () => err, exited, stop };
+  const monitoringPort = Number(/(?:monitoring|\/ready on) [^:]+:(\d+)/.exec(startLine)?.[1]);
+  return { child, grpcPort, monitoringPort, startLine, serving, stderr: () => err, exited, stop };
 }
 
 /**

@@ -92,6 +92,20 @@ const SHORT_NAMES: Record<string, string[]> = {
 
 const DEFAULT_NAMESPACES = ['default', 'kube-system', 'kube-public', 'kube-node-lease'];
 
+/**
+ * An OpenAPI v2 document with no definitions, protobuf-encoded (openapi_v2.Document:
+ * swagger = 1, info = 2 {title = 1, version = 2}).
+ */
+const OPENAPI_V2_PROTOBUF = (() => {
+  const field = (n: number, bytes: Buffer): Buffer =>
+    Buffer.concat([Buffer.from([(n << 3) | 2, bytes.length]), bytes]);
+  const text = (n: number, value: string): Buffer => field(n, Buffer.from(value));
+  return Buffer.concat([
+    text(1, '2.0'),
+    field(2, Buffer.concat([text(1, 'fake-apiserver'), text(2, 'v1')])),
+  ]);
+})();
+
 function matches(r: RequestRecord, f: RequestFilter): boolean {
   return (Object.keys(f) as (keyof RequestFilter)[]).every((k) => f[k] === r[k]);
 }
@@ -407,6 +421,18 @@ export class FakeApiServer {
       if (url.pathname === '/openid/v1/jwks') {
         res.writeHead(200, { 'Content-Type': 'application/jwk-set+json' });
         res.end(JSON.stringify(this.issuer.jwks()));
+        return;
+      }
+      if (url.pathname === '/openapi/v2' && method === 'GET') {
+        // kubectl validates what it sends (replace, apply) against the server's OpenAPI, read as
+        // protobuf (gnostic's openapi_v2.Document) from here; a document without definitions
+        // makes it skip validation of every kind, as for a kind the server has no schema for.
+        // The media type kube-openapi's handler answers with (subTypeProtobuf): the one kubectl
+        // asks for, with "@" in it, does not parse as a media type.
+        res.writeHead(200, {
+          'Content-Type': 'application/com.github.proto-openapi.spec.v2.v1.0+protobuf',
+        });
+        res.end(OPENAPI_V2_PROTOBUF);
         return;
       }
       if (url.pathname === '/version') {

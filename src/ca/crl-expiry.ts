@@ -1,0 +1,41 @@
+import type { Clock, Timer } from '../clock.js';
+import type { CaCrl } from '../pki/crl.js';
+import type { CaSnapshot, CaState } from './key-cert-bundle.js';
+
+/**
+ * Follows the CRL of the current CA (`ca-crl.pem`) and calls `onExpired` once for each CRL
+ * whose nextUpdate has passed: when it is loaded already expired, or when its nextUpdate
+ * comes while it is loaded. An expired CRL is still published (as istiod publishes the file it
+ * is given); this is how the runtimes warn about it (a log line, an Event), beside the
+ * castellan_ca_crl_expired gauge. Returns a function that stops following.
+ */
+export function followCrlExpiry(
+  caState: CaState,
+  clock: Clock,
+  onExpired: (crl: CaCrl) => void,
+): () => void {
+  let timer: Timer | undefined;
+  let reported: string | undefined;
+  const report = (crl: CaCrl): void => {
+    if (reported === crl.pem) return;
+    reported = crl.pem;
+    onExpired(crl);
+  };
+  const follow = (snapshot: CaSnapshot | undefined): void => {
+    timer?.cancel();
+    timer = undefined;
+    const crl = snapshot?.bundle.crl;
+    const nextUpdate = crl?.nextUpdate?.getTime();
+    if (!crl || nextUpdate === undefined) return;
+    const left = nextUpdate - clock.now();
+    // Expired means nextUpdate < now, as pki/crl.ts (isCrlExpired) and the gauge count it.
+    if (crl.expired || left < 0) report(crl);
+    else timer = clock.after(left + 1, () => report(crl));
+  };
+  follow(caState.current());
+  const unsubscribe = caState.onChange(follow);
+  return () => {
+    unsubscribe();
+    timer?.cancel();
+  };
+}

@@ -1,0 +1,65 @@
+// startInformer (src/kube/informer.ts) against the fake API server: a stop() that comes while
+// the first list is in flight leaves no watch behind. client-node's ListWatch starts the watch
+// after the list without looking at its stopped flag; an open watch keeps the process alive,
+// so serve did not exit on SIGTERM (test/kube/serve-kube-waiting.test.ts).
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { CoreV1Api, type KubernetesListObject, type V1Secret } from '@kubernetes/client-node';
+import { systemClock } from '../../src/clock.js';
+import { startInformer } from '../../src/kube/informer.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { waitFor } from '../support/wait-for.js';
+import { kubeConfigFor } from './helpers.js';
+
+const NS = 'istio-system';
+let api: FakeApiServer;
+
+before(async () => {
+  api = await FakeApiServer.start({
+    namespaces: [NS],
+    users: { 'token-stopped': 'stopped', 'token-live': 'live' },
+  });
+});
+after(async () => {
+  await api.stop();
+});
+
+function informer(token: string, list: () => Promise<KubernetesListObject<V1Secret>>) {
+  return startInformer<V1Secret>({
+    kubeConfig: kubeConfigFor(api, token),
+    path: `/api/v1/namespaces/${NS}/secrets`,
+    list,
+    clock: systemClock,
+    handlers: {},
+  });
+}
+
+test('stopped while its list is in flight: no watch is opened afterwards', async () => {
+  const core = kubeConfigFor(api, 'token-stopped').makeApiClient(CoreV1Api);
+  let releaseList: () => void = () => {};
+  const listHeld = new Promise<void>((resolve) => (releaseList = resolve));
+  let listed = false;
+  const stopped = informer('token-stopped', async () => {
+    const l = await core.listNamespacedSecret({ namespace: NS });
+    await listHeld;
+    listed = true;
+    return l;
+  });
+  await waitFor('the list under way', () => api.count({ verb: 'list', user: 'stopped' }) === 1);
+  await stopped.stop();
+  releaseList();
+  await stopped.synced;
+  assert.ok(listed);
+
+  // Another informer, started after, opens its watch: the stopped one's would have come first.
+  const liveCore = kubeConfigFor(api, 'token-live').makeApiClient(CoreV1Api);
+  const live = informer('token-live', () => liveCore.listNamespacedSecret({ namespace: NS }));
+  try {
+    await waitFor('the live watch', () => api.count({ verb: 'watch', user: 'live' }) === 1);
+    await waitFor('one watch open', () => api.openWatches === 1);
+    assert.equal(api.count({ verb: 'watch', user: 'stopped' }), 0, 'no watch after stop()');
+  } finally {
+    await live.stop();
+  }
+  await waitFor('no watch open', () => api.openWatches === 0);
+});

@@ -1,0 +1,225 @@
+// Issue 13 part 1, at the CA source (src/kube/cacerts-secret-source.ts) against the fake API
+// server: a `cacerts` that does not verify never becomes a self-signed root; only its absence
+// does; and once a root is served, deleting either Secret does not change it. The same through
+// the real `castellan serve --kube` and `kubectl`: test/kube/kubectl.test.ts.
+import { test, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { systemClock, type Clock } from '../../src/clock.js';
+import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
+import type { CastellanError } from '../../src/errors.js';
+import { EventRecorder } from '../../src/kube/events.js';
+import { CACERTS_SECRET, KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
+import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
+import { crlOf, makeCacerts } from '../support/ca-hierarchy.js';
+import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { ManualClock } from '../support/manual-clock.js';
+import { waitFor } from '../support/wait-for.js';
+import {
+  capturingLogger,
+  kubeConfigFor,
+  putCacerts,
+  sampleCacerts,
+  type LogLine,
+} from './helpers.js';
+
+const NS = 'istio-system';
+const HOUR = 3_600_000;
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function cluster(): Promise<FakeApiServer> {
+  const api = await FakeApiServer.start({ namespaces: [NS] });
+  cleanups.push(() => api.stop());
+  return api;
+}
+
+interface Replica {
+  readonly source: KubeCaSource;
+  readonly state: SwappableCaState;
+  readonly refusals: string[];
+  readonly lines: LogLine[];
+}
+
+function replica(api: FakeApiServer, o: { clock?: Clock; readCrl?: boolean } = {}): Replica {
+  const kc = kubeConfigFor(api);
+  const core = kc.makeApiClient(CoreV1Api);
+  const clock = o.clock ?? systemClock;
+  const state = new SwappableCaState();
+  const refusals: string[] = [];
+  const { logger, lines } = capturingLogger();
+  const source = new KubeCaSource({
+    kubeConfig: kc,
+    core,
+    namespace: NS,
+    trustDomain: 'cluster.local',
+    state,
+    clock,
+    events: new EventRecorder(core, clock),
+    onLoadError: (where: string, e: CastellanError) => refusals.push(`${where}: ${e.kind}`),
+    readCrl: o.readCrl,
+    retryMs: 50,
+    logger,
+  });
+  cleanups.push(() => source.stop());
+  return { source, state, refusals, lines };
+}
+
+const eventsFor = (api: FakeApiServer, reason: string) =>
+  api.listObjects('events', NS).filter((e) => e.reason === reason);
+const rootOf = (r: Replica): string | undefined => r.state.current()?.bundle.rootBundlePem;
+
+test('a cacerts that does not verify at start: nothing served, no istio-ca-secret, the reason, an Event; a good one is served without a restart', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, sampleCacerts('-alt-2')); // its key does not belong to its certificate
+  const r = replica(api);
+  await r.source.start();
+
+  assert.equal(r.state.current(), undefined, 'serves nothing');
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined, 'no self-signed root');
+  assert.equal(api.count({ verb: 'create', resource: 'secrets' }), 0);
+  assert.match(
+    r.source.whyNoCa() ?? '',
+    /^cacerts does not verify: secret istio-system\/cacerts\/ca-key\.pem: .*does not belong.*; nothing is served until it does \(a fixed cacerts is picked up without a restart\)$/,
+  );
+  assert.deepEqual(r.refusals, ['secret istio-system/cacerts: key-mismatch']);
+  const [event] = await waitFor('the CALoadFailed Event', () => {
+    const e = eventsFor(api, 'CALoadFailed');
+    return e.length > 0 && e;
+  });
+  assert.equal(event!.type, 'Warning');
+  assert.equal((event!.involvedObject as { name: string }).name, CACERTS_SECRET);
+  assert.match(String(event!.message), /^refused: .*; serving nothing until it is fixed$/);
+
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  await waitFor('the fixed cacerts served', () => r.state.current());
+  assert.match(r.state.current()!.bundle.source, /^cacerts-secret:/);
+  assert.equal(r.source.whyNoCa(), undefined);
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined);
+});
+
+test('an istio-ca-secret from an earlier life is not served either while cacerts does not verify', async () => {
+  const api = await cluster();
+  // The self-signed root of a first start, then a cacerts that is broken.
+  const first = replica(api);
+  await first.source.start();
+  const selfSigned = rootOf(first);
+  await first.source.stop();
+  assert.ok(selfSigned && api.getObject('secrets', NS, SELF_SIGNED_SECRET));
+  putCacerts(api, NS, sampleCacerts('-alt-2'));
+  const r = replica(api);
+  await r.source.start();
+  assert.equal(r.state.current(), undefined, 'not the self-signed root');
+  assert.match(r.source.whyNoCa() ?? '', /^cacerts does not verify: .*does not belong/);
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  await waitFor('served', () => r.state.current());
+  assert.match(r.state.current()!.bundle.source, /^cacerts-secret:/);
+  assert.ok(!rootOf(r)?.includes(selfSigned), 'never served here, so not kept beside it');
+});
+
+test('a broken cacerts deleted before any CA was served: the self-signed root, as a start without cacerts', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, { 'ca-cert.pem': sampleCacerts('-alt')['ca-cert.pem'] });
+  const r = replica(api);
+  await r.source.start();
+  assert.equal(r.state.current(), undefined);
+  assert.match(r.source.whyNoCa() ?? '', /missing ca-key\.pem, cert-chain\.pem, root-cert\.pem/);
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  await waitFor('the self-signed root', () => r.state.current());
+  assert.match(r.state.current()!.bundle.source, /^self-signed-secret:/);
+  assert.ok(api.getObject('secrets', NS, SELF_SIGNED_SECRET));
+});
+
+test('serving the self-signed root: a deleted istio-ca-secret is written back, a replica started later serves the same root, a broken cacerts does not replace it', async () => {
+  const api = await cluster();
+  const a = replica(api);
+  await a.source.start();
+  const root = rootOf(a);
+  const before = api.getObject('secrets', NS, SELF_SIGNED_SECRET)?.data;
+  const generation = a.state.current()!.generation;
+
+  api.deleteObject('secrets', NS, SELF_SIGNED_SECRET);
+  const restored = await waitFor('istio-ca-secret written back', () =>
+    api.getObject('secrets', NS, SELF_SIGNED_SECRET),
+  );
+  assert.deepEqual(restored.data, before, 'the same key and certificate');
+  assert.equal(restored.type, 'istio.io/ca-root');
+  assert.equal(rootOf(a), root);
+  assert.equal(a.state.current()!.generation, generation, 'no swap at all');
+
+  const b = replica(api);
+  await b.source.start();
+  assert.equal(rootOf(b), root, 'a later replica loads the same root');
+
+  // A cacerts that does not verify, created now, is refused: still the self-signed root.
+  putCacerts(api, NS, sampleCacerts('-alt-2'));
+  await waitFor('both refusals', () => a.refusals.length > 0 && b.refusals.length > 0);
+  for (const r of [a, b]) {
+    assert.equal(rootOf(r), root);
+    assert.equal(r.source.whyNoCa(), undefined, 'serving');
+  }
+  assert.equal(a.state.current()!.generation, generation);
+});
+
+test('serving a plugged-in CA: deleting cacerts keeps the root, and istio-ca-secret is not re-created', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const r = replica(api);
+  await r.source.start();
+  const root = rootOf(r);
+  const generation = r.state.current()!.generation;
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  await waitFor('the deletion seen', () =>
+    r.lines.some((l) =>
+      l.msg.startsWith('cacerts was deleted; still serving the last plugged-in CA'),
+    ),
+  );
+  assert.equal(rootOf(r), root);
+  assert.equal(r.state.current()!.generation, generation, 'no swap at all');
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined);
+});
+
+test('an expired CRL is loaded and published with a CACRLExpired Event; one that expires while loaded gets one then', async () => {
+  const api = await cluster();
+  const clock = new ManualClock(Date.now());
+  const { root, ca, files } = await makeCacerts({ root: 'Expiry Root', ca: 'Expiry CA' });
+  const crls = async (nextUpdate: Date): Promise<string> =>
+    (await crlOf(ca, { thisUpdate: new Date(clock.now() - 2 * HOUR), nextUpdate })) +
+    (await crlOf(root));
+  putCacerts(api, NS, {
+    ...Object.fromEntries(files),
+    'ca-crl.pem': await crls(new Date(clock.now() - HOUR)),
+  });
+  const r = replica(api, { clock });
+  await r.source.start();
+  assert.equal(r.state.current()?.bundle.crl?.expired, true, 'loaded, flagged');
+  const [expired] = await waitFor('the CACRLExpired Event', () => {
+    const e = eventsFor(api, 'CACRLExpired');
+    return e.length > 0 && e;
+  });
+  assert.equal(expired?.type, 'Warning');
+  assert.match(String(expired.message), /^ca-crl\.pem: nextUpdate .* has passed; still published/);
+
+  putCacerts(api, NS, {
+    ...Object.fromEntries(files),
+    'ca-crl.pem': await crls(new Date(clock.now() + HOUR)),
+  });
+  await waitFor('the fresh CRL', () => r.state.current()?.bundle.crl?.expired === false);
+  await clock.advance(HOUR - 1000);
+  assert.equal(eventsFor(api, 'CACRLExpired').length, 1);
+  await clock.advance(2000);
+  await waitFor('a second CACRLExpired Event', () => eventsFor(api, 'CACRLExpired').length === 2);
+});
+
+test('readCrl: false (PILOT_ENABLE_CA_CRL=false): ca-crl.pem in cacerts is not read at all', async () => {
+  const api = await cluster();
+  const { files } = await makeCacerts();
+  putCacerts(api, NS, { ...Object.fromEntries(files), 'ca-crl.pem': 'not a CRL' });
+  const r = replica(api, { readCrl: false });
+  await r.source.start();
+  assert.ok(r.state.current());
+  assert.equal(r.state.current()?.bundle.crl, undefined);
+  assert.deepEqual(r.refusals, []);
+});
