@@ -11,7 +11,7 @@ import {
   REPLACED_SIGNER_GRACE_MS,
   type ClosableSigner,
 } from '../../src/ca/signers/key-uri-signers.js';
-import { loadCacertsFolder } from '../../src/ca/sources/folder.js';
+import { loadCacertsFolder, loadCacertsFolderRead } from '../../src/ca/sources/folder.js';
 import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { CacertsFolderWatcher, startLocalRuntime } from '../../src/cli/serve/local-runtime.js';
 import { completeServeOptions } from '../../src/cli/serve/options.js';
@@ -86,6 +86,41 @@ test('the plugged-in folder: a broken set is refused and counted, a good one swa
     await watcher.stop();
   }
   assert.equal(clock.pending, 0, 'stopped: no timer left');
+});
+
+test("the plugged-in folder: a set replaced between the load and the watcher's first read is swapped in at that read (issue 15: load and watch share one fingerprint)", async () => {
+  const dir = join(tmp(), 'cacerts');
+  useSampleSet(dir, '-alt');
+  const clock = new ManualClock(Date.now());
+  const caState = new SwappableCaState();
+  const loaded = await loadCacertsFolderRead(dir, clock);
+  caState.swap(loaded.bundle!);
+  // A rotation lands while serve is still starting: after the load, before the first poll.
+  useSampleSet(dir, '');
+  const refused: string[] = [];
+  const watcher = new CacertsFolderWatcher({
+    dir,
+    caState,
+    clock,
+    intervalMs: 2000,
+    logger: silentLogger,
+    onRefused: (source) => refused.push(source),
+    loadedFingerprint: loaded.fingerprint,
+  });
+  try {
+    await watcher.start(); // resolves once the first read is done, the swap with it
+    assert.equal(caState.current()?.generation, 2, 'swapped at the first read, not left behind');
+    assert.equal(
+      fingerprint(caState.current()!.bundle.rootBundlePem),
+      fingerprint(readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8')),
+    );
+    assert.deepEqual(refused, []);
+    await clock.advance(2000);
+    await watcher.readNow();
+    assert.equal(caState.current()?.generation, 2, 'unchanged since: not loaded again');
+  } finally {
+    await watcher.stop();
+  }
 });
 
 /**

@@ -11,7 +11,12 @@ import { followCrlExpiry } from '../../ca/crl-expiry.js';
 import type { CaSnapshot, KeyCertBundle } from '../../ca/key-cert-bundle.js';
 import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
-import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
+import {
+  bundleFromCacertsFolderFiles,
+  cacertsFingerprint,
+  loadCacertsFolderRead,
+  readCacertsFolder,
+} from '../../ca/sources/folder.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
 import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
 import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
@@ -53,6 +58,8 @@ export async function startLocalRuntime(
   // Settled here if the CA load throws first, so its failure is not also an unhandled rejection.
   devIssuer.catch(() => undefined);
   let bundle: KeyCertBundle | undefined;
+  // The folder content `bundle` was built from: the watcher's baseline.
+  let loadedFingerprint: string | undefined;
   // Keys in a PKCS#11 token (--ca-key-uri, or the folder's ca-key.uri): opened on first use.
   const signers = new KeyUriSigners({
     opener: (uri) => openPkcs11Signer({ uri, env, clock, logger }),
@@ -60,10 +67,14 @@ export async function startLocalRuntime(
   });
   const keys = { keyUri: ca.caKeyUri, signers, readCrl: ca.enableCaCrl };
   if (ca.cacertsDir) {
-    bundle = await loadCacertsFolder(ca.cacertsDir, clock, keys).catch(async (e: unknown) => {
+    ({ bundle, fingerprint: loadedFingerprint } = await loadCacertsFolderRead(
+      ca.cacertsDir,
+      clock,
+      keys,
+    ).catch(async (e: unknown) => {
       await signers.close();
       throw e;
-    });
+    }));
     if (!bundle) {
       await signers.close();
       throw new CastellanError(
@@ -120,6 +131,7 @@ export async function startLocalRuntime(
         logger,
         onRefused: loadErrors.count,
         keys,
+        loadedFingerprint,
       })
     : undefined;
   await watcher?.start();
@@ -202,8 +214,15 @@ export class CacertsFolderWatcher {
        * swap, the signers the new CA no longer uses are closed (after a grace period).
        */
       readonly keys?: { readonly keyUri: string | undefined; readonly signers: KeyUriSigners };
+      /**
+       * The folder content the CA being served was loaded from: the first poll compares with
+       * it, so a set replaced between that load and the watcher's start is swapped in too.
+       * Absent: the folder's content at the first poll is the baseline.
+       */
+      readonly loadedFingerprint?: string | undefined;
     },
   ) {
+    this.lastFingerprint = options.loadedFingerprint;
     this.task = new PeriodicTask({
       clock: options.clock,
       intervalMs: options.intervalMs,
@@ -219,8 +238,8 @@ export class CacertsFolderWatcher {
   }
 
   /**
-   * Reads the folder now (its content at start is the baseline), then every interval; resolves
-   * once the baseline is read.
+   * Reads the folder now, then every interval; resolves once that first read is done (and, when
+   * the folder changed since the CA was loaded from it, the change is swapped in or refused).
    */
   start(): Promise<void> {
     this.task.start();
@@ -239,13 +258,17 @@ export class CacertsFolderWatcher {
   private async check(): Promise<void> {
     const { dir, caState, clock, logger, keys } = this.options;
     const files = await readCacertsFolder(dir);
-    const fingerprint = JSON.stringify([...files.entries()].sort());
+    const fingerprint = cacertsFingerprint(files);
     const previous = this.lastFingerprint;
     this.lastFingerprint = fingerprint;
     if (previous === undefined || previous === fingerprint) return;
     let bundle: KeyCertBundle | undefined;
     try {
-      bundle = await loadCacertsFolder(dir, clock, { ...keys, readCrl: this.options.readCrl });
+      // Built from the files just fingerprinted, not a second read that could differ.
+      bundle = await bundleFromCacertsFolderFiles(dir, files, clock, {
+        ...keys,
+        readCrl: this.options.readCrl,
+      });
     } catch (e) {
       if (isCastellanError(e, 'unavailable')) this.lastFingerprint = RETRY_AT_NEXT_POLL;
       throw e;
