@@ -5,7 +5,7 @@ import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
 import { loadJwksFile } from '../../authn/jwks.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
-import { writeFileAtomic } from '../../atomic-write.js';
+import { removeStaleTemporaries, writeFileAtomic } from '../../atomic-write.js';
 import { CA_CRL_FILE } from '../../ca/cacerts-layout.js';
 import { followCrlExpiry } from '../../ca/crl-expiry.js';
 import type { CaSnapshot, KeyCertBundle } from '../../ca/key-cert-bundle.js';
@@ -53,6 +53,14 @@ export async function startLocalRuntime(
 ): Promise<CaRuntime> {
   const { ca, authn } = options;
   const { clock, logger, env } = deps;
+  // What a start killed mid-write left (a key's copy among them): gone before anything is read.
+  const stale = await removeStaleTemporaries(ca.dataDir);
+  if (stale.length > 0) {
+    logger.warn(
+      { dataDir: ca.dataDir, removed: stale },
+      'removed temporary files an interrupted start left in the data dir',
+    );
+  }
   // Opened while the CA loads: a new data dir's RSA key is generated on the thread pool.
   const devIssuer = DevTokenIssuer.open(ca.dataDir, { clock });
   // Settled here if the CA load throws first, so its failure is not also an unhandled rejection.
