@@ -140,36 +140,39 @@ export async function startKubeRuntime(
   };
   const loadErrors = caLoadErrorsMetric();
   try {
-    if (deps.meshConfig) {
-      // Before the CA: a first replica's self-signed root takes the mesh's trust domain.
-      const meshConfig = deps.meshConfig;
-      const apply = (text: string | undefined, at: string, first: boolean): void =>
-        meshConfig.apply(text, at, first);
-      const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
-      let live = false;
-      const meshWatch = startMeshConfigWatch({
-        kubeConfig: kc,
-        core: clients.core,
-        namespace,
-        clock,
-        logger,
-        onChange: (text) => {
-          if (!live) return;
-          try {
-            apply(text, where, false);
-          } catch (e) {
-            logger.error(
-              { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
-              'mesh config refused; keeping the last good one',
-            );
-          }
-        },
-      });
-      stops.push(() => meshWatch.stop());
-      await meshWatch.synced;
-      apply(meshWatch.current(), where, true);
-      live = true;
-    }
+    // The one watch of ConfigMap `istio`: it feeds the mesh holder (unless a mesh config file
+    // was given, which wins, as in istiod) and the discovery selectors. Read before the CA: a
+    // first replica's self-signed root takes the mesh's trust domain.
+    const meshConfig = deps.meshConfig;
+    const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
+    // Every replica follows the selectors, so a new leader publishes at once to the right
+    // namespaces and never to one the mesh config leaves out.
+    const discovery = new DiscoveryNamespaces({ logger });
+    let live = false;
+    const meshWatch = startMeshConfigWatch({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      clock,
+      logger,
+      onChange: (text) => {
+        if (!live) return;
+        discovery.meshChanged(text, where);
+        try {
+          meshConfig?.apply(text, where, false);
+        } catch (e) {
+          logger.error(
+            { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
+            'mesh config refused; keeping the last good one',
+          );
+        }
+      },
+    });
+    stops.push(() => meshWatch.stop());
+    await meshWatch.synced;
+    discovery.meshChanged(meshWatch.current(), where);
+    meshConfig?.apply(meshWatch.current(), where, true);
+    live = true;
     const state = new SwappableCaState();
     // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
     const signers = new KeyUriSigners({
@@ -194,17 +197,6 @@ export async function startKubeRuntime(
     });
     stops.push(() => caSource.stop());
     await caSource.start();
-    // Every replica follows the selectors (one ConfigMap watch), so a new leader publishes at
-    // once to the right namespaces and never to one the mesh config leaves out.
-    const discovery = new DiscoveryNamespaces({
-      kubeConfig: kc,
-      core: clients.core,
-      namespace,
-      clock,
-      logger,
-    });
-    stops.push(() => discovery.stop());
-    await discovery.start();
 
     const secretRemotes = new SecretRemoteClusters({
       kubeConfig: kc,
@@ -342,9 +334,8 @@ export async function startKubeRuntime(
         kubeConfig: kc,
         compiler: deps.policyCompiler,
         clock,
+        // The MeshConfig reaches the compiler from the mesh holder (the one watch above; app.ts).
         logger,
-        // The mesh holder follows ConfigMap istio and feeds the compiler (app.ts).
-        followMeshConfig: false,
       });
       stops.push(() => policies.stop());
     }
