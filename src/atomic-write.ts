@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, rm, rename, writeFile } from 'node:fs/promises';
+import { open, readdir, rm, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -69,5 +69,30 @@ export async function writeFileAtomic(path: string, text: string, mode = 0o644):
       await rm(tmp, { force: true }).catch(() => undefined);
     }
     throw e;
+  }
+}
+
+/**
+ * Creates `path` (never an existing file) with exactly `mode` — the umask must not loosen or
+ * tighten what we promise — and syncs it: once this resolves, a power loss keeps the content.
+ */
+export async function writeFileDurably(path: string, data: string, mode: number): Promise<void> {
+  const handle = await open(path, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(mode);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Makes the renames and creations in a folder durable (a power loss keeps them). */
+export async function syncFolder(dir: string): Promise<void> {
+  const handle = await open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }

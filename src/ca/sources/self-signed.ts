@@ -1,8 +1,8 @@
 import type { KeyObject } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
-import { temporaryPathFor } from '../../atomic-write.js';
+import { syncFolder, temporaryPathFor, writeFileDurably } from '../../atomic-write.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { issueCertificate } from '../../pki/issue.js';
@@ -164,7 +164,7 @@ async function commitSet(
   const staging = temporaryPathFor(join(dir, '.self-signed-ca'));
   await mkdir(staging, { mode: 0o700 });
   try {
-    for (const [name, text, mode] of files) await writeSynced(join(staging, name), text, mode);
+    for (const [name, text, mode] of files) await writeFileDurably(join(staging, name), text, mode);
     await syncFolder(staging);
     await rename(staging, join(dir, COMMITTED));
     await syncFolder(dir);
@@ -195,26 +195,6 @@ async function finishCommittedSet(dir: string): Promise<void> {
   }
   await rmdir(committed).catch(unlessGone);
   await syncFolder(dir);
-}
-
-async function writeSynced(path: string, text: string, mode: number): Promise<void> {
-  const file = await open(path, 'wx', mode);
-  try {
-    await file.writeFile(text);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-}
-
-/** Makes a folder's renames durable (a power loss keeps them). */
-async function syncFolder(dir: string): Promise<void> {
-  const folder = await open(dir, 'r');
-  try {
-    await folder.sync();
-  } finally {
-    await folder.close();
-  }
 }
 
 /**
