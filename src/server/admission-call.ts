@@ -3,7 +3,13 @@
 import type { ServerUnaryCall } from '@grpc/grpc-js';
 import { Metadata } from '@grpc/grpc-js';
 import type { Clock } from '../clock.js';
-import { isUrgentRenewal, type Admission, type QueuePriority, type RateKey, type Shed } from './admission.js';
+import {
+  isUrgentRenewal,
+  type Admission,
+  type QueuePriority,
+  type RateKey,
+  type Shed,
+} from './admission.js';
 
 /** One admitted call: charge its caller's bucket once known, release its slot when done. */
 export interface CallTicket {

@@ -33,6 +33,23 @@ export interface AdmissionOptions {
   readonly nodeRateFactor: number;
 }
 
+/**
+ * The share of one of `workers` processes (serve --workers): the in-flight and queue bounds are
+ * the service's, split evenly (each process has its own event loop and memory, and the OS
+ * spreads connections among them); the token buckets stay whole in each process, because every
+ * connection lives in one process and a workload (a sidecar, a ztunnel) calls over one
+ * connection — an identity whose pods are spread over several processes gets up to `workers`
+ * times its budget, which is the price of sharing no state between processes on every call.
+ */
+export function admissionPerWorker(options: AdmissionOptions, workers: number): AdmissionOptions {
+  const share = (n: number, min: number): number => Math.max(min, Math.ceil(n / workers));
+  return {
+    ...options,
+    maxInflight: share(options.maxInflight, 1),
+    maxQueued: share(options.maxQueued, 0),
+  };
+}
+
 /** Why a call was refused without being served; the `reason` label of the shed metric. */
 export type ShedReason = 'queue_full' | 'identity_rate' | 'node_rate';
 

@@ -73,8 +73,7 @@ export class AuditLog {
    * written carries `suppressed`, the count dropped since the previous one.
    */
   recordShed(r: AuditRecord, nowMs: number): boolean {
-    const elapsed =
-      this.shedUpdatedMs === undefined ? 0 : Math.max(0, nowMs - this.shedUpdatedMs);
+    const elapsed = this.shedUpdatedMs === undefined ? 0 : Math.max(0, nowMs - this.shedUpdatedMs);
     this.shedUpdatedMs = nowMs;
     this.shedTokens = Math.min(
       this.shedLines.burst,

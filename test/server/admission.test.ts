@@ -173,7 +173,10 @@ describe('token buckets', () => {
     assert.equal(shed.reason, 'identity_rate');
     // 2/s: the next token is 500 ms away.
     assert.equal(shed.retryAfterMs, 500);
-    assert.match(shed.message, /identity spiffe:\/\/td\/ns\/a\/sa\/flood is over its rate limit \(2\/s, burst 4\)/);
+    assert.match(
+      shed.message,
+      /identity spiffe:\/\/td\/ns\/a\/sa\/flood is over its rate limit \(2\/s, burst 4\)/,
+    );
     for (let i = 0; i < 4; i++) a.charge(other);
     await clock.advance(499);
     assert.equal((await shedOf(() => a.charge(flood))).retryAfterMs, 1);
@@ -184,13 +187,20 @@ describe('token buckets', () => {
 
   test('a node proxy has its budget per node: factor times the identity rate', async () => {
     const { a } = admission();
-    const node1 = { kind: 'node', caller: 'spiffe://td/ns/istio-system/sa/ztunnel', node: 'n1' } as const;
+    const node1 = {
+      kind: 'node',
+      caller: 'spiffe://td/ns/istio-system/sa/ztunnel',
+      node: 'n1',
+    } as const;
     const node2 = { ...node1, node: 'n2' } as const;
     for (let i = 0; i < 40; i++) a.charge(node1);
     const shed = await shedOf(() => a.charge(node1));
     assert.equal(shed.reason, 'node_rate');
     assert.equal(shed.retryAfterMs, 50); // 20/s
-    assert.match(shed.message, /node proxy .*ztunnel on node n1 is over its rate limit \(20\/s, burst 40\)/);
+    assert.match(
+      shed.message,
+      /node proxy .*ztunnel on node n1 is over its rate limit \(20\/s, burst 40\)/,
+    );
     a.charge(node2);
     // The node proxy's own identity (its first certificate, no impersonation) is another bucket.
     a.charge({ kind: 'identity', spiffeId: node1.caller });
