@@ -277,7 +277,7 @@ export class Admission {
     let hi = this.urgent.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if ((this.urgent[mid] as Waiter).urgentUntilMs! <= at) lo = mid + 1;
+      if (((this.urgent[mid] as Waiter).urgentUntilMs ?? Infinity) <= at) lo = mid + 1;
       else hi = mid;
     }
     this.urgent.splice(lo, 0, w);
