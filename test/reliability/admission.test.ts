@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status } from '@grpc/grpc-js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
@@ -215,7 +215,7 @@ function call(
               ok: false,
               code: err.code,
               details: err.details,
-              trailers: (err as ServiceError).metadata,
+              trailers: (err).metadata,
               chain: [],
             }
           : {
