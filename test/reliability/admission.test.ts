@@ -215,7 +215,7 @@ function call(
               ok: false,
               code: err.code,
               details: err.details,
-              trailers: (err).metadata,
+              trailers: err.metadata,
               chain: [],
             }
           : {
