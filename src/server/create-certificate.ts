@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { status, type Metadata, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../api/istioca.js';
 import type { CaSnapshot, CaState } from '../ca/key-cert-bundle.js';
 import type { AuthRequest, Caller } from '../authn/authenticator.js';
@@ -12,6 +12,8 @@ import { CLUSTER_ID_METADATA } from '../authn/token-review-authenticator.js';
 import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
+import { QueueAbandoned, Shed, type Admission } from './admission.js';
+import { admitCall, retryPushback, type CallTicket } from './admission-call.js';
 import type { AuditImpersonation, AuditLog } from './audit.js';
 import { grpcAuthRequest } from './auth-request.js';
 import { CA_SERVICE_TEXTS, toGrpcFailure, type GrpcFailure } from './status-map.js';
@@ -67,6 +69,8 @@ export interface CaServiceDeps<C> {
   readonly clock: Clock;
   readonly metrics: CaMetrics;
   readonly audit: AuditLog;
+  /** Admission control (./admission.ts); absent: no limit. */
+  readonly admission?: Admission | undefined;
 }
 
 /** A refusal on its way out: the error, plus the Istio metric label when it is a signing error. */
@@ -81,7 +85,7 @@ class Refusal extends Error {
 
 /** The gRPC status a refused call ends with, on its way from handle() to the callback. */
 class CallRefused extends Error {
-  constructor(readonly failure: GrpcFailure) {
+  constructor(readonly failure: GrpcFailure & { readonly metadata?: Metadata }) {
     super(failure.details);
   }
 }
@@ -107,6 +111,7 @@ export function resolveTtlMs(requestedSeconds: number, policy: TtlPolicy): numbe
  * every failure becomes a gRPC status through `toGrpcFailure`.
  */
 export function createCertificateHandler<C>(deps: CaServiceDeps<C>) {
+  if (deps.admission) deps.metrics.followAdmission(deps.admission);
   return (
     call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
     callback: sendUnaryData<IstioCertificateResponse>,
@@ -133,6 +138,7 @@ async function handle<C>(
   let caller: Caller | undefined;
   let spiffeId: string | undefined;
   let impersonation: AuditImpersonation | undefined;
+  let ticket: CallTicket | undefined;
 
   try {
     if (Buffer.byteLength(csrPem, 'utf8') > MAX_CSR_BYTES) {
@@ -143,6 +149,9 @@ async function handle<C>(
         'CSR_ERROR',
       );
     }
+
+    // Admission control: a slot before any crypto; the caller's budget once it is known.
+    ticket = await admitCall(deps.admission, call, deps.clock);
 
     try {
       caller = await deps.authenticate(
@@ -197,6 +206,12 @@ async function handle<C>(
       );
     }
 
+    ticket.charge(
+      impersonation?.node !== undefined
+        ? { kind: 'node', caller: callerId, node: impersonation.node }
+        : { kind: 'identity', spiffeId: callerId },
+    );
+
     const snapshot = deps.caState.current();
     if (!snapshot) {
       throw new Refusal(new CastellanError('unavailable', 'no CA is loaded yet'), 'CA_NOT_READY');
@@ -249,8 +264,11 @@ async function handle<C>(
     const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);
     const seconds = (performance.now() - started) / 1000;
     metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
-    audit.record({
-      outcome: 'refused',
+    const shed = refusal.error instanceof Shed ? refusal.error : undefined;
+    if (shed) metrics.shedCount.inc({ reason: shed.reason });
+    else if (refusal.error instanceof QueueAbandoned) metrics.queueAbandonedCount.inc();
+    const record = {
+      outcome: shed ? ('shed' as const) : ('refused' as const),
       code: status[failure.code],
       reason: `${refusal.error.kind}: ${refusal.error.message}`,
       spiffeId,
@@ -260,8 +278,12 @@ async function handle<C>(
       peer,
       requestedTtlSeconds,
       durationMs: seconds * 1000,
-    });
-    throw new CallRefused(failure);
+    };
+    if (!shed) audit.record(record);
+    else if (!audit.recordShed(record, deps.clock.now())) metrics.auditLinesSuppressedCount.inc();
+    throw new CallRefused(shed ? { ...failure, metadata: retryPushback(shed) } : failure);
+  } finally {
+    ticket?.release();
   }
 }
 

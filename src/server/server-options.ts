@@ -1,4 +1,5 @@
 import type { HostPort } from '../address.js';
+import type { AdmissionOptions } from './admission.js';
 import type { TtlPolicy } from './create-certificate.js';
 import type { CsrThreadsSetting } from './csr-check-threads.js';
 import type { ServingNames } from './serving-certificate.js';
@@ -16,4 +17,6 @@ export interface ServerOptions {
   readonly ttl: TtlPolicy;
   /** Threads checking CSRs beside the event loop (src/server/csr-check-threads.ts). */
   readonly csrThreads: CsrThreadsSetting;
+  /** Admission control of CreateCertificate (./admission.ts), for this process. */
+  readonly admission: AdmissionOptions;
 }

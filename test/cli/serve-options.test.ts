@@ -28,7 +28,7 @@ const DURATION_HINT = 'use a positive duration such as 24h, 90m, 1h30m or plain 
 
 describe('completeServeOptions', () => {
   test('defaults: each component gets its own options', () => {
-    assert.deepEqual(completeServeOptions({}), {
+    assert.deepEqual(completeServeOptions({}, {}, 2), {
       logLevel: 'info',
       workers: undefined,
       ca: {
@@ -52,6 +52,13 @@ describe('completeServeOptions', () => {
         },
         ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
         csrThreads: 'auto',
+        // 2 cores: 16 in flight per core, 16 waiting per slot (test/server/admission-options.test.ts).
+        admission: {
+          maxInflight: 32,
+          maxQueued: 512,
+          identityRate: { perSecond: 10, burst: 50 },
+          nodeRateFactor: 8,
+        },
       },
       policy: {
         policyDir: undefined,

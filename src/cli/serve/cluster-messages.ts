@@ -81,6 +81,8 @@ function object<S extends Record<string, Check<unknown>>>(
 
 const hostPort = object({ host: string, port: wholeNumber(0, 65535) });
 const positiveMs = wholeNumber(1, Number.MAX_SAFE_INTEGER);
+const positiveNumber: Check<number> = (v, p) =>
+  typeof v === 'number' && v > 0 && Number.isFinite(v) ? v : refuse(p, 'a positive number');
 
 /** ServeOptions as the primary sends them; TypeScript holds this shape to the type. */
 const workerServeOptions: Check<WorkerServeOptions> = object({
@@ -107,6 +109,12 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     servingNames: object({ dnsNames: arrayOf(string), ipAddresses: arrayOf(string) }),
     ttl: object({ defaultTtlMs: positiveMs, maxTtlMs: positiveMs }),
     csrThreads: countOrAuto(0, MAX_CSR_THREADS),
+    admission: object({
+      maxInflight: wholeNumber(1, Number.MAX_SAFE_INTEGER),
+      maxQueued: wholeNumber(0, Number.MAX_SAFE_INTEGER),
+      identityRate: optional(object({ perSecond: positiveNumber, burst: positiveNumber })),
+      nodeRateFactor: positiveNumber,
+    }),
   }),
   policy: object({
     policyDir: optional(string),

@@ -50,6 +50,11 @@ export const SERVE_DEFAULTS = {
   // ECDSA: generating it takes milliseconds, so a first start reaches /ready quickly.
   caKeyType: 'ec-p256' as CaKeyType,
   csrThreads: 'auto',
+  maxInflightCsr: 'auto',
+  maxQueuedCsr: 'auto',
+  rateLimit: '10/s',
+  rateLimitBurst: 50,
+  nodeRateLimitFactor: 8,
   clusterId: 'Kubernetes',
   // istiod's defaults (security/pkg/cmd/constants.go; pilot/pkg/features/experimental.go).
   selfSignedRootTtl: '87600h',
@@ -91,6 +96,11 @@ export interface ServeFlags {
   bundleAddr?: string;
   workers?: string;
   csrThreads?: string;
+  maxInflightCsr?: string;
+  maxQueuedCsr?: string;
+  rateLimit?: string;
+  rateLimitBurst?: string;
+  nodeRateLimitFactor?: string;
   // Kubernetes mode.
   kube?: boolean;
   kubeconfig?: string;
@@ -185,6 +195,26 @@ export function addServeFlags(command: Command): Command {
       '--csr-threads <n|auto>',
       'threads per process checking CSRs beside the event loop; 0 = on the event loop; auto = 1 with two or more cores, else 0',
       SERVE_DEFAULTS.csrThreads,
+    )
+    .option(
+      '--max-inflight-csr <n|auto>',
+      'CreateCertificate calls in progress at most, for the whole service (split among --workers); auto = 16 per core',
+    )
+    .option(
+      '--max-queued-csr <n|auto>',
+      'calls waiting for a slot at most; beyond, RESOURCE_EXHAUSTED at once; auto = 16 × --max-inflight-csr',
+    )
+    .option(
+      '--rate-limit <n/s|n/m|n/h|off>',
+      `each identity's CreateCertificate budget, refilled continuously (default ${SERVE_DEFAULTS.rateLimit}; per worker)`,
+    )
+    .option(
+      '--rate-limit-burst <n>',
+      `calls an identity may make at once before --rate-limit applies (default ${SERVE_DEFAULTS.rateLimitBurst})`,
+    )
+    .option(
+      '--node-rate-limit-factor <n>',
+      `ambient mode: a node proxy's budget per node, as a multiple of --rate-limit and --rate-limit-burst (default ${SERVE_DEFAULTS.nodeRateLimitFactor})`,
     )
     .option(
       '--kube',
