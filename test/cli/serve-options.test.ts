@@ -56,7 +56,7 @@ describe('completeServeOptions', () => {
         admission: {
           maxInflight: 32,
           maxQueued: 512,
-          identityRate: { perSecond: 10, burst: 50 },
+          identityRate: { perSecond: 20, burst: 100 },
           nodeRateFactor: 8,
         },
       },

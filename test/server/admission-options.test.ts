@@ -14,7 +14,7 @@ test('defaults follow the cores: 16 in flight per core, 16 waiting per slot', ()
   assert.deepEqual(admissionOf({}, 1), {
     maxInflight: 16,
     maxQueued: 256,
-    identityRate: { perSecond: 10, burst: 50 },
+    identityRate: { perSecond: 20, burst: 100 },
     nodeRateFactor: 8,
   });
   assert.equal(admissionOf({}, 8).maxInflight, 128);

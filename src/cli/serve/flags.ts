@@ -52,8 +52,8 @@ export const SERVE_DEFAULTS = {
   csrThreads: 'auto',
   maxInflightCsr: 'auto',
   maxQueuedCsr: 'auto',
-  rateLimit: '10/s',
-  rateLimitBurst: 50,
+  rateLimit: '20/s',
+  rateLimitBurst: 100,
   nodeRateLimitFactor: 8,
   clusterId: 'Kubernetes',
   // istiod's defaults (security/pkg/cmd/constants.go; pilot/pkg/features/experimental.go).
