@@ -7,10 +7,17 @@ ARG NODE_IMAGE=node:20-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 # Dependencies first, so source edits reuse the cached install layer. --ignore-scripts: the
-# package's own `prepare` (a build) needs the sources, which are not copied yet; no dependency
-# needs an install script to work (protobufjs' only prints a notice).
+# package's own `prepare` (a build) needs the sources, which are not copied yet; protobufjs'
+# install script only prints a notice. The one that matters is pkcs11js' (PKCS#11 keys,
+# docs/hsm.md): it compiles against the image's Node headers, so it is rebuilt on its own, with
+# a compiler that stays in this stage.
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ make python3 \
+ && rm -rf /var/lib/apt/lists/* \
+ && npm rebuild pkcs11js \
+ && node -e "require('pkcs11js')"
 COPY tsconfig.json ./
 COPY src ./src
 COPY protos ./protos

@@ -10,8 +10,10 @@
 // serve` (bench/e2e.ts: start to /ready, then CreateCertificate over gRPC + TLS + JWT driven by
 // h2load — the primary figures — and by @grpc/grpc-js clients for comparison); ambient mode's
 // burst, one ztunnel token for 200 identities on a node, against `serve --kube` and the fake API
-// server (bench/ambient.ts); the policy engine at scale (bench/policy.ts). The h2load cases need
-// `h2load` (Debian nghttp2-client): `npm run bench` runs scripts/setup-bench-deps.sh first.
+// server (bench/ambient.ts); the policy engine at scale (bench/policy.ts); leaf signing with the
+// CA key in SoftHSM2 beside the key in process (bench/hsm.ts, Debian's softhsm2). The h2load
+// cases need `h2load` (Debian nghttp2-client): `npm run bench` runs scripts/setup-bench-deps.sh
+// first.
 //
 // A case that throws is reported on one line (stderr) and the others still run; the exit code
 // is then 1.
@@ -24,12 +26,14 @@ import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { ambientCases } from './ambient.js';
 import { e2eCases } from './e2e.js';
+import { hsmCases } from './hsm.js';
 import { inProcessCases } from './in-process.js';
 import { policyBenchCase } from './policy.js';
 import type { BenchCase, BenchOptions, LimitKey, Measurement } from './types.js';
 
 const cases: BenchCase[] = [
   ...inProcessCases(),
+  ...hsmCases(),
   ...e2eCases(),
   ...ambientCases(),
   policyBenchCase(),
@@ -77,6 +81,7 @@ function printTable(rows: Row[]): void {
     'srv cpu',
     'gen cpu',
     'procs',
+    'loop p99/max',
     'target',
   ];
   const body = rows.map((r) => [
@@ -91,6 +96,7 @@ function printTable(rows: Row[]): void {
     fmt(r.server_cpu ?? null, 2),
     fmt(r.client_cpu ?? null, 2),
     fmt(r.processes ?? null),
+    r.loop_p99_ms === undefined ? '-' : `${fmt(r.loop_p99_ms, 1)}/${fmt(r.loop_max_ms ?? null, 1)}`,
     r.target,
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));

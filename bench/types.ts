@@ -31,6 +31,12 @@ export interface Measurement {
   client_cpu?: number;
   /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
   processes?: number;
+  /**
+   * Signing cases (bench/hsm.ts): the event loop's delay during the run, p99 and max, in ms
+   * (perf_hooks.monitorEventLoopDelay): what signing costs the loop that serves requests.
+   */
+  loop_p99_ms?: number;
+  loop_max_ms?: number;
 }
 
 export interface BenchCase {

@@ -39,6 +39,11 @@ export type ErrorKind =
   | 'permission-denied'
   /** The CA has no usable signing material yet. */
   | 'unavailable'
+  /**
+   * Admission control refused the call (src/server/admission.ts): too many in progress, or the
+   * caller is over its rate limit. Worth retrying later; the message says when.
+   */
+  | 'resource-exhausted'
   /** Anything else: a bug or an environment failure. */
   | 'internal';
 

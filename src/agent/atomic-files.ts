@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
   mkdir,
-  open,
   readFile,
   readdir,
   readlink,
@@ -11,6 +10,7 @@ import {
   symlink,
 } from 'node:fs/promises';
 import { join } from 'node:path';
+import { syncFolder, writeFileDurably } from '../atomic-write.js';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 
@@ -63,26 +63,6 @@ function versionName(now: number): string {
   return `..${stamp}-${randomBytes(4).toString('hex')}`;
 }
 
-async function writeDurably(path: string, data: string, mode: number): Promise<void> {
-  const handle = await open(path, 'wx', mode);
-  try {
-    await handle.writeFile(data);
-    await handle.chmod(mode); // the umask must not loosen or tighten what we promise
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Replaces `path` with a symlink to `target` in one rename (never a moment without it). */
 async function replaceWithSymlink(dir: string, name: string, target: string): Promise<void> {
   const tmp = join(dir, `.${name}.tmp-${randomBytes(4).toString('hex')}`);
@@ -119,8 +99,8 @@ export async function writeCertificateFiles(
     const version = versionName(clock.now());
     const versionDir = join(dir, version);
     await mkdir(versionDir, { mode: 0o755 });
-    for (const f of FILES) await writeDurably(join(versionDir, f.name), files[f.field], f.mode);
-    await syncDir(versionDir);
+    for (const f of FILES) await writeFileDurably(join(versionDir, f.name), files[f.field], f.mode);
+    await syncFolder(versionDir);
 
     await replaceWithSymlink(dir, DATA_LINK, version);
     for (const f of FILES) {
@@ -128,7 +108,7 @@ export async function writeCertificateFiles(
       const existing = await readlink(join(dir, f.name)).catch(() => undefined);
       if (existing !== target) await replaceWithSymlink(dir, f.name, target);
     }
-    await syncDir(dir);
+    await syncFolder(dir);
 
     // Keep the version just replaced (a reader may have resolved ..data a moment ago);
     // anything older has had a full rotation period to be read.

@@ -17,7 +17,7 @@ import {
   type JSONWebKeySet,
   type JWK,
 } from 'jose';
-import { writeFileAtomic } from '../atomic-write.js';
+import { temporaryPathFor, writeFileAtomic } from '../atomic-write.js';
 import { CastellanError } from '../errors.js';
 import { systemClock, type Clock } from '../clock.js';
 import { makeSpiffeId } from '../pki/spiffe.js';
@@ -168,7 +168,7 @@ async function createKeyFile(path: string): Promise<string> {
     publicKeyEncoding: { format: 'pem', type: 'spki' },
     privateKeyEncoding: { format: 'pem', type: 'pkcs8' },
   });
-  const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
+  const tmp = temporaryPathFor(path);
   try {
     await writeFile(tmp, pem, { mode: 0o600, flag: 'wx' });
     await link(tmp, path);

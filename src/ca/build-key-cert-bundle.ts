@@ -1,10 +1,13 @@
+import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
 import { X509Certificate } from '@peculiar/x509';
 import type { Clock } from '../clock.js';
-import { CastellanError } from '../errors.js';
+import { CastellanError, isCastellanError } from '../errors.js';
 import { checkIsCa, checkValidity, verifyChain } from '../pki/chain.js';
 import { isCaKeyType } from '../pki/key-type.js';
-import { parsePrivateKeyPem, publicKeyMatches } from '../pki/keys.js';
+import { keyTypeOf, parsePrivateKeyPem, publicKeyMatches } from '../pki/keys.js';
 import { pemBlocksOf, toPem } from '../pki/pem.js';
+import { caSignatureAlgorithm } from '../pki/profiles.js';
+import { keyObjectSigner, type CaSigner } from '../pki/signer.js';
 import type { KeyCertBundle } from './key-cert-bundle.js';
 
 /** How the four parts are named in error messages (file names, or secret keys). */
@@ -22,9 +25,18 @@ export const ISTIO_FILE_NAMES: BundleFileNames = {
   root: 'root-cert.pem',
 };
 
-export interface BundleInput {
-  readonly certPem: string;
+/** A CA set whose key is a PEM file (ca-key.pem, tls.key, root-key.pem). */
+export interface BundleInput extends CertsInput {
   readonly keyPem: string;
+}
+
+/** A CA set whose key is held by a signer (a PKCS#11 token): no key file at all. */
+export interface SignerBundleInput extends CertsInput {
+  readonly signer: CaSigner;
+}
+
+interface CertsInput {
+  readonly certPem: string;
   /** The signing certificate up to the root; may start with the signing certificate and may
    * end with the root (Istio's alt sample does), both tolerated. */
   readonly chainPem?: string | undefined;
@@ -56,8 +68,8 @@ export function certificatePem(cert: X509Certificate): string {
 }
 
 /**
- * Builds a verified, immutable KeyCertBundle. Checks, each failure naming its file:
- * the certificate parses and is one (`malformed`); the key parses and is a CA key type
+ * Builds a verified, immutable KeyCertBundle from a key file. Checks, each failure naming its
+ * file: the certificate parses and is one (`malformed`); the key parses and is a CA key type
  * (keys.ts kinds); the key matches the certificate (`key-mismatch`); the certificate is a CA
  * (`not-a-ca`) within its validity (`expired`/`not-yet-valid`); the chain verifies and leads
  * to one of the roots (`chain-invalid`, `bad-signature`, …).
@@ -71,13 +83,7 @@ export function certificatePem(cert: X509Certificate): string {
  */
 export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBundle {
   const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
-  const certs = parseCertificates(input.certPem, names.cert);
-  if (certs.length !== 1) {
-    throw new CastellanError('malformed', `expected one certificate, found ${certs.length}`, {
-      subject: names.cert,
-    });
-  }
-  const signingCert = certs[0] as X509Certificate;
+  const signingCert = signingCertOf(input, names);
   const { key: signingKey, keyType: signingKeyType } = parsePrivateKeyPem(input.keyPem, names.key);
   if (!isCaKeyType(signingKeyType)) {
     throw new CastellanError('unsupported', `a ${signingKeyType} key cannot be a CA key here`, {
@@ -91,9 +97,119 @@ export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBun
       { subject: names.key },
     );
   }
+  return assemble(input, names, signingCert, keyObjectSigner(signingKey), clock);
+}
+
+/**
+ * Builds a verified, immutable KeyCertBundle whose key is held by `signer` (a key in an HSM,
+ * which cannot be read to compare): the key must match the certificate, shown by a probe it
+ * signs that verifies with the certificate's public key (probeSigner), then every check of
+ * buildKeyCertBundle. `key-mismatch` names the signer (its URI, never a PIN).
+ */
+export async function buildSignerBundle(
+  input: SignerBundleInput,
+  clock: Clock,
+): Promise<KeyCertBundle> {
+  const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
+  const signingCert = signingCertOf(input, names);
+  await probeSigner(input.signer, signingCert, names.cert);
+  return assemble(input, names, signingCert, input.signer, clock);
+}
+
+/**
+ * buildSignerBundle for a signer already probed against this very certificate (the same set
+ * read again with more roots, Kubernetes' previous-roots merge): no second probe. Another
+ * certificate is a bug in the caller (`internal`).
+ */
+export function buildProbedSignerBundle(
+  input: SignerBundleInput,
+  probedCert: X509Certificate,
+  clock: Clock,
+): KeyCertBundle {
+  const names = { ...ISTIO_FILE_NAMES, ...input.fileNames };
+  const signingCert = signingCertOf(input, names);
+  if (!sameCert(signingCert, probedCert)) {
+    throw new CastellanError('internal', 'the signer was probed against another certificate', {
+      subject: input.signer.description,
+    });
+  }
+  return assemble(input, names, signingCert, input.signer, clock);
+}
+
+/**
+ * Shows that `signer` holds the private half of `cert`'s public key: it signs 32 random bytes
+ * with the CA's algorithm, and the signature must verify with the certificate's key. Refused
+ * as `key-mismatch` (a different key, or one of another type) naming the signer and the
+ * certificate; the signer's own failures (`unavailable`: token absent, session lost) pass
+ * through as they are.
+ */
+export async function probeSigner(
+  signer: CaSigner,
+  cert: X509Certificate,
+  certName: string,
+): Promise<void> {
+  let publicKey: KeyObject;
+  let certKeyType: string;
+  try {
+    publicKey = createPublicKey({
+      key: Buffer.from(cert.publicKey.rawData),
+      format: 'der',
+      type: 'spki',
+    });
+    certKeyType = keyTypeOf(publicKey, certName);
+  } catch (e) {
+    if (isCastellanError(e)) throw e;
+    throw new CastellanError('malformed', 'the public key does not parse', {
+      subject: certName,
+      cause: e,
+    });
+  }
+  if (certKeyType !== signer.keyType) {
+    throw new CastellanError(
+      'key-mismatch',
+      `the key is ${signer.keyType} but the certificate in ${certName} holds a ${certKeyType} key`,
+      { subject: signer.description },
+    );
+  }
+  const algorithm = caSignatureAlgorithm(signer.keyType, signer.description);
+  const probe = randomBytes(32);
+  const signature = await signer.sign(probe, algorithm);
+  const ok = verify(
+    algorithm.hash,
+    probe,
+    algorithm.family === 'ecdsa' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
+    signature,
+  );
+  if (!ok) {
+    throw new CastellanError(
+      'key-mismatch',
+      `the key does not belong to the certificate in ${certName}: a probe it signed does not verify with the certificate's public key`,
+      { subject: signer.description },
+    );
+  }
+  signer.confirmed?.(new Uint8Array(cert.publicKey.rawData));
+}
+
+function signingCertOf(input: CertsInput, names: BundleFileNames): X509Certificate {
+  const certs = parseCertificates(input.certPem, names.cert);
+  if (certs.length !== 1) {
+    throw new CastellanError('malformed', `expected one certificate, found ${certs.length}`, {
+      subject: names.cert,
+    });
+  }
+  return certs[0] as X509Certificate;
+}
+
+/** The checks after the key: CA flags, validity, chain to a root; then the frozen bundle. */
+function assemble(
+  input: CertsInput,
+  names: BundleFileNames,
+  signingCert: X509Certificate,
+  signer: CaSigner,
+  clock: Clock,
+): KeyCertBundle {
   checkIsCa(signingCert, names.cert);
   checkValidity(signingCert, clock, names.cert);
-
   const roots: X509Certificate[] = [];
   for (const r of parseCertificates(input.rootPem, names.root)) {
     if (!roots.some((x) => sameCert(x, r))) roots.push(r);
@@ -127,8 +243,8 @@ export function buildKeyCertBundle(input: BundleInput, clock: Clock): KeyCertBun
   const responseChainPem = Object.freeze([...belowRoots.map(certificatePem), rootBundlePem]);
   return Object.freeze({
     signingCert,
-    signingKey,
-    signingKeyType,
+    signer,
+    signingKeyType: signer.keyType,
     certChain: Object.freeze(certChain),
     roots: Object.freeze(roots),
     responseChainPem,

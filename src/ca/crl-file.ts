@@ -70,7 +70,7 @@ export async function updateCaCrl(p: UpdateCaCrlParams): Promise<UpdateCaCrlResu
   }
   // cas[0] is the signing certificate itself (chainCas starts with it).
   const keys = new Map<X509Certificate, Issuer>([
-    [cas[0] as X509Certificate, { cert: signing, key: p.bundle.signingKey }],
+    [cas[0] as X509Certificate, { cert: signing, key: p.bundle.signer }],
   ]);
   if (p.root && rootCa) keys.set(rootCa, p.root);
 

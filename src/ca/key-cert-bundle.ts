@@ -1,8 +1,8 @@
-import type { KeyObject } from 'node:crypto';
 import type { X509Certificate } from '@peculiar/x509';
 import type { CaCrl } from '../pki/crl.js';
 import type { KeyType } from '../pki/key-type.js';
 import type { LeafSigner } from '../pki/leaf-signer.js';
+import type { CaSigner } from '../pki/signer.js';
 
 /**
  * The CA's material: an immutable snapshot, built only after every check passed (key matches
@@ -10,7 +10,11 @@ import type { LeafSigner } from '../pki/leaf-signer.js';
  */
 export interface KeyCertBundle {
   readonly signingCert: X509Certificate;
-  readonly signingKey: KeyObject;
+  /**
+   * Holds the signing certificate's private key and signs with it: a key in this process, or
+   * in a PKCS#11 token (src/ca/signers/). Everything this CA signs goes through it.
+   */
+  readonly signer: CaSigner;
   readonly signingKeyType: KeyType;
   /** From the signing certificate up to, not including, the root. Starts with signingCert. */
   readonly certChain: readonly X509Certificate[];

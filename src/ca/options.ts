@@ -3,7 +3,7 @@ import type { CaKeyType } from '../pki/key-type.js';
 /**
  * What the CA is and, in local mode, where it comes from. Kubernetes mode reads its material from
  * Secrets instead (src/kube/cacerts-secret-source.ts) and uses only what makes a self-signed
- * root from here (its key type and lifetime).
+ * root from here (its key type and lifetime), and `caKeyUri` for the `cacerts` Secret's key.
  */
 export interface CaOptions {
   /**
@@ -22,6 +22,12 @@ export interface CaOptions {
   readonly dataDir: string;
   /** A plugged-in CA folder (Istio's cacerts layout), followed; undefined = the self-signed root. */
   readonly cacertsDir: string | undefined;
+  /**
+   * The plugged-in CA's key inside a PKCS#11 token (RFC 7512 URI, src/ca/signers/pkcs11-uri.ts;
+   * docs/hsm.md) instead of ca-key.pem, unless the set names its own (ca-key.uri). Used by both
+   * modes: with the folder here, with the `cacerts` Secret in Kubernetes mode.
+   */
+  readonly caKeyUri: string | undefined;
   /** How often the plugged-in folder is re-read (mounted Secrets change by symlink swaps). */
   readonly cacertsPollIntervalMs: number;
   /**

@@ -5,12 +5,13 @@ import type { CaSnapshot, CaState, KeyCertBundle } from './key-cert-bundle.js';
 export type LeafSignerFactory = (bundle: KeyCertBundle) => LeafSigner;
 
 /**
- * The hot path: fixed parts encoded once per CA, signed on libuv's thread pool. Byte-identical
+ * The hot path: fixed parts encoded once per CA, signed by the bundle's signer (an in-process
+ * key on libuv's thread pool, or an HSM). Byte-identical
  * to the @peculiar/x509 reference signer, src/pki/reference-leaf-signer.ts
  * (test/pki/fast/fast-leaf-signer.test.ts), so it is the default.
  */
 export const fastLeafSignerFactory: LeafSignerFactory = (b) =>
-  createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signingKey);
+  createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signer);
 
 /**
  * The CA state the server reads: one snapshot, replaced whole. A request that already holds

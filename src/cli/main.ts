@@ -3,30 +3,36 @@
 import 'reflect-metadata';
 import { Command, CommanderError } from 'commander';
 import { isCastellanError } from '../errors.js';
-import { registerCaCommands } from './commands/ca.js';
-import { registerServeCommand } from './serve/command.js';
-import { registerTokenCommand } from './commands/token.js';
-import { registerRequestCommand } from './commands/request.js';
-import { registerAgentCommand } from './commands/agent.js';
-import { registerPolicyCommands } from './commands/policy.js';
 
-export function buildProgram(): Command {
+/**
+ * Each command's module, loaded only when that command runs: `castellan token` then starts
+ * without the serving stack, gRPC or X.509 (each command imports what it needs), and only the
+ * full help lists them all.
+ */
+const COMMANDS: Readonly<Record<string, () => Promise<(program: Command) => void>>> = {
+  ca: async () => (await import('./commands/ca.js')).registerCaCommands,
+  serve: async () => (await import('./serve/command.js')).registerServeCommand,
+  token: async () => (await import('./commands/token.js')).registerTokenCommand,
+  request: async () => (await import('./commands/request.js')).registerRequestCommand,
+  agent: async () => (await import('./commands/agent.js')).registerAgentCommand,
+  policy: async () => (await import('./commands/policy.js')).registerPolicyCommands,
+};
+
+/** The program with the command `argv` names, or with every command (help, a mistyped name). */
+export async function buildProgram(argv: readonly string[]): Promise<Command> {
   const program = new Command('castellan')
     .description('A certificate authority and mesh identity service compatible with Istio')
     .showHelpAfterError()
     .exitOverride();
-  registerCaCommands(program);
-  registerServeCommand(program);
-  registerTokenCommand(program);
-  registerRequestCommand(program);
-  registerAgentCommand(program);
-  registerPolicyCommands(program);
+  const named = argv.find((a) => !a.startsWith('-'));
+  const load = named !== undefined ? COMMANDS[named] : undefined;
+  for (const register of load ? [load] : Object.values(COMMANDS)) (await register())(program);
   return program;
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
   try {
+    const program = await buildProgram(argv);
     await program.parseAsync(argv, { from: 'user' });
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {

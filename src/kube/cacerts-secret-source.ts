@@ -5,7 +5,13 @@ import { silentLogger, type Logger } from '../log.js';
 import type { KeyCertBundle } from '../ca/key-cert-bundle.js';
 import type { SwappableCaState } from '../ca/swappable-ca-state.js';
 import { certificatePem } from '../ca/build-key-cert-bundle.js';
-import { CA_CRL_FILE, bundleFromCacerts, detectLayout } from '../ca/cacerts-layout.js';
+import {
+  CA_CRL_FILE,
+  bundleFromCacerts,
+  bundleFromCacertsWithKeys,
+  detectLayout,
+} from '../ca/cacerts-layout.js';
+import type { KeyUriSigners } from '../ca/signers/key-uri-signers.js';
 import { followCrlExpiry } from '../ca/crl-expiry.js';
 import type { CaCrl } from '../pki/crl.js';
 import type { CaKeyType } from '../pki/key-type.js';
@@ -50,6 +56,12 @@ export interface KubeCaSourceOptions {
   readCrl?: boolean | undefined;
   logger?: Logger | undefined;
   retryMs?: number | undefined;
+  /**
+   * Keys in a PKCS#11 token (docs/hsm.md): `cacerts` may then name its key by URI (its
+   * `ca-key.uri`, or `keyUri`, serve's --ca-key-uri) instead of holding ca-key.pem; the set is
+   * loaded asynchronously, its signer probed, and start() waits for it.
+   */
+  keys?: { keyUri?: string | undefined; signers: KeyUriSigners } | undefined;
 }
 
 function sameBundle(a: KeyCertBundle | undefined, b: KeyCertBundle): boolean {
@@ -113,6 +125,13 @@ export class KubeCaSource {
   private readonly timers = new Set<Timer>();
   private unfollowCrl: (() => void) | undefined;
   private lastRefused = '';
+  /** Each `cacerts` event's number: a slower load of an older one is dropped. */
+  private cacertsSeq = 0;
+  /** The load of the latest `cacerts` while it runs (keys in a token load asynchronously). */
+  private pendingCacerts: Promise<void> | undefined;
+  /** Set while the latest `cacerts` could not be loaded because its token did not answer. */
+  private cacertsUnavailable: CastellanError | undefined;
+  private cacertsRetry: Timer | undefined;
 
   constructor(private readonly o: KubeCaSourceOptions) {
     this.logger = o.logger ?? silentLogger;
@@ -135,6 +154,10 @@ export class KubeCaSource {
       handlers: { upsert: (s) => this.onSecret(s), deleted: (s) => this.onDeleted(s) },
     });
     await this.informer.synced;
+    // A `cacerts` whose key is in a token is still being probed: it decides, not a fallback.
+    while (this.pendingCacerts) await this.pendingCacerts;
+    // Its token did not answer: not ready, rather than a self-signed root nobody planned.
+    if (!this.plugged && this.cacertsUnavailable) throw this.cacertsUnavailable;
     this.synced = true;
     this.unfollowCrl = followCrlExpiry(this.o.state, this.o.clock, (crl) => this.crlExpired(crl));
     this.recordRoots();
@@ -156,6 +179,7 @@ export class KubeCaSource {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.cacertsRetry?.cancel();
     for (const t of this.timers) t.cancel();
     this.unfollowCrl?.();
     await this.informer?.stop();
@@ -227,38 +251,81 @@ export class KubeCaSource {
     this.cacertsSecret = secret;
     const where = `secret ${namespace}/${CACERTS_SECRET}`;
     const keepPrevious = secret.metadata?.annotations?.[KEEP_PREVIOUS_ROOTS_ANNOTATION] !== 'false';
-    try {
-      const fresh = bundleFromCacerts(
+    const source = `cacerts-secret:${namespace}/${CACERTS_SECRET}`;
+    const seq = ++this.cacertsSeq;
+    if (this.o.keys) {
+      const load = bundleFromCacertsWithKeys(
         files,
         {
-          source: `cacerts-secret:${namespace}/${CACERTS_SECRET}`,
+          source,
           where,
+          keyUri: this.o.keys.keyUri,
+          signers: this.o.keys.signers,
           readCrl: this.o.readCrl,
         },
         clock,
+      ).then(
+        (fresh) => {
+          if (seq !== this.cacertsSeq || this.stopped) return;
+          this.cacertsUnavailable = undefined;
+          if (fresh) this.acceptCacerts(secret, where, files, fresh, keepPrevious);
+          this.o.keys?.signers.retain(this.o.state.current()?.bundle.signer);
+        },
+        (e: unknown) => {
+          if (seq !== this.cacertsSeq || this.stopped) return;
+          const error = asCastellanError(e);
+          this.cacertsNow = { state: 'refused', error };
+          this.refuse(secret, where, error);
+          // The token did not answer: the same Secret is tried again, not only when it changes.
+          this.cacertsUnavailable = error.kind === 'unavailable' ? error : undefined;
+          if (error.kind === 'unavailable') {
+            this.cacertsRetry?.cancel();
+            this.cacertsRetry = this.o.clock.after(this.o.retryMs ?? 1000, () => {
+              if (seq === this.cacertsSeq && !this.stopped) this.onCacerts(secret);
+            });
+          }
+        },
       );
-      if (!fresh) return;
-      this.cacertsNow = { state: 'good' };
-      // The new set verified on its own; now publish old roots beside the new ones.
-      const freshRoots = fresh.roots.map(certificatePem);
-      const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
-      this.servedBefore = !keepPrevious
-        ? []
-        : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
-            (p) => !freshRoots.includes(p),
-          );
-      this.cacerts = { files, fresh, keep: keepPrevious };
-      this.installPlugged();
-      this.logger.debug(
-        { secret: where, resourceVersion: secret.metadata?.resourceVersion, keepPrevious },
-        'cacerts read',
-      );
-      this.recordRoots();
+      const pending = load.finally(() => {
+        if (this.pendingCacerts === pending) this.pendingCacerts = undefined;
+      });
+      this.pendingCacerts = pending;
+      return;
+    }
+    try {
+      const fresh = bundleFromCacerts(files, { source, where, readCrl: this.o.readCrl }, clock);
+      if (fresh) this.acceptCacerts(secret, where, files, fresh, keepPrevious);
     } catch (e) {
       const error = asCastellanError(e);
       this.cacertsNow = { state: 'refused', error };
       this.refuse(secret, where, error);
     }
+  }
+
+  /** A `cacerts` that verified on its own: published with the roots served before it. */
+  private acceptCacerts(
+    secret: V1Secret,
+    where: string,
+    files: Map<string, string>,
+    fresh: KeyCertBundle,
+    keepPrevious: boolean,
+  ): void {
+    this.cacertsNow = { state: 'good' };
+    // The new set verified on its own; now publish old roots beside the new ones.
+    const freshRoots = fresh.roots.map(certificatePem);
+    const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
+    this.servedBefore = !keepPrevious
+      ? []
+      : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
+          (p) => !freshRoots.includes(p),
+        );
+    this.cacerts = { files, fresh, keep: keepPrevious };
+    this.installPlugged();
+    this.logger.debug(
+      { secret: where, resourceVersion: secret.metadata?.resourceVersion, keepPrevious },
+      'cacerts read',
+    );
+    this.recordRoots();
   }
 
   private onSelfSigned(secret: V1Secret): void {
@@ -384,10 +451,12 @@ export class KubeCaSource {
       const merged = new Map(files);
       merged.set(rootKey, (files.get(rootKey) ?? '') + '\n' + old.join(''));
       try {
+        // A token key was probed with this very certificate when `fresh` was loaded.
+        const probed = { signer: fresh.signer, cert: fresh.signingCert };
         bundle =
           bundleFromCacerts(
             merged,
-            { source: fresh.source, where, readCrl: this.o.readCrl },
+            { source: fresh.source, where, readCrl: this.o.readCrl, probed },
             this.o.clock,
           ) ?? fresh;
       } catch (e) {

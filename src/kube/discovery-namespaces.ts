@@ -1,14 +1,7 @@
-import type { CoreV1Api, KubeConfig, V1ConfigMap } from '@kubernetes/client-node';
 import { parse as parseYaml } from 'yaml';
-import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { startInformer, type Informer } from './informer.js';
 import { matchesLabelSelector, parseLabelSelector, type LabelSelector } from './label-selector.js';
-
-/** istiod's mesh config: ConfigMap `istio` in its namespace, the MeshConfig YAML under `mesh`. */
-export const MESH_CONFIGMAP = 'istio';
-export const MESH_CONFIGMAP_KEY = 'mesh';
 
 /** Which namespaces get the published ConfigMaps; the publisher asks on every reconcile. */
 export interface NamespaceFilter {
@@ -55,60 +48,38 @@ export function parseDiscoverySelectors(meshYaml: string, where: string): LabelS
 }
 
 /**
- * The mesh config's `discoverySelectors`, followed live from ConfigMap `istio` (key `mesh`), as
- * istiod's discovery namespace filter follows them (pkg/kube/namespace/filter.go): no selectors
- * select every namespace, a namespace is selected when any selector matches its labels, and a
- * selector that does not parse leaves the previous selection in place (logged). A deleted
- * ConfigMap means istiod's defaults: every namespace.
+ * The mesh config's `discoverySelectors`, followed live as istiod's discovery namespace filter
+ * follows them (pkg/kube/namespace/filter.go): no selectors select every namespace, a namespace
+ * is selected when any selector matches its labels, and a selector that does not parse leaves
+ * the previous selection in place (logged). No mesh config (a deleted ConfigMap) means istiod's
+ * defaults: every namespace. It watches nothing itself: the one watch of ConfigMap `istio`
+ * (src/kube/mesh-config-watch.ts) feeds it, with the mesh holder, through `meshChanged`.
  */
 export class DiscoveryNamespaces implements NamespaceFilter {
   private selectors: readonly LabelSelector[] = [];
   /** The last text applied, so a resync or an unrelated edit of the mesh config notifies no one. */
   private applied = '[]';
   private readonly listeners = new Set<() => void>();
-  private informer: Informer<V1ConfigMap> | undefined;
   private readonly logger: Logger;
 
-  constructor(
-    private readonly o: {
-      kubeConfig: KubeConfig;
-      core: CoreV1Api;
-      namespace: string;
-      clock: Clock;
-      configMapName?: string | undefined;
-      logger?: Logger | undefined;
-      retryMs?: number | undefined;
-    },
-  ) {
-    this.logger = o.logger ?? silentLogger;
+  constructor(options: { logger?: Logger | undefined } = {}) {
+    this.logger = options.logger ?? silentLogger;
   }
 
-  private get name(): string {
-    return this.o.configMapName ?? MESH_CONFIGMAP;
-  }
-
-  /** Starts the watch; resolves once the ConfigMap (or its absence) has been read. */
-  async start(): Promise<void> {
-    const { core, namespace } = this.o;
-    const fieldSelector = `metadata.name=${this.name}`;
-    this.informer = startInformer<V1ConfigMap>({
-      kubeConfig: this.o.kubeConfig,
-      path: `/api/v1/namespaces/${namespace}/configmaps`,
-      fieldSelector,
-      list: () => core.listNamespacedConfigMap({ namespace, fieldSelector }),
-      clock: this.o.clock,
-      logger: this.logger,
-      retryMs: this.o.retryMs,
-      handlers: {
-        upsert: (cm) => this.read(cm),
-        deleted: () => this.apply([]),
-      },
-    });
-    await this.informer.synced;
-  }
-
-  async stop(): Promise<void> {
-    await this.informer?.stop();
+  /** The mesh config's text (`where` names it in errors), or undefined when there is none. */
+  meshChanged(text: string | undefined, where: string): void {
+    if (text === undefined) {
+      this.apply([]);
+      return;
+    }
+    try {
+      this.apply(parseDiscoverySelectors(text, where));
+    } catch (e) {
+      this.logger.error(
+        { error: asCastellanError(e).message },
+        'mesh config refused: the discovery selectors stay as they were',
+      );
+    }
   }
 
   selects(namespace: { readonly labels?: Readonly<Record<string, string>> | undefined }): boolean {
@@ -123,19 +94,6 @@ export class DiscoveryNamespaces implements NamespaceFilter {
     return () => {
       this.listeners.delete(listener);
     };
-  }
-
-  private read(cm: V1ConfigMap): void {
-    if (cm.metadata?.name !== this.name) return;
-    const where = `configmap ${this.o.namespace}/${this.name} ${MESH_CONFIGMAP_KEY}`;
-    try {
-      this.apply(parseDiscoverySelectors(cm.data?.[MESH_CONFIGMAP_KEY] ?? '', where));
-    } catch (e) {
-      this.logger.error(
-        { error: asCastellanError(e).message },
-        'mesh config refused: the discovery selectors stay as they were',
-      );
-    }
   }
 
   private apply(selectors: readonly LabelSelector[]): void {

@@ -4,13 +4,11 @@ import {
   type KubeConfig,
   type KubernetesListObject,
   type KubernetesObject,
-  type V1ConfigMap,
 } from '@kubernetes/client-node';
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import type { PolicyCompiler } from '../policy/compiler.js';
-import { MESH_CONFIG_MAP, meshFromConfigMap, type MeshSettings } from '../policy/mesh.js';
 import { parseResources } from '../policy/parse-resources.js';
 import { workloadFromPod } from '../policy/pod-workload.js';
 import { describeApiError, isApiStatus } from './client.js';
@@ -28,12 +26,7 @@ const KINDS = [
 /** One input change as it reached the compiler (for logs, tests and metrics). */
 export interface PolicyWatchChange {
   readonly kind:
-    | 'PeerAuthentication'
-    | 'AuthorizationPolicy'
-    | 'RequestAuthentication'
-    | 'Pod'
-    | 'Namespace'
-    | 'MeshConfig';
+    'PeerAuthentication' | 'AuthorizationPolicy' | 'RequestAuthentication' | 'Pod' | 'Namespace';
   readonly namespace: string;
   readonly name: string;
   readonly deleted: boolean;
@@ -53,12 +46,11 @@ export interface PolicyWatch {
  * Kubernetes mode's policy inputs: PeerAuthentications, AuthorizationPolicies and
  * RequestAuthentications (security.istio.io, v1 preferred, v1beta1 when v1 is not served — the
  * API server stores one object and serves it in both), Pods (the workloads), Namespaces (a
- * deleted namespace takes its workloads and policies along) and the MeshConfig in the `istio`
- * ConfigMap of the root namespace (its `mesh` key, as istiod reads it; fields it leaves out
- * keep the compiler's starting settings), fed into the compiler object by object so that each
- * change recomputes only the bundles it can affect. A policy that fails the CRD schema (only
- * possible without the CRD's validation) is treated as absent, with a warning; a MeshConfig
- * that cannot be read keeps the last good settings, with a warning.
+ * deleted namespace takes its workloads and policies along), fed into the compiler object by
+ * object so that each change recomputes only the bundles it can affect. A policy that fails the
+ * CRD schema (only possible without the CRD's validation) is treated as absent, with a warning.
+ * The MeshConfig is not followed here: serve's one watch of ConfigMap `istio`
+ * (src/kube/mesh-config-watch.ts) feeds the mesh holder, which hands the compiler every change.
  */
 export async function startPolicyWatch(options: {
   kubeConfig: KubeConfig;
@@ -68,12 +60,6 @@ export async function startPolicyWatch(options: {
   logger?: Logger | undefined;
   retryMs?: number | undefined;
   onChange?: ((change: PolicyWatchChange) => void) | undefined;
-  /**
-   * Follow the `istio` ConfigMap's MeshConfig here (default). `serve` passes false: its one
-   * mesh holder (src/cli/serve/mesh-holder.ts, src/kube/mesh-config-watch.ts) follows that
-   * ConfigMap for issuance and hands the compiler every change, so one watch, one value.
-   */
-  followMeshConfig?: boolean | undefined;
 }): Promise<PolicyWatch> {
   const log = options.logger ?? silentLogger;
   const { compiler, kubeConfig } = options;
@@ -183,54 +169,6 @@ export async function startPolicyWatch(options: {
         logger: log,
       }),
     );
-
-    if (options.followMeshConfig !== false) {
-      // MeshConfig: the settings the compiler started with are the defaults under the ConfigMap.
-      const base: MeshSettings = compiler.meshSettings;
-      const meshNamespace = base.rootNamespace;
-      const meshSelector = `metadata.name=${MESH_CONFIG_MAP}`;
-      const applyMesh = (next: MeshSettings, deleted = false): void => {
-        if (JSON.stringify(next) === JSON.stringify(compiler.meshSettings)) return;
-        compiler.setMesh(next);
-        report({
-          kind: 'MeshConfig',
-          namespace: meshNamespace,
-          name: MESH_CONFIG_MAP,
-          deleted,
-          recomputed: compiler.lastRecomputed,
-        });
-      };
-      informers.push(
-        startInformer<V1ConfigMap>({
-          kubeConfig,
-          path: `/api/v1/namespaces/${meshNamespace}/configmaps`,
-          fieldSelector: meshSelector,
-          list: () =>
-            core.listNamespacedConfigMap({ namespace: meshNamespace, fieldSelector: meshSelector }),
-          handlers: {
-            upsert: (cm) => {
-              if (cm.metadata?.name !== MESH_CONFIG_MAP) return;
-              try {
-                applyMesh(
-                  meshFromConfigMap(cm.data, base, `configmap ${meshNamespace}/${MESH_CONFIG_MAP}`),
-                );
-              } catch (e) {
-                log.warn(
-                  { configMap: `${meshNamespace}/${MESH_CONFIG_MAP}`, error: (e as Error).message },
-                  'MeshConfig not applied; keeping the last good settings',
-                );
-              }
-            },
-            deleted: (cm) => {
-              if (cm.metadata?.name === MESH_CONFIG_MAP) applyMesh(base, true);
-            },
-          },
-          clock: options.clock,
-          retryMs: options.retryMs,
-          logger: log,
-        }),
-      );
-    }
 
     informers.push(
       startInformer({

@@ -108,7 +108,7 @@ export class RootRotator {
       }
       const next = await reissueRoot(
         bundle,
-        bundle.signingKey,
+        bundle.signer,
         clock,
         this.o.ttlMs ?? DEFAULT_SELF_SIGNED_TTL_MS,
       );

@@ -1,4 +1,4 @@
-import { createPublicKey, verify as verifySignature, webcrypto } from 'node:crypto';
+import { createPublicKey, verify as verifySignature } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CRLNumber, CertificateList, id_ce_cRLNumber } from '@peculiar/asn1-x509';
 import {
@@ -11,8 +11,9 @@ import {
 } from '@peculiar/x509';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
-import { subjectKeyIdOf, toSigningCryptoKey, truncateToSeconds, type Issuer } from './issue.js';
+import { subjectKeyIdOf, truncateToSeconds, type Issuer } from './issue.js';
 import { pemBlocksOf, toPem } from './pem.js';
+import { generatorSigning, signerOf } from './signer.js';
 
 /** The PEM label of a CRL (RFC 7468 §5), as `openssl crl` writes and reads it. */
 export const CRL_PEM_LABEL = 'X509 CRL';
@@ -289,14 +290,14 @@ export async function createCrl(p: CreateCrlParams): Promise<string> {
   if (!Number.isSafeInteger(p.crlNumber) || p.crlNumber < 0) {
     throw new CastellanError('invalid-argument', `CRL number ${p.crlNumber} out of range`);
   }
-  const { cryptoKey, sign } = await toSigningCryptoKey(p.issuer.key);
+  const { signingKey, signingAlgorithm, crypto } = generatorSigning(signerOf(p.issuer.key));
   const crl = await X509CrlGenerator.create(
     {
       issuer: p.issuer.cert.subjectName,
       thisUpdate: truncateToSeconds(p.thisUpdate),
       nextUpdate: truncateToSeconds(p.nextUpdate),
-      signingKey: cryptoKey,
-      signingAlgorithm: sign,
+      signingKey,
+      signingAlgorithm,
       extensions: [
         new AuthorityKeyIdentifierExtension(
           Buffer.from(subjectKeyIdOf(p.issuer.cert)).toString('hex'),
@@ -310,7 +311,7 @@ export async function createCrl(p: CreateCrlParams): Promise<string> {
         ...(e.reason !== undefined ? { reason: e.reason } : {}),
       })),
     },
-    webcrypto,
+    crypto,
   );
   return toPem(CRL_PEM_LABEL, crl.rawData);
 }

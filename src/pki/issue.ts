@@ -1,4 +1,4 @@
-import { webcrypto, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import {
   Name,
   SubjectKeyIdentifierExtension,
@@ -6,21 +6,20 @@ import {
   X509CertificateGenerator,
 } from '@peculiar/x509';
 import { CastellanError } from '../errors.js';
-import type { KeyType } from './key-type.js';
-import { keyTypeOf, spkiOf } from './keys.js';
+import { spkiOf } from './keys.js';
 import {
   keyIdentifier,
   profileExtensions,
   profileSubject,
   type CertificateProfile,
-  caSignatureAlgorithm,
 } from './profiles.js';
 import { randomSerial, serialToHex } from './serial.js';
+import { generatorSigning, signerOf, type SigningKey } from './signer.js';
 
-/** A signing certificate and its key. */
+/** A signing certificate and its key (in this process, or behind a CaSigner such as an HSM). */
 export interface Issuer {
   readonly cert: X509Certificate;
-  readonly key: KeyObject;
+  readonly key: SigningKey;
 }
 
 export interface IssueParams {
@@ -30,47 +29,11 @@ export interface IssueParams {
   /** Required unless the profile is a root (self-signed with `selfKey`). */
   readonly issuer?: Issuer;
   /** For roots: the private key that signs the root itself. */
-  readonly selfKey?: KeyObject;
+  readonly selfKey?: SigningKey;
   readonly notBefore: Date;
   readonly notAfter: Date;
   /** Default: randomSerial(). */
   readonly serial?: Uint8Array;
-}
-
-/** The WebCrypto shape of caSignatureAlgorithm, for @peculiar/x509's generator. */
-function signingAlgorithm(keyType: KeyType): {
-  import: webcrypto.RsaHashedImportParams | webcrypto.EcKeyImportParams;
-  sign: webcrypto.Algorithm & { hash?: string };
-} {
-  const alg = caSignatureAlgorithm(keyType);
-  const hash = alg.hash === 'sha384' ? 'SHA-384' : 'SHA-256';
-  return alg.family === 'ecdsa'
-    ? {
-        import: { name: 'ECDSA', namedCurve: alg.namedCurve as string },
-        sign: { name: 'ECDSA', hash },
-      }
-    : {
-        import: { name: 'RSASSA-PKCS1-v1_5', hash },
-        sign: { name: 'RSASSA-PKCS1-v1_5', hash },
-      };
-}
-
-type SigningKey = { cryptoKey: webcrypto.CryptoKey; sign: webcrypto.Algorithm };
-/** Imported once per KeyObject: a CA key signs many certificates. */
-const imported = new WeakMap<KeyObject, Promise<SigningKey>>();
-
-/** Imports a node KeyObject into WebCrypto for @peculiar/x509's generator (cached). */
-export function toSigningCryptoKey(key: KeyObject): Promise<SigningKey> {
-  let p = imported.get(key);
-  if (!p) {
-    const alg = signingAlgorithm(keyTypeOf(key));
-    p = webcrypto.subtle
-      .importKey('pkcs8', key.export({ format: 'der', type: 'pkcs8' }), alg.import, false, ['sign'])
-      .then((cryptoKey) => ({ cryptoKey, sign: alg.sign }));
-    imported.set(key, p);
-    p.catch(() => imported.delete(key));
-  }
-  return p;
 }
 
 /** The SKI an issuer's certificates are identified by: its SKI extension, else computed. */
@@ -88,7 +51,7 @@ export function subjectKeyIdOf(cert: X509Certificate): Uint8Array {
 export async function issueCertificate(p: IssueParams): Promise<X509Certificate> {
   const spki = p.publicKey instanceof Uint8Array ? p.publicKey : spkiOf(p.publicKey);
   const subjectKeyId = keyIdentifier(spki);
-  let signingKey: KeyObject;
+  let signingKey: SigningKey;
   let issuerName: Name;
   let authorityKeyId: Uint8Array;
   const subject = new Name(profileSubject(p.profile));
@@ -111,7 +74,11 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
   if (p.notAfter.getTime() <= p.notBefore.getTime()) {
     throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
   }
-  const { cryptoKey, sign } = await toSigningCryptoKey(signingKey);
+  const {
+    signingKey: generatorKey,
+    signingAlgorithm,
+    crypto,
+  } = generatorSigning(signerOf(signingKey));
   return X509CertificateGenerator.create(
     {
       serialNumber: serialToHex(p.serial ?? randomSerial()),
@@ -120,11 +87,11 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
       notBefore: truncateToSeconds(p.notBefore),
       notAfter: truncateToSeconds(p.notAfter),
       publicKey: spki,
-      signingKey: cryptoKey,
-      signingAlgorithm: sign,
+      signingKey: generatorKey,
+      signingAlgorithm,
       extensions: profileExtensions(p.profile, subjectKeyId, authorityKeyId),
     },
-    webcrypto,
+    crypto,
   );
 }
 

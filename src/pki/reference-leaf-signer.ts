@@ -1,7 +1,7 @@
-import type { KeyObject } from 'node:crypto';
 import type { X509Certificate } from '@peculiar/x509';
 import { issueCertificate } from './issue.js';
 import type { LeafParams, LeafSigner } from './leaf-signer.js';
+import { signerOf, type SigningKey } from './signer.js';
 
 /**
  * The reference LeafSigner: every leaf made with @peculiar/x509's generator in the workload
@@ -10,9 +10,9 @@ import type { LeafParams, LeafSigner } from './leaf-signer.js';
  */
 export function createReferenceLeafSigner(
   issuerCert: X509Certificate,
-  issuerKey: KeyObject,
+  issuerKey: SigningKey,
 ): LeafSigner {
-  const issuer = { cert: issuerCert, key: issuerKey };
+  const issuer = { cert: issuerCert, key: signerOf(issuerKey) };
   return {
     async sign(params: LeafParams): Promise<Uint8Array> {
       const cert = await issueCertificate({

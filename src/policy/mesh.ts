@@ -1,4 +1,3 @@
-import { parseSingleDocument } from './documents.js';
 import { InputFields, fieldError } from './input-fields.js';
 import { PATH_NORMALIZATIONS, type PathNormalization } from './path-normalization.js';
 
@@ -101,25 +100,6 @@ export function meshFromConfig(value: unknown, base: MeshSettings, path = 'mesh'
 /** The `mesh` of a `policy check` input (or a --mesh file): MeshConfig fields over the defaults. */
 export function parseMesh(value: unknown, path = 'mesh'): MeshSettings {
   return meshFromConfig(value, DEFAULT_MESH, path);
-}
-
-/** The ConfigMap istiod reads its MeshConfig from, in its own (the root) namespace. */
-export const MESH_CONFIG_MAP = 'istio';
-const MESH_CONFIG_KEY = 'mesh';
-
-/**
- * The MeshConfig in the `istio` ConfigMap's `mesh` key (YAML text), over `base`; `base` itself
- * when the ConfigMap has no such key. Bad YAML or a bad field is a CastellanError naming it.
- */
-export function meshFromConfigMap(
-  data: Readonly<Record<string, string>> | undefined,
-  base: MeshSettings,
-  origin: string,
-): MeshSettings {
-  const text = data?.[MESH_CONFIG_KEY];
-  if (text === undefined || text.trim() === '') return base;
-  const at = `${origin}.data.${MESH_CONFIG_KEY}`;
-  return meshFromConfig(parseSingleDocument(text, at), base, at);
 }
 
 /** The local trust domain first, then its aliases (trustdomain.NewBundle). */

@@ -1,4 +1,5 @@
 import type { Logger } from '../log.js';
+import type { RateLimit } from './admission.js';
 import type { AuthenticatorName } from '../authn/authenticator.js';
 
 /**
@@ -20,8 +21,11 @@ export interface AuditImpersonation {
 
 /** One CreateCertificate call as the audit trail records it. Never a token, never a key. */
 export interface AuditRecord {
-  /** `cancelled`: the caller left (cancel, deadline, closed connection) before we signed. */
-  readonly outcome: 'issued' | 'refused' | 'cancelled';
+  /**
+   * `cancelled`: the caller left (cancel, deadline, closed connection) before we signed.
+   * `shed`: refused by admission control (src/server/admission.ts), lines rate-limited.
+   */
+  readonly outcome: 'issued' | 'refused' | 'cancelled' | 'shed';
   /** The gRPC status name sent back (OK, INVALID_ARGUMENT, UNAUTHENTICATED, ...). */
   readonly code: string;
   /** Why it was refused, precise (this is where the real authentication failure reason goes). */
@@ -47,13 +51,55 @@ export interface AuditRecord {
  */
 export class AuditLog {
   private readonly log: Logger;
+  private readonly shedLines: RateLimit;
+  /** The shed-line bucket: tokens left and when it was last filled (undefined: full). */
+  private shedTokens: number;
+  private shedUpdatedMs: number | undefined;
+  /** Shed lines dropped since the last one written; the next one written says how many. */
+  private suppressed = 0;
 
-  constructor(logger: Logger) {
+  constructor(logger: Logger, options: { readonly shedLines?: RateLimit } = {}) {
     this.log = logger.child({ audit: 'csr' });
+    this.shedLines = options.shedLines ?? SHED_LINES;
+    this.shedTokens = this.shedLines.burst;
   }
 
   record(r: AuditRecord): void {
-    const line = {
+    const line = this.line(r);
+    if (r.outcome === 'issued') this.log.info(line, 'certificate issued');
+    else if (r.outcome === 'cancelled') this.log.info(line, 'certificate request cancelled');
+    else this.log.warn(line, 'certificate request refused');
+  }
+
+  /**
+   * A call refused by admission control: one line per call, like every other, but at most
+   * `shedLines` of them (a token bucket on the log itself), since an overload is exactly when
+   * lines would flood the log. Returns false when the line was suppressed; the next line
+   * written carries `suppressed`, the count dropped since the previous one.
+   */
+  recordShed(r: AuditRecord, nowMs: number): boolean {
+    const elapsed = this.shedUpdatedMs === undefined ? 0 : Math.max(0, nowMs - this.shedUpdatedMs);
+    this.shedUpdatedMs = nowMs;
+    this.shedTokens = Math.min(
+      this.shedLines.burst,
+      this.shedTokens + (elapsed / 1000) * this.shedLines.perSecond,
+    );
+    if (this.shedTokens < 1) {
+      this.suppressed++;
+      return false;
+    }
+    this.shedTokens -= 1;
+    const suppressed = this.suppressed;
+    this.suppressed = 0;
+    this.log.warn(
+      { ...this.line(r), suppressed: suppressed > 0 ? suppressed : undefined },
+      'certificate request shed',
+    );
+    return true;
+  }
+
+  private line(r: AuditRecord): Record<string, unknown> {
+    return {
       outcome: r.outcome,
       code: r.code,
       reason: r.reason,
@@ -70,11 +116,15 @@ export class AuditLog {
       requestedTtlSeconds: r.requestedTtlSeconds,
       durationMs: Math.round(r.durationMs * 1000) / 1000,
     };
-    if (r.outcome === 'issued') this.log.info(line, 'certificate issued');
-    else if (r.outcome === 'cancelled') this.log.info(line, 'certificate request cancelled');
-    else this.log.warn(line, 'certificate request refused');
   }
 }
+
+/**
+ * Shed lines: 20 a second, bursts of 100. An overload sheds thousands of calls a second (the
+ * reliability suite sheds 1,500 in one burst); 20 lines a second, each with the count suppressed
+ * before it, tell who is shed and how much without the log becoming the next bottleneck.
+ */
+const SHED_LINES: RateLimit = { perSecond: 20, burst: 100 };
 
 /** A client-chosen string in an audit line: at most 256 characters. */
 function capped(s: string): string {

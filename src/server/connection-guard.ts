@@ -72,14 +72,14 @@ export class ConnectionMetrics {
   constructor(registry: Registry, openConnections: () => number) {
     const registers = [registry];
     this.closed = new Counter({
-      name: 'castellan_grpc_connections_closed_count',
+      name: 'castellan_grpc_connections_closed_total',
       help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
       labelNames: ['reason'],
       registers,
     });
     this.probes = new Counter({
-      name: 'castellan_grpc_ping_probes_count',
-      help: 'PING probes of HTTP/2 sessions that may have been ended by nghttp2 (a reset flood, bytes that opened no stream), by outcome: sent, answered. One sent and not answered closes the connection (castellan_grpc_connections_closed_count{reason="unresponsive"}).',
+      name: 'castellan_grpc_ping_probes_total',
+      help: 'PING probes of HTTP/2 sessions that may have been ended by nghttp2 (a reset flood, bytes that opened no stream), by outcome: sent, answered. One sent and not answered closes the connection (castellan_grpc_connections_closed_total{reason="unresponsive"}).',
       labelNames: ['outcome'],
       registers,
     });

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { status, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
+import { status, type Metadata, type sendUnaryData, type ServerUnaryCall } from '@grpc/grpc-js';
 import {
   undecodableReason,
   type IstioCertificateRequest,
@@ -16,6 +16,8 @@ import { CLUSTER_ID_METADATA } from '../authn/token-review-authenticator.js';
 import type { Clock } from '../clock.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import { formatSpiffeId, makeSpiffeId } from '../pki/spiffe.js';
+import { QueueAbandoned, Shed, type Admission } from './admission.js';
+import { admitCall, retryPushback, type CallTicket } from './admission-call.js';
 import type { AuditImpersonation, AuditLog } from './audit.js';
 import { grpcAuthRequest } from './auth-request.js';
 import { CA_SERVICE_TEXTS, toGrpcFailure, type GrpcFailure } from './status-map.js';
@@ -71,6 +73,8 @@ export interface CaServiceDeps<C> {
   readonly clock: Clock;
   readonly metrics: CaMetrics;
   readonly audit: AuditLog;
+  /** Admission control (./admission.ts); absent: no limit. */
+  readonly admission?: Admission | undefined;
 }
 
 /** A refusal on its way out: the error, plus the Istio metric label when it is a signing error. */
@@ -95,7 +99,7 @@ class CallCancelled extends Error {
 
 /** The gRPC status a refused call ends with, on its way from handle() to the callback. */
 class CallRefused extends Error {
-  constructor(readonly failure: GrpcFailure) {
+  constructor(readonly failure: GrpcFailure & { readonly metadata?: Metadata }) {
     super(failure.details);
   }
 }
@@ -121,6 +125,7 @@ export function resolveTtlMs(requestedSeconds: number, policy: TtlPolicy): numbe
  * every failure becomes a gRPC status through `toGrpcFailure`.
  */
 export function createCertificateHandler<C>(deps: CaServiceDeps<C>) {
+  if (deps.admission) deps.metrics.followAdmission(deps.admission);
   return (
     call: ServerUnaryCall<IstioCertificateRequest, IstioCertificateResponse>,
     callback: sendUnaryData<IstioCertificateResponse>,
@@ -153,6 +158,7 @@ async function handle<C>(
   let caller: Caller | undefined;
   let spiffeId: string | undefined;
   let impersonation: AuditImpersonation | undefined;
+  let ticket: CallTicket | undefined;
 
   try {
     if (undecodable !== undefined) {
@@ -172,6 +178,8 @@ async function handle<C>(
       );
     }
 
+    // Admission control: a slot before any crypto; the caller's budget once it is known.
+    ticket = await admitCall(deps.admission, call, deps.clock);
     throwIfCancelled('before authentication');
     try {
       caller = await deps.authenticate(
@@ -225,6 +233,12 @@ async function handle<C>(
           : new CastellanError('impersonation-refused', err.message),
       );
     }
+
+    ticket.charge(
+      impersonation?.node !== undefined
+        ? { kind: 'node', caller: callerId, node: impersonation.node }
+        : { kind: 'identity', spiffeId: callerId },
+    );
 
     const snapshot = deps.caState.current();
     if (!snapshot) {
@@ -298,8 +312,11 @@ async function handle<C>(
     const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);
     const seconds = (performance.now() - started) / 1000;
     metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
-    audit.record({
-      outcome: 'refused',
+    const shed = refusal.error instanceof Shed ? refusal.error : undefined;
+    if (shed) metrics.shedCount.inc({ reason: shed.reason });
+    else if (refusal.error instanceof QueueAbandoned) metrics.queueAbandonedCount.inc();
+    const record = {
+      outcome: shed ? ('shed' as const) : ('refused' as const),
       code: status[failure.code],
       reason: `${refusal.error.kind}: ${refusal.error.message}`,
       spiffeId,
@@ -309,8 +326,12 @@ async function handle<C>(
       peer,
       requestedTtlSeconds,
       durationMs: seconds * 1000,
-    });
-    throw new CallRefused(failure);
+    };
+    if (!shed) audit.record(record);
+    else if (!audit.recordShed(record, deps.clock.now())) metrics.auditLinesSuppressedCount.inc();
+    throw new CallRefused(shed ? { ...failure, metadata: retryPushback(shed) } : failure);
+  } finally {
+    ticket?.release();
   }
 }
 

@@ -29,7 +29,7 @@ export const servingCertificateIssuer: ServingCertificateIssuer = async (snapsho
       sans: [...request.names.dnsNames, ...request.names.ipAddresses],
     },
     publicKey: request.publicKey,
-    issuer: { cert: snapshot.bundle.signingCert, key: snapshot.bundle.signingKey },
+    issuer: { cert: snapshot.bundle.signingCert, key: snapshot.bundle.signer },
     notBefore: request.notBefore,
     notAfter: request.notAfter,
   });

@@ -11,7 +11,13 @@ export type WorkerMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
  */
 const MIRRORED_COUNTERS = new Set(['castellan_ca_load_errors_total']);
 /** Gauges of each worker's own resources: the service has their sum. */
-const SUMMED_GAUGES = new Set(['castellan_csr_check_threads_ready']);
+const SUMMED_GAUGES = new Set([
+  'castellan_csr_check_threads_ready',
+  'castellan_csr_inflight',
+  'castellan_csr_queued',
+  // Each worker's own connections on the shared gRPC port.
+  'castellan_grpc_open_connections',
+]);
 
 function aggregatorFor(metric: WorkerMetrics[number]): Aggregator {
   // prom-client types `type` as a numeric enum, but the JSON carries its name ('gauge').

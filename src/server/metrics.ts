@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { CaSnapshot } from '../ca/key-cert-bundle.js';
 import type { Clock } from '../clock.js';
+import type { ShedReason } from './admission.js';
 
 /**
  * Istio's label values for `citadel_server_csr_sign_err_count{error}` (security/pkg/pki/error),
@@ -22,6 +23,14 @@ export class CaMetrics {
   /** Calls the client cancelled before we signed: nothing was issued (not in istiod). */
   readonly cancelledCount: Counter;
   readonly issuanceSeconds: Histogram<'outcome'>;
+  /** Calls refused by admission control, by the limit that refused them. */
+  readonly shedCount: Counter<'reason'>;
+  /** Calls whose client cancelled while they waited for a slot. */
+  readonly queueAbandonedCount: Counter;
+  /** Audit lines of shed calls dropped by the audit log's own rate limit. */
+  readonly auditLinesSuppressedCount: Counter;
+  /** Admission control's state, read when scraped; no sample without admission control. */
+  private admission: { readonly inflight: number; readonly queued: number } | undefined;
   /** The first root of the trust bundle, as istiod reports it. */
   private rootNotAfterMs: number | undefined;
   /** The root that expires first, whichever its place in the trust bundle. */
@@ -59,7 +68,7 @@ export class CaMetrics {
       registers,
     });
     this.cancelledCount = new Counter({
-      name: 'castellan_csr_cancelled_count',
+      name: 'castellan_csr_cancelled_total',
       help: 'The number of CSRs whose call the client cancelled (or whose deadline passed) before the certificate was signed; nothing was issued.',
       registers,
     });
@@ -70,6 +79,35 @@ export class CaMetrics {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     });
+    this.shedCount = new Counter({
+      name: 'castellan_csr_shed_total',
+      help: 'CreateCertificate calls refused at once with RESOURCE_EXHAUSTED by admission control, by reason: queue_full (too many in progress and waiting), identity_rate (the identity is over --rate-limit), node_rate (a node proxy is over its node budget).',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of SHED_REASONS) this.shedCount.inc({ reason }, 0);
+    this.queueAbandonedCount = new Counter({
+      name: 'castellan_csr_queue_abandoned_total',
+      help: 'CreateCertificate calls whose client cancelled while they waited for a slot.',
+      registers,
+    });
+    this.auditLinesSuppressedCount = new Counter({
+      name: 'castellan_audit_lines_suppressed_total',
+      help: 'Audit lines of shed calls not written because of the audit log rate limit.',
+      registers,
+    });
+    gauge(
+      registers,
+      'castellan_csr_inflight',
+      'CreateCertificate calls in progress (holding a slot of --max-inflight-csr).',
+      () => this.admission?.inflight,
+    );
+    gauge(
+      registers,
+      'castellan_csr_queued',
+      'CreateCertificate calls waiting for a slot (at most --max-queued-csr).',
+      () => this.admission?.queued,
+    );
     // Timestamps are set when the CA changes; the *_seconds variants are "time left", so they
     // are computed when scraped (Istio exports both).
     const left = (at: number | undefined): number | undefined =>
@@ -137,6 +175,11 @@ export class CaMetrics {
     );
   }
 
+  /** Reports this admission control's in-flight and queued counts when scraped. */
+  followAdmission(admission: { readonly inflight: number; readonly queued: number }): void {
+    this.admission = admission;
+  }
+
   /**
    * Follows the CA: the first root and the earliest one, the earliest certificate of the signing chain, and the
    * CRL loaded with it (none: its gauges have no sample).
@@ -150,6 +193,8 @@ export class CaMetrics {
     this.crl = crl && { nextUpdateMs: crl.nextUpdate?.getTime(), revoked: crl.revokedCount };
   }
 }
+
+const SHED_REASONS: readonly ShedReason[] = ['queue_full', 'identity_rate', 'node_rate'];
 
 function earliest(values: number[]): number | undefined {
   return values.length === 0 ? undefined : Math.min(...values);

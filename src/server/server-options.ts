@@ -1,5 +1,6 @@
 import type { HostPort } from '../address.js';
 import type { ConnectionLimits } from './connection-guard.js';
+import type { AdmissionOptions } from './admission.js';
 import type { TtlPolicy } from './create-certificate.js';
 import type { CsrThreadsSetting } from './csr-check-threads.js';
 import type { ServingNames } from './serving-certificate.js';
@@ -19,4 +20,6 @@ export interface ServerOptions {
   readonly csrThreads: CsrThreadsSetting;
   /** Handshake, idle and keepalive bounds of the gRPC port's connections. */
   readonly connections: ConnectionLimits;
+  /** Admission control of CreateCertificate (./admission.ts), for this process. */
+  readonly admission: AdmissionOptions;
 }

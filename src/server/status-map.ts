@@ -72,6 +72,8 @@ type FailureClass =
   | 'impersonation-refused'
   | 'permission-denied'
   | 'unavailable'
+  /** Overload or a rate limit: our own words (when to retry), safe for the caller. */
+  | 'resource-exhausted'
   /** Ours, not the caller's: opaque on the wire, precise in the logs. */
   | 'internal';
 
@@ -93,6 +95,7 @@ function failureClass(error: unknown): { readonly cls: FailureClass; readonly me
     case 'impersonation-refused':
     case 'permission-denied':
     case 'unavailable':
+    case 'resource-exhausted':
       return { cls: e.kind, message: e.message };
     // Our CA material, not the caller's request: a broken or expired CA is our fault.
     case 'encrypted-key':
@@ -116,6 +119,7 @@ const CODES: Readonly<Record<FailureClass, { readonly grpc: status; readonly htt
   'impersonation-refused': { grpc: status.UNAUTHENTICATED, http: 401 },
   'permission-denied': { grpc: status.PERMISSION_DENIED, http: 403 },
   unavailable: { grpc: status.UNAVAILABLE, http: 503 },
+  'resource-exhausted': { grpc: status.RESOURCE_EXHAUSTED, http: 429 },
   internal: { grpc: status.INTERNAL, http: 500 },
 };
 
@@ -132,6 +136,8 @@ function safeText(cls: FailureClass, message: string, texts: OpaqueTexts): strin
       return texts.permissionDenied;
     case 'unavailable':
       return texts.unavailable;
+    case 'resource-exhausted':
+      return message;
     case 'internal':
       return texts.internal;
   }

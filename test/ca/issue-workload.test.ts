@@ -140,8 +140,8 @@ test('a CN longer than 64 characters never reaches a leaf: omitted as istiod omi
     const signer = new SwappableCaState({
       leafSignerFactory: (b) =>
         factory === 'fast'
-          ? createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signingKey)
-          : createReferenceLeafSigner(b.signingCert, b.signingKey),
+          ? createFastLeafSigner(new Uint8Array(b.signingCert.rawData), b.signer)
+          : createReferenceLeafSigner(b.signingCert, b.signer),
     });
     const snapshot = signer.swap(state.current()!.bundle);
     const r = await issueWorkloadCertificate(

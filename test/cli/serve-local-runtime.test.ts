@@ -6,12 +6,20 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { X509Certificate } from 'node:crypto';
-import { loadCacertsFolder } from '../../src/ca/sources/folder.js';
+import {
+  KeyUriSigners,
+  REPLACED_SIGNER_GRACE_MS,
+  type ClosableSigner,
+} from '../../src/ca/signers/key-uri-signers.js';
+import { loadCacertsFolder, loadCacertsFolderRead } from '../../src/ca/sources/folder.js';
 import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { CacertsFolderWatcher, startLocalRuntime } from '../../src/cli/serve/local-runtime.js';
 import { completeServeOptions } from '../../src/cli/serve/options.js';
 import { systemClock } from '../../src/clock.js';
+import { CastellanError } from '../../src/errors.js';
 import { silentLogger } from '../../src/log.js';
+import { parsePrivateKeyPem } from '../../src/pki/keys.js';
+import { keyObjectSigner } from '../../src/pki/signer.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { waitFor } from '../support/wait-for.js';
@@ -80,6 +88,128 @@ test('the plugged-in folder: a broken set is refused and counted, a good one swa
   assert.equal(clock.pending, 0, 'stopped: no timer left');
 });
 
+test("the plugged-in folder: a set replaced between the load and the watcher's first read is swapped in at that read (issue 15: load and watch share one fingerprint)", async () => {
+  const dir = join(tmp(), 'cacerts');
+  useSampleSet(dir, '-alt');
+  const clock = new ManualClock(Date.now());
+  const caState = new SwappableCaState();
+  const loaded = await loadCacertsFolderRead(dir, clock);
+  caState.swap(loaded.bundle!);
+  // A rotation lands while serve is still starting: after the load, before the first poll.
+  useSampleSet(dir, '');
+  const refused: string[] = [];
+  const watcher = new CacertsFolderWatcher({
+    dir,
+    caState,
+    clock,
+    intervalMs: 2000,
+    logger: silentLogger,
+    onRefused: (source) => refused.push(source),
+    loadedFingerprint: loaded.fingerprint,
+  });
+  try {
+    await watcher.start(); // resolves once the first read is done, the swap with it
+    assert.equal(caState.current()?.generation, 2, 'swapped at the first read, not left behind');
+    assert.equal(
+      fingerprint(caState.current()!.bundle.rootBundlePem),
+      fingerprint(readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8')),
+    );
+    assert.deepEqual(refused, []);
+    await clock.advance(2000);
+    await watcher.readNow();
+    assert.equal(caState.current()?.generation, 2, 'unchanged since: not loaded again');
+  } finally {
+    await watcher.stop();
+  }
+});
+
+/**
+ * One of Istio's sample sets with its key named by URI (`ca-key.uri` = `uri:<set>`) instead of
+ * ca-key.pem, as a set whose key is in a token looks.
+ */
+function useSampleSetByUri(dir: string, set: '' | '-alt'): void {
+  useSampleSet(dir, set);
+  rmSync(join(dir, 'ca-key.pem'));
+  writeFileSync(join(dir, 'ca-key.uri'), `uri:${set}\n`);
+}
+
+test('the plugged-in folder, key by URI: a token that did not answer is tried again at the next poll; the replaced signer is closed after the grace period', async () => {
+  const dir = join(tmp(), 'cacerts');
+  useSampleSetByUri(dir, '-alt');
+  const clock = new ManualClock(Date.now());
+  // A stand-in for the PKCS#11 opener (that one has its own tests against SoftHSM2): the
+  // sample set's key file, or `unavailable` while the "token" is away.
+  let tokenAway = false;
+  const opened: string[] = [];
+  const closed: string[] = [];
+  const signers = new KeyUriSigners({
+    clock,
+    opener: (uri): Promise<ClosableSigner> => {
+      if (tokenAway) {
+        return Promise.reject(new CastellanError('unavailable', 'the token did not answer'));
+      }
+      opened.push(uri);
+      const keyFile = `ca-key${uri.slice('uri:'.length)}.pem`;
+      const inner = keyObjectSigner(
+        parsePrivateKeyPem(readFileSync(join(istioSampleCerts, keyFile), 'utf8'), keyFile).key,
+      );
+      return Promise.resolve({
+        keyType: inner.keyType,
+        description: uri,
+        sign: (data, algorithm) => inner.sign(data, algorithm),
+        close: () => {
+          closed.push(uri);
+          return Promise.resolve();
+        },
+      });
+    },
+  });
+  const keys = { keyUri: undefined, signers };
+  const caState = new SwappableCaState();
+  caState.swap((await loadCacertsFolder(dir, clock, keys))!);
+  const refused: string[] = [];
+  const watcher = new CacertsFolderWatcher({
+    dir,
+    caState,
+    clock,
+    intervalMs: 2000,
+    logger: silentLogger,
+    onRefused: (source) => refused.push(source),
+    keys,
+  });
+  await watcher.start();
+  try {
+    tokenAway = true;
+    useSampleSetByUri(dir, '');
+    await clock.advance(2000);
+    await waitFor('the refusal', () => refused.length === 1);
+    assert.equal(caState.current()?.generation, 1, 'still the last good CA');
+
+    // The files do not change again: the next poll loads the same set once the token answers.
+    tokenAway = false;
+    await clock.advance(2000);
+    const swapped = await waitFor('the swap', () => {
+      const s = caState.current();
+      return s?.generation === 2 ? s : undefined;
+    });
+    assert.equal(swapped.bundle.signer.description, 'uri:');
+    assert.deepEqual(opened, ['uri:-alt', 'uri:']);
+    assert.equal(refused.length, 1);
+
+    // Requests that took the old snapshot may still sign with its key for a while.
+    await clock.advance(REPLACED_SIGNER_GRACE_MS - 1);
+    assert.deepEqual(closed, []);
+    await clock.advance(1);
+    await waitFor('the replaced signer closed', () => closed.length === 1);
+    assert.deepEqual(closed, ['uri:-alt']);
+  } finally {
+    await watcher.stop();
+    await signers.close();
+  }
+  assert.deepEqual(closed, ['uri:-alt', 'uri:'], 'closed with the runtime');
+  assert.equal(clock.pending, 0, 'stopped: no timer left');
+});
+
 test('local runtime: the trust bundle file follows the CA; token hint and metrics', async () => {
   const dataDir = join(tmp(), 'data');
   const cacerts = join(tmp(), 'cacerts');
@@ -90,7 +220,7 @@ test('local runtime: the trust bundle file follows the CA; token hint and metric
     cacertsDir: cacerts,
     cacertsPollInterval: '1s',
   });
-  const runtime = await startLocalRuntime(options, { clock, logger: silentLogger });
+  const runtime = await startLocalRuntime(options, { clock, logger: silentLogger, env: {} });
   try {
     const rootFile = resolve(dataDir, 'root-cert.pem');
     assert.equal(runtime.trustBundle, rootFile);
@@ -136,6 +266,7 @@ test('local runtime without a folder: the self-signed root in the data dir', asy
   const runtime = await startLocalRuntime(completeServeOptions({ dataDir }), {
     clock: systemClock,
     logger: silentLogger,
+    env: {},
   });
   try {
     assert.match(runtime.caState.current()!.bundle.source, /^self-signed:/);
@@ -157,6 +288,7 @@ test('local runtime: a ca-crl.pem left in the data dir by an earlier plugged-in 
   const runtime = await startLocalRuntime(completeServeOptions({ dataDir }), {
     clock: systemClock,
     logger: silentLogger,
+    env: {},
   });
   try {
     await runtime.publishTrustBundle();
@@ -168,7 +300,7 @@ test('local runtime: a ca-crl.pem left in the data dir by an earlier plugged-in 
   writeFileSync(stale, 'left as it is');
   const off = await startLocalRuntime(
     completeServeOptions({ dataDir }, { PILOT_ENABLE_CA_CRL: 'false' }),
-    { clock: systemClock, logger: silentLogger },
+    { clock: systemClock, logger: silentLogger, env: {} },
   );
   try {
     await off.publishTrustBundle();

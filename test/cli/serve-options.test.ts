@@ -28,7 +28,7 @@ const DURATION_HINT = 'use a positive duration such as 24h, 90m, 1h30m or plain 
 
 describe('completeServeOptions', () => {
   test('defaults: each component gets its own options', () => {
-    assert.deepEqual(completeServeOptions({}), {
+    assert.deepEqual(completeServeOptions({}, {}, 2), {
       logLevel: 'info',
       workers: undefined,
       ca: {
@@ -37,6 +37,7 @@ describe('completeServeOptions', () => {
         selfSignedRootTtlMs: 87_600 * HOUR,
         dataDir: './.castellan',
         cacertsDir: undefined,
+        caKeyUri: undefined,
         cacertsPollIntervalMs: 2000,
         enableCaCrl: true,
       },
@@ -56,6 +57,13 @@ describe('completeServeOptions', () => {
           idleTimeoutMs: 300_000,
           keepaliveIntervalMs: 30_000,
           keepaliveTimeoutMs: 10_000,
+        },
+        // 2 cores: 16 in flight per core, 16 waiting per slot (test/server/admission-options.test.ts).
+        admission: {
+          maxInflight: 32,
+          maxQueued: 512,
+          identityRate: { perSecond: 20, burst: 100 },
+          nodeRateFactor: 8,
         },
       },
       policy: {
@@ -92,6 +100,7 @@ describe('completeServeOptions', () => {
     const c = completeServeOptions({
       dataDir: 'd',
       cacertsDir: 'c',
+      caKeyUri: 'pkcs11:token=ca;object=k?module-path=/m.so',
       cacertsPollInterval: '250ms',
       jwtIssuer: 'https://issuer',
       jwksFile: 'jwks.json',
@@ -110,6 +119,7 @@ describe('completeServeOptions', () => {
       selfSignedRootTtlMs: 87_600 * HOUR,
       dataDir: 'd',
       cacertsDir: 'c',
+      caKeyUri: 'pkcs11:token=ca;object=k?module-path=/m.so',
       cacertsPollIntervalMs: 250,
       enableCaCrl: true,
     });

@@ -13,7 +13,12 @@ import {
   ROOT_CERT_CONFIGMAP,
   ROOT_CERT_CONFIGMAP_KEY,
 } from '../../src/kube/configmap-publisher.js';
-import { DiscoveryNamespaces, MESH_CONFIGMAP } from '../../src/kube/discovery-namespaces.js';
+import { DiscoveryNamespaces } from '../../src/kube/discovery-namespaces.js';
+import {
+  MESH_CONFIGMAP,
+  startMeshConfigWatch,
+  type MeshConfigWatch,
+} from '../../src/kube/mesh-config-watch.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
@@ -208,6 +213,7 @@ describe('every namespace', () => {
 describe("the mesh config's discoverySelectors", () => {
   let api: FakeApiServer;
   let discovery: DiscoveryNamespaces;
+  let meshWatch: MeshConfigWatch;
   let publisher: ConfigMapPublisher;
   const clock = new ManualClock();
   const { logger, lines } = capturingLogger();
@@ -240,15 +246,19 @@ describe("the mesh config's discoverySelectors", () => {
       ].join('\n'),
     );
     const kc = kubeConfigFor(api);
-    discovery = new DiscoveryNamespaces({
+    // As serve wires it (src/cli/serve/kube-runtime.ts): the one mesh config watch feeds it.
+    const selectors = new DiscoveryNamespaces({ logger });
+    discovery = selectors;
+    meshWatch = startMeshConfigWatch({
       kubeConfig: kc,
       core: kc.makeApiClient(CoreV1Api),
       namespace: 'istio-system',
       clock,
       logger,
       retryMs: RETRY_MS,
+      onChange: (text) => selectors.meshChanged(text, 'configmap istio-system/istio key mesh'),
     });
-    await discovery.start();
+    await meshWatch.synced;
     publisher = publisherFor(
       api,
       clock,
@@ -260,7 +270,7 @@ describe("the mesh config's discoverySelectors", () => {
   });
   after(async () => {
     await publisher.stop();
-    await discovery.stop();
+    await meshWatch.stop();
     await api.stop();
   });
 
@@ -302,7 +312,7 @@ describe("the mesh config's discoverySelectors", () => {
     );
     assert.match(
       String(refused.error),
-      /configmap istio-system\/istio mesh discoverySelectors\[0\]\.matchExpressions\[0\]\.operator: "Sometimes" is not a valid label selector operator/,
+      /configmap istio-system\/istio key mesh discoverySelectors\[0\]\.matchExpressions\[0\]\.operator: "Sometimes" is not a valid label selector operator/,
     );
     api.createNamespace('team-c', { mesh: 'on' });
     await waitFor('team-c selected by the old selectors', () => rootIn('team-c') === BUNDLE_1);

@@ -48,6 +48,7 @@ const deps = (identity?: string): KubeRuntimeDeps => ({
   ca: {
     selfSignedKeyType: 'ec-p256',
     selfSignedRootTtlMs: 10 * 365 * 86_400_000,
+    caKeyUri: undefined,
     enableCaCrl: true,
   },
   trustDomain: () => 'cluster.local',

@@ -146,10 +146,18 @@ test('the mesh config trust domain signs, renews and feeds policies, and is foll
     await waitFor('the first bundle', () => updates.length > 0);
     assert.equal(trustDomainOf(updates.at(-1)), 'old.example', updates[0]!.bundleJson);
 
-    // Live: a new trust domain with the old one as an alias.
-    putMesh('trustDomain: new.example\ntrustDomainAliases: [old.example]\n');
+    // Live: a new trust domain with the old one as an alias, and a MeshConfig field only
+    // policies read (the one ConfigMap watch feeds the compiler too).
+    putMesh(
+      'trustDomain: new.example\ntrustDomainAliases: [old.example]\npathNormalization: {normalization: MERGE_SLASHES}\n',
+    );
     await waitFor('the bundle in the new trust domain', () =>
       trustDomainOf(updates.at(-1)) === 'new.example' ? true : undefined,
+    );
+    assert.equal(
+      (JSON.parse(updates.at(-1)!.bundleJson) as { mesh?: { pathNormalization?: string } }).mesh
+        ?.pathNormalization,
+      'MERGE_SLASHES',
     );
     const change = lines.find((l) => l.msg.startsWith('trust domain changed'));
     assert.deepEqual(

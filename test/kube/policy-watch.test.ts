@@ -233,56 +233,6 @@ test('a RequestAuthentication reaches the bundles of the pods it selects (JWT ru
   assert.deepEqual(compiler.bundle('shop', 'web-1')!.requestAuthentication.rules, []);
 });
 
-test('the istio ConfigMap: its MeshConfig applies (pathNormalization), a bad one keeps the last good, deletion restores the start', async () => {
-  // take() clears `changes`: count what this test saw on its own.
-  const seen = new Set<PolicyWatchChange>();
-  const countMesh = (): number => {
-    for (const c of changes) if (c.kind === 'MeshConfig') seen.add(c);
-    return seen.size;
-  };
-  const configMap = (mesh: string) => ({
-    apiVersion: 'v1',
-    kind: 'ConfigMap',
-    metadata: { namespace: 'istio-system', name: 'istio' },
-    data: { mesh },
-  });
-  await core.createNamespacedConfigMap({
-    namespace: 'istio-system',
-    body: configMap(
-      'pathNormalization:\n  normalization: MERGE_SLASHES\ntrustDomainAliases: [old.td]\n',
-    ),
-  });
-  await waitFor('the MeshConfig applied', () => countMesh() === 1);
-  assert.equal(compiler.meshSettings.pathNormalization, 'MERGE_SLASHES');
-  assert.deepEqual(compiler.meshSettings.trustDomainAliases, ['old.td']);
-  assert.equal(compiler.meshSettings.trustDomain, 'cluster.local', 'unset fields keep the start');
-  assert.equal(compiler.bundle('shop', 'web-1')!.mesh.pathNormalization, 'MERGE_SLASHES');
-  assert.equal(take().length, 4, 'every bundle recomputed');
-
-  await core.replaceNamespacedConfigMap({
-    namespace: 'istio-system',
-    name: 'istio',
-    body: configMap('pathNormalization: {normalization: SOMETIMES}\n'),
-  });
-  // An unrelated ConfigMap update afterwards proves the bad one was seen and skipped.
-  await core.createNamespacedConfigMap({
-    namespace: 'istio-system',
-    body: { metadata: { namespace: 'istio-system', name: 'other' }, data: { mesh: 'x: [' } },
-  });
-  await core.replaceNamespacedConfigMap({
-    namespace: 'istio-system',
-    name: 'istio',
-    body: configMap('pathNormalization: {normalization: NONE}\n'),
-  });
-  await waitFor('the next good MeshConfig applied', () => countMesh() === 2);
-  assert.equal(compiler.meshSettings.pathNormalization, 'NONE');
-
-  await core.deleteNamespacedConfigMap({ namespace: 'istio-system', name: 'istio' });
-  await waitFor('deletion applied', () => countMesh() === 3);
-  assert.deepEqual(compiler.meshSettings, DEFAULT_MESH);
-  take();
-});
-
 test('pods: a status-only update recomputes nothing; a new pod gets a bundle; deleted ones lose it', async () => {
   const cur = api.getObject('pods', 'shop', 'web-1')!;
   api.putObject('pods', 'shop', { ...cur, status: { phase: 'Running', podIP: '10.0.0.9' } });

@@ -41,6 +41,7 @@ test('the runtime starts with no CA, says why, and refuses to lead', async () =>
       selfSignedKeyType: 'ec-p256',
       selfSignedRootTtlMs: 10 * 365 * 86_400_000,
       enableCaCrl: true,
+      caKeyUri: undefined,
     },
     trustDomain: () => 'cluster.local',
     authn: { tokenAudiences: ['istio-ca'] },

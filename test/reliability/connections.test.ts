@@ -74,7 +74,7 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
   });
   after(() => r.stop());
   const unresponsiveClosed = (): Promise<number> =>
-    r.metric('castellan_grpc_connections_closed_count', { reason: 'unresponsive' });
+    r.metric('castellan_grpc_connections_closed_total', { reason: 'unresponsive' });
 
   test('stalled TLS handshakes (no bytes, half a ClientHello) are closed after the handshake timeout', async () => {
     const silent = await rawTcp(r.port);
@@ -83,7 +83,7 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     await closedWithin('partial handshake closed', partial, 5000);
     assert.ok(waited >= 200, `closed after ${waited} ms, before the 300 ms timeout`);
     assert.equal(
-      await r.metric('castellan_grpc_connections_closed_count', { reason: 'handshake-timeout' }),
+      await r.metric('castellan_grpc_connections_closed_total', { reason: 'handshake-timeout' }),
       2,
     );
     await waitFor(
@@ -267,7 +267,7 @@ describe('gRPC port: probes of live sessions', () => {
     try {
       await new Promise<void>((resolve) => session.once('remoteSettings', () => resolve()));
       const sent = (): Promise<number> =>
-        r.metric('castellan_grpc_ping_probes_count', { outcome: 'sent' });
+        r.metric('castellan_grpc_ping_probes_total', { outcome: 'sent' });
       // Wait until the server has read the client's preface, SETTINGS and SETTINGS ack.
       await waitFor('the server acknowledged our SETTINGS', () =>
         session.pendingSettingsAck ? false : true,
@@ -277,7 +277,7 @@ describe('gRPC port: probes of live sessions', () => {
       await waitFor(
         'the probe answered',
         async () =>
-          (await r.metric('castellan_grpc_ping_probes_count', { outcome: 'answered' })) === 1,
+          (await r.metric('castellan_grpc_ping_probes_total', { outcome: 'answered' })) === 1,
       );
       assert.equal(pings, 1);
       for (let i = 0; i < 3; i++) await clock.advance(1000);

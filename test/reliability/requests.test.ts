@@ -156,7 +156,7 @@ describe('CreateCertificate: undecodable requests and cancelled calls', () => {
       assert.equal(line.spiffeId, 'spiffe://cluster.local/ns/foo/sa/bar');
       assert.match(String(line.reason), /before signing/);
       assert.equal(r.signed(), 0, 'nothing signed for a caller that left');
-      assert.equal(await r.metric('castellan_csr_cancelled_count'), 1);
+      assert.equal(await r.metric('castellan_csr_cancelled_total'), 1);
       assert.equal(await r.metric('citadel_server_success_cert_issuance_count'), 0);
     } finally {
       conn.socket.destroy();

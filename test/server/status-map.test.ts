@@ -39,6 +39,8 @@ const EXPECTED: Record<ErrorKind, Expected> = {
   },
   'permission-denied': { grpc: status.PERMISSION_DENIED, http: 403, answer: 'permissionDenied' },
   unavailable: { grpc: status.UNAVAILABLE, http: 503, answer: 'unavailable' },
+  // Admission control's own words: when to retry (src/server/admission.ts).
+  'resource-exhausted': { grpc: status.RESOURCE_EXHAUSTED, http: 429, answer: 'own' },
   'encrypted-key': { grpc: status.INTERNAL, http: 500, answer: 'internal' },
   'key-mismatch': { grpc: status.INTERNAL, http: 500, answer: 'internal' },
   'not-a-ca': { grpc: status.INTERNAL, http: 500, answer: 'internal' },

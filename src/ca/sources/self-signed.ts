@@ -1,14 +1,15 @@
 import type { KeyObject } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
-import { writeFileAtomic } from '../../atomic-write.js';
+import { syncFolder, temporaryPathFor, writeFileDurably } from '../../atomic-write.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { issueCertificate } from '../../pki/issue.js';
 import type { CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
 import type { SubjectName } from '../../pki/profiles.js';
+import { isCaSigner, type SigningKey } from '../../pki/signer.js';
 import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { KeyCertBundle } from '../key-cert-bundle.js';
 import { buildKeyCertBundle, certificatePem } from '../build-key-cert-bundle.js';
@@ -46,17 +47,24 @@ async function readIfExists(path: string): Promise<string | undefined> {
   }
 }
 
-/** A self-signed root in the root profile: subject O=<trust domain>. */
+/**
+ * A self-signed root in the root profile: subject O=<trust domain>. `publicKey` is the key's
+ * public half (a signer alone does not give it out); `key` itself when it is a KeyObject.
+ */
 export async function makeSelfSignedRoot(
-  key: KeyObject,
+  key: SigningKey,
   subject: SubjectName,
   clock: Clock,
   ttlMs: number,
+  publicKey?: KeyObject | Uint8Array,
 ): Promise<X509Certificate> {
   const now = clock.now();
+  if (!publicKey && isCaSigner(key)) {
+    throw new CastellanError('internal', 'a root signed by a signer needs its public key given');
+  }
   return issueCertificate({
     profile: { kind: 'root', subject },
-    publicKey: key,
+    publicKey: publicKey ?? (key as KeyObject),
     selfKey: key,
     notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
     notAfter: new Date(now + ttlMs),
@@ -68,35 +76,21 @@ export async function makeSelfSignedRoot(
  * (`ca-cert.pem`, `ca-key.pem` mode 0600, `root-cert.pem`) and reused on every restart. An
  * existing set is loaded and verified; a half set or a corrupt file is an error, never a
  * reason to make a new root (that would silently break every workload's trust).
+ *
+ * A new set appears all at once or not at all (issue 15): its files are written into a private
+ * staging folder, which is renamed to `.self-signed-ca.ready` (the one atomic commit), and only
+ * then moved into place. A start killed before the commit leaves a staging folder the next
+ * start removes (src/atomic-write.ts: removeStaleTemporaries) and makes a new set; one killed
+ * after it finds the committed set and finishes moving it.
  */
 export async function loadOrCreateSelfSignedCa(
   options: SelfSignedOptions,
   clock: Clock,
 ): Promise<KeyCertBundle> {
   const dir = options.dataDir;
-  const source = `self-signed:${dir}`;
-  const certPem = await readIfExists(join(dir, CERT));
-  const keyPem = await readIfExists(join(dir, KEY));
-  if (certPem !== undefined || keyPem !== undefined) {
-    if (certPem === undefined || keyPem === undefined) {
-      throw new CastellanError(
-        'incomplete-ca',
-        `self-signed CA: ${certPem === undefined ? CERT : KEY} is missing next to ${certPem === undefined ? KEY : CERT}; restore it or remove both to make a new root`,
-        { subject: dir },
-      );
-    }
-    const rootPem = (await readIfExists(join(dir, ROOT))) ?? certPem;
-    return buildKeyCertBundle(
-      {
-        certPem,
-        keyPem,
-        rootPem,
-        source,
-        fileNames: { cert: join(dir, CERT), key: join(dir, KEY), root: join(dir, ROOT) },
-      },
-      clock,
-    );
-  }
+  await finishCommittedSet(dir);
+  const existing = await loadSelfSignedSet(dir, clock);
+  if (existing) return existing;
   validateTrustDomain(options.trustDomain);
   const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
   const root = await makeSelfSignedRoot(
@@ -105,18 +99,102 @@ export async function loadOrCreateSelfSignedCa(
     clock,
     options.ttlMs ?? DEFAULT_SELF_SIGNED_TTL_MS,
   );
-  const newCertPem = certificatePem(root);
-  const newKeyPem = privateKeyToPem(privateKey);
+  const certPem = certificatePem(root);
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  // Key first: a crash between the writes leaves a key without a certificate, which the next
-  // start reports instead of silently replacing.
-  await writeFileAtomic(join(dir, KEY), newKeyPem, 0o600);
-  await writeFileAtomic(join(dir, CERT), newCertPem);
-  await writeFileAtomic(join(dir, ROOT), newCertPem);
+  await commitSet(dir, [
+    [KEY, privateKeyToPem(privateKey), 0o600],
+    [CERT, certPem, 0o644],
+    [ROOT, certPem, 0o644],
+  ]);
+  await finishCommittedSet(dir);
+  // Read back what is on disk: the set just written, or, had another process committed its set
+  // first, that one (so both serve the same root).
+  const written = await loadSelfSignedSet(dir, clock);
+  if (!written) {
+    throw new CastellanError('internal', 'the self-signed CA just written is not there', {
+      subject: dir,
+    });
+  }
+  return written;
+}
+
+async function loadSelfSignedSet(dir: string, clock: Clock): Promise<KeyCertBundle | undefined> {
+  const certPem = await readIfExists(join(dir, CERT));
+  const keyPem = await readIfExists(join(dir, KEY));
+  if (certPem === undefined && keyPem === undefined) return undefined;
+  if (certPem === undefined || keyPem === undefined) {
+    const rootPem = await readIfExists(join(dir, ROOT));
+    const fix =
+      certPem === undefined && rootPem === undefined
+        ? // What a start of an earlier version killed between its writes left: no certificate
+          // of this key was ever written, so none can have been trusted.
+          `; a first start of an earlier version was interrupted here and no root of this key was ever written: remove ${KEY} to make a new root`
+        : '; restore it or remove both to make a new root';
+    throw new CastellanError(
+      'incomplete-ca',
+      `self-signed CA: ${certPem === undefined ? CERT : KEY} is missing next to ${certPem === undefined ? KEY : CERT}${fix}`,
+      { subject: dir },
+    );
+  }
+  const rootPem = (await readIfExists(join(dir, ROOT))) ?? certPem;
   return buildKeyCertBundle(
-    { certPem: newCertPem, keyPem: newKeyPem, rootPem: newCertPem, source },
+    {
+      certPem,
+      keyPem,
+      rootPem,
+      source: `self-signed:${dir}`,
+      fileNames: { cert: join(dir, CERT), key: join(dir, KEY), root: join(dir, ROOT) },
+    },
     clock,
   );
+}
+
+/** The committed new set, while its files are being moved into the data dir. */
+const COMMITTED = '.self-signed-ca.ready';
+
+/**
+ * Writes every file (synced) into a staging folder named like a temporary file, then renames it
+ * to COMMITTED: after the rename the set exists as a whole, before it not at all. A set another
+ * process committed first wins; ours is dropped.
+ */
+async function commitSet(
+  dir: string,
+  files: readonly (readonly [name: string, text: string, mode: number])[],
+): Promise<void> {
+  const staging = temporaryPathFor(join(dir, '.self-signed-ca'));
+  await mkdir(staging, { mode: 0o700 });
+  try {
+    for (const [name, text, mode] of files) await writeFileDurably(join(staging, name), text, mode);
+    await syncFolder(staging);
+    await rename(staging, join(dir, COMMITTED));
+    await syncFolder(dir);
+  } catch (e) {
+    await rm(staging, { recursive: true, force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    // ENOTEMPTY/EEXIST: another process committed its set first.
+    if (code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+  }
+}
+
+/** Moves a committed set's files into place, whether this start or a killed one committed it. */
+async function finishCommittedSet(dir: string): Promise<void> {
+  const committed = join(dir, COMMITTED);
+  let names: string[];
+  try {
+    names = await readdir(committed);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  // ENOENT: another process finishing the same set moved it first.
+  const unlessGone = (e: unknown): void => {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  };
+  for (const name of names) {
+    await rename(join(committed, name), join(dir, name)).catch(unlessGone);
+  }
+  await rmdir(committed).catch(unlessGone);
+  await syncFolder(dir);
 }
 
 /**
@@ -125,7 +203,7 @@ export async function loadOrCreateSelfSignedCa(
  */
 export async function reissueRoot(
   bundle: KeyCertBundle,
-  key: KeyObject,
+  key: SigningKey,
   clock: Clock,
   ttlMs: number,
 ): Promise<X509Certificate> {
@@ -134,5 +212,11 @@ export async function reissueRoot(
     .flatMap((rdn) =>
       Object.entries(rdn).flatMap(([attr, values]) => values.map((v) => [attr, v] as const)),
     );
-  return makeSelfSignedRoot(key, subject, clock, ttlMs);
+  return makeSelfSignedRoot(
+    key,
+    subject,
+    clock,
+    ttlMs,
+    new Uint8Array(bundle.signingCert.publicKey.rawData),
+  );
 }

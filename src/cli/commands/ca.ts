@@ -20,9 +20,19 @@ import {
   buildKeyCertBundle,
   certificatePem,
   parseCertificates,
+  probeSigner,
 } from '../../ca/build-key-cert-bundle.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
-import { bundleFromCacerts, CA_CRL_FILE } from '../../ca/cacerts-layout.js';
+import {
+  bundleFromCacertsWithKeys,
+  CA_CRL_FILE,
+  CA_KEY_URI_FILE,
+} from '../../ca/cacerts-layout.js';
+import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
+import { generatePkcs11Key } from '../../ca/signers/pkcs11-keygen.js';
+import { openPkcs11Signer, type Pkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
+import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
+import type { CaSigner } from '../../pki/signer.js';
 import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { formatSerial, type CaCrl } from '../../pki/crl.js';
@@ -77,6 +87,33 @@ function collect(value: string, previous: string[]): string[] {
  * `castellan ca check` from cron daily is warned at least one run before the CRL lapses.
  */
 const DEFAULT_CRL_WARN_WITHIN = '24h';
+
+/** Opens key URIs for one command; close() before the command returns. */
+function tokenKeys(keyUri: string | undefined): {
+  keyUri: string | undefined;
+  signers: KeyUriSigners;
+} {
+  return {
+    keyUri,
+    signers: new KeyUriSigners({
+      opener: (uri) => openPkcs11Signer({ uri, env: process.env, clock: systemClock }),
+      clock: systemClock,
+    }),
+  };
+}
+
+/** `key: …` line of ca check: where the key is, and for a token key how it is protected. */
+async function keyLine(signer: CaSigner, keyType: string): Promise<string> {
+  const token = signer as Partial<Pkcs11Signer>;
+  if (!token.keyAttributes) return `key: in a file (${keyType})`;
+  const a = await token.keyAttributes();
+  const protection = [
+    a.sensitive ? 'sensitive' : 'NOT sensitive',
+    a.extractable ? 'EXTRACTABLE' : 'not extractable',
+    ...(a.neverExtractable ? ['never extractable'] : []),
+  ].join(', ');
+  return `key: ${signer.description} (${keyType}; ${protection}): a probe it signed verifies with the certificate's key`;
+}
 
 /** `--revoke` values: an existing file is a certificate file; anything else must be a serial. */
 async function revocationOf(arg: string): Promise<Revocation> {
@@ -233,6 +270,10 @@ export function registerCaCommands(program: Command): void {
     .option('--org <O>', 'subject organization', 'Castellan')
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_INTERMEDIATE_KEY)
     .option('--ttl <duration>', 'validity', durationArg, durationArg('8760h'))
+    .option(
+      '--key-uri <pkcs11-uri>',
+      'make the key inside this PKCS#11 token (non-extractable) instead of ca-key.pem: pkcs11:token=…;object=…?module-path=…&pin-source=file:… (docs/hsm.md)',
+    )
     .action(
       async (o: {
         rootDir: string;
@@ -241,6 +282,7 @@ export function registerCaCommands(program: Command): void {
         org: string;
         keyType: CaKeyType;
         ttl: number;
+        keyUri?: string;
       }) => {
         const rootCertFile = join(o.rootDir, 'root-cert.pem');
         const rootKeyFile = join(o.rootDir, 'root-key.pem');
@@ -257,7 +299,12 @@ export function registerCaCommands(program: Command): void {
           },
           systemClock,
         );
-        const { privateKey } = await generateKeyPair(o.keyType);
+        // The key: in the token (only its public half comes out), or a new in-process key.
+        const uri = o.keyUri !== undefined ? parsePkcs11Uri(o.keyUri) : undefined;
+        const privateKey = uri ? undefined : (await generateKeyPair(o.keyType)).privateKey;
+        const publicKey = uri
+          ? await generatePkcs11Key({ uri, keyType: o.keyType, env: process.env })
+          : (privateKey as NonNullable<typeof privateKey>);
         const now = systemClock.now();
         const notAfter = Math.min(now + o.ttl, rootBundle.signingCert.notAfter.getTime());
         const cert = await issueCertificate({
@@ -269,20 +316,35 @@ export function registerCaCommands(program: Command): void {
               ['L', o.name],
             ],
           },
-          publicKey: privateKey,
-          issuer: { cert: rootBundle.signingCert, key: rootBundle.signingKey },
+          publicKey,
+          issuer: { cert: rootBundle.signingCert, key: rootBundle.signer },
           notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
           notAfter: new Date(notAfter),
         });
         const certPem = certificatePem(cert);
+        if (uri) {
+          // The same check serve makes before it signs with the key: a probe verifies.
+          const signer = await openPkcs11Signer({ uri, env: process.env, clock: systemClock });
+          try {
+            await probeSigner(signer, cert, 'the new certificate');
+          } finally {
+            await signer.close();
+          }
+        }
         await mkdir(o.out, { recursive: true });
-        await writeFileAtomic(join(o.out, 'ca-key.pem'), privateKeyToPem(privateKey), 0o600);
-        await chmod(join(o.out, 'ca-key.pem'), 0o600);
+        if (privateKey) {
+          await writeFileAtomic(join(o.out, 'ca-key.pem'), privateKeyToPem(privateKey), 0o600);
+          await chmod(join(o.out, 'ca-key.pem'), 0o600);
+        }
         await writeFileAtomic(join(o.out, 'ca-cert.pem'), certPem);
         await writeFileAtomic(join(o.out, 'cert-chain.pem'), certPem + rootBundle.rootBundlePem);
         await writeFileAtomic(join(o.out, 'root-cert.pem'), rootBundle.rootBundlePem);
         process.stdout.write(
-          `wrote ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem to ${o.out} (${o.keyType}, "${cert.subject}", valid until ${cert.notAfter.toISOString()})\n`,
+          uri
+            ? `wrote ca-cert.pem, cert-chain.pem, root-cert.pem to ${o.out} (${o.keyType}, "${cert.subject}", valid until ${cert.notAfter.toISOString()})\n` +
+                `key: made inside the token, sensitive and not extractable: ${uri.text}\n` +
+                `serve with: castellan serve --cacerts-dir ${o.out} --ca-key-uri '${uri.text}' (or put the URI in ${join(o.out, CA_KEY_URI_FILE)})\n`
+            : `wrote ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem to ${o.out} (${o.keyType}, "${cert.subject}", valid until ${cert.notAfter.toISOString()})\n`,
         );
       },
     );
@@ -296,44 +358,61 @@ export function registerCaCommands(program: Command): void {
       durationArg,
       durationArg(DEFAULT_CRL_WARN_WITHIN),
     )
-    .action(async (o: { cacertsDir: string; crlWarnWithin: number }) => {
-      const bundle = await loadCacertsFolder(o.cacertsDir, systemClock);
-      if (!bundle) {
-        throw new CastellanError(
-          'incomplete-ca',
-          'no CA files found (expected ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem or tls.crt, tls.key, ca.crt)',
-          { subject: o.cacertsDir },
-        );
-      }
-      const now = systemClock.now();
-      const left = Math.floor((bundle.signingCert.notAfter.getTime() - now) / 1000) * 1000;
-      const lines = [
-        `OK: ${o.cacertsDir} is usable as a plugged-in CA`,
-        `signing certificate: "${bundle.signingCert.subject}" (${bundle.signingKeyType}), expires ${bundle.signingCert.notAfter.toISOString()} (in ${formatDuration(left)})`,
-        `chain: ${[...bundle.certChain.map((c) => `"${c.subject}"`), ...bundle.roots.map((r) => `root "${r.subject}"`)].join(' -> ')}`,
-        ...bundle.roots.map(
-          (r) => `root: "${r.subject}" (${keyDescription(r)}), expires ${r.notAfter.toISOString()}`,
-        ),
-        ...(bundle.crl
-          ? [
-              `crl: ${join(o.cacertsDir, CA_CRL_FILE)} verified: ${bundle.crl.crls.length} CRL(s), ${bundle.crl.revokedCount} revoked in all`,
-              ...describeCrl(bundle.crl, now),
-            ]
-          : [`crl: none (no ${CA_CRL_FILE})`]),
-      ];
-      process.stdout.write(lines.join('\n') + '\n');
-      const next = bundle.crl?.nextUpdate;
-      if (next && next.getTime() - now < o.crlWarnWithin) {
-        const file = join(o.cacertsDir, CA_CRL_FILE);
-        throw new CastellanError(
-          'expired',
-          next.getTime() < now
-            ? `the CRL expired on ${next.toISOString()} (nextUpdate; still published, but proxies checking it may refuse every peer): re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`
-            : `the CRL expires on ${next.toISOString()}, within ${formatDuration(o.crlWarnWithin)}: re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`,
-          { subject: file },
-        );
+    .option(
+      '--key-uri <pkcs11-uri>',
+      "the CA key in a PKCS#11 token, as serve's --ca-key-uri (a folder may name it in ca-key.uri instead)",
+    )
+    .action(async (o: { cacertsDir: string; crlWarnWithin: number; keyUri?: string }) => {
+      const keys = tokenKeys(o.keyUri);
+      try {
+        await checkCommand(o, keys);
+      } finally {
+        await keys.signers.close();
       }
     });
+
+  async function checkCommand(
+    o: { cacertsDir: string; crlWarnWithin: number },
+    keys: ReturnType<typeof tokenKeys>,
+  ): Promise<void> {
+    const bundle = await loadCacertsFolder(o.cacertsDir, systemClock, keys);
+    if (!bundle) {
+      throw new CastellanError(
+        'incomplete-ca',
+        'no CA files found (expected ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem or tls.crt, tls.key, ca.crt)',
+        { subject: o.cacertsDir },
+      );
+    }
+    const now = systemClock.now();
+    const left = Math.floor((bundle.signingCert.notAfter.getTime() - now) / 1000) * 1000;
+    const lines = [
+      `OK: ${o.cacertsDir} is usable as a plugged-in CA`,
+      `signing certificate: "${bundle.signingCert.subject}" (${bundle.signingKeyType}), expires ${bundle.signingCert.notAfter.toISOString()} (in ${formatDuration(left)})`,
+      await keyLine(bundle.signer, bundle.signingKeyType),
+      `chain: ${[...bundle.certChain.map((c) => `"${c.subject}"`), ...bundle.roots.map((r) => `root "${r.subject}"`)].join(' -> ')}`,
+      ...bundle.roots.map(
+        (r) => `root: "${r.subject}" (${keyDescription(r)}), expires ${r.notAfter.toISOString()}`,
+      ),
+      ...(bundle.crl
+        ? [
+            `crl: ${join(o.cacertsDir, CA_CRL_FILE)} verified: ${bundle.crl.crls.length} CRL(s), ${bundle.crl.revokedCount} revoked in all`,
+            ...describeCrl(bundle.crl, now),
+          ]
+        : [`crl: none (no ${CA_CRL_FILE})`]),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+    const next = bundle.crl?.nextUpdate;
+    if (next && next.getTime() - now < o.crlWarnWithin) {
+      const file = join(o.cacertsDir, CA_CRL_FILE);
+      throw new CastellanError(
+        'expired',
+        next.getTime() < now
+          ? `the CRL expired on ${next.toISOString()} (nextUpdate; still published, but proxies checking it may refuse every peer): re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`
+          : `the CRL expires on ${next.toISOString()}, within ${formatDuration(o.crlWarnWithin)}: re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`,
+        { subject: file },
+      );
+    }
+  }
 
   ca.command('crl')
     .description(
@@ -359,66 +438,85 @@ export function registerCaCommands(program: Command): void {
       durationArg,
       durationArg('7d'),
     )
+    .option('--key-uri <pkcs11-uri>', "the CA key in a PKCS#11 token, as serve's --ca-key-uri")
     .action(
-      async (o: { caDir: string; revoke: string[]; rootDir?: string; nextUpdate: number }) => {
-        const files = await readCacertsFolder(o.caDir);
-        const existingPem = files.get(CA_CRL_FILE);
-        files.delete(CA_CRL_FILE);
-        // The CA alone: the CRL there now may be the very thing this command is to fix.
-        const bundle = bundleFromCacerts(
-          files,
-          { source: `cacerts-dir:${o.caDir}`, where: o.caDir, readCrl: false },
-          systemClock,
-        );
-        if (!bundle) {
-          throw new CastellanError(
-            'incomplete-ca',
-            'no CA files found (expected ca-cert.pem and ca-key.pem, with cert-chain.pem and root-cert.pem)',
-            { subject: o.caDir },
-          );
+      async (o: {
+        caDir: string;
+        revoke: string[];
+        rootDir?: string;
+        nextUpdate: number;
+        keyUri?: string;
+      }) => {
+        const keys = tokenKeys(o.keyUri);
+        try {
+          await crlCommand(o, keys);
+        } finally {
+          await keys.signers.close();
         }
-        let root;
-        if (o.rootDir) {
-          const certFile = join(o.rootDir, 'root-cert.pem');
-          const keyFile = join(o.rootDir, 'root-key.pem');
-          const rootPem = await readText(certFile);
-          const rootBundle = buildKeyCertBundle(
-            {
-              certPem: rootPem,
-              keyPem: await readText(keyFile),
-              rootPem,
-              source: `root-dir:${o.rootDir}`,
-              fileNames: { cert: certFile, key: keyFile, root: certFile },
-            },
-            systemClock,
-          );
-          root = { cert: rootBundle.signingCert, key: rootBundle.signingKey };
-        }
-        const revoke: Revocation[] = [];
-        for (const r of o.revoke) revoke.push(await revocationOf(r));
-        const now = new Date(systemClock.now());
-        const file = join(o.caDir, CA_CRL_FILE);
-        const result = await updateCaCrl({
-          bundle,
-          root,
-          existingPem,
-          file,
-          revoke,
-          now,
-          nextUpdate: new Date(now.getTime() + o.nextUpdate),
-        });
-        await writeFileAtomic(file, result.pem);
-        const lines = [`wrote ${file} (${result.crls.length} CRL(s))`];
-        for (const c of result.crls) {
-          lines.push(
-            c.signed
-              ? `  "${c.ca.subject}": CRL number ${c.crlNumber}, ${c.entries} revoked${c.added.length ? ` (added ${c.added.map(formatSerial).join(', ')})` : ''}, nextUpdate ${c.nextUpdate?.toISOString()}`
-              : `  "${c.ca.subject}": kept as it was (CRL number ${c.crlNumber ?? '(none)'}, nextUpdate ${c.nextUpdate?.toISOString() ?? '(none)'}): no key for it here`,
-          );
-        }
-        process.stdout.write(lines.join('\n') + '\n');
       },
     );
+
+  async function crlCommand(
+    o: { caDir: string; revoke: string[]; rootDir?: string; nextUpdate: number },
+    keys: ReturnType<typeof tokenKeys>,
+  ): Promise<void> {
+    const files = await readCacertsFolder(o.caDir);
+    const existingPem = files.get(CA_CRL_FILE);
+    files.delete(CA_CRL_FILE);
+    // The CA alone: the CRL there now may be the very thing this command is to fix.
+    const bundle = await bundleFromCacertsWithKeys(
+      files,
+      { source: `cacerts-dir:${o.caDir}`, where: o.caDir, readCrl: false, ...keys },
+      systemClock,
+    );
+    if (!bundle) {
+      throw new CastellanError(
+        'incomplete-ca',
+        'no CA files found (expected ca-cert.pem and ca-key.pem, with cert-chain.pem and root-cert.pem)',
+        { subject: o.caDir },
+      );
+    }
+    let root;
+    if (o.rootDir) {
+      const certFile = join(o.rootDir, 'root-cert.pem');
+      const keyFile = join(o.rootDir, 'root-key.pem');
+      const rootPem = await readText(certFile);
+      const rootBundle = buildKeyCertBundle(
+        {
+          certPem: rootPem,
+          keyPem: await readText(keyFile),
+          rootPem,
+          source: `root-dir:${o.rootDir}`,
+          fileNames: { cert: certFile, key: keyFile, root: certFile },
+        },
+        systemClock,
+      );
+      root = { cert: rootBundle.signingCert, key: rootBundle.signer };
+    }
+    const revoke: Revocation[] = [];
+    for (const r of o.revoke) revoke.push(await revocationOf(r));
+    const now = new Date(systemClock.now());
+    const file = join(o.caDir, CA_CRL_FILE);
+    const result = await updateCaCrl({
+      bundle,
+      root,
+      existingPem,
+      file,
+      revoke,
+      now,
+      nextUpdate: new Date(now.getTime() + o.nextUpdate),
+    });
+    await writeFileAtomic(file, result.pem);
+    const lines = [`wrote ${file} (${result.crls.length} CRL(s))`];
+    for (const c of result.crls) {
+      lines.push(
+        c.signed
+          ? `  "${c.ca.subject}": CRL number ${c.crlNumber}, ${c.entries} revoked${c.added.length ? ` (added ${c.added.map(formatSerial).join(', ')})` : ''}, nextUpdate ${c.nextUpdate?.toISOString()}`
+          : `  "${c.ca.subject}": kept as it was (CRL number ${c.crlNumber ?? '(none)'}, nextUpdate ${c.nextUpdate?.toISOString() ?? '(none)'}): no key for it here`,
+      );
+    }
+    process.stdout.write(lines.join('\n') + '\n');
+  }
 
   ca.command('inspect')
     .description('Summarize certificates (and keys) in PEM files')

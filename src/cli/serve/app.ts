@@ -9,6 +9,7 @@ import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { PolicyCompiler } from '../../policy/compiler.js';
 import { BundleHttpsServer } from '../../server/policy-bundle-https-server.js';
+import { Admission } from '../../server/admission.js';
 import { CaServer } from '../../server/ca-server.js';
 import { caChainDer } from '../../server/create-certificate.js';
 import { startCsrChecks, type CsrChecks } from '../../server/csr-check-threads.js';
@@ -172,7 +173,7 @@ export class ServeApp {
           })
         : await startLocalRuntime(
             { ca: { ...ca, trustDomain: mesh.trustDomain() }, authn },
-            { clock, logger },
+            { clock, logger, env: host.env },
           );
       const { caState } = runtime;
       const clientCert = new ClientCertAuthenticator({
@@ -199,6 +200,7 @@ export class ServeApp {
         authenticate: (request) => authenticateCaller(authenticators, request),
         issuer: workloadLeafIssuer(clock, csrChecks.checker),
         impersonation: runtime.impersonation,
+        admission: new Admission(options.server.admission, clock),
         ttl: options.server.ttl,
         clock,
         grpcAddress: options.server.grpcAddress,

@@ -81,6 +81,8 @@ function object<S extends Record<string, Check<unknown>>>(
 
 const hostPort = object({ host: string, port: wholeNumber(0, 65535) });
 const positiveMs = wholeNumber(1, Number.MAX_SAFE_INTEGER);
+const positiveNumber: Check<number> = (v, p) =>
+  typeof v === 'number' && v > 0 && Number.isFinite(v) ? v : refuse(p, 'a positive number');
 
 /** ServeOptions as the primary sends them; TypeScript holds this shape to the type. */
 const workerServeOptions: Check<WorkerServeOptions> = object({
@@ -92,6 +94,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     selfSignedRootTtlMs: positiveMs,
     dataDir: string,
     cacertsDir: optional(string),
+    caKeyUri: optional(string),
     cacertsPollIntervalMs: positiveMs,
     enableCaCrl: boolean,
   }),
@@ -111,6 +114,12 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
       idleTimeoutMs: positiveMs,
       keepaliveIntervalMs: positiveMs,
       keepaliveTimeoutMs: positiveMs,
+    }),
+    admission: object({
+      maxInflight: wholeNumber(1, Number.MAX_SAFE_INTEGER),
+      maxQueued: wholeNumber(0, Number.MAX_SAFE_INTEGER),
+      identityRate: optional(object({ perSecond: positiveNumber, burst: positiveNumber })),
+      nodeRateFactor: positiveNumber,
     }),
   }),
   policy: object({

@@ -15,6 +15,7 @@ import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
 import type { Clock } from '../../clock.js';
 import { asCastellanError, CastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
+import { admissionPerWorker } from '../../server/admission.js';
 import { AggregatedWorkersRegistry, type WorkerMetrics } from '../../server/metrics-aggregation.js';
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
 import { loadMeshSettings } from '../../server/policy-options.js';
@@ -113,7 +114,11 @@ class ClusterPrimary {
     this.workerOptions = {
       ...options,
       kube: undefined,
-      server: { ...options.server, monitoringAddress: undefined },
+      server: {
+        ...options.server,
+        monitoringAddress: undefined,
+        admission: admissionPerWorker(options.server.admission, count),
+      },
     };
     this.monitoring = new MonitoringServer({
       readiness: () => this.readiness(),

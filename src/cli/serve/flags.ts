@@ -55,6 +55,11 @@ export const SERVE_DEFAULTS = {
   idleTimeout: '5m',
   keepaliveInterval: '30s',
   keepaliveTimeout: '10s',
+  maxInflightCsr: 'auto',
+  maxQueuedCsr: 'auto',
+  rateLimit: '20/s',
+  rateLimitBurst: 100,
+  nodeRateLimitFactor: 8,
   clusterId: 'Kubernetes',
   // istiod's defaults (security/pkg/cmd/constants.go; pilot/pkg/features/experimental.go).
   selfSignedRootTtl: '87600h',
@@ -77,6 +82,7 @@ export const LOG_LEVELS: readonly LevelWithSilent[] = [
 export interface ServeFlags {
   dataDir?: string;
   cacertsDir?: string;
+  caKeyUri?: string;
   cacertsPollInterval?: string;
   trustDomain?: string;
   grpcAddr?: string;
@@ -99,6 +105,11 @@ export interface ServeFlags {
   idleTimeout?: string;
   keepaliveInterval?: string;
   keepaliveTimeout?: string;
+  maxInflightCsr?: string;
+  maxQueuedCsr?: string;
+  rateLimit?: string;
+  rateLimitBurst?: string;
+  nodeRateLimitFactor?: string;
   // Kubernetes mode.
   kube?: boolean;
   kubeconfig?: string;
@@ -124,6 +135,10 @@ export function addServeFlags(command: Command): Command {
     .option(
       '--cacerts-dir <dir>',
       'plugged-in CA folder (ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem); local mode (env ROOT_CA_DIR)',
+    )
+    .option(
+      '--ca-key-uri <pkcs11-uri>',
+      "the plugged-in CA's key in a PKCS#11 token, instead of ca-key.pem: pkcs11:token=…;object=…?module-path=…&pin-source=file:… (docs/hsm.md)",
     )
     .option(
       '--cacerts-poll-interval <duration>',
@@ -209,6 +224,26 @@ export function addServeFlags(command: Command): Command {
       '--keepalive-timeout <duration>',
       "gRPC port: close a connection whose ping is not answered by then (istiod's keepaliveTimeout)",
       SERVE_DEFAULTS.keepaliveTimeout,
+    )
+    .option(
+      '--max-inflight-csr <n|auto>',
+      'CreateCertificate calls in progress at most, for the whole service (split among --workers); auto = 16 per core',
+    )
+    .option(
+      '--max-queued-csr <n|auto>',
+      'calls waiting for a slot at most; beyond, RESOURCE_EXHAUSTED at once; auto = 16 × --max-inflight-csr',
+    )
+    .option(
+      '--rate-limit <n/s|n/m|n/h|off>',
+      `each identity's CreateCertificate budget, refilled continuously (default ${SERVE_DEFAULTS.rateLimit}; per worker)`,
+    )
+    .option(
+      '--rate-limit-burst <n>',
+      `calls an identity may make at once before --rate-limit applies (default ${SERVE_DEFAULTS.rateLimitBurst})`,
+    )
+    .option(
+      '--node-rate-limit-factor <n>',
+      `ambient mode: a node proxy's budget per node, as a multiple of --rate-limit and --rate-limit-burst (default ${SERVE_DEFAULTS.nodeRateLimitFactor})`,
     )
     .option(
       '--kube',

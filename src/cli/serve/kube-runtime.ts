@@ -13,6 +13,8 @@ import type { AuthnOptions } from '../../authn/options.js';
 import { TokenReviewAuthenticator } from '../../authn/token-review-authenticator.js';
 import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
+import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
+import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -53,9 +55,13 @@ import type { Environment } from './options.js';
 export interface KubeRuntimeDeps {
   /**
    * Key type and lifetime of a self-signed root (istio-ca-secret); whether a `ca-crl.pem` in
-   * `cacerts` is read and published.
+   * `cacerts` is read and published; and the `cacerts` key in a PKCS#11 token (--ca-key-uri)
+   * unless the Secret names it (ca-key.uri).
    */
-  readonly ca: Pick<CaOptions, 'selfSignedKeyType' | 'selfSignedRootTtlMs' | 'enableCaCrl'>;
+  readonly ca: Pick<
+    CaOptions,
+    'selfSignedKeyType' | 'selfSignedRootTtlMs' | 'enableCaCrl' | 'caKeyUri'
+  >;
   /**
    * The current trust domain (src/cli/serve/mesh-holder.ts), read per request by the node
    * authorizer, and once by the first replica to create a self-signed root (its subject O).
@@ -134,38 +140,48 @@ export async function startKubeRuntime(
   };
   const loadErrors = caLoadErrorsMetric();
   try {
-    if (deps.meshConfig) {
-      // Before the CA: a first replica's self-signed root takes the mesh's trust domain.
-      const meshConfig = deps.meshConfig;
-      const apply = (text: string | undefined, at: string, first: boolean): void =>
-        meshConfig.apply(text, at, first);
-      const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
-      let live = false;
-      const meshWatch = startMeshConfigWatch({
-        kubeConfig: kc,
-        core: clients.core,
-        namespace,
-        clock,
-        logger,
-        onChange: (text) => {
-          if (!live) return;
-          try {
-            apply(text, where, false);
-          } catch (e) {
-            logger.error(
-              { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
-              'mesh config refused; keeping the last good one',
-            );
-          }
-        },
-      });
-      stops.push(() => meshWatch.stop());
-      await meshWatch.synced;
-      apply(meshWatch.current(), where, true);
-      live = true;
-    }
+    // The one watch of ConfigMap `istio`: it feeds the mesh holder (unless a mesh config file
+    // was given, which wins, as in istiod) and the discovery selectors. Read before the CA: a
+    // first replica's self-signed root takes the mesh's trust domain.
+    const meshConfig = deps.meshConfig;
+    const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
+    // Every replica follows the selectors, so a new leader publishes at once to the right
+    // namespaces and never to one the mesh config leaves out.
+    const discovery = new DiscoveryNamespaces({ logger });
+    let live = false;
+    const meshWatch = startMeshConfigWatch({
+      kubeConfig: kc,
+      core: clients.core,
+      namespace,
+      clock,
+      logger,
+      onChange: (text) => {
+        if (!live) return;
+        discovery.meshChanged(text, where);
+        try {
+          meshConfig?.apply(text, where, false);
+        } catch (e) {
+          logger.error(
+            { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
+            'mesh config refused; keeping the last good one',
+          );
+        }
+      },
+    });
+    stops.push(() => meshWatch.stop());
+    await meshWatch.synced;
+    discovery.meshChanged(meshWatch.current(), where);
+    meshConfig?.apply(meshWatch.current(), where, true);
+    live = true;
     const state = new SwappableCaState();
+    // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
+    const signers = new KeyUriSigners({
+      opener: (uri) => openPkcs11Signer({ uri, env: deps.env, clock, logger }),
+      clock,
+    });
+    stops.push(() => signers.close());
     const caSource = new KubeCaSource({
+      keys: { keyUri: deps.ca.caKeyUri, signers },
       kubeConfig: kc,
       core: clients.core,
       namespace,
@@ -181,17 +197,6 @@ export async function startKubeRuntime(
     });
     stops.push(() => caSource.stop());
     await caSource.start();
-    // Every replica follows the selectors (one ConfigMap watch), so a new leader publishes at
-    // once to the right namespaces and never to one the mesh config leaves out.
-    const discovery = new DiscoveryNamespaces({
-      kubeConfig: kc,
-      core: clients.core,
-      namespace,
-      clock,
-      logger,
-    });
-    stops.push(() => discovery.stop());
-    await discovery.start();
 
     const secretRemotes = new SecretRemoteClusters({
       kubeConfig: kc,
@@ -329,9 +334,8 @@ export async function startKubeRuntime(
         kubeConfig: kc,
         compiler: deps.policyCompiler,
         clock,
+        // The MeshConfig reaches the compiler from the mesh holder (the one watch above; app.ts).
         logger,
-        // The mesh holder follows ConfigMap istio and feeds the compiler (app.ts).
-        followMeshConfig: false,
       });
       stops.push(() => policies.stop());
     }

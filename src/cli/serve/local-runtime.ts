@@ -5,19 +5,27 @@ import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
 import { loadJwksFile } from '../../authn/jwks.js';
 import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
-import { writeFileAtomic } from '../../atomic-write.js';
+import { removeStaleTemporaries, writeFileAtomic } from '../../atomic-write.js';
 import { CA_CRL_FILE } from '../../ca/cacerts-layout.js';
 import { followCrlExpiry } from '../../ca/crl-expiry.js';
 import type { CaSnapshot, KeyCertBundle } from '../../ca/key-cert-bundle.js';
 import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
-import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
+import {
+  bundleFromCacertsFolderFiles,
+  cacertsFingerprint,
+  loadCacertsFolderRead,
+  readCacertsFolder,
+} from '../../ca/sources/folder.js';
 import { loadOrCreateSelfSignedCa } from '../../ca/sources/self-signed.js';
+import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
+import { openPkcs11Signer } from '../../ca/signers/pkcs11-signer.js';
 import { PeriodicTask, type Clock } from '../../clock.js';
-import { CastellanError } from '../../errors.js';
+import { CastellanError, isCastellanError } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { caLoadErrorsMetric, type CaRuntime } from './ca-runtime.js';
 import { SERVE_DEFAULTS } from './flags.js';
+import type { Environment } from './options.js';
 
 /** The trust bundle clients need, kept in the data dir. */
 export const ROOT_CERT_FILE = 'root-cert.pem';
@@ -36,18 +44,47 @@ export const CRL_FILE = CA_CRL_FILE;
  */
 export async function startLocalRuntime(
   options: { readonly ca: CaOptions; readonly authn: AuthnOptions },
-  deps: { readonly clock: Clock; readonly logger: Logger },
+  deps: {
+    readonly clock: Clock;
+    readonly logger: Logger;
+    /** Where a key URI's `pin-source=env:NAME` is looked up. */
+    readonly env: Environment;
+  },
 ): Promise<CaRuntime> {
   const { ca, authn } = options;
-  const { clock, logger } = deps;
+  const { clock, logger, env } = deps;
+  // What a start killed mid-write left (a key's copy among them): gone before anything is read.
+  const stale = await removeStaleTemporaries(ca.dataDir);
+  if (stale.length > 0) {
+    logger.warn(
+      { dataDir: ca.dataDir, removed: stale },
+      'removed temporary files an interrupted start left in the data dir',
+    );
+  }
   // Opened while the CA loads: a new data dir's RSA key is generated on the thread pool.
   const devIssuer = DevTokenIssuer.open(ca.dataDir, { clock });
   // Settled here if the CA load throws first, so its failure is not also an unhandled rejection.
   devIssuer.catch(() => undefined);
   let bundle: KeyCertBundle | undefined;
+  // The folder content `bundle` was built from: the watcher's baseline.
+  let loadedFingerprint: string | undefined;
+  // Keys in a PKCS#11 token (--ca-key-uri, or the folder's ca-key.uri): opened on first use.
+  const signers = new KeyUriSigners({
+    opener: (uri) => openPkcs11Signer({ uri, env, clock, logger }),
+    clock,
+  });
+  const keys = { keyUri: ca.caKeyUri, signers, readCrl: ca.enableCaCrl };
   if (ca.cacertsDir) {
-    bundle = await loadCacertsFolder(ca.cacertsDir, clock, { readCrl: ca.enableCaCrl });
+    ({ bundle, fingerprint: loadedFingerprint } = await loadCacertsFolderRead(
+      ca.cacertsDir,
+      clock,
+      keys,
+    ).catch(async (e: unknown) => {
+      await signers.close();
+      throw e;
+    }));
     if (!bundle) {
+      await signers.close();
       throw new CastellanError(
         'incomplete-ca',
         'holds none of ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem (or tls.crt, tls.key, ca.crt)',
@@ -101,6 +138,8 @@ export async function startLocalRuntime(
         readCrl: ca.enableCaCrl,
         logger,
         onRefused: loadErrors.count,
+        keys,
+        loadedFingerprint,
       })
     : undefined;
   await watcher?.start();
@@ -147,14 +186,20 @@ export async function startLocalRuntime(
       unsubscribe?.();
       unfollowCrl();
       await watcher?.stop();
+      await signers.close();
     },
   };
 }
 
+/** Matches no folder's fingerprint: the next poll loads the set again. */
+const RETRY_AT_NEXT_POLL = '(retry)';
+
 /**
  * Follows a plugged-in CA folder: when its files change, the new set is verified completely and
  * swapped in one step; a broken or partial set is refused (logged, counted) and serving goes on
- * with the last good CA. A refused set is not retried until the files change again.
+ * with the last good CA. A refused set is not retried until the files change again, except one
+ * refused because its key's token did not answer (`unavailable`): that says nothing about the
+ * set, so it is loaded again at the next poll.
  */
 export class CacertsFolderWatcher {
   /** The folder's content when last read; a change of it triggers a load. */
@@ -172,8 +217,20 @@ export class CacertsFolderWatcher {
       readonly logger: Logger;
       /** Called with the source label of each refused update. */
       readonly onRefused: (source: string) => void;
+      /**
+       * Keys in a PKCS#11 token: --ca-key-uri, and the signers shared by every load; after a
+       * swap, the signers the new CA no longer uses are closed (after a grace period).
+       */
+      readonly keys?: { readonly keyUri: string | undefined; readonly signers: KeyUriSigners };
+      /**
+       * The folder content the CA being served was loaded from: the first poll compares with
+       * it, so a set replaced between that load and the watcher's start is swapped in too.
+       * Absent: the folder's content at the first poll is the baseline.
+       */
+      readonly loadedFingerprint?: string | undefined;
     },
   ) {
+    this.lastFingerprint = options.loadedFingerprint;
     this.task = new PeriodicTask({
       clock: options.clock,
       intervalMs: options.intervalMs,
@@ -189,8 +246,8 @@ export class CacertsFolderWatcher {
   }
 
   /**
-   * Reads the folder now (its content at start is the baseline), then every interval; resolves
-   * once the baseline is read.
+   * Reads the folder now, then every interval; resolves once that first read is done (and, when
+   * the folder changed since the CA was loaded from it, the change is swapped in or refused).
    */
   start(): Promise<void> {
     this.task.start();
@@ -207,17 +264,28 @@ export class CacertsFolderWatcher {
   }
 
   private async check(): Promise<void> {
-    const { dir, caState, clock, logger } = this.options;
+    const { dir, caState, clock, logger, keys } = this.options;
     const files = await readCacertsFolder(dir);
-    const fingerprint = JSON.stringify([...files.entries()].sort());
+    const fingerprint = cacertsFingerprint(files);
     const previous = this.lastFingerprint;
     this.lastFingerprint = fingerprint;
     if (previous === undefined || previous === fingerprint) return;
-    const bundle = await loadCacertsFolder(dir, clock, { readCrl: this.options.readCrl });
+    let bundle: KeyCertBundle | undefined;
+    try {
+      // Built from the files just fingerprinted, not a second read that could differ.
+      bundle = await bundleFromCacertsFolderFiles(dir, files, clock, {
+        ...keys,
+        readCrl: this.options.readCrl,
+      });
+    } catch (e) {
+      if (isCastellanError(e, 'unavailable')) this.lastFingerprint = RETRY_AT_NEXT_POLL;
+      throw e;
+    }
     if (!bundle) {
       throw new CastellanError('incomplete-ca', 'the CA files were removed', { subject: dir });
     }
     const snapshot = caState.swap(bundle);
+    keys?.signers.retain(bundle.signer);
     logger.info(
       { source: bundle.source, generation: snapshot.generation },
       'plugged-in CA changed: swapped',

@@ -1,4 +1,4 @@
-import { createHash, type KeyObject } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { AsnConvert, AsnProp, AsnPropTypes, OctetString } from '@peculiar/asn1-schema';
 import {
   AlgorithmIdentifier,
@@ -23,7 +23,7 @@ import {
 import { X509Certificate } from '@peculiar/x509';
 import { CastellanError } from '../../errors.js';
 import { derChildren, readDerElement } from '../der.js';
-import { keyTypeOf } from '../keys.js';
+import type { KeyType } from '../key-type.js';
 import type { LeafParams } from '../leaf-signer.js';
 import { subjectKeyIdOf } from '../issue.js';
 import { caSignatureAlgorithm, checkCommonName, checkSans, sanKind } from '../profiles.js';
@@ -45,10 +45,6 @@ import { TAG, concat, header, ia5, time, tlv, unsignedInteger } from './der.js';
  * }
  */
 export interface LeafTemplate {
-  /** node:crypto digest name for crypto.sign. */
-  readonly digest: 'sha256' | 'sha384';
-  /** ECDSA signatures are DER (`dsaEncoding: 'der'`); RSA uses PKCS#1 v1.5. */
-  readonly isEcdsa: boolean;
   /** The signatureAlgorithm AlgorithmIdentifier DER (appears in TBS and outer Certificate). */
   readonly algorithm: Uint8Array;
   /** version [0] v3, as one run (precedes the serial). */
@@ -101,21 +97,11 @@ function extension(extnID: string, critical: boolean, value: object): Uint8Array
   return der(new Extension({ extnID, critical, extnValue: new OctetString(der(value)) }));
 }
 
-/** The signature algorithm a CA key signs leaves with (profiles.ts: caSignatureAlgorithm). */
-function signatureAlgorithmOf(issuerKey: KeyObject): {
-  oid: string;
-  digest: 'sha256' | 'sha384';
-  isEcdsa: boolean;
-} {
-  const alg = caSignatureAlgorithm(keyTypeOf(issuerKey, 'CA key'));
-  return { oid: alg.oid, digest: alg.hash, isEcdsa: alg.family === 'ecdsa' };
-}
-
 /**
  * Encodes everything fixed for one CA. Runs once per CA snapshot, never per request; any
  * problem with the issuing certificate is `malformed` naming it.
  */
-export function buildLeafTemplate(issuerCertDer: Uint8Array, issuerKey: KeyObject): LeafTemplate {
+export function buildLeafTemplate(issuerCertDer: Uint8Array, issuerKeyType: KeyType): LeafTemplate {
   let raw: TbsRawFields;
   let issuerKeyId: Uint8Array;
   try {
@@ -131,10 +117,11 @@ export function buildLeafTemplate(issuerCertDer: Uint8Array, issuerKey: KeyObjec
       cause: e,
     });
   }
-  const sig = signatureAlgorithmOf(issuerKey);
+  // The signature algorithm a CA key signs leaves with (profiles.ts: caSignatureAlgorithm).
+  const sig = caSignatureAlgorithm(issuerKeyType, 'CA key');
   const algorithm = der(
     new AlgorithmIdentifier(
-      sig.isEcdsa ? { algorithm: sig.oid } : { algorithm: sig.oid, parameters: null },
+      sig.family === 'ecdsa' ? { algorithm: sig.oid } : { algorithm: sig.oid, parameters: null },
     ),
   );
 
@@ -165,8 +152,6 @@ export function buildLeafTemplate(issuerCertDer: Uint8Array, issuerKey: KeyObjec
   const sanExtensionPrefix = emptySan.subarray(2, emptySan.length - 2);
 
   return {
-    digest: sig.digest,
-    isEcdsa: sig.isEcdsa,
     algorithm,
     version: tlv(TAG.CONTEXT_0_CONSTRUCTED, unsignedInteger(Uint8Array.of(2))),
     algorithmAndIssuer: concat(algorithm, new Uint8Array(raw.subject)),

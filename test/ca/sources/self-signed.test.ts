@@ -64,7 +64,7 @@ test('reissueRoot keeps key and subject, moves the validity', async () => {
   const dir = join(tmp.dir, 'rotate');
   const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
   const later = new ManualClock(clock.now() + 1000 * 3_600_000);
-  const root2 = await reissueRoot(b, b.signingKey, later, 20 * 3_600_000);
+  const root2 = await reissueRoot(b, b.signer, later, 20 * 3_600_000);
   assert.equal(root2.subject, b.signingCert.subject);
   assert.equal(root2.notAfter.getTime(), Math.floor((later.now() + 20 * 3_600_000) / 1000) * 1000);
   assert.notEqual(root2.serialNumber, b.signingCert.serialNumber);

@@ -4,6 +4,7 @@ import { createPrivateKey, randomBytes, webcrypto, type KeyObject } from 'node:c
 import * as x509 from '@peculiar/x509';
 import type { CaSnapshot, CaState, KeyCertBundle } from '../../../src/ca/key-cert-bundle.js';
 import { CastellanError } from '../../../src/errors.js';
+import { keyObjectSigner } from '../../../src/pki/signer.js';
 import type { IssuedLeaf, LeafIssuer } from '../../../src/server/create-certificate.js';
 import type { ServingCertificateIssuer } from '../../../src/server/serving-certificate.js';
 import { EC_P256 as EC, generateEcKeyPair, makeEcRoot } from '../../support/x509-certs.js';
@@ -71,7 +72,7 @@ export async function makeTestCa(
   const responseChainPem = options.intermediate ? [pem(signingCert), pem(root)] : [pem(root)];
   const bundle: KeyCertBundle = {
     signingCert,
-    signingKey: await keyObject(signingKeys),
+    signer: keyObjectSigner(await keyObject(signingKeys)),
     signingKeyType: 'ec-p256',
     certChain,
     roots: [root],

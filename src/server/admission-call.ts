@@ -1,0 +1,73 @@
+// The CreateCertificate handler's side of admission control (./admission.ts): what a gRPC call
+// is queued by, and how a queued call leaves when its client cancels.
+import type { ServerUnaryCall } from '@grpc/grpc-js';
+import { Metadata } from '@grpc/grpc-js';
+import type { Clock } from '../clock.js';
+import {
+  isUrgentRenewal,
+  type Admission,
+  type QueuePriority,
+  type RateKey,
+  type Shed,
+} from './admission.js';
+
+/** One admitted call: charge its caller's bucket once known, release its slot when done. */
+export interface CallTicket {
+  charge(key: RateKey): void;
+  release(): void;
+}
+
+const UNLIMITED: CallTicket = { charge: () => {}, release: () => {} };
+
+/**
+ * Waits for a slot for `call` (before any crypto: token verification costs CPU too). Rejects
+ * with a Shed when the queue is full, or with CastellanError('unavailable') when the client
+ * cancels while waiting. Without admission control, a ticket that limits nothing.
+ */
+export async function admitCall(
+  admission: Admission | undefined,
+  call: Pick<ServerUnaryCall<unknown, unknown>, 'getAuthContext' | 'once' | 'off' | 'cancelled'>,
+  clock: Clock,
+): Promise<CallTicket> {
+  if (!admission) return UNLIMITED;
+  const cancelled = new AbortController();
+  const onCancel = (): void => cancelled.abort();
+  call.once('cancelled', onCancel);
+  if (call.cancelled) cancelled.abort();
+  try {
+    const slot = await admission.acquire(queuePriority(call, clock.now()), cancelled.signal);
+    return { charge: (key) => admission.charge(key), release: () => slot.release() };
+  } finally {
+    call.off('cancelled', onCancel);
+  }
+}
+
+/**
+ * Urgent when the caller presents a client certificate (a renewal) with less than a quarter of
+ * its lifetime left. Read from the TLS layer without parsing: grpc-js hands out the peer
+ * certificate only when the handshake verified it against the CA's roots (socket.authorized,
+ * server-interceptors.js getAuthContext), so its validity dates are ours to trust, and no
+ * signature is checked here — that waits for a slot, in the client-certificate authenticator.
+ */
+export function queuePriority(
+  call: Pick<ServerUnaryCall<unknown, unknown>, 'getAuthContext'>,
+  nowMs: number,
+): QueuePriority {
+  const peer = call.getAuthContext().sslPeerCertificate;
+  if (!peer) return {};
+  const notBefore = Date.parse(peer.valid_from);
+  const notAfter = Date.parse(peer.valid_to);
+  if (!Number.isFinite(notBefore) || !Number.isFinite(notAfter)) return {};
+  return isUrgentRenewal(notBefore, notAfter, nowMs) ? { urgentUntilMs: notAfter } : {};
+}
+
+/**
+ * The retry hint of a shed call, gRFC A6's `grpc-retry-pushback-ms` trailer: clients with a
+ * retry policy in their service config (grpc-go, grpc-java, grpc-js) wait that long before
+ * their next attempt. pilot-agent and ztunnel ignore it and back off on their own (./admission.ts).
+ */
+export function retryPushback(shed: Shed): Metadata {
+  const trailers = new Metadata();
+  trailers.set('grpc-retry-pushback-ms', String(shed.retryAfterMs));
+  return trailers;
+}
