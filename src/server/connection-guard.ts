@@ -185,7 +185,10 @@ export class GuardedTlsListener {
     return { host: address.host, port: typeof bound === 'object' && bound ? bound.port : 0 };
   }
 
-  /** Stops accepting; connections still in the TLS handshake are closed (grpc-js closes the rest). */
+  /**
+   * Stops accepting and sweeping; open connections stay (grpc-js drains its sessions, then
+   * `destroyAll` closes what is left, handshakes included).
+   */
   stopAccepting(): void {
     this.options.certificates.removeIdentityCertificateListener(this.onIdentity);
     this.options.certificates.removeCaCertificateListener(this.onCa);
