@@ -12,6 +12,7 @@ import { asCastellanError, CastellanError } from '../errors.js';
 import { serializeBundle, type PolicyBundle } from '../policy/policy-bundle.js';
 import { grpcAuthRequest, tlsAuthRequest } from './auth-request.js';
 import { BUNDLE_TEXTS, toGrpcFailure, toHttpFailure } from './status-map.js';
+import { undecodableReason, withUndecodableRequestsMarked } from '../api/istioca.js';
 
 /** Where bundles come from: PolicyCompiler satisfies this. */
 export interface BundleSource {
@@ -155,6 +156,20 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
     service: ServiceDefinition;
   };
   const Watch = (call: ServerWritableStream<WatchRequest, Record<string, string>>): void => {
+    const undecodable = undecodableReason(call.request);
+    if (undecodable !== undefined) {
+      // The caller's fault, as for CreateCertificate: INVALID_ARGUMENT, not grpc-js's INTERNAL.
+      call.emit(
+        'error',
+        toGrpcFailure(
+          new CastellanError('malformed', `the request could not be decoded: ${undecodable}`, {
+            subject: 'request',
+          }),
+          BUNDLE_TEXTS,
+        ),
+      );
+      return;
+    }
     const { namespace, pod } = call.request;
     // Certificate only: the caller's metadata (a token) is not forwarded.
     const request = grpcAuthRequest(call, options.intermediates(), { forwardMetadata: false });
@@ -178,5 +193,5 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
       },
     );
   };
-  return { service: def.service, implementation: { Watch } };
+  return { service: withUndecodableRequestsMarked(def.service), implementation: { Watch } };
 }

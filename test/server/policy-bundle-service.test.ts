@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import {
+  Client,
   Server,
   ServerCredentials,
   credentials,
@@ -231,4 +232,27 @@ test('Watch with a certificate of another trust domain fails with UNAUTHENTICATE
     code: status.UNAUTHENTICATED,
     details: 'unauthenticated',
   });
+});
+
+test('Watch with bytes that do not decode fails with INVALID_ARGUMENT, not INTERNAL (as CreateCertificate: src/api/istioca.ts)', async () => {
+  const creds = credentials.createSsl(
+    Buffer.from(root),
+    Buffer.from(clientKey),
+    Buffer.from(clientCert),
+    { checkServerIdentity: () => undefined },
+  );
+  const client = new Client(`127.0.0.1:${grpcPort}`, creds);
+  try {
+    // Field 3 (unknown) as a varint of 11 bytes, all with the continuation bit: no end.
+    const stream = client.makeServerStreamRequest(
+      '/castellan.v1.PolicyBundleService/Watch',
+      (b: Buffer) => b,
+      (b: Buffer) => b,
+      Buffer.from([0x18, ...Array<number>(11).fill(0xff)]),
+    ) as unknown as ClientReadableStream<Record<string, string>>;
+    const ended = await refusal(stream);
+    assert.equal(ended.code, status.INVALID_ARGUMENT, ended.details);
+  } finally {
+    client.close();
+  }
 });
