@@ -72,12 +72,15 @@ export class AuditLog {
   }
 
   /**
-   * A call refused by admission control: one line per call, like every other, but at most
-   * `shedLines` of them (a token bucket on the log itself), since an overload is exactly when
-   * lines would flood the log. Returns false when the line was suppressed; the next line
-   * written carries `suppressed`, the count dropped since the previous one.
+   * A line of a call that cost us no signature and that a client can repeat at will — refused
+   * by admission control, or given up (cancelled, or left the queue) before it was
+   * authenticated: one line per call, like every other, but at most `shedLines` of them (a
+   * token bucket on the log itself), since an overload or a client opening and cancelling calls
+   * in a loop is exactly when lines would flood the log. Returns false when the line was
+   * suppressed; the next line written carries `suppressed`, the count dropped since the
+   * previous one.
    */
-  recordShed(r: AuditRecord, nowMs: number): boolean {
+  recordLimited(r: AuditRecord, nowMs: number): boolean {
     const elapsed = this.shedUpdatedMs === undefined ? 0 : Math.max(0, nowMs - this.shedUpdatedMs);
     this.shedUpdatedMs = nowMs;
     this.shedTokens = Math.min(
@@ -91,10 +94,10 @@ export class AuditLog {
     this.shedTokens -= 1;
     const suppressed = this.suppressed;
     this.suppressed = 0;
-    this.log.warn(
-      { ...this.line(r), suppressed: suppressed > 0 ? suppressed : undefined },
-      'certificate request shed',
-    );
+    const line = { ...this.line(r), suppressed: suppressed > 0 ? suppressed : undefined };
+    if (r.outcome === 'shed') this.log.warn(line, 'certificate request shed');
+    else if (r.outcome === 'cancelled') this.log.info(line, 'certificate request cancelled');
+    else this.log.warn(line, 'certificate request refused');
     return true;
   }
 

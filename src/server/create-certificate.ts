@@ -292,8 +292,8 @@ async function handle<C>(
       metrics.cancelledCount.inc();
       const seconds = (performance.now() - started) / 1000;
       metrics.issuanceSeconds.observe({ outcome: 'cancelled' }, seconds);
-      audit.record({
-        outcome: 'cancelled',
+      const record = {
+        outcome: 'cancelled' as const,
         code: 'CANCELLED',
         reason: e.message,
         spiffeId,
@@ -303,7 +303,12 @@ async function handle<C>(
         peer,
         requestedTtlSeconds,
         durationMs: seconds * 1000,
-      });
+      };
+      // Given up before anyone was authenticated: free to repeat, so its lines are limited.
+      if (caller) audit.record(record);
+      else if (!audit.recordLimited(record, deps.clock.now())) {
+        metrics.auditLinesSuppressedCount.inc();
+      }
       // grpc-js sends nothing on a cancelled stream; the status is for its bookkeeping.
       throw new CallRefused({ code: status.CANCELLED, details: e.message });
     }
@@ -327,8 +332,11 @@ async function handle<C>(
       requestedTtlSeconds,
       durationMs: seconds * 1000,
     };
-    if (!shed) audit.record(record);
-    else if (!audit.recordShed(record, deps.clock.now())) metrics.auditLinesSuppressedCount.inc();
+    // Shed, or left the queue before authentication: free to repeat, so their lines are limited.
+    if (!shed && !(refusal.error instanceof QueueAbandoned)) audit.record(record);
+    else if (!audit.recordLimited(record, deps.clock.now())) {
+      metrics.auditLinesSuppressedCount.inc();
+    }
     throw new CallRefused(shed ? { ...failure, metadata: retryPushback(shed) } : failure);
   } finally {
     ticket?.release();

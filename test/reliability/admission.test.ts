@@ -480,6 +480,36 @@ describe('admission control over TLS', () => {
     assert.deepEqual(codes(await Promise.all([held, next])), { OK: 2 });
   });
 
+  test('calls queued then cancelled in a loop: their audit lines share the same limit (a client can repeat them at no cost)', async () => {
+    const h = await startServer({
+      maxInflight: 1,
+      maxQueued: 1,
+      identityRate: undefined,
+      nodeRateFactor: 1,
+    });
+    const token = await h.token('loop', 'app');
+    const client = h.client();
+    const held = call(client, { token });
+    await waitFor('one call in flight', () => h.issuer.held === 1, WAIT_MS);
+    const CYCLES = 130;
+    for (let i = 1; i <= CYCLES; i++) {
+      const handle: { cancel?: () => void } = {};
+      const queued = call(client, { token, signal: handle });
+      await waitFor(`call ${i} queued`, () => h.admission.queued === 1, WAIT_MS);
+      handle.cancel?.();
+      assert.equal((await queued).code, status.CANCELLED);
+      await waitFor(`call ${i} left the queue`, () => h.admission.queued === 0, WAIT_MS);
+    }
+    assert.equal(await h.metric('castellan_csr_queue_abandoned_total'), CYCLES);
+    const abandoned = h
+      .auditLines()
+      .filter((l) => l['outcome'] !== 'shed' && String(l['reason']).includes('queue'));
+    assert.equal(abandoned.length, 100, 'the burst of the audit limit, no more');
+    assert.equal(await h.metric('castellan_audit_lines_suppressed_total'), CYCLES - 100);
+    h.issuer.releaseAll();
+    assert.equal((await held).code, status.OK);
+  });
+
   test('the audit log of shed calls is rate-limited: 100 at once, 20 a second, each line counting those suppressed before it', async () => {
     const h = await startServer({
       maxInflight: 1,
