@@ -45,6 +45,11 @@ export interface BenchCase {
   readonly limit?: LimitKey;
   /** The target, as text for the table (e.g. "≥ 3500/s", "≥ 90% of limit"). */
   readonly target: string;
+  /**
+   * The name of a peer case (another CA doing the same work, bench/cfssl.ts) this one is
+   * compared with: it runs whenever this one does, and the table prints certs/s over the peer's.
+   */
+  readonly peer?: string;
   run(options: BenchOptions): Promise<Measurement>;
 }
 
