@@ -248,7 +248,8 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
           ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
           durationMs + 60_000,
         );
-        const serverCpu = (serverCpuSeconds(pid) - cpu0) / run.wallSeconds;
+        const cpuSeconds = serverCpuSeconds(pid) - cpu0;
+        const serverCpu = cpuSeconds / run.wallSeconds;
         const stats = parseStats(run.output, protocol);
         checkAllSucceeded('measured run', stats);
         const rows = readLog(logPath);
@@ -264,6 +265,7 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
           processes: 1,
           server_cpu: serverCpu,
           client_cpu: run.cpuSeconds / run.wallSeconds,
+          cpu_us_per_cert: (cpuSeconds * 1e6) / stats.succeeded,
         };
       } finally {
         await server?.stop();

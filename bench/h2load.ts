@@ -29,6 +29,7 @@ import {
   CA_KEY_TYPES,
   childPids,
   LIMITS,
+  mainThreadCpuSeconds,
   TARGETS,
   scrapeCounters,
   serverCpuSeconds,
@@ -291,11 +292,14 @@ async function measure(
   const durationMs = Math.round((options.seconds + RAMP_SECONDS) * 1000);
   before = after;
   const cpu0 = serverCpuSeconds(pid);
+  const loop0 = mainThreadCpuSeconds(pid);
   const run = await runH2load(
     ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
     durationMs + 60_000,
   );
-  const serverCpu = (serverCpuSeconds(pid) - cpu0) / run.wallSeconds;
+  const cpuSeconds = serverCpuSeconds(pid) - cpu0;
+  const loopSeconds = mainThreadCpuSeconds(pid) - loop0;
+  const serverCpu = cpuSeconds / run.wallSeconds;
   after = await settledCounters(server);
   const stats = parseStats(run.output);
   checkAccounting('measured run', stats, before, after);
@@ -321,6 +325,9 @@ async function measure(
     ready_ms: server.readyMs,
     server_cpu: serverCpu,
     client_cpu: run.cpuSeconds / run.wallSeconds,
+    // Over the whole run (handshakes and the cut included), per certificate issued in it.
+    cpu_us_per_cert: (cpuSeconds * 1e6) / (after.issued - before.issued),
+    loop_us_per_cert: (loopSeconds * 1e6) / (after.issued - before.issued),
   };
 }
 

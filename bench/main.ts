@@ -86,6 +86,8 @@ function printTable(rows: Row[]): void {
     'rss MB',
     'ready ms',
     'srv cpu',
+    'µs/cert',
+    'loop µs',
     'gen cpu',
     'procs',
     'loop p99/max',
@@ -102,6 +104,8 @@ function printTable(rows: Row[]): void {
     fmt(r.rss_mb),
     fmt(r.ready_ms ?? null),
     fmt(r.server_cpu ?? null, 2),
+    fmt(r.cpu_us_per_cert ?? null),
+    fmt(r.loop_us_per_cert ?? null),
     fmt(r.client_cpu ?? null, 2),
     fmt(r.processes ?? null),
     r.loop_p99_ms === undefined ? '-' : `${fmt(r.loop_p99_ms, 1)}/${fmt(r.loop_max_ms ?? null, 1)}`,
@@ -127,7 +131,7 @@ async function main(argv: string[]): Promise<void> {
   const program = new Command('bench')
     .option('--json', 'one JSON object per line instead of a table')
     .option('--quick', 'a short smoke run (figures are rough)')
-    .option('--only <substr>', 'only cases whose name contains this')
+    .option('--only <substr>', 'only cases whose name contains this (or is exactly this)')
     .parse(argv, { from: 'user' });
   const flags = program.opts<{ json?: boolean; quick?: boolean; only?: string }>();
   const options: BenchOptions = {
@@ -135,7 +139,13 @@ async function main(argv: string[]): Promise<void> {
     seconds: flags.quick ? 0.5 : 4,
     maxCount: flags.quick ? 2_000 : 100_000,
   };
-  const matched = new Set(cases.filter((c) => !flags.only || c.name.includes(flags.only)));
+  // A name given whole selects that case alone; otherwise every case containing it.
+  const exact = cases.some((c) => c.name === flags.only);
+  const matched = new Set(
+    cases.filter(
+      (c) => !flags.only || (exact ? c.name === flags.only : c.name.includes(flags.only)),
+    ),
+  );
   // A case's peer runs with it (first: its figure is what the case's ratio is taken against).
   for (const c of [...matched]) {
     const peer = cases.find((p) => p.name === c.peer);

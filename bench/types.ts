@@ -29,6 +29,10 @@ export interface Measurement {
    * by both, what it takes is not available to the server.
    */
   client_cpu?: number;
+  /** End-to-end cases: the server's CPU (every thread and process) per certificate, µs. */
+  cpu_us_per_cert?: number;
+  /** End-to-end cases: the primary's main thread (event loop) CPU per certificate, µs. */
+  loop_us_per_cert?: number;
   /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
   processes?: number;
   /**
