@@ -19,9 +19,85 @@ export interface JwtVerifyOptions {
   readonly requiredClaims: readonly string[];
 }
 
-type Verifier = (token: string) => JWTPayload;
+/** fast-jwt's synchronous verifier: the payload, or a TokenError. */
+export type Verifier = (token: string) => JWTPayload;
 /** What a key source hands out: jose's sets give CryptoKeys (imported once per JWK, cached). */
 type SourceKey = object;
+
+/** One fast-jwt check (signature and claims but times) to run elsewhere: plain data. */
+export interface OffloadedJwt {
+  readonly token: string;
+  /** The verification key, SPKI PEM. */
+  readonly keyPem: string;
+  readonly alg: string;
+  readonly issuer: string;
+  readonly audiences: readonly string[];
+  readonly requiredClaims: readonly string[];
+}
+
+/** Its outcome: the payload, or fast-jwt's refusal (a TokenError's code and message). */
+export type OffloadedJwtResult =
+  | { readonly ok: true; readonly payload: JWTPayload }
+  | {
+      readonly ok: false;
+      readonly tokenError: boolean;
+      readonly code?: string | undefined;
+      readonly message: string;
+    };
+
+/**
+ * Where the signature check of a token can run besides the event loop (the crypto thread,
+ * src/server/csr-check-threads.ts). `verifyJwt` answers undefined when it cannot take the check
+ * now (no thread up); the verifier then checks inline.
+ */
+export interface JwtOffload {
+  verifyJwt(check: OffloadedJwt): Promise<OffloadedJwtResult> | undefined;
+}
+
+/**
+ * fast-jwt's verifier for one key and algorithm, with the checks JwtVerifier relies on: made
+ * the same way inline and on the crypto thread, so both refuse alike.
+ */
+function makeFastJwtVerifier(check: Omit<OffloadedJwt, 'token'>): Verifier {
+  return createVerifier({
+    key: check.keyPem,
+    algorithms: [check.alg as never],
+    allowedIss: check.issuer,
+    allowedAud: [...check.audiences],
+    requiredClaims: [...check.requiredClaims],
+    // Times are checked in checkTimes, on the injected clock.
+    ignoreExpiration: true,
+    ignoreNotBefore: true,
+    cache: false,
+  }) as Verifier;
+}
+
+/**
+ * Runs an offloaded check (on the crypto thread), keeping the verifiers it made (making one
+ * parses the key, ≈ 120 µs): at most `max` of them, the oldest dropped first.
+ */
+export function runOffloadedJwt(
+  check: OffloadedJwt,
+  verifiers: Map<string, Verifier>,
+  max = 64,
+): OffloadedJwtResult {
+  const { token, ...rest } = check;
+  const key = JSON.stringify(rest);
+  let verifier = verifiers.get(key);
+  try {
+    if (!verifier) {
+      verifier = makeFastJwtVerifier(rest);
+      if (verifiers.size >= max) verifiers.delete(verifiers.keys().next().value as string);
+      verifiers.set(key, verifier);
+    }
+    return { ok: true, payload: verifier(token) };
+  } catch (e) {
+    if (e instanceof TokenError) {
+      return { ok: false, tokenError: true, code: e.code, message: e.message };
+    }
+    return { ok: false, tokenError: false, message: e instanceof Error ? e.message : String(e) };
+  }
+}
 
 /**
  * Verifies compact JWTs: jose picks the key (the JWKS sources, `kid`/`alg` matching, remote
@@ -42,11 +118,22 @@ type SourceKey = object;
 export class JwtVerifier {
   /** One fast-jwt verifier per source key and algorithm: making one parses the key (≈ 120 µs). */
   private readonly verifiers = new WeakMap<SourceKey, Map<string, Verifier>>();
+  /** Each source key's SPKI PEM, for offloaded checks. */
+  private readonly pems = new WeakMap<SourceKey, string>();
+  private offload: JwtOffload | undefined;
 
   constructor(
     private readonly keys: JwksKeySource,
     private readonly options: JwtVerifyOptions,
   ) {}
+
+  /**
+   * From now on, signatures are checked on `offload` when it takes them (the crypto thread):
+   * the same fast-jwt checks, made the same way, and its refusals mapped as inline ones.
+   */
+  offloadTo(offload: JwtOffload): void {
+    this.offload = offload;
+  }
 
   async verify(token: string, nowMs: number): Promise<JWTPayload> {
     let header: ProtectedHeaderParameters;
@@ -64,7 +151,7 @@ export class JwtVerifier {
     let payload: JWTPayload | undefined;
     for (const key of candidates) {
       try {
-        payload = this.verifierFor(key, alg)(token);
+        payload = await this.check(key, alg, token);
         break;
       } catch (e) {
         // Several keys may match a token without a kid: the first that verifies wins, as in
@@ -90,6 +177,41 @@ export class JwtVerifier {
     }
   }
 
+  /** fast-jwt's check of the token with this key: on the offload when it takes it, else here. */
+  private check(key: SourceKey, alg: string, token: string): JWTPayload | Promise<JWTPayload> {
+    if (!this.offload) return this.verifierFor(key, alg)(token);
+    const { issuer, audiences, requiredClaims } = this.options;
+    const sent = this.offload.verifyJwt({
+      token,
+      keyPem: this.pemOf(key),
+      alg,
+      issuer,
+      audiences,
+      requiredClaims,
+    });
+    if (!sent) return this.verifierFor(key, alg)(token);
+    return sent.then(
+      (result) => {
+        if (result.ok) return result.payload;
+        // As the inline verifier would have thrown it (asJoseError reads code and message).
+        throw result.tokenError
+          ? new TokenError(result.code as never, result.message)
+          : new Error(result.message);
+      },
+      // The thread stopped holding it: checked here, never refused for that.
+      () => this.verifierFor(key, alg)(token),
+    );
+  }
+
+  private pemOf(key: SourceKey): string {
+    let pem = this.pems.get(key);
+    if (pem === undefined) {
+      pem = spkiPem(key);
+      this.pems.set(key, pem);
+    }
+    return pem;
+  }
+
   private verifierFor(key: SourceKey, alg: string): Verifier {
     let byAlg = this.verifiers.get(key);
     if (!byAlg) {
@@ -99,17 +221,13 @@ export class JwtVerifier {
     let verifier = byAlg.get(alg);
     if (!verifier) {
       const { issuer, audiences, requiredClaims } = this.options;
-      verifier = createVerifier({
-        key: spkiPem(key),
-        algorithms: [alg as never],
-        allowedIss: issuer,
-        allowedAud: [...audiences],
-        requiredClaims: [...requiredClaims],
-        // Times are checked in checkTimes, on the injected clock.
-        ignoreExpiration: true,
-        ignoreNotBefore: true,
-        cache: false,
-      }) as Verifier;
+      verifier = makeFastJwtVerifier({
+        keyPem: this.pemOf(key),
+        alg,
+        issuer,
+        audiences,
+        requiredClaims,
+      });
       byAlg.set(alg, verifier);
     }
     return verifier;

@@ -12,6 +12,7 @@ import {
   threadCa,
   type ThreadCa,
 } from './csr-check.js';
+import { runOffloadedJwt, type Verifier } from '../authn/jwt-verify.js';
 import type { ThreadReply, ThreadRequest } from './csr-check-threads.js';
 
 const port = parentPort;
@@ -19,6 +20,8 @@ if (!port) throw new Error('csr-check-thread runs as a worker thread of CsrCheck
 
 /** The CAs this thread signs for, by the pool's id; the pool says which to keep. */
 const cas = new Map<number, ThreadCa>();
+/** fast-jwt verifiers by key, algorithm and checks (runOffloadedJwt keeps at most 64). */
+const jwtVerifiers = new Map<string, Verifier>();
 
 function failure(id: number, e: unknown, stage?: 'csr' | 'sign'): ThreadReply {
   return isCastellanError(e)
@@ -67,6 +70,14 @@ port.on('message', (batch: readonly ThreadRequest[]) => {
         // Left unregistered: its orders are refused (`internal`), as a signing failure.
       }
       for (const id of cas.keys()) if (!request.keep.includes(id)) cas.delete(id);
+    } else if (request.op === 'jwt') {
+      replies.push(
+        Promise.resolve({
+          id: request.id,
+          ok: true,
+          jwt: runOffloadedJwt(request.check, jwtVerifiers),
+        }),
+      );
     } else if (request.op === 'issue') {
       replies.push(issue(request.id, request.ca, request.order));
     } else {

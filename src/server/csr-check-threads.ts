@@ -4,6 +4,7 @@ import type { KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import type { CaSnapshot } from '../ca/key-cert-bundle.js';
 import type { Clock } from '../clock.js';
+import type { JwtOffload, OffloadedJwt, OffloadedJwtResult } from '../authn/jwt-verify.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { inProcessKeyOf } from '../pki/signer.js';
@@ -58,12 +59,20 @@ interface CaRegistration {
   readonly keep: readonly number[];
 }
 
-export type ThreadRequest = CsrCheckRequest | LeafOrderRequest | CaRegistration;
+/** A token's signature and claims to check (src/authn/jwt-verify.ts: JwtOffload). */
+interface JwtRequest {
+  readonly op: 'jwt';
+  readonly id: number;
+  readonly check: OffloadedJwt;
+}
+
+export type ThreadRequest = CsrCheckRequest | LeafOrderRequest | CaRegistration | JwtRequest;
 
 /** Worker → main thread, one batch per request batch: the checked CSR or leaf, or the refusal. */
 export type ThreadReply =
   | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
   | { readonly id: number; readonly ok: true; readonly issued: IssuedOnThread }
+  | { readonly id: number; readonly ok: true; readonly jwt: OffloadedJwtResult }
   | {
       readonly id: number;
       readonly ok: false;
@@ -100,9 +109,9 @@ const CRASHES_BEFORE_GIVING_UP = 3;
 const CRASH_WINDOW_MS = 10_000;
 
 interface Pending {
-  /** An order (its failures are LeafOrderFailures), or a check. */
-  readonly order: boolean;
-  resolve(value: CheckedCsr | IssuedOnThread): void;
+  /** An order (its failures are LeafOrderFailures), a CSR check, or a token check. */
+  readonly kind: 'order' | 'check' | 'jwt';
+  resolve(value: CheckedCsr | IssuedOnThread | OffloadedJwtResult): void;
   reject(e: Error): void;
 }
 
@@ -136,7 +145,7 @@ const CAS_PER_THREAD = 2;
  * thread never refuses a request. A thread that dies fails only the checks it held (`internal`)
  * and is replaced.
  */
-export class CsrCheckPool implements CsrChecker {
+export class CsrCheckPool implements CsrChecker, JwtOffload {
   private readonly slots: Slot[] = [];
   private readonly deaths: number[] = [];
   private nextId = 1;
@@ -176,7 +185,7 @@ export class CsrCheckPool implements CsrChecker {
     if (!slot) return inlineCsrChecker.check(pem);
     const id = this.nextId++;
     return new Promise<CheckedCsr>((resolve, reject) => {
-      slot.pending.set(id, { order: false, resolve: resolve as Pending['resolve'], reject });
+      slot.pending.set(id, { kind: 'check', resolve: resolve as Pending['resolve'], reject });
       this.post(slot, { id, pem });
     });
   }
@@ -202,8 +211,22 @@ export class CsrCheckPool implements CsrChecker {
     }
     const id = this.nextId++;
     return new Promise<IssuedOnThread>((resolve, reject) => {
-      slot.pending.set(id, { order: true, resolve: resolve as Pending['resolve'], reject });
+      slot.pending.set(id, { kind: 'order', resolve: resolve as Pending['resolve'], reject });
       this.post(slot, { op: 'issue', id, ca, order });
+    });
+  }
+
+  /**
+   * A token's signature and claims checked on a thread (JwtOffload); undefined while none is up.
+   * A thread that dies rejects the checks it held, and the verifier then checks them inline.
+   */
+  verifyJwt(check: OffloadedJwt): Promise<OffloadedJwtResult> | undefined {
+    const slot = this.pick();
+    if (!slot) return undefined;
+    const id = this.nextId++;
+    return new Promise<OffloadedJwtResult>((resolve, reject) => {
+      slot.pending.set(id, { kind: 'jwt', resolve: resolve as Pending['resolve'], reject });
+      this.post(slot, { op: 'jwt', id, check });
     });
   }
 
@@ -252,8 +275,9 @@ export class CsrCheckPool implements CsrChecker {
         const pending = slot.pending.get(reply.id);
         if (!pending) continue;
         slot.pending.delete(reply.id);
-        if (reply.ok) pending.resolve('csr' in reply ? reply.csr : reply.issued);
-        else if (pending.order) {
+        if (reply.ok) {
+          pending.resolve('csr' in reply ? reply.csr : 'jwt' in reply ? reply.jwt : reply.issued);
+        } else if (pending.kind === 'order') {
           pending.reject(new LeafOrderFailure(reply.stage ?? 'csr', rebuildError(reply)));
         } else pending.reject(rebuildError(reply));
       }
@@ -271,7 +295,7 @@ export class CsrCheckPool implements CsrChecker {
         'internal',
         `the CSR check thread stopped (exit code ${code})`,
       );
-      p.reject(p.order ? new LeafOrderFailure('sign', stopped) : stopped);
+      p.reject(p.kind === 'order' ? new LeafOrderFailure('sign', stopped) : stopped);
     }
     slot.pending.clear();
     if (this.closed || this.gaveUp) return;
@@ -307,6 +331,8 @@ function rebuildError(reply: Extract<ThreadReply, { ok: false }>): CastellanErro
 /** Where CSRs are checked (threads or the event loop), with the metric of what is up. */
 export interface CsrChecks {
   readonly checker: CsrChecker;
+  /** The threads, for token signature checks (JwtAuthenticator.offloadTo); none without threads. */
+  readonly jwtOffload: JwtOffload | undefined;
   /** `castellan_csr_check_threads_ready`. */
   readonly registry: Registry;
 }
@@ -334,5 +360,5 @@ export function startCsrChecks(
       this.set(pool?.readyThreads ?? 0);
     },
   });
-  return { checker: pool ?? inlineCsrChecker, registry };
+  return { checker: pool ?? inlineCsrChecker, jwtOffload: pool, registry };
 }
