@@ -5,7 +5,8 @@ import { silentLogger, type Logger } from '../log.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 import { extractBearerToken, withoutToken } from './bearer.js';
 import type { JwksKeySource } from './jwks.js';
-import { JwtVerifier, type JwtOffload, type JwtVerifyOptions } from './jwt-verify.js';
+import type { JwtOffload } from './fast-jwt-check.js';
+import { JwtVerifier, type JwtVerifyOptions } from './jwt-verify.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
 import { TokenCache, type TokenCacheOptions, type TokenCacheStats } from './token-cache.js';
 

@@ -12,7 +12,7 @@ import {
   threadCa,
   type ThreadCa,
 } from './csr-check.js';
-import { runOffloadedJwt, type Verifier } from '../authn/jwt-verify.js';
+import { runOffloadedJwt, type Verifier } from '../authn/fast-jwt-check.js';
 import type { ThreadReply, ThreadRequest } from './csr-check-threads.js';
 
 const port = parentPort;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { KeyObject, sign } from 'node:crypto';
 import { createLocalJWKSet, SignJWT, base64url, type JWK } from 'jose';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
-import type { JwtOffload } from '../../src/authn/jwt-verify.js';
+import type { JwtOffload } from '../../src/authn/fast-jwt-check.js';
 import { CsrCheckPool } from '../../src/server/csr-check-threads.js';
 import { isCastellanError } from '../../src/errors.js';
 import { ManualClock } from '../support/manual-clock.js';

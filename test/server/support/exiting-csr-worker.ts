@@ -1,8 +1,8 @@
 // A CsrCheckPool thread that fails on purpose: it exits when a batch holds the PEM "exit" (a
 // check's, or an order's) or the token "exit", and refuses anything else with a recognisable
 // message (as a CSR defect; a token as a bad signature). CA registrations get no answer, as in
-// the real thread.
-import { parentPort } from 'node:worker_threads';
+// the real thread. The PEM "limits" is refused with the thread's resourceLimits as the message.
+import { parentPort, resourceLimits } from 'node:worker_threads';
 import type { ThreadRequest } from '../../../src/server/csr-check-threads.js';
 
 const pemOf = (r: ThreadRequest): string | undefined =>
@@ -29,7 +29,14 @@ parentPort!.on('message', (batch: readonly ThreadRequest[]) => {
                 },
               },
             ]
-          : [{ id: r.id, ok: false, kind: 'malformed', message: 'test thread' }],
+          : [
+              {
+                id: r.id,
+                ok: false,
+                kind: 'malformed',
+                message: pemOf(r) === 'limits' ? JSON.stringify(resourceLimits) : 'test thread',
+              },
+            ],
     ),
   );
 });
