@@ -23,11 +23,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createKeyAndCsr } from '../src/pki/csr-builder.js';
+import { CFSSL_AUTHSIGN_CASE } from './cfssl.js';
 import { createCertificateFrame } from './grpc-frame.js';
 import {
   CA_KEY_TYPES,
   childPids,
   LIMITS,
+  mainThreadCpuSeconds,
   TARGETS,
   scrapeCounters,
   serverCpuSeconds,
@@ -43,7 +45,7 @@ import type { BenchCase, BenchOptions, Measurement } from './types.js';
 
 const NOT_FOUND = 'h2load not found: run scripts/setup-bench-deps.sh';
 /** Added to the measured run's duration for its connections to come up (see step 3 above). */
-const RAMP_SECONDS = 1;
+export const RAMP_SECONDS = 1;
 
 let h2loadFound: boolean | undefined;
 function requireH2load(): void {
@@ -66,7 +68,7 @@ interface H2loadRun {
  * /proc/<pid>/stat would race with the exit. A timeout kills h2load (and, if the shell lingers,
  * its process group: the shell leads its own); this returns only once both are gone.
  */
-async function runH2load(args: string[], timeoutMs: number): Promise<H2loadRun> {
+export async function runH2load(args: string[], timeoutMs: number): Promise<H2loadRun> {
   requireH2load();
   const t0 = performance.now();
   const child = spawn('/bin/sh', ['-c', 'h2load "$@"; s=$?; times; exit $s', 'h2load', ...args], {
@@ -116,7 +118,7 @@ async function runH2load(args: string[], timeoutMs: number): Promise<H2loadRun> 
   return { output: lines.join('\n'), cpuSeconds: um * 60 + us + sm * 60 + ss, wallSeconds };
 }
 
-interface H2loadStats {
+export interface H2loadStats {
   started: number;
   done: number;
   succeeded: number;
@@ -135,9 +137,12 @@ function durationUs(text: string): number {
   return Number(m[1]) * { us: 1, ms: 1e3, s: 1e6 }[m[2] as 'us' | 'ms' | 's'];
 }
 
-function parseStats(output: string): H2loadStats {
+/** h2load's summary; fails unless it negotiated `protocol` (h2, or http/1.1 with --h1). */
+export function parseStats(output: string, protocol = 'h2'): H2loadStats {
   const proto = /^Application protocol: (\S+)/m.exec(output)?.[1];
-  if (proto !== 'h2') throw new Error(`h2load negotiated ${proto ?? 'no protocol'}, not h2`);
+  if (proto !== protocol) {
+    throw new Error(`h2load negotiated ${proto ?? 'no protocol'}, not ${protocol}`);
+  }
   const r =
     /^requests: \d+ total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/m.exec(
       output,
@@ -189,7 +194,7 @@ function checkAccounting(run: string, s: H2loadStats, before: CaCounters, after:
   }
 }
 
-interface LogRow {
+export interface LogRow {
   /** Request start, microseconds since the epoch. */
   startUs: number;
   status: number;
@@ -197,7 +202,7 @@ interface LogRow {
 }
 
 /** h2load --log-file: "<start µs since epoch>\t<HTTP status, -1 if failed>\t<µs to end>". */
-function readLog(path: string): LogRow[] {
+export function readLog(path: string): LogRow[] {
   return readFileSync(path, 'utf8')
     .split('\n')
     .filter(Boolean)
@@ -216,7 +221,7 @@ function readLog(path: string): LogRow[] {
  * "finished in", which also holds the handshakes and the stop); latencies are those of the
  * requests started in the window.
  */
-function steadyWindow(
+export function steadyWindow(
   rows: LogRow[],
   s: H2loadStats,
 ): { seconds: number; completed: number; p50: number; p99: number } {
@@ -287,11 +292,14 @@ async function measure(
   const durationMs = Math.round((options.seconds + RAMP_SECONDS) * 1000);
   before = after;
   const cpu0 = serverCpuSeconds(pid);
+  const loop0 = mainThreadCpuSeconds(pid);
   const run = await runH2load(
     ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
     durationMs + 60_000,
   );
-  const serverCpu = (serverCpuSeconds(pid) - cpu0) / run.wallSeconds;
+  const cpuSeconds = serverCpuSeconds(pid) - cpu0;
+  const loopSeconds = mainThreadCpuSeconds(pid) - loop0;
+  const serverCpu = cpuSeconds / run.wallSeconds;
   after = await settledCounters(server);
   const stats = parseStats(run.output);
   checkAccounting('measured run', stats, before, after);
@@ -317,6 +325,9 @@ async function measure(
     ready_ms: server.readyMs,
     server_cpu: serverCpu,
     client_cpu: run.cpuSeconds / run.wallSeconds,
+    // Over the whole run (handshakes and the cut included), per certificate issued in it.
+    cpu_us_per_cert: (cpuSeconds * 1e6) / (after.issued - before.issued),
+    loop_us_per_cert: (loopSeconds * 1e6) / (after.issued - before.issued),
   };
 }
 
@@ -325,6 +336,8 @@ function h2loadCase(keyType: CaKeyType, concurrency: number, workers?: string): 
     name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}`,
     limit: LIMITS[keyType],
     target: TARGETS[keyType](concurrency),
+    // The issue's yardstick: a Go CA doing TLS + HTTP/2 + an authenticated sign, same h2load.
+    ...(keyType === 'ec-p256' && concurrency === 64 ? { peer: CFSSL_AUTHSIGN_CASE(64) } : {}),
     async run(options): Promise<Measurement> {
       requireH2load(); // before starting anything
       const server = await startServer(keyType, workers);

@@ -11,9 +11,11 @@
 // h2load — the primary figures — and by @grpc/grpc-js clients for comparison); ambient mode's
 // burst, one ztunnel token for 200 identities on a node, against `serve --kube` and the fake API
 // server (bench/ambient.ts); the policy engine at scale (bench/policy.ts); leaf signing with the
-// CA key in SoftHSM2 beside the key in process (bench/hsm.ts, Debian's softhsm2). The h2load
-// cases need `h2load` (Debian nghttp2-client): `npm run bench` runs scripts/setup-bench-deps.sh
-// first.
+// CA key in SoftHSM2 beside the key in process (bench/hsm.ts, Debian's softhsm2); the peer,
+// cfssl (a Go CA) signing the same CSR under the same h2load (bench/cfssl.ts): a case naming a
+// `peer` runs with it and prints certs/s over the peer's (`vs peer`). The h2load cases need
+// `h2load` (Debian nghttp2-client) and the peer `cfssl` (golang-cfssl): `npm run bench` runs
+// scripts/setup-bench-deps.sh first.
 //
 // A case that throws is reported on one line (stderr) and the others still run; the exit code
 // is then 1.
@@ -25,6 +27,7 @@ import { execFileSync } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { Command } from 'commander';
 import { ambientCases } from './ambient.js';
+import { cfsslCases } from './cfssl.js';
 import { e2eCases } from './e2e.js';
 import { hsmCases } from './hsm.js';
 import { inProcessCases } from './in-process.js';
@@ -35,6 +38,7 @@ const cases: BenchCase[] = [
   ...inProcessCases(),
   ...hsmCases(),
   ...e2eCases(),
+  ...cfsslCases(),
   ...ambientCases(),
   policyBenchCase(),
 ];
@@ -61,6 +65,8 @@ interface Row extends Measurement {
   case: string;
   limit_per_s: number | null;
   ratio: number | null;
+  /** certs/s over the peer case's (bench/cfssl.ts) in the same run. */
+  peer_ratio: number | null;
   target: string;
 }
 
@@ -76,9 +82,12 @@ function printTable(rows: Row[]): void {
     'p99 ms',
     'limit/s',
     'ratio',
+    'vs peer',
     'rss MB',
     'ready ms',
     'srv cpu',
+    'µs/cert',
+    'loop µs',
     'gen cpu',
     'procs',
     'loop p99/max',
@@ -91,9 +100,12 @@ function printTable(rows: Row[]): void {
     fmt(r.p99_ms, 2),
     fmt(r.limit_per_s),
     r.ratio === null ? '-' : `${(r.ratio * 100).toFixed(0)}%`,
+    r.peer_ratio === null ? '-' : `${r.peer_ratio.toFixed(2)}x`,
     fmt(r.rss_mb),
     fmt(r.ready_ms ?? null),
     fmt(r.server_cpu ?? null, 2),
+    fmt(r.cpu_us_per_cert ?? null),
+    fmt(r.loop_us_per_cert ?? null),
     fmt(r.client_cpu ?? null, 2),
     fmt(r.processes ?? null),
     r.loop_p99_ms === undefined ? '-' : `${fmt(r.loop_p99_ms, 1)}/${fmt(r.loop_max_ms ?? null, 1)}`,
@@ -111,11 +123,15 @@ function printTable(rows: Row[]): void {
   for (const b of body) console.log(line(b));
 }
 
+function peerRatio(m: Measurement, peer: Row | undefined): number | null {
+  return peer && peer.certs_per_s > 0 ? m.certs_per_s / peer.certs_per_s : null;
+}
+
 async function main(argv: string[]): Promise<void> {
   const program = new Command('bench')
     .option('--json', 'one JSON object per line instead of a table')
     .option('--quick', 'a short smoke run (figures are rough)')
-    .option('--only <substr>', 'only cases whose name contains this')
+    .option('--only <substr>', 'only cases whose name contains this (or is exactly this)')
     .parse(argv, { from: 'user' });
   const flags = program.opts<{ json?: boolean; quick?: boolean; only?: string }>();
   const options: BenchOptions = {
@@ -123,7 +139,26 @@ async function main(argv: string[]): Promise<void> {
     seconds: flags.quick ? 0.5 : 4,
     maxCount: flags.quick ? 2_000 : 100_000,
   };
-  const selected = cases.filter((c) => !flags.only || c.name.includes(flags.only));
+  // A name given whole selects that case alone; otherwise every case containing it.
+  const exact = cases.some((c) => c.name === flags.only);
+  const matched = new Set(
+    cases.filter(
+      (c) => !flags.only || (exact ? c.name === flags.only : c.name.includes(flags.only)),
+    ),
+  );
+  // A case's peer runs with it (first: its figure is what the case's ratio is taken against).
+  for (const c of [...matched]) {
+    const peer = cases.find((p) => p.name === c.peer);
+    if (peer) matched.add(peer);
+  }
+  const selected = [
+    ...cases.filter(
+      (c) => matched.has(c) && cases.some((o) => matched.has(o) && o.peer === c.name),
+    ),
+    ...cases.filter(
+      (c) => matched.has(c) && !cases.some((o) => matched.has(o) && o.peer === c.name),
+    ),
+  ];
   if (selected.length === 0) {
     console.error(`bench: no case matches "${flags.only}"`);
     process.exitCode = 2;
@@ -152,6 +187,10 @@ async function main(argv: string[]): Promise<void> {
       ...m,
       limit_per_s: limit,
       ratio: limit ? m.certs_per_s / limit : null,
+      peer_ratio: peerRatio(
+        m,
+        rows.find((r) => r.case === c.peer),
+      ),
       target: c.target,
     };
     rows.push(row);

@@ -193,11 +193,20 @@ export function serverRssMb(pid: number): number {
   return Math.max(...serverPids(pid).map(rssOf));
 }
 
+/**
+ * CPU seconds of the server's main thread (the event loop of the primary): what the issue's
+ * "main-thread CPU per certificate" counts. CPU time, unlike throughput, barely moves with the
+ * neighbours' load, so it compares builds on a busy machine.
+ */
+export function mainThreadCpuSeconds(pid: number): number {
+  return cpuSecondsOf(pid, `/proc/${pid}/task/${pid}/stat`);
+}
+
 /** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */
-function cpuSecondsOf(pid: number): number {
+function cpuSecondsOf(pid: number, path = `/proc/${pid}/stat`): number {
   // Fields after the command name (which may hold spaces, hence the last ')'): utime is the
   // 12th and stime the 13th of them, in clock ticks (100 per second on Linux).
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const stat = readFileSync(path, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }

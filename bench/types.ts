@@ -29,6 +29,10 @@ export interface Measurement {
    * by both, what it takes is not available to the server.
    */
   client_cpu?: number;
+  /** End-to-end cases: the server's CPU (every thread and process) per certificate, µs. */
+  cpu_us_per_cert?: number;
+  /** End-to-end cases: the primary's main thread (event loop) CPU per certificate, µs. */
+  loop_us_per_cert?: number;
   /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
   processes?: number;
   /**
@@ -45,6 +49,11 @@ export interface BenchCase {
   readonly limit?: LimitKey;
   /** The target, as text for the table (e.g. "≥ 3500/s", "≥ 90% of limit"). */
   readonly target: string;
+  /**
+   * The name of a peer case (another CA doing the same work, bench/cfssl.ts) this one is
+   * compared with: it runs whenever this one does, and the table prints certs/s over the peer's.
+   */
+  readonly peer?: string;
   run(options: BenchOptions): Promise<Measurement>;
 }
 

@@ -5,7 +5,8 @@
 // pool first starts, and Node's ES module loader starts it while loading the first module. Only
 // a CommonJS entry runs before that.
 //
-// The pool runs the asynchronous signatures (leaves, JWT checks). Its default of 4 threads is
+// The pool runs the asynchronous signatures (RSA leaves, sent there by the crypto thread; every
+// leaf when that thread is not up or with --csr-threads 0). Its default of 4 threads is
 // more than a 2-core machine runs at once: the extra ones only take turns with the event loop and
 // the CSR check thread. Measured with h2load, 64 connections, 2 cores, P-256 CA, median of 5
 // (docs/performance.md): 4 threads 2,505 certs/s, 2 threads 2,877; an RSA-4096 CA needs one per

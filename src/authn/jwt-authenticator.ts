@@ -5,6 +5,7 @@ import { silentLogger, type Logger } from '../log.js';
 import type { AuthRequest, Authenticator, Caller } from './authenticator.js';
 import { extractBearerToken, withoutToken } from './bearer.js';
 import type { JwksKeySource } from './jwks.js';
+import type { JwtOffload } from './fast-jwt-check.js';
 import { JwtVerifier, type JwtVerifyOptions } from './jwt-verify.js';
 import { parseServiceAccountSubject } from './service-account-subject.js';
 import { TokenCache, type TokenCacheOptions, type TokenCacheStats } from './token-cache.js';
@@ -122,6 +123,15 @@ export class JwtAuthenticator implements Authenticator {
       options.cache === false
         ? undefined
         : new TokenCache('verified JWT cache', { ...options.cache, clock: this.clock });
+  }
+
+  /**
+   * Checks token signatures on `offload` (the crypto thread) from now on, when it takes them;
+   * every check and every refusal stays as it is inline (test/authn/jwt-offload.test.ts).
+   * Only tokens the cache does not answer reach it.
+   */
+  offloadTo(offload: JwtOffload): void {
+    this.verifier.offloadTo(offload);
   }
 
   /** The verified-token cache's counters; undefined without a cache. */

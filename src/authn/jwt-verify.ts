@@ -1,5 +1,5 @@
 import { KeyObject } from 'node:crypto';
-import { createVerifier, TokenError } from 'fast-jwt';
+import { TokenError } from 'fast-jwt';
 import {
   decodeJwt,
   decodeProtectedHeader,
@@ -9,7 +9,11 @@ import {
   type ProtectedHeaderParameters,
 } from 'jose';
 import { CastellanError } from '../errors.js';
+import { makeFastJwtVerifier, type JwtOffload, type Verifier } from './fast-jwt-check.js';
 import type { JwksKeySource } from './jwks.js';
+
+/** What a key source hands out: jose's sets give CryptoKeys (imported once per JWK, cached). */
+type SourceKey = object;
 
 export interface JwtVerifyOptions {
   readonly issuer: string;
@@ -18,10 +22,6 @@ export interface JwtVerifyOptions {
   readonly clockToleranceSeconds: number;
   readonly requiredClaims: readonly string[];
 }
-
-type Verifier = (token: string) => JWTPayload;
-/** What a key source hands out: jose's sets give CryptoKeys (imported once per JWK, cached). */
-type SourceKey = object;
 
 /**
  * Verifies compact JWTs: jose picks the key (the JWKS sources, `kid`/`alg` matching, remote
@@ -42,11 +42,22 @@ type SourceKey = object;
 export class JwtVerifier {
   /** One fast-jwt verifier per source key and algorithm: making one parses the key (≈ 120 µs). */
   private readonly verifiers = new WeakMap<SourceKey, Map<string, Verifier>>();
+  /** Each source key's SPKI PEM, for offloaded checks. */
+  private readonly pems = new WeakMap<SourceKey, string>();
+  private offload: JwtOffload | undefined;
 
   constructor(
     private readonly keys: JwksKeySource,
     private readonly options: JwtVerifyOptions,
   ) {}
+
+  /**
+   * From now on, signatures are checked on `offload` when it takes them (the crypto thread):
+   * the same fast-jwt checks, made the same way, and its refusals mapped as inline ones.
+   */
+  offloadTo(offload: JwtOffload): void {
+    this.offload = offload;
+  }
 
   async verify(token: string, nowMs: number): Promise<JWTPayload> {
     let header: ProtectedHeaderParameters;
@@ -64,7 +75,7 @@ export class JwtVerifier {
     let payload: JWTPayload | undefined;
     for (const key of candidates) {
       try {
-        payload = this.verifierFor(key, alg)(token);
+        payload = await this.check(key, alg, token);
         break;
       } catch (e) {
         // Several keys may match a token without a kid: the first that verifies wins, as in
@@ -90,6 +101,41 @@ export class JwtVerifier {
     }
   }
 
+  /** fast-jwt's check of the token with this key: on the offload when it takes it, else here. */
+  private check(key: SourceKey, alg: string, token: string): JWTPayload | Promise<JWTPayload> {
+    if (!this.offload) return this.verifierFor(key, alg)(token);
+    const { issuer, audiences, requiredClaims } = this.options;
+    const sent = this.offload.verifyJwt({
+      token,
+      keyPem: this.pemOf(key),
+      alg,
+      issuer,
+      audiences,
+      requiredClaims,
+    });
+    if (!sent) return this.verifierFor(key, alg)(token);
+    return sent.then(
+      (result) => {
+        if (result.ok) return result.payload;
+        // As the inline verifier would have thrown it (asJoseError reads code and message).
+        throw result.tokenError
+          ? new TokenError(result.code as never, result.message)
+          : new Error(result.message);
+      },
+      // The thread stopped holding it: checked here, never refused for that.
+      () => this.verifierFor(key, alg)(token),
+    );
+  }
+
+  private pemOf(key: SourceKey): string {
+    let pem = this.pems.get(key);
+    if (pem === undefined) {
+      pem = spkiPem(key);
+      this.pems.set(key, pem);
+    }
+    return pem;
+  }
+
   private verifierFor(key: SourceKey, alg: string): Verifier {
     let byAlg = this.verifiers.get(key);
     if (!byAlg) {
@@ -99,17 +145,13 @@ export class JwtVerifier {
     let verifier = byAlg.get(alg);
     if (!verifier) {
       const { issuer, audiences, requiredClaims } = this.options;
-      verifier = createVerifier({
-        key: spkiPem(key),
-        algorithms: [alg as never],
-        allowedIss: issuer,
-        allowedAud: [...audiences],
-        requiredClaims: [...requiredClaims],
-        // Times are checked in checkTimes, on the injected clock.
-        ignoreExpiration: true,
-        ignoreNotBefore: true,
-        cache: false,
-      }) as Verifier;
+      verifier = makeFastJwtVerifier({
+        keyPem: this.pemOf(key),
+        alg,
+        issuer,
+        audiences,
+        requiredClaims,
+      });
       byAlg.set(alg, verifier);
     }
     return verifier;

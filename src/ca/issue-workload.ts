@@ -37,19 +37,7 @@ export async function issueWorkloadCertificate(
   },
   clock: Clock,
 ): Promise<IssuedWorkload> {
-  if (request.sans.length === 0) {
-    throw new CastellanError('invalid-argument', 'a workload certificate needs at least one SAN');
-  }
-  if (!(request.ttlMs > 0)) {
-    throw new CastellanError('invalid-argument', `TTL must be positive, got ${request.ttlMs} ms`);
-  }
-  const now = clock.now();
-  const signerNotAfter = snapshot.bundle.signingCert.notAfter.getTime();
-  if (now >= signerNotAfter) {
-    throw new CastellanError('unavailable', 'the signing certificate has expired');
-  }
-  const notBefore = truncateToSeconds(new Date(now - NOT_BEFORE_BACKDATE_MS));
-  const notAfter = truncateToSeconds(new Date(Math.min(now + request.ttlMs, signerNotAfter)));
+  const { notBefore, notAfter } = workloadValidity(snapshot, request, clock);
   const serial = randomSerial();
   const leafDer = await snapshot.leafSigner.sign({
     spki: request.csr.spki,
@@ -68,5 +56,32 @@ export async function issueWorkloadCertificate(
     serialHex: serialToHex(serial),
     notAfter,
     leafDer,
+  };
+}
+
+/**
+ * issueWorkloadCertificate's checks and validity period, for issuers that sign elsewhere (the
+ * crypto thread, src/server/csr-check-threads.ts): NotBefore = now − 2 min; NotAfter = min(now +
+ * ttl, signing certificate's NotAfter), in whole seconds. Throws as issueWorkloadCertificate does.
+ */
+export function workloadValidity(
+  snapshot: CaSnapshot,
+  request: { sans: readonly string[]; ttlMs: number },
+  clock: Clock,
+): { notBefore: Date; notAfter: Date } {
+  if (request.sans.length === 0) {
+    throw new CastellanError('invalid-argument', 'a workload certificate needs at least one SAN');
+  }
+  if (!(request.ttlMs > 0)) {
+    throw new CastellanError('invalid-argument', `TTL must be positive, got ${request.ttlMs} ms`);
+  }
+  const now = clock.now();
+  const signerNotAfter = snapshot.bundle.signingCert.notAfter.getTime();
+  if (now >= signerNotAfter) {
+    throw new CastellanError('unavailable', 'the signing certificate has expired');
+  }
+  return {
+    notBefore: truncateToSeconds(new Date(now - NOT_BEFORE_BACKDATE_MS)),
+    notAfter: truncateToSeconds(new Date(Math.min(now + request.ttlMs, signerNotAfter))),
   };
 }

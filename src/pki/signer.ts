@@ -56,6 +56,16 @@ export function checkAlgorithm(signer: CaSigner, algorithm: CaSignatureAlgorithm
 }
 
 const inProcess = new WeakMap<KeyObject, CaSigner>();
+const keyOfSigner = new WeakMap<CaSigner, KeyObject>();
+
+/**
+ * The KeyObject behind an in-process signer (keyObjectSigner), undefined for any other signer
+ * (an HSM's key never leaves its token). For the crypto thread, which signs leaves with its own
+ * copy of the key (src/server/csr-check-threads.ts): one more in-process path of the same key.
+ */
+export function inProcessKeyOf(signer: CaSigner): KeyObject | undefined {
+  return keyOfSigner.get(signer);
+}
 
 /**
  * The in-process signer: node:crypto with a callback, so the signature is computed on libuv's
@@ -92,6 +102,7 @@ export function keyObjectSigner(key: KeyObject): CaSigner {
     },
   };
   inProcess.set(key, signer);
+  keyOfSigner.set(signer, key);
   return signer;
 }
 

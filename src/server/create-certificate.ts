@@ -45,6 +45,24 @@ export interface LeafIssuer<C> {
   parseCsr(pem: string): C | Promise<C>;
   /** Signs a workload leaf for these SANs, NotAfter clamped to the signing certificate. */
   sign(snapshot: CaSnapshot, csr: C, sans: readonly string[], ttlMs: number): Promise<IssuedLeaf>;
+  /**
+   * Both steps at once (one hop to the crypto thread, src/server/issuers.ts); undefined when this
+   * issuer cannot take this one, and then the handler calls parseCsr and sign. A CSR defect
+   * rejects with CsrRejected; anything else is a signing failure.
+   */
+  issue?(
+    snapshot: CaSnapshot,
+    csrPem: string,
+    sans: readonly string[],
+    ttlMs: number,
+  ): Promise<IssuedLeaf> | undefined;
+}
+
+/** LeafIssuer.issue's refusal of the CSR: what parseCsr would have thrown. */
+export class CsrRejected extends Error {
+  constructor(readonly error: CastellanError) {
+    super(error.message);
+  }
 }
 
 export interface TtlPolicy {
@@ -252,23 +270,9 @@ async function handle<C>(
       throw new Refusal(asCastellanError(e), 'TTL_ERROR');
     }
 
-    let csr: C;
-    try {
-      csr = await deps.issuer.parseCsr(csrPem);
-    } catch (e) {
-      metrics.csrParsingErrorCount.inc();
-      const err = asCastellanError(e, 'malformed');
-      throw new Refusal(err, err.kind === 'internal' ? 'CERT_GEN_ERROR' : 'CSR_ERROR');
-    }
-
-    throwIfCancelled('before signing');
-    let leaf: IssuedLeaf;
-    try {
-      leaf = await deps.issuer.sign(snapshot, csr, [spiffeId], ttlMs);
-    } catch (e) {
-      const err = asCastellanError(e);
-      throw new Refusal(err, err.kind === 'unavailable' ? 'CA_NOT_READY' : 'CERT_GEN_ERROR');
-    }
+    const leaf = await issueLeaf(deps, snapshot, csrPem, spiffeId, ttlMs, () =>
+      throwIfCancelled('before signing'),
+    );
 
     metrics.successCount.inc();
     const seconds = (performance.now() - started) / 1000;
@@ -340,6 +344,53 @@ async function handle<C>(
     throw new CallRefused(shed ? { ...failure, metadata: retryPushback(shed) } : failure);
   } finally {
     ticket?.release();
+  }
+}
+
+/**
+ * The CSR check and the signature: in one step when the issuer can (LeafIssuer.issue), else in
+ * two. Either way a CSR defect is the caller's (CSR_ERROR, csr_parsing_err_count; `internal`:
+ * CERT_GEN_ERROR) and a signing failure ours (CERT_GEN_ERROR; `unavailable`: CA_NOT_READY).
+ */
+async function issueLeaf<C>(
+  deps: CaServiceDeps<C>,
+  snapshot: CaSnapshot,
+  csrPem: string,
+  spiffeId: string,
+  ttlMs: number,
+  /** Throws when the call should not be signed any more (its client left): asked last. */
+  beforeSigning: () => void,
+): Promise<IssuedLeaf> {
+  const csrRefusal = (e: unknown): Refusal => {
+    deps.metrics.csrParsingErrorCount.inc();
+    const err = asCastellanError(e, 'malformed');
+    return new Refusal(err, err.kind === 'internal' ? 'CERT_GEN_ERROR' : 'CSR_ERROR');
+  };
+  const signRefusal = (e: unknown): Refusal => {
+    const err = asCastellanError(e);
+    return new Refusal(err, err.kind === 'unavailable' ? 'CA_NOT_READY' : 'CERT_GEN_ERROR');
+  };
+  // One hop checks and signs together on the crypto thread: the last moment to ask is before it.
+  if (deps.issuer.issue) beforeSigning();
+  const oneHop = deps.issuer.issue?.(snapshot, csrPem, [spiffeId], ttlMs);
+  if (oneHop) {
+    try {
+      return await oneHop;
+    } catch (e) {
+      throw e instanceof CsrRejected ? csrRefusal(e.error) : signRefusal(e);
+    }
+  }
+  let csr: C;
+  try {
+    csr = await deps.issuer.parseCsr(csrPem);
+  } catch (e) {
+    throw csrRefusal(e);
+  }
+  beforeSigning();
+  try {
+    return await deps.issuer.sign(snapshot, csr, [spiffeId], ttlMs);
+  } catch (e) {
+    throw signRefusal(e);
   }
 }
 

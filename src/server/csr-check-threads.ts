@@ -1,34 +1,86 @@
 import { Gauge, Registry } from 'prom-client';
 import { availableParallelism } from 'node:os';
+import type { KeyObject } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
+import type { CaSnapshot } from '../ca/key-cert-bundle.js';
 import type { Clock } from '../clock.js';
+import type { JwtOffload, OffloadedJwt, OffloadedJwtResult } from '../authn/fast-jwt-check.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { checkCsr, type CheckedCsr } from './csr-check.js';
+import { inProcessKeyOf } from '../pki/signer.js';
+import {
+  checkCsr,
+  LeafOrderFailure,
+  type CheckedCsr,
+  type IssuedOnThread,
+  type LeafOrder,
+} from './csr-check.js';
 
-export type { CheckedCsr };
+export type { CheckedCsr, IssuedOnThread, LeafOrder };
+export { LeafOrderFailure };
 
 /** Checks a CSR (src/pki/csr.ts rules): the checked CSR, or a CastellanError of the rule's kind. */
 export interface CsrChecker {
   check(pem: string): CheckedCsr | Promise<CheckedCsr>;
+  /**
+   * The whole leaf in one hop to a crypto thread (CSR check, TBS, signature, PEM): undefined when
+   * that cannot be done here (no thread up yet, or the CA's key is not in this process), and
+   * then the caller checks and signs as two steps. Rejects with LeafOrderFailure.
+   */
+  issue?(snapshot: CaSnapshot, order: LeafOrder): Promise<IssuedOnThread> | undefined;
   close(): Promise<void>;
 }
 
-/** Main thread → worker, in batches (one message per event-loop turn). */
+/** Main thread → worker, in batches (one message per event-loop turn): a CSR to check. */
 export interface CsrCheckRequest {
+  readonly op?: undefined;
   readonly id: number;
   readonly pem: string;
 }
 
-/** Worker → main thread, one batch per request batch: the checked CSR, or the refusal. */
-export type CsrCheckReply =
+/** A leaf to issue with a registered CA. */
+interface LeafOrderRequest {
+  readonly op: 'issue';
+  readonly id: number;
+  readonly ca: number;
+  readonly order: LeafOrder;
+}
+
+/**
+ * A CA the thread signs for, sent before its first order: the signing certificate (for the
+ * leaf template) and the private key (a KeyObject is cloned to the thread once, here). `keep`:
+ * the CAs the thread keeps, this one included; it drops the others.
+ */
+interface CaRegistration {
+  readonly op: 'ca';
+  readonly ca: number;
+  readonly certDer: Uint8Array;
+  readonly key: KeyObject;
+  readonly keep: readonly number[];
+}
+
+/** A token's signature and claims to check (src/authn/jwt-verify.ts: JwtOffload). */
+interface JwtRequest {
+  readonly op: 'jwt';
+  readonly id: number;
+  readonly check: OffloadedJwt;
+}
+
+export type ThreadRequest = CsrCheckRequest | LeafOrderRequest | CaRegistration | JwtRequest;
+
+/** Worker → main thread, one batch per request batch: the checked CSR or leaf, or the refusal. */
+export type ThreadReply =
   | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
+  | { readonly id: number; readonly ok: true; readonly issued: IssuedOnThread }
+  | { readonly id: number; readonly ok: true; readonly jwt: OffloadedJwtResult }
   | {
       readonly id: number;
       readonly ok: false;
       readonly kind: ErrorKind;
       readonly message: string;
       readonly subject?: string | undefined;
+      /** Orders only: whether the CSR or the signing failed. */
+      readonly stage?: 'csr' | 'sign' | undefined;
     };
 
 /** Checks on the calling thread. */
@@ -52,13 +104,24 @@ export function resolveCsrThreads(
   return cores >= 2 ? 1 : 0;
 }
 
+/**
+ * The crypto thread's V8 young generation, capped: by default V8 lets it grow to tens of MB, and
+ * a thread that allocates per request (PEMs, DER, keys) keeps it large. Measured at P-256 c=64
+ * (2026-12-07 00:01–00:04 UTC and the runs before, same build, interleaved): resident memory
+ * 186–232 MB (median ≈ 210) uncapped, 171–183 MB capped at 4 MB, throughput and CPU per
+ * certificate within the noise (ratio to cfssl 0.77–0.96 against 0.64–0.91).
+ */
+export const CRYPTO_THREAD_LIMITS = { maxYoungGenerationSizeMb: 4 } as const;
+
 /** Deaths beyond this many within CRASH_WINDOW_MS stop the respawning: checks go inline. */
 const CRASHES_BEFORE_GIVING_UP = 3;
 const CRASH_WINDOW_MS = 10_000;
 
 interface Pending {
-  resolve(csr: CheckedCsr): void;
-  reject(e: CastellanError): void;
+  /** An order (its failures are LeafOrderFailures), a CSR check, or a token check. */
+  readonly kind: 'order' | 'check' | 'jwt';
+  resolve(value: CheckedCsr | IssuedOnThread | OffloadedJwtResult): void;
+  reject(e: Error): void;
 }
 
 interface Slot {
@@ -66,24 +129,38 @@ interface Slot {
   ready: boolean;
   readonly pending: Map<number, Pending>;
   /** Requests of this event-loop turn, posted together (one message, one wake-up). */
-  outbox: CsrCheckRequest[];
+  outbox: ThreadRequest[];
+  /** The CAs registered with this thread, most recent last (at most CAS_PER_THREAD). */
+  cas: number[];
 }
 
 /**
- * CSR checks on worker threads. Under load the check is the event loop's largest single cost
+ * CAs a thread holds at once: the current one, and the one before it for the requests that took
+ * their snapshot before a swap.
+ */
+const CAS_PER_THREAD = 2;
+
+/**
+ * CSR checks and whole leaves on worker threads (the crypto thread). Under load the check is the event loop's largest single cost
  * (importing the CSR's public key and verifying its signature in node:crypto, which offers no
  * asynchronous form for either): moved to a thread of its own, it runs on the second core while
- * the event loop serves TLS, HTTP/2 and authentication.
+ * the event loop serves TLS, HTTP/2 and authentication. For a CA whose key is in this process,
+ * `issue` goes further: one hop carries the CSR there and brings the leaf's PEM back, so the
+ * event loop neither encodes the TBS nor dispatches the signature (src/server/csr-check.ts:
+ * issueLeafOrder; measured in docs/performance.md).
  *
  * A thread answers once its modules are loaded; until then, and if threads keep dying (more than
  * CRASHES_BEFORE_GIVING_UP within CRASH_WINDOW_MS), checks run inline, so a start or a broken
  * thread never refuses a request. A thread that dies fails only the checks it held (`internal`)
  * and is replaced.
  */
-export class CsrCheckPool implements CsrChecker {
+export class CsrCheckPool implements CsrChecker, JwtOffload {
   private readonly slots: Slot[] = [];
   private readonly deaths: number[] = [];
   private nextId = 1;
+  /** The pool's id of each CA snapshot it has posted to a thread. */
+  private readonly caIds = new WeakMap<CaSnapshot, number>();
+  private nextCaId = 1;
   private closed = false;
   private gaveUp = false;
   private readonly logger: Logger;
@@ -117,10 +194,54 @@ export class CsrCheckPool implements CsrChecker {
     if (!slot) return inlineCsrChecker.check(pem);
     const id = this.nextId++;
     return new Promise<CheckedCsr>((resolve, reject) => {
-      slot.pending.set(id, { resolve, reject });
-      if (slot.outbox.length === 0) setImmediate(() => this.flush(slot));
-      slot.outbox.push({ id, pem });
+      slot.pending.set(id, { kind: 'check', resolve: resolve as Pending['resolve'], reject });
+      this.post(slot, { id, pem });
     });
+  }
+
+  /**
+   * One hop for the whole leaf (CsrChecker.issue). The first order for a CA snapshot on a thread
+   * carries the CA's certificate and key ahead of it, in the same message.
+   */
+  issue(snapshot: CaSnapshot, order: LeafOrder): Promise<IssuedOnThread> | undefined {
+    const key = inProcessKeyOf(snapshot.bundle.signer);
+    if (!key) return undefined;
+    const slot = this.pick();
+    if (!slot) return undefined;
+    let ca = this.caIds.get(snapshot);
+    if (ca === undefined) {
+      ca = this.nextCaId++;
+      this.caIds.set(snapshot, ca);
+    }
+    if (!slot.cas.includes(ca)) {
+      slot.cas = [...slot.cas, ca].slice(-CAS_PER_THREAD);
+      const certDer = new Uint8Array(snapshot.bundle.signingCert.rawData);
+      this.post(slot, { op: 'ca', ca, certDer, key, keep: slot.cas });
+    }
+    const id = this.nextId++;
+    return new Promise<IssuedOnThread>((resolve, reject) => {
+      slot.pending.set(id, { kind: 'order', resolve: resolve as Pending['resolve'], reject });
+      this.post(slot, { op: 'issue', id, ca, order });
+    });
+  }
+
+  /**
+   * A token's signature and claims checked on a thread (JwtOffload); undefined while none is up.
+   * A thread that dies rejects the checks it held, and the verifier then checks them inline.
+   */
+  verifyJwt(check: OffloadedJwt): Promise<OffloadedJwtResult> | undefined {
+    const slot = this.pick();
+    if (!slot) return undefined;
+    const id = this.nextId++;
+    return new Promise<OffloadedJwtResult>((resolve, reject) => {
+      slot.pending.set(id, { kind: 'jwt', resolve: resolve as Pending['resolve'], reject });
+      this.post(slot, { op: 'jwt', id, check });
+    });
+  }
+
+  private post(slot: Slot, request: ThreadRequest): void {
+    if (slot.outbox.length === 0) setImmediate(() => this.flush(slot));
+    slot.outbox.push(request);
   }
 
   /**
@@ -149,12 +270,12 @@ export class CsrCheckPool implements CsrChecker {
   }
 
   private spawn(): void {
-    const worker = new Worker(this.workerUrl);
+    const worker = new Worker(this.workerUrl, { resourceLimits: CRYPTO_THREAD_LIMITS });
     // Never what keeps the process alive: the server's listeners do that.
     worker.unref();
-    const slot: Slot = { worker, ready: false, pending: new Map(), outbox: [] };
+    const slot: Slot = { worker, ready: false, pending: new Map(), outbox: [], cas: [] };
     this.slots.push(slot);
-    worker.on('message', (message: readonly CsrCheckReply[] | 'ready') => {
+    worker.on('message', (message: readonly ThreadReply[] | 'ready') => {
       if (message === 'ready') {
         slot.ready = true;
         return;
@@ -163,8 +284,11 @@ export class CsrCheckPool implements CsrChecker {
         const pending = slot.pending.get(reply.id);
         if (!pending) continue;
         slot.pending.delete(reply.id);
-        if (reply.ok) pending.resolve(reply.csr);
-        else pending.reject(rebuildError(reply));
+        if (reply.ok) {
+          pending.resolve('csr' in reply ? reply.csr : 'jwt' in reply ? reply.jwt : reply.issued);
+        } else if (pending.kind === 'order') {
+          pending.reject(new LeafOrderFailure(reply.stage ?? 'csr', rebuildError(reply)));
+        } else pending.reject(rebuildError(reply));
       }
     });
     worker.on('error', (err) => {
@@ -176,7 +300,11 @@ export class CsrCheckPool implements CsrChecker {
   private onExit(slot: Slot, code: number): void {
     this.slots.splice(this.slots.indexOf(slot), 1);
     for (const p of slot.pending.values()) {
-      p.reject(new CastellanError('internal', `the CSR check thread stopped (exit code ${code})`));
+      const stopped = new CastellanError(
+        'internal',
+        `the CSR check thread stopped (exit code ${code})`,
+      );
+      p.reject(p.kind === 'order' ? new LeafOrderFailure('sign', stopped) : stopped);
     }
     slot.pending.clear();
     if (this.closed || this.gaveUp) return;
@@ -197,7 +325,7 @@ export class CsrCheckPool implements CsrChecker {
 }
 
 /** The worker's refusal as the CastellanError the inline check would have thrown. */
-function rebuildError(reply: Extract<CsrCheckReply, { ok: false }>): CastellanError {
+function rebuildError(reply: Extract<ThreadReply, { ok: false }>): CastellanError {
   const prefix = reply.subject !== undefined ? `${reply.subject}: ` : '';
   const message = reply.message.startsWith(prefix)
     ? reply.message.slice(prefix.length)
@@ -212,6 +340,8 @@ function rebuildError(reply: Extract<CsrCheckReply, { ok: false }>): CastellanEr
 /** Where CSRs are checked (threads or the event loop), with the metric of what is up. */
 export interface CsrChecks {
   readonly checker: CsrChecker;
+  /** The threads, for token signature checks (JwtAuthenticator.offloadTo); none without threads. */
+  readonly jwtOffload: JwtOffload | undefined;
   /** `castellan_csr_check_threads_ready`. */
   readonly registry: Registry;
 }
@@ -239,5 +369,5 @@ export function startCsrChecks(
       this.set(pool?.readyThreads ?? 0);
     },
   });
-  return { checker: pool ?? inlineCsrChecker, registry };
+  return { checker: pool ?? inlineCsrChecker, jwtOffload: pool, registry };
 }

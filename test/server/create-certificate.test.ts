@@ -27,13 +27,15 @@ import { Metadata, status, type ServerUnaryCall, type StatusObject } from '@grpc
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../../src/api/istioca.js';
 import type { AuthRequest, Caller } from '../../src/authn/authenticator.js';
 import type { CaSnapshot, CaState } from '../../src/ca/key-cert-bundle.js';
-import { CastellanError } from '../../src/errors.js';
+import { asCastellanError, CastellanError } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
 import { AuditLog } from '../../src/server/audit.js';
 import {
   createCertificateHandler,
+  CsrRejected,
   MAX_CSR_BYTES,
   type IssuedLeaf,
+  type LeafIssuer,
 } from '../../src/server/create-certificate.js';
 import { CaMetrics } from '../../src/server/metrics.js';
 import { INTERNAL_MESSAGE, UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
@@ -328,7 +330,12 @@ interface Outcome {
   readonly logLines: string[];
 }
 
-async function run(row: Row): Promise<Outcome> {
+/**
+ * `oneHop`: the issuer also has LeafIssuer.issue, doing both steps at once as the crypto thread
+ * does (src/server/issuers.ts), a CSR defect rejecting as CsrRejected: every row must end the
+ * same (status, counters, audit) as through parseCsr then sign.
+ */
+async function run(row: Row, oneHop: boolean): Promise<Outcome> {
   const clock = new ManualClock(START);
   const metrics = new CaMetrics(clock);
   const logLines: string[] = [];
@@ -351,6 +358,35 @@ async function run(row: Row): Promise<Outcome> {
   const steps: Step[] = [];
   const authRequests: AuthRequest[] = [];
   const signed: { sans: readonly string[]; ttlMs: number }[] = [];
+  const issuer: LeafIssuer<FakeCsr> = {
+    parseCsr: (pem) => {
+      steps.push('parseCsr');
+      return row.parseCsr ? row.parseCsr() : { pem };
+    },
+    sign: (s, csr, sans, ttlMs) => {
+      steps.push('sign');
+      assert.equal(s, snapshot, 'signs with the current snapshot');
+      assert.equal(csr.pem, CSR_PEM, 'signs the parsed CSR');
+      signed.push({ sans, ttlMs });
+      if (row.sign) return row.sign();
+      return Promise.resolve({
+        certChainPem: ['LEAF\n', 'CA\n'],
+        serialHex: '0a1b2c',
+        notAfter: new Date(clock.now() + ttlMs),
+      });
+    },
+  };
+  if (oneHop) {
+    issuer.issue = async (s, pem, sans, ttlMs) => {
+      let csr: FakeCsr;
+      try {
+        csr = await issuer.parseCsr(pem);
+      } catch (e) {
+        throw new CsrRejected(asCastellanError(e, 'malformed'));
+      }
+      return issuer.sign(s, csr, sans, ttlMs);
+    };
+  }
   const handler = createCertificateHandler<FakeCsr>({
     trustDomain: 'cluster.local',
     caState,
@@ -359,24 +395,7 @@ async function run(row: Row): Promise<Outcome> {
       authRequests.push(request);
       return row.authenticate ? row.authenticate() : Promise.resolve(CALLER);
     },
-    issuer: {
-      parseCsr: (pem) => {
-        steps.push('parseCsr');
-        return row.parseCsr ? row.parseCsr() : { pem };
-      },
-      sign: (s, csr, sans, ttlMs) => {
-        steps.push('sign');
-        assert.equal(s, snapshot, 'signs with the current snapshot');
-        assert.equal(csr.pem, CSR_PEM, 'signs the parsed CSR');
-        signed.push({ sans, ttlMs });
-        if (row.sign) return row.sign();
-        return Promise.resolve({
-          certChainPem: ['LEAF\n', 'CA\n'],
-          serialHex: '0a1b2c',
-          notAfter: new Date(clock.now() + ttlMs),
-        });
-      },
-    },
+    issuer,
     ttl: TTL,
     clock,
     metrics,
@@ -389,10 +408,10 @@ async function run(row: Row): Promise<Outcome> {
   return { error, response, steps, authRequests, signed, metrics, logLines };
 }
 
-for (const row of ROWS) {
-  test(`CreateCertificate: ${row.name}`, async () => {
+for (const [row, oneHop] of ROWS.flatMap((r) => [[r, false] as const, [r, true] as const])) {
+  test(`CreateCertificate${oneHop ? ' (one hop)' : ''}: ${row.name}`, async () => {
     const { want } = row;
-    const out = await run(row);
+    const out = await run(row, oneHop);
 
     // What the client sees.
     if (want.code === status.OK) {

@@ -5,6 +5,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { isCastellanError } from '../../src/errors.js';
 import {
+  CRYPTO_THREAD_LIMITS,
   CsrCheckPool,
   inlineCsrChecker,
   resolveCsrThreads,
@@ -118,6 +119,17 @@ test('a thread that dies fails only its own checks and is replaced; one that kee
   const inline = p.check(opensslCsr('ec').csrPem);
   assert.ok(!(inline instanceof Promise), 'given up: checked inline');
   assert.equal(inline.keyType, 'ec-p256');
+});
+
+test('the thread runs with a capped young generation (resident memory: CRYPTO_THREAD_LIMITS)', async () => {
+  const workerUrl = new URL('./support/exiting-csr-worker.js', import.meta.url);
+  const p = pool(1, { workerUrl });
+  await waitFor('a ready thread', () => p.readyThreads === 1, 20_000);
+  const seen = await outcome(() => p.check('limits'));
+  assert.ok(!seen.ok);
+  const limits = JSON.parse((seen.error as { message: string }).message) as Record<string, number>;
+  assert.equal(limits['maxYoungGenerationSizeMb'], CRYPTO_THREAD_LIMITS.maxYoungGenerationSizeMb);
+  assert.equal(CRYPTO_THREAD_LIMITS.maxYoungGenerationSizeMb, 4);
 });
 
 function isInternal(e: unknown): boolean {

@@ -5,6 +5,7 @@ import type { Registry } from 'prom-client';
 import { formatHostPort, type HostPort } from '../../address.js';
 import { authenticateCaller } from '../../authn/authenticate.js';
 import { ClientCertAuthenticator } from '../../authn/client-cert-authenticator.js';
+import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { Clock } from '../../clock.js';
 import type { Logger } from '../../log.js';
 import { PolicyCompiler } from '../../policy/compiler.js';
@@ -187,6 +188,11 @@ export class ServeApp {
       });
       const authenticators = [clientCert, ...runtime.tokenAuthenticators];
       csrChecks = startCsrChecks(options.server.csrThreads, { clock, logger });
+      // Token signatures on the crypto thread too, for the tokens the cache does not answer.
+      const { jwtOffload } = csrChecks;
+      if (jwtOffload) {
+        for (const a of authenticators) if (a instanceof JwtAuthenticator) a.offloadTo(jwtOffload);
+      }
       const serving = new ServingCertificateManager({
         caState,
         issuer: servingCertificateIssuer,

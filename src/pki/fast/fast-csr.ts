@@ -11,7 +11,7 @@ import {
   type ParsedCsr,
 } from '../csr.js';
 import { recognizeCommonCsr } from './common-csr.js';
-import { publicKeyFromSpkiFast } from './p256-spki.js';
+import { isCanonicalP256Spki, publicKeyFromSpkiFast, publicKeyFromSpkiRaw } from './p256-spki.js';
 
 /**
  * The hot-path CSR parser: the rules of src/pki/csr.ts (CSR_RULES, in the same order, with the
@@ -98,10 +98,35 @@ function requestedSansReference(asn: CertificationRequest): string[] {
 /** Parses a PEM CSR and verifies its self-signature, following CSR_RULES (src/pki/csr.ts). */
 export function parseCsrFast(pem: string): ParsedCsr {
   // 1–2. Size, PEM.
-  const der = csrDerFromPem(pem);
+  return parseCsrDerFast(csrDerFromPem(pem));
+}
 
-  // The common shape: rules 3 and 7 are read off the DER; 4–6 are the shared ones.
+/**
+ * parseCsrFast where the key import may be asynchronous (the crypto thread): the common shape
+ * with a canonical P-256 key has its key imported through WebCrypto `raw` (p256-spki.ts), the
+ * cheapest import; everything else is parseCsrFast's path. The import runs first, but its
+ * outcome is only read where rule 4 reads the key, so a CSR that breaks an earlier rule is
+ * refused with that rule's error, as in parseCsrFast.
+ */
+export async function parseCsrFastAsync(pem: string): Promise<ParsedCsr> {
+  const der = csrDerFromPem(pem);
   const common = recognizeCommonCsr(der);
+  if (!common || !isCanonicalP256Spki(common.structure.spki)) return parseCsrDerFast(der, common);
+  const { structure, commonName, requestedSans } = common;
+  const imported = await publicKeyFromSpkiRaw(structure.spki, 'CSR').then(
+    (key) => ({ key }),
+    (error: unknown) => ({ error }),
+  );
+  const { publicKey, keyType } = verifyCsrStructure(structure, () => {
+    if ('error' in imported) throw imported.error;
+    return imported.key;
+  });
+  return toParsedCsr({ der, spki: structure.spki, publicKey, keyType }, commonName, requestedSans);
+}
+
+/** Rules 3–7 of parseCsrFast on the DER (`common`: recognizeCommonCsr's answer, if asked). */
+function parseCsrDerFast(der: Uint8Array, common = recognizeCommonCsr(der)): ParsedCsr {
+  // The common shape: rules 3 and 7 are read off the DER; 4–6 are the shared ones.
   if (common) {
     const { structure, commonName, requestedSans } = common;
     const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpkiFast);

@@ -33,7 +33,7 @@ import {
   type ParsedCsr,
 } from '../../../src/pki/csr.js';
 import { recognizeCommonCsr } from '../../../src/pki/fast/common-csr.js';
-import { parseCsrFast } from '../../../src/pki/fast/fast-csr.js';
+import { parseCsrFast, parseCsrFastAsync } from '../../../src/pki/fast/fast-csr.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { makeTempDir, openssl } from '../../support/openssl.js';
 import { seededRng } from './seeded-rng.js';
@@ -46,6 +46,17 @@ function run(parse: (pem: string) => ParsedCsr, pem: string): Outcome {
     return { ok: true, csr: parse(pem) };
   } catch (e) {
     return { ok: false, kind: isCastellanError(e) ? e.kind : `NOT A CastellanError: ${String(e)}` };
+  }
+}
+
+/** The whole refusal (kind, subject, message) or the fields: parseCsrFastAsync = parseCsrFast. */
+async function exactly(parse: (pem: string) => ParsedCsr | Promise<ParsedCsr>, pem: string) {
+  try {
+    return summary({ ok: true, csr: await parse(pem) });
+  } catch (e) {
+    return isCastellanError(e)
+      ? `${e.kind} ${e.subject} ${e.message}`
+      : `NOT A CastellanError: ${String(e)}`;
   }
 }
 
@@ -420,8 +431,8 @@ function mutate(pem: string, r: () => number): string {
   }
 }
 
-describe('parseCsrFast = parseCsr', () => {
-  test('same outcome on real, unusual and mutated CSRs', () => {
+describe('parseCsrFast = parseCsrFastAsync = parseCsr', () => {
+  test('same outcome on real, unusual and mutated CSRs', async () => {
     const bases = [...opensslCsrs, ...unusualCsrs()];
     const inputs: string[] = [...bases, '', 'not pem', 'x'.repeat(17000)];
     const r = seededRng(seed);
@@ -441,6 +452,12 @@ describe('parseCsrFast = parseCsr', () => {
       const fast = run(parseCsrFast, pem);
       const where = `input #${i} (CSR_FUZZ_SEED=${seed})`;
       assert.deepEqual(summary(fast), summary(ref), `${where} differs:\n${pem.slice(0, 2000)}`);
+      // The crypto thread's parser (WebCrypto raw import): the very same outcome, message too.
+      assert.deepEqual(
+        await exactly(parseCsrFastAsync, pem),
+        await exactly(parseCsrFast, pem),
+        `${where}: parseCsrFastAsync differs:\n${pem.slice(0, 2000)}`,
+      );
       // Whatever the walker recognises, signed correctly or not, the schema parse must accept
       // with the same fields: so rule 7 is compared even where rule 6 stops the reference.
       const common = recognizedFields(pem);

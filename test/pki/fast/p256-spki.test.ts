@@ -1,10 +1,11 @@
-// The hot path's P-256 public key import (JWK) against the reference (SPKI DER import): the same
-// key or the same error, on real keys, points off the curve and coordinates out of range.
+// The hot path's P-256 public key imports (JWK on the event loop, WebCrypto raw on the crypto
+// thread) against the reference (SPKI DER import): the same key or the same error, on real keys,
+// points off the curve and coordinates out of range.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../../src/pki/keys.js';
-import { publicKeyFromSpkiFast } from '../../../src/pki/fast/p256-spki.js';
+import { publicKeyFromSpkiFast, publicKeyFromSpkiRaw } from '../../../src/pki/fast/p256-spki.js';
 import { seededRng } from './seeded-rng.js';
 
 const PRIME = Buffer.from(
@@ -17,12 +18,14 @@ function spkiOf(key: KeyObject): Buffer {
   return key.export({ format: 'der', type: 'spki' });
 }
 
-function outcome(
-  fn: typeof publicKeyFromSpki,
+type Outcome = { key?: string; keyType?: string; error?: string };
+
+async function outcome(
+  fn: typeof publicKeyFromSpki | typeof publicKeyFromSpkiRaw,
   spki: Uint8Array,
-): { key?: string; keyType?: string; error?: string } {
+): Promise<Outcome> {
   try {
-    const { publicKey, keyType } = fn(spki, 'CSR');
+    const { publicKey, keyType } = await fn(spki, 'CSR');
     return { key: spkiOf(publicKey).toString('hex'), keyType };
   } catch (e) {
     const ce = e as { kind?: string; message?: string };
@@ -30,32 +33,35 @@ function outcome(
   }
 }
 
-function same(spki: Uint8Array, label: string): ReturnType<typeof outcome> {
-  const fast = outcome(publicKeyFromSpkiFast, spki);
-  assert.deepEqual(fast, outcome(publicKeyFromSpki, spki), label);
+/** Both fast imports give the reference's outcome. */
+async function same(spki: Uint8Array, label: string): Promise<Outcome> {
+  const reference = await outcome(publicKeyFromSpki, spki);
+  const fast = await outcome(publicKeyFromSpkiFast, spki);
+  assert.deepEqual(fast, reference, `${label} (JWK)`);
+  assert.deepEqual(await outcome(publicKeyFromSpkiRaw, spki), reference, `${label} (raw)`);
   return fast;
 }
 
-describe('publicKeyFromSpkiFast', () => {
-  test('real P-256 keys: the same key as the DER import', () => {
+describe('publicKeyFromSpkiFast and publicKeyFromSpkiRaw', () => {
+  test('real P-256 keys: the same key as the DER import', async () => {
     for (let i = 0; i < 50; i++) {
       const spki = spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
-      const r = same(spki, `key ${i}`);
+      const r = await same(spki, `key ${i}`);
       assert.equal(r.key, spki.toString('hex'));
       assert.equal(r.keyType, 'ec-p256');
     }
   });
 
-  test('other keys and encodings take the reference path: same result', () => {
-    same(spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey), 'P-384');
-    same(spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey), 'RSA');
+  test('other keys and encodings take the reference path: same result', async () => {
+    await same(spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-384' }).publicKey), 'P-384');
+    await same(spkiOf(generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey), 'RSA');
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey;
     const compressed = key.export({ format: 'der', type: 'spki' });
-    same(compressed.subarray(0, compressed.length - 1), 'truncated');
-    same(Buffer.concat([compressed, Buffer.from([0])]), 'trailing byte');
+    await same(compressed.subarray(0, compressed.length - 1), 'truncated');
+    await same(Buffer.concat([compressed, Buffer.from([0])]), 'trailing byte');
   });
 
-  test('points off the curve and coordinates >= p: refused exactly as the DER import refuses', () => {
+  test('points off the curve and coordinates >= p: refused exactly as the DER import refuses', async () => {
     const base = spkiOf(generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
     const r = seededRng(7);
     let refused = 0;
@@ -63,7 +69,7 @@ describe('publicKeyFromSpkiFast', () => {
       const spki = Buffer.from(base);
       const at = PREFIX_LENGTH + Math.floor(r() * 64);
       spki[at]! ^= 1 << Math.floor(r() * 8);
-      if (same(spki, `flip at ${at}`).error) refused++;
+      if ((await same(spki, `flip at ${at}`)).error) refused++;
     }
     assert.ok(refused > 250, `off-curve points refused (${refused})`);
     // x = p, y = p, and all-ones coordinates: out of range, never reduced.
@@ -73,7 +79,7 @@ describe('publicKeyFromSpkiFast', () => {
       ['ones', Buffer.alloc(32, 0xff), Buffer.alloc(32, 0xff)],
     ] as const) {
       const spki = Buffer.concat([base.subarray(0, PREFIX_LENGTH), x, y]);
-      assert.ok(same(spki, label).error, `${label} refused`);
+      assert.ok((await same(spki, label)).error, `${label} refused`);
     }
   });
 });
