@@ -292,14 +292,26 @@ async function handle<C>(
     });
     return { certChain: [...leaf.certChainPem] };
   } catch (e) {
-    if (e instanceof CallCancelled) {
-      metrics.cancelledCount.inc();
+    /**
+     * The call's one audit line. `limited`: a call that cost no signature and that a client can
+     * repeat at will (shed, or given up before authentication) — its lines share the audit
+     * log's rate limit.
+     */
+    const audited = (
+      outcome: 'cancelled' | 'refused' | 'shed',
+      code: string,
+      reason: string,
+      limited: boolean,
+    ): void => {
       const seconds = (performance.now() - started) / 1000;
-      metrics.issuanceSeconds.observe({ outcome: 'cancelled' }, seconds);
+      metrics.issuanceSeconds.observe(
+        { outcome: outcome === 'cancelled' ? outcome : 'refused' },
+        seconds,
+      );
       const record = {
-        outcome: 'cancelled' as const,
-        code: 'CANCELLED',
-        reason: e.message,
+        outcome,
+        code,
+        reason,
         spiffeId,
         authenticator: caller?.authenticator,
         subject: caller?.subject,
@@ -308,39 +320,30 @@ async function handle<C>(
         requestedTtlSeconds,
         durationMs: seconds * 1000,
       };
-      // Given up before anyone was authenticated: free to repeat, so its lines are limited.
-      if (caller) audit.record(record);
+      if (!limited) audit.record(record);
       else if (!audit.recordLimited(record, deps.clock.now())) {
         metrics.auditLinesSuppressedCount.inc();
       }
+    };
+    if (e instanceof CallCancelled) {
+      metrics.cancelledCount.inc();
+      audited('cancelled', 'CANCELLED', e.message, !caller);
       // grpc-js sends nothing on a cancelled stream; the status is for its bookkeeping.
       throw new CallRefused({ code: status.CANCELLED, details: e.message });
     }
     const refusal = e instanceof Refusal ? e : new Refusal(asCastellanError(e), 'CERT_GEN_ERROR');
     if (refusal.signErrorLabel) metrics.signErrorCount.inc({ error: refusal.signErrorLabel });
     const failure = toGrpcFailure(refusal.error, CA_SERVICE_TEXTS);
-    const seconds = (performance.now() - started) / 1000;
-    metrics.issuanceSeconds.observe({ outcome: 'refused' }, seconds);
     const shed = refusal.error instanceof Shed ? refusal.error : undefined;
+    const abandoned = refusal.error instanceof QueueAbandoned;
     if (shed) metrics.shedCount.inc({ reason: shed.reason });
-    else if (refusal.error instanceof QueueAbandoned) metrics.queueAbandonedCount.inc();
-    const record = {
-      outcome: shed ? ('shed' as const) : ('refused' as const),
-      code: status[failure.code],
-      reason: `${refusal.error.kind}: ${refusal.error.message}`,
-      spiffeId,
-      authenticator: caller?.authenticator,
-      subject: caller?.subject,
-      impersonation,
-      peer,
-      requestedTtlSeconds,
-      durationMs: seconds * 1000,
-    };
-    // Shed, or left the queue before authentication: free to repeat, so their lines are limited.
-    if (!shed && !(refusal.error instanceof QueueAbandoned)) audit.record(record);
-    else if (!audit.recordLimited(record, deps.clock.now())) {
-      metrics.auditLinesSuppressedCount.inc();
-    }
+    else if (abandoned) metrics.queueAbandonedCount.inc();
+    audited(
+      shed ? 'shed' : 'refused',
+      status[failure.code],
+      `${refusal.error.kind}: ${refusal.error.message}`,
+      shed !== undefined || abandoned,
+    );
     throw new CallRefused(shed ? { ...failure, metadata: retryPushback(shed) } : failure);
   } finally {
     ticket?.release();
