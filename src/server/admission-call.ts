@@ -30,13 +30,19 @@ export async function admitCall(
   clock: Clock,
 ): Promise<CallTicket> {
   if (!admission) return UNLIMITED;
+  const ticket = (slot: { release(): void }): CallTicket => ({
+    charge: (key) => admission.charge(key),
+    release: () => slot.release(),
+  });
+  // A free slot: no priority to read (the peer certificate) and no cancellation to follow.
+  const free = admission.tryAcquire();
+  if (free) return ticket(free);
   const cancelled = new AbortController();
   const onCancel = (): void => cancelled.abort();
   call.once('cancelled', onCancel);
   if (call.cancelled) cancelled.abort();
   try {
-    const slot = await admission.acquire(queuePriority(call, clock.now()), cancelled.signal);
-    return { charge: (key) => admission.charge(key), release: () => slot.release() };
+    return ticket(await admission.acquire(queuePriority(call, clock.now()), cancelled.signal));
   } finally {
     call.off('cancelled', onCancel);
   }

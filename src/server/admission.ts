@@ -157,9 +157,8 @@ export class Admission {
    */
   acquire(priority: QueuePriority = {}, signal?: AbortSignal): Promise<Slot> {
     if (signal?.aborted) return Promise.reject(abandoned());
-    if (this.inflightCount < this.options.maxInflight && this.queued === 0) {
-      return Promise.resolve(this.grantSlot());
-    }
+    const free = this.tryAcquire();
+    if (free) return Promise.resolve(free);
     if (this.queued >= this.options.maxQueued) {
       return Promise.reject(
         new Shed(
@@ -185,6 +184,15 @@ export class Admission {
       this.enqueue(waiter);
       signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /**
+   * A slot at once when one is free and nobody waits (acquire's fast path, without a priority,
+   * a cancellation signal or a promise: the common case costs nothing); else undefined.
+   */
+  tryAcquire(): Slot | undefined {
+    if (this.inflightCount < this.options.maxInflight && this.queued === 0) return this.grantSlot();
+    return undefined;
   }
 
   /**
