@@ -11,6 +11,7 @@ import type { SecurityResource } from '../src/policy/resource.js';
 import { authorizationPolicyApplies } from '../src/policy/selection.js';
 import type { BenchCase, BenchOptions, Measurement } from './types.js';
 import { parseWorkload, type Workload } from '../src/policy/workload.js';
+import { seededRng } from '../test/support/seeded-rng.js';
 
 export interface PolicyBenchOptions {
   readonly workloads?: number;
@@ -36,25 +37,13 @@ export interface PolicyBenchResult {
   readonly rssMiB: number;
 }
 
-/** mulberry32: a small deterministic PRNG so every run generates the same mesh. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 const APPS = 10;
 
 export function generateMesh(o: Required<PolicyBenchOptions>): {
   workloads: Workload[];
   resources: SecurityResource[];
 } {
-  const rand = prng(20261121);
+  const rand = seededRng(20261121);
   const pick = <T>(list: readonly T[]): T => list[Math.floor(rand() * list.length)] as T;
   const ns = (i: number): string => `ns-${i}`;
   const workloads: Workload[] = [];

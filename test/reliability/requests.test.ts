@@ -19,6 +19,7 @@ import {
   rawH2,
   rstStream,
 } from './support/raw-h2.js';
+import { seededRng } from '../support/seeded-rng.js';
 
 const CREATE = `/${ISTIO_CA_SERVICE}/CreateCertificate`;
 const method = (istioCaPackageDefinition()[ISTIO_CA_SERVICE] as unknown as Record<string, unknown>)[
@@ -164,18 +165,6 @@ describe('CreateCertificate: undecodable requests and cancelled calls', () => {
   });
 });
 
-/** mulberry32: a small seeded PRNG, so a failing case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 describe('CreateCertificate: seeded hostile-input fuzz over TLS', () => {
   const SEED = 20261206;
   const CALLS = 300;
@@ -191,7 +180,7 @@ describe('CreateCertificate: seeded hostile-input fuzz over TLS', () => {
   });
 
   test(`${CALLS} calls (seed ${SEED}): each class gets its exact code, and the server still serves`, async () => {
-    const rand = prng(SEED);
+    const rand = seededRng(SEED);
     const int = (n: number): number => Math.floor(rand() * n);
     const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, () => int(256)));
     const token = await mintToken(r);

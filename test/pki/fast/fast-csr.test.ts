@@ -36,7 +36,7 @@ import { recognizeCommonCsr } from '../../../src/pki/fast/common-csr.js';
 import { parseCsrFast, parseCsrFastAsync } from '../../../src/pki/fast/fast-csr.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { makeTempDir, openssl } from '../../support/openssl.js';
-import { seededRng } from './seeded-rng.js';
+import { seededRng } from '../../support/seeded-rng.js';
 
 const seed = Number(process.env.CSR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 

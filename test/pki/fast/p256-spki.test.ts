@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../../src/pki/keys.js';
 import { publicKeyFromSpkiFast, publicKeyFromSpkiRaw } from '../../../src/pki/fast/p256-spki.js';
-import { seededRng } from './seeded-rng.js';
+import { seededRng } from '../../support/seeded-rng.js';
 
 const PRIME = Buffer.from(
   'ffffffff00000001000000000000000000000000ffffffffffffffffffffffff',
