@@ -1,4 +1,4 @@
-import { createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, type KeyObject } from 'node:crypto';
 import { X509Certificate } from '@peculiar/x509';
 import type { Clock } from '../clock.js';
 import { CastellanError, isCastellanError } from '../errors.js';
@@ -6,8 +6,8 @@ import { checkIsCa, checkValidity, verifyChain } from '../pki/chain.js';
 import { isCaKeyType } from '../pki/key-type.js';
 import { keyTypeOf, parsePrivateKeyPem, publicKeyMatches } from '../pki/keys.js';
 import { pemBlocksOf, toPem } from '../pki/pem.js';
-import { caSignatureAlgorithm } from '../pki/profiles.js';
-import { keyObjectSigner, type CaSigner } from '../pki/signer.js';
+import type { CaSignatureAlgorithm } from '../pki/profiles.js';
+import { keyObjectSigner, signsForPublicKey, type CaSigner } from '../pki/signer.js';
 import type { KeyCertBundle } from './key-cert-bundle.js';
 
 /** How the four parts are named in error messages (file names, or secret keys). */
@@ -171,16 +171,9 @@ export async function probeSigner(
       { subject: signer.description },
     );
   }
-  const algorithm = caSignatureAlgorithm(signer.keyType, signer.description);
-  const probe = randomBytes(32);
-  const signature = await signer.sign(probe, algorithm);
-  const ok = verify(
-    algorithm.hash,
-    probe,
-    algorithm.family === 'ecdsa' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
-    signature,
-  );
-  if (!ok) {
+  const signs = (data: Uint8Array, algorithm: CaSignatureAlgorithm): Promise<Uint8Array> =>
+    signer.sign(data, algorithm);
+  if (!(await signsForPublicKey(signs, signer.keyType, signer.description, publicKey))) {
     throw new CastellanError(
       'key-mismatch',
       `the key does not belong to the certificate in ${certName}: a probe it signed does not verify with the certificate's public key`,

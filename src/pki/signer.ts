@@ -1,4 +1,4 @@
-import { sign as signCallback, webcrypto, type KeyObject } from 'node:crypto';
+import { randomBytes, sign as signCallback, verify, webcrypto, type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { ECDSASigValue } from '@peculiar/asn1-ecc';
 import { CastellanError } from '../errors.js';
@@ -216,4 +216,26 @@ export function generatorSigning(signer: CaSigner): {
     getRandomValues: (array: Uint8Array): Uint8Array => webcrypto.getRandomValues(array),
   } as unknown as webcrypto.Crypto;
   return { signingKey, signingAlgorithm: { name: keyAlgorithm.name, hash }, crypto };
+}
+
+/**
+ * Whether `sign` holds the private half of `publicKey`: a random probe it signs (with the CA
+ * signature algorithm of `keyType`) verifies with `publicKey`. How a key named by reference (a
+ * token's) is matched to its certificate, at load and after a reconnect.
+ */
+export async function signsForPublicKey(
+  sign: (data: Uint8Array, algorithm: CaSignatureAlgorithm) => Promise<Uint8Array>,
+  keyType: CaKeyType,
+  description: string,
+  publicKey: KeyObject,
+): Promise<boolean> {
+  const algorithm = caSignatureAlgorithm(keyType, description);
+  const probe = randomBytes(32);
+  const signature = await sign(probe, algorithm);
+  return verify(
+    algorithm.hash,
+    probe,
+    algorithm.family === 'ecdsa' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
+    signature,
+  );
 }

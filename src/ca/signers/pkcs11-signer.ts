@@ -1,10 +1,15 @@
-import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import type { Clock } from '../../clock.js';
 import { CastellanError, isCastellanError } from '../../errors.js';
 import { silentLogger, type Logger } from '../../log.js';
 import type { CaKeyType } from '../../pki/key-type.js';
-import { caSignatureAlgorithm, type CaSignatureAlgorithm } from '../../pki/profiles.js';
-import { checkAlgorithm, ecdsaRawToDer, type CaSigner } from '../../pki/signer.js';
+import type { CaSignatureAlgorithm } from '../../pki/profiles.js';
+import {
+  checkAlgorithm,
+  ecdsaRawToDer,
+  signsForPublicKey,
+  type CaSigner,
+} from '../../pki/signer.js';
 import {
   describe,
   LOST_STATE,
@@ -208,16 +213,9 @@ class TokenKeySigner implements Pkcs11Signer {
   private async checkSameKey(c: Connection): Promise<void> {
     const publicKey = this.publicKey;
     if (!publicKey) return;
-    const algorithm = caSignatureAlgorithm(this.keyType, this.description);
-    const probe = randomBytes(32);
-    const signature = await this.signOn(c, probe, algorithm);
-    const ok = verify(
-      algorithm.hash,
-      probe,
-      algorithm.family === 'ecdsa' ? { key: publicKey, dsaEncoding: 'der' } : publicKey,
-      signature,
-    );
-    if (!ok) {
+    const signs = (data: Uint8Array, algorithm: CaSignatureAlgorithm): Promise<Uint8Array> =>
+      this.signOn(c, data, algorithm);
+    if (!(await signsForPublicKey(signs, this.keyType, this.description, publicKey))) {
       await this.closeConnection(c);
       throw this.unavailable(
         'the key found under this URI after reopening is not the one the CA certificate holds',
