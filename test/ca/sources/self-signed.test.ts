@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ManualClock } from '../../support/manual-clock.js';
 import { isCastellanError } from '../../../src/errors.js';
@@ -72,4 +72,17 @@ test('reissueRoot keeps key and subject, moves the validity', async () => {
     new Uint8Array(root2.publicKey.rawData),
     new Uint8Array(b.signingCert.publicKey.rawData),
   );
+});
+
+test('first starts racing on one data dir end with one root, on disk and in every bundle (one commit wins, the others read it)', async () => {
+  const dir = join(tmp.dir, 'race');
+  const bundles = await Promise.all(
+    Array.from({ length: 4 }, () =>
+      loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock),
+    ),
+  );
+  const onDisk = readFileSync(join(dir, 'ca-cert.pem'), 'utf8');
+  for (const b of bundles) assert.equal(b.rootBundlePem.trim(), onDisk.trim());
+  assert.equal(new Set(bundles.map((b) => b.signingCert.serialNumber)).size, 1);
+  assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
 });
