@@ -7,31 +7,20 @@
 // src/identity/manager.rs Worker::run retries any error (src/server/admission.ts).
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Metadata, status } from '@grpc/grpc-js';
-import { authenticateCaller } from '../../src/authn/authenticate.js';
-import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
-import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
+import { type DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import type { Impersonation } from '../../src/authn/impersonation.js';
-import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import type { CaSnapshot } from '../../src/ca/key-cert-bundle.js';
-import { createLogger } from '../../src/log.js';
 import { Admission, type AdmissionOptions } from '../../src/server/admission.js';
-import { CaServer } from '../../src/server/ca-server.js';
+import { type CaServer } from '../../src/server/ca-server.js';
 import type { IssuedLeaf, LeafIssuer } from '../../src/server/create-certificate.js';
-import { ServingCertificateManager } from '../../src/server/serving-certificate.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
-import { caClient, opensslCsr, tmp, type CaClient } from '../server/support/client.js';
-import {
-  makeTestCa,
-  testLeafIssuer,
-  testServingIssuer,
-  TestCaState,
-  type TestCa,
-} from '../server/support/test-ca.js';
+import { caClient, opensslCsr, type CaClient } from '../server/support/client.js';
+import { testLeafIssuer, type TestCa } from '../server/support/test-ca.js';
+import { mintToken, startReliable } from './support/harness.js';
 
 const TD = 'cluster.local';
 const HOUR = 3_600_000;
@@ -71,7 +60,7 @@ class HeldIssuer implements LeafIssuer<Csr> {
 }
 
 interface Harness {
-  readonly server: CaServer<Csr>;
+  readonly server: CaServer<unknown>;
   readonly admission: Admission;
   readonly issuer: HeldIssuer;
   readonly clock: ManualClock;
@@ -97,80 +86,41 @@ async function startServer(
   impersonation?: Impersonation,
 ): Promise<Harness> {
   const clock = new ManualClock(Date.now());
-  const ca = await makeTestCa();
-  const caState = new TestCaState(ca);
-  const dev = await DevTokenIssuer.open(tmp());
-  const logLines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      logLines.push(...String(chunk).split('\n').filter(Boolean));
-      cb();
-    },
-  });
-  const logger = createLogger({ destination, level: 'info' });
-  const authenticators = [
-    new ClientCertAuthenticator({
-      trustDomain: TD,
-      roots: () => caState.current()?.bundle.roots ?? [],
-      clock,
-    }),
-    new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource(), clock }),
-  ];
-  const serving = new ServingCertificateManager({
-    caState,
-    issuer: testServingIssuer,
-    names: { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] },
-    clock,
-    logger,
-  });
   const issuer = new HeldIssuer();
   const admission = new Admission(limits, clock);
-  const server = new CaServer<Csr>({
-    trustDomain: TD,
-    caState,
-    authenticate: (req) => authenticateCaller(authenticators, req),
-    issuer,
-    impersonation,
-    admission,
-    ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
+  const r = await startReliable({
     clock,
-    grpcAddress: { host: '127.0.0.1', port: 0 },
-    serving,
-    logger,
-    shutdownGraceMs: 5000,
+    issuer: issuer,
+    admission,
+    impersonation,
+    clientCertificates: true,
   });
-  await serving.start();
-  const { port } = await server.start();
   const clients: CaClient[] = [];
   const h: Harness = {
-    server,
+    server: r.server,
     admission,
     issuer,
     clock,
-    ca,
-    dev,
-    target: `localhost:${port}`,
-    logLines,
+    ca: r.ca,
+    dev: r.dev,
+    target: r.target,
+    logLines: r.logLines,
     client(cert) {
-      const c = caClient(h.target, ca.rootPem, cert, { 'grpc.use_local_subchannel_pool': 1 });
+      const c = caClient(h.target, r.ca.rootPem, cert, { 'grpc.use_local_subchannel_pool': 1 });
       clients.push(c);
       return c;
     },
-    token: (namespace, serviceAccount) => dev.mintToken({ namespace, serviceAccount, ttlMs: HOUR }),
+    token: (namespace, serviceAccount) => mintToken(r, namespace, serviceAccount),
     async metric(name) {
-      const text = await server.metrics.registry.metrics();
-      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      const text = await r.server.metrics.registry.metrics();
+      const line = text.split('\n').find((l: string) => l.startsWith(`${name} `));
       return line === undefined ? NaN : Number(line.slice(name.length + 1));
     },
-    auditLines: () =>
-      logLines
-        .map((l) => JSON.parse(l) as Record<string, unknown>)
-        .filter((l) => l['audit'] === 'csr'),
+    auditLines: () => r.auditLines(),
     async stop() {
       issuer.releaseAll();
       for (const c of clients) c.close();
-      await server.stop();
-      serving.stop();
+      await r.stop();
     },
   };
   harnesses.push(h);

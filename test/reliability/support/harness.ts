@@ -2,7 +2,10 @@
 // connection limits a test can wait out, and real JWTs from the dev issuer.
 import { Writable } from 'node:stream';
 import { DevTokenIssuer } from '../../../src/authn/dev-token-issuer.js';
+import { ClientCertAuthenticator } from '../../../src/authn/client-cert-authenticator.js';
+import type { Impersonation } from '../../../src/authn/impersonation.js';
 import { JwtAuthenticator } from '../../../src/authn/jwt-authenticator.js';
+import type { Admission } from '../../../src/server/admission.js';
 import { authenticateCaller } from '../../../src/authn/authenticate.js';
 import type { AuthRequest, Caller } from '../../../src/authn/authenticator.js';
 import { systemClock, type Clock } from '../../../src/clock.js';
@@ -53,6 +56,14 @@ export async function startReliable(
       request: AuthRequest,
       next: (request: AuthRequest) => Promise<Caller>,
     ) => Promise<Caller>;
+    /** The issuer; by default the production CSR check, then the test CA's signer. */
+    issuer?: LeafIssuer<unknown>;
+    /** Admission control (src/server/admission.ts); none by default. */
+    admission?: Admission;
+    /** Ambient mode's node authorizer; none by default (impersonation refused). */
+    impersonation?: Impersonation;
+    /** Renewals by workload certificate too (ClientCertAuthenticator), as serve has them. */
+    clientCertificates?: boolean;
   } = {},
 ): Promise<Reliable> {
   const clock = options.clock ?? systemClock;
@@ -69,14 +80,25 @@ export async function startReliable(
     }),
     level: 'info',
   });
-  const jwt = new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource() });
-  const next = (r: AuthRequest): Promise<Caller> => authenticateCaller([jwt], r);
+  const authenticators = [
+    ...(options.clientCertificates
+      ? [
+          new ClientCertAuthenticator({
+            trustDomain: TD,
+            roots: () => caState.current()?.bundle.roots ?? [],
+            clock,
+          }),
+        ]
+      : []),
+    new JwtAuthenticator({ issuer: dev.issuer, keys: dev.keySource(), clock }),
+  ];
+  const next = (r: AuthRequest): Promise<Caller> => authenticateCaller(authenticators, r);
   const wrap = options.authenticate;
   // The production CSR check (the hot-path parser, proof of possession included), then the
   // test CA's signer (src/ca's signer needs a CA built by src/ca, not the test CA).
   const real = workloadLeafIssuer(systemClock);
   let signed = 0;
-  const issuer: LeafIssuer<unknown> = {
+  const issuer: LeafIssuer<unknown> = options.issuer ?? {
     async parseCsr(pem) {
       await real.parseCsr(pem);
       return testLeafIssuer.parseCsr(pem);
@@ -99,6 +121,8 @@ export async function startReliable(
     caState,
     authenticate: wrap ? (r) => wrap(r, next) : next,
     issuer,
+    admission: options.admission,
+    impersonation: options.impersonation,
     ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
     clock,
     grpcAddress: { host: '127.0.0.1', port: 0 },
