@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, readdir, rm, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CastellanError } from './errors.js';
 
 /**
  * The temporary name of one write of `path`: `<path>.<pid>.<16 hex>.tmp`. Every temporary file
@@ -39,7 +40,12 @@ export async function removeStaleTemporaries(
     names = await readdir(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw e;
+    // A data dir that is a file, or unreadable: said as such, not as an unexpected error.
+    const why = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+    throw new CastellanError('internal', `not a readable folder (${why})`, {
+      subject: dir,
+      cause: e,
+    });
   }
   const removed: string[] = [];
   for (const name of names) {

@@ -121,6 +121,13 @@ test("stale temporaries: a dead writer's are removed (a key copy among them), a 
     'notes.tmp',
   ]);
   assert.deepEqual(await removeStaleTemporaries(join(dir, 'absent')), []);
+  // A data dir that is a file: a clear error naming it (serve prints it as `castellan: …`).
+  await assert.rejects(
+    removeStaleTemporaries(join(dir, 'notes.tmp')),
+    (e: unknown) =>
+      isCastellanError(e, 'internal') &&
+      e.message.endsWith('notes.tmp: not a readable folder (ENOTDIR)'),
+  );
 });
 
 test('a lone ca-key.pem an earlier version left (killed between its writes) is refused with the way out, never replaced silently', async () => {
