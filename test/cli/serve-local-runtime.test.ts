@@ -37,14 +37,13 @@ function useSampleSet(dir: string, set: '' | '-alt' | '-alt-2'): void {
   }
 }
 
-const fingerprint = (pem: string): string => new X509Certificate(pem).fingerprint256;
-
-test('the plugged-in folder: a broken set is refused and counted, a good one swapped, on each poll', async () => {
-  const dir = join(tmp(), 'cacerts');
-  useSampleSet(dir, '-alt');
-  const clock = new ManualClock(Date.now());
-  const caState = new SwappableCaState();
-  caState.swap((await loadCacertsFolder(dir, clock))!);
+/** The folder watcher as the runtime builds it, polling every 2 s, with the refusals it counts. */
+function watchFolder(
+  dir: string,
+  caState: SwappableCaState,
+  clock: ManualClock,
+  extra: Partial<ConstructorParameters<typeof CacertsFolderWatcher>[0]> = {},
+): { watcher: CacertsFolderWatcher; refused: string[] } {
   const refused: string[] = [];
   const watcher = new CacertsFolderWatcher({
     dir,
@@ -53,7 +52,20 @@ test('the plugged-in folder: a broken set is refused and counted, a good one swa
     intervalMs: 2000,
     logger: silentLogger,
     onRefused: (source) => refused.push(source),
+    ...extra,
   });
+  return { watcher, refused };
+}
+
+const fingerprint = (pem: string): string => new X509Certificate(pem).fingerprint256;
+
+test('the plugged-in folder: a broken set is refused and counted, a good one swapped, on each poll', async () => {
+  const dir = join(tmp(), 'cacerts');
+  useSampleSet(dir, '-alt');
+  const clock = new ManualClock(Date.now());
+  const caState = new SwappableCaState();
+  caState.swap((await loadCacertsFolder(dir, clock))!);
+  const { watcher, refused } = watchFolder(dir, caState, clock);
   await watcher.start(); // the first read: the baseline
   try {
     useSampleSet(dir, '-alt-2'); // its key does not match its certificate
@@ -97,14 +109,7 @@ test("the plugged-in folder: a set replaced between the load and the watcher's f
   caState.swap(loaded.bundle!);
   // A rotation lands while serve is still starting: after the load, before the first poll.
   useSampleSet(dir, '');
-  const refused: string[] = [];
-  const watcher = new CacertsFolderWatcher({
-    dir,
-    caState,
-    clock,
-    intervalMs: 2000,
-    logger: silentLogger,
-    onRefused: (source) => refused.push(source),
+  const { watcher, refused } = watchFolder(dir, caState, clock, {
     loadedFingerprint: loaded.fingerprint,
   });
   try {
@@ -167,16 +172,7 @@ test('the plugged-in folder, key by URI: a token that did not answer is tried ag
   const keys = { keyUri: undefined, signers };
   const caState = new SwappableCaState();
   caState.swap((await loadCacertsFolder(dir, clock, keys))!);
-  const refused: string[] = [];
-  const watcher = new CacertsFolderWatcher({
-    dir,
-    caState,
-    clock,
-    intervalMs: 2000,
-    logger: silentLogger,
-    onRefused: (source) => refused.push(source),
-    keys,
-  });
+  const { watcher, refused } = watchFolder(dir, caState, clock, { keys });
   await watcher.start();
   try {
     tokenAway = true;
