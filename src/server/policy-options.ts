@@ -21,17 +21,26 @@ export interface PolicyOptions {
 
 /** MeshConfig: the file when given, else the service's namespace and `--trust-domain`. */
 export async function loadMeshSettings(options: PolicyOptions): Promise<MeshSettings> {
+  return meshSettingsFromText(
+    await readMeshConfigFile(options),
+    options.meshConfigFile ?? 'mesh',
+    options,
+  );
+}
+
+/** The mesh config file's text (`--mesh-config`); undefined when none is given. */
+export async function readMeshConfigFile(
+  options: Pick<PolicyOptions, 'meshConfigFile'>,
+): Promise<string | undefined> {
   const file = options.meshConfigFile;
-  if (!file) return meshSettingsFromText(undefined, 'mesh', options);
-  let text: string;
+  if (!file) return undefined;
   try {
-    text = await readFile(file, 'utf8');
+    return await readFile(file, 'utf8');
   } catch (e) {
     throw new CastellanError('invalid-argument', `cannot read: ${(e as Error).message}`, {
       subject: file,
     });
   }
-  return meshSettingsFromText(text, file, options);
 }
 
 /**

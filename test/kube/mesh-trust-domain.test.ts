@@ -15,6 +15,7 @@ import { completeServeOptions } from '../../src/cli/serve/options.js';
 import { systemClock } from '../../src/clock.js';
 import { isCastellanError } from '../../src/errors.js';
 import { MESH_CONFIGMAP, MESH_CONFIGMAP_KEY } from '../../src/kube/mesh-config-watch.js';
+import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
   caClient,
@@ -217,15 +218,25 @@ test('a mesh config that does not parse at start stops the start, naming the Con
   api.deleteObject('configmaps', NS, MESH_CONFIGMAP);
 });
 
-test('--mesh-config FILE wins over the ConfigMap, as istiod mesh file does', async () => {
+test('--mesh-config FILE wins over the ConfigMap, as istiod mesh file does: trust domain and discovery selectors (pkg/kube/namespace/filter.go reads them from the same mesh watcher)', async () => {
   putMesh('trustDomain: from-configmap.example\n');
+  api.createNamespace('picked', { mesh: 'on' });
+  api.createNamespace('skipped', { mesh: 'off' });
   const file = join(dir, 'mesh.yaml');
-  writeFileSync(file, 'trustDomain: from-file.example\n');
+  writeFileSync(
+    file,
+    'trustDomain: from-file.example\ndiscoverySelectors:\n  - matchLabels: {mesh: "on"}\n',
+  );
   const { app, grpc } = await startApp({ meshConfig: file });
   try {
     assert.deepEqual(opensslUris((await issueByToken(grpc)).chain[0]!), [
       spiffe('from-file.example'),
     ]);
+    // The root goes where the file's selectors say; the ConfigMap names none (every namespace).
+    // Both namespaces are new to this test (the one before published to the others).
+    const rootIn = (ns: string): unknown => api.getObject('configmaps', ns, ROOT_CERT_CONFIGMAP);
+    await waitFor('the root ConfigMap in the selected namespace', () => rootIn('picked'));
+    assert.equal(rootIn('skipped'), undefined, 'not selected by the file');
   } finally {
     await app.stop();
     api.deleteObject('configmaps', NS, MESH_CONFIGMAP);

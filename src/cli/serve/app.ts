@@ -18,7 +18,7 @@ import { servingCertificateIssuer, workloadLeafIssuer } from '../../server/issue
 import { MonitoringServer, type Readiness } from '../../server/monitoring.js';
 import { policyBundleService } from '../../server/policy-bundle-service.js';
 import { PolicyDirSource } from '../../server/policy-dir-source.js';
-import { loadMeshSettings, meshSettingsFromText } from '../../server/policy-options.js';
+import { meshSettingsFromText, readMeshConfigFile } from '../../server/policy-options.js';
 import { ServingCertificateManager } from '../../server/serving-certificate.js';
 import type { CaRuntime } from './ca-runtime.js';
 import { startLocalRuntime } from './local-runtime.js';
@@ -142,7 +142,11 @@ export class ServeApp {
     // The one mesh config, and with it the one trust domain: issuance, renewals, ambient mode
     // and policies read it (./mesh-holder.ts). A file given wins; else, in Kubernetes mode,
     // ConfigMap istio is followed (the runtime feeds it below); else --trust-domain.
-    const mesh = new MeshHolder(await loadMeshSettings(options.policy), logger);
+    const meshFileText = await readMeshConfigFile(options.policy);
+    const mesh = new MeshHolder(
+      meshSettingsFromText(meshFileText, options.policy.meshConfigFile ?? 'mesh', options.policy),
+      logger,
+    );
     const compiler = new PolicyCompiler(mesh.current());
     mesh.onChange((settings) => compiler.setMesh(settings));
     // Read before anything else starts: a missing folder stops serve with nothing created.
@@ -162,7 +166,7 @@ export class ServeApp {
             authn,
             trustDomain: mesh.trustDomain,
             meshConfig: policy.meshConfigFile
-              ? undefined
+              ? { file: { text: meshFileText, where: policy.meshConfigFile } }
               : {
                   apply: (text, where, first) =>
                     mesh.set(meshSettingsFromText(text, where, policy), first),

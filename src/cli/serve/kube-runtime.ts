@@ -68,13 +68,19 @@ export interface KubeRuntimeDeps {
    */
   readonly trustDomain: () => string;
   /**
-   * Given (no mesh config file): ConfigMap `istio`'s `mesh` key is followed and handed to
-   * `apply` (the text, or undefined when absent), first once before anything else starts — a
-   * refusal then stops the start, naming the ConfigMap — then on every change, where a refusal
-   * keeps the last good settings (istiod: "invalid mesh config, using last known state").
+   * Where the mesh config comes from, as in istiod, for the holder and the discovery selectors
+   * alike (pkg/kube/namespace/filter.go reads them from the one mesh watcher):
+   * - `apply` (no mesh config file): ConfigMap `istio`'s `mesh` key is followed and handed to
+   *   `apply` (the text, or undefined when absent), first once before anything else starts — a
+   *   refusal then stops the start, naming the ConfigMap — then on every change, where a refusal
+   *   keeps the last good settings (istiod: "invalid mesh config, using last known state");
+   * - `file` (`--mesh-config`): its text, read once; the ConfigMap is not watched at all;
+   * - absent: the ConfigMap is followed for the discovery selectors only.
    */
   readonly meshConfig?:
-    { apply(text: string | undefined, where: string, first: boolean): void } | undefined;
+    | { apply(text: string | undefined, where: string, first: boolean): void }
+    | { readonly file: { readonly text: string | undefined; readonly where: string } }
+    | undefined;
   readonly authn: Pick<AuthnOptions, 'tokenAudiences'>;
   readonly clock: Clock;
   /** POD_NAME (this replica's name in the Lease), KUBERNETES_SERVICE_HOST (in-cluster config). */
@@ -140,39 +146,44 @@ export async function startKubeRuntime(
   };
   const loadErrors = caLoadErrorsMetric();
   try {
-    // The one watch of ConfigMap `istio`: it feeds the mesh holder (unless a mesh config file
-    // was given, which wins, as in istiod) and the discovery selectors. Read before the CA: a
-    // first replica's self-signed root takes the mesh's trust domain.
-    const meshConfig = deps.meshConfig;
-    const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
     // Every replica follows the selectors, so a new leader publishes at once to the right
     // namespaces and never to one the mesh config leaves out.
     const discovery = new DiscoveryNamespaces({ logger });
-    let live = false;
-    const meshWatch = startMeshConfigWatch({
-      kubeConfig: kc,
-      core: clients.core,
-      namespace,
-      clock,
-      logger,
-      onChange: (text) => {
-        if (!live) return;
-        discovery.meshChanged(text, where);
-        try {
-          meshConfig?.apply(text, where, false);
-        } catch (e) {
-          logger.error(
-            { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
-            'mesh config refused; keeping the last good one',
-          );
-        }
-      },
-    });
-    stops.push(() => meshWatch.stop());
-    await meshWatch.synced;
-    discovery.meshChanged(meshWatch.current(), where);
-    meshConfig?.apply(meshWatch.current(), where, true);
-    live = true;
+    const meshConfig = deps.meshConfig;
+    if (meshConfig && 'file' in meshConfig) {
+      // A mesh config file wins, as istiod's does: the selectors are its, not the ConfigMap's.
+      discovery.meshChanged(meshConfig.file.text, meshConfig.file.where);
+    } else {
+      // The one watch of ConfigMap `istio`: it feeds the mesh holder and the discovery
+      // selectors. Read before the CA: a first replica's self-signed root takes the mesh's
+      // trust domain.
+      const where = `configmap ${namespace}/${MESH_CONFIGMAP} key ${MESH_CONFIGMAP_KEY}`;
+      let live = false;
+      const meshWatch = startMeshConfigWatch({
+        kubeConfig: kc,
+        core: clients.core,
+        namespace,
+        clock,
+        logger,
+        onChange: (text) => {
+          if (!live) return;
+          discovery.meshChanged(text, where);
+          try {
+            meshConfig?.apply(text, where, false);
+          } catch (e) {
+            logger.error(
+              { configMap: `${namespace}/${MESH_CONFIGMAP}`, error: (e as Error).message },
+              'mesh config refused; keeping the last good one',
+            );
+          }
+        },
+      });
+      stops.push(() => meshWatch.stop());
+      await meshWatch.synced;
+      discovery.meshChanged(meshWatch.current(), where);
+      meshConfig?.apply(meshWatch.current(), where, true);
+      live = true;
+    }
     const state = new SwappableCaState();
     // Keys in a PKCS#11 token (--ca-key-uri, or the Secret's ca-key.uri): opened on first use.
     const signers = new KeyUriSigners({
