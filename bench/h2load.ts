@@ -29,13 +29,14 @@ import {
   CA_KEY_TYPES,
   childPids,
   LIMITS,
-  mainThreadCpuSeconds,
   TARGETS,
   scrapeCounters,
   serverCpuSeconds,
   serverPids,
   serverRssMb,
+  serverThreadCpuSeconds,
   settledCounters,
+  threadCpuSplit,
   startServer,
   type CaCounters,
   type CaKeyType,
@@ -300,13 +301,13 @@ async function measure(
   const durationMs = Math.round((options.seconds + RAMP_SECONDS) * 1000);
   before = after;
   const cpu0 = serverCpuSeconds(pid);
-  const loop0 = mainThreadCpuSeconds(pid);
+  const threads0 = serverThreadCpuSeconds(pid);
   const run = await runH2load(
     ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
     durationMs + 60_000,
   );
   const cpuSeconds = serverCpuSeconds(pid) - cpu0;
-  const loopSeconds = mainThreadCpuSeconds(pid) - loop0;
+  const byThread = threadCpuSplit(threads0, serverThreadCpuSeconds(pid));
   const serverCpu = cpuSeconds / run.wallSeconds;
   after = await settledCounters(server);
   const stats = parseStats(run.output);
@@ -335,7 +336,8 @@ async function measure(
     client_cpu: run.cpuSeconds / run.wallSeconds,
     // Over the whole run (handshakes and the cut included), per certificate issued in it.
     cpu_us_per_cert: (cpuSeconds * 1e6) / (after.issued - before.issued),
-    loop_us_per_cert: (loopSeconds * 1e6) / (after.issued - before.issued),
+    loop_us_per_cert: (byThread.loop * 1e6) / (after.issued - before.issued),
+    crypto_us_per_cert: (byThread.crypto * 1e6) / (after.issued - before.issued),
   };
 }
 

@@ -3,7 +3,7 @@
 // read about the server: its processes, CPU and memory from /proc, and its Prometheus counters
 // from the monitoring port.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -207,12 +207,59 @@ export function serverRssMb(pid: number): number {
 }
 
 /**
- * CPU seconds of the server's main thread (the event loop of the primary): what the issue's
- * "main-thread CPU per certificate" counts. CPU time, unlike throughput, barely moves with the
- * neighbours' load, so it compares builds on a busy machine.
+ * CPU seconds so far of every thread of the server's processes, by `pid/tid`: threadCpuSplit
+ * turns two of these into the CPU of the event loops, the crypto threads and the rest.
  */
-export function mainThreadCpuSeconds(pid: number): number {
-  return cpuSecondsOf(pid, `/proc/${pid}/task/${pid}/stat`);
+export function serverThreadCpuSeconds(pid: number): Map<string, number> {
+  const seconds = new Map<string, number>();
+  for (const p of serverPids(pid)) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tids) {
+      try {
+        seconds.set(`${p}/${tid}`, cpuSecondsOf(p, `/proc/${p}/task/${tid}/stat`));
+      } catch {
+        // a thread that ended between listing and reading
+      }
+    }
+  }
+  return seconds;
+}
+
+/**
+ * The CPU between two serverThreadCpuSeconds readings, split by thread: each process's main
+ * thread (its event loop), each process's busiest other thread (the crypto thread: node names
+ * its threads alike, and for a P-256 CA no other thread comes close; an RSA CA's signatures run
+ * on libuv's pool, in `other`), and everything else (libuv's pool, V8's GC helpers). A thread
+ * that ended during the run is left out.
+ */
+export function threadCpuSplit(
+  before: Map<string, number>,
+  after: Map<string, number>,
+): { loop: number; crypto: number; other: number } {
+  const perProcess = new Map<string, { main: number; others: number[] }>();
+  for (const [key, end] of after) {
+    const used = end - (before.get(key) ?? 0);
+    const [pid, tid] = key.split('/') as [string, string];
+    const entry = perProcess.get(pid) ?? { main: 0, others: [] };
+    if (pid === tid) entry.main += used;
+    else entry.others.push(used);
+    perProcess.set(pid, entry);
+  }
+  let loop = 0;
+  let crypto = 0;
+  let other = 0;
+  for (const { main, others } of perProcess.values()) {
+    const busiest = Math.max(0, ...others);
+    loop += main;
+    crypto += busiest;
+    other += others.reduce((a, b) => a + b, 0) - busiest;
+  }
+  return { loop, crypto, other };
 }
 
 /** CPU seconds (user + system) the process has used so far, from /proc/<pid>/stat. */

@@ -31,8 +31,13 @@ export interface Measurement {
   client_cpu?: number;
   /** End-to-end cases: the server's CPU (every thread and process) per certificate, µs. */
   cpu_us_per_cert?: number;
-  /** End-to-end cases: the primary's main thread (event loop) CPU per certificate, µs. */
+  /** End-to-end cases: the event loops' CPU per certificate (every process's main thread), µs. */
   loop_us_per_cert?: number;
+  /**
+   * End-to-end cases: the crypto threads' CPU per certificate (each process's busiest thread
+   * besides its main one; bench/server.ts threadCpuSplit), µs.
+   */
+  crypto_us_per_cert?: number;
   /** End-to-end cases: how many processes the server ran (primary + `--workers`). */
   processes?: number;
   /**
