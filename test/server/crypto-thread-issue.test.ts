@@ -89,6 +89,21 @@ function leafFields(certChainPem: readonly string[], caPem: string) {
   };
 }
 
+/** The CSR with the last byte of its P-256 point changed: off the curve (and the signature no longer verifies). */
+function offCurve(csrPem: string): string {
+  const der = Buffer.from(csrPem.replace(/-----[^-]+-----|\s/g, ''), 'base64');
+  const prefix = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03010703420004', 'hex');
+  const at = der.indexOf(prefix);
+  assert.ok(at > 0, 'a canonical P-256 key');
+  const last = at + prefix.length + 63;
+  der[last] = der[last]! ^ 0x01;
+  const lines = der
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n');
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${lines}\n-----END CERTIFICATE REQUEST-----\n`;
+}
+
 /** A refusal as the handler sees it: which step, and the CastellanError's fields. */
 function refusal(e: unknown): unknown {
   const stage = e instanceof CsrRejected ? 'csr' : 'sign';
@@ -125,6 +140,7 @@ describe('one hop to the crypto thread = two steps on the event loop', () => {
         ['not a CSR', 'not a CSR'],
         ['too large', 'x'.repeat(20_000)],
         ['a certificate label', ec.replace('CERTIFICATE REQUEST', 'CERTIFICATE')],
+        ['a P-256 point off the curve', offCurve(ec)],
       ];
       let issued = 0;
       for (const [name, pem, san = SPIFFE] of rows) {
