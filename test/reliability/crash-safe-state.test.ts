@@ -25,11 +25,17 @@ const run = promisify(execFile);
 const child = join(projectRoot, 'dist', 'test', 'reliability', 'support', 'start-killed-at.js');
 const setup = join(projectRoot, 'dist', 'test', 'support', 'setup.js');
 
-/** Runs a first start on `dataDir` killed before its N-th change: whether it was killed. */
-async function startKilledAt(dataDir: string, n: number): Promise<{ changes?: number }> {
+/**
+ * Runs a first start on `dataDir` killed before its N-th change: whether it was killed (no
+ * `changes`), else how many changes it made and the serial of the CA it served.
+ */
+async function startKilledAt(
+  dataDir: string,
+  n: number,
+): Promise<{ changes?: number; serial?: string }> {
   try {
     const { stdout } = await run(process.execPath, ['--import', setup, child, dataDir, String(n)]);
-    return JSON.parse(stdout) as { changes: number };
+    return JSON.parse(stdout) as { changes: number; serial: string };
   } catch (e) {
     const { signal } = e as { signal?: string };
     assert.equal(signal, 'SIGKILL', `the child failed otherwise: ${String(e)}`);
@@ -99,6 +105,26 @@ test('a first start killed before any one of its filesystem changes: the next st
   assert.ok(
     outcomes.some((o) => o.endsWith(':committed')),
     outcomes.join(' '),
+  );
+});
+
+test('separate processes starting first on one data dir at once: every one serves the same root, and one set is left', async () => {
+  // One `serve` per data dir is the contract (docs/reliability.md); a second replica on a shared
+  // volume breaks it, and must not split the CA. The in-process race (test/ca/sources) covers
+  // the interleavings of one event loop; these are separate processes, each with its own loop.
+  const dataDir = join(tmp.dir, 'four-processes');
+  const starts = await Promise.all(
+    Array.from({ length: 4 }, () => startKilledAt(dataDir, Number.MAX_SAFE_INTEGER)),
+  );
+  const serials = new Set(starts.map((s) => s.serial));
+  assert.equal(serials.size, 1, `served: ${[...serials].join(', ')}`);
+  const onDisk = new X509Certificate(readFileSync(join(dataDir, 'ca-cert.pem'), 'utf8'));
+  assert.equal(onDisk.serialNumber.toLowerCase(), [...serials][0]!.toLowerCase());
+  assert.deepEqual(leftovers(dataDir), []);
+  assert.equal(statSync(join(dataDir, 'ca-key.pem')).mode & 0o777, 0o600);
+  assert.equal(
+    readFileSync(join(dataDir, 'root-cert.pem'), 'utf8'),
+    readFileSync(join(dataDir, 'ca-cert.pem'), 'utf8'),
   );
 });
 

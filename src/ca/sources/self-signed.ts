@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, rmdir } from 'node:fs/promises';
+import { link, mkdir, readFile, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { X509Certificate } from '@peculiar/x509';
 import { syncFolder, temporaryPathFor, writeFileDurably } from '../../atomic-write.js';
@@ -176,7 +176,18 @@ async function commitSet(
   }
 }
 
-/** Moves a committed set's files into place, whether this start or a killed one committed it. */
+/**
+ * Moves a committed set's files into place, whether this start or a killed one committed it.
+ * Each file is hard-linked into place, then its committed name removed: `link` never replaces a
+ * name, so a set already in place is never overwritten. That matters when separate processes
+ * first-start on one data dir (outside the one-`serve`-per-data-dir contract, but it must not
+ * split the CA): the commit rename succeeds over an empty COMMITTED folder, so a start that
+ * generated its set late can commit it after the winner moved its files in and before the winner
+ * removed the folder. Renamed into place, the late set replaced the winner's files while the
+ * winner served its own root (a test with four processes caught it); linked, each of its files
+ * meets the winner's (EEXIST) and is dropped. Such a late set can only be committed once the
+ * winner's folder is empty, i.e. once the winner's whole set is in place, so none of it lands.
+ */
 async function finishCommittedSet(dir: string): Promise<void> {
   const committed = join(dir, COMMITTED);
   let names: string[];
@@ -186,14 +197,27 @@ async function finishCommittedSet(dir: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw e;
   }
-  // ENOENT: another process finishing the same set moved it first.
-  const unlessGone = (e: unknown): void => {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-  };
+  const code = (e: unknown): string | undefined => (e as NodeJS.ErrnoException).code;
   for (const name of names) {
-    await rename(join(committed, name), join(dir, name)).catch(unlessGone);
+    const from = join(committed, name);
+    try {
+      await link(from, join(dir, name));
+    } catch (e) {
+      // ENOENT: another process finishing the same set moved it first. EEXIST: in place already
+      // (this set's, linked by another process or by a start killed before the unlink; or the
+      // winner's, and this file is a late set's): the committed copy goes.
+      if (code(e) === 'ENOENT') continue;
+      if (code(e) !== 'EEXIST') throw e;
+    }
+    await unlink(from).catch((e: unknown) => {
+      if (code(e) !== 'ENOENT') throw e;
+    });
   }
-  await rmdir(committed).catch(unlessGone);
+  // ENOTEMPTY: a late set was committed into the emptied folder meanwhile; its own start (or the
+  // next one) drops it.
+  await rmdir(committed).catch((e: unknown) => {
+    if (code(e) !== 'ENOENT' && code(e) !== 'ENOTEMPTY') throw e;
+  });
   await syncFolder(dir);
 }
 

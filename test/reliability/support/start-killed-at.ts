@@ -4,7 +4,8 @@
 //
 //   node --import dist/test/support/setup.js start-killed-at.js <dataDir> <N>
 //
-// Prints {"changes": <count>} when it got through all of them alive (N beyond the last change).
+// Prints {"changes": <count>, "serial": <the served CA's serial>} when it got through all of them
+// alive (N beyond the last change).
 import fs from 'node:fs';
 import { syncBuiltinESMExports } from 'node:module';
 
@@ -38,5 +39,6 @@ const runtime = await startLocalRuntime(completeServeOptions({ dataDir }), {
   env: {},
 });
 await runtime.publishTrustBundle();
+const serial = runtime.caState.current()?.bundle.signingCert.serialNumber;
 await runtime.close();
-process.stdout.write(JSON.stringify({ changes }));
+process.stdout.write(JSON.stringify({ changes, serial }));
