@@ -179,26 +179,17 @@ function authorizationSections(
   for (const p of customPolicies) {
     const provider = p.provider ?? '';
     const declared = mesh.extensionProviders.find((e) => e.name === provider);
-    let effect: CustomRule['effect'] = 'ext-authz';
-    if (providers.length > 1) {
-      effect = 'deny';
+    // What istiod cannot configure, it turns into a deny of the requests the policy matches.
+    const denial =
+      providers.length > 1
+        ? `the workload has CUSTOM policies for ${providers.length} providers (${providers.join(', ')}); istiod supports one per workload and denies requests matching them`
+        : !declared || declared.type === 'other'
+          ? `provider "${provider}" is not an ext_authz provider in mesh.extensionProviders; istiod denies requests matching this policy`
+          : undefined;
+    const effect: CustomRule['effect'] = denial === undefined ? 'ext-authz' : 'deny';
+    if (denial !== undefined) {
       diagnostics.push(
-        diagnostic(
-          'error',
-          `AuthorizationPolicy ${p.policy}`,
-          'spec.provider.name',
-          `the workload has CUSTOM policies for ${providers.length} providers (${providers.join(', ')}); istiod supports one per workload and denies requests matching them`,
-        ),
-      );
-    } else if (!declared || declared.type === 'other') {
-      effect = 'deny';
-      diagnostics.push(
-        diagnostic(
-          'error',
-          `AuthorizationPolicy ${p.policy}`,
-          'spec.provider.name',
-          `provider "${provider}" is not an ext_authz provider in mesh.extensionProviders; istiod denies requests matching this policy`,
-        ),
+        diagnostic('error', `AuthorizationPolicy ${p.policy}`, 'spec.provider.name', denial),
       );
     }
     // Dry-run CUSTOM rules still call the provider (istiod limitation), but are not turned into denies.
