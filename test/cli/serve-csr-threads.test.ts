@@ -4,7 +4,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { get } from 'node:http';
 import { join } from 'node:path';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
@@ -17,7 +16,7 @@ import {
   opensslVerify,
   tmp,
 } from '../server/support/client.js';
-import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { scrapeMetrics, startServe, type ServeProcess } from '../server/support/serve-process.js';
 
 const HOUR = 3_600_000;
 const running: ServeProcess[] = [];
@@ -28,17 +27,9 @@ after(async () => {
   }
 });
 
-function metric(port: number, name: string): Promise<number | undefined> {
-  return new Promise((resolve, reject) => {
-    get(`http://127.0.0.1:${port}/metrics`, (res) => {
-      let body = '';
-      res.on('data', (d: Buffer) => (body += d.toString()));
-      res.on('end', () => {
-        const line = body.split('\n').find((l) => l.startsWith(`${name} `));
-        resolve(line === undefined ? undefined : Number(line.slice(name.length + 1)));
-      });
-    }).on('error', reject);
-  });
+async function metric(port: number, name: string): Promise<number | undefined> {
+  const line = (await scrapeMetrics(port)).split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? undefined : Number(line.slice(name.length + 1));
 }
 
 for (const threads of [1, 0]) {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { KubeConfig } from '@kubernetes/client-node';
@@ -6,6 +6,7 @@ import { createLogger, type Logger } from '../../src/log.js';
 import { CACERTS_SECRET } from '../../src/kube/cacerts-secret-source.js';
 import type { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { istioSampleCerts } from '../support/paths.js';
+import { startServe, type ServeProcess } from '../server/support/serve-process.js';
 
 /** A KubeConfig for the fake API server, as `--kubeconfig` would load it. */
 export function kubeConfigFor(api: FakeApiServer, token?: string): KubeConfig {
@@ -72,4 +73,29 @@ export function putCacerts(
       Object.entries(files).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
     ),
   });
+}
+
+/**
+ * `castellan serve --kube` against the fake API server as API user `token-<user>` (its own
+ * kubeconfig and data dir under `dir`), logging warnings; `extra` flags after those.
+ */
+export function startKubeServe(
+  api: FakeApiServer,
+  dir: string,
+  user: string,
+  ...extra: string[]
+): Promise<ServeProcess> {
+  const kubeconfig = api.writeKubeconfig(join(dir, `kubeconfig-${user}`), {
+    token: `token-${user}`,
+  });
+  return startServe([
+    '--kube',
+    '--kubeconfig',
+    kubeconfig,
+    '--data-dir',
+    mkdtempSync(join(dir, 'data-')),
+    '--log-level',
+    'warn',
+    ...extra,
+  ]);
 }

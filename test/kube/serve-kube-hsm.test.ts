@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { get } from 'node:http';
 import { certificatePem } from '../../src/ca/build-key-cert-bundle.js';
 import { generatePkcs11Key } from '../../src/ca/signers/pkcs11-keygen.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
@@ -21,9 +20,9 @@ import {
   opensslUris,
   opensslVerify,
 } from '../server/support/client.js';
-import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { scrapeMetrics, type ServeProcess } from '../server/support/serve-process.js';
 import { waitFor } from '../support/wait-for.js';
-import { putCacerts } from './helpers.js';
+import { putCacerts, startKubeServe } from './helpers.js';
 
 const NS = 'istio-system';
 const HOUR = 3_600_000;
@@ -36,31 +35,9 @@ const intermediates = new Map<string, string>();
 const uris = new Map<string, string>();
 
 async function serve(user: string, ...extra: string[]): Promise<ServeProcess> {
-  const kubeconfig = api.writeKubeconfig(join(dir, `kubeconfig-${user}`), {
-    token: `token-${user}`,
-  });
-  const p = await startServe([
-    '--kube',
-    '--kubeconfig',
-    kubeconfig,
-    '--data-dir',
-    mkdtempSync(join(dir, 'data-')),
-    '--log-level',
-    'warn',
-    ...extra,
-  ]);
+  const p = await startKubeServe(api, dir, user, ...extra);
   procs.push(p);
   return p;
-}
-
-function metrics(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get(`http://127.0.0.1:${port}/metrics`, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
-  });
 }
 
 async function issue(p: ServeProcess): Promise<string[]> {
@@ -140,7 +117,7 @@ test('cacerts naming its key by URI: served from the token, no self-signed root 
   // A URI whose key does not belong to the certificate: refused, still serving the last good.
   putCacerts(api, NS, { ...cacerts('two', false), 'ca-key.uri': uris.get('one')! });
   await waitFor('the refused update counted', async () =>
-    /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(a.monitoringPort)),
+    /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await scrapeMetrics(a.monitoringPort)),
   );
   assert.equal((await issue(a))[1], intermediates.get('two'));
 });

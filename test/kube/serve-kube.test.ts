@@ -5,7 +5,6 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { get } from 'node:http';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { ROOT_CERT_CONFIGMAP } from '../../src/kube/configmap-publisher.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
@@ -17,10 +16,10 @@ import {
   opensslVerify,
   type CaClient,
 } from '../server/support/client.js';
-import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { scrapeMetrics, type ServeProcess } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';
-import { putCacerts, sample, sampleCacerts } from './helpers.js';
+import { putCacerts, sample, sampleCacerts, startKubeServe } from './helpers.js';
 
 const NS = 'istio-system';
 const ALT_ROOT = sample('root-cert-alt.pem');
@@ -34,33 +33,9 @@ let csr: string;
 const USERS = { 'token-a': 'replica-a', 'token-b': 'replica-b', 'token-c': 'replica-c' };
 
 async function serve(user: 'a' | 'b' | 'c', ...extra: string[]): Promise<ServeProcess> {
-  const kubeconfig = api.writeKubeconfig(join(dir, `kubeconfig-${user}`), {
-    token: `token-${user}`,
-  });
-  const p = await startServe([
-    '--kube',
-    '--kubeconfig',
-    kubeconfig,
-    '--data-dir',
-    mkdtempSync(join(dir, 'data-')),
-    '--lease-duration',
-    '2s',
-    '--log-level',
-    'warn',
-    ...extra,
-  ]);
+  const p = await startKubeServe(api, dir, user, '--lease-duration', '2s', ...extra);
   procs.push(p);
   return p;
-}
-
-function metrics(port: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    get(`http://127.0.0.1:${port}/metrics`, (res) => {
-      let body = '';
-      res.on('data', (c: Buffer) => (body += c.toString()));
-      res.on('end', () => resolve(body));
-    }).on('error', reject);
-  });
 }
 
 /** A token of service account `app/<serviceAccount>` for the CA's audience. */
@@ -151,7 +126,7 @@ test('a bad cacerts update is refused: serving goes on with the last good CA, Ev
   );
   for (const p of [a, b]) {
     await waitFor('the metric', async () =>
-      /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await metrics(p.monitoringPort)),
+      /castellan_ca_load_errors_total\{[^}]*\} [1-9]/.test(await scrapeMetrics(p.monitoringPort)),
     );
   }
   const token = await appToken('web');

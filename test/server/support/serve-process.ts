@@ -121,6 +121,14 @@ export async function waitForReady(serve: ServeProcess, timeoutMs = 5000): Promi
   return ready === 'ready';
 }
 
+/** The Prometheus text of a serve's GET /metrics (monitoring port). */
+export async function scrapeMetrics(monitoringPort: number): Promise<string> {
+  const r = await fetch(`http://127.0.0.1:${monitoringPort}/metrics`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  return r.text();
+}
+
 /** Runs `castellan <args>` to completion; killed (code null) if it runs past `timeoutMs`. */
 export function runCli(
   args: string[],
