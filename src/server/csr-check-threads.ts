@@ -68,7 +68,7 @@ interface JwtRequest {
 
 export type ThreadRequest = CsrCheckRequest | LeafOrderRequest | CaRegistration | JwtRequest;
 
-/** Worker → main thread, one batch per request batch: the checked CSR or leaf, or the refusal. */
+/** Worker → main thread, in chunks (csr-check-thread.ts REPLY_CHUNK): the checked CSR or leaf, or the refusal. */
 export type ThreadReply =
   | { readonly id: number; readonly ok: true; readonly csr: CheckedCsr }
   | { readonly id: number; readonly ok: true; readonly issued: IssuedOnThread }
