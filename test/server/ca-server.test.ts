@@ -2,13 +2,13 @@
 // checked with the openssl CLI. The CA material comes from test/server/support/test-ca.ts.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
 import { authenticateCaller } from '../../src/authn/authenticate.js';
 import { systemClock, type Clock } from '../../src/clock.js';
+import { logLinesDestination } from '../support/log-lines.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
 import { createLogger } from '../../src/log.js';
@@ -61,13 +61,7 @@ async function startServer(
 ): Promise<Harness> {
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(dataDir);
-  const logLines: string[] = [];
-  const destination = new Writable({
-    write(chunk, _enc, cb) {
-      logLines.push(...String(chunk).split('\n').filter(Boolean));
-      cb();
-    },
-  });
+  const { destination, lines: logLines } = logLinesDestination();
   const authenticators = [
     new ClientCertAuthenticator({
       trustDomain: TD,

@@ -22,7 +22,6 @@
 // To add a branch (e.g. impersonation): add a row; `request` and the fakes' behaviour are per row.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { Metadata, status, type ServerUnaryCall, type StatusObject } from '@grpc/grpc-js';
 import type { IstioCertificateRequest, IstioCertificateResponse } from '../../src/api/istioca.js';
 import type { AuthRequest, Caller } from '../../src/authn/authenticator.js';
@@ -39,6 +38,7 @@ import {
 } from '../../src/server/create-certificate.js';
 import { CaMetrics } from '../../src/server/metrics.js';
 import { INTERNAL_MESSAGE, UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
+import { logLinesDestination } from '../support/log-lines.js';
 import { ManualClock } from '../support/manual-clock.js';
 
 const HOUR = 3_600_000;
@@ -338,14 +338,9 @@ interface Outcome {
 async function run(row: Row, oneHop: boolean): Promise<Outcome> {
   const clock = new ManualClock(START);
   const metrics = new CaMetrics(clock);
-  const logLines: string[] = [];
+  const { destination, lines: logLines } = logLinesDestination();
   const logger = createLogger({
-    destination: new Writable({
-      write(chunk, _enc, cb) {
-        logLines.push(...String(chunk).split('\n').filter(Boolean));
-        cb();
-      },
-    }),
+    destination,
   });
   const snapshot = {
     bundle: { certChain: [{ rawData: CA_CHAIN.slice().buffer }] },

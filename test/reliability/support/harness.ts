@@ -1,6 +1,5 @@
 // A CaServer as `castellan serve` wires it (src/cli/serve/app.ts), on loopback, real TLS, with
 // connection limits a test can wait out, and real JWTs from the dev issuer.
-import { Writable } from 'node:stream';
 import { DevTokenIssuer } from '../../../src/authn/dev-token-issuer.js';
 import { ClientCertAuthenticator } from '../../../src/authn/client-cert-authenticator.js';
 import type { Impersonation } from '../../../src/authn/impersonation.js';
@@ -18,6 +17,7 @@ import {
 import { workloadLeafIssuer } from '../../../src/server/issuers.js';
 import type { LeafIssuer } from '../../../src/server/create-certificate.js';
 import { ServingCertificateManager } from '../../../src/server/serving-certificate.js';
+import { logLinesDestination } from '../../support/log-lines.js';
 import { tmp } from '../../server/support/client.js';
 import {
   makeTestCa,
@@ -70,14 +70,9 @@ export async function startReliable(
   const ca = await makeTestCa({});
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(tmp());
-  const logLines: string[] = [];
+  const { destination, lines: logLines } = logLinesDestination();
   const logger = createLogger({
-    destination: new Writable({
-      write(chunk, _enc, cb) {
-        logLines.push(...String(chunk).split('\n').filter(Boolean));
-        cb();
-      },
-    }),
+    destination,
     level: 'info',
   });
   const authenticators = [
