@@ -15,13 +15,13 @@ import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { certificatePem, parseCertificates } from '../../src/ca/build-key-cert-bundle.js';
 import { issueCertificate } from '../../src/pki/issue.js';
 import { parsePrivateKeyPem } from '../../src/pki/keys.js';
-import { projectRoot, protosDir } from '../support/paths.js';
+import { projectRoot } from '../support/paths.js';
 import { makeSoftHsm, privateKeyAccess, USER_PIN, type SoftHsm } from '../support/softhsm.js';
 import { waitFor } from '../support/wait-for.js';
 import { opensslVerify, opensslUris, tmp } from '../server/support/client.js';
 import { runCli, startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { compileIstioCaStubs, PYTHON } from '../support/python.js';
 
-const PYTHON = '/usr/bin/python3';
 const SCRIPT = join(projectRoot, 'test', 'interop', 'create_certificate.py');
 const TOKEN = 'mesh-ca';
 const HOUR = 3_600_000;
@@ -92,15 +92,7 @@ before(async () => {
   hsm.addToken(TOKEN);
   work = tmp();
   gen = join(work, 'gen');
-  mkdirSync(gen);
-  execFileSync(PYTHON, [
-    '-m',
-    'grpc_tools.protoc',
-    `-I${protosDir}`,
-    `--python_out=${gen}`,
-    `--grpc_python_out=${gen}`,
-    join(protosDir, 'istioca.proto'),
-  ]);
+  compileIstioCaStubs(gen);
   const r = await runCli(['ca', 'root', '--out', join(work, 'root'), '--key-type', 'ec-p256']);
   assert.equal(r.code, 0, r.stderr);
 });

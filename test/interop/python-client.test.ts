@@ -5,18 +5,18 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { opensslVerify as verifyWith } from '../support/openssl.js';
-import { projectRoot, protosDir } from '../support/paths.js';
+import { projectRoot } from '../support/paths.js';
 import { opensslUris, opensslVerify, tmp } from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
+import { compileIstioCaStubs, PYTHON } from '../support/python.js';
 
 // Debian's interpreter, never whatever `python3` is first on PATH (scripts/setup-test-deps.sh).
-const PYTHON = '/usr/bin/python3';
 const SCRIPT = join(projectRoot, 'test', 'interop', 'create_certificate.py');
 const CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n/g;
 
@@ -28,15 +28,7 @@ let gen: string;
 before(async () => {
   dataDir = join(tmp(), 'data');
   gen = join(tmp(), 'gen');
-  mkdirSync(gen, { recursive: true });
-  execFileSync(PYTHON, [
-    '-m',
-    'grpc_tools.protoc',
-    `-I${protosDir}`,
-    `--python_out=${gen}`,
-    `--grpc_python_out=${gen}`,
-    join(protosDir, 'istioca.proto'),
-  ]);
+  compileIstioCaStubs(gen);
   serve = await startServe(['--data-dir', dataDir]);
 });
 after(async () => {

@@ -26,10 +26,10 @@ import {
   rstStream,
   type RawConnection,
 } from './support/raw-h2.js';
+import { PYTHON } from '../support/python.js';
 
 const execFileAsync = promisify(execFile);
 /** Debian's interpreter and its python3-grpcio (scripts/setup-test-deps.sh), never PATH's. */
-const PYTHON = '/usr/bin/python3';
 const CREATE = '/istio.v1.auth.IstioCertificateService/CreateCertificate';
 const LONG = 600_000;
 /** HTTP/2 error codes (RFC 9113 §7). */
