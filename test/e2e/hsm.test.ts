@@ -322,15 +322,18 @@ describe('castellan serve --ca-key-uri', () => {
       const rootKey = parsePrivateKeyPem(
         readFileSync(join(work, 'root', 'root-key.pem'), 'utf8'),
       ).key;
-      const renewed = certificatePem(
-        await issueCertificate({
-          profile: { kind: 'intermediate', subject: [['CN', 'Renewed Intermediate']] },
-          publicKey: new Uint8Array(old.publicKey.rawData),
-          issuer: { cert: root, key: rootKey },
-          notBefore: new Date(Date.now() - HOUR),
-          notAfter: new Date(Date.now() + 100 * HOUR),
-        }),
-      );
+      // The intermediate re-issued by the root for the same key (in the token): a renewal.
+      const renewedIntermediate = async (cn: string): Promise<string> =>
+        certificatePem(
+          await issueCertificate({
+            profile: { kind: 'intermediate', subject: [['CN', cn]] },
+            publicKey: new Uint8Array(old.publicKey.rawData),
+            issuer: { cert: root, key: rootKey },
+            notBefore: new Date(Date.now() - HOUR),
+            notAfter: new Date(Date.now() + 100 * HOUR),
+          }),
+        );
+      const renewed = await renewedIntermediate('Renewed Intermediate');
       writeFileSync(join(dir, 'cert-chain.pem'), renewed + rootPem);
       writeFileSync(join(dir, 'ca-cert.pem'), renewed);
       const swapped = await waitFor('the renewed intermediate served', async () => {
@@ -341,15 +344,7 @@ describe('castellan serve --ca-key-uri', () => {
 
       // Renewed again while the token is away: refused for now (unavailable), and swapped in
       // once the token is back, without the files changing again.
-      const again = certificatePem(
-        await issueCertificate({
-          profile: { kind: 'intermediate', subject: [['CN', 'Renewed Again']] },
-          publicKey: new Uint8Array(old.publicKey.rawData),
-          issuer: { cert: root, key: rootKey },
-          notBefore: new Date(Date.now() - HOUR),
-          notAfter: new Date(Date.now() + 100 * HOUR),
-        }),
-      );
+      const again = await renewedIntermediate('Renewed Again');
       hsm.takeTokensAway();
       try {
         writeFileSync(join(dir, 'cert-chain.pem'), again + rootPem);
