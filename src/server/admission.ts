@@ -10,6 +10,7 @@
 // - ztunnel: src/identity/manager.rs, Worker::run: any error of fetch_certificate (whatever the
 //   status) is retried with a per-identity exponential backoff (1 s, ×2, ±20%, at most 150 s).
 // Pure: no timers; time comes from the injected Clock.
+import { FifoRing, type RingItem } from './fifo-ring.js';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
 
@@ -70,6 +71,16 @@ export type RateKey =
   | { readonly kind: 'identity'; readonly spiffeId: string }
   | { readonly kind: 'node'; readonly caller: string; readonly node: string };
 
+/**
+ * What acquire() follows to learn that a waiting caller left: an AbortSignal, or anything with
+ * the three members acquire() uses (the handler adapts the gRPC call's 'cancelled' event,
+ * src/server/admission-call.ts, rather than allocating an AbortController per waiting call).
+ */
+export type LeaveSignal = Pick<AbortSignal, 'aborted'> & {
+  addEventListener(type: 'abort', listener: () => void, options: { once: true }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+};
+
 /** A slot of the in-flight limit; `release()` is idempotent. */
 export interface Slot {
   release(): void;
@@ -106,8 +117,7 @@ const INITIAL_SERVICE_MS = 10;
 /** Weight of the newest call in the service-time average. */
 const SERVICE_EWMA_WEIGHT = 0.1;
 
-interface Waiter {
-  readonly seq: number;
+interface Waiter extends RingItem {
   readonly urgentUntilMs: number | undefined;
   readonly grant: (slot: Slot) => void;
   readonly cancel: () => void;
@@ -125,11 +135,10 @@ interface Bucket {
  */
 export class Admission {
   private inflightCount = 0;
-  private seq = 0;
   /** Urgent renewals, sorted by NotAfter then arrival. */
   private readonly urgent: Waiter[] = [];
-  /** Everyone else, in arrival order (a Map keeps insertion order and deletes in O(1)). */
-  private readonly normal = new Map<number, Waiter>();
+  /** Everyone else, in arrival order (O(1) removal of a call that left; ./fifo-ring.ts). */
+  private readonly normal = new FifoRing<Waiter>();
   private readonly buckets = new Map<string, Bucket>();
   private sweepAt = 1024;
   private serviceMs = INITIAL_SERVICE_MS;
@@ -155,7 +164,7 @@ export class Admission {
    * with a CastellanError('unavailable') when `signal` aborts while waiting (the client left;
    * its place is given up).
    */
-  acquire(priority: QueuePriority = {}, signal?: AbortSignal): Promise<Slot> {
+  acquire(priority: QueuePriority = {}, signal?: LeaveSignal): Promise<Slot> {
     if (signal?.aborted) return Promise.reject(abandoned());
     const free = this.tryAcquire();
     if (free) return Promise.resolve(free);
@@ -173,7 +182,7 @@ export class Admission {
         if (this.remove(waiter)) reject(abandoned());
       };
       const waiter: Waiter = {
-        seq: this.seq++,
+        ringIndex: -1,
         urgentUntilMs: priority.urgentUntilMs,
         grant: (slot) => {
           signal?.removeEventListener('abort', onAbort);
@@ -260,23 +269,15 @@ export class Admission {
   /** Hands free slots to the waiters first in line. */
   private next(): void {
     while (this.inflightCount < this.options.maxInflight) {
-      const waiter = this.urgent.shift() ?? this.shiftNormal();
+      const waiter = this.urgent.shift() ?? this.normal.shift();
       if (!waiter) return;
       waiter.grant(this.grantSlot());
     }
   }
 
-  private shiftNormal(): Waiter | undefined {
-    for (const [seq, waiter] of this.normal) {
-      this.normal.delete(seq);
-      return waiter;
-    }
-    return undefined;
-  }
-
   private enqueue(w: Waiter): void {
     if (w.urgentUntilMs === undefined) {
-      this.normal.set(w.seq, w);
+      this.normal.push(w);
       return;
     }
     const at = w.urgentUntilMs;
@@ -293,7 +294,7 @@ export class Admission {
 
   /** Takes a waiter out of the queue; false when it was no longer there (already granted). */
   private remove(w: Waiter): boolean {
-    if (w.urgentUntilMs === undefined) return this.normal.delete(w.seq);
+    if (w.urgentUntilMs === undefined) return this.normal.remove(w);
     const i = this.urgent.indexOf(w);
     if (i < 0) return false;
     this.urgent.splice(i, 1);
