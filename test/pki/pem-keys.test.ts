@@ -1,5 +1,6 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { isCastellanError, type ErrorKind } from '../../src/errors.js';
@@ -38,6 +39,33 @@ describe('pem', () => {
     assert.equal(block!.label, 'CERTIFICATE');
     assert.deepEqual(block!.der, der);
   });
+  test("byte for byte OpenSSL's PEM, at every length around the 64-column boundaries", () => {
+    // OpenSSL (through node:crypto) writes the same layout: 64-column lines, each ending "\n".
+    for (const [type, options] of [
+      ['ed25519', {}],
+      ['ec', { namedCurve: 'P-256' }],
+      ['ec', { namedCurve: 'P-384' }],
+      ['rsa', { modulusLength: 1024 }],
+      ['rsa', { modulusLength: 2048 }],
+    ] as const) {
+      const { publicKey } = generateKeyPairSync(type as 'ec', options as { namedCurve: string });
+      const der = publicKey.export({ type: 'spki', format: 'der' });
+      const pem = publicKey.export({ type: 'spki', format: 'pem' });
+      assert.equal(toPem('PUBLIC KEY', der), pem, `${type} ${JSON.stringify(options)}`);
+    }
+    // Base64 of 45, 48 and 51 bytes is 60, 64 and 68 characters: under, at and past one line.
+    for (const length of [1, 45, 47, 48, 49, 51, 95, 96, 97]) {
+      const der = new Uint8Array(length).map((_, i) => i * 7);
+      const pem = toPem('CERTIFICATE', der);
+      const lines = pem.split('\n');
+      assert.equal(lines.pop(), '', 'ends with a newline');
+      const body = lines.slice(1, -1);
+      assert.ok(body.slice(0, -1).every((l) => l.length === 64));
+      assert.ok((body.at(-1) as string).length >= 1 && (body.at(-1) as string).length <= 64);
+      assert.deepEqual(pemBlocks(pem)[0]?.der, der);
+    }
+  });
+
   test('refuses garbage, truncated blocks, mismatched labels, bad base64, strict junk', () => {
     const good = toPem('CERTIFICATE', new Uint8Array([1, 2, 3]));
     assert.equal(

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { AsnConvert, AsnProp, AsnPropTypes, OctetString } from '@peculiar/asn1-schema';
 import {
   AlgorithmIdentifier,
@@ -226,9 +226,7 @@ function subjectKeyId(spki: Uint8Array): Uint8Array {
     throw new CastellanError('malformed', 'not a SubjectPublicKeyInfo', { subject: 'public key' });
   }
   // Skip the unused-bits count byte: the hash covers the key bits only.
-  return createHash('sha1')
-    .update(spki.subarray(bits.contentStart + 1, bits.end))
-    .digest();
+  return hash('sha1', spki.subarray(bits.contentStart + 1, bits.end), 'buffer');
 }
 
 /** The TBSCertificate for one request: the template's fixed runs with the request's fields. */

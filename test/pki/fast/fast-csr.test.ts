@@ -376,7 +376,28 @@ function unusualCsrs(): string[] {
 function mutate(pem: string, r: () => number): string {
   const der = derOf(pem);
   const pick = (n: number): number => Math.floor(r() * n);
-  switch (pick(10)) {
+  switch (pick(12)) {
+    case 10: {
+      // The same base64 in another layout (csrDerFromPemFast takes only the canonical one; the
+      // others must reach the same outcome through csrDerFromPem).
+      const b64 = Buffer.from(der).toString('base64');
+      const width = [1, 60, 63, 64, 65, 76][pick(6)]!;
+      const lines = b64.match(new RegExp(`.{1,${width}}`, 'g')) ?? [];
+      const eol = ['\n', '\r\n', ' \n', '\n\n'][pick(4)]!;
+      const text = `-----BEGIN CERTIFICATE REQUEST-----\n${lines.join(eol)}\n-----END CERTIFICATE REQUEST-----`;
+      return text + ['\n', '', '\n\n', ' ', '\r\n'][pick(5)]!;
+    }
+    case 11: {
+      // Padding where it does not belong, or a character base64 does not have, in one line.
+      const lines = pem.split('\n');
+      const i = 1 + pick(Math.max(1, lines.length - 3));
+      const at = pick(lines[i]!.length);
+      lines[i] =
+        lines[i]!.slice(0, at) +
+        ['=', '==', '-', '_', ' ', '\t'][pick(6)]! +
+        lines[i]!.slice(at + 1);
+      return lines.join('\n');
+    }
     case 0: {
       const d = der.slice();
       for (let i = 1 + pick(3); i > 0; i--) d[pick(d.length)]! ^= 1 << pick(8);
