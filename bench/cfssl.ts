@@ -34,7 +34,7 @@ import {
   steadyWindow,
   type H2loadStats,
 } from './h2load.js';
-import { serverCpuSeconds, serverRssMb } from './server.js';
+import { peakRssDuring, serverCpuSeconds } from './server.js';
 import type { BenchCase, BenchOptions, Measurement } from './types.js';
 
 const NOT_FOUND = 'cfssl not found: run scripts/setup-bench-deps.sh (Debian golang-cfssl)';
@@ -244,9 +244,12 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
         const logPath = join(dir, 'h2load-requests.log');
         const durationMs = Math.round((options.seconds + RAMP_SECONDS) * 1000);
         const cpu0 = serverCpuSeconds(pid);
-        const run = await runH2load(
-          ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
-          durationMs + 60_000,
+        const { value: run, peakRssMb } = await peakRssDuring(
+          pid,
+          runH2load(
+            ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
+            durationMs + 60_000,
+          ),
         );
         const cpuSeconds = serverCpuSeconds(pid) - cpu0;
         const serverCpu = cpuSeconds / run.wallSeconds;
@@ -261,7 +264,7 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
           certs_per_s: w.completed / w.seconds,
           p50_ms: w.p50,
           p99_ms: w.p99,
-          rss_mb: serverRssMb(pid),
+          rss_mb: peakRssMb,
           processes: 1,
           server_cpu: serverCpu,
           client_cpu: run.cpuSeconds / run.wallSeconds,

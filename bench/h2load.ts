@@ -33,7 +33,7 @@ import {
   scrapeCounters,
   serverCpuSeconds,
   serverPids,
-  serverRssMb,
+  peakRssDuring,
   serverThreadCpuSeconds,
   settledCounters,
   threadCpuSplit,
@@ -302,9 +302,9 @@ async function measure(
   before = after;
   const cpu0 = serverCpuSeconds(pid);
   const threads0 = serverThreadCpuSeconds(pid);
-  const run = await runH2load(
-    ['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args],
-    durationMs + 60_000,
+  const { value: run, peakRssMb } = await peakRssDuring(
+    pid,
+    runH2load(['-D', `${durationMs}ms`, `--log-file=${logPath}`, ...args], durationMs + 60_000),
   );
   const cpuSeconds = serverCpuSeconds(pid) - cpu0;
   const byThread = threadCpuSplit(threads0, serverThreadCpuSeconds(pid));
@@ -329,7 +329,7 @@ async function measure(
     certs_per_s: w.completed / w.seconds,
     p50_ms: w.p50,
     p99_ms: w.p99,
-    rss_mb: serverRssMb(pid),
+    rss_mb: peakRssMb,
     processes: serverPids(pid).length,
     ready_ms: server.readyMs,
     server_cpu: serverCpu,

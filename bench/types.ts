@@ -14,7 +14,10 @@ export interface Measurement {
   certs_per_s: number;
   p50_ms: number;
   p99_ms: number;
-  /** Resident memory of the process doing the work (the server for end-to-end cases). */
+  /**
+   * Resident memory of the process doing the work (the server for end-to-end cases; for the
+   * h2load cases and their cfssl peers, the peak read every 250 ms during the measured run).
+   */
   rss_mb: number;
   /** End-to-end cases: `castellan serve` start to the first 200 from /ready (target <= 1 s). */
   ready_ms?: number;
