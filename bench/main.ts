@@ -134,11 +134,24 @@ async function main(argv: string[]): Promise<void> {
     .option('--json', 'one JSON object per line instead of a table')
     .option('--quick', 'a short smoke run (figures are rough)')
     .option('--only <substr>', 'only cases whose name contains this (or is exactly this)')
+    .option(
+      '--seconds <s>',
+      'seconds of load per case (default 4, --quick 0.5); a server under sustained load keeps growing its memory for 10–15 s',
+    )
     .parse(argv, { from: 'user' });
-  const flags = program.opts<{ json?: boolean; quick?: boolean; only?: string }>();
+  const flags = program.opts<{
+    json?: boolean;
+    quick?: boolean;
+    only?: string;
+    seconds?: string;
+  }>();
+  const seconds = flags.seconds === undefined ? (flags.quick ? 0.5 : 4) : Number(flags.seconds);
+  if (!(seconds > 0 && seconds <= 600)) {
+    program.error(`error: --seconds: "${flags.seconds}" is not a number of seconds from 0 to 600`);
+  }
   const options: BenchOptions = {
     quick: flags.quick === true,
-    seconds: flags.quick ? 0.5 : 4,
+    seconds,
     maxCount: flags.quick ? 2_000 : 100_000,
   };
   // A name given whole selects that case alone; otherwise every case containing it.
