@@ -1,4 +1,4 @@
-import { pino, type Logger, type LevelWithSilent } from 'pino';
+import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
 
 export type { Logger };
 
@@ -21,8 +21,19 @@ const REDACT = [
   'headers.authorization',
 ];
 
+/**
+ * Where serve's lines go: stderr, through pino's sonic-boom destination, which writes
+ * asynchronously (not process.stderr: to a pipe that is a synchronous write(2) per line on
+ * Linux, on the request path — one audit line per certificate — and it blocks the event loop
+ * whenever the reader falls behind) and is flushed synchronously when the process exits. It emits
+ * 'error' when stderr fails (a closed pipe: EPIPE); serve stops on it (./cli/serve/signals.ts).
+ */
+export function createLogDestination(): ReturnType<typeof pino.destination> {
+  return pino.destination({ dest: 2, sync: false });
+}
+
 export function createLogger(
-  options: { level?: LevelWithSilent; name?: string; destination?: NodeJS.WritableStream } = {},
+  options: { level?: LevelWithSilent; name?: string; destination?: DestinationStream } = {},
 ): Logger {
   return pino(
     {
@@ -32,11 +43,7 @@ export function createLogger(
       base: undefined,
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    // Not process.stderr: to a pipe that is a synchronous write(2) per line on Linux, on the
-    // request path (one audit line per certificate), and it blocks the event loop whenever the
-    // reader falls behind. pino's sonic-boom destination writes asynchronously and is flushed
-    // synchronously when the process exits.
-    options.destination ?? pino.destination({ dest: 2, sync: false }),
+    options.destination ?? createLogDestination(),
   );
 }
 

@@ -117,6 +117,8 @@ export class ServeApp {
   private stopping: Promise<void> | undefined;
   /** Ends start()'s wait for a CA when stop() comes first. */
   private abortWait: (() => void) | undefined;
+  /** Settles (never rejects) when start()'s steps have ended; stop() waits for it. */
+  private starting: Promise<void> | undefined;
 
   private constructor(private readonly parts: ServeParts) {
     this.registries = [
@@ -271,39 +273,66 @@ export class ServeApp {
    * refused its CA meet too. Resolves with nothing when stop() comes first. A failure (e.g. a
    * port in use) stops whatever did start, so the process can exit.
    */
-  async start(
+  /**
+   * Binds the listeners (monitoring first, so /ready answers while serve waits for a CA);
+   * resolves with what serves, or undefined when stop() came first. A stop() that arrives while
+   * start() is binding waits for it, then closes everything it bound: before, a SIGTERM between
+   * the CA loading and the listeners binding let start() bind them after stop() had closed
+   * everything, and serve went on serving after logging "stopped".
+   */
+  start(
     hooks: { readonly onWaiting?: (w: WaitingSummary) => void } = {},
   ): Promise<ServingSummary | undefined> {
-    const { options, runtime, serving, server, bundleHttps, logger } = this.parts;
-    const monitoring = this.monitoring;
-    try {
-      const monitoringAddress = options.server.monitoringAddress;
-      const monitoringBound =
-        monitoring && monitoringAddress ? await monitoring.listen(monitoringAddress) : undefined;
-      if (!runtime.caState.current()) {
-        const reason = this.readiness().reason ?? 'no CA loaded yet';
-        logger.warn({ reason }, 'waiting for a CA: not serving until one is loaded');
-        hooks.onWaiting?.({ reason, monitoring: monitoringBound });
-        if (!(await this.caLoaded())) return undefined;
-        logger.info({ source: runtime.caState.current()?.bundle.source }, 'CA loaded: serving');
-      }
-      await runtime.publishTrustBundle();
-      await serving.start();
-      const grpc = await server.start();
-      const bundleAddress = options.server.bundleAddress;
-      const bundles =
-        bundleHttps && bundleAddress ? await bundleHttps.listen(bundleAddress) : undefined;
-      return {
-        grpc,
-        monitoring: monitoringBound,
-        bundles,
-        trustBundle: runtime.trustBundle,
-        tokenHint: runtime.tokenHint,
-      };
-    } catch (e) {
+    const started = this.startSteps(hooks);
+    this.starting = started.then(
+      () => undefined,
+      () => undefined,
+    );
+    return started.catch(async (e: unknown) => {
       await this.stop();
       throw e;
+    });
+  }
+
+  private async startSteps(hooks: {
+    readonly onWaiting?: (w: WaitingSummary) => void;
+  }): Promise<ServingSummary | undefined> {
+    const { options, runtime, serving, server, bundleHttps, logger } = this.parts;
+    const monitoring = this.monitoring;
+    const monitoringAddress = options.server.monitoringAddress;
+    const monitoringBound =
+      monitoring && monitoringAddress ? await monitoring.listen(monitoringAddress) : undefined;
+    if (!runtime.caState.current()) {
+      const reason = this.readiness().reason ?? 'no CA loaded yet';
+      logger.warn({ reason }, 'waiting for a CA: not serving until one is loaded');
+      hooks.onWaiting?.({ reason, monitoring: monitoringBound });
+      if (!(await this.caLoaded())) return undefined;
+      logger.info({ source: runtime.caState.current()?.bundle.source }, 'CA loaded: serving');
     }
+    // Between steps: a stop() that came meanwhile is waiting for this start to end.
+    if (this.stopCalled()) return undefined;
+    await runtime.publishTrustBundle();
+    if (this.stopCalled()) return undefined;
+    await serving.start();
+    if (this.stopCalled()) return undefined;
+    const grpc = await server.start();
+    if (this.stopCalled()) return undefined;
+    const bundleAddress = options.server.bundleAddress;
+    const bundles =
+      bundleHttps && bundleAddress ? await bundleHttps.listen(bundleAddress) : undefined;
+    if (this.stopCalled()) return undefined;
+    return {
+      grpc,
+      monitoring: monitoringBound,
+      bundles,
+      trustBundle: runtime.trustBundle,
+      tokenHint: runtime.tokenHint,
+    };
+  }
+
+  /** Whether stop() has been called (a method: TypeScript would keep a field narrowed across awaits). */
+  private stopCalled(): boolean {
+    return this.stopping !== undefined;
   }
 
   /** Resolves true once the runtime has a CA, false if stop() comes first. */
@@ -333,6 +362,8 @@ export class ServeApp {
   stop(): Promise<void> {
     this.stopping ??= (async () => {
       this.abortWait?.();
+      // A start() in progress binds what it is binding first; then all of it is closed.
+      await this.starting;
       const p = this.parts;
       await p.bundleHttps?.close();
       await p.server.stop();

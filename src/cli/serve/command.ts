@@ -2,10 +2,10 @@
 // environment, real time, stdout, signals — once, and hands them down as parameters.
 import type { Command } from 'commander';
 import { systemClock } from '../../clock.js';
-import { createLogger } from '../../log.js';
+import { createLogDestination, createLogger } from '../../log.js';
 import { addServeFlags, type ServeFlags } from './flags.js';
 import { completeServeOptions } from './options.js';
-import { stopSignal } from './signals.js';
+import { OUTPUT_FAILED, stopSignal } from './signals.js';
 
 export function registerServeCommand(program: Command): void {
   const command = program
@@ -17,12 +17,13 @@ export function registerServeCommand(program: Command): void {
     const env = process.env;
     // Every flag is checked before anything starts.
     const options = completeServeOptions(flags, env);
+    const logDestination = createLogDestination();
     const host = {
       clock: systemClock,
       env,
       stdout: process.stdout,
-      logger: createLogger({ level: options.logLevel }),
-      stopRequested: stopSignal(),
+      logger: createLogger({ level: options.logLevel, destination: logDestination }),
+      stopRequested: stopSignal([process.stdout, logDestination]),
     };
     // Loaded only now: every other command (and `serve --help`, and a flag error) starts
     // without the whole serving stack (≈ 0.4 s of module loading on this box).
@@ -30,5 +31,7 @@ export function registerServeCommand(program: Command): void {
     const workers = resolveWorkerCount(options.workers);
     if (workers > 1) await runClusterPrimary(options, workers, host);
     else await (await import('./app.js')).runServe(options, host);
+    // Stopped because stdout or stderr failed: not a clean stop (supervisors restart on it).
+    if ((await host.stopRequested).startsWith(OUTPUT_FAILED)) process.exitCode = 1;
   });
 }

@@ -6,15 +6,17 @@ import 'reflect-metadata';
 import cluster from 'node:cluster';
 import { systemClock } from '../../clock.js';
 import { isCastellanError } from '../../errors.js';
-import { createLogger } from '../../log.js';
+import { createLogDestination, createLogger } from '../../log.js';
 import { runClusterWorker } from './cluster.js';
-import { stopSignal } from './signals.js';
+import { OUTPUT_FAILED, stopSignal } from './signals.js';
 
 const worker = cluster.worker;
+const logDestination = createLogDestination();
+const stopRequested = stopSignal([process.stdout, logDestination]);
 runClusterWorker({
   clock: systemClock,
   env: process.env,
-  stopRequested: stopSignal(),
+  stopRequested,
   channel: {
     send: (message) => {
       if (process.connected) process.send?.(message);
@@ -25,10 +27,15 @@ runClusterWorker({
     },
   },
   // Every line (audit included) names the worker, so lines can be told apart.
-  logger: (level) => createLogger({ level }).child({ worker: worker?.id, pid: process.pid }),
+  logger: (level) =>
+    createLogger({ level, destination: logDestination }).child({
+      worker: worker?.id,
+      pid: process.pid,
+    }),
 }).then(
-  () => {
-    process.exitCode = 0;
+  async () => {
+    // Stopped because stdout or stderr failed: not a clean stop.
+    process.exitCode = (await stopRequested).startsWith(OUTPUT_FAILED) ? 1 : 0;
     // The IPC channel to the primary would keep this process alive: let go of it.
     // (Should the primary die outright, node:cluster exits the worker when the channel closes:
     // no worker lingers unsupervised.)
