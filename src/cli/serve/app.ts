@@ -309,18 +309,15 @@ export class ServeApp {
       if (!(await this.caLoaded())) return undefined;
       logger.info({ source: runtime.caState.current()?.bundle.source }, 'CA loaded: serving');
     }
-    // Between steps: a stop() that came meanwhile is waiting for this start to end.
-    if (this.stopCalled()) return undefined;
     await runtime.publishTrustBundle();
-    if (this.stopCalled()) return undefined;
     await serving.start();
-    if (this.stopCalled()) return undefined;
     const grpc = await server.start();
-    if (this.stopCalled()) return undefined;
     const bundleAddress = options.server.bundleAddress;
     const bundles =
       bundleHttps && bundleAddress ? await bundleHttps.listen(bundleAddress) : undefined;
-    if (this.stopCalled()) return undefined;
+    // A stop() that came meanwhile is waiting for this start to end, and closes all of it: then
+    // nothing serves, and nothing says it does.
+    if (this.stopping) return undefined;
     return {
       grpc,
       monitoring: monitoringBound,
@@ -328,11 +325,6 @@ export class ServeApp {
       trustBundle: runtime.trustBundle,
       tokenHint: runtime.tokenHint,
     };
-  }
-
-  /** Whether stop() has been called (a method: TypeScript would keep a field narrowed across awaits). */
-  private stopCalled(): boolean {
-    return this.stopping !== undefined;
   }
 
   /** Resolves true once the runtime has a CA, false if stop() comes first. */

@@ -114,15 +114,9 @@ const CANONICAL_BODY =
  * goes to csrDerFromPem itself, so refusals keep their rule and message.
  */
 function csrDerFromPemFast(pem: string): Uint8Array {
-  if (
-    pem.length <= CSR_RULES.maxPemLength &&
-    pem.startsWith(CSR_BEGIN) &&
-    pem.endsWith(CSR_END) &&
-    CANONICAL_BODY.test(pem.slice(CSR_BEGIN.length, pem.length - CSR_END.length))
-  ) {
-    return new Uint8Array(
-      Buffer.from(pem.slice(CSR_BEGIN.length, pem.length - CSR_END.length), 'base64'),
-    );
+  if (pem.length <= CSR_RULES.maxPemLength && pem.startsWith(CSR_BEGIN) && pem.endsWith(CSR_END)) {
+    const body = pem.slice(CSR_BEGIN.length, pem.length - CSR_END.length);
+    if (CANONICAL_BODY.test(body)) return new Uint8Array(Buffer.from(body, 'base64'));
   }
   return csrDerFromPem(pem);
 }
