@@ -67,6 +67,16 @@ describe('castellan serve stops', () => {
     });
   }
 
+  test('stderr alone closed (the audit lines can no longer be written), stdout still read: serve stops, exit 1', async () => {
+    const child = spawn(process.execPath, [binPath, 'serve', '--data-dir', tmp(), ...SERVE_ARGS], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stdout.resume();
+    child.stderr.once('data', () => child.stderr.destroy());
+    const exit = await exitOf(child);
+    assert.deepEqual(exit, { code: 1, signal: null });
+  });
+
   // `castellan serve 2>&1 | head -3`: stdout and stderr on one pipe whose reader goes away.
   // Before: after 2 or 3 lines the start line's write threw EPIPE, and on the way out
   // sonic-boom's synchronous flush of the buffered log lines retried the failed write forever —
