@@ -36,6 +36,23 @@ test('the real reader: this process, from /proc', async () => {
   assert.ok(Math.abs(peakRssMb - rss) < rss / 2, `read ${peakRssMb} MB, process says ${rss}`);
 });
 
+test('a server that is gone (its /proc unreadable) leaves the readings before it, not a throw', async () => {
+  let calls = 0;
+  const read = (): number => {
+    calls++;
+    if (calls > 1) throw new Error('ENOENT: /proc/4242/status');
+    return 200;
+  };
+  const work = (async () => {
+    await waitFor('a failed reading', () => calls >= 2, 10_000);
+    return 'h2load done';
+  })();
+  assert.deepEqual(await peakRssDuring(4242, work, read), {
+    value: 'h2load done',
+    peakRssMb: 200,
+  });
+});
+
 test('the work failing fails it', async () => {
   await assert.rejects(
     peakRssDuring(process.pid, Promise.reject(new Error('h2load failed'))),
