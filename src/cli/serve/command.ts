@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { systemClock } from '../../clock.js';
 import { createLogDestination, createLogger } from '../../log.js';
 import { addServeFlags, type ServeFlags } from './flags.js';
+import { limitHeapGrowth } from './heap-growth.js';
 import { completeServeOptions } from './options.js';
 import { OUTPUT_FAILED, stopSignal } from './signals.js';
 
@@ -17,6 +18,7 @@ export function registerServeCommand(program: Command): void {
     const env = process.env;
     // Every flag is checked before anything starts.
     const options = completeServeOptions(flags, env);
+    const heapGrowth = limitHeapGrowth(process.execArgv);
     const logDestination = createLogDestination();
     const host = {
       clock: systemClock,
@@ -25,6 +27,7 @@ export function registerServeCommand(program: Command): void {
       logger: createLogger({ level: options.logLevel, destination: logDestination }),
       stopRequested: stopSignal([process.stdout, logDestination]),
     };
+    host.logger.debug({ heapGrowth }, 'V8 old-generation growth');
     // Loaded only now: every other command (and `serve --help`, and a flag error) starts
     // without the whole serving stack (≈ 0.4 s of module loading on this box).
     const { resolveWorkerCount, runClusterPrimary } = await import('./cluster.js');
