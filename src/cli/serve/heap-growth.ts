@@ -6,12 +6,14 @@ import { setFlagsFromString } from 'node:v8';
  * and the crypto thread).
  *
  * V8's own factor is dynamic, up to 4× (300%) on a machine with this much memory, and under
- * sustained load it stays high. The garbage a CA promotes is small in the JS heap, but much of it
- * holds native memory — Http2Streams, TLS buffers, the CryptoKey and OpenSSL key of every CSR —
- * that malloc keeps until a full collection frees the JS side. With the default, the server's
- * resident memory reached 218–255 MB at P-256 c=64 (15 s runs); at 70% it stayed at 158–178 MB,
- * certs/s and p99 within the run-to-run noise, p999 lower (fewer long full collections):
- * docs/performance.md, "Resident memory". 100% gave 190 MB, 50% cost visibly more GC.
+ * sustained load it stays high. The garbage a CA leaves in the old generation is small in the JS
+ * heap, but it holds native memory until a full collection frees it: node:http2 hands every
+ * request header value over as an external string made directly in the old generation, each
+ * holding nghttp2's buffer, and the crypto thread's CryptoKey of every CSR holds an OpenSSL key.
+ * With the default, the server's resident memory reached 218–255 MB at P-256 c=64 (15 s runs);
+ * at 70% it stayed at 158–178 MB, certs/s within the run-to-run noise, p999 lower (shorter full
+ * collections), p99 the same or a few ms higher (more of them): docs/performance.md, "Resident
+ * memory under load". 100% gave 190 MB; 50% little less than 70% for more GC work.
  *
  * V8 reads this flag each time it sets a heap's next limit, so setting it at run time works
  * (test/cli/heap-growth.test.ts checks that on this Node); flags V8 reads only when an isolate is
