@@ -272,13 +272,10 @@ export class ServeApp {
    * its TLS certificate comes from the CA, and a closed port is what clients of an istiod that
    * refused its CA meet too. Resolves with nothing when stop() comes first. A failure (e.g. a
    * port in use) stops whatever did start, so the process can exit.
-   */
-  /**
-   * Binds the listeners (monitoring first, so /ready answers while serve waits for a CA);
-   * resolves with what serves, or undefined when stop() came first. A stop() that arrives while
-   * start() is binding waits for it, then closes everything it bound: before, a SIGTERM between
-   * the CA loading and the listeners binding let start() bind them after stop() had closed
-   * everything, and serve went on serving after logging "stopped".
+   *
+   * A stop() that arrives while start() is binding waits for it, then closes everything it
+   * bound: before, a SIGTERM between the CA loading and the listeners binding let start() bind
+   * them after stop() had closed everything, and serve went on serving after logging "stopped".
    */
   start(
     hooks: { readonly onWaiting?: (w: WaitingSummary) => void } = {},
