@@ -137,8 +137,12 @@ export class CaServer<C> {
         resolve();
       });
       this.grpc.tryShutdown(() => {
-        timer.cancel();
-        resolve();
+        // grpc-js may call this while sessions still run their last calls (Node 24 closes them
+        // before grpc-js looks, and grpc-js then counts them done): wait for the sessions.
+        void this.listener.sessionsEnded().then(() => {
+          timer.cancel();
+          resolve();
+        });
       });
     });
     this.listener.destroyAll();

@@ -118,6 +118,8 @@ export class GuardedTlsListener {
   private readonly server: TlsServer;
   private readonly sockets = new Set<Socket>();
   private readonly sessions = new Set<WatchedSession>();
+  /** Who waits in sessionsEnded() for the last session to close. */
+  private sessionsEndedWaiters: (() => void)[] = [];
   private sweeper: Timer | undefined;
   private identity: experimental.IdentityCertificateUpdate | undefined;
   private ca: experimental.CaCertificateUpdate | undefined;
@@ -222,7 +224,22 @@ export class GuardedTlsListener {
     session.once('close', () => {
       watched.stop();
       this.sessions.delete(watched);
+      if (this.sessions.size > 0) return;
+      const waiters = this.sessionsEndedWaiters;
+      this.sessionsEndedWaiters = [];
+      for (const resolve of waiters) resolve();
     });
+  }
+
+  /**
+   * Resolves once no HTTP/2 session is open (at once if none is). A graceful stop waits for it:
+   * grpc-js's tryShutdown reports a session finished at once when it finds it already closed —
+   * its GOAWAY sent, streams still running — and Node 24's Http2Server.close() closes them so
+   * before grpc-js looks; Node 20's does not (test/server/ca-server.test.ts, stop()).
+   */
+  sessionsEnded(): Promise<void> {
+    if (this.sessions.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.sessionsEndedWaiters.push(resolve));
   }
 
   private sweep(): void {

@@ -58,6 +58,17 @@ async function issueOnce(r: Reliable): Promise<void> {
   }
 }
 
+/**
+ * Whether this Node destroys an HTTP/2 session that nghttp2 ended with a connection error by
+ * itself. Node 24.22 does (the connection closes within milliseconds of the GOAWAY, before any
+ * probe); Node 20.20 leaves it open and silent, which is what the listener's probe is for
+ * (connection-guard.ts, watchSession). Measured on those two; others are assumed to follow
+ * their major version's neighbour.
+ */
+const NODE_ENDS_FAILED_SESSIONS = Number(process.versions.node.split('.')[0]) >= 24;
+/** The `unresponsive` closes one such connection adds: the probe's, where Node leaves it open. */
+const PROBE_CLOSES = NODE_ENDS_FAILED_SESSIONS ? 0 : 1;
+
 describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
   let r: Reliable;
   before(async () => {
@@ -108,8 +119,9 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     }
     await waitFor('the server closed the flooded connection', () => conn.isClosed(), 15_000);
     assert.equal(conn.goawayCode(), H2.INTERNAL_ERROR, 'nghttp2 ended the session with GOAWAY');
-    // Not keepalive (10 min away here): a probe (the session reset 100 streams) unanswered.
-    assert.equal(await unresponsiveClosed(), unresponsiveBefore + 1);
+    // Not keepalive (10 min away here): a probe (the session reset 100 streams) unanswered,
+    // or Node itself.
+    assert.equal(await unresponsiveClosed(), unresponsiveBefore + PROBE_CLOSES);
     assert.ok(performance.now() - started < 15_000);
     await issueOnce(r); // The server still serves.
   });
@@ -122,8 +134,9 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     conn.socket.write(headersFrames(1, block, false));
     await waitFor('the server closed the connection', () => conn.isClosed(), 10_000);
     assert.equal(conn.goawayCode(), H2.COMPRESSION_ERROR);
-    // Not keepalive (10 min away here): the sweep's probe of bytes that opened no stream.
-    assert.equal(await unresponsiveClosed(), unresponsiveBefore + 1);
+    // Not keepalive (10 min away here): the sweep's probe of bytes that opened no stream, or
+    // Node itself.
+    assert.equal(await unresponsiveClosed(), unresponsiveBefore + PROBE_CLOSES);
   });
 
   test('python3-grpcio (gRPC core) with a 70 KiB authorization header: UNAVAILABLE within seconds, not at its deadline', async () => {
