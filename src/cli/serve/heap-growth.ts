@@ -18,6 +18,11 @@ import { setFlagsFromString } from 'node:v8';
  * V8 reads this flag each time it sets a heap's next limit, so setting it at run time works
  * (test/cli/heap-growth.test.ts checks that on this Node); flags V8 reads only when an isolate is
  * made, such as --max-semi-space-size, would need a second node process.
+ *
+ * It bounds the old generation only. Node 24's V8 also grows the young generation to 64 MB
+ * semi-spaces here (Node 20's stop at 16), and that alone took serve to 269–275 MB at P-256 c=64;
+ * with `NODE_OPTIONS=--max-semi-space-size=16` (which node accepts there) 199–201 MB, at the same
+ * rate (docs/performance.md, "On Node 24").
  */
 export const SERVE_HEAP_GROWING_PERCENT = 70;
 
