@@ -12,7 +12,16 @@ import {
   type ParsedCsr,
 } from '../csr.js';
 import { recognizeCommonCsr } from './common-csr.js';
-import { isCanonicalP256Spki, publicKeyFromSpkiFast, publicKeyFromSpkiRaw } from './p256-spki.js';
+import { publicKeyFromSpki } from '../keys.js';
+import {
+  isCanonicalP256Spki,
+  P256_FROM_COORDINATES,
+  publicKeyFromSpkiFast,
+  publicKeyFromSpkiRaw,
+} from './p256-spki.js';
+
+/** A CSR key import: canonical P-256 keys from their coordinates where that pays (p256-spki.ts). */
+const importCsrKey = P256_FROM_COORDINATES ? publicKeyFromSpkiFast : publicKeyFromSpki;
 
 /**
  * The hot-path CSR parser: the rules of src/pki/csr.ts (CSR_RULES, in the same order, with the
@@ -130,14 +139,17 @@ export function parseCsrFast(pem: string): ParsedCsr {
 /**
  * parseCsrFast where the key import may be asynchronous (the crypto thread): the common shape
  * with a canonical P-256 key has its key imported through WebCrypto `raw` (p256-spki.ts), the
- * cheapest import; everything else is parseCsrFast's path. The import runs first, but its
+ * cheapest import on OpenSSL 3.0; everything else, and every CSR where OpenSSL's DER import is
+ * the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is parseCsrFast's path. The import runs first, but its
  * outcome is only read where rule 4 reads the key, so a CSR that breaks an earlier rule is
  * refused with that rule's error, as in parseCsrFast.
  */
 export async function parseCsrFastAsync(pem: string): Promise<ParsedCsr> {
   const der = csrDerFromPemFast(pem);
   const common = recognizeCommonCsr(der);
-  if (!common || !isCanonicalP256Spki(common.structure.spki)) return parseCsrDerFast(der, common);
+  if (!common || !P256_FROM_COORDINATES || !isCanonicalP256Spki(common.structure.spki)) {
+    return parseCsrDerFast(der, common);
+  }
   const { structure, commonName, requestedSans } = common;
   const imported = await publicKeyFromSpkiRaw(structure.spki, 'CSR').then(
     (key) => ({ key }),
@@ -155,7 +167,7 @@ function parseCsrDerFast(der: Uint8Array, common = recognizeCommonCsr(der)): Par
   // The common shape: rules 3 and 7 are read off the DER; 4–6 are the shared ones.
   if (common) {
     const { structure, commonName, requestedSans } = common;
-    const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpkiFast);
+    const { publicKey, keyType } = verifyCsrStructure(structure, importCsrKey);
     return toParsedCsr(
       { der, spki: structure.spki, publicKey, keyType },
       commonName,
@@ -163,9 +175,9 @@ function parseCsrDerFast(der: Uint8Array, common = recognizeCommonCsr(der)): Par
     );
   }
 
-  // 3–6 with the schema parse; the key is read through JWK when it is a canonical P-256 one.
+  // 3–6 with the schema parse; the key imported as on the common path (importCsrKey).
   const { structure, asn } = csrStructureFromSchema(der, () => undefined);
-  const { publicKey, keyType } = verifyCsrStructure(structure, publicKeyFromSpkiFast);
+  const { publicKey, keyType } = verifyCsrStructure(structure, importCsrKey);
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;

@@ -18,8 +18,9 @@ const P256_PRIME = Buffer.from(
 );
 
 /**
- * publicKeyFromSpki for the hot path. Node imports an EC key from JWK about twice as fast as
- * from SPKI DER (≈100 µs against ≈190 µs on the event loop, per CSR), so the shape nearly every
+ * publicKeyFromSpki for the hot path. On OpenSSL 3.0, Node imports an EC key from JWK about
+ * twice as fast as from SPKI DER (≈100 µs against ≈190 µs on the event loop, per CSR; on 3.5 they
+ * cost the same: P256_FROM_COORDINATES), so the shape nearly every
  * sidecar sends — an uncompressed P-256 point in the canonical encoding, byte for byte — is
  * imported from its coordinates. Anything else, and any point the JWK import refuses (off the
  * curve), goes through publicKeyFromSpki itself, so results and errors are the reference's.
@@ -57,13 +58,37 @@ function canonicalP256Coordinates(spki: Uint8Array): { x: Buffer; y: Buffer } | 
   return { x, y };
 }
 
+/**
+ * Whether canonical P-256 keys are imported from their coordinates (publicKeyFromSpkiFast's JWK,
+ * publicKeyFromSpkiRaw's WebCrypto `raw`) on an OpenSSL of this version, rather than from their
+ * SPKI DER (publicKeyFromSpki, the reference) like every other key.
+ *
+ * The coordinates pay where OpenSSL's DER decoders are slow, and only there. Import plus the CSR's
+ * signature check, µs of CPU per CSR, median of 7 interleaved rounds on this 2-core VM
+ * (2026-12-07): OpenSSL 3.0.19 (Node 20.20) WebCrypto raw 148, JWK 172, SPKI DER 204; OpenSSL
+ * 3.5.9 (Node 24.22) SPKI DER 96, JWK 94, WebCrypto raw 120 — WebCrypto's own layer (a CryptoKey
+ * per CSR) then costs more than the decoder. Versions between were not measured and keep the
+ * coordinates. Both ways give the same key or the same error (test/pki/fast/p256-spki.test.ts).
+ */
+export function importsP256FromCoordinates(opensslVersion: string): boolean {
+  const m = /^(\d+)\.(\d+)\./.exec(opensslVersion);
+  if (!m) return true;
+  const major = Number(m[1]);
+  const minor = Number(m[2]);
+  return major < 3 || (major === 3 && minor < 5);
+}
+
+/** importsP256FromCoordinates for the OpenSSL this Node runs on. */
+export const P256_FROM_COORDINATES = importsP256FromCoordinates(process.versions.openssl);
+
 const P256_ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
 /**
  * publicKeyFromSpkiFast for the crypto thread, where the import may be asynchronous: the
  * canonical P-256 point is imported through WebCrypto's `raw` format, the cheapest of Node's
- * three ways in (measured here, Node 20.20, loaded 2-core VM, µs of CPU per import: SPKI DER
- * 240, JWK 145, WebCrypto raw 87; the issue's quieter figures 95 / 64 / 45). Same fallbacks as
+ * three ways in on OpenSSL 3.0 (used only there: P256_FROM_COORDINATES). Measured here (Node
+ * 20.20, loaded 2-core VM), µs of CPU per import: SPKI DER 240, JWK 145, WebCrypto raw 87; the
+ * issue's quieter figures 95 / 64 / 45. Same fallbacks as
  * publicKeyFromSpkiFast: any other shape, and any point the import refuses, goes through
  * publicKeyFromSpki, so results and errors are the reference's (test/pki/fast/p256-spki.test.ts).
  */

@@ -5,7 +5,11 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../../src/pki/keys.js';
-import { publicKeyFromSpkiFast, publicKeyFromSpkiRaw } from '../../../src/pki/fast/p256-spki.js';
+import {
+  importsP256FromCoordinates,
+  publicKeyFromSpkiFast,
+  publicKeyFromSpkiRaw,
+} from '../../../src/pki/fast/p256-spki.js';
 import { seededRng } from '../../support/seeded-rng.js';
 
 const PRIME = Buffer.from(
@@ -81,5 +85,21 @@ describe('publicKeyFromSpkiFast and publicKeyFromSpkiRaw', () => {
       const spki = Buffer.concat([base.subarray(0, PREFIX_LENGTH), x, y]);
       assert.ok((await same(spki, label)).error, `${label} refused`);
     }
+  });
+});
+
+describe('importsP256FromCoordinates', () => {
+  test('the coordinates on OpenSSL before 3.5, the DER import from 3.5 on', () => {
+    // process.versions.openssl of Node 20.20 and Node 24.22, the two measured.
+    assert.equal(importsP256FromCoordinates('3.0.19'), true);
+    assert.equal(importsP256FromCoordinates('3.5.9'), false);
+    assert.equal(importsP256FromCoordinates('3.0.15+quic'), true);
+    assert.equal(importsP256FromCoordinates('3.4.1'), true);
+    assert.equal(importsP256FromCoordinates('3.10.0'), false);
+    assert.equal(importsP256FromCoordinates('4.0.0'), false);
+    assert.equal(importsP256FromCoordinates('1.1.1w'), true);
+    // Unreadable: the path this project measured on its own platform.
+    assert.equal(importsP256FromCoordinates(''), true);
+    assert.equal(importsP256FromCoordinates('boringssl'), true);
   });
 });
