@@ -2,7 +2,10 @@
 # Two stages: the build stage compiles TypeScript with every dependency installed, then prunes
 # the dev dependencies; the runtime stage gets only what `castellan` runs with, and runs it as
 # an unprivileged user. Pin NODE_IMAGE to a digest in your own builds for reproducibility.
-ARG NODE_IMAGE=node:20-bookworm-slim
+# Node 24 (an LTS line until April 2028; Node 20's ended in April 2026): the whole test suite passes
+# on it, and its OpenSSL 3.5 checks a CSR's key in two thirds of Node 20's time (docs/performance.md,
+# "On Node 24"). NODE_IMAGE=node:20-bookworm-slim still builds a working image.
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
@@ -38,5 +41,7 @@ COPY --from=build /app/bin ./bin
 USER 65532:65532
 # 15012: Istio's CSR gRPC API over TLS. 15014: /ready, /healthz, /metrics.
 EXPOSE 15012 15014
-ENTRYPOINT ["node", "/app/bin/castellan.js"]
+# Node 24's V8 grows the young generation to 64 MB semi-spaces (Node 20's stop at 16): 270 MB of
+# resident memory under load instead of 200. V8 reads the limit only at start, hence the flag here.
+ENTRYPOINT ["node", "--max-semi-space-size=16", "/app/bin/castellan.js"]
 CMD ["serve", "--kube"]

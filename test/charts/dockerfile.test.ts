@@ -63,11 +63,11 @@ const dockerfile = parseDockerfile(readFileSync(join(projectRoot, 'Dockerfile'),
 const [build, runtime] = dockerfile.stages;
 
 describe('Dockerfile', () => {
-  test('two stages on Node 20 bookworm-slim: build, then runtime', () => {
+  test('two stages on Node 24 bookworm-slim: build, then runtime', () => {
     assert.equal(dockerfile.stages.length, 2);
     assert.equal(build!.name, 'build');
-    assert.equal(build!.from, 'node:20-bookworm-slim');
-    assert.equal(runtime!.from, 'node:20-bookworm-slim');
+    assert.equal(build!.from, 'node:24-bookworm-slim');
+    assert.equal(runtime!.from, 'node:24-bookworm-slim');
   });
 
   test('build stage: npm ci, then the build, then prune of dev dependencies', () => {
@@ -125,7 +125,12 @@ describe('Dockerfile', () => {
       assert.equal(found.length, 1, op);
       return found[0]!.args;
     };
-    assert.deepEqual(JSON.parse(one('ENTRYPOINT')), ['node', '/app/bin/castellan.js']);
+    // The young generation held at Node 20's size (Node 24's V8 would grow it to 64 MB semi-spaces).
+    assert.deepEqual(JSON.parse(one('ENTRYPOINT')), [
+      'node',
+      '--max-semi-space-size=16',
+      '/app/bin/castellan.js',
+    ]);
     assert.deepEqual(JSON.parse(one('CMD')), ['serve', '--kube']);
     assert.deepEqual(one('EXPOSE').split(/\s+/).sort(), ['15012', '15014']);
     assert.equal(one('WORKDIR'), '/app');
@@ -183,11 +188,16 @@ describe('the runtime layout works with production dependencies only', () => {
       const res = spawnSync('cp', ['-al', '--parents', ...present, dir], { cwd: projectRoot });
       assert.equal(res.status, 0, String(res.stderr));
       assert.ok(!existsSync(join(dir, 'node_modules', 'typescript')), 'dev deps left out');
-      const run = spawnSync(process.execPath, [join(dir, 'bin', 'castellan.js'), '--help'], {
-        cwd: dir,
-        encoding: 'utf8',
-        timeout: 30_000,
-      });
+      // Node's flags as the image's ENTRYPOINT gives them.
+      const run = spawnSync(
+        process.execPath,
+        ['--max-semi-space-size=16', join(dir, 'bin', 'castellan.js'), '--help'],
+        {
+          cwd: dir,
+          encoding: 'utf8',
+          timeout: 30_000,
+        },
+      );
       assert.equal(run.status, 0, run.stderr);
       assert.match(run.stdout, /Usage: castellan/);
     },
