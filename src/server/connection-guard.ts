@@ -121,6 +121,7 @@ export class GuardedTlsListener {
   /** Who waits in sessionsEnded() for the last session to close. */
   private sessionsEndedWaiters: (() => void)[] = [];
   private sweeper: Timer | undefined;
+  private stopped = false;
   private identity: experimental.IdentityCertificateUpdate | undefined;
   private ca: experimental.CaCertificateUpdate | undefined;
   private readonly onIdentity = (update: experimental.IdentityCertificateUpdate | null): void => {
@@ -161,6 +162,12 @@ export class GuardedTlsListener {
       // After the handshake, Node's HTTP/2 session owns the socket; an ECONNRESET without a
       // listener would be thrown.
       socket.on('error', (err) => logger.debug({ err }, 'gRPC connection error'));
+      // A handshake that ends after stopAccepting opens no session: a graceful stop waits for
+      // the sessions (sessionsEnded), and grpc-js, shut down, would serve none on it.
+      if (this.stopped) {
+        socket.destroy();
+        return;
+      }
       if (socket.alpnProtocol !== 'h2') {
         metrics.closed.inc({ reason: 'not-h2' });
         socket.destroy();
@@ -192,6 +199,7 @@ export class GuardedTlsListener {
    * `destroyAll` closes what is left, handshakes included).
    */
   stopAccepting(): void {
+    this.stopped = true;
     this.options.certificates.removeIdentityCertificateListener(this.onIdentity);
     this.options.certificates.removeCaCertificateListener(this.onCa);
     this.sweeper?.cancel();

@@ -3,6 +3,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Http2Session } from 'node:http2';
+import { connect as netConnect } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { status, type ServiceError } from '@grpc/grpc-js';
 import { DevTokenIssuer } from '../../src/authn/dev-token-issuer.js';
 import { JwtAuthenticator } from '../../src/authn/jwt-authenticator.js';
@@ -481,7 +483,10 @@ describe('CA service lifecycle', () => {
       for (const session of sessions) session.close();
       let stopDone = false;
       const stopped = h.server.stop().then(() => void (stopDone = true));
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // grpc-js's tryShutdown has run its course once its server is out of its map (closeServer's
+      // callback); a turn later, the stop that trusted it had closed every connection.
+      await waitFor('grpc-js closed its HTTP/2 server', () => grpcJsServers(h.server).size === 0);
+      await new Promise((resolve) => setImmediate(resolve));
       assert.equal(stopDone, false, 'stop() waits for the session with a call in flight');
       blocked.release();
       assert.match(opensslVerify(await inflight, ca.rootPem), /OK/);
@@ -489,6 +494,47 @@ describe('CA service lifecycle', () => {
       assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
     } finally {
       blocked.release();
+      c.close();
+      await h.stop();
+    }
+  });
+
+  test('a TLS handshake that ends after stop() began opens no session that stop() would wait for', async () => {
+    const ca = await makeTestCa();
+    // The grace period never ends on this clock: stop() returns only once its sessions are gone.
+    const clock = new ManualClock(Date.now());
+    const blocked = blockingIssuer();
+    const h = await startServer(ca, blocked.issuer, tmp(), clock);
+    const c = caClient(h.grpcTarget, ca.rootPem);
+    const openConnections = async (): Promise<number> =>
+      (await h.server.metrics.registry.getSingleMetric('castellan_grpc_open_connections')!.get())
+        .values[0]!.value;
+    let late: TLSSocket | undefined;
+    try {
+      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
+      await blocked.signing;
+      // A TCP connection the server has accepted, its TLS handshake not yet begun.
+      const port = Number(h.grpcTarget.split(':').at(-1));
+      const tcp = netConnect({ host: '127.0.0.1', port });
+      await waitFor('the second connection accepted', async () => (await openConnections()) === 2);
+      let stopDone = false;
+      const stopped = h.server.stop().then(() => void (stopDone = true));
+      late = tlsConnect({
+        socket: tcp,
+        ALPNProtocols: ['h2'],
+        ca: ca.rootPem,
+        servername: 'localhost',
+      });
+      late.on('error', () => {});
+      await waitFor('the late connection closed by the server', () => late!.destroyed);
+      blocked.release();
+      assert.match(opensslVerify(await inflight, ca.rootPem), /OK/);
+      await waitFor('stop() done once the call in flight ended', () => stopDone);
+      await stopped;
+    } finally {
+      blocked.release();
+      late?.destroy();
       c.close();
       await h.stop();
     }
@@ -529,13 +575,17 @@ describe('CA service lifecycle', () => {
  * server.ts; the injector's is the one entry, as src/server/ca-server.ts relies on).
  */
 function grpcJsSessions(server: CaServer<unknown>): Http2Session[] {
+  return [...grpcJsServers(server).values()].flatMap((entry) => [...(entry.sessions ?? [])]);
+}
+
+function grpcJsServers(server: CaServer<unknown>): Map<unknown, { sessions?: Set<Http2Session> }> {
   type Entry = { sessions?: Set<Http2Session> };
   const grpc = (server as unknown as { grpc: { http2Servers?: Map<unknown, Entry> } }).grpc;
   assert.ok(
     grpc.http2Servers instanceof Map,
     "grpc-js keeps its servers in server['http2Servers']",
   );
-  return [...grpc.http2Servers.values()].flatMap((entry) => [...(entry.sessions ?? [])]);
+  return grpc.http2Servers;
 }
 
 function blockingIssuer(): {

@@ -21,7 +21,7 @@ import { setFlagsFromString } from 'node:v8';
  *
  * It bounds the old generation only. Node 24's V8 also grows the young generation to 64 MB
  * semi-spaces here (Node 20's stop at 16), and that alone took serve to 269–275 MB at P-256 c=64;
- * with `NODE_OPTIONS=--max-semi-space-size=16` (which node accepts there) 199–201 MB, at the same
+ * with `NODE_OPTIONS=--max-semi-space-size=16` (which node accepts there) 198–204 MB, at the same
  * rate (docs/performance.md, "On Node 24").
  */
 export const SERVE_HEAP_GROWING_PERCENT = 70;

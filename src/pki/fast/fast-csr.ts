@@ -140,9 +140,9 @@ export function parseCsrFast(pem: string): ParsedCsr {
  * parseCsrFast where the key import may be asynchronous (the crypto thread): the common shape
  * with a canonical P-256 key has its key imported through WebCrypto `raw` (p256-spki.ts), the
  * cheapest import on OpenSSL 3.0; everything else, and every CSR where OpenSSL's DER import is
- * the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is parseCsrFast's path. The import runs first, but its
- * outcome is only read where rule 4 reads the key, so a CSR that breaks an earlier rule is
- * refused with that rule's error, as in parseCsrFast.
+ * the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is parseCsrFast's path. The import
+ * runs first, but its outcome is only read where rule 4 reads the key, so a CSR that breaks an
+ * earlier rule is refused with that rule's error, as in parseCsrFast.
  */
 export async function parseCsrFastAsync(pem: string): Promise<ParsedCsr> {
   const der = csrDerFromPemFast(pem);

@@ -20,9 +20,9 @@ const P256_PRIME = Buffer.from(
 /**
  * publicKeyFromSpki for the hot path. On OpenSSL 3.0, Node imports an EC key from JWK about
  * twice as fast as from SPKI DER (≈100 µs against ≈190 µs on the event loop, per CSR; on 3.5 they
- * cost the same: P256_FROM_COORDINATES), so the shape nearly every
- * sidecar sends — an uncompressed P-256 point in the canonical encoding, byte for byte — is
- * imported from its coordinates. Anything else, and any point the JWK import refuses (off the
+ * cost the same: P256_FROM_COORDINATES), so the shape nearly every sidecar sends — an
+ * uncompressed P-256 point in the canonical encoding, byte for byte — is imported from its
+ * coordinates. Anything else, and any point the JWK import refuses (off the
  * curve), goes through publicKeyFromSpki itself, so results and errors are the reference's.
  * test/pki/fast/p256-spki.test.ts compares both on valid, off-curve and out-of-range points.
  */
@@ -88,9 +88,9 @@ const P256_ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
  * canonical P-256 point is imported through WebCrypto's `raw` format, the cheapest of Node's
  * three ways in on OpenSSL 3.0 (used only there: P256_FROM_COORDINATES). Measured here (Node
  * 20.20, loaded 2-core VM), µs of CPU per import: SPKI DER 240, JWK 145, WebCrypto raw 87; the
- * issue's quieter figures 95 / 64 / 45. Same fallbacks as
- * publicKeyFromSpkiFast: any other shape, and any point the import refuses, goes through
- * publicKeyFromSpki, so results and errors are the reference's (test/pki/fast/p256-spki.test.ts).
+ * issue's quieter figures 95 / 64 / 45. Same fallbacks as publicKeyFromSpkiFast: any other
+ * shape, and any point the import refuses, goes through publicKeyFromSpki, so results and errors
+ * are the reference's (test/pki/fast/p256-spki.test.ts).
  */
 export async function publicKeyFromSpkiRaw(
   spki: Uint8Array,
