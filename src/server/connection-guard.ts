@@ -73,7 +73,7 @@ export class ConnectionMetrics {
     const registers = [registry];
     this.closed = new Counter({
       name: 'castellan_grpc_connections_closed_total',
-      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
+      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), stopping (a TLS handshake that ended after a graceful stop began), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
       labelNames: ['reason'],
       registers,
     });
@@ -165,6 +165,7 @@ export class GuardedTlsListener {
       // A handshake that ends after stopAccepting opens no session: a graceful stop waits for
       // the sessions (sessionsEnded), and grpc-js, shut down, would serve none on it.
       if (this.stopped) {
+        metrics.closed.inc({ reason: 'stopping' });
         socket.destroy();
         return;
       }
@@ -196,7 +197,8 @@ export class GuardedTlsListener {
 
   /**
    * Stops accepting and sweeping; open connections stay (grpc-js drains its sessions, then
-   * `destroyAll` closes what is left, handshakes included).
+   * `destroyAll` closes what is left, handshakes included), but a handshake that ends from now on
+   * is closed (`reason="stopping"`) instead of becoming a session.
    */
   stopAccepting(): void {
     this.stopped = true;

@@ -75,7 +75,8 @@ export class LeafOrderFailure extends Error {
 
 /**
  * Everything issuance computes for one request, in one place: the CSR check (P-256 keys
- * imported through WebCrypto `raw`, src/pki/fast/fast-csr.ts: parseCsrFastAsync), the TBS from
+ * imported through WebCrypto `raw` on OpenSSL 3.0, from their DER on 3.5: src/pki/fast/fast-csr.ts,
+ * parseCsrFastAsync), the TBS from
  * the CA's template, the signature, the PEM. ECDSA signs here (≈ 35 µs for P-256: a trip to
  * libuv's pool and back would cost about as much); RSA signs on libuv's pool, whose threads (one
  * per core, bin/castellan.js) sign on every core: an RSA-4096 signature takes milliseconds, and

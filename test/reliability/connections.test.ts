@@ -66,8 +66,15 @@ async function issueOnce(r: Reliable): Promise<void> {
  * their major version's neighbour.
  */
 const NODE_ENDS_FAILED_SESSIONS = Number(process.versions.node.split('.')[0]) >= 24;
-/** The `unresponsive` closes one such connection adds: the probe's, where Node leaves it open. */
-const PROBE_CLOSES = NODE_ENDS_FAILED_SESSIONS ? 0 : 1;
+/**
+ * The `unresponsive` closes one such connection adds: the probe's where Node leaves it open; where
+ * Node closes it, none, or the probe's if it was already out (a loaded machine can take longer
+ * than the probe's 500 ms here to let Node close the session).
+ */
+function assertProbeCloses(added: number): void {
+  if (NODE_ENDS_FAILED_SESSIONS) assert.ok(added === 0 || added === 1, `unresponsive +${added}`);
+  else assert.equal(added, 1, 'the probe closed the connection');
+}
 
 describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
   let r: Reliable;
@@ -121,7 +128,7 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     assert.equal(conn.goawayCode(), H2.INTERNAL_ERROR, 'nghttp2 ended the session with GOAWAY');
     // Not keepalive (10 min away here): a probe (the session reset 100 streams) unanswered,
     // or Node itself.
-    assert.equal(await unresponsiveClosed(), unresponsiveBefore + PROBE_CLOSES);
+    assertProbeCloses((await unresponsiveClosed()) - unresponsiveBefore);
     assert.ok(performance.now() - started < 15_000);
     await issueOnce(r); // The server still serves.
   });
@@ -136,7 +143,7 @@ describe('gRPC port: handshakes and HTTP/2 connection errors', () => {
     assert.equal(conn.goawayCode(), H2.COMPRESSION_ERROR);
     // Not keepalive (10 min away here): the sweep's probe of bytes that opened no stream, or
     // Node itself.
-    assert.equal(await unresponsiveClosed(), unresponsiveBefore + PROBE_CLOSES);
+    assertProbeCloses((await unresponsiveClosed()) - unresponsiveBefore);
   });
 
   test('python3-grpcio (gRPC core) with a 70 KiB authorization header: UNAVAILABLE within seconds, not at its deadline', async () => {

@@ -569,7 +569,6 @@ describe('CA service lifecycle', () => {
   });
 });
 
-/** A leaf issuer that holds every signing until `release()`; `signing` settles when one starts. */
 /**
  * grpc-js's open HTTP/2 sessions: those of its private `http2Servers` entries (grpc-js 1.14
  * server.ts; the injector's is the one entry, as src/server/ca-server.ts relies on).
@@ -588,6 +587,7 @@ function grpcJsServers(server: CaServer<unknown>): Map<unknown, { sessions?: Set
   return grpc.http2Servers;
 }
 
+/** A leaf issuer that holds every signing until `release()`; `signing` settles when one starts. */
 function blockingIssuer(): {
   issuer: LeafIssuer<unknown>;
   signing: Promise<void>;
