@@ -528,6 +528,10 @@ describe('CA service lifecycle', () => {
       });
       late.on('error', () => {});
       await waitFor('the late connection closed by the server', () => late!.destroyed);
+      const closed = await h.server.metrics.registry
+        .getSingleMetric('castellan_grpc_connections_closed_total')!
+        .get();
+      assert.equal(closed.values.find((v) => v.labels['reason'] === 'stopping')?.value, 1);
       blocked.release();
       assert.match(opensslVerify(await inflight, ca.rootPem), /OK/);
       await waitFor('stop() done once the call in flight ended', () => stopDone);
