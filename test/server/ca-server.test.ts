@@ -438,31 +438,27 @@ describe('CA service lifecycle', () => {
   });
 
   test('stop() refuses new calls at once and lets the call in flight finish', async () => {
-    const ca = await makeTestCa();
-    const blocked = blockingIssuer();
-    const h = await startServer(ca, blocked.issuer);
-    const c = caClient(h.grpcTarget, ca.rootPem);
-    const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
-    const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
-    await blocked.signing;
-    let stopDone = false;
-    const stopped = h.stop().then(() => void (stopDone = true));
-    const late = caClient(h.grpcTarget, ca.rootPem);
+    const { ca, h, token, blocked, inflight, dispose } = await serverWithCallInFlight();
     try {
-      await rejectsWith(
-        createCertificate(late, { csr: opensslCsr('ec').csrPem }, token),
-        status.UNAVAILABLE,
-      );
+      const stop = stopping(() => h.stop());
+      const late = caClient(h.grpcTarget, ca.rootPem);
+      try {
+        await rejectsWith(
+          createCertificate(late, { csr: opensslCsr('ec').csrPem }, token),
+          status.UNAVAILABLE,
+        );
+      } finally {
+        late.close();
+      }
+      assert.equal(stop.done(), false, 'stop() waits for the call in flight');
+      blocked.release();
+      const chain = await inflight;
+      await stop.stopped;
+      assert.match(opensslVerify(chain, ca.rootPem), /OK/);
+      assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
     } finally {
-      late.close();
+      await dispose();
     }
-    assert.equal(stopDone, false, 'stop() waits for the call in flight');
-    blocked.release();
-    const chain = await inflight;
-    await stopped;
-    assert.match(opensslVerify(chain, ca.rootPem), /OK/);
-    assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
-    c.close();
   });
 
   test('stop() waits for the sessions themselves, also when grpc-js finds them closed already (Node 24)', async () => {
@@ -470,56 +466,41 @@ describe('CA service lifecycle', () => {
     // grpc-js's tryShutdown looks at them, and grpc-js then reports a closed session finished at
     // once (grpc-js server.ts closeSession), its calls still running. Done by hand here, so this
     // holds on Node 20 too: before CaServer.stop waited for the sessions, the call was cut.
-    const ca = await makeTestCa();
-    const blocked = blockingIssuer();
-    const h = await startServer(ca, blocked.issuer);
-    const c = caClient(h.grpcTarget, ca.rootPem);
+    const { ca, h, blocked, inflight, dispose } = await serverWithCallInFlight();
     try {
-      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
-      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
-      await blocked.signing;
       const sessions = grpcJsSessions(h.server);
       assert.equal(sessions.length, 1);
       for (const session of sessions) session.close();
-      let stopDone = false;
-      const stopped = h.server.stop().then(() => void (stopDone = true));
+      const stop = stopping(() => h.server.stop());
       // grpc-js's tryShutdown has run its course once its server is out of its map (closeServer's
       // callback); a turn later, the stop that trusted it had closed every connection.
       await waitFor('grpc-js closed its HTTP/2 server', () => grpcJsServers(h.server).size === 0);
       await new Promise((resolve) => setImmediate(resolve));
-      assert.equal(stopDone, false, 'stop() waits for the session with a call in flight');
+      assert.equal(stop.done(), false, 'stop() waits for the session with a call in flight');
       blocked.release();
       assert.match(opensslVerify(await inflight, ca.rootPem), /OK/);
-      await stopped;
+      await stop.stopped;
       assert.ok(!h.logLines.some((l) => l.includes('did not finish in time')));
     } finally {
-      blocked.release();
-      c.close();
-      await h.stop();
+      await dispose();
     }
   });
 
   test('a TLS handshake that ends after stop() began opens no session that stop() would wait for', async () => {
-    const ca = await makeTestCa();
     // The grace period never ends on this clock: stop() returns only once its sessions are gone.
-    const clock = new ManualClock(Date.now());
-    const blocked = blockingIssuer();
-    const h = await startServer(ca, blocked.issuer, tmp(), clock);
-    const c = caClient(h.grpcTarget, ca.rootPem);
+    const { ca, h, blocked, inflight, dispose } = await serverWithCallInFlight(
+      new ManualClock(Date.now()),
+    );
     const openConnections = async (): Promise<number> =>
       (await h.server.metrics.registry.getSingleMetric('castellan_grpc_open_connections')!.get())
         .values[0]!.value;
     let late: TLSSocket | undefined;
     try {
-      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
-      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
-      await blocked.signing;
       // A TCP connection the server has accepted, its TLS handshake not yet begun.
       const port = Number(h.grpcTarget.split(':').at(-1));
       const tcp = netConnect({ host: '127.0.0.1', port });
       await waitFor('the second connection accepted', async () => (await openConnections()) === 2);
-      let stopDone = false;
-      const stopped = h.server.stop().then(() => void (stopDone = true));
+      const stop = stopping(() => h.server.stop());
       late = tlsConnect({
         socket: tcp,
         ALPNProtocols: ['h2'],
@@ -534,44 +515,60 @@ describe('CA service lifecycle', () => {
       assert.equal(closed.values.find((v) => v.labels['reason'] === 'stopping')?.value, 1);
       blocked.release();
       assert.match(opensslVerify(await inflight, ca.rootPem), /OK/);
-      await waitFor('stop() done once the call in flight ended', () => stopDone);
-      await stopped;
+      await waitFor('stop() done once the call in flight ended', () => stop.done());
+      await stop.stopped;
     } finally {
-      blocked.release();
       late?.destroy();
-      c.close();
-      await h.stop();
+      await dispose();
     }
   });
 
   test('stop() waits for a call in flight only as long as the grace period, on the clock', async () => {
-    const ca = await makeTestCa();
     const clock = new ManualClock(Date.now());
-    const blocked = blockingIssuer();
-    const h = await startServer(ca, blocked.issuer, tmp(), clock);
-    const c = caClient(h.grpcTarget, ca.rootPem);
+    const { h, blocked, inflight, dispose } = await serverWithCallInFlight(clock);
     try {
-      const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
-      const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token).catch(
-        (e: unknown) => e,
-      );
-      await blocked.signing;
-      let stopDone = false;
-      const stopped = h.server.stop().then(() => void (stopDone = true));
+      const stop = stopping(() => h.server.stop());
       await clock.advance(SHUTDOWN_GRACE_MS - 1);
-      assert.equal(stopDone, false, 'within the grace period stop() waits');
+      assert.equal(stop.done(), false, 'within the grace period stop() waits');
       await clock.advance(1);
-      await stopped;
+      await stop.stopped;
       assert.ok(h.logLines.some((l) => l.includes('did not finish in time; closing them')));
       blocked.release();
-      await inflight;
+      await inflight.catch((e: unknown) => e);
     } finally {
-      blocked.release();
-      c.close();
-      await h.stop();
+      await dispose();
     }
   });
 });
+
+/**
+ * A server (serve's wiring, on `clock`) with one CreateCertificate call held in its signing
+ * (blockingIssuer): what every stop() test starts from. `dispose` releases the call and stops all.
+ */
+async function serverWithCallInFlight(clock: Clock = systemClock) {
+  const ca = await makeTestCa();
+  const blocked = blockingIssuer();
+  const h = await startServer(ca, blocked.issuer, tmp(), clock);
+  const c = caClient(h.grpcTarget, ca.rootPem);
+  const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
+  const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);
+  // Handled here too: a call the grace period cuts rejects before its test awaits it.
+  inflight.catch(() => undefined);
+  await blocked.signing;
+  const dispose = async (): Promise<void> => {
+    blocked.release();
+    c.close();
+    await h.stop();
+  };
+  return { ca, h, token, blocked, inflight, dispose };
+}
+
+/** Starts a stop; `done()` says whether it has finished. */
+function stopping(stop: () => Promise<void>): { stopped: Promise<void>; done: () => boolean } {
+  let finished = false;
+  const stopped = stop().then(() => void (finished = true));
+  return { stopped, done: () => finished };
+}
 
 /**
  * grpc-js's open HTTP/2 sessions: those of its private `http2Servers` entries (grpc-js 1.14
