@@ -8,9 +8,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 version=24.22.3
 sha512=KHsob+Fv9YerATvYujMbiyJqnRCvLtrcr/eTNqRqiOSGp97EOiRP1yP47+knGgQ/xnc3XY8xzkW587dlZzNqRA==
-dir=".cache/node-$version"
+# CASTELLAN_CACHE_DIR: another place than .cache/ (the script's own tests use a temp dir).
+cache="${CASTELLAN_CACHE_DIR:-.cache}"
+dir="$cache/node-$version"
 # The tests find it as .cache/node24, whatever the version pinned here.
-link=".cache/node24"
+link="$cache/node24"
 if [ -x "$dir/bin/node" ] && [ "$("$dir/bin/node" --version 2>/dev/null)" = "v$version" ]; then
   ln -sfn "node-$version" "$link"
   exit 0
