@@ -22,10 +22,15 @@ RUN apt-get update \
  && npm rebuild pkcs11js \
  && node -e "require('pkcs11js')"
 COPY tsconfig.json ./
+COPY native ./native
+COPY scripts/build-native.mjs ./scripts/
 COPY src ./src
 COPY protos ./protos
 COPY bin ./bin
+# `npm run build` also compiles native/ (the P-256 CSR check) with the same compiler; the CA
+# would run without it, slower, so the image insists on it.
 RUN npm run build \
+ && node -e "require('./native/build/Release/castellan_native.node')" \
  && npm prune --omit=dev --ignore-scripts --no-audit --no-fund
 
 FROM ${NODE_IMAGE} AS runtime
@@ -35,6 +40,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist/src ./dist/src
+COPY --from=build /app/native/build/Release/castellan_native.node ./native/build/Release/
 COPY --from=build /app/protos ./protos
 COPY --from=build /app/bin ./bin
 # 65532: the conventional "nonroot" uid; the Helm chart runs the pod as the same uid.

@@ -1,7 +1,7 @@
 // In-process leaf issuance from CSRs: CSR parse + proof-of-possession check + leaf signing,
 // the reference path (@peculiar/x509) against the fast path (src/pki/fast), no network.
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { parseCsr, type ParsedCsr } from '../src/pki/csr.js';
+import { parseCsr, type CheckedCsr } from '../src/pki/csr.js';
 import { createKeyAndCsr } from '../src/pki/csr-builder.js';
 import { issueCertificate } from '../src/pki/issue.js';
 import type { LeafSigner } from '../src/pki/leaf-signer.js';
@@ -81,7 +81,7 @@ function issuanceCase(kind: CaKey, path: 'reference' | 'fast', concurrency: numb
         path === 'fast'
           ? createFastLeafSigner(new Uint8Array(cert.rawData), key)
           : createReferenceLeafSigner(cert, key);
-      const parse: (pem: string) => ParsedCsr = path === 'fast' ? parseCsrFast : parseCsr;
+      const parse: (pem: string) => CheckedCsr = path === 'fast' ? parseCsrFast : parseCsr;
       const pool = await csrs();
       const notAfterCap = cert.notAfter.getTime();
       const r = await drive(

@@ -27,6 +27,13 @@ export interface ParsedCsr {
 }
 
 /**
+ * A checked CSR as issuance uses it: ParsedCsr without its KeyObject. The hot-path parser checks
+ * most keys without making one (src/pki/fast/native-p256.ts), and issuance copies the
+ * SubjectPublicKeyInfo bytes: it never needs the key.
+ */
+export type CheckedCsr = Omit<ParsedCsr, 'publicKey'>;
+
+/**
  * The CSR acceptance rules. Every CSR parser in Castellan (this reference one and the fast one
  * in src/pki/fast/) applies them in this order and reports the first that fails with the same
  * error kind:
@@ -200,9 +207,13 @@ export function verifyCsrStructure(
   } catch {
     valid = false;
   }
-  if (!valid)
-    throw fail('bad-signature', 'the CSR signature does not verify (proof of possession failed)');
+  if (!valid) throw proofOfPossessionFailed();
   return { publicKey, keyType };
+}
+
+/** Rule 6 failing: the signature over the CertificationRequestInfo does not verify. */
+export function proofOfPossessionFailed(): CastellanError {
+  return fail('bad-signature', 'the CSR signature does not verify (proof of possession failed)');
 }
 
 /** The ParsedCsr of a CSR that passed rules 1–6 and what rule 7 read from it. */

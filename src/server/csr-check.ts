@@ -1,6 +1,6 @@
 import { sign, type KeyObject } from 'node:crypto';
 import { asCastellanError, CastellanError } from '../errors.js';
-import type { ParsedCsr } from '../pki/csr.js';
+import type { CheckedCsr } from '../pki/csr.js';
 import { parseCsrFast, parseCsrFastAsync } from '../pki/fast/fast-csr.js';
 import {
   buildLeafTemplate,
@@ -13,22 +13,14 @@ import { toPem } from '../pki/pem.js';
 import { caSignatureAlgorithm, type CaSignatureAlgorithm } from '../pki/profiles.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
 
-/**
- * A checked CSR as issuance uses it: ParsedCsr without its KeyObject, which stays in the thread
- * that imported it (issuance copies the SubjectPublicKeyInfo bytes, it never needs the key).
- */
-export type CheckedCsr = Omit<ParsedCsr, 'publicKey'>;
+export type { CheckedCsr };
 
 /**
  * Checks a CSR with the hot-path parser (src/pki/csr.ts rules): on the event loop, or in a
  * CsrCheckPool thread (this module is all that thread loads, besides the parser).
  */
 export function checkCsr(pem: string): CheckedCsr {
-  return checked(parseCsrFast(pem));
-}
-
-function checked({ der, spki, keyType, commonName, requestedSans }: ParsedCsr): CheckedCsr {
-  return { der, spki, keyType, requestedSans, ...(commonName !== undefined ? { commonName } : {}) };
+  return parseCsrFast(pem);
 }
 
 /** A CA as the crypto thread holds it: made once per CA snapshot, from what the pool posts. */
@@ -74,8 +66,8 @@ export class LeafOrderFailure extends Error {
 }
 
 /**
- * Everything issuance computes for one request, in one place: the CSR check (P-256 keys
- * imported through WebCrypto `raw` on OpenSSL 3.0, from their DER on 3.5: src/pki/fast/fast-csr.ts,
+ * Everything issuance computes for one request, in one place: the CSR check (P-256 keys by the
+ * native check, src/pki/fast/native-p256.ts, where it was built; src/pki/fast/fast-csr.ts,
  * parseCsrFastAsync), the TBS from
  * the CA's template, the signature, the PEM. ECDSA signs here (≈ 35 µs for P-256: a trip to
  * libuv's pool and back would cost about as much); RSA signs on libuv's pool, whose threads (one
@@ -83,7 +75,7 @@ export class LeafOrderFailure extends Error {
  * one thread signing them all would cap the CA at one core.
  */
 export async function issueLeafOrder(ca: ThreadCa, order: LeafOrder): Promise<IssuedOnThread> {
-  let csr: ParsedCsr;
+  let csr: CheckedCsr;
   try {
     csr = await parseCsrFastAsync(order.pem);
   } catch (e) {

@@ -91,6 +91,7 @@ describe('Dockerfile', () => {
       '/app/dist',
       '/app/protos',
       '/app/bin',
+      '/app/native/build/Release/castellan_native.node',
     ]);
     for (const c of copies) {
       assert.equal(c.op, 'COPY', 'no ADD');
@@ -143,14 +144,16 @@ describe('Dockerfile', () => {
       .filter((l) => l && !l.startsWith('#'));
     assert.equal(lines[0], '**', 'everything excluded first');
     const included = lines.filter((l) => l.startsWith('!')).map((l) => l.slice(1));
-    assert.ok(!included.some((l) => /node_modules|dist|\.git|\.castellan/.test(l)));
+    assert.ok(!included.some((l) => /node_modules|dist|\.git|\.castellan|build\//.test(l)));
     // Everything the build stage copies from the context is let back in.
     for (const i of build!.instructions.filter(
       (x) => x.op === 'COPY' && !x.args.startsWith('--'),
     )) {
       for (const src of i.args.split(/\s+/).slice(0, -1)) {
         assert.ok(
-          included.includes(src) || included.includes(`${src}/**`),
+          included.includes(src) ||
+            included.includes(`${src}/**`) ||
+            (src === 'native' && included.some((l) => l.startsWith('native/'))),
           `${src} is in the build context`,
         );
       }
@@ -200,6 +203,20 @@ describe('the runtime layout works with production dependencies only', () => {
       );
       assert.equal(run.status, 0, run.stderr);
       assert.match(run.stdout, /Usage: castellan/);
+      // The native P-256 check, where the image puts it, loads from there.
+      const addon = join('native', 'build', 'Release', 'castellan_native.node');
+      cpSync(join(projectRoot, addon), join(dir, addon));
+      const loaded = spawnSync(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `const { NATIVE_P256 } = await import('./dist/src/pki/fast/native-p256.js');
+           console.log(NATIVE_P256.reason ?? typeof NATIVE_P256.verify);`,
+        ],
+        { cwd: dir, encoding: 'utf8', timeout: 30_000 },
+      );
+      assert.equal(loaded.stdout.trim(), 'function', loaded.stderr);
     },
   );
 });

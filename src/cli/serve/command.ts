@@ -3,6 +3,7 @@
 import type { Command } from 'commander';
 import { systemClock } from '../../clock.js';
 import { createLogDestination, createLogger } from '../../log.js';
+import { NATIVE_P256 } from '../../pki/fast/native-p256.js';
 import { addServeFlags, type ServeFlags } from './flags.js';
 import { limitHeapGrowth } from './heap-growth.js';
 import { completeServeOptions } from './options.js';
@@ -28,6 +29,13 @@ export function registerServeCommand(program: Command): void {
       stopRequested: stopSignal([process.stdout, logDestination]),
     };
     host.logger.debug({ heapGrowth }, 'V8 old-generation growth');
+    // Correct either way; without it a P-256 CSR costs ≈ 60 µs more CPU on Node 20.
+    if (NATIVE_P256.reason !== undefined) {
+      host.logger.warn(
+        { reason: NATIVE_P256.reason },
+        'P-256 CSRs are checked with node:crypto: the native check is not loaded',
+      );
+    } else host.logger.debug('P-256 CSRs are checked natively (native/p256_verify.c)');
     // Loaded only now: every other command (and `serve --help`, and a flag error) starts
     // without the whole serving stack (≈ 0.4 s of module loading on this box).
     const { resolveWorkerCount, runClusterPrimary } = await import('./cluster.js');

@@ -7,15 +7,24 @@ import {
   csrDerFromPem,
   csrStructureFromSchema,
   csrSubjectError,
-  toParsedCsr,
+  proofOfPossessionFailed,
   verifyCsrStructure,
-  type ParsedCsr,
+  type CheckedCsr,
+  type CsrStructure,
 } from '../csr.js';
+import type { CsrKeyType } from '../key-type.js';
 import { recognizeCommonCsr } from './common-csr.js';
 import { publicKeyFromSpki } from '../keys.js';
 import {
+  NATIVE_P256,
+  P256_BAD_SIGNATURE,
+  P256_VALID,
+  type NativeP256Verify,
+} from './native-p256.js';
+import {
   isCanonicalP256Spki,
   P256_FROM_COORDINATES,
+  p256PointOf,
   publicKeyFromSpkiFast,
   publicKeyFromSpkiRaw,
 } from './p256-spki.js';
@@ -130,54 +139,63 @@ function csrDerFromPemFast(pem: string): Uint8Array {
   return csrDerFromPem(pem);
 }
 
-/** Parses a PEM CSR and verifies its self-signature, following CSR_RULES (src/pki/csr.ts). */
-export function parseCsrFast(pem: string): ParsedCsr {
+/**
+ * Parses a PEM CSR and verifies its self-signature, following CSR_RULES (src/pki/csr.ts).
+ * `p256`: the native P-256 check (native-p256.ts), where it was built; undefined checks every key
+ * with node:crypto.
+ */
+export function parseCsrFast(
+  pem: string,
+  p256: NativeP256Verify | undefined = NATIVE_P256.verify,
+): CheckedCsr {
   // 1–2. Size, PEM.
-  return parseCsrDerFast(csrDerFromPem(pem));
+  return parseCsrDerFast(csrDerFromPem(pem), p256);
 }
 
 /**
- * parseCsrFast where the key import may be asynchronous (the crypto thread): the common shape
- * with a canonical P-256 key has its key imported through WebCrypto `raw` (p256-spki.ts), the
- * cheapest import on OpenSSL 3.0; everything else, and every CSR where OpenSSL's DER import is
- * the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is parseCsrFast's path. The import
- * runs first, but its outcome is only read where rule 4 reads the key, so a CSR that breaks an
- * earlier rule is refused with that rule's error, as in parseCsrFast.
+ * parseCsrFast where the key import may be asynchronous (the crypto thread). Without the native
+ * check, the common shape with a canonical P-256 key has its key imported through WebCrypto `raw`
+ * (p256-spki.ts), the cheapest import on OpenSSL 3.0; everything else, and every CSR where
+ * OpenSSL's DER import is the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is
+ * parseCsrFast's path. The import runs first, but its outcome is only read where rule 4 reads the
+ * key, so a CSR that breaks an earlier rule is refused with that rule's error, as in parseCsrFast.
  */
-export async function parseCsrFastAsync(pem: string): Promise<ParsedCsr> {
+export async function parseCsrFastAsync(
+  pem: string,
+  p256: NativeP256Verify | undefined = NATIVE_P256.verify,
+): Promise<CheckedCsr> {
   const der = csrDerFromPemFast(pem);
   const common = recognizeCommonCsr(der);
-  if (!common || !P256_FROM_COORDINATES || !isCanonicalP256Spki(common.structure.spki)) {
-    return parseCsrDerFast(der, common);
+  if (p256 || !common || !P256_FROM_COORDINATES || !isCanonicalP256Spki(common.structure.spki)) {
+    return parseCsrDerFast(der, p256, common);
   }
   const { structure, commonName, requestedSans } = common;
   const imported = await publicKeyFromSpkiRaw(structure.spki, 'CSR').then(
     (key) => ({ key }),
     (error: unknown) => ({ error }),
   );
-  const { publicKey, keyType } = verifyCsrStructure(structure, () => {
+  const { keyType } = verifyCsrStructure(structure, () => {
     if ('error' in imported) throw imported.error;
     return imported.key;
   });
-  return toParsedCsr({ der, spki: structure.spki, publicKey, keyType }, commonName, requestedSans);
+  return checkedCsr(der, structure, keyType, commonName, requestedSans);
 }
 
 /** Rules 3–7 of parseCsrFast on the DER (`common`: recognizeCommonCsr's answer, if asked). */
-function parseCsrDerFast(der: Uint8Array, common = recognizeCommonCsr(der)): ParsedCsr {
+function parseCsrDerFast(
+  der: Uint8Array,
+  p256: NativeP256Verify | undefined,
+  common = recognizeCommonCsr(der),
+): CheckedCsr {
   // The common shape: rules 3 and 7 are read off the DER; 4–6 are the shared ones.
   if (common) {
     const { structure, commonName, requestedSans } = common;
-    const { publicKey, keyType } = verifyCsrStructure(structure, importCsrKey);
-    return toParsedCsr(
-      { der, spki: structure.spki, publicKey, keyType },
-      commonName,
-      requestedSans,
-    );
+    return checkedCsr(der, structure, verifyCsrKey(structure, p256), commonName, requestedSans);
   }
 
-  // 3–6 with the schema parse; the key imported as on the common path (importCsrKey).
+  // 3–6 with the schema parse.
   const { structure, asn } = csrStructureFromSchema(der, () => undefined);
-  const { publicKey, keyType } = verifyCsrStructure(structure, importCsrKey);
+  const keyType = verifyCsrKey(structure, p256);
 
   // 7. Subject and requested SANs.
   let commonName: string | undefined;
@@ -193,5 +211,50 @@ function parseCsrDerFast(der: Uint8Array, common = recognizeCommonCsr(der)): Par
   } catch (e) {
     throw csrSubjectError(e);
   }
-  return toParsedCsr({ der, spki: structure.spki, publicKey, keyType }, commonName, requestedSans);
+  return checkedCsr(der, structure, keyType, commonName, requestedSans);
+}
+
+/** The SHA-2 digest of each ECDSA signature algorithm CSR_RULES takes, by OID. */
+const ECDSA_DIGEST_BITS: ReadonlyMap<string, 256 | 384 | 512> = new Map(
+  Object.entries(CSR_RULES.signatureAlgorithms).flatMap(([oid, { family, hash }]) => {
+    const bits = hash === 'sha256' ? 256 : hash === 'sha384' ? 384 : hash === 'sha512' ? 512 : 0;
+    return family === 'ec' && bits ? [[oid, bits] as const] : [];
+  }),
+);
+
+/**
+ * Rules 4–6 (verifyCsrStructure's): a canonical P-256 key under an ECDSA signature algorithm by
+ * the native check, anything else — and any point the native check does not take, so that the
+ * import reports it as the reference does — through node:crypto's import (importCsrKey).
+ */
+function verifyCsrKey(structure: CsrStructure, p256: NativeP256Verify | undefined): CsrKeyType {
+  const digestBits = p256 && ECDSA_DIGEST_BITS.get(structure.signatureAlgorithm);
+  if (p256 && digestBits && isCanonicalP256Spki(structure.spki)) {
+    structure.checkKeyAlgorithm();
+    const outcome = p256(
+      p256PointOf(structure.spki),
+      structure.tbs,
+      structure.signature,
+      digestBits,
+    );
+    if (outcome === P256_VALID) return 'ec-p256';
+    if (outcome === P256_BAD_SIGNATURE) throw proofOfPossessionFailed();
+  }
+  return verifyCsrStructure(structure, importCsrKey).keyType;
+}
+
+function checkedCsr(
+  der: Uint8Array,
+  structure: CsrStructure,
+  keyType: CsrKeyType,
+  commonName: string | undefined,
+  requestedSans: string[],
+): CheckedCsr {
+  return {
+    der,
+    spki: structure.spki,
+    keyType,
+    ...(commonName !== undefined ? { commonName } : {}),
+    requestedSans,
+  };
 }

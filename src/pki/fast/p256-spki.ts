@@ -86,7 +86,8 @@ const P256_ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 /**
  * publicKeyFromSpkiFast for the crypto thread, where the import may be asynchronous: the
  * canonical P-256 point is imported through WebCrypto's `raw` format, the cheapest of Node's
- * three ways in on OpenSSL 3.0 (used only there: P256_FROM_COORDINATES). Measured here (Node
+ * three ways in on OpenSSL 3.0 (used only there, P256_FROM_COORDINATES, and only where the
+ * native check of native-p256.ts, cheaper still, was not built). Measured here (Node
  * 20.20, loaded 2-core VM), µs of CPU per import: SPKI DER 240, JWK 145, WebCrypto raw 87; the
  * issue's quieter figures 95 / 64 / 45. Same fallbacks as publicKeyFromSpkiFast: any other
  * shape, and any point the import refuses, goes through publicKeyFromSpki, so results and errors
@@ -99,15 +100,19 @@ export async function publicKeyFromSpkiRaw(
   if (!canonicalP256Coordinates(spki)) return publicKeyFromSpki(spki, subject);
   let publicKey: KeyObject;
   try {
-    // The point: 04 || X || Y, the BIT STRING's contents after its unused-bits byte.
-    const point = spki.subarray(P256_SPKI_PREFIX.length - 1);
     publicKey = KeyObject.from(
-      await webcrypto.subtle.importKey('raw', point, P256_ECDSA, true, ['verify']),
+      await webcrypto.subtle.importKey('raw', p256PointOf(spki), P256_ECDSA, true, ['verify']),
     );
   } catch {
     return publicKeyFromSpki(spki, subject);
   }
   return { publicKey, keyType: csrKeyTypeOf(publicKey, subject) };
+}
+
+/** The point of a canonical P-256 SubjectPublicKeyInfo (isCanonicalP256Spki): 04 || X || Y. */
+export function p256PointOf(spki: Uint8Array): Uint8Array {
+  // The BIT STRING's contents after its unused-bits byte.
+  return spki.subarray(P256_SPKI_PREFIX.length - 1);
 }
 
 /** A P-256 SubjectPublicKeyInfo in its canonical shape (an uncompressed point, named curve). */

@@ -29,19 +29,26 @@ import {
   csrDerFromPem,
   csrStructureFromSchema,
   parseCsr,
+  type CheckedCsr,
   type CsrStructure,
-  type ParsedCsr,
 } from '../../../src/pki/csr.js';
 import { recognizeCommonCsr } from '../../../src/pki/fast/common-csr.js';
 import { parseCsrFast, parseCsrFastAsync } from '../../../src/pki/fast/fast-csr.js';
+import {
+  NATIVE_P256,
+  P256_BAD_POINT,
+  P256_BAD_SIGNATURE,
+  P256_VALID,
+  type NativeP256Verify,
+} from '../../../src/pki/fast/native-p256.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { makeTempDir, openssl } from '../../support/openssl.js';
 import { seededRng } from '../../support/seeded-rng.js';
 
 const seed = Number(process.env.CSR_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
-type Outcome = { ok: true; csr: ParsedCsr } | { ok: false; kind: string };
-function run(parse: (pem: string) => ParsedCsr, pem: string): Outcome {
+type Outcome = { ok: true; csr: CheckedCsr } | { ok: false; kind: string };
+function run(parse: (pem: string) => CheckedCsr, pem: string): Outcome {
   try {
     return { ok: true, csr: parse(pem) };
   } catch (e) {
@@ -50,7 +57,7 @@ function run(parse: (pem: string) => ParsedCsr, pem: string): Outcome {
 }
 
 /** The whole refusal (kind, subject, message) or the fields: parseCsrFastAsync = parseCsrFast. */
-async function exactly(parse: (pem: string) => ParsedCsr | Promise<ParsedCsr>, pem: string) {
+async function exactly(parse: (pem: string) => CheckedCsr | Promise<CheckedCsr>, pem: string) {
   try {
     return summary({ ok: true, csr: await parse(pem) });
   } catch (e) {
@@ -453,7 +460,7 @@ function mutate(pem: string, r: () => number): string {
 }
 
 describe('parseCsrFast = parseCsrFastAsync = parseCsr', () => {
-  test('same outcome on real, unusual and mutated CSRs', async () => {
+  test('same outcome on real, unusual and mutated CSRs, with and without the native P-256 check', async () => {
     const bases = [...opensslCsrs, ...unusualCsrs()];
     const inputs: string[] = [...bases, '', 'not pem', 'x'.repeat(17000)];
     const r = seededRng(seed);
@@ -464,21 +471,46 @@ describe('parseCsrFast = parseCsrFastAsync = parseCsr', () => {
     for (let i = 0; i < 2000; i++) {
       inputs.push(mutate(commonBases[Math.floor(r() * commonBases.length)]!, r));
     }
+    // The native check (native-p256.ts) where it is built, counted by outcome so the test shows
+    // it decided; test/pki/fast/native-p256.test.ts fails where it should be and is not.
+    const nativeOutcomes = new Map<number, number>();
+    const native = NATIVE_P256.verify;
+    const counted: NativeP256Verify | undefined =
+      native &&
+      ((...args) => {
+        const outcome = native(...args);
+        nativeOutcomes.set(outcome, (nativeOutcomes.get(outcome) ?? 0) + 1);
+        return outcome;
+      });
     const kinds = new Map<string, number>();
     let accepted = 0;
     let recognized = 0;
     let acceptedViaWalker = 0;
     for (const [i, pem] of inputs.entries()) {
       const ref = run(parseCsr, pem);
-      const fast = run(parseCsrFast, pem);
       const where = `input #${i} (CSR_FUZZ_SEED=${seed})`;
+      // node:crypto's imports (JWK or DER on the event loop, WebCrypto raw on the crypto thread).
+      const fast = run((p) => parseCsrFast(p, undefined), pem);
       assert.deepEqual(summary(fast), summary(ref), `${where} differs:\n${pem.slice(0, 2000)}`);
-      // The crypto thread's parser (WebCrypto raw import): the very same outcome, message too.
+      const exact = await exactly((p) => parseCsrFast(p, undefined), pem);
       assert.deepEqual(
-        await exactly(parseCsrFastAsync, pem),
-        await exactly(parseCsrFast, pem),
+        await exactly((p) => parseCsrFastAsync(p, undefined), pem),
+        exact,
         `${where}: parseCsrFastAsync differs:\n${pem.slice(0, 2000)}`,
       );
+      // The native check: the very same outcome, message too, on both parsers.
+      if (counted) {
+        assert.deepEqual(
+          await exactly((p) => parseCsrFast(p, counted), pem),
+          exact,
+          `${where}: parseCsrFast with the native check differs:\n${pem.slice(0, 2000)}`,
+        );
+        assert.deepEqual(
+          await exactly((p) => parseCsrFastAsync(p, counted), pem),
+          exact,
+          `${where}: parseCsrFastAsync with the native check differs:\n${pem.slice(0, 2000)}`,
+        );
+      }
       // Whatever the walker recognises, signed correctly or not, the schema parse must accept
       // with the same fields: so rule 7 is compared even where rule 6 stops the reference.
       const common = recognizedFields(pem);
@@ -498,5 +530,14 @@ describe('parseCsrFast = parseCsrFastAsync = parseCsr', () => {
     // The walker's path is exercised, on valid and on mutated inputs.
     assert.ok(acceptedViaWalker >= 4, `only ${acceptedViaWalker} accepted via the walker`);
     assert.ok(recognized >= 200, `only ${recognized} inputs recognised by the walker`);
+    // The native check answered all three ways: valid, a bad signature, not a point.
+    if (counted) {
+      for (const outcome of [P256_VALID, P256_BAD_SIGNATURE, P256_BAD_POINT]) {
+        assert.ok(
+          (nativeOutcomes.get(outcome) ?? 0) > 0,
+          `the native check never answered ${outcome}: ${JSON.stringify([...nativeOutcomes])}`,
+        );
+      }
+    }
   });
 });

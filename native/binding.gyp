@@ -1,0 +1,10 @@
+{
+  "targets": [
+    {
+      "target_name": "castellan_native",
+      "sources": ["p256_verify.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Werror"],
+      "defines": ["NAPI_VERSION=8", "OPENSSL_SUPPRESS_DEPRECATED"]
+    }
+  ]
+}
