@@ -22,7 +22,7 @@ RUN apt-get update \
  && npm rebuild pkcs11js \
  && node -e "require('pkcs11js')"
 COPY tsconfig.json ./
-COPY native ./native
+COPY native/binding.gyp native/p256_verify.c ./native/
 COPY scripts/build-native.mjs ./scripts/
 COPY src ./src
 COPY protos ./protos

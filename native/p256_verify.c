@@ -12,15 +12,19 @@
  *   signature  Uint8Array, the DER ECDSA-Sig-Value
  *   digestBits 256, 384 or 512: SHA-256/384/512 of the message is what was signed
  * Returns 1 when the signature verifies, 0 when it does not, and -1 when the point is not one of
- * P-256 (then the caller's own key import says why). Throws TypeError on arguments of the wrong
- * type. Thread-safe: it keeps no state but the curve, made once, and it leaves no error on the
- * calling thread's OpenSSL error queue (Node reads that queue after its own failures).
+ * P-256 or OpenSSL could not do its part (no P-256, no digest): then the caller's own key import
+ * and node:crypto decide. Throws TypeError on arguments of the wrong type, nothing else.
+ * Thread-safe: it keeps no state but the curve, made once. It leaves OpenSSL's error queue of the
+ * calling thread as it found it (Node reads that queue after its own failures).
  *
  * OpenSSL 3 deprecates the EC_KEY functions used here but keeps them in every 3.x release; they
- * reach the curve's own arithmetic without the provider lookups of EVP_DigestVerify, which is
- * where Node's verification spends its extra time. ECDSA_verify is the function OpenSSL's own
- * provider calls, so what it accepts (DER re-encoded and compared, r and s in range) is what
- * crypto.verify accepts.
+ * reach the curve's arithmetic without building an EVP_PKEY and an EVP_PKEY_CTX per key, which is
+ * where Node's import and verification spend their extra time. ECDSA_verify is the function
+ * OpenSSL's own provider calls, so what it accepts (DER re-encoded and compared, r and s in
+ * range) is what crypto.verify accepts. It runs libcrypto's ECDSA, not a FIPS provider's: the
+ * loader (src/pki/fast/native-p256.ts) does not use this addon when Node runs in FIPS mode. The
+ * addon is linked with -z now, so a build whose OpenSSL lacks one of these symbols fails to load
+ * (and the CA uses node:crypto) instead of failing at its first call.
  */
 #include <limits.h>
 #include <pthread.h>
@@ -65,15 +69,26 @@ static int32_t verify(const unsigned char *point, size_t point_length, const uns
   if (point_length != P256_POINT_LENGTH || point[0] != 0x04) return -1;
   unsigned char digest[SHA512_DIGEST_LENGTH];
   int digest_length;
+  const unsigned char *digested;
   switch (digest_bits) {
-    case 256: SHA256(message, message_length, digest); digest_length = SHA256_DIGEST_LENGTH; break;
-    case 384: SHA384(message, message_length, digest); digest_length = SHA384_DIGEST_LENGTH; break;
-    default: SHA512(message, message_length, digest); digest_length = SHA512_DIGEST_LENGTH; break;
+    case 256:
+      digested = SHA256(message, message_length, digest);
+      digest_length = SHA256_DIGEST_LENGTH;
+      break;
+    case 384:
+      digested = SHA384(message, message_length, digest);
+      digest_length = SHA384_DIGEST_LENGTH;
+      break;
+    default:
+      digested = SHA512(message, message_length, digest);
+      digest_length = SHA512_DIGEST_LENGTH;
+      break;
   }
+  /* OpenSSL 3 computes these through a fetched digest, which can fail. */
+  if (digested == NULL) return -1;
   EC_KEY *key = EC_KEY_new();
   if (key == NULL || !EC_KEY_set_group(key, p256)) {
     EC_KEY_free(key);
-    ERR_clear_error();
     return -1;
   }
   int32_t result;
@@ -87,7 +102,6 @@ static int32_t verify(const unsigned char *point, size_t point_length, const uns
     result = ECDSA_verify(0, digest, digest_length, signature, (int)signature_length, key) == 1;
   }
   EC_KEY_free(key);
-  if (result != 1) ERR_clear_error();
   return result;
 }
 
@@ -108,14 +122,14 @@ static napi_value verify_p256(napi_env env, napi_callback_info info) {
                           "384 | 512)");
     return NULL;
   }
+  /* Whatever OpenSSL pushes on this thread's error queue from here on is popped before return. */
+  ERR_set_mark();
   pthread_once(&p256_once, make_p256);
-  if (p256 == NULL) {
-    ERR_clear_error();
-    napi_throw_error(env, NULL, "OpenSSL has no P-256 curve");
-    return NULL;
-  }
-  return int_value(env, verify(point, point_length, message, message_length, signature,
-                               signature_length, digest_bits));
+  int32_t result = p256 == NULL ? -1
+                                : verify(point, point_length, message, message_length, signature,
+                                         signature_length, digest_bits);
+  ERR_pop_to_mark();
+  return int_value(env, result);
 }
 
 NAPI_MODULE_INIT() {

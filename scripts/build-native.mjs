@@ -8,7 +8,9 @@ import { existsSync, statSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const nativeDir = join(dirname(fileURLToPath(import.meta.url)), '..', 'native');
+// CASTELLAN_NATIVE_DIR: another copy of native/ (test/platform/build-native.test.ts).
+const nativeDir =
+  process.env.CASTELLAN_NATIVE_DIR ?? join(dirname(fileURLToPath(import.meta.url)), '..', 'native');
 const addon = join(nativeDir, 'build', 'Release', 'castellan_native.node');
 const sources = ['binding.gyp', 'p256_verify.c'].map((f) => join(nativeDir, f));
 
@@ -31,9 +33,12 @@ const nodeGyp =
 if (!nodeGyp || !existsSync(nodeGyp)) {
   warn('node-gyp was not found: run the build through npm (npm run build)');
 } else {
+  // Bounded: outside npm's nodedir setting node-gyp fetches Node's headers, which a closed
+  // network would otherwise hold for ever.
   const run = spawnSync(process.execPath, [nodeGyp, 'rebuild'], {
     cwd: nativeDir,
     encoding: 'utf8',
+    timeout: 300_000,
   });
   if (run.status !== 0) {
     process.stderr.write(run.stdout + run.stderr);

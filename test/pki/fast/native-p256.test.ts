@@ -5,12 +5,14 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
   sign,
   verify as cryptoVerify,
   type KeyObject,
 } from 'node:crypto';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import {
@@ -252,7 +254,8 @@ describe('the native P-256 check', () => {
     () => {
       const nodeCryptoError = (): string => {
         try {
-          createPublicKey({ key: Buffer.from('3003020100', 'hex'), format: 'der', type: 'spki' });
+          // A PKCS#8 import's message comes from OpenSSL's queue on Node 20 and on Node 24.
+          createPrivateKey({ key: Buffer.from('3003020100', 'hex'), format: 'der', type: 'pkcs8' });
         } catch (e) {
           return (e as Error).message;
         }
@@ -301,24 +304,60 @@ describe('the native P-256 check', () => {
 });
 
 describe('loadNativeP256', () => {
-  test('refuses an OpenSSL other than 3.x without loading anything', () => {
+  const openssl3 = { opensslVersion: '3.0.19', fips: false };
+
+  test('refuses an OpenSSL other than 3.x, and FIPS mode, without loading anything', () => {
     const load = () => assert.fail('loaded');
-    assert.match(loadNativeP256('1.1.1w', ADDON, load).reason ?? '', /OpenSSL 3.*1\.1\.1w/);
-    assert.match(loadNativeP256('4.0.0', ADDON, load).reason ?? '', /4\.0\.0/);
-    assert.match(loadNativeP256('', ADDON, load).reason ?? '', /OpenSSL \?/);
+    const reason = (opensslVersion: string, fips = false) =>
+      loadNativeP256({ opensslVersion, fips }, ADDON, load).reason ?? '';
+    assert.match(reason('1.1.1w'), /OpenSSL 3.*1\.1\.1w/);
+    assert.match(reason('4.0.0'), /4\.0\.0/);
+    assert.match(reason(''), /OpenSSL \?/);
+    assert.match(reason('3.0.19', true), /FIPS mode/);
   });
 
   test('says why when the addon was not built, does not load, or is not ours', () => {
-    const missing = loadNativeP256('3.0.19', join(projectRoot, 'native', 'no-such.node'));
+    const missing = loadNativeP256(openssl3, join(projectRoot, 'native', 'no-such.node'));
     assert.match(missing.reason ?? '', /no-such\.node was not built \(npm run build/);
     assert.equal(missing.verify, undefined);
-    const broken = loadNativeP256('3.0.19', ADDON, () => {
+    const broken = loadNativeP256(openssl3, ADDON, () => {
       throw new Error('undefined symbol: ECDSA_verify');
     });
     assert.match(broken.reason ?? '', /did not load: undefined symbol: ECDSA_verify/);
-    assert.match(loadNativeP256('3.5.9', ADDON, () => ({})).reason ?? '', /has no verifyP256/);
-    assert.match(loadNativeP256('3.5.9', ADDON, () => null).reason ?? '', /has no verifyP256/);
-    const verifyP256 = () => 1;
-    assert.equal(loadNativeP256('3.5.9', ADDON, () => ({ verifyP256 })).verify, verifyP256);
+    assert.match(loadNativeP256(openssl3, ADDON, () => ({})).reason ?? '', /has no verifyP256/);
+    assert.match(loadNativeP256(openssl3, ADDON, () => null).reason ?? '', /has no verifyP256/);
   });
+
+  test('uses the addon only once it passes its self-test', () => {
+    const selfTested = (verifyP256: unknown) =>
+      loadNativeP256(openssl3, ADDON, () => ({ verifyP256 }));
+    // Always valid, never valid, blind to bad points, throwing: all refused.
+    for (const [label, fake] of [
+      ['always valid', () => P256_VALID],
+      ['never valid', () => P256_BAD_SIGNATURE],
+      ['no point check', (p: Uint8Array) => (p[64] === 0x2f ? P256_VALID : P256_BAD_SIGNATURE)],
+      [
+        'throws',
+        () => {
+          throw new Error('boom');
+        },
+      ],
+    ] as const) {
+      assert.match(selfTested(fake).reason ?? '', /failed its self-test/, label);
+    }
+    // The real one passes.
+    if (NATIVE_P256.verify) {
+      assert.equal(selfTested(NATIVE_P256.verify).verify, NATIVE_P256.verify);
+    }
+  });
+
+  test(
+    'the built addon binds every symbol at load (-z now): a missing one refuses the load, not a call',
+    { skip: process.platform === 'linux' && NATIVE_P256.verify ? false : 'Linux, built' },
+    () => {
+      const dynamic = spawnSync('readelf', ['-d', ADDON], { encoding: 'utf8' });
+      assert.equal(dynamic.status, 0, dynamic.stderr);
+      assert.match(dynamic.stdout, /\(FLAGS\)\s+BIND_NOW|Flags: NOW/);
+    },
+  );
 });
