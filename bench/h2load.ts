@@ -22,7 +22,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createKeyAndCsr } from '../src/pki/csr-builder.js';
+import { createKeyAndCsr, type WorkloadKeyType } from '../src/pki/csr-builder.js';
 import { CFSSL_AUTHSIGN_CASE } from './cfssl.js';
 import { createCertificateFrame } from './grpc-frame.js';
 import {
@@ -252,16 +252,22 @@ export function steadyWindow(
   return { seconds: (lastEnd - upUs) / 1e6, completed, p50: q(0.5), p99: q(0.99) };
 }
 
-let csrPem: Promise<string> | undefined;
+const csrPems = new Map<WorkloadKeyType, Promise<string>>();
 /**
  * One CSR for every request: the server keeps no CSR cache (each call parses the CSR, checks
- * its proof of possession and signs a new certificate), so repeating it costs the same.
+ * its proof of possession and signs a new certificate), so repeating it costs the same. P-256 is
+ * what ztunnel (and sidecars with ECC_SIGNATURE_ALGORITHM=ECDSA) send; RSA-2048 what Istio's
+ * sidecars send by default (pilot-agent: WORKLOAD_RSA_KEY_SIZE 2048).
  */
-function benchCsr(): Promise<string> {
-  csrPem ??= createKeyAndCsr('ec-p256', { sans: ['spiffe://cluster.local/ns/bench/sa/sa'] }).then(
-    (k) => k.csrPem,
-  );
-  return csrPem;
+function benchCsr(keyType: WorkloadKeyType): Promise<string> {
+  let pem = csrPems.get(keyType);
+  if (!pem) {
+    pem = createKeyAndCsr(keyType, { sans: ['spiffe://cluster.local/ns/bench/sa/sa'] }).then(
+      (k) => k.csrPem,
+    );
+    csrPems.set(keyType, pem);
+  }
+  return pem;
 }
 
 function h2loadArgs(server: Server, bodyPath: string, concurrency: number): string[] {
@@ -279,9 +285,10 @@ async function measure(
   server: Server,
   concurrency: number,
   options: BenchOptions,
+  csrKeyType: WorkloadKeyType,
 ): Promise<Measurement> {
   const bodyPath = join(server.dataDir, 'h2load-body.bin');
-  writeFileSync(bodyPath, createCertificateFrame(await benchCsr(), 3600));
+  writeFileSync(bodyPath, createCertificateFrame(await benchCsr(csrKeyType), 3600));
   const args = h2loadArgs(server, bodyPath, concurrency);
   const pid = server.child.pid!;
 
@@ -341,18 +348,26 @@ async function measure(
   };
 }
 
-function h2loadCase(keyType: CaKeyType, concurrency: number, workers?: string): BenchCase {
+function h2loadCase(
+  keyType: CaKeyType,
+  concurrency: number,
+  workers?: string,
+  csrKeyType: WorkloadKeyType = 'ec-p256',
+): BenchCase {
+  const csr = csrKeyType === 'ec-p256' ? '' : ` csr=${csrKeyType}`;
   return {
-    name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}`,
+    name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}${csr}`,
     limit: LIMITS[keyType],
     target: TARGETS[keyType](concurrency),
     // The issue's yardstick: a Go CA doing TLS + HTTP/2 + an authenticated sign, same h2load.
-    ...(keyType === 'ec-p256' && concurrency === 64 ? { peer: CFSSL_AUTHSIGN_CASE(64) } : {}),
+    ...(keyType === 'ec-p256' && concurrency === 64 && !csr
+      ? { peer: CFSSL_AUTHSIGN_CASE(64) }
+      : {}),
     async run(options): Promise<Measurement> {
       requireH2load(); // before starting anything
       const server = await startServer(keyType, workers);
       try {
-        return await measure(server, concurrency, options);
+        return await measure(server, concurrency, options, csrKeyType);
       } finally {
         await server.stop();
       }
@@ -367,5 +382,8 @@ export function h2loadCases(): BenchCase[] {
     // The multi-process figure (one worker per core), beside the local default's one process.
     out.push(h2loadCase(keyType, 64, 'auto'));
   }
+  // Istio's defaults: sidecars send RSA-2048 CSRs, istiod's self-signed CA is RSA-2048.
+  out.push(h2loadCase('ec-p256', 64, undefined, 'rsa-2048'));
+  out.push(h2loadCase('rsa-2048', 64, undefined, 'rsa-2048'));
   return out;
 }

@@ -17,20 +17,21 @@ import { recognizeCommonCsr } from './common-csr.js';
 import { publicKeyFromSpki } from '../keys.js';
 import {
   NATIVE_P256,
+  P256_BAD_POINT,
   P256_BAD_SIGNATURE,
   P256_VALID,
   type NativeP256Verify,
 } from './native-p256.js';
 import {
   isCanonicalP256Spki,
-  P256_FROM_COORDINATES,
+  IMPORTS_FROM_COMPONENTS,
   p256PointOf,
   publicKeyFromSpkiFast,
   publicKeyFromSpkiRaw,
 } from './p256-spki.js';
 
-/** A CSR key import: canonical P-256 keys from their coordinates where that pays (p256-spki.ts). */
-const importCsrKey = P256_FROM_COORDINATES ? publicKeyFromSpkiFast : publicKeyFromSpki;
+/** A CSR key import: canonical P-256 and RSA keys from their components where that pays (p256-spki.ts). */
+const importCsrKey = IMPORTS_FROM_COMPONENTS ? publicKeyFromSpkiFast : publicKeyFromSpki;
 
 /**
  * The hot-path CSR parser: the rules of src/pki/csr.ts (CSR_RULES, in the same order, with the
@@ -156,7 +157,7 @@ export function parseCsrFast(
  * parseCsrFast where the key import may be asynchronous (the crypto thread). Without the native
  * check, the common shape with a canonical P-256 key has its key imported through WebCrypto `raw`
  * (p256-spki.ts), the cheapest import on OpenSSL 3.0; everything else, and every CSR where
- * OpenSSL's DER import is the cheaper (P256_FROM_COORDINATES false: OpenSSL 3.5), is
+ * OpenSSL's DER import is the cheaper (IMPORTS_FROM_COMPONENTS false: OpenSSL 3.5), is
  * parseCsrFast's path. The import runs first, but its outcome is only read where rule 4 reads the
  * key, so a CSR that breaks an earlier rule is refused with that rule's error, as in parseCsrFast.
  */
@@ -166,7 +167,7 @@ export async function parseCsrFastAsync(
 ): Promise<CheckedCsr> {
   const der = csrDerFromPemFast(pem);
   const common = recognizeCommonCsr(der);
-  if (p256 || !common || !P256_FROM_COORDINATES || !isCanonicalP256Spki(common.structure.spki)) {
+  if (p256 || !common || !IMPORTS_FROM_COMPONENTS || !isCanonicalP256Spki(common.structure.spki)) {
     return parseCsrDerFast(der, p256, common);
   }
   const { structure, commonName, requestedSans } = common;
@@ -231,14 +232,15 @@ function verifyCsrKey(structure: CsrStructure, p256: NativeP256Verify | undefine
   const digestBits = p256 && ECDSA_DIGEST_BITS.get(structure.signatureAlgorithm);
   if (p256 && digestBits && isCanonicalP256Spki(structure.spki)) {
     structure.checkKeyAlgorithm();
-    const outcome = p256(
-      p256PointOf(structure.spki),
-      structure.tbs,
-      structure.signature,
-      digestBits,
-    );
+    let outcome: number;
+    try {
+      outcome = p256(p256PointOf(structure.spki), structure.tbs, structure.signature, digestBits);
+    } catch {
+      outcome = P256_BAD_POINT; // not expected (it throws only on bad argument types): node decides
+    }
     if (outcome === P256_VALID) return 'ec-p256';
     if (outcome === P256_BAD_SIGNATURE) throw proofOfPossessionFailed();
+    // P256_BAD_POINT, or OpenSSL could not check it: the import below decides, as the reference.
   }
   return verifyCsrStructure(structure, importCsrKey).keyType;
 }

@@ -1,6 +1,7 @@
 import { KeyObject, createPublicKey, webcrypto } from 'node:crypto';
 import type { CsrKeyType } from '../key-type.js';
 import { csrKeyTypeOf, publicKeyFromSpki } from '../keys.js';
+import { rsaPublicKeyFromComponents } from './rsa-spki.js';
 
 /**
  * The DER prefix of every P-256 SubjectPublicKeyInfo in its one canonical shape:
@@ -18,20 +19,26 @@ const P256_PRIME = Buffer.from(
 );
 
 /**
- * publicKeyFromSpki for the hot path. On OpenSSL 3.0, Node imports an EC key from JWK about
- * twice as fast as from SPKI DER (≈100 µs against ≈190 µs on the event loop, per CSR; on 3.5 they
- * cost the same: P256_FROM_COORDINATES), so the shape nearly every sidecar sends — an
- * uncompressed P-256 point in the canonical encoding, byte for byte — is imported from its
- * coordinates. Anything else, and any point the JWK import refuses (off the
- * curve), goes through publicKeyFromSpki itself, so results and errors are the reference's.
- * test/pki/fast/p256-spki.test.ts compares both on valid, off-curve and out-of-range points.
+ * publicKeyFromSpki for the hot path, where OpenSSL's DER decoders are slow
+ * (IMPORTS_FROM_COMPONENTS: OpenSSL 3.0). On OpenSSL 3.0, Node imports a key from JWK far more
+ * cheaply than from SPKI DER: a P-256 key ≈ 100 against ≈ 190 µs on the event loop, an RSA-2048
+ * key with its signature check ≈ 42 against ≈ 145 µs. So the shape nearly every sidecar sends —
+ * an uncompressed P-256 point in the canonical encoding, byte for byte, or an RSA key
+ * (rsa-spki.ts, taken only when OpenSSL re-encodes it to the same bytes) — is imported from its
+ * components. Anything else, and any key the JWK import refuses (a point off the curve), goes
+ * through publicKeyFromSpki itself, so results and errors are the reference's.
+ * test/pki/fast/p256-spki.test.ts compares both on valid, off-curve, out-of-range and mutated keys.
  */
 export function publicKeyFromSpkiFast(
   spki: Uint8Array,
   subject?: string,
 ): { publicKey: KeyObject; keyType: CsrKeyType } {
   const point = canonicalP256Coordinates(spki);
-  if (!point) return publicKeyFromSpki(spki, subject);
+  if (!point) {
+    const rsa = rsaPublicKeyFromComponents(spki);
+    if (!rsa) return publicKeyFromSpki(spki, subject);
+    return { publicKey: rsa, keyType: csrKeyTypeOf(rsa, subject) };
+  }
   const { x, y } = point;
   let publicKey: KeyObject;
   try {
@@ -59,9 +66,9 @@ function canonicalP256Coordinates(spki: Uint8Array): { x: Buffer; y: Buffer } | 
 }
 
 /**
- * Whether canonical P-256 keys are imported from their coordinates (publicKeyFromSpkiFast's JWK,
- * publicKeyFromSpkiRaw's WebCrypto `raw`) on an OpenSSL of this version, rather than from their
- * SPKI DER (publicKeyFromSpki, the reference) like every other key.
+ * Whether canonical P-256 and RSA keys are imported from their components (publicKeyFromSpkiFast's
+ * JWK, publicKeyFromSpkiRaw's WebCrypto `raw`) on an OpenSSL of this version, rather than from
+ * their SPKI DER (publicKeyFromSpki, the reference) like every other key.
  *
  * The coordinates pay where OpenSSL's DER decoders are slow, and only there. Import plus the CSR's
  * signature check, µs of CPU per CSR, median of 7 interleaved rounds on this 2-core VM
@@ -70,7 +77,7 @@ function canonicalP256Coordinates(spki: Uint8Array): { x: Buffer; y: Buffer } | 
  * per CSR) then costs more than the decoder. Versions between were not measured and keep the
  * coordinates. Both ways give the same key or the same error (test/pki/fast/p256-spki.test.ts).
  */
-export function importsP256FromCoordinates(opensslVersion: string): boolean {
+export function importsFromComponents(opensslVersion: string): boolean {
   const m = /^(\d+)\.(\d+)\./.exec(opensslVersion);
   if (!m) return true;
   const major = Number(m[1]);
@@ -78,15 +85,15 @@ export function importsP256FromCoordinates(opensslVersion: string): boolean {
   return major < 3 || (major === 3 && minor < 5);
 }
 
-/** importsP256FromCoordinates for the OpenSSL this Node runs on. */
-export const P256_FROM_COORDINATES = importsP256FromCoordinates(process.versions.openssl);
+/** importsFromComponents for the OpenSSL this Node runs on. */
+export const IMPORTS_FROM_COMPONENTS = importsFromComponents(process.versions.openssl);
 
 const P256_ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
 
 /**
  * publicKeyFromSpkiFast for the crypto thread, where the import may be asynchronous: the
  * canonical P-256 point is imported through WebCrypto's `raw` format, the cheapest of Node's
- * three ways in on OpenSSL 3.0 (used only there, P256_FROM_COORDINATES, and only where the
+ * three ways in on OpenSSL 3.0 (used only there, IMPORTS_FROM_COMPONENTS, and only where the
  * native check of native-p256.ts, cheaper still, was not built). Measured here (Node
  * 20.20, loaded 2-core VM), µs of CPU per import: SPKI DER 240, JWK 145, WebCrypto raw 87; the
  * issue's quieter figures 95 / 64 / 45. Same fallbacks as publicKeyFromSpkiFast: any other

@@ -1,15 +1,16 @@
-// The hot path's P-256 public key imports (JWK on the event loop, WebCrypto raw on the crypto
-// thread) against the reference (SPKI DER import): the same key or the same error, on real keys,
-// points off the curve and coordinates out of range.
+// The hot path's public key imports (P-256 from JWK on the event loop and WebCrypto raw on the
+// crypto thread; RSA from JWK) against the reference (SPKI DER import): the same key or the same
+// error, on real keys, points off the curve, coordinates out of range, and mutated RSA keys.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { publicKeyFromSpki } from '../../../src/pki/keys.js';
 import {
-  importsP256FromCoordinates,
+  importsFromComponents,
   publicKeyFromSpkiFast,
   publicKeyFromSpkiRaw,
 } from '../../../src/pki/fast/p256-spki.js';
+import { rsaPublicKeyFromComponents } from '../../../src/pki/fast/rsa-spki.js';
 import { seededRng } from '../../support/seeded-rng.js';
 
 const PRIME = Buffer.from(
@@ -88,18 +89,97 @@ describe('publicKeyFromSpkiFast and publicKeyFromSpkiRaw', () => {
   });
 });
 
-describe('importsP256FromCoordinates', () => {
+describe('RSA keys from their components', () => {
+  const rsa = (bits: number) =>
+    spkiOf(generateKeyPairSync('rsa', { modulusLength: bits, publicExponent: 65537 }).publicKey);
+
+  test('real keys of every accepted size are read from their components: the same key', async () => {
+    for (const bits of [2048, 2048, 3072, 4096]) {
+      const spki = rsa(bits);
+      const key = rsaPublicKeyFromComponents(spki);
+      assert.ok(key, `RSA-${bits} taken from its components`);
+      assert.equal(spkiOf(key).toString('hex'), spki.toString('hex'));
+      const r = await same(spki, `RSA-${bits}`);
+      assert.equal(r.keyType, `rsa-${bits}`);
+    }
+    // A weak key is read the same way, then refused by the same rule as the reference's.
+    const weak = rsa(1024);
+    assert.ok(rsaPublicKeyFromComponents(weak));
+    assert.match((await same(weak, 'RSA-1024')).error ?? '', /^weak-key/);
+    // Exponent 3 (small, allowed by OpenSSL) round-trips too.
+    const e3 = spkiOf(
+      generateKeyPairSync('rsa', { modulusLength: 2048, publicExponent: 3 }).publicKey,
+    );
+    assert.ok(rsaPublicKeyFromComponents(e3));
+    await same(e3, 'e = 3');
+  });
+
+  test("encodings that are not OpenSSL's own go to the DER import: the same outcome", async () => {
+    const spki = rsa(2048);
+    // Offsets in an RSA-2048 SPKI: the modulus INTEGER at 28 (02 82 01 01 00 …), e at 289.
+    const variants: [string, Buffer][] = [
+      // The modulus with an extra leading zero (non-minimal), lengths fixed up around it.
+      [
+        'non-minimal modulus',
+        Buffer.concat([
+          Buffer.from('30820123300d06092a864886f70d01010105000382011000308201', 'hex'),
+          Buffer.from('0b02820102', 'hex'),
+          Buffer.from([0]),
+          spki.subarray(32),
+        ]),
+      ],
+      // The modulus without its sign byte: a negative INTEGER.
+      [
+        'negative modulus',
+        Buffer.concat([
+          Buffer.from('30820121300d06092a864886f70d01010105000382010e00308201', 'hex'),
+          Buffer.from('0902820100', 'hex'),
+          spki.subarray(33),
+        ]),
+      ],
+      [
+        'parameters absent',
+        Buffer.concat([
+          Buffer.from('30820120300b06092a864886f70d010101', 'hex'),
+          spki.subarray(19),
+        ]),
+      ],
+      ['a trailing byte', Buffer.concat([spki, Buffer.from([0])])],
+      ['one byte short', spki.subarray(0, spki.length - 1)],
+    ];
+    for (const [label, bytes] of variants) {
+      assert.equal(rsaPublicKeyFromComponents(bytes), undefined, label);
+      await same(bytes, label);
+    }
+    // Seeded single-bit flips anywhere in the structure (headers, modulus, exponent).
+    const r = seededRng(23);
+    let taken = 0;
+    let refused = 0;
+    for (let i = 0; i < 300; i++) {
+      const bytes = Buffer.from(spki);
+      const at = Math.floor(r() * bytes.length);
+      bytes[at]! ^= 1 << Math.floor(r() * 8);
+      if (rsaPublicKeyFromComponents(bytes)) taken++;
+      if ((await same(bytes, `flip at ${at}`)).error) refused++;
+    }
+    // Most flips land in the modulus: a different, valid key, taken from its components.
+    assert.ok(taken > 200, `flipped keys taken from their components (${taken})`);
+    assert.ok(refused > 0, `flips the reference refuses (${refused})`);
+  });
+});
+
+describe('importsFromComponents', () => {
   test('the coordinates on OpenSSL before 3.5, the DER import from 3.5 on', () => {
     // process.versions.openssl of Node 20.20 and Node 24.22, the two measured.
-    assert.equal(importsP256FromCoordinates('3.0.19'), true);
-    assert.equal(importsP256FromCoordinates('3.5.9'), false);
-    assert.equal(importsP256FromCoordinates('3.0.15+quic'), true);
-    assert.equal(importsP256FromCoordinates('3.4.1'), true);
-    assert.equal(importsP256FromCoordinates('3.10.0'), false);
-    assert.equal(importsP256FromCoordinates('4.0.0'), false);
-    assert.equal(importsP256FromCoordinates('1.1.1w'), true);
+    assert.equal(importsFromComponents('3.0.19'), true);
+    assert.equal(importsFromComponents('3.5.9'), false);
+    assert.equal(importsFromComponents('3.0.15+quic'), true);
+    assert.equal(importsFromComponents('3.4.1'), true);
+    assert.equal(importsFromComponents('3.10.0'), false);
+    assert.equal(importsFromComponents('4.0.0'), false);
+    assert.equal(importsFromComponents('1.1.1w'), true);
     // Unreadable: the path this project measured on its own platform.
-    assert.equal(importsP256FromCoordinates(''), true);
-    assert.equal(importsP256FromCoordinates('boringssl'), true);
+    assert.equal(importsFromComponents(''), true);
+    assert.equal(importsFromComponents('boringssl'), true);
   });
 });
