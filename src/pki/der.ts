@@ -75,3 +75,15 @@ export function requireSingleDerElement(der: Uint8Array, subject?: string): DerE
   }
   return el;
 }
+
+/** Whether the element's bytes, header included, are `expected` exactly. */
+export function derElementEquals(der: Uint8Array, el: DerElement, expected: Uint8Array): boolean {
+  if (el.end - el.start !== expected.length) return false;
+  for (let i = 0; i < expected.length; i++) if (der[el.start + i] !== expected[i]) return false;
+  return true;
+}
+
+/** rsaEncryption's AlgorithmIdentifier as DER: SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }. */
+export const RSA_ENCRYPTION_ALGORITHM = Uint8Array.from(
+  Buffer.from('300d06092a864886f70d0101010500', 'hex'),
+);

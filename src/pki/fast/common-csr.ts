@@ -1,4 +1,10 @@
-import { derChildren, readDerElement, type DerElement } from '../der.js';
+import {
+  derChildren,
+  derElementEquals,
+  readDerElement,
+  RSA_ENCRYPTION_ALGORITHM,
+  type DerElement,
+} from '../der.js';
 import type { CsrStructure } from '../csr.js';
 import { TAG } from './der.js';
 import { isCanonicalP256Spki } from './p256-spki.js';
@@ -36,7 +42,6 @@ const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
 /** version INTEGER 0 (v1). */
 const VERSION_1 = hex('020100');
 /** AlgorithmIdentifier of an RSA key: rsaEncryption with NULL parameters (RFC 3279 §2.3.1). */
-const RSA_KEY_ALGORITHM = hex('300d06092a864886f70d0101010500');
 /** Subject attribute types taken here (2.5.4.x), by their OID's DER. */
 const SUBJECT_ATTRIBUTE_OIDS: readonly Uint8Array[] = [
   hex('0603550406'), // C
@@ -91,7 +96,7 @@ function walk(der: Uint8Array): CommonCsr {
     TAG.SEQUENCE,
     TAG.CONTEXT_0_CONSTRUCTED, // attributes: [0] IMPLICIT SET OF Attribute
   ]);
-  expect(equals(der, version, VERSION_1));
+  expect(derElementEquals(der, version, VERSION_1));
   const commonName = commonNameOf(der, subject);
   const spkiBytes = der.subarray(spki.start, spki.end);
   expect(isCanonicalP256Spki(spkiBytes) || isRsaSpki(der, spki));
@@ -141,12 +146,6 @@ function nth(elements: readonly DerElement[], i: number): DerElement {
   return element;
 }
 
-function equals(der: Uint8Array, el: DerElement, expected: Uint8Array): boolean {
-  if (el.end - el.start !== expected.length) return false;
-  for (let i = 0; i < expected.length; i++) if (der[el.start + i] !== expected[i]) return false;
-  return true;
-}
-
 /** The contents as text when every byte is printable ASCII (0x20–0x7e); otherwise not common. */
 function printableAscii(der: Uint8Array, el: DerElement): string {
   let s = '';
@@ -167,11 +166,11 @@ function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined 
     const parts = derChildren(der, atv);
     expect(parts.length === 2);
     const [type, value] = parts as [DerElement, DerElement];
-    expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => equals(der, type, oid)));
+    expect(SUBJECT_ATTRIBUTE_OIDS.some((oid) => derElementEquals(der, type, oid)));
     const tag = der[value.start];
     expect(tag === TAG.UTF8_STRING || tag === TAG.PRINTABLE_STRING);
     const text = printableAscii(der, value);
-    if (commonName === undefined && equals(der, type, COMMON_NAME_OID)) commonName = text;
+    if (commonName === undefined && derElementEquals(der, type, COMMON_NAME_OID)) commonName = text;
   }
   return commonName;
 }
@@ -180,7 +179,7 @@ function commonNameOf(der: Uint8Array, subject: DerElement): string | undefined 
 function isRsaSpki(der: Uint8Array, spki: DerElement): boolean {
   const [alg, key] = fields(der, spki, [TAG.SEQUENCE, TAG.BIT_STRING]);
   return (
-    equals(der, alg, RSA_KEY_ALGORITHM) &&
+    derElementEquals(der, alg, RSA_ENCRYPTION_ALGORITHM) &&
     key.end - key.contentStart >= 2 &&
     der[key.contentStart] === 0
   );
@@ -192,14 +191,14 @@ function requestedSansOf(der: Uint8Array, attributes: DerElement): string[] {
   if (attrs.length === 0) return [];
   expect(attrs.length === 1 && der[nth(attrs, 0).start] === TAG.SEQUENCE);
   const [type, values] = fields(der, nth(attrs, 0), [TAG.OID, TAG.SET]);
-  expect(equals(der, type, EXTENSION_REQUEST_OID));
+  expect(derElementEquals(der, type, EXTENSION_REQUEST_OID));
   const [extensions] = fields(der, values, [TAG.SEQUENCE]);
   const [extension] = fields(der, extensions, [TAG.SEQUENCE]);
   const parts = derChildren(der, extension);
   expect(parts.length === 2 || parts.length === 3);
-  expect(equals(der, nth(parts, 0), SUBJECT_ALT_NAME_OID));
+  expect(derElementEquals(der, nth(parts, 0), SUBJECT_ALT_NAME_OID));
   // critical: absent (DER's encoding of the default FALSE) or TRUE.
-  if (parts.length === 3) expect(equals(der, nth(parts, 1), BOOLEAN_TRUE));
+  if (parts.length === 3) expect(derElementEquals(der, nth(parts, 1), BOOLEAN_TRUE));
   const extnValue = nth(parts, parts.length - 1);
   expect(der[extnValue.start] === TAG.OCTET_STRING);
   const names = readDerElement(der, extnValue.contentStart);

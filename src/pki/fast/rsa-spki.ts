@@ -1,5 +1,11 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { derChildren, readDerElement, type DerElement } from '../der.js';
+import {
+  derChildren,
+  derElementEquals,
+  readDerElement,
+  RSA_ENCRYPTION_ALGORITHM,
+  type DerElement,
+} from '../der.js';
 
 /**
  * An RSA SubjectPublicKeyInfo imported from its modulus and exponent (JWK) instead of its DER,
@@ -31,9 +37,6 @@ export function rsaPublicKeyFromComponents(spki: Uint8Array): KeyObject | undefi
   }
 }
 
-/** rsaEncryption's AlgorithmIdentifier: SEQUENCE { OID 1.2.840.113549.1.1.1, NULL }. */
-const RSA_ALGORITHM = Buffer.from('300d06092a864886f70d0101010500', 'hex');
-
 /**
  * The modulus and exponent (base64url, as JWK) of an SPKI laid out as
  * SEQUENCE { rsaEncryption with NULL, BIT STRING (no unused bits) { SEQUENCE { n, e } } },
@@ -44,7 +47,12 @@ function rsaComponentsOf(spki: Uint8Array): { n: string; e: string } | undefined
     const outer = readDerElement(spki);
     if (outer.end !== spki.length || spki[0] !== 0x30) return undefined;
     const [algorithm, bits, extra] = derChildren(spki, outer);
-    if (!algorithm || !bits || extra || !bytesEqual(spki, algorithm, RSA_ALGORITHM)) {
+    if (
+      !algorithm ||
+      !bits ||
+      extra ||
+      !derElementEquals(spki, algorithm, RSA_ENCRYPTION_ALGORITHM)
+    ) {
       return undefined;
     }
     if (spki[bits.start] !== 0x03 || spki[bits.contentStart] !== 0) return undefined;
@@ -57,12 +65,6 @@ function rsaComponentsOf(spki: Uint8Array): { n: string; e: string } | undefined
   } catch {
     return undefined;
   }
-}
-
-function bytesEqual(bytes: Uint8Array, el: DerElement, expected: Buffer): boolean {
-  if (el.end - el.start !== expected.length) return false;
-  for (let i = 0; i < expected.length; i++) if (bytes[el.start + i] !== expected[i]) return false;
-  return true;
 }
 
 /** An INTEGER's contents without the sign byte DER puts before a high bit, as base64url. */

@@ -45,6 +45,12 @@ function pointOf(key: KeyObject): Buffer {
   return key.export({ format: 'der', type: 'spki' }).subarray(26);
 }
 
+/** A fresh P-256 key's point, and its signature (SHA-256, DER) over `message`. */
+function signedBy(message: Buffer): { point: Buffer; signature: Buffer; privateKey: KeyObject } {
+  const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return { point: pointOf(publicKey), signature: sign('sha256', message, privateKey), privateKey };
+}
+
 /** node:crypto's answer for the same inputs: what the reference parser's rule 6 computes. */
 function reference(point: Buffer, message: Buffer, signature: Buffer, hash: string): number {
   let key: KeyObject;
@@ -138,9 +144,7 @@ describe('the native P-256 check', () => {
 
   test('refuses what is not a point of P-256, as the DER import does', { skip }, () => {
     const message = Buffer.from('tbs');
-    const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const signature = sign('sha256', message, privateKey);
-    const point = pointOf(publicKey);
+    const { point, signature } = signedBy(message);
     const r = seededRng(11);
     let offCurve = 0;
     for (let i = 0; i < 200; i++) {
@@ -174,9 +178,7 @@ describe('the native P-256 check', () => {
     { skip },
     () => {
       const message = Buffer.from('tbs');
-      const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      const point = pointOf(publicKey);
-      const signature = sign('sha256', message, privateKey);
+      const { point, signature } = signedBy(message);
       const { r, s } = rsOf(signature);
       const negS = Buffer.from(ORDER);
       // n - s: the other valid s for the same r (ECDSA is malleable; OpenSSL accepts both).
@@ -222,9 +224,7 @@ describe('the native P-256 check', () => {
     { skip },
     () => {
       const message = Buffer.from('tbs');
-      const { publicKey, privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-      const point = pointOf(publicKey);
-      const signature = sign('sha256', message, privateKey);
+      const { point, signature } = signedBy(message);
       const call = native as unknown as (...args: unknown[]) => number;
       for (const [label, args] of [
         ['no arguments', []],
