@@ -46,8 +46,9 @@ export type CheckedCsr = Omit<ParsedCsr, 'publicKey'>;
  *  4. `unsupported`   the SubjectPublicKeyInfo algorithm is not rsaEncryption,
  *                     id-ecPublicKey with a namedCurve of P-256/P-384, or Ed25519.
  *     `malformed`     node:crypto cannot read the key.
- *     `weak-key`      RSA modulus below 2048 bits.
- *     `unsupported`   RSA modulus above 8192 bits (MAX_CSR_RSA_BITS).
+ *     `weak-key`      RSA modulus below 2048 bits; RSA public exponent even or below 3.
+ *     `unsupported`   RSA modulus above 8192 bits (MAX_CSR_RSA_BITS); RSA public exponent
+ *                     above 2^31 - 1 (MAX_CSR_RSA_EXPONENT, as Go's crypto/rsa).
  *  5. `unsupported`   the signature algorithm is not one of `signatureAlgorithms` (no SHA-1,
  *                     no RSA-PSS); its parameters are not examined.
  *  6. `bad-signature` the signature algorithm's key family does not match the key, or the

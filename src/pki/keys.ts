@@ -167,9 +167,19 @@ export function publicKeyMatches(
 export const MAX_CSR_RSA_BITS = 8192;
 
 /**
+ * The largest RSA public exponent a CSR may carry: Go's crypto/rsa (checkPub, which also refuses
+ * e < 2), and so istiod, refuses anything above it; and a long exponent makes every verification
+ * dear (a 3072-bit one costs ≈ 60× the usual 65537's), which a caller could otherwise choose.
+ */
+export const MAX_CSR_RSA_EXPONENT = 2n ** 31n - 1n;
+
+/**
  * The key type of a CSR's public key. keyTypeOf's rules, except that RSA may have any modulus
  * from 2048 to MAX_CSR_RSA_BITS bits (workloads choose their key; the CA signs only the fixed
- * KeyType sizes). RSA below 2048 bits → `weak-key`; above the maximum → `unsupported`.
+ * KeyType sizes). RSA below 2048 bits → `weak-key`; above the maximum → `unsupported`. The RSA
+ * public exponent must be odd and at least 3 (`weak-key`: with e = 1 any padded digest is its
+ * own signature, so the CSR would prove nothing; an even e is no RSA key), and at most
+ * MAX_CSR_RSA_EXPONENT (`unsupported`).
  */
 export function csrKeyTypeOf(key: KeyObject, subject?: string): CsrKeyType {
   if (key.asymmetricKeyType === 'rsa') {
@@ -178,6 +188,17 @@ export function csrKeyTypeOf(key: KeyObject, subject?: string): CsrKeyType {
       throw err('weak-key', `RSA key of ${bits} bits: at least 2048 required`, subject);
     if (bits > MAX_CSR_RSA_BITS) {
       throw err('unsupported', `RSA key of ${bits} bits: at most ${MAX_CSR_RSA_BITS}`, subject);
+    }
+    const e = key.asymmetricKeyDetails?.publicExponent ?? 0n;
+    if (e < 3n || e % 2n === 0n) {
+      throw err('weak-key', `RSA public exponent ${e}: it must be odd and at least 3`, subject);
+    }
+    if (e > MAX_CSR_RSA_EXPONENT) {
+      throw err(
+        'unsupported',
+        `RSA public exponent of ${e.toString(2).length} bits: at most 2^31 - 1`,
+        subject,
+      );
     }
     return `rsa-${bits}`;
   }

@@ -5,7 +5,7 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { projectRoot } from '../support/paths.js';
@@ -147,7 +147,12 @@ describe('Dockerfile', () => {
     assert.ok(!included.some((l) => /node_modules|dist|\.git|\.castellan|build\//.test(l)));
     // native/'s sources are all copied (a new one would be missing from the image otherwise).
     const copied = build!.instructions.filter((x) => x.op === 'COPY').map((x) => x.args);
-    for (const f of readdirSync(join(projectRoot, 'native')).filter((n) => n !== 'build')) {
+    const sources = spawnSync('git', ['ls-files', 'native'], { cwd: projectRoot, encoding: 'utf8' })
+      .stdout.split('\n')
+      .filter(Boolean)
+      .map((f) => f.slice('native/'.length));
+    assert.ok(sources.length >= 2, `native/ sources from git: ${sources.join(', ')}`);
+    for (const f of sources) {
       assert.ok(
         copied.some((a) => a.split(/\s+/).includes(`native/${f}`)),
         `native/${f} copied`,

@@ -116,7 +116,7 @@ test('RSA CSR keys of any size from 2048 to 8192 bits are accepted (issue 2: "RS
   assert.equal(kindOf(opensslCsr(['-newkey', 'rsa:1024'])), 'weak-key');
 });
 
-test('csrKeyTypeOf bounds RSA moduli: below 2048 weak, above 8192 unsupported', () => {
+test('csrKeyTypeOf bounds RSA moduli (below 2048 weak, above 8192 unsupported) and exponents', () => {
   // Public keys with a modulus of the given size, built from JWK (no slow key generation).
   const rsaPublicKey = (bits: number) => {
     const n = randomBytes(bits / 8);
@@ -138,6 +138,33 @@ test('csrKeyTypeOf bounds RSA moduli: below 2048 weak, above 8192 unsupported', 
       () => csrKeyTypeOf(rsaPublicKey(bits), 'CSR'),
       (e: unknown) => isCastellanError(e, kind) && e.message.includes(`${bits} bits`),
       String(bits),
+    );
+  }
+  // The public exponent: odd, at least 3, at most 2^31 - 1 (Go's crypto/rsa checkPub bound).
+  const withExponent = (e: bigint) => {
+    const n = randomBytes(256);
+    n[0] = n[0]! | 0x80;
+    n[n.length - 1] = n[n.length - 1]! | 1;
+    const hex = e.toString(16);
+    const bytes = Buffer.from(hex.length % 2 ? `0${hex}` : hex, 'hex');
+    return createPublicKey({
+      key: { kty: 'RSA', n: n.toString('base64url'), e: bytes.toString('base64url') },
+      format: 'jwk',
+    });
+  };
+  for (const e of [3n, 65537n, 2n ** 31n - 1n])
+    assert.equal(csrKeyTypeOf(withExponent(e)), 'rsa-2048');
+  for (const [e, kind, text] of [
+    [1n, 'weak-key', 'RSA public exponent 1: it must be odd and at least 3'],
+    [2n, 'weak-key', 'RSA public exponent 2: it must be odd and at least 3'],
+    [65538n, 'weak-key', 'RSA public exponent 65538'],
+    [2n ** 31n + 1n, 'unsupported', 'RSA public exponent of 32 bits: at most 2^31 - 1'],
+    [2n ** 2040n + 1n, 'unsupported', 'RSA public exponent of 2041 bits'],
+  ] as const) {
+    assert.throws(
+      () => csrKeyTypeOf(withExponent(e), 'CSR'),
+      (err: unknown) => isCastellanError(err, kind) && err.message.includes(text),
+      String(e),
     );
   }
   // CA keys keep the fixed sizes: the same 8192-bit key is not a CA key type.

@@ -96,8 +96,9 @@ const P256_ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
  * three ways in on OpenSSL 3.0 (used only there, IMPORTS_FROM_COMPONENTS, and only where the
  * native check of native-p256.ts, cheaper still, was not built). Measured here (Node
  * 20.20, loaded 2-core VM), µs of CPU per import: SPKI DER 240, JWK 145, WebCrypto raw 87; the
- * issue's quieter figures 95 / 64 / 45. Same fallbacks as publicKeyFromSpkiFast: any other
- * shape, and any point the import refuses, goes through publicKeyFromSpki, so results and errors
+ * issue's quieter figures 95 / 64 / 45. Any other shape (RSA included: the crypto thread reads
+ * those with publicKeyFromSpkiFast), and any point the import refuses, goes through
+ * publicKeyFromSpki, so results and errors
  * are the reference's (test/pki/fast/p256-spki.test.ts).
  */
 export async function publicKeyFromSpkiRaw(

@@ -11,6 +11,8 @@ import {
   publicKeyFromSpkiRaw,
 } from '../../../src/pki/fast/p256-spki.js';
 import { rsaPublicKeyFromComponents } from '../../../src/pki/fast/rsa-spki.js';
+import { tlv, TAG } from '../../../src/pki/fast/der.js';
+import { RSA_ENCRYPTION_ALGORITHM } from '../../../src/pki/der.js';
 import { seededRng } from '../../support/seeded-rng.js';
 
 const PRIME = Buffer.from(
@@ -112,6 +114,43 @@ describe('RSA keys from their components', () => {
     );
     assert.ok(rsaPublicKeyFromComponents(e3));
     await same(e3, 'e = 3');
+  });
+
+  test('what the CSR rules refuse is refused the same way through the components', async () => {
+    // SPKIs built here: rsaEncryption, a modulus of `bits` bits (odd, top bit set), exponent e.
+    const spkiWith = (bits: number, e: bigint): Uint8Array => {
+      const n = Buffer.alloc(Math.ceil(bits / 8), 0x5a);
+      n[0] = 1 << ((bits - 1) % 8);
+      n[n.length - 1] = n[n.length - 1]! | 1;
+      const unsigned = (b: Buffer) => (b[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), b]) : b);
+      const hex = e.toString(16);
+      const eBytes = Buffer.from(hex.length % 2 ? `0${hex}` : hex, 'hex');
+      const rsaKey = tlv(
+        TAG.SEQUENCE,
+        tlv(TAG.INTEGER, unsigned(n)),
+        tlv(TAG.INTEGER, unsigned(eBytes)),
+      );
+      return tlv(
+        TAG.SEQUENCE,
+        RSA_ENCRYPTION_ALGORITHM,
+        tlv(TAG.BIT_STRING, Uint8Array.of(0), rsaKey),
+      );
+    };
+    for (const [label, spki, kind] of [
+      ['9000-bit modulus', spkiWith(9000, 65537n), 'unsupported'],
+      ['2040-bit modulus', spkiWith(2040, 65537n), 'weak-key'],
+      ['e = 1', spkiWith(2048, 1n), 'weak-key'],
+      ['e = 2', spkiWith(2048, 2n), 'weak-key'],
+      ['e = 2^31 + 1', spkiWith(2048, 2n ** 31n + 1n), 'unsupported'],
+      ['e above n', spkiWith(2048, 2n ** 2060n + 1n), undefined],
+    ] as const) {
+      const outcome = await same(spki, label);
+      if (kind) assert.match(outcome.error ?? '', new RegExp(`^${kind}:`), label);
+    }
+    // Those OpenSSL reads at all are taken from their components (the path under test).
+    assert.ok(rsaPublicKeyFromComponents(spkiWith(9000, 65537n)));
+    assert.ok(rsaPublicKeyFromComponents(spkiWith(2048, 1n)));
+    assert.equal((await same(spkiWith(2048, 65537n), 'valid')).keyType, 'rsa-2048');
   });
 
   test("encodings that are not OpenSSL's own go to the DER import: the same outcome", async () => {
