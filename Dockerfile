@@ -3,8 +3,8 @@
 # the dev dependencies; the runtime stage gets only what `castellan` runs with, and runs it as
 # an unprivileged user. Pin NODE_IMAGE to a digest in your own builds for reproducibility.
 # Node 24 (an LTS line until April 2028; Node 20's ended in April 2026): the whole test suite passes
-# on it, and its OpenSSL 3.5 checks a CSR's key in two thirds of Node 20's time (docs/performance.md,
-# "On Node 24"). NODE_IMAGE=node:20-bookworm-slim still builds a working image.
+# on it (docs/performance.md, "On Node 24"). NODE_IMAGE=node:20-bookworm-slim still builds a
+# working image.
 ARG NODE_IMAGE=node:24-bookworm-slim
 
 FROM ${NODE_IMAGE} AS build
