@@ -358,7 +358,8 @@ function h2loadCase(
   return {
     name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}${csr}`,
     limit: LIMITS[keyType],
-    target: TARGETS[keyType](concurrency),
+    // The issue's targets are stated for the P-256 CSRs of the other cases.
+    target: csr ? '-' : TARGETS[keyType](concurrency),
     // The issue's yardstick: a Go CA doing TLS + HTTP/2 + an authenticated sign, same h2load.
     ...(keyType === 'ec-p256' && concurrency === 64 && !csr
       ? { peer: CFSSL_AUTHSIGN_CASE(64) }
