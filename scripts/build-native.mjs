@@ -34,11 +34,11 @@ if (!nodeGyp || !existsSync(nodeGyp)) {
   warn('node-gyp was not found: run the build through npm (npm run build)');
 } else {
   // Bounded: outside npm's nodedir setting node-gyp fetches Node's headers, which a closed
-  // network would otherwise hold for ever.
+  // network would otherwise hold for ever. CASTELLAN_NATIVE_BUILD_TIMEOUT_MS: for the tests.
   const run = spawnSync(process.execPath, [nodeGyp, 'rebuild'], {
     cwd: nativeDir,
     encoding: 'utf8',
-    timeout: 300_000,
+    timeout: Number(process.env.CASTELLAN_NATIVE_BUILD_TIMEOUT_MS ?? 300_000),
   });
   if (run.status !== 0) {
     process.stderr.write(run.stdout + run.stderr);

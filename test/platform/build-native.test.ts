@@ -87,6 +87,21 @@ describe('scripts/build-native.mjs', () => {
     );
   });
 
+  test('a node-gyp that hangs is stopped at the bound, and the install goes on', () => {
+    const { dir } = nativeCopy();
+    const hanging = join(tmp(), 'node-gyp.js');
+    writeFileSync(hanging, 'setTimeout(() => {}, 60_000);\n');
+    const started = Date.now();
+    const r = build({
+      CASTELLAN_NATIVE_DIR: dir,
+      npm_config_node_gyp: hanging,
+      CASTELLAN_NATIVE_BUILD_TIMEOUT_MS: '500',
+    });
+    assert.equal(r.status, 0);
+    assert.ok(Date.now() - started < 30_000, 'stopped long before the hanging node-gyp would end');
+    assert.match(r.stderr, /node-gyp rebuild failed \(spawnSync .* ETIMEDOUT\)/);
+  });
+
   test('no node-gyp to be found (run outside npm): said so, exit 0', () => {
     const { dir } = nativeCopy();
     const r = build({ CASTELLAN_NATIVE_DIR: dir });
