@@ -89,7 +89,7 @@ export async function loadOrCreateSelfSignedCa(
 ): Promise<KeyCertBundle> {
   const dir = options.dataDir;
   await finishCommittedSet(dir);
-  const existing = await loadSelfSignedSet(dir, clock);
+  const existing = await loadInPlaceSet(dir, clock);
   if (existing) return existing;
   validateTrustDomain(options.trustDomain);
   const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
@@ -109,13 +109,29 @@ export async function loadOrCreateSelfSignedCa(
   await finishCommittedSet(dir);
   // Read back what is on disk: the set just written, or, had another process committed its set
   // first, that one (so both serve the same root).
-  const written = await loadSelfSignedSet(dir, clock);
+  const written = await loadInPlaceSet(dir, clock);
   if (!written) {
     throw new CastellanError('internal', 'the self-signed CA just written is not there', {
       subject: dir,
     });
   }
   return written;
+}
+
+/**
+ * loadSelfSignedSet, for a start that may meet another process moving its committed set into
+ * place (separate processes first-starting on one data dir): the files arrive one link at a
+ * time, so a read between two links sees half a set. Half a set is therefore read again once
+ * any committed set is finished here too; a half set that stays half is the real error.
+ */
+async function loadInPlaceSet(dir: string, clock: Clock): Promise<KeyCertBundle | undefined> {
+  try {
+    return await loadSelfSignedSet(dir, clock);
+  } catch (e) {
+    if (!(e instanceof CastellanError) || e.kind !== 'incomplete-ca') throw e;
+    await finishCommittedSet(dir);
+    return loadSelfSignedSet(dir, clock);
+  }
 }
 
 async function loadSelfSignedSet(dir: string, clock: Clock): Promise<KeyCertBundle | undefined> {

@@ -1,6 +1,15 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import fs, {
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { ManualClock } from '../../support/manual-clock.js';
 import { isCastellanError } from '../../../src/errors.js';
@@ -85,4 +94,39 @@ test('first starts racing on one data dir end with one root, on disk and in ever
   for (const b of bundles) assert.equal(b.rootBundlePem.trim(), onDisk.trim());
   assert.equal(new Set(bundles.map((b) => b.signingCert.serialNumber)).size, 1);
   assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+});
+
+test('a start that meets another process moving its committed set into place serves that set', async () => {
+  // Separate processes first-starting on one data dir (test/reliability/crash-safe-state.test.ts
+  // caught this once in four processes): start B finds no committed set, then start A commits its
+  // set and links ca-key.pem into place, and B reads ca-cert.pem (not there yet) and ca-key.pem.
+  // B then saw half a set and refused with `incomplete-ca`; it must finish A's set and serve it.
+  const made = join(tmp.dir, 'made-by-a');
+  const a = await loadOrCreateSelfSignedCa({ dataDir: made, trustDomain: 'cluster.local' }, clock);
+  const dir = join(tmp.dir, 'b-meets-a');
+  const committed = join(dir, '.self-signed-ca.ready');
+  mkdirSync(committed, { recursive: true });
+  for (const f of ['ca-cert.pem', 'root-cert.pem']) copyFileSync(join(made, f), join(committed, f));
+  copyFileSync(join(made, 'ca-key.pem'), join(dir, 'ca-key.pem')); // A's first link
+  // B's first look for a committed set happened before A's commit: it found none.
+  const promises = fs.promises as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const readdir = promises.readdir!;
+  let first = true;
+  promises.readdir = (...args: unknown[]) => {
+    if (first && args[0] === committed) {
+      first = false;
+      return Promise.reject(Object.assign(new Error('ENOENT'), { code: 'ENOENT' }));
+    }
+    return readdir.apply(fs.promises, args);
+  };
+  syncBuiltinESMExports();
+  try {
+    const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+    assert.equal(first, false, 'the first look was the one that found nothing');
+    assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
+    assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+  } finally {
+    promises.readdir = readdir;
+    syncBuiltinESMExports();
+  }
 });
