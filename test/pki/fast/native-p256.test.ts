@@ -301,6 +301,55 @@ describe('the native P-256 check', () => {
     assert.equal(answer, P256_VALID);
     await worker.terminate();
   });
+
+  test(
+    'answers right while the event loop and a worker call it at the same time',
+    { skip },
+    async () => {
+      const message = Buffer.from('tbs');
+      const { point, signature } = signedBy(message);
+      const bad = Buffer.from(signature);
+      bad[bad.length - 1]! ^= 1;
+      const offCurve = Buffer.from(point);
+      offCurve[64]! ^= 1;
+      const ROUNDS = 3000;
+      // Each side alternates a valid signature, a bad one and a bad point, and counts wrong answers.
+      const worker = new Worker(
+        `const { parentPort, workerData: w } = require('node:worker_threads');
+       const { verifyP256 } = require(w.addon);
+       parentPort.postMessage('ready');
+       let wrong = 0;
+       for (let i = 0; i < w.rounds; i++) {
+         const k = i % 3;
+         const answer = verifyP256(k === 2 ? w.offCurve : w.point, w.message, k === 1 ? w.bad : w.signature, 256);
+         if (answer !== [1, 0, -1][k]) wrong++;
+       }
+       parentPort.postMessage(wrong);`,
+        {
+          eval: true,
+          workerData: { addon: ADDON, point, message, signature, bad, offCurve, rounds: ROUNDS },
+        },
+      );
+      const answers: unknown[] = [];
+      const workerDone = new Promise<unknown>((resolve, reject) => {
+        worker.on('message', (m) => {
+          answers.push(m);
+          if (answers.length === 2) resolve(m);
+        });
+        worker.once('error', reject);
+      });
+      await new Promise<void>((resolve) => worker.once('message', () => resolve()));
+      let wrong = 0;
+      for (let i = 0; i < ROUNDS; i++) {
+        const k = i % 3;
+        const answer = native(k === 2 ? offCurve : point, message, k === 1 ? bad : signature, 256);
+        if (answer !== [P256_VALID, P256_BAD_SIGNATURE, P256_BAD_POINT][k]) wrong++;
+      }
+      assert.equal(wrong, 0, 'wrong answers on the event loop');
+      assert.equal(await workerDone, 0, 'wrong answers in the worker');
+      await worker.terminate();
+    },
+  );
 });
 
 describe('loadNativeP256', () => {
