@@ -117,7 +117,18 @@ export class CaServer<C> {
     // publishes (new serving certificate or roots), on the same listener.
     const grpc = await this.listener.listen(this.options.grpcAddress);
     this.listening = true;
-    this.log.info({ grpc: formatHostPort(grpc) }, 'CA service listening');
+    const admission = this.options.admission?.options;
+    this.log.info(
+      {
+        grpc: formatHostPort(grpc),
+        // This process's bounds: with --workers, its share of the flags (admissionPerWorker).
+        ...(admission && {
+          maxInflightCsr: admission.maxInflight,
+          maxQueuedCsr: admission.maxQueued,
+        }),
+      },
+      'CA service listening',
+    );
     return grpc;
   }
 

@@ -14,6 +14,8 @@ const MIRRORED_COUNTERS = new Set(['castellan_ca_load_errors_total']);
 const SUMMED_GAUGES = new Set([
   'castellan_csr_check_threads_ready',
   'castellan_csr_inflight',
+  'castellan_csr_inflight_limit',
+  'castellan_csr_queue_limit',
   'castellan_csr_queued',
   // Each worker's own connections on the shared gRPC port.
   'castellan_grpc_open_connections',

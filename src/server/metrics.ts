@@ -30,7 +30,7 @@ export class CaMetrics {
   /** Audit lines of shed calls dropped by the audit log's own rate limit. */
   readonly auditLinesSuppressedCount: Counter;
   /** Admission control's state, read when scraped; no sample without admission control. */
-  private admission: { readonly inflight: number; readonly queued: number } | undefined;
+  private admission: FollowedAdmission | undefined;
   /** The first root of the trust bundle, as istiod reports it. */
   private rootNotAfterMs: number | undefined;
   /** The root that expires first, whichever its place in the trust bundle. */
@@ -108,6 +108,21 @@ export class CaMetrics {
       'CreateCertificate calls waiting for a slot (at most --max-queued-csr).',
       () => this.admission?.queued,
     );
+    // The bounds in force, so that saturation is a ratio an alert can read
+    // (castellan_csr_inflight / castellan_csr_inflight_limit); with --workers each process
+    // holds its share, rounded up, and the primary sums them: the service's real bound.
+    gauge(
+      registers,
+      'castellan_csr_inflight_limit',
+      'CreateCertificate calls that may be in progress at once (--max-inflight-csr, as split among --workers).',
+      () => this.admission?.options.maxInflight,
+    );
+    gauge(
+      registers,
+      'castellan_csr_queue_limit',
+      'CreateCertificate calls that may wait for a slot (--max-queued-csr, as split among --workers).',
+      () => this.admission?.options.maxQueued,
+    );
     // Timestamps are set when the CA changes; the *_seconds variants are "time left", so they
     // are computed when scraped (Istio exports both).
     const left = (at: number | undefined): number | undefined =>
@@ -176,7 +191,7 @@ export class CaMetrics {
   }
 
   /** Reports this admission control's in-flight and queued counts when scraped. */
-  followAdmission(admission: { readonly inflight: number; readonly queued: number }): void {
+  followAdmission(admission: FollowedAdmission): void {
     this.admission = admission;
   }
 
@@ -192,6 +207,13 @@ export class CaMetrics {
     const crl = snapshot.bundle.crl;
     this.crl = crl && { nextUpdateMs: crl.nextUpdate?.getTime(), revoked: crl.revokedCount };
   }
+}
+
+/** What the admission gauges read (an Admission, ./admission.ts). */
+export interface FollowedAdmission {
+  readonly inflight: number;
+  readonly queued: number;
+  readonly options: { readonly maxInflight: number; readonly maxQueued: number };
 }
 
 const SHED_REASONS: readonly ShedReason[] = ['queue_full', 'identity_rate', 'node_rate'];

@@ -43,6 +43,8 @@ interface LogLine {
   audit?: string;
   outcome?: string;
   pid?: number;
+  maxInflightCsr?: number;
+  maxQueuedCsr?: number;
 }
 
 /** Pids that wrote a JSON log line on stderr that `match` accepts. */
@@ -120,7 +122,7 @@ describe('castellan serve --workers 2 (processes)', () => {
     }
   });
 
-  test('both workers issue, /metrics sums them, a CA change reaches both, a dead worker is replaced, SIGTERM exits 0', async (t) => {
+  test('both workers issue, /metrics sums them, each holds its share of the admission bounds, a CA change reaches both, a dead worker is replaced, SIGTERM exits 0', async (t) => {
     const cacerts = tmp();
     // Istio's alt sample set first (it passes -x509_strict), then the default set.
     for (const f of ['ca-cert', 'ca-key', 'cert-chain', 'root-cert']) {
@@ -137,6 +139,12 @@ describe('castellan serve --workers 2 (processes)', () => {
       // Re-read often: the test waits for the swap, not for a 2 s default poll.
       '--cacerts-poll-interval',
       '100ms',
+      // Split between the two workers, rounded up (admissionPerWorker): 9 + 9 and 17 + 17,
+      // room for the 16 calls below even if the OS gives one worker all of them.
+      '--max-inflight-csr',
+      '17',
+      '--max-queued-csr',
+      '33',
       '--log-level',
       'info',
     ]);
@@ -173,6 +181,14 @@ describe('castellan serve --workers 2 (processes)', () => {
         sample(metrics, 'castellan_csr_duration_seconds_count\\{outcome="issued"\\}'),
         16,
       );
+      // Each worker says its share when it listens; the primary sums the shares.
+      const shares = loggingPids(
+        serve.stderr(),
+        (l) => l.msg === 'CA service listening' && l.maxInflightCsr === 9 && l.maxQueuedCsr === 17,
+      );
+      assert.deepEqual([...shares].sort(), [...first].sort());
+      assert.equal(sample(metrics, 'castellan_csr_inflight_limit'), 18);
+      assert.equal(sample(metrics, 'castellan_csr_queue_limit'), 34);
       const rootNotAfter = new X509Certificate(rootPem).validTo;
       assert.equal(
         sample(metrics, 'citadel_server_root_cert_expiry_timestamp'),

@@ -222,6 +222,8 @@ describe('admission control over TLS', () => {
     assert.equal(h.admission.queued, 8);
     assert.equal(await h.metric('castellan_csr_inflight'), 4);
     assert.equal(await h.metric('castellan_csr_queued'), 8);
+    assert.equal(await h.metric('castellan_csr_inflight_limit'), 4);
+    assert.equal(await h.metric('castellan_csr_queue_limit'), 8);
     h.issuer.releaseAll();
     const all = await Promise.all(outcomes);
     assert.deepEqual(codes(all), { OK: 12, RESOURCE_EXHAUSTED: 188 });

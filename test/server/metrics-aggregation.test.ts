@@ -38,6 +38,8 @@ async function worker(
   });
   if (loadErrors > 0) errors.inc({ source: 'cacerts-dir:/x' }, loadErrors);
   new Gauge({ name: 'castellan_csr_check_threads_ready', help: 'h', registers }).set(1);
+  new Gauge({ name: 'castellan_csr_inflight_limit', help: 'h', registers }).set(16);
+  new Gauge({ name: 'castellan_csr_queue_limit', help: 'h', registers }).set(256);
   // Through JSON, as the IPC channel carries it.
   return JSON.parse(JSON.stringify(await registry.getMetricsAsJSON())) as WorkerMetrics;
 }
@@ -57,6 +59,9 @@ describe('aggregateWorkerMetrics', () => {
     assert.equal(sample(text, 'citadel_server_success_cert_issuance_count'), 8);
     // Each worker's own check thread: the service has both.
     assert.equal(sample(text, 'castellan_csr_check_threads_ready'), 2);
+    // Each worker's share of the admission bounds: the service's bound is their sum.
+    assert.equal(sample(text, 'castellan_csr_inflight_limit'), 32);
+    assert.equal(sample(text, 'castellan_csr_queue_limit'), 512);
     assert.equal(sample(text, 'castellan_csr_duration_seconds_count{outcome="issued"}'), 3);
     assert.equal(
       sample(text, 'castellan_csr_duration_seconds_bucket{le="0.1",outcome="issued"}'),
