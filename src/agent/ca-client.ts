@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import {
   ISTIO_CA_SERVICE,
@@ -6,8 +7,10 @@ import {
   type IstioCertificateRequest,
   type IstioCertificateResponse,
 } from '../api/istioca.js';
+import { parseHostPort } from '../address.js';
 import type { Clock } from '../clock.js';
 import { CastellanError, type ErrorKind } from '../errors.js';
+import { TlsChannelCredentials } from './tls-channel-credentials.js';
 
 /** What the agent needs from a CA: one CreateCertificate call. A seam for tests. */
 export interface CertificateAuthorityClient {
@@ -141,13 +144,14 @@ export class GrpcCaClient implements CertificateAuthorityClient {
       metadata.set('authorization', `Bearer ${token}`);
     }
     const identity = request.clientIdentity;
+    const name = this.options.serverName || parseHostPort(this.options.address, 'CA address').host;
     let credentials: grpc.ChannelCredentials;
     try {
-      credentials = grpc.credentials.createSsl(
-        Buffer.from(rootsPem),
-        identity ? Buffer.from(identity.keyPem) : null,
-        identity ? Buffer.from(identity.certChainPem) : null,
-      );
+      const secureContext = createSecureContext({
+        ca: rootsPem,
+        ...(identity && { key: identity.keyPem, cert: identity.certChainPem }),
+      });
+      credentials = new TlsChannelCredentials(secureContext, name);
     } catch (e) {
       throw new CastellanError(
         'malformed',
@@ -155,11 +159,10 @@ export class GrpcCaClient implements CertificateAuthorityClient {
         { subject: this.options.rootCertFile, cause: e },
       );
     }
+    // The certificate is checked against --server-name (TlsChannelCredentials); the HTTP/2
+    // :authority names it too, as grpc-go's ServerName override does.
     const channelOptions: grpc.ChannelOptions = {};
-    if (this.options.serverName) {
-      channelOptions['grpc.ssl_target_name_override'] = this.options.serverName;
-      channelOptions['grpc.default_authority'] = this.options.serverName;
-    }
+    if (this.options.serverName) channelOptions['grpc.default_authority'] = this.options.serverName;
     const Client = istioCaClientConstructor();
     const client = new Client(this.options.address, credentials, channelOptions);
     // grpc-js takes the deadline as a point in wall-clock time (ms since the epoch).

@@ -94,6 +94,24 @@ test('a CA that is not listening is UNAVAILABLE, and so is one whose certificate
   );
 });
 
+test('--server-name: the certificate is checked against it, not the address dialled, and :authority names it', async () => {
+  ca.calls.length = 0;
+  // The CA's serving certificate names localhost and 127.0.0.1; the address is 127.0.0.1.
+  await client().createCertificate({ csrPem, validitySeconds: 0 });
+  assert.equal(ca.calls[0]?.authority, ca.address);
+  const chain = await client({ serverName: 'localhost' }).createCertificate({
+    csrPem,
+    validitySeconds: 0,
+  });
+  assert.equal(chain.length, 2);
+  assert.equal(ca.calls[1]?.authority, 'localhost');
+  await assert.rejects(
+    client({ serverName: 'ca.example' }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith('unavailable', /UNAVAILABLE/),
+  );
+  assert.equal(ca.calls.length, 2, 'nothing sent to a CA whose certificate does not name it');
+});
+
 test('a missing or empty token file, or a missing root file, is a typed error naming the file', async () => {
   await assert.rejects(
     client({ tokenFile: join(dir, 'nope') }).createCertificate({ csrPem, validitySeconds: 0 }),

@@ -15,6 +15,8 @@ import {
 export interface CaDoubleCall {
   authorization: string | undefined;
   peerCertificate: boolean;
+  /** The HTTP/2 :authority the call named. */
+  authority: string;
 }
 
 function randomSerial(): string {
@@ -131,6 +133,7 @@ export class CaDouble {
         const auth = call.metadata.get('authorization')[0];
         const peer = call.getAuthContext().sslPeerCertificate;
         this.calls.push({
+          authority: call.getHost(),
           authorization: typeof auth === 'string' ? auth : undefined,
           peerCertificate: peer !== undefined && Object.keys(peer).length > 0,
         });

@@ -4,7 +4,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
+import { parseHostPort } from '../../../src/address.js';
+import { TlsChannelCredentials } from '../../../src/agent/tls-channel-credentials.js';
 import { istioCaPackageDefinition } from '../../../src/api/istioca.js';
 import { loadProto } from '../../../src/api/protos.js';
 import { opensslText, opensslVerify as verify } from '../../support/openssl.js';
@@ -27,10 +30,15 @@ export function caClient(
   const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition()) as unknown as {
     istio: { v1: { auth: { IstioCertificateService: new (...a: unknown[]) => CaClient } } };
   };
-  const creds = grpc.credentials.createSsl(
-    Buffer.from(rootPem),
-    clientCert ? Buffer.from(clientCert.keyPem) : null,
-    clientCert ? Buffer.from(clientCert.chainPem) : null,
+  // The agent's TLS credentials (src/agent/tls-channel-credentials.ts), not grpc-js's: those
+  // give TLS an IP address as the server name, which Node 26 refuses.
+  const override = channelOptions?.['grpc.ssl_target_name_override'];
+  const creds = new TlsChannelCredentials(
+    createSecureContext({
+      ca: rootPem,
+      ...(clientCert && { key: clientCert.keyPem, cert: clientCert.chainPem }),
+    }),
+    typeof override === 'string' ? override : parseHostPort(target).host,
   );
   return new pkg.istio.v1.auth.IstioCertificateService(target, creds, channelOptions);
 }

@@ -1,0 +1,85 @@
+import { isIP, type Socket } from 'node:net';
+import { checkServerIdentity, connect, type PeerCertificate, type SecureContext } from 'node:tls';
+import { CallCredentials, ChannelCredentials } from '@grpc/grpc-js';
+import type {
+  SecureConnectResult,
+  SecureConnector,
+} from '@grpc/grpc-js/build/src/channel-credentials.js';
+
+/**
+ * TLS credentials for a gRPC channel to one CA, which check its certificate against `name` (the
+ * host dialled, or `--server-name`) and send `name` as the TLS server name (SNI) only when it is
+ * a DNS name.
+ *
+ * Why not grpc-js's own (`credentials.createSsl`): grpc-js 1.14 hands the dialled host to
+ * `tls.connect` as `servername` even when it is an IP address. RFC 6066 (section 3) forbids an
+ * IP address there; Node 20 and 24 only warn (DEP0123), Node 26 refuses it, and the call then
+ * fails on every retry (grpc/grpc-node#1919 is open). Istio's clients do what this does: Go's
+ * crypto/tls sends no server name for an IP address and checks the certificate's IP SANs.
+ *
+ * `_createSecureConnector` is grpc-js's own extension point for credentials (what its xDS
+ * credentials implement); it is typed in grpc-js's declarations, so a grpc-js release that
+ * changes it fails the build here rather than at run time.
+ */
+export class TlsChannelCredentials extends ChannelCredentials {
+  constructor(
+    private readonly secureContext: SecureContext,
+    /** What the certificate must name: a DNS name or an IP address. */
+    private readonly name: string,
+  ) {
+    super();
+  }
+
+  _isSecure(): boolean {
+    return true;
+  }
+
+  _equals(other: ChannelCredentials): boolean {
+    return other === this;
+  }
+
+  _createSecureConnector(
+    _target: unknown,
+    _options: unknown,
+    callCredentials?: CallCredentials,
+  ): SecureConnector {
+    const { secureContext, name } = this;
+    return {
+      connect: (socket: Socket) => tlsHandshake(socket, secureContext, name),
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => callCredentials ?? CallCredentials.createEmpty(),
+      destroy: () => {},
+    };
+  }
+}
+
+/** The TLS handshake over `socket`: resolves once the peer is verified against `name`. */
+function tlsHandshake(
+  socket: Socket,
+  secureContext: SecureContext,
+  name: string,
+): Promise<SecureConnectResult> {
+  return new Promise((resolve, reject) => {
+    const tlsSocket = connect(
+      {
+        socket,
+        secureContext,
+        ALPNProtocols: ['h2'],
+        // No server name for an IP address (RFC 6066); Node checks the certificate against
+        // `name` either way, through checkServerIdentity (IP SANs for an address).
+        ...(isIP(name) === 0 && { servername: name }),
+        checkServerIdentity: (_host: string, cert: PeerCertificate) =>
+          checkServerIdentity(name, cert),
+      },
+      () => {
+        if (!tlsSocket.authorized) {
+          reject(tlsSocket.authorizationError);
+          tlsSocket.destroy();
+          return;
+        }
+        resolve({ socket: tlsSocket, secure: true });
+      },
+    );
+    tlsSocket.on('error', reject);
+  });
+}
