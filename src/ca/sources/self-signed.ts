@@ -1,11 +1,12 @@
 import type { KeyObject } from 'node:crypto';
 import { link, mkdir, readFile, readdir, rename, rm, rmdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { X509Certificate } from '@peculiar/x509';
+import { X509Certificate as PeculiarX509Certificate, type X509Certificate } from '@peculiar/x509';
 import { syncFolder, temporaryPathFor, writeFileDurably } from '../../atomic-write.js';
 import type { Clock } from '../../clock.js';
 import { CastellanError } from '../../errors.js';
 import { issueCertificate } from '../../pki/issue.js';
+import { pemBlocks } from '../../pki/pem.js';
 import type { CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, privateKeyToPem } from '../../pki/keys.js';
 import type { SubjectName } from '../../pki/profiles.js';
@@ -34,6 +35,11 @@ export interface SelfSignedOptions {
   readonly trustDomain: string;
   readonly keyType?: CaKeyType;
   readonly ttlMs?: number;
+  /**
+   * Told when the data dir's root-cert.pem held another CA's roots, left by a run on a
+   * plugged-in CA (selfSignedRoots): the message says what was set aside.
+   */
+  readonly onForeignRoots?: ((message: string) => void) | undefined;
 }
 
 async function readIfExists(path: string): Promise<string | undefined> {
@@ -89,7 +95,7 @@ export async function loadOrCreateSelfSignedCa(
 ): Promise<KeyCertBundle> {
   const dir = options.dataDir;
   await finishCommittedSet(dir);
-  const existing = await loadInPlaceSet(dir, clock);
+  const existing = await loadInPlaceSet(dir, clock, options.onForeignRoots);
   if (existing) return existing;
   validateTrustDomain(options.trustDomain);
   const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
@@ -109,7 +115,7 @@ export async function loadOrCreateSelfSignedCa(
   await finishCommittedSet(dir);
   // Read back what is on disk: the set just written, or, had another process committed its set
   // first, that one (so both serve the same root).
-  const written = await loadInPlaceSet(dir, clock);
+  const written = await loadInPlaceSet(dir, clock, options.onForeignRoots);
   if (!written) {
     throw new CastellanError('internal', 'the self-signed CA just written is not there', {
       subject: dir,
@@ -124,17 +130,25 @@ export async function loadOrCreateSelfSignedCa(
  * time, so a read between two links sees half a set. Half a set is therefore read again once
  * any committed set is finished here too; a half set that stays half is the real error.
  */
-async function loadInPlaceSet(dir: string, clock: Clock): Promise<KeyCertBundle | undefined> {
+async function loadInPlaceSet(
+  dir: string,
+  clock: Clock,
+  onForeignRoots: SelfSignedOptions['onForeignRoots'],
+): Promise<KeyCertBundle | undefined> {
   try {
-    return await loadSelfSignedSet(dir, clock);
+    return await loadSelfSignedSet(dir, clock, onForeignRoots);
   } catch (e) {
     if (!(e instanceof CastellanError) || e.kind !== 'incomplete-ca') throw e;
     await finishCommittedSet(dir);
-    return loadSelfSignedSet(dir, clock);
+    return loadSelfSignedSet(dir, clock, onForeignRoots);
   }
 }
 
-async function loadSelfSignedSet(dir: string, clock: Clock): Promise<KeyCertBundle | undefined> {
+async function loadSelfSignedSet(
+  dir: string,
+  clock: Clock,
+  onForeignRoots: SelfSignedOptions['onForeignRoots'],
+): Promise<KeyCertBundle | undefined> {
   const certPem = await readIfExists(join(dir, CERT));
   const keyPem = await readIfExists(join(dir, KEY));
   if (certPem === undefined && keyPem === undefined) return undefined;
@@ -152,7 +166,14 @@ async function loadSelfSignedSet(dir: string, clock: Clock): Promise<KeyCertBund
       { subject: dir },
     );
   }
-  const rootPem = (await readIfExists(join(dir, ROOT))) ?? certPem;
+  const rootFile = await readIfExists(join(dir, ROOT));
+  const own = rootFile === undefined ? undefined : isOwnRootBundle(rootFile, certPem);
+  if (own === false) {
+    onForeignRoots?.(
+      `${join(dir, ROOT)} holds the roots of another CA (published by an earlier run on a plugged-in CA, --cacerts-dir), none of them this self-signed root: serving ${join(dir, CERT)} as the only root, and publishing it in their place`,
+    );
+  }
+  const rootPem = rootFile === undefined || own === false ? certPem : rootFile;
   return buildKeyCertBundle(
     {
       certPem,
@@ -163,6 +184,30 @@ async function loadSelfSignedSet(dir: string, clock: Clock): Promise<KeyCertBund
     },
     clock,
   );
+}
+
+/**
+ * Whether root-cert.pem is this self-signed set's: it holds a certificate of ca-cert.pem's key
+ * (the root itself, or the old and the new root of a rotation, which share the key). The data
+ * dir's root-cert.pem is also where serve publishes the trust bundle of whichever CA it serves
+ * (local-runtime.ts), so after a run on a plugged-in CA it holds that CA's roots; read as this
+ * set's roots, they made every later self-signed start fail ("does not lead to any of the trusted
+ * roots"), and only removing the file mended it. Undefined when either file does not parse:
+ * buildKeyCertBundle then refuses it with the precise reason, as before.
+ */
+function isOwnRootBundle(rootPem: string, certPem: string): boolean | undefined {
+  try {
+    const spki = (der: Uint8Array): Buffer =>
+      Buffer.from(new PeculiarX509Certificate(der).publicKey.rawData);
+    const [cert] = pemBlocks(certPem).filter((b) => b.label === 'CERTIFICATE');
+    if (!cert) return undefined;
+    const own = spki(cert.der);
+    const roots = pemBlocks(rootPem).filter((b) => b.label === 'CERTIFICATE');
+    if (roots.length === 0) return undefined;
+    return roots.some((b) => spki(b.der).equals(own));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The committed new set, while its files are being moved into the data dir. */

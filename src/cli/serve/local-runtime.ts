@@ -98,6 +98,7 @@ export async function startLocalRuntime(
         trustDomain: ca.trustDomain,
         keyType: ca.selfSignedKeyType,
         ttlMs: ca.selfSignedRootTtlMs,
+        onForeignRoots: (message) => logger.warn(message),
       },
       clock,
     );

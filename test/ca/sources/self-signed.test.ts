@@ -12,6 +12,7 @@ import fs, {
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { ManualClock } from '../../support/manual-clock.js';
+import { istioSampleCerts } from '../../support/paths.js';
 import { isCastellanError } from '../../../src/errors.js';
 import { loadOrCreateSelfSignedCa, reissueRoot } from '../../../src/ca/sources/self-signed.js';
 import {
@@ -67,6 +68,52 @@ test('never silently replaced: corrupt or half sets are errors', async () => {
     (e: unknown) =>
       isCastellanError(e, 'incomplete-ca') && e.message.includes('ca-key.pem is missing'),
   );
+});
+
+test("a root-cert.pem another CA's run left in the data dir (serve --cacerts-dir publishes there) is set aside, said, and never a failed start", async () => {
+  const foreign = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
+  const said: string[] = [];
+  const load = (dir: string) =>
+    loadOrCreateSelfSignedCa(
+      { dataDir: dir, trustDomain: 'td', onForeignRoots: (m) => said.push(m) },
+      clock,
+    );
+
+  // Self-signed first, then a run on a plugged-in CA, then self-signed again: the same root.
+  const dir = join(tmp.dir, 'flip');
+  const first = await load(dir);
+  writeFileSync(join(dir, 'root-cert.pem'), foreign);
+  const again = await load(dir);
+  assert.equal(again.signingCert.serialNumber, first.signingCert.serialNumber);
+  assert.equal(again.rootBundlePem, first.rootBundlePem);
+  assert.equal(said.length, 1);
+  assert.match(said[0]!, /flip\/root-cert\.pem holds the roots of another CA .*--cacerts-dir/);
+
+  // A data dir first used with --cacerts-dir: the new self-signed set serves its own root.
+  const fresh = join(tmp.dir, 'plugged-first');
+  mkdirSync(fresh);
+  writeFileSync(join(fresh, 'root-cert.pem'), foreign);
+  const made = await load(fresh);
+  const certPem = readFileSync(join(fresh, 'ca-cert.pem'), 'utf8');
+  assert.equal(made.rootBundlePem.trim(), certPem.trim());
+  assert.ok(opensslVerify({ root: made.rootBundlePem, leaf: certPem }).ok);
+  assert.equal(said.length, 2);
+  // The next start reads the same set (still warned: nothing here rewrites root-cert.pem; serve
+  // publishes the bundle right after).
+  assert.equal((await load(fresh)).signingCert.serialNumber, made.signingCert.serialNumber);
+
+  // Old and new root of a rotation (one key) are this CA's own: kept, nothing said.
+  const rotated = join(tmp.dir, 'rotated-roots');
+  const b = await load(rotated);
+  const root2 = await reissueRoot(b, b.signer, clock, 20 * 3_600_000);
+  writeFileSync(join(rotated, 'root-cert.pem'), b.rootBundlePem + root2.toString('pem') + '\n');
+  said.length = 0;
+  assert.equal((await load(rotated)).roots.length, 2);
+  assert.deepEqual(said, []);
+
+  // A root-cert.pem that does not parse is still refused, as before.
+  writeFileSync(join(rotated, 'root-cert.pem'), 'corrupt');
+  await assert.rejects(load(rotated), (e: unknown) => isCastellanError(e, 'malformed'));
 });
 
 test('reissueRoot keeps key and subject, moves the validity', async () => {
