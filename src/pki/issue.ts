@@ -17,6 +17,25 @@ import { randomSerial, serialToHex } from './serial.js';
 import { generatorSigning, signerOf, type SigningKey } from './signer.js';
 
 /** A signing certificate and its key (in this process, or behind a CaSigner such as an HSM). */
+
+/** 9999-12-31T23:59:59Z: the last time a GeneralizedTime (RFC 5280 §4.1.2.5.2) holds. */
+const LAST_X509_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
+
+/**
+ * Refuses a notAfter X.509 cannot write: GeneralizedTime has four digits of year, and a later
+ * time came out as year 0417 (openssl: "Bad time value"). Both encoders ask (this file's and
+ * ./fast/leaf-template.ts).
+ */
+export function checkLastTime(notAfter: Date): void {
+  // Written in whole seconds (the milliseconds are dropped): 23:59:59.999 is still 23:59:59.
+  if (notAfter.getTime() < LAST_X509_TIME_MS + 1000) return;
+  const when = Number.isFinite(notAfter.getTime()) ? notAfter.toISOString() : 'past any date';
+  throw new CastellanError(
+    'invalid-argument',
+    `the certificate would be valid until ${when}, after 9999-12-31T23:59:59Z, the last time X.509 can express (RFC 5280 §4.1.2.5.2): choose a shorter lifetime`,
+  );
+}
+
 export interface Issuer {
   readonly cert: X509Certificate;
   readonly key: SigningKey;
@@ -74,6 +93,7 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
   if (p.notAfter.getTime() <= p.notBefore.getTime()) {
     throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
   }
+  checkLastTime(p.notAfter);
   const {
     signingKey: generatorKey,
     signingAlgorithm,

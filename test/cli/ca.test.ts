@@ -87,6 +87,44 @@ test('ca root + ca intermediate make a strict-valid cacerts folder that ca check
   assert.match(r.stdout, /root "O=Example, CN=Example Root"/);
 });
 
+test('ca root and ca intermediate never replace a key or cacerts file already in --out (exit 2, nothing written)', async () => {
+  const rootDir = join(tmp.dir, 'no-replace-root');
+  const out = join(tmp.dir, 'no-replace-cacerts');
+  assert.equal(castellan('ca', 'root', '--out', rootDir).code, 0);
+  const rootKey = read(rootDir, 'root-key.pem');
+  const again = castellan('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256');
+  assert.equal(again.code, 2);
+  assert.match(
+    again.stderr,
+    /^castellan: \S*no-replace-root: ca root would replace root-key\.pem, root-cert\.pem here: refusing/,
+  );
+  assert.equal(read(rootDir, 'root-key.pem'), rootKey, 'the root key is untouched');
+
+  assert.equal(
+    (await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', out)).code,
+    0,
+  );
+  const before = Object.fromEntries(
+    ['ca-key.pem', 'ca-cert.pem', 'cert-chain.pem', 'root-cert.pem'].map((f) => [f, read(out, f)]),
+  );
+  const r = await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', out);
+  assert.equal(r.code, 2);
+  assert.match(
+    r.stderr,
+    /ca intermediate would replace ca-key\.pem, ca-cert\.pem, cert-chain\.pem, root-cert\.pem here/,
+  );
+  for (const [f, text] of Object.entries(before)) assert.equal(read(out, f), text, f);
+
+  // A CRL (or key URI) left from an earlier intermediate would not belong to a new one.
+  const crlOnly = join(tmp.dir, 'crl-only');
+  mkdirSync(crlOnly);
+  writeFileSync(join(crlOnly, 'ca-crl.pem'), 'old');
+  const c = await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', crlOnly);
+  assert.equal(c.code, 2);
+  assert.match(c.stderr, /crl-only: ca intermediate would replace ca-crl\.pem here/);
+  assert.equal(existsSync(join(crlOnly, 'ca-key.pem')), false, 'no key made');
+});
+
 test('ca check: one-line errors naming the file, non-zero exit', async () => {
   const bad = join(tmp.dir, 'bad');
   mkdirSync(bad);
@@ -422,4 +460,15 @@ test('ca root refuses a CN longer than RFC 5280 allows (64 characters), before m
     new RegExp(`common name "${cn}" is 65 characters long; RFC 5280 allows at most 64`),
   );
   assert.equal(existsSync(out), false, 'nothing written');
+});
+
+test('ca root refuses a lifetime past 9999-12-31T23:59:59Z, the last time X.509 can express, before making a key', async () => {
+  const out = join(tmp.dir, 'far-future');
+  const r = await inProcess('ca', 'root', '--out', out, '--ttl', '3000000d');
+  assert.equal(r.code, 2);
+  assert.match(
+    r.stderr,
+    /valid until .*after 9999-12-31T23:59:59Z, the last time X\.509 can express/,
+  );
+  assert.equal(existsSync(join(out, 'root-key.pem')), false, 'no key written');
 });

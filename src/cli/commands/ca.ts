@@ -40,7 +40,7 @@ import { issueCertificate } from '../../pki/issue.js';
 import { checkCommonName } from '../../pki/profiles.js';
 import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
 import { generateKeyPair, keyTypeOf, parsePrivateKeyPem, privateKeyToPem } from '../../pki/keys.js';
-import { durationArg } from '../options.js';
+import { durationOption } from '../options.js';
 
 /**
  * Defaults: a root is long-lived and rarely signs, so it gets the strongest widely supported
@@ -223,6 +223,46 @@ function extensionText(e: Extension): string {
   return Buffer.from(e.value).toString('hex');
 }
 
+/** What `ca intermediate` writes, and what a cacerts folder may also hold (docs/serve.md). */
+const CACERTS_FOLDER_FILES = [
+  'ca-key.pem',
+  'ca-cert.pem',
+  'cert-chain.pem',
+  'root-cert.pem',
+  'ca-crl.pem',
+  CA_KEY_URI_FILE,
+];
+
+/**
+ * Refuses, before any key is made, to write into a folder that already holds one of `files`: a
+ * CA key replaced by mistake is a CA lost (its certificates, its CRL), and the commands are run
+ * once, offline (README). `step certificate create` refuses the same way unless forced; here
+ * the way out is another --out, or moving the old files away deliberately.
+ */
+async function refuseToReplace(
+  dir: string,
+  files: readonly string[],
+  command: string,
+): Promise<void> {
+  const present: string[] = [];
+  for (const f of files) {
+    if (
+      await stat(join(dir, f)).then(
+        () => true,
+        () => false,
+      )
+    )
+      present.push(f);
+  }
+  if (present.length > 0) {
+    throw new CastellanError(
+      'invalid-argument',
+      `${command} would replace ${present.join(', ')} here: refusing (choose another --out, or move them away first)`,
+      { subject: dir },
+    );
+  }
+}
+
 export function registerCaCommands(program: Command): void {
   const ca = program
     .command('ca')
@@ -234,9 +274,10 @@ export function registerCaCommands(program: Command): void {
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_ROOT_KEY)
     .option('--org <O>', 'subject organization', 'Castellan')
     .option('--cn <CN>', 'subject common name (at most 64 characters)', commonNameArg, 'Root CA')
-    .option('--ttl <duration>', 'validity', durationArg, durationArg('87600h'))
+    .addOption(durationOption('--ttl <duration>', 'validity', '87600h'))
     .action(
       async (o: { out: string; keyType: CaKeyType; org: string; cn: string; ttl: number }) => {
+        await refuseToReplace(o.out, ['root-key.pem', 'root-cert.pem'], 'ca root');
         const { privateKey } = await generateKeyPair(o.keyType);
         const now = systemClock.now();
         const root = await issueCertificate({
@@ -269,7 +310,7 @@ export function registerCaCommands(program: Command): void {
     .option('--name <name>', 'cluster name (subject L=)', 'cluster1')
     .option('--org <O>', 'subject organization', 'Castellan')
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_INTERMEDIATE_KEY)
-    .option('--ttl <duration>', 'validity', durationArg, durationArg('8760h'))
+    .addOption(durationOption('--ttl <duration>', 'validity', '8760h'))
     .option(
       '--key-uri <pkcs11-uri>',
       'make the key inside this PKCS#11 token (non-extractable) instead of ca-key.pem: pkcs11:token=…;object=…?module-path=…&pin-source=file:… (docs/hsm.md)',
@@ -284,6 +325,9 @@ export function registerCaCommands(program: Command): void {
         ttl: number;
         keyUri?: string;
       }) => {
+        // Every file of a cacerts folder, the CRL and key URI included: a CRL or URI left from
+        // the previous intermediate would not belong to the new one.
+        await refuseToReplace(o.out, CACERTS_FOLDER_FILES, 'ca intermediate');
         const rootCertFile = join(o.rootDir, 'root-cert.pem');
         const rootKeyFile = join(o.rootDir, 'root-key.pem');
         const rootPem = await readText(rootCertFile);
@@ -352,11 +396,12 @@ export function registerCaCommands(program: Command): void {
   ca.command('check')
     .description('Check that a folder is usable as a plugged-in CA (and its ca-crl.pem, if any)')
     .requiredOption('--cacerts-dir <dir>', 'folder in Istio cacerts or kubernetes.io/tls layout')
-    .option(
-      '--crl-warn-within <duration>',
-      'fail when a CRL in ca-crl.pem expires within this window',
-      durationArg,
-      durationArg(DEFAULT_CRL_WARN_WITHIN),
+    .addOption(
+      durationOption(
+        '--crl-warn-within <duration>',
+        'fail when a CRL in ca-crl.pem expires within this window',
+        DEFAULT_CRL_WARN_WITHIN,
+      ),
     )
     .option(
       '--key-uri <pkcs11-uri>',
@@ -432,12 +477,7 @@ export function registerCaCommands(program: Command): void {
       '--root-dir <dir>',
       "the root's folder (root-cert.pem, root-key.pem, as ca root makes it): signs the root's CRL too, which every reader needs beside the CA's",
     )
-    .option(
-      '--next-update <duration>',
-      'validity of the new CRL(s)',
-      durationArg,
-      durationArg('7d'),
-    )
+    .addOption(durationOption('--next-update <duration>', 'validity of the new CRL(s)', '7d'))
     .option('--key-uri <pkcs11-uri>', "the CA key in a PKCS#11 token, as serve's --ca-key-uri")
     .action(
       async (o: {

@@ -138,6 +138,15 @@ const variants: { name: string; params: Omit<LeafParams, 'serial'> }[] = [
     },
   },
   {
+    name: 'the last time X.509 can express (9999-12-31T23:59:59Z)',
+    params: {
+      spki: spkiOf(leafKeys['ec-p256']),
+      sans: ['spiffe://cluster.local/ns/far/sa/future'],
+      notBefore,
+      notAfter: new Date(Date.UTC(9999, 11, 31, 23, 59, 59, 999)),
+    },
+  },
+  {
     name: 'Ed25519 key, long SAN list (long-form lengths)',
     params: {
       spki: spkiOf(leafKeys.ed25519),
@@ -248,9 +257,20 @@ describe('fast leaf signer = reference leaf signer', () => {
       { ...base, sans: ['has space'] },
       { ...base, notAfter: base.notBefore },
       { ...base, serial: new Uint8Array(16) },
+      // A second past the last time GeneralizedTime holds; and a date past any date at all.
+      { ...base, notAfter: new Date(Date.UTC(10000, 0, 1, 0, 0, 0)) },
+      { ...base, notAfter: new Date(NaN) },
     ]) {
       await assert.rejects(fast.sign(bad), (e: unknown) => isCastellanError(e, 'invalid-argument'));
     }
+    // The reference (src/pki/issue.ts) refuses it the same way, naming the limit.
+    const reference = createReferenceLeafSigner(new X509Certificate(ca.certPem), ca.key);
+    await assert.rejects(
+      reference.sign({ ...base, notAfter: new Date(Date.UTC(10000, 0, 1, 0, 0, 0)) }),
+      (e: unknown) =>
+        isCastellanError(e, 'invalid-argument') &&
+        /valid until \+?010000-01-01T00:00:00\.000Z, after 9999-12-31T23:59:59Z/.test(e.message),
+    );
   });
 
   test('a certificate that is not DER is refused as malformed', () => {
