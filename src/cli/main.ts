@@ -18,10 +18,32 @@ const COMMANDS: Readonly<Record<string, () => Promise<(program: Command) => void
   policy: async () => (await import('./commands/policy.js')).registerPolicyCommands,
 };
 
+/**
+ * Commander's refusals of a command line (a value outside .choices(), a parser's refusal, an
+ * unknown option or command, a missing value): usage errors, exit 2 as our own bad values
+ * (docs/serve.md). Help and version exit 0; the bare help of a command that needs a subcommand
+ * keeps commander's 1.
+ */
+const USAGE_ERRORS: ReadonlySet<string> = new Set([
+  'commander.invalidArgument',
+  'commander.unknownOption',
+  'commander.unknownCommand',
+  'commander.missingArgument',
+  'commander.missingMandatoryOptionValue',
+  'commander.optionMissingArgument',
+  'commander.excessArguments',
+  'commander.conflictingOption',
+]);
+
 /** The program with the command `argv` names, or with every command (help, a mistyped name). */
 export async function buildProgram(argv: readonly string[]): Promise<Command> {
+  // Set before any command is added: subcommands copy these settings when they are made.
   const program = new Command('castellan')
     .description('A certificate authority and mesh identity service compatible with Istio')
+    .configureOutput({
+      // `error: option '--x <v>' argument 'y' is invalid…` → `castellan: option …`, as ours.
+      outputError: (text, write) => write(text.replace(/^error: /, 'castellan: ')),
+    })
     .showHelpAfterError()
     .exitOverride();
   const named = argv.find((a) => !a.startsWith('-'));
@@ -37,8 +59,8 @@ export async function main(argv: string[]): Promise<number> {
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Help and version exit 0; usage errors were already printed by commander.
-      return e.exitCode;
+      // Already printed by commander (outputError above).
+      return USAGE_ERRORS.has(e.code) ? 2 : e.exitCode;
     }
     if (isCastellanError(e)) {
       process.stderr.write(`castellan: ${e.message}\n`);

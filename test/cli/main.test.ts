@@ -11,6 +11,6 @@ test('the full help lists every command; a mistyped one is refused with a sugges
     assert.match(help.stdout, new RegExp(`^  ${name}\\b`, 'm'), name);
   }
   const typo = await castellanInProcess(['tokn']);
-  assert.equal(typo.code, 1);
+  assert.equal(typo.code, 2);
   assert.match(typo.stderr, /unknown command 'tokn'\n\(Did you mean token\?\)/);
 });

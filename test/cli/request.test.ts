@@ -93,7 +93,7 @@ test('flags are checked before any call: missing, unreadable, malformed', async 
     '--out',
     'y',
   ]);
-  assert.equal(missing.code, 1);
+  assert.equal(missing.code, 2);
   assert.match(missing.stderr, /required option '--token-file <file>' not specified/);
   const noRoot = await runCli([
     'request',
@@ -119,7 +119,7 @@ test('flags are checked before any call: missing, unreadable, malformed', async 
     '--out',
     'z',
   ]);
-  assert.equal(badAddr.code, 1);
+  assert.equal(badAddr.code, 2);
   assert.match(badAddr.stderr, /"nohost" is not HOST:PORT/);
   const badKey = await castellanInProcess([
     ...base(),

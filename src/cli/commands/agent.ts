@@ -11,7 +11,7 @@ import { DEFAULT_RENEWAL_POLICY } from '../../agent/renewal.js';
 import { systemClock } from '../../clock.js';
 import { createLogger } from '../../log.js';
 import { WORKLOAD_KEY_TYPES, type WorkloadKeyType } from '../../pki/csr-builder.js';
-import { durationArg, hostPortArg } from '../options.js';
+import { durationOption, hostPortArg } from '../options.js';
 import { requireReadable } from './request.js';
 
 function ratioArg(value: string): number {
@@ -70,10 +70,8 @@ export function registerAgentCommand(program: Command): void {
         .choices(WORKLOAD_KEY_TYPES)
         .default('ec-p256'),
     )
-    .option(
-      '--ttl <duration>',
-      'requested lifetime (e.g. 24h); default: the CA default',
-      durationArg,
+    .addOption(
+      durationOption('--ttl <duration>', 'requested lifetime (e.g. 24h); default: the CA default'),
     )
     .option(
       '--grace-ratio <ratio>',
@@ -91,23 +89,26 @@ export function registerAgentCommand(program: Command): void {
     .option('--exec <command>', 'shell command to run after each write (e.g. to reload a server)')
     .option('--monitoring-addr <host:port>', 'serve /ready and /metrics here', hostPortArg)
     .option('--server-name <name>', 'name to verify the CA certificate against, if not the host')
-    .option(
-      '--retry-initial <duration>',
-      'first backoff after UNAVAILABLE/INTERNAL',
-      durationArg,
-      DEFAULT_RENEWAL_POLICY.retryInitialMs,
+    .addOption(
+      durationOption(
+        '--retry-initial <duration>',
+        'first backoff after UNAVAILABLE/INTERNAL',
+        DEFAULT_RENEWAL_POLICY.retryInitialMs,
+      ),
     )
-    .option(
-      '--retry-max <duration>',
-      'longest backoff',
-      durationArg,
-      DEFAULT_RENEWAL_POLICY.retryMaxMs,
+    .addOption(
+      durationOption(
+        '--retry-max <duration>',
+        'longest backoff',
+        DEFAULT_RENEWAL_POLICY.retryMaxMs,
+      ),
     )
-    .option(
-      '--error-backoff <duration>',
-      'pause after UNAUTHENTICATED/INVALID_ARGUMENT',
-      durationArg,
-      DEFAULT_RENEWAL_POLICY.nonRetriableBackoffMs,
+    .addOption(
+      durationOption(
+        '--error-backoff <duration>',
+        'pause after UNAUTHENTICATED/INVALID_ARGUMENT',
+        DEFAULT_RENEWAL_POLICY.nonRetriableBackoffMs,
+      ),
     )
     .addOption(
       new Option('--log-level <level>', 'log level')

@@ -10,7 +10,7 @@ import {
   WORKLOAD_KEY_TYPES,
   type WorkloadKeyType,
 } from '../../pki/csr-builder.js';
-import { durationArg, hostPortArg } from '../options.js';
+import { durationOption, hostPortArg } from '../options.js';
 
 /** Fails before any network traffic when a file the command needs is not readable. */
 export async function requireReadable(file: string, flag: string): Promise<void> {
@@ -51,10 +51,8 @@ export function registerRequestCommand(program: Command): void {
         .choices(WORKLOAD_KEY_TYPES)
         .default('ec-p256'),
     )
-    .option(
-      '--ttl <duration>',
-      'requested lifetime (e.g. 1h); default: the CA default',
-      durationArg,
+    .addOption(
+      durationOption('--ttl <duration>', 'requested lifetime (e.g. 1h); default: the CA default'),
     )
     .option('--server-name <name>', 'name to verify the CA certificate against, if not the host')
     .action(async (opts: RequestOptions) => {

@@ -1,6 +1,6 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { DevTokenIssuer } from '../../authn/dev-token-issuer.js';
-import { collect, durationArg } from '../options.js';
+import { collect, durationOption } from '../options.js';
 
 interface TokenOptions {
   namespace: string;
@@ -22,11 +22,7 @@ export function registerTokenCommand(program: Command): void {
     )
     .requiredOption('--namespace <ns>', 'the service account namespace')
     .requiredOption('--service-account <sa>', 'the service account name')
-    .addOption(
-      new Option('--ttl <duration>', 'token lifetime (e.g. 1h, 30m)')
-        .argParser(durationArg)
-        .default(3_600_000, '1h'),
-    )
+    .addOption(durationOption('--ttl <duration>', 'token lifetime (e.g. 1h, 30m)', '1h'))
     .option('--audience <aud>', 'token audience (repeatable; default istio-ca)', collect)
     .option(
       '--data-dir <dir>',

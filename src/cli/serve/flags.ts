@@ -186,15 +186,15 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--policy-dir <dir>',
-      'folder of PeerAuthentication, AuthorizationPolicy and Pod manifests, followed (local mode)',
+      'folder of PeerAuthentication, AuthorizationPolicy, RequestAuthentication and Pod manifests, followed (local mode)',
     )
     .option(
       '--mesh-config <file>',
-      'MeshConfig: trustDomain, trustDomainAliases, rootNamespace, extensionProviders (default: in --kube mode, ConfigMap istio key mesh, followed)',
+      'MeshConfig: trustDomain, trustDomainAliases, rootNamespace, extensionProviders, pathNormalization, discoverySelectors (default: in --kube mode, ConfigMap istio key mesh, followed)',
     )
     .option(
       '--bundle-addr <host:port>',
-      'HTTPS listener for GET /v1/bundles/<ns>/<pod>, client certificate required (default off)',
+      'HTTPS listener for GET /v1/bundles/<ns>/<pod>; a request without a client certificate gets 401 (default off)',
     )
     .option(
       '--workers <n|auto>',
@@ -227,11 +227,11 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--max-inflight-csr <n|auto>',
-      'CreateCertificate calls in progress at most, for the whole service (split among --workers); auto = 16 per core',
+      'CreateCertificate calls in progress at most, for the whole service (split among --workers); auto = 16 per core (default: auto)',
     )
     .option(
       '--max-queued-csr <n|auto>',
-      'calls waiting for a slot at most; beyond, RESOURCE_EXHAUSTED at once; auto = 16 × --max-inflight-csr',
+      'calls waiting for a slot at most; beyond, RESOURCE_EXHAUSTED at once; auto = 16 × --max-inflight-csr (default: auto)',
     )
     .option(
       '--rate-limit <n/s|n/m|n/h|off>',
