@@ -51,6 +51,17 @@ export function admissionPerWorker(options: AdmissionOptions, workers: number): 
   };
 }
 
+/** A rate in the unit --rate-limit was likely given in: `20/s`, `1/m`, `30/h`, never 0.0166…/s. */
+export function formatRate(perSecond: number): string {
+  const [n, unit] =
+    perSecond >= 1
+      ? [perSecond, 's']
+      : perSecond * 60 >= 1
+        ? [perSecond * 60, 'm']
+        : [perSecond * 3600, 'h'];
+  return `${Number(n.toPrecision(6))}/${unit}`;
+}
+
 /** Why a call was refused without being served; the `reason` label of the shed metric. */
 export type ShedReason = 'queue_full' | 'identity_rate' | 'node_rate';
 
@@ -237,7 +248,7 @@ export class Admission {
       throw new Shed(
         reason,
         retryAfterMs,
-        `${who} is over its rate limit (${budget.perSecond}/s, burst ${budget.burst})`,
+        `${who} is over its rate limit (${formatRate(budget.perSecond)}, burst ${budget.burst})`,
       );
     }
     bucket.tokens -= 1;

@@ -242,6 +242,17 @@ describe("istiod's environment variables", () => {
         { DEFAULT_WORKLOAD_CERT_TTL: '48h', MAX_WORKLOAD_CERT_TTL: '24h' },
         'DEFAULT_WORKLOAD_CERT_TTL: default TTL 48h is above the maximum 24h',
       ],
+      // The maximum alone below the default TTL: the variable set is the one named.
+      [
+        {},
+        { MAX_WORKLOAD_CERT_TTL: '1h' },
+        'MAX_WORKLOAD_CERT_TTL: maximum TTL 1h is below the default TTL 24h (--default-ttl, DEFAULT_WORKLOAD_CERT_TTL)',
+      ],
+      [
+        { maxTtl: '1h' },
+        {},
+        '--max-ttl: maximum TTL 1h is below the default TTL 24h (--default-ttl, DEFAULT_WORKLOAD_CERT_TTL)',
+      ],
       [
         {},
         { CITADEL_SELF_SIGNED_CA_CERT_TTL: '-1h' },

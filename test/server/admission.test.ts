@@ -10,6 +10,7 @@ import {
   Shed,
   type AdmissionOptions,
   type Slot,
+  formatRate,
 } from '../../src/server/admission.js';
 import { isCastellanError } from '../../src/errors.js';
 import { ManualClock } from '../support/manual-clock.js';
@@ -231,6 +232,14 @@ describe('token buckets', () => {
     await clock.advance(500);
     a.charge(id);
   });
+});
+
+test('a rate in a refusal reads as it was given: 20/s, 1/m, 30/h, 0.5/s→30/m', () => {
+  assert.equal(formatRate(20), '20/s');
+  assert.equal(formatRate(1 / 60), '1/m');
+  assert.equal(formatRate(30 / 3600), '30/h');
+  assert.equal(formatRate(0.5), '30/m');
+  assert.equal(formatRate(2.5), '2.5/s');
 });
 
 test('a renewal is urgent once less than a quarter of its certificate lifetime is left', () => {

@@ -229,10 +229,17 @@ export function completeServeOptions(
   if (defaultTtlMs > maxTtlMs) {
     // Stricter than istiod, which checks only requested TTLs against the maximum and would issue
     // certificates longer than it to every request that asks for none.
-    throw bad(
-      defaultTtl?.subject ?? '--default-ttl',
-      `default TTL ${defaultTtlText} is above the maximum ${maxTtlText}`,
-    );
+    // Named after what was set: the maximum alone (the default TTL left as it is) names the
+    // maximum's flag or variable, not a flag the operator never passed.
+    throw defaultTtl || !maxTtl
+      ? bad(
+          defaultTtl?.subject ?? '--default-ttl',
+          `default TTL ${defaultTtlText} is above the maximum ${maxTtlText}`,
+        )
+      : bad(
+          maxTtl.subject,
+          `maximum TTL ${maxTtlText} is below the default TTL ${defaultTtlText} (--default-ttl, DEFAULT_WORKLOAD_CERT_TTL)`,
+        );
   }
 
   const tokenAudiences = completeTokenAudiences(flags, env);
