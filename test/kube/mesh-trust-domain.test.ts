@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { ServeApp } from '../../src/cli/serve/app.js';
 import type { ServeFlags } from '../../src/cli/serve/flags.js';
 import { completeServeOptions } from '../../src/cli/serve/options.js';
@@ -24,6 +24,7 @@ import {
   opensslUris,
   policyBundleClient,
   type BundleUpdate,
+  clientTls,
 } from '../server/support/client.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { opensslText } from '../support/openssl.js';
@@ -132,11 +133,7 @@ test('the mesh config trust domain signs, renews and feeds policies, and is foll
     // Policies see the same trust domain: the pod's bundle, over the CA port.
     const bundles = policyBundleClient(
       grpc,
-      credentials.createSsl(
-        Buffer.from(rootPem()),
-        Buffer.from(old.keyPem),
-        Buffer.from(old.chain.slice(0, -1).join('')),
-      ),
+      clientTls(grpc, rootPem(), { keyPem: old.keyPem, chainPem: old.chain.slice(0, -1).join('') }),
     );
     const updates: BundleUpdate[] = [];
     const stream = bundles.Watch({ namespace: 'app', pod: 'web-1' });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { credentials, status, type ServiceError } from '@grpc/grpc-js';
+import { status, type ServiceError } from '@grpc/grpc-js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import {
   caClient,
@@ -14,6 +14,7 @@ import {
   opensslCsr,
   policyBundleClient,
   type BundleUpdate,
+  clientTls,
 } from '../server/support/client.js';
 import { startServe, type ServeProcess } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
@@ -76,13 +77,10 @@ test('Watch over the CA port: the pod bundle from the API, then a new version on
   const chain = await createCertificate(ca, { csr: csrPem }, token);
   ca.close();
 
+  const target = `127.0.0.1:${serve.grpcPort}`;
   const client = policyBundleClient(
-    `127.0.0.1:${serve.grpcPort}`,
-    credentials.createSsl(
-      Buffer.from(root),
-      Buffer.from(keyPem),
-      Buffer.from(chain.slice(0, -1).join('')),
-    ),
+    target,
+    clientTls(target, root, { keyPem, chainPem: chain.slice(0, -1).join('') }),
   );
   const stream = client.Watch({ namespace: 'app', pod: 'web-1' });
   const updates: BundleUpdate[] = [];

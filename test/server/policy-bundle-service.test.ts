@@ -168,7 +168,11 @@ test('GET /v1/bundles: without a client certificate, 401', async () => {
   assert.deepEqual([r.status, r.body], [401, 'unauthenticated\n']);
 });
 
-/** A Watch as `foo` (default) or as another identity (cert and key PEM). */
+/**
+ * A Watch as `foo` (default) or as another identity (cert and key PEM). The server's certificate
+ * is a workload's (a SPIFFE ID, no host name): no name is checked, and the target is a name,
+ * since Node 26 refuses an IP address as the TLS server name grpc-js sends.
+ */
 function watch(
   pod: string,
   as: { cert: string; key: string } = { cert: clientCert, key: clientKey },
@@ -179,7 +183,7 @@ function watch(
     Buffer.from(as.cert),
     { checkServerIdentity: () => undefined },
   );
-  return policyBundleClient(`127.0.0.1:${grpcPort}`, creds).Watch({ namespace: 'foo', pod });
+  return policyBundleClient(`localhost:${grpcPort}`, creds).Watch({ namespace: 'foo', pod });
 }
 
 /** How a Watch that should be refused ends: its status code and details. */
@@ -241,7 +245,7 @@ test('Watch with bytes that do not decode fails with INVALID_ARGUMENT, not INTER
     Buffer.from(clientCert),
     { checkServerIdentity: () => undefined },
   );
-  const client = new Client(`127.0.0.1:${grpcPort}`, creds);
+  const client = new Client(`localhost:${grpcPort}`, creds);
   try {
     // Field 3 (unknown) as a varint of 11 bytes, all with the continuation bit: no end.
     const stream = client.makeServerStreamRequest(

@@ -30,17 +30,34 @@ export function caClient(
   const pkg = grpc.loadPackageDefinition(istioCaPackageDefinition()) as unknown as {
     istio: { v1: { auth: { IstioCertificateService: new (...a: unknown[]) => CaClient } } };
   };
-  // The agent's TLS credentials (src/agent/tls-channel-credentials.ts), not grpc-js's: those
-  // give TLS an IP address as the server name, which Node 26 refuses.
   const override = channelOptions?.['grpc.ssl_target_name_override'];
-  const creds = new TlsChannelCredentials(
+  const creds = clientTls(
+    target,
+    rootPem,
+    clientCert,
+    typeof override === 'string' ? override : undefined,
+  );
+  return new pkg.istio.v1.auth.IstioCertificateService(target, creds, channelOptions);
+}
+
+/**
+ * TLS credentials for a test's gRPC client of `target` (HOST:PORT), checking the server's
+ * certificate against `serverName` or the host: the agent's (src/agent/tls-channel-credentials.ts),
+ * not grpc-js's, which give TLS an IP address as the server name, which Node 26 refuses.
+ */
+export function clientTls(
+  target: string,
+  rootPem: string,
+  clientCert?: { keyPem: string; chainPem: string },
+  serverName?: string,
+): grpc.ChannelCredentials {
+  return new TlsChannelCredentials(
     createSecureContext({
       ca: rootPem,
       ...(clientCert && { key: clientCert.keyPem, cert: clientCert.chainPem }),
     }),
-    typeof override === 'string' ? override : parseHostPort(target).host,
+    serverName ?? parseHostPort(target).host,
   );
-  return new pkg.istio.v1.auth.IstioCertificateService(target, creds, channelOptions);
 }
 
 export function createCertificate(
