@@ -106,7 +106,7 @@ export function registerAgentCommand(program: Command): void {
     .addOption(
       durationOption(
         '--error-backoff <duration>',
-        'pause after UNAUTHENTICATED/INVALID_ARGUMENT',
+        'pause after a refusal retrying will not mend (UNAUTHENTICATED, PERMISSION_DENIED, INVALID_ARGUMENT…)',
         DEFAULT_RENEWAL_POLICY.nonRetriableBackoffMs,
       ),
     )
