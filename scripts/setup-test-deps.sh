@@ -5,8 +5,8 @@
 # and Debian's kubernetes-client (kubectl, a Kubernetes client we did not write: it drives the
 # fake API server in test/kube/kubectl.test.ts); softhsm2 (SoftHSM2, a real PKCS#11 module: the CA
 # key inside a token, docs/hsm.md) and opensc (its pkcs11-tool reads the key's attributes, a
-# PKCS#11 client we did not write). Then Node 24 (scripts/setup-node24.sh), the container image's
-# runtime, for test/platform/node24.test.ts.
+# PKCS#11 client we did not write). Then Node 24, the container image's runtime, and Node 26, the
+# current LTS line (scripts/setup-node.sh), for test/platform/node24.test.ts and node26.test.ts.
 set -euo pipefail
 source "$(dirname "$0")/apt-install-missing.sh"
 need=()
@@ -42,4 +42,5 @@ if [[ $status != *"ok installed"* ]]; then
   fi
 fi
 apt_install_missing setup-test-deps "${need[@]}"
-bash "$(dirname "$0")/setup-node24.sh"
+bash "$(dirname "$0")/setup-node.sh" 24
+bash "$(dirname "$0")/setup-node.sh" 26
