@@ -1,5 +1,4 @@
 import { readFile } from 'node:fs/promises';
-import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import {
   ISTIO_CA_SERVICE,
@@ -147,11 +146,13 @@ export class GrpcCaClient implements CertificateAuthorityClient {
     const name = this.options.serverName || parseHostPort(this.options.address, 'CA address').host;
     let credentials: grpc.ChannelCredentials;
     try {
-      const secureContext = createSecureContext({
-        ca: rootsPem,
-        ...(identity && { key: identity.keyPem, cert: identity.certChainPem }),
-      });
-      credentials = new TlsChannelCredentials(secureContext, name);
+      credentials = TlsChannelCredentials.fromPem(
+        {
+          rootsPem,
+          ...(identity && { keyPem: identity.keyPem, certChainPem: identity.certChainPem }),
+        },
+        name,
+      );
     } catch (e) {
       throw new CastellanError(
         'malformed',

@@ -1,10 +1,18 @@
 import { isIP, type Socket } from 'node:net';
-import { checkServerIdentity, connect, type PeerCertificate, type SecureContext } from 'node:tls';
+import {
+  checkServerIdentity,
+  connect,
+  createSecureContext,
+  type PeerCertificate,
+  type SecureContext,
+} from 'node:tls';
 import { CallCredentials, ChannelCredentials } from '@grpc/grpc-js';
 import type {
   SecureConnectResult,
   SecureConnector,
 } from '@grpc/grpc-js/build/src/channel-credentials.js';
+import { CastellanError } from '../errors.js';
+import { pemBlocks } from '../pki/pem.js';
 
 /**
  * TLS credentials for a gRPC channel to one CA, which check its certificate against `name` (the
@@ -22,6 +30,29 @@ import type {
  * changes it fails the build here rather than at run time.
  */
 export class TlsChannelCredentials extends ChannelCredentials {
+  /**
+   * From PEM: the roots to trust (only those), and the client certificate and key for mTLS.
+   * Roots that hold no certificate are refused: Node reads an empty `ca` as none given and
+   * trusts its built-in store (Mozilla's roots, NODE_EXTRA_CA_CERTS) instead, so an empty
+   * --root-cert would hand the token to any server with a public certificate for the name.
+   */
+  static fromPem(
+    tls: { readonly rootsPem: string; readonly keyPem?: string; readonly certChainPem?: string },
+    name: string,
+  ): TlsChannelCredentials {
+    if (!pemBlocks(tls.rootsPem).some((b) => b.label === 'CERTIFICATE')) {
+      throw new CastellanError(
+        'malformed',
+        'no root certificate in it: nothing to trust the CA with',
+      );
+    }
+    const secureContext = createSecureContext({
+      ca: tls.rootsPem,
+      ...(tls.keyPem !== undefined && { key: tls.keyPem, cert: tls.certChainPem }),
+    });
+    return new TlsChannelCredentials(secureContext, name);
+  }
+
   constructor(
     private readonly secureContext: SecureContext,
     /** What the certificate must name: a DNS name or an IP address. */

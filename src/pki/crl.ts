@@ -11,7 +11,13 @@ import {
 } from '@peculiar/x509';
 import type { Clock } from '../clock.js';
 import { CastellanError } from '../errors.js';
-import { subjectKeyIdOf, truncateToSeconds, type Issuer } from './issue.js';
+import {
+  checkLastTime,
+  checkValidDate,
+  subjectKeyIdOf,
+  truncateToSeconds,
+  type Issuer,
+} from './issue.js';
 import { pemBlocksOf, toPem } from './pem.js';
 import { generatorSigning, signerOf } from './signer.js';
 
@@ -284,6 +290,8 @@ export interface CreateCrlParams {
  * §5.2.3 require both), the CA's usual signature algorithm. Returns it as PEM.
  */
 export async function createCrl(p: CreateCrlParams): Promise<string> {
+  checkValidDate(p.thisUpdate, 'thisUpdate');
+  checkLastTime(p.nextUpdate, "the CRL's next update would be");
   if (p.nextUpdate.getTime() <= p.thisUpdate.getTime()) {
     throw new CastellanError('invalid-argument', 'nextUpdate must be after thisUpdate');
   }

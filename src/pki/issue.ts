@@ -22,18 +22,25 @@ import { generatorSigning, signerOf, type SigningKey } from './signer.js';
 const LAST_X509_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
 /**
- * Refuses a notAfter X.509 cannot write: GeneralizedTime has four digits of year, and a later
- * time came out as year 0417 (openssl: "Bad time value"). Both encoders ask (this file's and
- * ./fast/leaf-template.ts).
+ * Refuses a time X.509 cannot write: GeneralizedTime has four digits of year, and a later time
+ * came out as year 0417 (openssl: "Bad time value"); a date that is no date at all (NaN) too.
+ * Every encoder asks: this file's, ./fast/leaf-template.ts, and ./crl.ts for nextUpdate.
  */
-export function checkLastTime(notAfter: Date): void {
+export function checkLastTime(time: Date, what = 'the certificate would be valid until'): void {
   // Written in whole seconds (the milliseconds are dropped): 23:59:59.999 is still 23:59:59.
-  if (notAfter.getTime() < LAST_X509_TIME_MS + 1000) return;
-  const when = Number.isFinite(notAfter.getTime()) ? notAfter.toISOString() : 'past any date';
+  if (time.getTime() < LAST_X509_TIME_MS + 1000) return;
+  const when = Number.isFinite(time.getTime()) ? time.toISOString() : 'past any date';
   throw new CastellanError(
     'invalid-argument',
-    `the certificate would be valid until ${when}, after 9999-12-31T23:59:59Z, the last time X.509 can express (RFC 5280 §4.1.2.5.2): choose a shorter lifetime`,
+    `${what} ${when}, after 9999-12-31T23:59:59Z, the last time X.509 can express (RFC 5280 §4.1.2.5.2): choose a shorter lifetime`,
   );
+}
+
+/** A notBefore that is a date (the clock's, always; NaN would pass every comparison). */
+export function checkValidDate(time: Date, what: string): void {
+  if (!Number.isFinite(time.getTime())) {
+    throw new CastellanError('invalid-argument', `${what} is not a date`);
+  }
 }
 
 export interface Issuer {
@@ -90,6 +97,7 @@ export async function issueCertificate(p: IssueParams): Promise<X509Certificate>
     issuerName = p.issuer.cert.subjectName;
     authorityKeyId = subjectKeyIdOf(p.issuer.cert);
   }
+  checkValidDate(p.notBefore, 'notBefore');
   if (p.notAfter.getTime() <= p.notBefore.getTime()) {
     throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
   }

@@ -51,15 +51,20 @@ export function admissionPerWorker(options: AdmissionOptions, workers: number): 
   };
 }
 
-/** A rate in the unit --rate-limit was likely given in: `20/s`, `1/m`, `30/h`, never 0.0166…/s. */
+/**
+ * A rate as --rate-limit takes it: in the first of s, m, h where it is a whole number (`20/s`,
+ * `100/m`, `90/h`), never `0.0166…/s`; else per second, to six digits.
+ */
 export function formatRate(perSecond: number): string {
-  const [n, unit] =
-    perSecond >= 1
-      ? [perSecond, 's']
-      : perSecond * 60 >= 1
-        ? [perSecond * 60, 'm']
-        : [perSecond * 3600, 'h'];
-  return `${Number(n.toPrecision(6))}/${unit}`;
+  for (const [unit, factor] of [
+    ['s', 1],
+    ['m', 60],
+    ['h', 3600],
+  ] as const) {
+    const n = perSecond * factor;
+    if (n >= 1 && Math.abs(n - Math.round(n)) < 1e-6) return `${Math.round(n)}/${unit}`;
+  }
+  return `${Number(perSecond.toPrecision(6))}/s`;
 }
 
 /** Why a call was refused without being served; the `reason` label of the shed metric. */

@@ -112,6 +112,25 @@ test('--server-name: the certificate is checked against it, not the address dial
   assert.equal(ca.calls.length, 2, 'nothing sent to a CA whose certificate does not name it');
 });
 
+test('an empty root file is refused, never read as "trust Node\'s built-in roots"', async () => {
+  // Node reads an empty `ca` as none given and trusts its own store: a public certificate for
+  // the CA's name would then receive the token.
+  ca.calls.length = 0;
+  await writeFile(join(dir, 'empty-root.pem'), '');
+  await writeFile(
+    join(dir, 'key-only.pem'),
+    '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n',
+  );
+  for (const f of ['empty-root.pem', 'key-only.pem']) {
+    await assert.rejects(
+      client({ rootCertFile: join(dir, f) }).createCertificate({ csrPem, validitySeconds: 0 }),
+      rejectsWith('malformed', /cannot use the TLS material/),
+      f,
+    );
+  }
+  assert.equal(ca.calls.length, 0, 'nothing sent');
+});
+
 test('a missing or empty token file, or a missing root file, is a typed error naming the file', async () => {
   await assert.rejects(
     client({ tokenFile: join(dir, 'nope') }).createCertificate({ csrPem, validitySeconds: 0 }),

@@ -8,6 +8,7 @@ import { connect as netConnect, type AddressInfo } from 'node:net';
 import { createSecureContext, createServer, type Server, type TLSSocket } from 'node:tls';
 import { CallCredentials, Metadata } from '@grpc/grpc-js';
 import { TlsChannelCredentials } from '../../src/agent/tls-channel-credentials.js';
+import { isCastellanError } from '../../src/errors.js';
 import { makeServingTls, type ServingTls } from '../support/fake-apiserver/tls.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -73,6 +74,27 @@ test('a certificate from a root we do not trust is refused', async () => {
   await assert.rejects(handshake('127.0.0.1', other.caPem), {
     code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
   });
+});
+
+test('from PEM: roots without a certificate are refused (Node would trust its own store instead)', async () => {
+  for (const rootsPem of ['', '\n', pki.keyPem]) {
+    assert.throws(
+      () => TlsChannelCredentials.fromPem({ rootsPem }, '127.0.0.1'),
+      (e: unknown) => isCastellanError(e, 'malformed'),
+      JSON.stringify(rootsPem.slice(0, 20)),
+    );
+  }
+  const credentials = TlsChannelCredentials.fromPem({ rootsPem: pki.caPem }, '127.0.0.1');
+  const { port } = server.address() as AddressInfo;
+  const socket = netConnect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) =>
+    socket.once('connect', resolve).once('error', reject),
+  );
+  const { socket: tls } = await credentials
+    ._createSecureConnector(undefined, undefined)
+    .connect(socket);
+  assert.equal((tls as TLSSocket).authorized, true);
+  tls.destroy();
 });
 
 test("credentials equal only themselves; a channel's per-call credentials are kept", () => {

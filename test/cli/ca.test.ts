@@ -111,7 +111,7 @@ test('ca root and ca intermediate never replace a key or cacerts file already in
   assert.equal(r.code, 2);
   assert.match(
     r.stderr,
-    /ca intermediate would replace ca-key\.pem, ca-cert\.pem, cert-chain\.pem, root-cert\.pem here/,
+    /ca intermediate would replace ca-cert\.pem, ca-key\.pem, cert-chain\.pem, root-cert\.pem here/,
   );
   for (const [f, text] of Object.entries(before)) assert.equal(read(out, f), text, f);
 
@@ -123,6 +123,14 @@ test('ca root and ca intermediate never replace a key or cacerts file already in
   assert.equal(c.code, 2);
   assert.match(c.stderr, /crl-only: ca intermediate would replace ca-crl\.pem here/);
   assert.equal(existsSync(join(crlOnly, 'ca-key.pem')), false, 'no key made');
+
+  // A kubernetes.io/tls set (tls.crt wins when served): the new files would never be used.
+  const tlsSet = join(tmp.dir, 'tls-set');
+  mkdirSync(tlsSet);
+  writeFileSync(join(tlsSet, 'tls.crt'), 'old');
+  const t = await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', tlsSet);
+  assert.equal(t.code, 2);
+  assert.match(t.stderr, /ca intermediate would replace tls\.crt here/);
 });
 
 test('ca check: one-line errors naming the file, non-zero exit', async () => {
@@ -313,6 +321,15 @@ test('ca crl: bad inputs give one clear error and write nothing', async () => {
     assert.match(r.stderr, pattern);
     assert.equal(existsSync(crlFile), false, 'nothing written');
   };
+  await refused(
+    /the CRL's next update would be .*after 9999-12-31T23:59:59Z/,
+    '--ca-dir',
+    caDir,
+    '--root-dir',
+    rootDir,
+    '--next-update',
+    '3000000d',
+  );
   await refused(
     /"xyz!" is not a certificate serial/,
     '--ca-dir',

@@ -234,12 +234,16 @@ describe('token buckets', () => {
   });
 });
 
-test('a rate in a refusal reads as it was given: 20/s, 1/m, 30/h, 0.5/s→30/m', () => {
+test('a rate in a refusal reads as --rate-limit takes it: the first unit where it is whole', () => {
   assert.equal(formatRate(20), '20/s');
   assert.equal(formatRate(1 / 60), '1/m');
+  assert.equal(formatRate(100 / 60), '100/m');
+  assert.equal(formatRate(90 / 3600), '90/h');
   assert.equal(formatRate(30 / 3600), '30/h');
   assert.equal(formatRate(0.5), '30/m');
-  assert.equal(formatRate(2.5), '2.5/s');
+  assert.equal(formatRate(7 / 3), '140/m');
+  assert.equal(formatRate(2.5), '150/m');
+  assert.equal(formatRate(1 / 7200), '0.000138889/s');
 });
 
 test('a renewal is urgent once less than a quarter of its certificate lifetime is left', () => {

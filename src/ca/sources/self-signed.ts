@@ -97,6 +97,9 @@ export async function loadOrCreateSelfSignedCa(
   await finishCommittedSet(dir);
   const existing = await loadInPlaceSet(dir, clock, options.onForeignRoots);
   if (existing) return existing;
+  await refuseToReplaceLostRoot(dir);
+  const raced = await loadInPlaceSet(dir, clock, options.onForeignRoots);
+  if (raced) return raced;
   validateTrustDomain(options.trustDomain);
   const { privateKey } = await generateKeyPair(options.keyType ?? DEFAULT_SELF_SIGNED_KEY_TYPE);
   const root = await makeSelfSignedRoot(
@@ -168,6 +171,14 @@ async function loadSelfSignedSet(
   }
   const rootFile = await readIfExists(join(dir, ROOT));
   const own = rootFile === undefined ? undefined : isOwnRootBundle(rootFile, certPem);
+  const lost = own === false ? selfSignedCaRoots(rootFile as string) : [];
+  if (lost.length > 0) {
+    throw new CastellanError(
+      'chain-invalid',
+      `self-signed CA: ${ROOT} holds a self-signed CA root (${lost.join('; ')}) of another key than ${CERT}: it may be an earlier self-signed root that workloads still trust, so it is not replaced silently; restore the ${KEY} and ${CERT} that go with it, or remove ${ROOT} to serve this one's root`,
+      { subject: dir },
+    );
+  }
   if (own === false) {
     onForeignRoots?.(
       `${join(dir, ROOT)} holds the roots of another CA (published by an earlier run on a plugged-in CA, --cacerts-dir), none of them this self-signed root: serving ${join(dir, CERT)} as the only root, and publishing it in their place`,
@@ -207,6 +218,62 @@ function isOwnRootBundle(rootPem: string, certPem: string): boolean | undefined 
     return roots.some((b) => spki(b.der).equals(own));
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * With no set in place, a root-cert.pem holding a self-signed CA root means the key and
+ * certificate of that root are gone (deleted, a partial restore): workloads may still trust it,
+ * and a new root made now would silently break them, which is exactly what a self-signed CA must
+ * never do (see loadOrCreateSelfSignedCa). A plugged-in CA's roots left there are no such root
+ * (selfSignedCaRoots) and do not stop a first start. Another process may be moving its new set
+ * into place at this moment, root first: that set is finished first, and the caller looks again.
+ */
+async function refuseToReplaceLostRoot(dir: string): Promise<void> {
+  const lostRoots = async (): Promise<string[]> => {
+    await finishCommittedSet(dir);
+    const [certPem, keyPem, rootPem] = await Promise.all(
+      [CERT, KEY, ROOT].map((f) => readIfExists(join(dir, f))),
+    );
+    if (certPem !== undefined || keyPem !== undefined || rootPem === undefined) return [];
+    return selfSignedCaRoots(rootPem);
+  };
+  // Twice: each file of a set being moved into place is in place or still committed, so a
+  // second finish completes a set whose root arrived between the first finish and the reads.
+  if ((await lostRoots()).length === 0) return;
+  const lost = await lostRoots();
+  if (lost.length === 0) return;
+  throw new CastellanError(
+    'incomplete-ca',
+    `self-signed CA: ${ROOT} holds a self-signed CA root (${lost.join('; ')}) but ${KEY} and ${CERT} are gone: workloads may still trust it, so no new root is made silently; restore ${KEY} and ${CERT}, or remove ${ROOT} to start a new root deliberately`,
+    { subject: dir },
+  );
+}
+
+/**
+ * The roots in `rootPem` that may be a self-signed CA's own (Castellan's, or istiod's
+ * istio-ca-secret): self-issued, with a subject of one O attribute (O=<trust domain>), as both
+ * make them. A plugged-in CA's root names itself otherwise (`castellan ca root`: O and CN;
+ * Istio's sample and tool roots: O and CN), so its roots left in the data dir can be set aside,
+ * and anything that may be an earlier self-signed root is refused instead. Unparseable: none.
+ */
+function selfSignedCaRoots(rootPem: string): string[] {
+  try {
+    return pemBlocks(rootPem)
+      .filter((b) => b.label === 'CERTIFICATE')
+      .map((b) => new PeculiarX509Certificate(b.der))
+      .filter((c) => {
+        const rdns = c.subjectName.toJSON();
+        return (
+          c.subject === c.issuer &&
+          rdns.length === 1 &&
+          Object.keys(rdns[0] ?? {}).join() === 'O' &&
+          rdns[0]?.['O']?.length === 1
+        );
+      })
+      .map((c) => `"${c.subject}"`);
+  } catch {
+    return [];
   }
 }
 

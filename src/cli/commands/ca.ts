@@ -27,6 +27,7 @@ import {
   bundleFromCacertsWithKeys,
   CA_CRL_FILE,
   CA_KEY_URI_FILE,
+  CACERTS_FILE_NAMES,
 } from '../../ca/cacerts-layout.js';
 import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
 import { generatePkcs11Key } from '../../ca/signers/pkcs11-keygen.js';
@@ -223,16 +224,6 @@ function extensionText(e: Extension): string {
   return Buffer.from(e.value).toString('hex');
 }
 
-/** What `ca intermediate` writes, and what a cacerts folder may also hold (docs/serve.md). */
-const CACERTS_FOLDER_FILES = [
-  'ca-key.pem',
-  'ca-cert.pem',
-  'cert-chain.pem',
-  'root-cert.pem',
-  'ca-crl.pem',
-  CA_KEY_URI_FILE,
-];
-
 /**
  * Refuses, before any key is made, to write into a folder that already holds one of `files`: a
  * CA key replaced by mistake is a CA lost (its certificates, its CRL), and the commands are run
@@ -325,9 +316,10 @@ export function registerCaCommands(program: Command): void {
         ttl: number;
         keyUri?: string;
       }) => {
-        // Every file of a cacerts folder, the CRL and key URI included: a CRL or URI left from
-        // the previous intermediate would not belong to the new one.
-        await refuseToReplace(o.out, CACERTS_FOLDER_FILES, 'ca intermediate');
+        // Every file a cacerts folder may hold, in either layout, the CRL and key URI included: a
+        // CRL or URI left from the previous intermediate would not belong to the new one, and a
+        // kubernetes.io/tls set (tls.crt) would win over the new files when served.
+        await refuseToReplace(o.out, CACERTS_FILE_NAMES, 'ca intermediate');
         const rootCertFile = join(o.rootDir, 'root-cert.pem');
         const rootKeyFile = join(o.rootDir, 'root-key.pem');
         const rootPem = await readText(rootCertFile);

@@ -25,7 +25,7 @@ import { CastellanError } from '../../errors.js';
 import { derChildren, readDerElement } from '../der.js';
 import type { KeyType } from '../key-type.js';
 import type { LeafParams } from '../leaf-signer.js';
-import { checkLastTime, subjectKeyIdOf } from '../issue.js';
+import { checkLastTime, checkValidDate, subjectKeyIdOf } from '../issue.js';
 import { caSignatureAlgorithm, checkCommonName, checkSans, sanKind } from '../profiles.js';
 import { TAG, concat, header, ia5, time, tlv, unsignedInteger } from './der.js';
 
@@ -209,6 +209,7 @@ function checkParams(p: LeafParams): void {
   if (!p.serial.some((b) => b !== 0)) {
     throw new CastellanError('invalid-argument', 'the serial number must be positive');
   }
+  checkValidDate(p.notBefore, 'notBefore');
   if (p.notAfter.getTime() <= p.notBefore.getTime()) {
     throw new CastellanError('invalid-argument', 'notAfter must be after notBefore');
   }

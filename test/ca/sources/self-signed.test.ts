@@ -116,6 +116,43 @@ test("a root-cert.pem another CA's run left in the data dir (serve --cacerts-dir
   await assert.rejects(load(rotated), (e: unknown) => isCastellanError(e, 'malformed'));
 });
 
+test('a self-signed root whose key and certificate are gone is never replaced silently (workloads may still trust it)', async () => {
+  const said: string[] = [];
+  const load = (dir: string) =>
+    loadOrCreateSelfSignedCa(
+      { dataDir: dir, trustDomain: 'td', onForeignRoots: (m) => said.push(m) },
+      clock,
+    );
+  // ca-key.pem and ca-cert.pem deleted (or a partial restore); root-cert.pem is still there.
+  const dir = join(tmp.dir, 'lost-key');
+  await load(dir);
+  const oldRoot = readFileSync(join(dir, 'root-cert.pem'), 'utf8');
+  rmSync(join(dir, 'ca-key.pem'));
+  rmSync(join(dir, 'ca-cert.pem'));
+  await assert.rejects(
+    load(dir),
+    (e: unknown) =>
+      isCastellanError(e, 'incomplete-ca') &&
+      /root-cert\.pem holds a self-signed CA root \("O=td"\) but ca-key\.pem and ca-cert\.pem are gone/.test(
+        e.message,
+      ),
+  );
+  assert.deepEqual(readdirSync(dir).sort(), ['root-cert.pem'], 'no new key or root made');
+  assert.equal(readFileSync(join(dir, 'root-cert.pem'), 'utf8'), oldRoot);
+
+  // Another self-signed set's root next to this set's files: refused too, not set aside.
+  const other = join(tmp.dir, 'other-self-signed');
+  await load(other);
+  copyFileSync(join(dir, 'root-cert.pem'), join(other, 'root-cert.pem'));
+  await assert.rejects(
+    load(other),
+    (e: unknown) =>
+      isCastellanError(e, 'chain-invalid') &&
+      /holds a self-signed CA root \("O=td"\) of another key than ca-cert\.pem/.test(e.message),
+  );
+  assert.deepEqual(said, []);
+});
+
 test('reissueRoot keeps key and subject, moves the validity', async () => {
   const dir = join(tmp.dir, 'rotate');
   const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);

@@ -4,7 +4,6 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createSecureContext } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { parseHostPort } from '../../../src/address.js';
 import { TlsChannelCredentials } from '../../../src/agent/tls-channel-credentials.js';
@@ -51,11 +50,11 @@ export function clientTls(
   clientCert?: { keyPem: string; chainPem: string },
   serverName?: string,
 ): grpc.ChannelCredentials {
-  return new TlsChannelCredentials(
-    createSecureContext({
-      ca: rootPem,
-      ...(clientCert && { key: clientCert.keyPem, cert: clientCert.chainPem }),
-    }),
+  return TlsChannelCredentials.fromPem(
+    {
+      rootsPem: rootPem,
+      ...(clientCert && { keyPem: clientCert.keyPem, certChainPem: clientCert.chainPem }),
+    },
     serverName ?? parseHostPort(target).host,
   );
 }
