@@ -70,14 +70,20 @@ test('never silently replaced: corrupt or half sets are errors', async () => {
   );
 });
 
-test("a root-cert.pem another CA's run left in the data dir (serve --cacerts-dir publishes there) is set aside, said, and never a failed start", async () => {
-  const foreign = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
+/** loadOrCreateSelfSignedCa on a data dir (trust domain td), keeping what it says of foreign roots. */
+function loaderTellingForeignRoots() {
   const said: string[] = [];
   const load = (dir: string) =>
     loadOrCreateSelfSignedCa(
       { dataDir: dir, trustDomain: 'td', onForeignRoots: (m) => said.push(m) },
       clock,
     );
+  return { said, load };
+}
+
+test("a root-cert.pem another CA's run left in the data dir (serve --cacerts-dir publishes there) is set aside, said, and never a failed start", async () => {
+  const foreign = readFileSync(join(istioSampleCerts, 'root-cert.pem'), 'utf8');
+  const { said, load } = loaderTellingForeignRoots();
 
   // Self-signed first, then a run on a plugged-in CA, then self-signed again: the same root.
   const dir = join(tmp.dir, 'flip');
@@ -117,12 +123,7 @@ test("a root-cert.pem another CA's run left in the data dir (serve --cacerts-dir
 });
 
 test('a self-signed root whose key and certificate are gone is never replaced silently (workloads may still trust it)', async () => {
-  const said: string[] = [];
-  const load = (dir: string) =>
-    loadOrCreateSelfSignedCa(
-      { dataDir: dir, trustDomain: 'td', onForeignRoots: (m) => said.push(m) },
-      clock,
-    );
+  const { said, load } = loaderTellingForeignRoots();
   // ca-key.pem and ca-cert.pem deleted (or a partial restore); root-cert.pem is still there.
   const dir = join(tmp.dir, 'lost-key');
   await load(dir);
