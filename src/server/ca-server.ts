@@ -56,6 +56,8 @@ export class CaServer<C> {
   private readonly log: Logger;
   private readonly listener: GuardedTlsListener;
   private listening = false;
+  /** start() has been called: there is a port, and grpc-js sessions, to drain on stop(). */
+  private started = false;
   private unsubscribe: (() => void) | undefined;
 
   constructor(private readonly options: CaServerOptions<C>) {
@@ -110,6 +112,7 @@ export class CaServer<C> {
 
   /** Listens on the gRPC address; resolves with the bound address (port 0 picks a free one). */
   async start(): Promise<HostPort> {
+    this.started = true;
     const current = this.options.caState.current();
     if (current) this.metrics.observeCa(current);
     this.unsubscribe = this.options.caState.onChange((s) => this.metrics.observeCa(s));
@@ -138,6 +141,12 @@ export class CaServer<C> {
    */
   async stop(): Promise<void> {
     this.listening = false;
+    if (!this.started) {
+      // Stopped during start-up, before it listened: no call was ever taken, nothing to drain
+      // (grpc-js's tryShutdown would wait out the grace period for sessions that never were).
+      this.grpc.forceShutdown();
+      return;
+    }
     this.unsubscribe?.();
     this.listener.stopAccepting();
     const grace = this.options.shutdownGraceMs ?? 10_000;

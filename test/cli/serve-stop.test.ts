@@ -64,6 +64,10 @@ describe('castellan serve stops', () => {
         `serve did not exit: ${stderr.slice(-2000)}`,
       );
       assert.match(stderr, /"msg":"stopped"/);
+      // Nothing opens once the stop was asked for.
+      const asked = stderr.indexOf('"msg":"shutting down');
+      assert.ok(asked >= 0, stderr.slice(-2000));
+      assert.doesNotMatch(stderr.slice(asked), /listening"/, 'a listener opened after the stop');
     });
   }
 

@@ -90,6 +90,9 @@ export async function runServe(options: ServeOptions, host: ServeProcessHost): P
     host.logger.info({ signal }, 'shutting down: finishing in-flight requests');
     await app.stop();
   });
+  // A stop asked for while create() ran (the signal already in) is taken first: its handler
+  // runs on the next microtask, so start() then finds it stopping and opens nothing.
+  await Promise.resolve();
   const serving = await app.start({ onWaiting: (w) => host.stdout.write(waitingLine(w)) });
   if (serving) host.stdout.write(startLine(serving));
   await stopped;
@@ -297,6 +300,7 @@ export class ServeApp {
     const { options, runtime, serving, server, bundleHttps, logger } = this.parts;
     const monitoring = this.monitoring;
     const monitoringAddress = options.server.monitoringAddress;
+    if (this.stopAsked()) return undefined;
     const monitoringBound =
       monitoring && monitoringAddress ? await monitoring.listen(monitoringAddress) : undefined;
     if (!runtime.caState.current()) {
@@ -306,15 +310,21 @@ export class ServeApp {
       if (!(await this.caLoaded())) return undefined;
       logger.info({ source: runtime.caState.current()?.bundle.source }, 'CA loaded: serving');
     }
+    // A stop() that comes during start-up is waiting for this start to end: nothing more is
+    // opened once it has come (a listener bound after "shutting down" would be one an operator
+    // sees come up while the process stops).
+    if (this.stopAsked()) return undefined;
     await runtime.publishTrustBundle();
     await serving.start();
+    if (this.stopAsked()) return undefined;
     const grpc = await server.start();
+    if (this.stopAsked()) return undefined;
     const bundleAddress = options.server.bundleAddress;
     const bundles =
       bundleHttps && bundleAddress ? await bundleHttps.listen(bundleAddress) : undefined;
     // A stop() that came meanwhile is waiting for this start to end, and closes all of it: then
     // nothing serves, and nothing says it does.
-    if (this.stopping) return undefined;
+    if (this.stopAsked()) return undefined;
     return {
       grpc,
       monitoring: monitoringBound,
@@ -322,6 +332,11 @@ export class ServeApp {
       trustBundle: runtime.trustBundle,
       tokenHint: runtime.tokenHint,
     };
+  }
+
+  /** stop() has been called (a method: TypeScript would keep a field narrowed across awaits). */
+  private stopAsked(): boolean {
+    return this.stopping !== undefined;
   }
 
   /** Resolves true once the runtime has a CA, false if stop() comes first. */
