@@ -22,6 +22,8 @@ export interface CaOptions {
   readonly dataDir: string;
   /** A plugged-in CA folder (Istio's cacerts layout), followed; undefined = the self-signed root. */
   readonly cacertsDir: string | undefined;
+  /** What set cacertsDir (`--cacerts-dir` or `ROOT_CA_DIR`), for errors to name it. */
+  readonly cacertsDirSetting?: string | undefined;
   /**
    * The plugged-in CA's key inside a PKCS#11 token (RFC 7512 URI, src/ca/signers/pkcs11-uri.ts;
    * docs/hsm.md) instead of ca-key.pem, unless the set names its own (ca-key.uri). Used by both

@@ -5,7 +5,9 @@
 // istiod would not use as written is refused, naming the variable.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ISTIOD_ENV, type ServeFlags } from '../../src/cli/serve/flags.js';
 import {
@@ -14,7 +16,7 @@ import {
   type ServeOptions,
 } from '../../src/cli/serve/options.js';
 import { isCastellanError } from '../../src/errors.js';
-import { projectRoot } from '../support/paths.js';
+import { cliPath, projectRoot } from '../support/paths.js';
 
 const HOUR = 3_600_000;
 const KUBE = { kube: true } as const;
@@ -322,6 +324,33 @@ describe("istiod's environment variables", () => {
     ];
     for (const [flags, env, expected] of cases) {
       assert.equal(refusal(flags, env), expected);
+    }
+  });
+
+  test('a plugged-in CA folder that is not there names what set it: ROOT_CA_DIR, or --cacerts-dir', () => {
+    const missing = join(tmpdir(), `castellan-no-such-cacerts-${process.pid}`);
+    const data = mkdtempSync(join(tmpdir(), 'castellan-env-'));
+    try {
+      const serve = (args: string[], env: Record<string, string>) =>
+        spawnSync(
+          process.execPath,
+          [cliPath, 'serve', '--data-dir', data, '--grpc-addr', '127.0.0.1:0', ...args],
+          { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 30_000 },
+        );
+      const byEnv = serve(['--monitoring-addr', '127.0.0.1:0'], { ROOT_CA_DIR: missing });
+      assert.equal(byEnv.status, 2, byEnv.stderr);
+      assert.ok(
+        byEnv.stderr.includes(`castellan: ROOT_CA_DIR=${missing}: no such folder`),
+        byEnv.stderr,
+      );
+      const byFlag = serve(['--monitoring-addr', '127.0.0.1:0', '--cacerts-dir', missing], {});
+      assert.equal(byFlag.status, 2, byFlag.stderr);
+      assert.ok(
+        byFlag.stderr.includes(`castellan: --cacerts-dir=${missing}: no such folder`),
+        byFlag.stderr,
+      );
+    } finally {
+      rmSync(data, { recursive: true, force: true });
     }
   });
 

@@ -119,6 +119,7 @@ describe('completeServeOptions', () => {
       selfSignedRootTtlMs: 87_600 * HOUR,
       dataDir: 'd',
       cacertsDir: 'c',
+      cacertsDirSetting: '--cacerts-dir',
       caKeyUri: 'pkcs11:token=ca;object=k?module-path=/m.so',
       cacertsPollIntervalMs: 250,
       enableCaCrl: true,

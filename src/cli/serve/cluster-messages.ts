@@ -94,6 +94,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     selfSignedRootTtlMs: positiveMs,
     dataDir: string,
     cacertsDir: optional(string),
+    cacertsDirSetting: optional(string),
     caKeyUri: optional(string),
     cacertsPollIntervalMs: positiveMs,
     enableCaCrl: boolean,

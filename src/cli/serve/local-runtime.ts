@@ -74,21 +74,22 @@ export async function startLocalRuntime(
     clock,
   });
   const keys = { keyUri: ca.caKeyUri, signers, readCrl: ca.enableCaCrl };
-  if (ca.cacertsDir) {
+  const cacertsDir = ca.cacertsDir;
+  if (cacertsDir) {
     ({ bundle, fingerprint: loadedFingerprint } = await loadCacertsFolderRead(
-      ca.cacertsDir,
+      cacertsDir,
       clock,
       keys,
     ).catch(async (e: unknown) => {
       await signers.close();
-      throw e;
+      throw namingTheSetting(e, cacertsDir, ca.cacertsDirSetting);
     }));
     if (!bundle) {
       await signers.close();
       throw new CastellanError(
         'incomplete-ca',
         'holds none of ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem (or tls.crt, tls.key, ca.crt)',
-        { subject: ca.cacertsDir },
+        { subject: ca.cacertsDirSetting ? `${ca.cacertsDirSetting}=${cacertsDir}` : cacertsDir },
       );
     }
   } else {
@@ -292,4 +293,16 @@ export class CacertsFolderWatcher {
       'plugged-in CA changed: swapped',
     );
   }
+}
+
+/**
+ * An error about the plugged-in CA folder itself (`no such folder`), naming what set it when
+ * that was ROOT_CA_DIR: an operator who never passed --cacerts-dir would otherwise see a path
+ * out of nowhere. Errors about the files inside name their files, and pass through.
+ */
+function namingTheSetting(e: unknown, dir: string, setting: string | undefined): unknown {
+  if (setting === undefined || !(e instanceof CastellanError) || e.subject !== dir) return e;
+  // e.message starts with its subject (the folder): the setting takes its place.
+  const reason = e.message.slice(`${dir}: `.length);
+  return new CastellanError(e.kind, reason, { subject: `${setting}=${dir}`, cause: e });
 }

@@ -351,6 +351,7 @@ export function completeServeOptions(
       selfSignedRootTtlMs,
       dataDir,
       cacertsDir,
+      ...(cacerts && { cacertsDirSetting: cacerts.subject }),
       caKeyUri,
       cacertsPollIntervalMs,
       enableCaCrl,
