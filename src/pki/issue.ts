@@ -16,8 +16,6 @@ import {
 import { randomSerial, serialToHex } from './serial.js';
 import { generatorSigning, signerOf, type SigningKey } from './signer.js';
 
-/** A signing certificate and its key (in this process, or behind a CaSigner such as an HSM). */
-
 /** 9999-12-31T23:59:59Z: the last time a GeneralizedTime (RFC 5280 §4.1.2.5.2) holds. */
 const LAST_X509_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
@@ -43,6 +41,7 @@ export function checkValidDate(time: Date, what: string): void {
   }
 }
 
+/** A signing certificate and its key (in this process, or behind a CaSigner such as an HSM). */
 export interface Issuer {
   readonly cert: X509Certificate;
   readonly key: SigningKey;

@@ -8,15 +8,10 @@ import type { JwtOffload, OffloadedJwt, OffloadedJwtResult } from '../authn/fast
 import { CastellanError, type ErrorKind } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { inProcessKeyOf } from '../pki/signer.js';
-import {
-  checkCsr,
-  LeafOrderFailure,
-  type CheckedCsr,
-  type IssuedOnThread,
-  type LeafOrder,
-} from './csr-check.js';
+import type { CheckedCsr } from '../pki/csr.js';
+import { checkCsr, LeafOrderFailure, type IssuedOnThread, type LeafOrder } from './csr-check.js';
 
-export type { CheckedCsr, IssuedOnThread, LeafOrder };
+export type { IssuedOnThread, LeafOrder };
 export { LeafOrderFailure };
 
 /** Checks a CSR (src/pki/csr.ts rules): the checked CSR, or a CastellanError of the rule's kind. */

@@ -13,8 +13,6 @@ import { toPem } from '../pki/pem.js';
 import { caSignatureAlgorithm, type CaSignatureAlgorithm } from '../pki/profiles.js';
 import { randomSerial, serialToHex } from '../pki/serial.js';
 
-export type { CheckedCsr };
-
 /**
  * Checks a CSR with the hot-path parser (src/pki/csr.ts rules): on the event loop, or in a
  * CsrCheckPool thread (this module is all that thread loads, besides the parser).

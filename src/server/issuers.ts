@@ -3,12 +3,8 @@ import { issueWorkloadCertificate, workloadValidity } from '../ca/issue-workload
 import { issueCertificate } from '../pki/issue.js';
 import { dualUseCommonName } from '../pki/profiles.js';
 import { CsrRejected, type LeafIssuer } from './create-certificate.js';
-import {
-  inlineCsrChecker,
-  LeafOrderFailure,
-  type CheckedCsr,
-  type CsrChecker,
-} from './csr-check-threads.js';
+import type { CheckedCsr } from '../pki/csr.js';
+import { inlineCsrChecker, LeafOrderFailure, type CsrChecker } from './csr-check-threads.js';
 import type { ServingCertificateIssuer } from './serving-certificate.js';
 
 /**

@@ -9,8 +9,8 @@ import {
   CsrCheckPool,
   inlineCsrChecker,
   resolveCsrThreads,
-  type CheckedCsr,
 } from '../../src/server/csr-check-threads.js';
+import type { CheckedCsr } from '../../src/pki/csr.js';
 import { opensslCsr } from './support/client.js';
 import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';

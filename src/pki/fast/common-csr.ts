@@ -41,7 +41,6 @@ const hex = (h: string): Uint8Array => Uint8Array.from(Buffer.from(h, 'hex'));
 
 /** version INTEGER 0 (v1). */
 const VERSION_1 = hex('020100');
-/** AlgorithmIdentifier of an RSA key: rsaEncryption with NULL parameters (RFC 3279 §2.3.1). */
 /** Subject attribute types taken here (2.5.4.x), by their OID's DER. */
 const SUBJECT_ATTRIBUTE_OIDS: readonly Uint8Array[] = [
   hex('0603550406'), // C
