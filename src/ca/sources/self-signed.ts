@@ -170,21 +170,20 @@ async function loadSelfSignedSet(
     );
   }
   const rootFile = await readIfExists(join(dir, ROOT));
-  const own = rootFile === undefined ? undefined : isOwnRootBundle(rootFile, certPem);
-  const lost = own === false ? selfSignedCaRoots(rootFile as string) : [];
-  if (lost.length > 0) {
+  const roots = rootFile === undefined ? undefined : rootsOf(rootFile, certPem);
+  if (roots?.own === false && roots.selfSignedLike.length > 0) {
     throw new CastellanError(
       'chain-invalid',
-      `self-signed CA: ${ROOT} holds a self-signed CA root (${lost.join('; ')}) of another key than ${CERT}: it may be an earlier self-signed root that workloads still trust, so it is not replaced silently; restore the ${KEY} and ${CERT} that go with it, or remove ${ROOT} to serve this one's root`,
+      `self-signed CA: ${ROOT} holds a self-signed CA root (${roots.selfSignedLike.join('; ')}) of another key than ${CERT}: it may be an earlier self-signed root that workloads still trust, so it is not replaced silently; restore the ${KEY} and ${CERT} that go with it, or remove ${ROOT} to serve this one's root`,
       { subject: dir },
     );
   }
-  if (own === false) {
+  if (roots?.own === false) {
     onForeignRoots?.(
       `${join(dir, ROOT)} holds the roots of another CA (published by an earlier run on a plugged-in CA, --cacerts-dir), none of them this self-signed root: serving ${join(dir, CERT)} as the only root, and publishing it in their place`,
     );
   }
-  const rootPem = rootFile === undefined || own === false ? certPem : rootFile;
+  const rootPem = rootFile === undefined || roots?.own === false ? certPem : rootFile;
   return buildKeyCertBundle(
     {
       certPem,
@@ -198,24 +197,45 @@ async function loadSelfSignedSet(
 }
 
 /**
- * Whether root-cert.pem is this self-signed set's: it holds a certificate of ca-cert.pem's key
- * (the root itself, or the old and the new root of a rotation, which share the key). The data
- * dir's root-cert.pem is also where serve publishes the trust bundle of whichever CA it serves
- * (local-runtime.ts), so after a run on a plugged-in CA it holds that CA's roots; read as this
- * set's roots, they made every later self-signed start fail ("does not lead to any of the trusted
- * roots"), and only removing the file mended it. Undefined when either file does not parse:
- * buildKeyCertBundle then refuses it with the precise reason, as before.
+ * What root-cert.pem holds, beside ca-cert.pem. `own`: whether it holds a certificate of
+ * ca-cert.pem's key (the root itself, or the old and the new root of a rotation, which share the
+ * key). The data dir's root-cert.pem is also where serve publishes the trust bundle of whichever
+ * CA it serves (local-runtime.ts), so after a run on a plugged-in CA it holds that CA's roots;
+ * read as this set's roots, they made every later self-signed start fail ("does not lead to any
+ * of the trusted roots"), and only removing the file mended it. `selfSignedLike`: its roots that
+ * may be a self-signed CA's own (Castellan's, or istiod's istio-ca-secret): self-issued, with a
+ * subject of one O attribute (O=<trust domain>), as both make them; a plugged-in CA's root names
+ * itself otherwise (`castellan ca root`: O and CN; Istio's sample and tool roots: O and CN), so
+ * its roots can be set aside, and anything that may be an earlier self-signed root is refused.
+ * Undefined when a file does not parse: buildKeyCertBundle then refuses it with the precise
+ * reason, as before. `certPem` undefined: no set in place (own is false).
  */
-function isOwnRootBundle(rootPem: string, certPem: string): boolean | undefined {
+function rootsOf(
+  rootPem: string,
+  certPem: string | undefined,
+): { own: boolean; selfSignedLike: string[] } | undefined {
   try {
-    const spki = (der: Uint8Array): Buffer =>
-      Buffer.from(new PeculiarX509Certificate(der).publicKey.rawData);
-    const [cert] = pemBlocks(certPem).filter((b) => b.label === 'CERTIFICATE');
-    if (!cert) return undefined;
-    const own = spki(cert.der);
-    const roots = pemBlocks(rootPem).filter((b) => b.label === 'CERTIFICATE');
-    if (roots.length === 0) return undefined;
-    return roots.some((b) => spki(b.der).equals(own));
+    const certificates = (pem: string): PeculiarX509Certificate[] =>
+      pemBlocks(pem)
+        .filter((b) => b.label === 'CERTIFICATE')
+        .map((b) => new PeculiarX509Certificate(b.der));
+    const spki = (c: PeculiarX509Certificate): Buffer => Buffer.from(c.publicKey.rawData);
+    const roots = certificates(rootPem);
+    const [cert] = certPem === undefined ? [] : certificates(certPem);
+    if (roots.length === 0 || (certPem !== undefined && !cert)) return undefined;
+    const selfSignedLike = roots
+      .filter((c) => {
+        const rdns = c.subjectName.toJSON();
+        return (
+          c.subject === c.issuer &&
+          rdns.length === 1 &&
+          Object.keys(rdns[0] ?? {}).join() === 'O' &&
+          rdns[0]?.['O']?.length === 1
+        );
+      })
+      .map((c) => `"${c.subject}"`);
+    const own = cert !== undefined && roots.some((r) => spki(r).equals(spki(cert)));
+    return { own, selfSignedLike };
   } catch {
     return undefined;
   }
@@ -226,7 +246,7 @@ function isOwnRootBundle(rootPem: string, certPem: string): boolean | undefined 
  * certificate of that root are gone (deleted, a partial restore): workloads may still trust it,
  * and a new root made now would silently break them, which is exactly what a self-signed CA must
  * never do (see loadOrCreateSelfSignedCa). A plugged-in CA's roots left there are no such root
- * (selfSignedCaRoots) and do not stop a first start. Another process may be moving its new set
+ * (rootsOf) and do not stop a first start. Another process may be moving its new set
  * into place at this moment, root first: that set is finished first, and the caller looks again.
  */
 async function refuseToReplaceLostRoot(dir: string): Promise<void> {
@@ -236,7 +256,7 @@ async function refuseToReplaceLostRoot(dir: string): Promise<void> {
       [CERT, KEY, ROOT].map((f) => readIfExists(join(dir, f))),
     );
     if (certPem !== undefined || keyPem !== undefined || rootPem === undefined) return [];
-    return selfSignedCaRoots(rootPem);
+    return rootsOf(rootPem, undefined)?.selfSignedLike ?? [];
   };
   // Twice: each file of a set being moved into place is in place or still committed, so a
   // second finish completes a set whose root arrived between the first finish and the reads.
@@ -248,33 +268,6 @@ async function refuseToReplaceLostRoot(dir: string): Promise<void> {
     `self-signed CA: ${ROOT} holds a self-signed CA root (${lost.join('; ')}) but ${KEY} and ${CERT} are gone: workloads may still trust it, so no new root is made silently; restore ${KEY} and ${CERT}, or remove ${ROOT} to start a new root deliberately`,
     { subject: dir },
   );
-}
-
-/**
- * The roots in `rootPem` that may be a self-signed CA's own (Castellan's, or istiod's
- * istio-ca-secret): self-issued, with a subject of one O attribute (O=<trust domain>), as both
- * make them. A plugged-in CA's root names itself otherwise (`castellan ca root`: O and CN;
- * Istio's sample and tool roots: O and CN), so its roots left in the data dir can be set aside,
- * and anything that may be an earlier self-signed root is refused instead. Unparseable: none.
- */
-function selfSignedCaRoots(rootPem: string): string[] {
-  try {
-    return pemBlocks(rootPem)
-      .filter((b) => b.label === 'CERTIFICATE')
-      .map((b) => new PeculiarX509Certificate(b.der))
-      .filter((c) => {
-        const rdns = c.subjectName.toJSON();
-        return (
-          c.subject === c.issuer &&
-          rdns.length === 1 &&
-          Object.keys(rdns[0] ?? {}).join() === 'O' &&
-          rdns[0]?.['O']?.length === 1
-        );
-      })
-      .map((c) => `"${c.subject}"`);
-  } catch {
-    return [];
-  }
 }
 
 /** The committed new set, while its files are being moved into the data dir. */
