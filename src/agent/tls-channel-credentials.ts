@@ -22,8 +22,12 @@ import { pemBlocks } from '../pki/pem.js';
  * Why not grpc-js's own (`credentials.createSsl`): grpc-js 1.14 hands the dialled host to
  * `tls.connect` as `servername` even when it is an IP address. RFC 6066 (section 3) forbids an
  * IP address there; Node 20 and 24 only warn (DEP0123), Node 26 refuses it, and the call then
- * fails on every retry (grpc/grpc-node#1919 is open). Istio's clients do what this does: Go's
- * crypto/tls sends no server name for an IP address and checks the certificate's IP SANs.
+ * fails on every retry (grpc/grpc-node#1919 is open). Istio's client does what this does:
+ * pilot-agent (security/pkg/nodeagent/caclient/providers/citadel/client.go, getTLSDialOption)
+ * dials with grpc-go's credentials.NewTLS and no ServerName of its own, so the name is the
+ * dialled host; Go's crypto/tls sends no server name for an IP address and checks the
+ * certificate's IP SANs. (That client also falls back to the system roots when given none; the
+ * agent here always has --root-cert, and refuses one without a certificate: fromPem.)
  *
  * `_createSecureConnector` is grpc-js's own extension point for credentials (what its xDS
  * credentials implement); it is typed in grpc-js's declarations, so a grpc-js release that

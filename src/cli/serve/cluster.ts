@@ -135,9 +135,8 @@ class ClusterPrimary {
     // Workers are forked first: loading their modules (the bulk of start-up) overlaps with
     // preparing the data dir here, and each waits for the 'go' that follows it.
     for (let i = 0; i < this.count; i++) this.fork();
-    this.sharedStatePrepared = prepareSharedState(this.options, this.host.clock, (m) =>
-      this.host.logger.warn(m),
-    );
+    // Foreign roots in root-cert.pem are said by each worker as it loads the set.
+    this.sharedStatePrepared = prepareSharedState(this.options, this.host.clock);
     this.sharedStatePrepared.catch((e: unknown) =>
       this.failStart(e instanceof Error ? e : new Error(String(e))),
     );
@@ -328,11 +327,7 @@ class ClusterPrimary {
  * The data dir's shared state, made once before any worker reads it, so workers only ever read
  * it (no two processes race to create a root key or the development token issuer's key).
  */
-async function prepareSharedState(
-  options: ServeOptions,
-  clock: Clock,
-  onForeignRoots: (message: string) => void,
-): Promise<void> {
+async function prepareSharedState(options: ServeOptions, clock: Clock): Promise<void> {
   const { ca } = options;
   const selfSigned = async (): Promise<unknown> =>
     ca.cacertsDir
@@ -344,7 +339,6 @@ async function prepareSharedState(
             trustDomain: (await loadMeshSettings(options.policy)).trustDomain,
             keyType: ca.selfSignedKeyType,
             ttlMs: ca.selfSignedRootTtlMs,
-            onForeignRoots,
           },
           clock,
         );
