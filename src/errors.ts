@@ -52,6 +52,8 @@ export class CastellanError extends Error {
   readonly kind: ErrorKind;
   /** The file, secret key or field the error is about, when there is one. */
   readonly subject: string | undefined;
+  /** The message without its subject (`message` is `subject: detail` when there is one). */
+  readonly detail: string;
 
   constructor(
     kind: ErrorKind,
@@ -61,6 +63,7 @@ export class CastellanError extends Error {
     super(options.subject ? `${options.subject}: ${message}` : message, { cause: options.cause });
     this.kind = kind;
     this.subject = options.subject;
+    this.detail = message;
   }
 }
 

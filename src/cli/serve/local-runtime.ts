@@ -302,7 +302,5 @@ export class CacertsFolderWatcher {
  */
 function namingTheSetting(e: unknown, dir: string, setting: string | undefined): unknown {
   if (setting === undefined || !(e instanceof CastellanError) || e.subject !== dir) return e;
-  // e.message starts with its subject (the folder): the setting takes its place.
-  const reason = e.message.slice(`${dir}: `.length);
-  return new CastellanError(e.kind, reason, { subject: `${setting}=${dir}`, cause: e });
+  return new CastellanError(e.kind, e.detail, { subject: `${setting}=${dir}`, cause: e });
 }
