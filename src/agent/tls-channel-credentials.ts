@@ -44,7 +44,14 @@ export class TlsChannelCredentials extends ChannelCredentials {
     tls: { readonly rootsPem: string; readonly keyPem?: string; readonly certChainPem?: string },
     name: string,
   ): TlsChannelCredentials {
-    if (!pemBlocks(tls.rootsPem).some((b) => b.label === 'CERTIFICATE')) {
+    const hasCertificate = (): boolean => {
+      try {
+        return pemBlocks(tls.rootsPem).some((b) => b.label === 'CERTIFICATE');
+      } catch {
+        return false; // not PEM at all (an empty file among them)
+      }
+    };
+    if (!hasCertificate()) {
       throw new CastellanError(
         'malformed',
         'no root certificate in it: nothing to trust the CA with',
