@@ -181,6 +181,40 @@ test('first starts racing on one data dir end with one root, on disk and in ever
   assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
 });
 
+test("a start that sees another process's root arrive before its key and certificate serves that set, not 'root without its key'", async () => {
+  // Start A links its root-cert.pem into place first; its key and certificate are still in the
+  // committed folder. Start B's first two looks for a committed set came before A's commit, so B
+  // finds a self-signed root and no key: the refusal of a lost root must look once more (and find
+  // A's set) before refusing.
+  const made = join(tmp.dir, 'made-by-a2');
+  const a = await loadOrCreateSelfSignedCa({ dataDir: made, trustDomain: 'cluster.local' }, clock);
+  const dir = join(tmp.dir, 'b-sees-root-first');
+  const committed = join(dir, '.self-signed-ca.ready');
+  mkdirSync(committed, { recursive: true });
+  for (const f of ['ca-cert.pem', 'ca-key.pem']) copyFileSync(join(made, f), join(committed, f));
+  copyFileSync(join(made, 'root-cert.pem'), join(dir, 'root-cert.pem')); // A's first link
+  const promises = fs.promises as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const readdir = promises.readdir!;
+  let hidden = 2;
+  promises.readdir = (...args: unknown[]) => {
+    if (hidden > 0 && args[0] === committed) {
+      hidden--;
+      return Promise.reject(Object.assign(new Error('ENOENT'), { code: 'ENOENT' }));
+    }
+    return readdir.apply(fs.promises, args);
+  };
+  syncBuiltinESMExports();
+  try {
+    const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+    assert.equal(hidden, 0, 'both early looks found nothing');
+    assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
+    assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+  } finally {
+    promises.readdir = readdir;
+    syncBuiltinESMExports();
+  }
+});
+
 test('a start that meets another process moving its committed set into place serves that set', async () => {
   // Separate processes first-starting on one data dir (test/reliability/crash-safe-state.test.ts
   // caught this once in four processes): start B finds no committed set, then start A commits its
