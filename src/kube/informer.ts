@@ -55,8 +55,16 @@ export function startInformer<T extends KubernetesObject>(options: {
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
   const transform = options.transform;
+  // Consecutive failed starts: the first of a run is a warning (an operator must see that the
+  // API server cannot be reached or refuses us), the rest of the run debug lines, and the list
+  // that ends it says so.
+  let failures = 0;
   const listFn = async (): Promise<KubernetesListObject<T>> => {
     const l = await options.list();
+    if (failures > 0) {
+      logger.info({ path: options.path, failures }, 'list and watch resumed');
+      failures = 0;
+    }
     // Handlers run for the list's items before the promise settles; mark synced right after.
     queueMicrotask(markSynced);
     return transform ? { ...l, items: l.items.map(transform) } : l;
@@ -104,7 +112,10 @@ export function startInformer<T extends KubernetesObject>(options: {
   lw.on('delete', (o) => options.handlers.deleted?.(o));
   lw.on('error', (e: unknown) => {
     if (stopped) return;
-    logger.debug({ path: options.path, error: describeApiError(e) }, 'watch failed; retrying');
+    failures += 1;
+    const fields = { path: options.path, error: describeApiError(e), retryMs };
+    if (failures === 1) logger.warn(fields, 'list or watch failed; retrying until it succeeds');
+    else logger.debug(fields, 'list or watch failed again; retrying');
     timer?.cancel();
     timer = options.clock.after(retryMs, () => {
       if (!stopped) void lw.start();

@@ -197,7 +197,7 @@ describe('every namespace', () => {
     await api.stop();
     // Every watch (namespaces, both ConfigMaps) saw the outage and waits on the clock.
     await waitFor('the three watches to fail', () => {
-      const failed = lines.slice(mark).filter((l) => l.msg === 'watch failed; retrying');
+      const failed = lines.slice(mark).filter((l) => l.msg.startsWith('list or watch failed'));
       return new Set(failed.map((l) => String(l['path']))).size === 2 && failed.length >= 3;
     });
     api.createNamespace('during-outage');

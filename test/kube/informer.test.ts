@@ -9,7 +9,8 @@ import { systemClock } from '../../src/clock.js';
 import { startInformer } from '../../src/kube/informer.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';
-import { kubeConfigFor } from './helpers.js';
+import { ManualClock } from '../support/manual-clock.js';
+import { capturingLogger, kubeConfigFor } from './helpers.js';
 
 const NS = 'istio-system';
 let api: FakeApiServer;
@@ -17,7 +18,7 @@ let api: FakeApiServer;
 before(async () => {
   api = await FakeApiServer.start({
     namespaces: [NS],
-    users: { 'token-stopped': 'stopped', 'token-live': 'live' },
+    users: { 'token-stopped': 'stopped', 'token-live': 'live', 'token-failing': 'failing' },
   });
 });
 after(async () => {
@@ -62,4 +63,54 @@ test('stopped while its list is in flight: no watch is opened afterwards', async
     await live.stop();
   }
   await waitFor('no watch open', () => api.openWatches === 0);
+});
+
+// A replica that cannot reach the API server (or is refused by it) must say so at the default log
+// level: it was a debug line only, and `serve --kube` waited in silence. One warning per run of
+// failures, debug lines while it lasts, and one line when a list succeeds again.
+test('a run of failed lists: one warning, then debug lines, then one line when it resumes', async () => {
+  const clock = new ManualClock();
+  const { logger, lines } = capturingLogger();
+  const core = kubeConfigFor(api, 'token-failing').makeApiClient(CoreV1Api);
+  let failuresLeft = 3;
+  const failing = startInformer<V1Secret>({
+    kubeConfig: kubeConfigFor(api, 'token-failing'),
+    path: `/api/v1/namespaces/${NS}/secrets`,
+    list: () => {
+      if (failuresLeft > 0) {
+        failuresLeft -= 1;
+        return Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6443'));
+      }
+      return core.listNamespacedSecret({ namespace: NS });
+    },
+    clock,
+    retryMs: 1000,
+    logger,
+    handlers: {},
+  });
+  const failed = () => lines.filter((l) => l.msg.startsWith('list or watch failed'));
+  try {
+    for (let n = 1; n <= 3; n++) {
+      await waitFor(`failure ${n} logged`, () => failed().length === n);
+      await clock.advance(1000);
+    }
+    await failing.synced;
+    const resumed = await waitFor('the resumption logged', () =>
+      lines.find((l) => l.msg === 'list and watch resumed'),
+    );
+    const [first, ...rest] = failed();
+    assert.ok(first);
+    assert.equal(first.level, 40, 'the first failure is a warning');
+    assert.equal(first['path'], `/api/v1/namespaces/${NS}/secrets`);
+    assert.match(String(first['error']), /ECONNREFUSED/);
+    assert.deepEqual(
+      rest.map((l) => l.level),
+      [20, 20],
+      'the rest of the run at debug level',
+    );
+    assert.equal(resumed.level, 30);
+    assert.equal(resumed['failures'], 3);
+  } finally {
+    await failing.stop();
+  }
 });

@@ -1,10 +1,11 @@
 // Kubernetes mode started on a `cacerts` that does not verify: the runtime (in process) holds no
 // CA and does not join leader election; the real `castellan serve --kube` waits, not ready, and
-// a SIGTERM while it waits ends it cleanly. The whole operator workflow around it, with kubectl:
+// a SIGTERM while it waits ends it cleanly. So does one that cannot reach the API server at all. The whole operator workflow around it, with kubectl:
 // test/kube/kubectl.test.ts.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +17,8 @@ import { startKubeRuntime } from '../../src/cli/serve/kube-runtime.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { startServe } from '../server/support/serve-process.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
+import { cliPath } from '../support/paths.js';
+import { waitFor } from '../support/wait-for.js';
 import { putCacerts, sampleCacerts } from './helpers.js';
 
 const NS = 'istio-system';
@@ -103,4 +106,78 @@ test('serve --kube waits with the gRPC port closed; SIGTERM while waiting exits 
   assert.match(await r.text(), /^not ready: cacerts does not verify: /);
   assert.equal(await s.stop(), 0);
   assert.match(s.stderr(), /"msg":"stopped"/);
+});
+
+// Found by a new operator (2026-12-07): with the API server out of reach, `serve --kube` exited 0
+// after about a second, printing nothing at the default level — the list's retry runs on a timer
+// that does not hold the event loop, and nothing else did yet. In a pod: "Completed", empty logs.
+test('serve --kube with no API server to reach: warns, keeps trying, and exits 0 on SIGTERM', async () => {
+  const port = await freePort(); // nothing listens there
+  const kubeconfig = join(dir, 'kubeconfig-unreachable');
+  writeFileSync(
+    kubeconfig,
+    [
+      'apiVersion: v1',
+      'kind: Config',
+      'clusters:',
+      `- cluster: {server: "https://127.0.0.1:${port}", insecure-skip-tls-verify: true}`,
+      '  name: gone',
+      'contexts:',
+      '- context: {cluster: gone, user: u}',
+      '  name: gone',
+      'current-context: gone',
+      'users:',
+      '- name: u',
+      '  user: {token: unused}',
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(
+    process.execPath,
+    [
+      cliPath,
+      'serve',
+      '--kube',
+      '--kubeconfig',
+      kubeconfig,
+      '--data-dir',
+      join(dir, 'data-unreachable'),
+      '--grpc-addr',
+      '127.0.0.1:0',
+      '--monitoring-addr',
+      '127.0.0.1:0',
+      '--log-level',
+      'debug',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number | string>((resolve) =>
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
+  );
+  try {
+    const lines = (): { level: number; msg: string; path?: string; error?: string }[] =>
+      err
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { level: number; msg: string });
+    // A second failed attempt, a retry after the first: the process stayed up for it.
+    await waitFor(
+      'a second failed list, with serve still running',
+      () =>
+        child.exitCode === null &&
+        lines().some((l) => l.msg.startsWith('list or watch failed again')),
+    );
+    const warning = lines().find(
+      (l) => l.msg === 'list or watch failed; retrying until it succeeds',
+    );
+    assert.equal(warning?.level, 40, 'a warning at the default log level');
+    assert.equal(warning.path, '/api/v1/namespaces/istio-system/configmaps');
+    assert.match(warning.error ?? '', /ECONNREFUSED/);
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0);
+  assert.match(err, /"signal":"SIGTERM","msg":"stopped before serving"/);
 });

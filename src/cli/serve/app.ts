@@ -24,12 +24,15 @@ import type { CaRuntime } from './ca-runtime.js';
 import { startLocalRuntime } from './local-runtime.js';
 import { MeshHolder } from './mesh-holder.js';
 import type { Environment, ServeOptions } from './options.js';
+import { StoppedWhileStarting } from './signals.js';
 
 /** What serve takes from its process; read once, by the root (./command.ts, ./worker-main.ts). */
 export interface ServeHost {
   readonly clock: Clock;
   readonly env: Environment;
   readonly logger: Logger;
+  /** When given, a start still waiting for the API server gives up when it settles. */
+  readonly stopRequested?: Promise<unknown> | undefined;
 }
 
 /** A whole process's worth: where the start line goes, and when to stop. */
@@ -84,7 +87,16 @@ export function startLine(s: ServingSummary): string {
  * and resolves (exit code 0).
  */
 export async function runServe(options: ServeOptions, host: ServeProcessHost): Promise<void> {
-  const app = await ServeApp.create(options, host);
+  let app: ServeApp;
+  try {
+    app = await ServeApp.create(options, host);
+  } catch (e) {
+    if (!(e instanceof StoppedWhileStarting)) throw e;
+    // E.g. SIGTERM while the API server could not be reached: nothing was serving.
+    host.logger.info({ signal: await host.stopRequested }, 'stopped before serving');
+    host.logger.flush();
+    return;
+  }
   // A stop may come while serve still waits for a CA: start() then resolves with nothing.
   const stopped = host.stopRequested.then(async (signal) => {
     host.logger.info({ signal }, 'shutting down: finishing in-flight requests');
@@ -180,6 +192,7 @@ export class ServeApp {
             clock,
             env: host.env,
             logger,
+            stopRequested: host.stopRequested,
           })
         : await startLocalRuntime(
             { ca: { ...ca, trustDomain: mesh.trustDomain() }, authn },

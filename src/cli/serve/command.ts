@@ -30,12 +30,20 @@ export function registerServeCommand(program: Command): void {
     };
     host.logger.debug({ heapGrowth }, 'V8 old-generation growth');
     reportCsrCheck(NATIVE_P256, host.logger);
-    // Loaded only now: every other command (and `serve --help`, and a flag error) starts
-    // without the whole serving stack (≈ 0.4 s of module loading on this box).
-    const { resolveWorkerCount, runClusterPrimary } = await import('./cluster.js');
-    const workers = resolveWorkerCount(options.workers);
-    if (workers > 1) await runClusterPrimary(options, workers, host);
-    else await (await import('./app.js')).runServe(options, host);
+    // A server runs until it is asked to stop. While it waits (for the API server, for a CA)
+    // nothing else need hold the event loop: the Kubernetes client's retries run on timers that
+    // do not, and `serve --kube` with an unreachable API server exited 0 in silence.
+    const keepAlive = setInterval(() => {}, 2 ** 30);
+    try {
+      // Loaded only now: every other command (and `serve --help`, and a flag error) starts
+      // without the whole serving stack (≈ 0.4 s of module loading on this box).
+      const { resolveWorkerCount, runClusterPrimary } = await import('./cluster.js');
+      const workers = resolveWorkerCount(options.workers);
+      if (workers > 1) await runClusterPrimary(options, workers, host);
+      else await (await import('./app.js')).runServe(options, host);
+    } finally {
+      clearInterval(keepAlive);
+    }
     // Stopped because stdout or stderr failed: not a clean stop (supervisors restart on it).
     if ((await host.stopRequested).startsWith(OUTPUT_FAILED)) process.exitCode = 1;
   });

@@ -48,6 +48,7 @@ import {
 import type { PolicyCompiler } from '../../policy/compiler.js';
 import { caLoadErrorsMetric, type CaRuntime } from './ca-runtime.js';
 import type { Environment } from './options.js';
+import { StoppedWhileStarting } from './signals.js';
 
 // Loaded only in Kubernetes mode (app.ts imports it on demand): @kubernetes/client-node, which
 // everything under src/kube/ pulls in, costs ~0.5 s of start-up.
@@ -90,6 +91,12 @@ export interface KubeRuntimeDeps {
   readonly identity?: string | undefined;
   /** Fed from PeerAuthentications, AuthorizationPolicies, Pods and Namespaces when given. */
   readonly policyCompiler?: PolicyCompiler | undefined;
+  /**
+   * Settles when the process is asked to stop. The start waits for the API server as long as it
+   * takes (every list is retried); a stop ends that wait with StoppedWhileStarting, after what
+   * had started is released.
+   */
+  readonly stopRequested?: Promise<unknown> | undefined;
 }
 
 /** Kubernetes mode's CaRuntime; `leader` is exposed for tests and logs. */
@@ -145,6 +152,16 @@ export async function startKubeRuntime(
     }
   };
   const loadErrors = caLoadErrorsMetric();
+  const { stopRequested } = deps;
+  const untilStop = <T>(step: Promise<T>): Promise<T> =>
+    stopRequested
+      ? Promise.race([
+          step,
+          stopRequested.then(() => {
+            throw new StoppedWhileStarting('Kubernetes mode');
+          }),
+        ])
+      : step;
   try {
     // Every replica follows the selectors, so a new leader publishes at once to the right
     // namespaces and never to one the mesh config leaves out.
@@ -179,7 +196,7 @@ export async function startKubeRuntime(
         },
       });
       stops.push(() => meshWatch.stop());
-      await meshWatch.synced;
+      await untilStop(meshWatch.synced);
       discovery.meshChanged(meshWatch.current(), where);
       meshConfig?.apply(meshWatch.current(), where, true);
       live = true;
@@ -207,7 +224,7 @@ export async function startKubeRuntime(
       logger,
     });
     stops.push(() => caSource.stop());
-    await caSource.start();
+    await untilStop(caSource.start());
 
     const secretRemotes = new SecretRemoteClusters({
       kubeConfig: kc,
@@ -256,8 +273,8 @@ export async function startKubeRuntime(
     const tokenAuthenticators: Authenticator[] = [];
     if (config.jwtOffline) {
       const jwks = new ApiServerJwks({ kubeConfig: kc, clock, logger });
-      await jwks.start();
       stops.push(() => jwks.stop());
+      await untilStop(jwks.start());
       tokenAuthenticators.push(
         new JwtAuthenticator({
           issuer: jwks.issuer,
@@ -341,14 +358,16 @@ export async function startKubeRuntime(
     stops.push(() => leader.stop());
     stops.push(stopLeaderWork);
     if (deps.policyCompiler) {
-      const policies = await startPolicyWatch({
+      const starting = startPolicyWatch({
         kubeConfig: kc,
         compiler: deps.policyCompiler,
         clock,
         // The MeshConfig reaches the compiler from the mesh holder (the one watch above; app.ts).
         logger,
       });
-      stops.push(() => policies.stop());
+      // Stopped once started, also when a stop ends the wait for it below.
+      stops.push(async () => (await starting.catch(() => undefined))?.stop());
+      await untilStop(starting);
     }
     logger.info(
       { server: clients.server, namespace, identity, lease: config.leaseName },

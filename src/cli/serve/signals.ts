@@ -30,3 +30,14 @@ export function stopSignal(outputs: readonly ProcessOutput[] = []): Promise<stri
 
 /** The start of stopSignal's reason when an output failed (the process then exits with 1). */
 export const OUTPUT_FAILED = 'output failed';
+
+/**
+ * A start that was still waiting (for the API server, say) when a stop came: not a failure. What
+ * had started is released, and the process exits as after any graceful stop.
+ */
+export class StoppedWhileStarting extends Error {
+  override readonly name = 'StoppedWhileStarting';
+  constructor(what: string) {
+    super(`stopped while ${what} was starting`);
+  }
+}
