@@ -4,7 +4,7 @@ import { CastellanError, asCastellanError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { KeyCertBundle } from '../ca/key-cert-bundle.js';
 import type { SwappableCaState } from '../ca/swappable-ca-state.js';
-import { certificatePem } from '../ca/build-key-cert-bundle.js';
+import { certificatePem, parseCertificates } from '../ca/build-key-cert-bundle.js';
 import {
   CA_CRL_FILE,
   bundleFromCacerts,
@@ -111,6 +111,8 @@ export class KubeCaSource {
   private selfSignedSecret: V1Secret | undefined;
   /** Why the self-signed root could not be loaded, while nothing is served. */
   private selfSignedProblem: string | undefined;
+  /** Set while `cacerts` is gone and the mesh trusts a plugged-in CA (cacertsLost). */
+  private lostCacerts: string | undefined;
   private selfSignedLoading: Promise<void> | undefined;
   private serving: Serving = 'nothing';
   /** Roots this replica served before the current `cacerts`, since the last drop. */
@@ -162,6 +164,7 @@ export class KubeCaSource {
     this.unfollowCrl = followCrlExpiry(this.o.state, this.o.clock, (crl) => this.crlExpired(crl));
     this.recordRoots();
     if (this.o.state.current()) return;
+    if (this.cacertsLost()) return;
     if (this.cacertsNow.state === 'refused') {
       this.logger.error(
         { secret: `${namespace}/${CACERTS_SECRET}`, error: this.cacertsNow.error.message },
@@ -198,6 +201,7 @@ export class KubeCaSource {
     if (this.cacertsNow.state === 'refused') {
       return `cacerts does not verify: ${this.cacertsNow.error.message}; nothing is served until it does (a fixed cacerts is picked up without a restart)`;
     }
+    if (this.lostCacerts) return this.lostCacerts;
     if (this.selfSignedProblem) return this.selfSignedProblem;
     return this.synced ? 'loading the self-signed root' : 'reading the CA Secrets';
   }
@@ -223,8 +227,16 @@ export class KubeCaSource {
   private onDeleted(secret: V1Secret): void {
     const { namespace } = this.o;
     const name = secret.metadata?.name;
-    // Written back from what this replica knows (the roots it last saw recorded).
-    if (name === PREVIOUS_ROOTS_SECRET) this.recordRoots();
+    if (name === PREVIOUS_ROOTS_SECRET) {
+      // Written back from what this replica knows (the roots it last saw recorded) while it
+      // serves a plugged-in CA. Otherwise the record is gone: a replica that waited for cacerts
+      // may now take the self-signed root.
+      if (this.cacerts) this.recordRoots();
+      else {
+        this.recordedRoots = [];
+        this.fallBackToSelfSigned();
+      }
+    }
     if (name === CACERTS_SECRET) {
       this.cacertsNow = { state: 'absent' };
       if (this.plugged) {
@@ -314,6 +326,22 @@ export class KubeCaSource {
     // The new set verified on its own; now publish old roots beside the new ones.
     const freshRoots = fresh.roots.map(certificatePem);
     const served = this.o.state.current()?.bundle.roots.map(certificatePem) ?? [];
+    if (!keepPrevious) {
+      // Said every time roots go: the annotation acts on every change while it stays on the
+      // Secret, and a GitOps tool keeps it there (docs/kubernetes-mode.md).
+      const dropped = unique([...this.recordedRoots, ...this.servedBefore, ...served]).filter(
+        (p) => !freshRoots.includes(p),
+      );
+      if (dropped.length > 0) {
+        this.logger.warn(
+          {
+            secret: where,
+            dropped: dropped.flatMap((p) => parseCertificates(p, where).map((c) => c.subject)),
+          },
+          `earlier roots dropped from the trust bundle: cacerts carries ${KEEP_PREVIOUS_ROOTS_ANNOTATION}=false (remove it once they are gone, or the next root change drops the old root at once too)`,
+        );
+      }
+    }
     this.servedBefore = !keepPrevious
       ? []
       : unique([...this.servedBefore, ...(this.synced ? served : [])]).filter(
@@ -377,6 +405,7 @@ export class KubeCaSource {
   private fallBackToSelfSigned(): void {
     if (!this.synced || this.stopped || this.selfSignedLoading) return;
     if (this.o.state.current() || this.cacertsNow.state !== 'absent') return;
+    if (this.cacertsLost()) return;
     this.logger.warn(
       { secret: `${this.o.namespace}/${CACERTS_SECRET}` },
       'cacerts is gone and no CA was served yet: using the self-signed root, as a start without cacerts does',
@@ -390,6 +419,48 @@ export class KubeCaSource {
       .finally(() => {
         this.selfSignedLoading = undefined;
       });
+  }
+
+  /**
+   * No `cacerts`, nothing served yet, and castellan-previous-roots says the mesh has trusted a
+   * plugged-in CA (only a served `cacerts` is ever recorded there): its Secret was deleted or
+   * emptied. The replicas still running serve it from memory; this one must not make or load a
+   * self-signed root, which the mesh does not trust — once it leads, it would publish that root
+   * alone and every workload's peers would refuse the certificates of the plugged-in CA. So it
+   * serves nothing and says why, until `cacerts` is back or the record is deleted (the
+   * deliberate way back to a self-signed root). True when that is the case.
+   *
+   * istiod differs: a restarted istiod without its cacerts files makes or loads the self-signed
+   * root (istio-ca-secret), and the mesh moves to it.
+   */
+  private cacertsLost(): boolean {
+    if (this.cacertsNow.state !== 'absent' || this.recordedRoots.length === 0) {
+      this.lostCacerts = undefined;
+      return false;
+    }
+    const { namespace } = this.o;
+    // The record holds only certificates that parsed (previous-roots.ts).
+    const where = `secret ${namespace}/${PREVIOUS_ROOTS_SECRET}`;
+    const subjects = this.recordedRoots.flatMap((pem) =>
+      parseCertificates(pem, where).map((c) => c.subject),
+    );
+    const reason =
+      `secret ${namespace}/${CACERTS_SECRET} is gone, and the mesh trusts the plugged-in roots recorded in ` +
+      `secret ${namespace}/${PREVIOUS_ROOTS_SECRET} (${subjects.join('; ')}): serving nothing rather than a ` +
+      `self-signed root the mesh does not trust. Put ${CACERTS_SECRET} back (it is picked up without a restart), ` +
+      `or delete ${PREVIOUS_ROOTS_SECRET} with no replica serving the plugged-in CA to move the mesh to a self-signed root`;
+    if (this.lostCacerts !== reason) {
+      this.lostCacerts = reason;
+      this.logger.error(
+        { secret: `${namespace}/${CACERTS_SECRET}`, recordedRoots: subjects },
+        'cacerts is gone and the mesh trusts a plugged-in CA: serving nothing until cacerts is back',
+      );
+      void this.o.events?.record(
+        { kind: 'Secret', name: PREVIOUS_ROOTS_SECRET, namespace },
+        { type: 'Warning', reason: 'CACertsMissing', message: reason },
+      );
+    }
+    return true;
   }
 
   /**

@@ -9,7 +9,12 @@ import { systemClock, type Clock } from '../../src/clock.js';
 import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import type { CastellanError } from '../../src/errors.js';
 import { EventRecorder } from '../../src/kube/events.js';
-import { CACERTS_SECRET, KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
+import {
+  CACERTS_SECRET,
+  KEEP_PREVIOUS_ROOTS_ANNOTATION,
+  KubeCaSource,
+} from '../../src/kube/cacerts-secret-source.js';
+import { PREVIOUS_ROOTS_SECRET } from '../../src/kube/previous-roots.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { crlOf, makeCacerts } from '../support/ca-hierarchy.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
@@ -179,6 +184,108 @@ test('serving a plugged-in CA: deleting cacerts keeps the root, and istio-ca-sec
   assert.equal(rootOf(r), root);
   assert.equal(r.state.current()!.generation, generation, 'no swap at all');
   assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined);
+});
+
+// Found by a new operator (2026-12-07): after `kubectl delete secret cacerts`, the running
+// replica kept its root, but the next one to start made a self-signed root, served it, and once
+// it led published it alone: the mesh moved to a root nobody planned at the next rollout. A
+// replica that finds no cacerts while castellan-previous-roots records a plugged-in CA now serves
+// nothing, says why, and waits for cacerts — or for the record's deletion, the way back to a
+// self-signed root. (istiod differs: it makes or loads istio-ca-secret's root.)
+test('cacerts deleted while a plugged-in CA is served: a replica started later serves nothing and says why until cacerts is back', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const a = replica(api);
+  await a.source.start();
+  const root = rootOf(a);
+  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  await waitFor('the deletion seen', () =>
+    a.lines.some((l) => l.msg.startsWith('cacerts was deleted')),
+  );
+
+  const b = replica(api);
+  await b.source.start();
+  assert.equal(b.state.current(), undefined, 'serves nothing');
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined, 'makes no root');
+  assert.match(
+    b.source.whyNoCa() ?? '',
+    /^secret istio-system\/cacerts is gone, and the mesh trusts the plugged-in roots recorded in secret istio-system\/castellan-previous-roots \(O=Istio, CN=Root CA\): serving nothing .*Put cacerts back/,
+  );
+  const said = b.lines.find((l) => l.msg.startsWith('cacerts is gone and the mesh trusts'));
+  assert.equal(said?.level, 50);
+  const [event] = await waitFor('the CACertsMissing Event', () => {
+    const e = eventsFor(api, 'CACertsMissing');
+    return e.length > 0 && e;
+  });
+  assert.equal(event!.type, 'Warning');
+  assert.equal((event!.involvedObject as { name: string }).name, PREVIOUS_ROOTS_SECRET);
+  assert.equal(rootOf(a), root, 'the running replica is untouched');
+
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  await waitFor('cacerts served again, without a restart', () => b.state.current());
+  assert.match(b.state.current()!.bundle.source, /^cacerts-secret:/);
+  assert.equal(rootOf(b), root);
+  assert.equal(b.source.whyNoCa(), undefined);
+});
+
+test('cacerts and the record of its roots both deleted, with no replica serving it: the self-signed root', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const a = replica(api);
+  await a.source.start();
+  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
+  await a.source.stop();
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+
+  const b = replica(api);
+  await b.source.start();
+  assert.equal(b.state.current(), undefined, 'waits while the record is there');
+  api.deleteObject('secrets', NS, PREVIOUS_ROOTS_SECRET);
+  await waitFor('the self-signed root', () => b.state.current());
+  assert.match(b.state.current()!.bundle.source, /^self-signed-secret:/);
+  assert.ok(api.getObject('secrets', NS, SELF_SIGNED_SECRET));
+  assert.equal(b.source.whyNoCa(), undefined);
+});
+
+// Found by a new operator (2026-12-07): the annotation stayed on the Secret (as `kubectl apply`
+// or a GitOps tool keeps it), and the next root change dropped the old root at once, with no word
+// in the log. It still does (the annotation means "drop"), but each drop is now a warning naming
+// the roots dropped and saying to remove the annotation.
+test('keep-previous-roots=false: every root change it drops roots at is a warning naming them', async () => {
+  const api = await cluster();
+  const drop = { [KEEP_PREVIOUS_ROOTS_ANNOTATION]: 'false' };
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const r = replica(api);
+  await r.source.start();
+  const warnings = () => r.lines.filter((l) => l.msg.startsWith('earlier roots dropped'));
+
+  putCacerts(api, NS, sampleCacerts(''), drop); // the 2018 root replaces the alt root
+  await waitFor(
+    'the 2018 root alone',
+    () =>
+      r.state.current()?.bundle.roots.length === 1 &&
+      /Sunnyvale/.test(r.state.current()!.bundle.roots[0]!.subject),
+  );
+  await waitFor('a warning', () => warnings().length === 1);
+  assert.equal(warnings()[0]!.level, 40);
+  assert.deepEqual(warnings()[0]!['dropped'], ['O=Istio, CN=Root CA']);
+  assert.match(warnings()[0]!.msg, /castellan\.io\/keep-previous-roots=false \(remove it/);
+
+  // Left on the Secret: the next root change drops again, and says so again.
+  putCacerts(api, NS, sampleCacerts('-alt'), drop);
+  await waitFor(
+    'the alt root alone',
+    () =>
+      r.state.current()?.bundle.roots.length === 1 &&
+      r.state.current()!.bundle.roots[0]!.subject === 'O=Istio, CN=Root CA',
+  );
+  await waitFor('a second warning', () => warnings().length === 2);
+  assert.match(String((warnings()[1]!['dropped'] as string[])[0]), /Sunnyvale/);
+  // The same roots again (an unrelated edit of the Secret): nothing dropped, nothing said.
+  putCacerts(api, NS, { ...sampleCacerts('-alt') }, { ...drop, note: 'touched' });
+  await waitFor('the edit read', () => r.lines.filter((l) => l.msg === 'cacerts read').length >= 4);
+  assert.equal(warnings().length, 2);
 });
 
 test('an expired CRL is loaded and published with a CACRLExpired Event; one that expires while loaded gets one then', async () => {
