@@ -39,3 +39,17 @@ export function followCrlExpiry(
     timer?.cancel();
   };
 }
+
+/**
+ * The command that renews the CRLs of `crl` due before `byMs` (epoch ms): `castellan ca crl
+ * --ca-dir <caDir>`, plus `--root-dir` when one of them is the root's, which only the root's
+ * key can sign (`ca crl` keeps a CRL it holds no key for as it was). `caDir` is a folder when the
+ * caller knows it, or a placeholder.
+ */
+export function crlRenewalCommand(crl: CaCrl, caDir: string, byMs: number): string {
+  const due = crl.crls.filter((c) => c.nextUpdate !== undefined && c.nextUpdate.getTime() < byMs);
+  const root = due.find((c) => c.signer.subject === c.signer.issuer);
+  return root
+    ? `castellan ca crl --ca-dir ${caDir} --root-dir <the folder of "${root.signer.subject}", holding root-cert.pem and root-key.pem>`
+    : `castellan ca crl --ca-dir ${caDir}`;
+}

@@ -12,7 +12,7 @@ import {
   detectLayout,
 } from '../ca/cacerts-layout.js';
 import type { KeyUriSigners } from '../ca/signers/key-uri-signers.js';
-import { followCrlExpiry } from '../ca/crl-expiry.js';
+import { crlRenewalCommand, followCrlExpiry } from '../ca/crl-expiry.js';
 import type { CaCrl } from '../pki/crl.js';
 import type { CaKeyType } from '../pki/key-type.js';
 import type { EventRecorder } from './events.js';
@@ -602,7 +602,7 @@ export class KubeCaSource {
     const nextUpdate = crl.nextUpdate?.toISOString() ?? '';
     this.logger.warn(
       { crl: crl.subject, nextUpdate },
-      'the CA CRL has expired; still published: renew it (castellan ca crl --next-update)',
+      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now())})`,
     );
     const secret = this.cacertsSecret;
     void this.o.events?.record(
@@ -615,7 +615,7 @@ export class KubeCaSource {
       {
         type: 'Warning',
         reason: 'CACRLExpired',
-        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with castellan ca crl --ca-dir DIR --next-update 7d`,
+        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with ${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now())}, then update ${CACERTS_SECRET}`,
       },
     );
   }

@@ -403,13 +403,32 @@ test('ca check: fails on a CRL that expired, expires within --crl-warn-within, o
   );
   let r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
   assert.equal(r.code, 1);
-  assert.match(r.stdout, /^OK: /, 'the summary is still printed');
+  // Not "OK" on stdout when the check fails (a new operator's cron job read "OK"), but the
+  // summary is still printed.
+  assert.match(
+    r.stdout,
+    /^NOT OK: \S+ is a usable CA, but its ca-crl\.pem is due\nsigning certificate: /,
+  );
+  // The root's CRL is due too: only the root's key renews it, so the advice names --root-dir
+  // (it advised --ca-dir alone, which keeps the root's CRL as it was).
   assert.match(
     r.stderr,
-    /ca-crl\.pem: the CRL expires on \S+, within 24h: re-sign it with castellan ca crl --ca-dir/,
+    /ca-crl\.pem: the CRL expires on \S+, within 24h: re-sign it with castellan ca crl --ca-dir \S+ --root-dir <the folder of "O=Castellan, CN=Root CA", holding root-cert\.pem and root-key\.pem>/,
   );
   r = await inProcess('ca', 'check', '--cacerts-dir', caDir, '--crl-warn-within', '6h');
   assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^OK: /);
+  // Only the intermediate's CRL due: --ca-dir alone renews it.
+  for (const args of [
+    ['--root-dir', rootDir, '--next-update', '30d'],
+    ['--next-update', '12h'],
+  ]) {
+    assert.equal((await inProcess('ca', 'crl', '--ca-dir', caDir, ...args)).code, 0);
+  }
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /re-sign it with castellan ca crl --ca-dir \S+\n?$/);
+  assert.doesNotMatch(r.stderr, /--root-dir/);
 
   // nextUpdate in the past: openssl makes one (castellan refuses to write a CRL born expired).
   const crlFile = join(caDir, 'ca-crl.pem');

@@ -308,6 +308,11 @@ test('an expired CRL is loaded and published with a CACRLExpired Event; one that
   });
   assert.equal(expired?.type, 'Warning');
   assert.match(String(expired.message), /^ca-crl\.pem: nextUpdate .* has passed; still published/);
+  // The CA's CRL expired, the root's did not: --ca-dir alone renews it.
+  assert.match(
+    String(expired.message),
+    /renew it with castellan ca crl --ca-dir <the cacerts folder>, then update cacerts$/,
+  );
 
   putCacerts(api, NS, {
     ...Object.fromEntries(files),

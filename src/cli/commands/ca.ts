@@ -35,6 +35,7 @@ import { openPkcs11Signer, type Pkcs11Signer } from '../../ca/signers/pkcs11-sig
 import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
 import type { CaSigner } from '../../pki/signer.js';
 import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
+import { crlRenewalCommand } from '../../ca/crl-expiry.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { formatSerial, type CaCrl } from '../../pki/crl.js';
 import { issueCertificate } from '../../pki/issue.js';
@@ -437,15 +438,19 @@ export function registerCaCommands(program: Command): void {
           ]
         : [`crl: none (no ${CA_CRL_FILE})`]),
     ];
-    process.stdout.write(lines.join('\n') + '\n');
     const next = bundle.crl?.nextUpdate;
-    if (next && next.getTime() - now < o.crlWarnWithin) {
+    const crlDue = bundle.crl && next && next.getTime() - now < o.crlWarnWithin;
+    // Not "OK" when the check fails: a script reading stdout must not see success.
+    if (crlDue) lines[0] = `NOT OK: ${o.cacertsDir} is a usable CA, but its ${CA_CRL_FILE} is due`;
+    process.stdout.write(lines.join('\n') + '\n');
+    if (crlDue) {
       const file = join(o.cacertsDir, CA_CRL_FILE);
+      const renew = crlRenewalCommand(bundle.crl, o.cacertsDir, now + o.crlWarnWithin);
       throw new CastellanError(
         'expired',
         next.getTime() < now
-          ? `the CRL expired on ${next.toISOString()} (nextUpdate; still published, but proxies checking it may refuse every peer): re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`
-          : `the CRL expires on ${next.toISOString()}, within ${formatDuration(o.crlWarnWithin)}: re-sign it with castellan ca crl --ca-dir ${o.cacertsDir}`,
+          ? `the CRL expired on ${next.toISOString()} (nextUpdate; still published, but proxies checking it may refuse every peer): re-sign it with ${renew}`
+          : `the CRL expires on ${next.toISOString()}, within ${formatDuration(o.crlWarnWithin)}: re-sign it with ${renew}`,
         { subject: file },
       );
     }

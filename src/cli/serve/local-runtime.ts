@@ -7,7 +7,7 @@ import { JwtAuthenticator } from '../../authn/jwt-authenticator.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import { removeStaleTemporaries, writeFileAtomic } from '../../atomic-write.js';
 import { CA_CRL_FILE } from '../../ca/cacerts-layout.js';
-import { followCrlExpiry } from '../../ca/crl-expiry.js';
+import { crlRenewalCommand, followCrlExpiry } from '../../ca/crl-expiry.js';
 import type { CaSnapshot, KeyCertBundle } from '../../ca/key-cert-bundle.js';
 import { SwappableCaState } from '../../ca/swappable-ca-state.js';
 import type { CaOptions } from '../../ca/options.js';
@@ -148,7 +148,7 @@ export async function startLocalRuntime(
   const unfollowCrl = followCrlExpiry(caState, clock, (crl) =>
     logger.warn(
       { crl: crl.subject, nextUpdate: crl.nextUpdate?.toISOString() },
-      'the CA CRL has expired; still published: renew it (castellan ca crl --next-update)',
+      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, cacertsDir ?? '<the cacerts folder>', clock.now())})`,
     ),
   );
 
