@@ -2,6 +2,7 @@ import type { CoreV1Api } from '@kubernetes/client-node';
 import { PeriodicTask, type Clock } from '../clock.js';
 import { reissueRoot, DEFAULT_SELF_SIGNED_TTL_MS } from '../ca/sources/self-signed.js';
 import { certificatePem } from '../ca/build-key-cert-bundle.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../ca/issue-workload.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 import {
@@ -24,6 +25,17 @@ export const DEFAULT_ROOT_ROTATION_GRACE_PERCENT = 20;
  * lifetime, and the root is re-issued once the time left is no more than that (at the boundary
  * too: istiod waits only while the wait is positive), or when it has expired.
  */
+/**
+ * The longest self-signed root TTL that would be due for re-issue as soon as it is made: a new
+ * root is backdated (NOT_BEFORE_BACKDATE_MS, for clock skew; istiod's are not), so its lifetime
+ * is the TTL plus the backdate, and with TTL ≤ grace/(100 − grace) × backdate the time left at
+ * birth is already within the grace period. Such a root was re-issued at every check and the
+ * trust bundle grew by one root each time, so serve refuses TTLs up to this.
+ */
+export function longestRootTtlDueAtOnceMs(gracePercent: number): number {
+  return (gracePercent / (100 - gracePercent)) * NOT_BEFORE_BACKDATE_MS;
+}
+
 export function rootNeedsRotation(
   notBefore: Date,
   notAfter: Date,

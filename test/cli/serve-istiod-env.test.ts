@@ -295,6 +295,18 @@ describe("istiod's environment variables", () => {
         {},
         '--root-rotation-grace-percent: -5 is outside 1-99: the root would expire before it is re-issued',
       ],
+      // A root this short would be due at birth (its 2m backdate counts in its lifetime): it was
+      // re-issued at every check, the trust bundle one root longer each time (found 2026-12-07).
+      [
+        { ...KUBE, selfSignedRootTtl: '40s', rootRotationGracePercent: '50' },
+        {},
+        '--self-signed-root-ttl: 40s is too short for a grace of 50% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 2m',
+      ],
+      [
+        KUBE,
+        { CITADEL_SELF_SIGNED_CA_CERT_TTL: '30s' },
+        'CITADEL_SELF_SIGNED_CA_CERT_TTL: 30s is too short for a grace of 20% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 30s',
+      ],
       [
         {},
         { TOKEN_AUDIENCES: 'istio-ca,,vault' },

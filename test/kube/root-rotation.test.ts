@@ -5,7 +5,12 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import { ManualClock } from '../support/manual-clock.js';
 import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
-import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../../src/ca/issue-workload.js';
+import {
+  RootRotator,
+  longestRootTtlDueAtOnceMs,
+  rootNeedsRotation,
+} from '../../src/kube/root-rotation.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';
@@ -64,6 +69,19 @@ test('the threshold: rotate once at most 20% of the lifetime remains, as istiod 
   assert.equal(rootNeedsRotation(nb, na, 50 * DAY, 50), true);
   assert.equal(rootNeedsRotation(nb, na, 98 * DAY, 1), false);
   assert.equal(rootNeedsRotation(nb, na, 99 * DAY, 1), true);
+});
+
+test('longestRootTtlDueAtOnceMs: the TTLs serve refuses are exactly those of roots due at birth', () => {
+  const now = Date.UTC(2026, 0, 1);
+  const born = (ttlMs: number, grace: number): boolean =>
+    rootNeedsRotation(new Date(now - NOT_BEFORE_BACKDATE_MS), new Date(now + ttlMs), now, grace);
+  for (const grace of [1, 20, 50, 99]) {
+    const longest = longestRootTtlDueAtOnceMs(grace);
+    assert.equal(born(longest, grace), true, `grace ${grace}%: due at birth`);
+    assert.equal(born(longest + 1, grace), false, `grace ${grace}%: not due at birth`);
+  }
+  assert.equal(longestRootTtlDueAtOnceMs(20), 30_000);
+  assert.equal(longestRootTtlDueAtOnceMs(50), 120_000);
 });
 
 test('the grace percentage and the new root lifetime are the rotator options', async () => {

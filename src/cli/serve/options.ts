@@ -11,7 +11,9 @@ import { parseTrustedNodeAccounts } from '../../authn/impersonation.js';
 import type { AuthnOptions } from '../../authn/options.js';
 import type { CaOptions } from '../../ca/options.js';
 import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
-import { parseDuration, parseGoDuration } from '../../duration.js';
+import { formatDuration, parseDuration, parseGoDuration } from '../../duration.js';
+import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
+import { longestRootTtlDueAtOnceMs } from '../../kube/root-rotation.js';
 import { CastellanError } from '../../errors.js';
 import {
   DEFAULT_CRL_CONFIGMAP,
@@ -336,6 +338,13 @@ export function completeServeOptions(
     // Kubernetes mode runs leader election, Secret and policy watches and the TokenReview
     // cache per process; several per pod would multiply them. Scale with replicas instead.
     throw bad('--workers', 'only 1 worker in --kube mode (scale with replicas)');
+  }
+  if (kube && selfSignedRootTtlMs <= longestRootTtlDueAtOnceMs(kube.rootRotationGracePercent)) {
+    const longest = longestRootTtlDueAtOnceMs(kube.rootRotationGracePercent);
+    throw bad(
+      selfSignedRoot?.subject ?? '--self-signed-root-ttl',
+      `${formatDuration(selfSignedRootTtlMs)} is too short for a grace of ${kube.rootRotationGracePercent}% (--root-rotation-grace-percent): a new root, backdated ${formatDuration(NOT_BEFORE_BACKDATE_MS)} for clock skew, would be due for re-issue as soon as it is made; use more than ${formatDuration(Math.ceil(longest / 1000) * 1000)}`,
+    );
   }
   if (caKeyUri !== undefined && !kube && cacertsDir === undefined) {
     // The key alone is no CA: its certificates come from the folder or the `cacerts` Secret.
