@@ -4,7 +4,11 @@ import { formatDuration } from '../duration.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createKeyAndCsr, type WorkloadKeyType } from '../pki/csr-builder.js';
-import { readCertificateFiles, writeCertificateFiles } from './atomic-files.js';
+import {
+  checkCertificateFolder,
+  readCertificateFiles,
+  writeCertificateFiles,
+} from './atomic-files.js';
 import type { CertificateAuthorityClient } from './ca-client.js';
 import type { ExecResult } from './exec-hook.js';
 import {
@@ -81,6 +85,8 @@ export class WorkloadAgent {
 
   /** Picks up a valid certificate left by an earlier run (or provisioned for mTLS renewal). */
   async loadExisting(): Promise<IssuedCertificate | undefined> {
+    // A folder that is not ours to write (a CA's, say) is refused before anything is requested.
+    await checkCertificateFolder(this.config.outDir, 'provisioned');
     const files = await readCertificateFiles(this.config.outDir);
     if (!files) return undefined;
     const stored = acceptStoredCertificate(files.certChainPem, files.keyPem, files.rootCertPem);
@@ -126,7 +132,7 @@ export class WorkloadAgent {
     const fallbackRoot = await readFile(config.rootCertFile, 'utf8').catch(() => '');
     const issued = acceptIssuedChain(chain, keyPem, fallbackRoot, deps.clock.now());
     const rootsChanged = this.held !== undefined && this.held.rootCertPem !== issued.rootCertPem;
-    await writeCertificateFiles(config.outDir, issued, deps.clock);
+    await writeCertificateFiles(config.outDir, issued, deps.clock, 'provisioned');
     this.held = issued;
     deps.metrics?.renewals.inc();
     deps.metrics?.certificateWritten(issued.notAfter);

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import {
+  lstat,
   mkdir,
   readFile,
   readdir,
@@ -83,16 +84,69 @@ async function currentVersion(dir: string): Promise<string | undefined> {
   }
 }
 
+/** Files that make a folder a CA's (a cacerts folder, `ca root`'s): never written over. */
+const CA_FILES = ['ca-key.pem', 'ca-cert.pem', 'root-key.pem'];
+
+/**
+ * What may already be in a folder certificates are written to:
+ * - `'ours'`: only what castellan wrote there (the `..data` links), as `castellan request`
+ *   expects: a folder holding files of the same names (a cacerts folder given by mistake, a
+ *   hand-made key) is refused, not written over;
+ * - `'provisioned'`: also a workload certificate and key put there by hand, which the agent
+ *   renews over mTLS and then replaces — but not a CA's folder.
+ */
+export type ExistingFiles = 'ours' | 'provisioned';
+
+/**
+ * Refuses (`invalid-argument`, before anything is written or requested) a folder whose
+ * cert-chain.pem, key.pem or root-cert.pem were not written by castellan and may not be
+ * replaced (ExistingFiles). Found by a new user: `castellan request --out` pointed at a cacerts
+ * folder replaced its cert-chain.pem and root-cert.pem, and that CA no longer loaded.
+ */
+export async function checkCertificateFolder(dir: string, existing: ExistingFiles): Promise<void> {
+  const foreign: string[] = [];
+  for (const f of FILES) {
+    const path = join(dir, f.name);
+    // Absent (or unreadable: the write reports that): nothing to keep.
+    const st = await lstat(path).catch(() => undefined);
+    if (!st) continue;
+    // Ours: a link to ..data. Anything else (a file, another link) is not.
+    const ours = st.isSymbolicLink() && (await readlink(path)) === join(DATA_LINK, f.name);
+    if (!ours) foreign.push(f.name);
+  }
+  if (foreign.length === 0) return;
+  const caFiles: string[] = [];
+  for (const name of CA_FILES) {
+    if (
+      await lstat(join(dir, name)).then(
+        () => true,
+        () => false,
+      )
+    )
+      caFiles.push(name);
+  }
+  const provisioned = existing === 'provisioned' && foreign.includes(KEY_FILE) && !caFiles.length;
+  if (provisioned) return;
+  throw new CastellanError(
+    'invalid-argument',
+    `would replace ${foreign.join(', ')}, which castellan did not write here${caFiles.length ? ` (this folder holds a CA: ${caFiles.join(', ')})` : ''}: refusing (choose another folder, or move them away first)`,
+    { subject: dir },
+  );
+}
+
 /**
  * Writes a certificate, its key and the trust bundle into `dir` as one new version and
- * makes it current in a single rename. Returns the version directory's name.
+ * makes it current in a single rename. Returns the version directory's name. A folder holding
+ * files it may not replace is refused first (checkCertificateFolder).
  */
 export async function writeCertificateFiles(
   dir: string,
   files: CertificateFiles,
   /** Stamps the version directory's name. */
   clock: Clock,
+  existing: ExistingFiles = 'ours',
 ): Promise<string> {
+  await checkCertificateFolder(dir, existing);
   try {
     await mkdir(dir, { recursive: true, mode: 0o755 });
     const previous = await currentVersion(dir);

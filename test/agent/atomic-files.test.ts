@@ -2,12 +2,23 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createPrivateKey, createPublicKey, webcrypto, X509Certificate } from 'node:crypto';
-import { lstat, mkdtemp, readdir, readlink, rm, stat, writeFile, readFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readlink,
+  rm,
+  stat,
+  writeFile,
+  readFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import {
   DATA_LINK,
+  checkCertificateFolder,
   readCertificateFiles,
   writeCertificateFiles,
   type CertificateFiles,
@@ -148,9 +159,9 @@ test('layout: stable names are symlinks through ..data, key is 0600, old version
   try {
     const a = await makePair(1);
     const b = await makePair(2);
-    // A provisioned regular file is replaced, not written through.
+    // A provisioned regular file is replaced (by the agent), not written through.
     await writeFile(join(dir, 'key.pem'), 'old');
-    const v1 = await writeCertificateFiles(dir, a, clock);
+    const v1 = await writeCertificateFiles(dir, a, clock, 'provisioned');
     const v2 = await writeCertificateFiles(dir, b, clock);
     const v3 = await writeCertificateFiles(dir, a, clock);
     assert.equal(await readlink(join(dir, DATA_LINK)), v3);
@@ -202,6 +213,66 @@ test('a write into an unusable directory is a typed error naming it', async () =
         return true;
       },
     );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+// Found by a new user (2026-12-07): `castellan request --out` pointed at a cacerts folder replaced
+// its cert-chain.pem and root-cert.pem with links into ..data, and that CA no longer loaded; a
+// key.pem of the user's own was replaced too. Files castellan did not write are now refused.
+test('files castellan did not write are never written over; its own, and a provisioned set for the agent, are', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
+  const refused = (p: Promise<unknown>, names: RegExp) =>
+    assert.rejects(p, (e: unknown) => {
+      assert.equal((e as { kind?: string }).kind, 'invalid-argument');
+      assert.match((e as Error).message, names);
+      assert.match((e as Error).message, /which castellan did not write here.*: refusing/);
+      return true;
+    });
+  try {
+    // A cacerts folder: refused for request and agent alike, and left as it was.
+    const cacerts = join(dir, 'cacerts');
+    await mkdir(cacerts);
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+      await writeFile(join(cacerts, f), `${f}\n`);
+    }
+    const pair = await makePair(5);
+    await refused(
+      writeCertificateFiles(cacerts, pair, clock),
+      /^.*cacerts: would replace cert-chain\.pem, root-cert\.pem, which castellan did not write here \(this folder holds a CA: ca-key\.pem, ca-cert\.pem\)/,
+    );
+    await refused(checkCertificateFolder(cacerts, 'provisioned'), /this folder holds a CA/);
+    assert.deepEqual((await readdir(cacerts)).sort(), [
+      'ca-cert.pem',
+      'ca-key.pem',
+      'cert-chain.pem',
+      'root-cert.pem',
+    ]);
+    assert.equal(await readFile(join(cacerts, 'root-cert.pem'), 'utf8'), 'root-cert.pem\n');
+
+    // A key of the user's own: refused for request, kept.
+    const own = join(dir, 'own');
+    await mkdir(own);
+    await writeFile(join(own, 'key.pem'), 'mine\n');
+    await refused(writeCertificateFiles(own, pair, clock), /would replace key\.pem,/);
+    assert.equal(await readFile(join(own, 'key.pem'), 'utf8'), 'mine\n');
+
+    // A workload set put there by hand: the agent (renewing over mTLS) may replace it.
+    const provisioned = join(dir, 'provisioned');
+    await mkdir(provisioned);
+    const old = await makePair(6);
+    await writeFile(join(provisioned, 'cert-chain.pem'), old.certChainPem);
+    await writeFile(join(provisioned, 'key.pem'), old.keyPem);
+    await writeFile(join(provisioned, 'root-cert.pem'), old.rootCertPem);
+    await refused(writeCertificateFiles(provisioned, pair, clock), /would replace cert-chain/);
+    await writeCertificateFiles(provisioned, pair, clock, 'provisioned');
+    assert.deepEqual(await readCertificateFiles(provisioned), pair);
+
+    // What castellan wrote itself: written over by either, again and again.
+    await writeCertificateFiles(provisioned, old, clock);
+    await checkCertificateFolder(provisioned, 'ours');
+    assert.deepEqual(await readCertificateFiles(provisioned), old);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { WorkloadAgent } from '../../agent/agent.js';
+import { checkCertificateFolder } from '../../agent/atomic-files.js';
 import { GrpcCaClient } from '../../agent/ca-client.js';
 import { runExecHook } from '../../agent/exec-hook.js';
 import {
@@ -168,6 +169,9 @@ export function registerAgentCommand(program: Command): void {
             'monitoring: /ready and /metrics',
           );
         }
+        // Before the CA is asked: a CA's folder, or files of ours castellan did not write and
+        // that are no workload set, are never written over.
+        await checkCertificateFolder(opts.outDir, 'provisioned');
         if (opts.once) {
           if (opts.tokenFile === undefined) await agent.loadExisting();
           const issued = await agent.runOnce(opts.onceAttempts, stop.signal);

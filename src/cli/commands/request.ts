@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { Option, type Command } from 'commander';
-import { writeCertificateFiles } from '../../agent/atomic-files.js';
+import { checkCertificateFolder, writeCertificateFiles } from '../../agent/atomic-files.js';
 import { GrpcCaClient } from '../../agent/ca-client.js';
 import { acceptIssuedChain } from '../../agent/issued-chain.js';
 import { systemClock } from '../../clock.js';
@@ -58,6 +58,8 @@ export function registerRequestCommand(program: Command): void {
     .action(async (opts: RequestOptions) => {
       await requireReadable(opts.rootCert, '--root-cert');
       await requireReadable(opts.tokenFile, '--token-file');
+      // Before the CA is asked: a folder of files castellan did not write is never written over.
+      await checkCertificateFolder(opts.out, 'ours');
       const ca = new GrpcCaClient({
         address: opts.addr,
         rootCertFile: opts.rootCert,
