@@ -62,18 +62,20 @@ export class DevTokenIssuer {
     readonly keyId: string,
     readonly jwks: JSONWebKeySet,
     private readonly clock: Clock,
+    /** The key was made by this open() (none was in the data dir). */
+    readonly created: boolean,
   ) {}
 
   /** Loads the issuer from `dataDir`, creating the key (0600) and JWKS on first use. */
   static async open(dataDir: string, options: { clock?: Clock } = {}): Promise<DevTokenIssuer> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
     const keyPath = join(dataDir, DEV_ISSUER_KEY_FILE);
-    const { key, algorithm } = await loadOrCreateKey(keyPath);
+    const { key, algorithm, created } = await loadOrCreateKey(keyPath);
     const jwk: JWK = await exportJWK(createPublicKey(key));
     const keyId = await calculateJwkThumbprint(jwk);
     const jwks: JSONWebKeySet = { keys: [{ ...jwk, kid: keyId, alg: algorithm, use: 'sig' }] };
     await writeIfChanged(join(dataDir, DEV_ISSUER_JWKS_FILE), `${JSON.stringify(jwks, null, 2)}\n`);
-    return new DevTokenIssuer(key, algorithm, keyId, jwks, options.clock ?? systemClock);
+    return new DevTokenIssuer(key, algorithm, keyId, jwks, options.clock ?? systemClock, created);
   }
 
   /** The verification keys, for a JwtAuthenticator trusting this issuer. */
@@ -122,8 +124,9 @@ const DEV_ISSUER_RSA_BITS = 2048;
 
 async function loadOrCreateKey(
   path: string,
-): Promise<{ key: KeyObject; algorithm: DevTokenAlgorithm }> {
+): Promise<{ key: KeyObject; algorithm: DevTokenAlgorithm; created: boolean }> {
   let pem: string;
+  let created = false;
   try {
     pem = await readFile(path, 'utf8');
   } catch (e) {
@@ -133,6 +136,7 @@ async function loadOrCreateKey(
       });
     }
     pem = await createKeyFile(path);
+    created = true;
   }
   let key: KeyObject;
   try {
@@ -144,10 +148,10 @@ async function loadOrCreateKey(
   }
   const details = key.asymmetricKeyDetails;
   if (key.asymmetricKeyType === 'rsa' && (details?.modulusLength ?? 0) >= DEV_ISSUER_RSA_BITS) {
-    return { key, algorithm: 'RS256' };
+    return { key, algorithm: 'RS256', created };
   }
   if (key.asymmetricKeyType === 'ec' && details?.namedCurve === 'prime256v1') {
-    return { key, algorithm: 'ES256' };
+    return { key, algorithm: 'ES256', created };
   }
   throw new CastellanError(
     'unsupported',

@@ -36,6 +36,12 @@ test('castellan token prints one verifiable token and reuses the issuer key', as
   ]);
   assert.equal(first.status, 0, first.stderr);
   assert.match(first.stdout, /^[\w-]+\.[\w-]+\.[\w-]+\n$/);
+  // A new key is said (a new user's wrong --data-dir made one silently, and serve refused its
+  // tokens as "request authenticate failure"); stdout stays the token alone.
+  assert.equal(
+    first.stderr,
+    `castellan token: no development issuer key was in ${dataDir}, so a new one was made: only a castellan serve started with --data-dir ${dataDir} accepts this token\n`,
+  );
   assert.equal(statSync(join(dataDir, 'dev-issuer-key.pem')).mode & 0o777, 0o600);
   const jwks = createLocalJWKSet(
     JSON.parse(readFileSync(join(dataDir, 'dev-issuer-jwks.json'), 'utf8')) as JSONWebKeySet,
@@ -58,6 +64,7 @@ test('castellan token prints one verifiable token and reuses the issuer key', as
     dataDir,
   ]);
   assert.equal(second.status, 0, second.stderr);
+  assert.equal(second.stderr, '', 'the key was there: nothing to say');
   const again = await jwtVerify(second.stdout.trim(), jwks); // same key: the first JWKS verifies it
   assert.deepEqual(again.payload.aud, ['x', 'y']);
   assert.equal(

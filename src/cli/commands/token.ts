@@ -38,5 +38,13 @@ export function registerTokenCommand(program: Command): void {
         audiences: options.audience,
       });
       process.stdout.write(`${token}\n`);
+      if (issuer.created) {
+        // A wrong --data-dir (or another folder) made a key no running serve trusts: its tokens
+        // would only meet "request authenticate failure" there. Said on stderr, the token kept.
+        process.stderr.write(
+          `castellan token: no development issuer key was in ${options.dataDir}, so a new one was made: ` +
+            `only a castellan serve started with --data-dir ${options.dataDir} accepts this token\n`,
+        );
+      }
     });
 }
