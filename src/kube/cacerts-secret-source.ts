@@ -64,6 +64,14 @@ export interface KubeCaSourceOptions {
   keys?: { keyUri?: string | undefined; signers: KeyUriSigners } | undefined;
 }
 
+/** A bundle's source id (`cacerts-secret:ns/name`) in words, for Events operators read. */
+function describeSource(source: string): string {
+  const [kind, where] = source.split(/:(.*)/s);
+  if (kind === 'cacerts-secret') return `the last good CA of secret ${where}`;
+  if (kind === 'self-signed-secret') return `the self-signed root of secret ${where}`;
+  return source;
+}
+
 function sameBundle(a: KeyCertBundle | undefined, b: KeyCertBundle): boolean {
   return (
     a !== undefined &&
@@ -642,7 +650,7 @@ export class KubeCaSource {
       {
         type: 'Warning',
         reason: 'CALoadFailed',
-        message: `refused: ${error.message}; ${serving ? `still serving ${serving}` : 'serving nothing until it is fixed'}`,
+        message: `refused: ${error.message}; ${serving ? `still serving ${describeSource(serving)}` : 'serving nothing until it is fixed'}`,
       },
     );
   }

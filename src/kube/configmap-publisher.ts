@@ -216,7 +216,10 @@ export class ConfigMapPublisher {
       // eslint-disable-next-line @typescript-eslint/no-misused-spread -- client-node's models are data classes: its serializer reads their fields, not the prototype
       body: { ...current, data: { ...(current.data ?? {}), [m.key]: value } },
     });
-    this.logger.info({ namespace, configMap: m.name }, `repaired the published ${m.what}`);
+    this.logger.info(
+      { namespace, configMap: m.name },
+      `updated ${m.what} (it differed from what is served)`,
+    );
   }
 
   private async remove(namespace: string, m: PublishedConfigMap): Promise<void> {

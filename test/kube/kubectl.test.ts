@@ -272,7 +272,7 @@ test('the operator workflow with castellan serve --kube: a broken cacerts waits,
   );
   assert.match(
     refusals,
-    /Warning\s+CALoadFailed\s+secret\/cacerts\s+refused: .*ca-crl\.pem: CRL \[1\] is issued by "CN=Stranger".*still serving cacerts-secret:istio-system\/cacerts/,
+    /Warning\s+CALoadFailed\s+secret\/cacerts\s+refused: .*ca-crl\.pem: CRL \[1\] is issued by "CN=Stranger".*still serving the last good CA of secret istio-system\/cacerts/,
   );
   assert.equal((await ready()).status, 200);
   assert.equal(await run(DOCS.root), root.pem);

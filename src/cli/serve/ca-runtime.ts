@@ -44,7 +44,7 @@ export function caLoadErrorsMetric(): { registry: Registry; count: (source: stri
   const registry = new Registry();
   const counter = new Counter({
     name: 'castellan_ca_load_errors_total',
-    help: 'CA updates refused (bad key pair, chain, partial set); serving goes on with the last good CA.',
+    help: 'CA updates refused (bad key pair, chain, partial set); the last good CA, if one was loaded, goes on serving.',
     labelNames: ['source'],
     registers: [registry],
   });
