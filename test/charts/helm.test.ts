@@ -512,6 +512,13 @@ describe('values.schema.json refuses bad values with a message naming the field'
       { trustedNodeAccounts: ['Istio/ztunnel'] },
       /trustedNodeAccounts/,
     ],
+    // `--set extraEnv[0].value=false` makes a boolean, which the API server refuses in a pod
+    // spec: refused here, at render time (a new operator's PILOT_ENABLE_CA_CRL=false).
+    [
+      'an environment value that is not a string',
+      { extraEnv: [{ name: 'PILOT_ENABLE_CA_CRL', value: false }] },
+      /extraEnv/,
+    ],
   ];
   for (const [name, values, field] of cases) {
     test(name, () => {
