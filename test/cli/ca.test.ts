@@ -185,6 +185,64 @@ test('bad flag values are refused', async () => {
   r = await inProcess('ca', 'root', '--out', join(tmp.dir, 'x'), '--key-type', 'dsa');
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /"dsa" is not one of/);
+  // RFC 5280's DirectoryString is SIZE (1..ub): `--org ''` wrote a zero-length O= (found by a
+  // new user, 2026-12-07); its upper bound is 64, a locality's 128.
+  for (const [args, message] of [
+    [['--org', ''], /an organization must not be empty/],
+    [
+      ['--org', 'x'.repeat(65)],
+      /an organization "x+" is 65 characters long; RFC 5280 allows at most 64/,
+    ],
+    [['--cn', ' '], /a common name must not be empty/],
+  ] as const) {
+    r = await inProcess('ca', 'root', '--out', join(tmp.dir, 'x'), ...args);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, message);
+  }
+  assert.equal(existsSync(join(tmp.dir, 'x')), false, 'nothing made');
+});
+
+test('ca root makes --out 0700 whatever the umask; ca intermediate says when the root cuts its --ttl short', async () => {
+  const rootDir = join(tmp.dir, 'umask-root');
+  const previous = process.umask(0);
+  try {
+    assert.equal(
+      (await inProcess('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256', '--ttl', '48h'))
+        .code,
+      0,
+    );
+  } finally {
+    process.umask(previous);
+  }
+  assert.equal(statSync(rootDir).mode & 0o777, 0o700);
+  const out = join(tmp.dir, 'umask-ca');
+  const r = await inProcess(
+    'ca',
+    'intermediate',
+    '--root-dir',
+    rootDir,
+    '--out',
+    out,
+    '--ttl',
+    '72h',
+  );
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(statSync(out).mode & 0o777, 0o700);
+  assert.match(
+    r.stderr,
+    /^castellan: note: --ttl would end on \S+, after the root's notAfter: the intermediate ends with the root\n$/,
+  );
+  const within = await inProcess(
+    'ca',
+    'intermediate',
+    '--root-dir',
+    rootDir,
+    '--out',
+    join(out, 'b'),
+    '--ttl',
+    '24h',
+  );
+  assert.equal(within.stderr, '', 'nothing to say when --ttl fits');
 });
 
 /** A root dir and a cacerts dir made by the CLI, and a leaf the CA issued (made with openssl). */

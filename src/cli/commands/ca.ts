@@ -54,12 +54,32 @@ const DEFAULT_INTERMEDIATE_KEY: CaKeyType = 'ec-p256';
 
 /** RFC 5280's bound on a CN (64 characters), checked before any key is made. */
 function commonNameArg(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('a common name must not be empty');
   try {
     return checkCommonName(value);
   } catch (e) {
     throw new InvalidArgumentError((e as Error).message);
   }
 }
+
+/**
+ * A subject attribute's value: RFC 5280's upper bounds (ub-organization-name 64, ub-locality-name
+ * 128), and never empty — `--org ''` wrote a zero-length organizationName, which RFC 5280 does
+ * not allow (its DirectoryString is SIZE (1..ub)).
+ */
+function attributeArg(what: string, max: number): (value: string) => string {
+  return (value) => {
+    if (value.trim() === '') throw new InvalidArgumentError(`${what} must not be empty`);
+    const length = Array.from(value).length;
+    if (length > max) {
+      throw new InvalidArgumentError(
+        `${what} "${value}" is ${length} characters long; RFC 5280 allows at most ${max}`,
+      );
+    }
+    return value;
+  };
+}
+const orgArg = attributeArg('an organization', 64);
 
 function keyTypeArg(value: string): CaKeyType {
   if (!isCaKeyType(value)) {
@@ -264,7 +284,7 @@ export function registerCaCommands(program: Command): void {
     .description('Create a self-signed root: DIR/root-cert.pem and DIR/root-key.pem (0600)')
     .requiredOption('--out <dir>', 'output folder')
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_ROOT_KEY)
-    .option('--org <O>', 'subject organization', 'Castellan')
+    .option('--org <O>', 'subject organization (at most 64 characters)', orgArg, 'Castellan')
     .option('--cn <CN>', 'subject common name (at most 64 characters)', commonNameArg, 'Root CA')
     .addOption(durationOption('--ttl <duration>', 'validity', '87600h'))
     .action(
@@ -285,7 +305,8 @@ export function registerCaCommands(program: Command): void {
           notBefore: new Date(now - NOT_BEFORE_BACKDATE_MS),
           notAfter: new Date(now + o.ttl),
         });
-        await mkdir(o.out, { recursive: true });
+        // 0700: it holds a CA key (the key itself is 0600 whatever the umask).
+        await mkdir(o.out, { recursive: true, mode: 0o700 });
         await writeFileAtomic(join(o.out, 'root-key.pem'), privateKeyToPem(privateKey), 0o600);
         await chmod(join(o.out, 'root-key.pem'), 0o600);
         await writeFileAtomic(join(o.out, 'root-cert.pem'), certificatePem(root));
@@ -299,8 +320,13 @@ export function registerCaCommands(program: Command): void {
     .description('Create an intermediate CA under a root: DIR2 gets the four cacerts files')
     .requiredOption('--root-dir <dir>', 'folder holding root-cert.pem and root-key.pem')
     .requiredOption('--out <dir>', 'output folder')
-    .option('--name <name>', 'cluster name (subject L=)', 'cluster1')
-    .option('--org <O>', 'subject organization', 'Castellan')
+    .option(
+      '--name <name>',
+      'cluster name (subject L=, at most 128 characters)',
+      attributeArg('a cluster name', 128),
+      'cluster1',
+    )
+    .option('--org <O>', 'subject organization (at most 64 characters)', orgArg, 'Castellan')
     .option('--key-type <type>', CA_KEY_TYPES.join(' | '), keyTypeArg, DEFAULT_INTERMEDIATE_KEY)
     .addOption(durationOption('--ttl <duration>', 'validity', '8760h'))
     .option(
@@ -344,6 +370,11 @@ export function registerCaCommands(program: Command): void {
           : (privateKey as NonNullable<typeof privateKey>);
         const now = systemClock.now();
         const notAfter = Math.min(now + o.ttl, rootBundle.signingCert.notAfter.getTime());
+        // A CA never outlives its issuer; said, not only shown by the date printed.
+        const clamped =
+          notAfter < now + o.ttl
+            ? `castellan: note: --ttl would end on ${new Date(now + o.ttl).toISOString()}, after the root's notAfter: the intermediate ends with the root\n`
+            : '';
         const cert = await issueCertificate({
           profile: {
             kind: 'intermediate',
@@ -368,7 +399,8 @@ export function registerCaCommands(program: Command): void {
             await signer.close();
           }
         }
-        await mkdir(o.out, { recursive: true });
+        // 0700: it holds a CA key (the key itself is 0600 whatever the umask).
+        await mkdir(o.out, { recursive: true, mode: 0o700 });
         if (privateKey) {
           await writeFileAtomic(join(o.out, 'ca-key.pem'), privateKeyToPem(privateKey), 0o600);
           await chmod(join(o.out, 'ca-key.pem'), 0o600);
@@ -383,6 +415,7 @@ export function registerCaCommands(program: Command): void {
                 `serve with: castellan serve --cacerts-dir ${o.out} --ca-key-uri '${uri.text}' (or put the URI in ${join(o.out, CA_KEY_URI_FILE)})\n`
             : `wrote ca-cert.pem, ca-key.pem, cert-chain.pem, root-cert.pem to ${o.out} (${o.keyType}, "${cert.subject}", valid until ${cert.notAfter.toISOString()})\n`,
         );
+        if (clamped) process.stderr.write(clamped);
       },
     );
 
