@@ -125,6 +125,10 @@ async function readInput(file: string, what: string): Promise<string> {
  * token, the trusted roots and the client certificate may all have changed since the last
  * call (calls are minutes to hours apart, so a cached channel buys nothing).
  */
+/** OpenSSL's words for a server certificate that does not lead to a trusted root. */
+const UNTRUSTED_SERVER =
+  /unable to get local issuer certificate|self[- ]signed certificate in certificate chain|unable to verify the first certificate|certificate signature failure/;
+
 export class GrpcCaClient implements CertificateAuthorityClient {
   constructor(private readonly options: GrpcCaClientOptions) {}
 
@@ -184,9 +188,15 @@ export class GrpcCaClient implements CertificateAuthorityClient {
     } catch (e) {
       const err = e as grpc.ServiceError;
       const code = typeof err.code === 'number' ? err.code : grpc.status.UNKNOWN;
+      // grpc-js ends a connection failure with an empty "Resolution note: ".
+      const details = (err.details || err.message).replace(/\s*Resolution note:\s*$/, '');
+      // The one mistake behind these TLS errors: a --root-cert that is not the CA's root.
+      const hint = UNTRUSTED_SERVER.test(details)
+        ? ` (the CA's serving certificate does not lead to a root in ${this.options.rootCertFile}: is it the root of the CA at ${this.options.address}?)`
+        : '';
       throw new CastellanError(
         errorKindOfStatus(code),
-        `CreateCertificate at ${this.options.address} failed: ${grpc.status[code]}: ${err.details || err.message}`,
+        `CreateCertificate at ${this.options.address} failed: ${grpc.status[code]}: ${details}${hint}`,
         { cause: e },
       );
     } finally {

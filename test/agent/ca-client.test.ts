@@ -85,12 +85,22 @@ test('a CA that is not listening is UNAVAILABLE, and so is one whose certificate
   );
   const other = await CaDouble.create();
   await writeFile(join(dir, 'other-root.pem'), other.rootPem);
+  // Said in words (a new user read only OpenSSL's "unable to get local issuer certificate"), and
+  // without grpc-js's empty "Resolution note: " at the end.
+  const otherRoot = join(dir, 'other-root.pem');
   await assert.rejects(
-    client({ rootCertFile: join(dir, 'other-root.pem') }).createCertificate({
-      csrPem,
-      validitySeconds: 0,
-    }),
-    rejectsWith('unavailable', /UNAVAILABLE/),
+    client({ rootCertFile: otherRoot }).createCertificate({ csrPem, validitySeconds: 0 }),
+    rejectsWith(
+      'unavailable',
+      new RegExp(
+        `UNAVAILABLE: .*certificate.* \\(the CA's serving certificate does not lead to a root in ${otherRoot}: is it the root of the CA at ${ca.address}\\?\\)$`,
+      ),
+    ),
+  );
+  // No such words for a CA that is not there.
+  await assert.rejects(
+    client({ address: '127.0.0.1:1' }).createCertificate({ csrPem, validitySeconds: 0 }),
+    (e: unknown) => !/serving certificate does not lead/.test((e as Error).message),
   );
 });
 
