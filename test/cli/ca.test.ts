@@ -3,6 +3,7 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import {
+  chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,
@@ -200,6 +201,30 @@ test('bad flag values are refused', async () => {
     assert.match(r.stderr, message);
   }
   assert.equal(existsSync(join(tmp.dir, 'x')), false, 'nothing made');
+});
+
+// A new user's 0644 ca-key.pem passed `ca check` without a word. Warned, not refused: a Secret
+// mounted in a pod is 0644 unless its defaultMode says otherwise.
+test('ca check and ca intermediate warn about a private key others may read', async () => {
+  const rootDir = join(tmp.dir, 'perm-root');
+  const caDir = join(tmp.dir, 'perm-ca');
+  assert.equal((await inProcess('ca', 'root', '--out', rootDir, '--key-type', 'ec-p256')).code, 0);
+  chmodSync(join(rootDir, 'root-key.pem'), 0o644);
+  let r = await inProcess('ca', 'intermediate', '--root-dir', rootDir, '--out', caDir);
+  assert.equal(r.code, 0, r.stderr);
+  const rootKey = join(rootDir, 'root-key.pem');
+  assert.equal(
+    r.stderr,
+    `castellan: warning: ${rootKey} is readable by every user (mode 0644): chmod 600 ${rootKey}\n`,
+  );
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stderr, '', 'ca intermediate wrote its key 0600');
+  chmodSync(join(caDir, 'ca-key.pem'), 0o640);
+  r = await inProcess('ca', 'check', '--cacerts-dir', caDir);
+  assert.equal(r.code, 0, 'a warning, not a failure');
+  assert.match(r.stdout, /^OK: /);
+  assert.match(r.stderr, /ca-key\.pem is readable by its group \(mode 0640\): chmod 600 /);
 });
 
 test('ca root makes --out 0700 whatever the umask; ca intermediate says when the root cuts its --ttl short', async () => {

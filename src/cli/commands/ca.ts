@@ -81,6 +81,22 @@ function attributeArg(what: string, max: number): (value: string) => string {
 }
 const orgArg = attributeArg('an organization', 64);
 
+/**
+ * A warning (on stderr, not a failure) for a private key file others may read: keys are 0600
+ * (docs/serve.md), and ssh refuses a key that is not. Not refused, because a Secret mounted in
+ * a pod is 0644 unless its defaultMode says otherwise, and no one else is in that container.
+ */
+async function warnIfKeyReadable(path: string): Promise<void> {
+  const mode = await stat(path).then(
+    (st) => st.mode & 0o777,
+    () => undefined,
+  );
+  if (mode === undefined || (mode & 0o077) === 0) return;
+  process.stderr.write(
+    `castellan: warning: ${path} is readable by ${mode & 0o007 ? 'every user' : 'its group'} (mode ${mode.toString(8).padStart(4, '0')}): chmod 600 ${path}\n`,
+  );
+}
+
 function keyTypeArg(value: string): CaKeyType {
   if (!isCaKeyType(value)) {
     throw new InvalidArgumentError(`"${value}" is not one of ${CA_KEY_TYPES.join(', ')}`);
@@ -351,6 +367,7 @@ export function registerCaCommands(program: Command): void {
         const rootKeyFile = join(o.rootDir, 'root-key.pem');
         const rootPem = await readText(rootCertFile);
         const rootKeyPem = await readText(rootKeyFile);
+        await warnIfKeyReadable(rootKeyFile);
         // Verifies the root pair as a CA (key matches, CA:TRUE, not expired) before using it.
         const rootBundle = buildKeyCertBundle(
           {
@@ -454,6 +471,7 @@ export function registerCaCommands(program: Command): void {
         { subject: o.cacertsDir },
       );
     }
+    for (const key of ['ca-key.pem', 'tls.key']) await warnIfKeyReadable(join(o.cacertsDir, key));
     const now = systemClock.now();
     const left = Math.floor((bundle.signingCert.notAfter.getTime() - now) / 1000) * 1000;
     const lines = [
