@@ -227,6 +227,27 @@ test('ca check and ca intermediate warn about a private key others may read', as
   assert.match(r.stderr, /ca-key\.pem is readable by its group \(mode 0640\): chmod 600 /);
 });
 
+// Istio's alt sample intermediate ends 49 s after its root: accepted (Istio loads it), but said.
+test('ca check warns about a CA certificate that outlives its root', async () => {
+  const dir = join(tmp.dir, 'alt-set');
+  mkdirSync(dir);
+  for (const [from, to] of [
+    ['ca-cert-alt.pem', 'ca-cert.pem'],
+    ['ca-key-alt.pem', 'ca-key.pem'],
+    ['cert-chain-alt.pem', 'cert-chain.pem'],
+    ['root-cert-alt.pem', 'root-cert.pem'],
+  ]) {
+    copyFileSync(join(istioSampleCerts, from!), join(dir, to!));
+  }
+  chmodSync(join(dir, 'ca-key.pem'), 0o600);
+  const r = await inProcess('ca', 'check', '--cacerts-dir', dir);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(
+    r.stderr,
+    'castellan: warning: "O=Istio, CN=Intermediate CA, L=cluster1" expires on 2033-12-08T16:25:25.000Z, after its root (2033-12-08T16:24:36.000Z): what it signs after the root\'s end will not verify\n',
+  );
+});
+
 test('ca root makes --out 0700 whatever the umask; ca intermediate says when the root cuts its --ttl short', async () => {
   const rootDir = join(tmp.dir, 'umask-root');
   const previous = process.umask(0);

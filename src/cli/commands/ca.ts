@@ -472,6 +472,16 @@ export function registerCaCommands(program: Command): void {
       );
     }
     for (const key of ['ca-key.pem', 'tls.key']) await warnIfKeyReadable(join(o.cacertsDir, key));
+    // Allowed (Istio's own alt sample set does it, by 49 s), but a leaf signed near the end of
+    // the signing certificate would outlive the root its chain needs.
+    const top = bundle.certChain.at(-1);
+    const chainRoot = bundle.roots.find((r) => top && r.subject === top.issuer);
+    const rootEnd = chainRoot?.notAfter;
+    for (const c of rootEnd ? bundle.certChain.filter((x) => x.notAfter > rootEnd) : []) {
+      process.stderr.write(
+        `castellan: warning: "${c.subject}" expires on ${c.notAfter.toISOString()}, after its root (${rootEnd?.toISOString()}): what it signs after the root's end will not verify\n`,
+      );
+    }
     const now = systemClock.now();
     const left = Math.floor((bundle.signingCert.notAfter.getTime() - now) / 1000) * 1000;
     const lines = [
