@@ -201,6 +201,17 @@ test('bad flag values are refused', async () => {
     assert.match(r.stderr, message);
   }
   assert.equal(existsSync(join(tmp.dir, 'x')), false, 'nothing made');
+  // A root folder that is not there: the file named, in words (it was Node's raw ENOENT text).
+  r = await inProcess(
+    'ca',
+    'intermediate',
+    '--root-dir',
+    join(tmp.dir, 'none'),
+    '--out',
+    join(tmp.dir, 'y'),
+  );
+  assert.equal(r.code, 2);
+  assert.equal(r.stderr, `castellan: ${join(tmp.dir, 'none', 'root-cert.pem')}: no such file\n`);
 });
 
 // A new user's 0644 ca-key.pem passed `ca check` without a word. Warned, not refused: a Secret

@@ -108,7 +108,16 @@ async function readText(path: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (e) {
-    throw new CastellanError('invalid-argument', `cannot read ${path}: ${(e as Error).message}`);
+    const code = (e as NodeJS.ErrnoException).code;
+    const why =
+      code === 'ENOENT'
+        ? 'no such file'
+        : code === 'EISDIR'
+          ? 'a folder, not a file'
+          : code === 'EACCES'
+            ? 'permission denied'
+            : `cannot read: ${(e as Error).message}`;
+    throw new CastellanError('invalid-argument', why, { subject: path });
   }
 }
 
