@@ -114,22 +114,29 @@ export async function checkCertificateFolder(dir: string, existing: ExistingFile
     const ours = st.isSymbolicLink() && (await readlink(path)) === join(DATA_LINK, f.name);
     if (!ours) foreign.push(f.name);
   }
-  if (foreign.length === 0) return;
+  // A CA's folder is refused whatever its three files look like: a copy of a mounted cacerts
+  // Secret has `..data` links of its own, and a write would prune the version its CA key
+  // lives in (found in review).
   const caFiles: string[] = [];
   for (const name of CA_FILES) {
-    if (
-      await lstat(join(dir, name)).then(
-        () => true,
-        () => false,
-      )
-    )
-      caFiles.push(name);
+    const present = await lstat(join(dir, name)).then(
+      () => true,
+      () => false,
+    );
+    if (present) caFiles.push(name);
   }
-  const provisioned = existing === 'provisioned' && foreign.includes(KEY_FILE) && !caFiles.length;
-  if (provisioned) return;
+  if (caFiles.length > 0) {
+    throw new CastellanError(
+      'invalid-argument',
+      `holds a CA (${caFiles.join(', ')}): certificates are never written into a CA's folder (choose another folder)`,
+      { subject: dir },
+    );
+  }
+  if (foreign.length === 0) return;
+  if (existing === 'provisioned' && foreign.includes(KEY_FILE)) return;
   throw new CastellanError(
     'invalid-argument',
-    `would replace ${foreign.join(', ')}, which castellan did not write here${caFiles.length ? ` (this folder holds a CA: ${caFiles.join(', ')})` : ''}: refusing (choose another folder, or move them away first)`,
+    `would replace ${foreign.join(', ')}, which castellan did not write here: refusing (choose another folder, or move them away first)`,
     { subject: dir },
   );
 }

@@ -1,4 +1,5 @@
 import type { Clock, Timer } from '../clock.js';
+import type { X509Certificate } from '@peculiar/x509';
 import type { CaCrl } from '../pki/crl.js';
 import type { CaSnapshot, CaState } from './key-cert-bundle.js';
 
@@ -46,10 +47,22 @@ export function followCrlExpiry(
  * key can sign (`ca crl` keeps a CRL it holds no key for as it was). `caDir` is a folder when the
  * caller knows it, or a placeholder.
  */
-export function crlRenewalCommand(crl: CaCrl, caDir: string, byMs: number): string {
+export function crlRenewalCommand(
+  crl: CaCrl,
+  caDir: string,
+  byMs: number,
+  /** The folder's own CA (its ca-cert.pem), whose key `--ca-dir` signs with. */
+  signingCert: X509Certificate | undefined,
+): string {
   const due = crl.crls.filter((c) => c.nextUpdate !== undefined && c.nextUpdate.getTime() < byMs);
   const root = due.find((c) => c.signer.subject === c.signer.issuer);
-  return root
+  const command = root
     ? `castellan ca crl --ca-dir ${caDir} --root-dir <the folder of "${root.signer.subject}", holding root-cert.pem and root-key.pem>`
     : `castellan ca crl --ca-dir ${caDir}`;
+  // A CA between the folder's and the root (a three-level chain): only its own key signs its
+  // CRL, and `ca crl` holds neither (it keeps that CRL as it was).
+  const middle = signingCert ? due.filter((c) => c !== root && !c.signer.equal(signingCert)) : [];
+  if (middle.length === 0) return command;
+  const subjects = middle.map((c) => `"${c.signer.subject}"`).join(', ');
+  return `${command}, and re-sign the CRL of ${subjects} with that CA's own key (castellan ca crl signs only with the folder's CA and the root)`;
 }

@@ -40,6 +40,14 @@ export const CACERTS_SECRET = 'cacerts';
  */
 export const KEEP_PREVIOUS_ROOTS_ANNOTATION = 'castellan.io/keep-previous-roots';
 
+/**
+ * How many retry periods (1 s by default) a replica waiting for `cacerts` gives the replicas
+ * still serving it to write castellan-previous-roots back after its deletion, before it takes
+ * the deletion as the operator's move to a self-signed root. They write it back as soon as their
+ * watch delivers the deletion: well within 5 s unless the API server is failing.
+ */
+const RECORD_WRITE_BACK_WAIT = 5;
+
 export interface KubeCaSourceOptions {
   kubeConfig: KubeConfig;
   core: CoreV1Api;
@@ -166,6 +174,8 @@ export class KubeCaSource {
     await this.informer.synced;
     // A `cacerts` whose key is in a token is still being probed: it decides, not a fallback.
     while (this.pendingCacerts) await this.pendingCacerts;
+    // Stopped meanwhile (a SIGTERM while the API server was slow): nothing more is started.
+    if (this.stopped) return;
     // Its token did not answer: not ready, rather than a self-signed root nobody planned.
     if (!this.plugged && this.cacertsUnavailable) throw this.cacertsUnavailable;
     this.synced = true;
@@ -228,8 +238,31 @@ export class KubeCaSource {
     else if (name === SELF_SIGNED_SECRET) this.onSelfSigned(secret);
     else if (name === PREVIOUS_ROOTS_SECRET) {
       this.recordedRoots = rootsFromSecret(secret);
+      this.logger.debug(
+        {
+          secret: `${this.o.namespace}/${PREVIOUS_ROOTS_SECRET}`,
+          roots: this.recordedRoots.length,
+        },
+        'previous roots read',
+      );
       if (this.cacerts) this.installPlugged();
+      else if (this.recordedRoots.length === 0) this.recordGone();
     }
+  }
+
+  /**
+   * The record of plugged-in roots is gone (deleted, or emptied by hand) while this replica has
+   * no `cacerts`. A replica still serving the plugged-in CA writes it back at once (onDeleted);
+   * only if none has after RECORD_WRITE_BACK_WAIT retries does a waiting replica take the
+   * self-signed root. Falling back at the deletion itself moved a replica to a root the mesh
+   * does not trust while another still served the plugged-in CA (found in review).
+   */
+  private recordGone(): void {
+    this.recordedRoots = [];
+    if (this.o.state.current() || this.cacertsNow.state !== 'absent') return;
+    this.after((this.o.retryMs ?? 1000) * RECORD_WRITE_BACK_WAIT, () => {
+      if (this.recordedRoots.length === 0) this.fallBackToSelfSigned();
+    });
   }
 
   private onDeleted(secret: V1Secret): void {
@@ -240,10 +273,7 @@ export class KubeCaSource {
       // serves a plugged-in CA. Otherwise the record is gone: a replica that waited for cacerts
       // may now take the self-signed root.
       if (this.cacerts) this.recordRoots();
-      else {
-        this.recordedRoots = [];
-        this.fallBackToSelfSigned();
-      }
+      else this.recordGone();
     }
     if (name === CACERTS_SECRET) {
       this.cacertsNow = { state: 'absent' };
@@ -261,6 +291,8 @@ export class KubeCaSource {
 
   private onCacerts(secret: V1Secret): void {
     const { namespace, clock } = this.o;
+    // Whatever it holds, a later loss of it is a new one, said again (cacertsLost).
+    this.lostCacerts = undefined;
     const files = decodeSecretData(secret);
     if (!detectLayout(files)) {
       // Nothing plugged in: not a CA secret (yet), as a cacerts without CA files is to istiod.
@@ -610,7 +642,7 @@ export class KubeCaSource {
     const nextUpdate = crl.nextUpdate?.toISOString() ?? '';
     this.logger.warn(
       { crl: crl.subject, nextUpdate },
-      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now())})`,
+      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now(), this.o.state.current()?.bundle.signingCert)})`,
     );
     const secret = this.cacertsSecret;
     void this.o.events?.record(
@@ -623,7 +655,7 @@ export class KubeCaSource {
       {
         type: 'Warning',
         reason: 'CACRLExpired',
-        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with ${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now())}, then update ${CACERTS_SECRET}`,
+        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with ${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now(), this.o.state.current()?.bundle.signingCert)}, then update ${CACERTS_SECRET}`,
       },
     );
   }

@@ -59,12 +59,17 @@ export function startInformer<T extends KubernetesObject>(options: {
   // API server cannot be reached or refuses us), the rest of the run debug lines, and the list
   // that ends it says so.
   let failures = 0;
+  // A list, or a watch the server accepted: ListWatch resumes a failed watch from its
+  // resourceVersion without listing again (found in review: the run never ended then, and the
+  // next outage, days later, was a debug line).
+  const resumed = (): void => {
+    if (failures === 0) return;
+    logger.info({ path: options.path, failures }, 'list and watch resumed');
+    failures = 0;
+  };
   const listFn = async (): Promise<KubernetesListObject<T>> => {
     const l = await options.list();
-    if (failures > 0) {
-      logger.info({ path: options.path, failures }, 'list and watch resumed');
-      failures = 0;
-    }
+    resumed();
     // Handlers run for the list's items before the promise settles; mark synced right after.
     queueMicrotask(markSynced);
     return transform ? { ...l, items: l.items.map(transform) } : l;
@@ -81,6 +86,9 @@ export function startInformer<T extends KubernetesObject>(options: {
       aborted.abort();
       return aborted;
     }
+    // client-node resolves a refused watch too, having called `done` with the error first: only
+    // a watch not ended by then is streaming.
+    let ended = false;
     const controller = await startWatch(
       path,
       query,
@@ -93,10 +101,15 @@ export function startInformer<T extends KubernetesObject>(options: {
               raw,
             )
         : callback,
-      done,
+      (err: unknown) => {
+        ended = true;
+        done(err);
+      },
     );
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by stop() while the request above was under way (TypeScript keeps it narrowed: microsoft/TypeScript#9998)
     if (stopped) controller.abort();
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the callback during the await
+    else if (!ended) resumed();
     return controller;
   };
   const lw = new ListWatch<T>(

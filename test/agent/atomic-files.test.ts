@@ -10,6 +10,7 @@ import {
   readlink,
   rm,
   stat,
+  symlink,
   writeFile,
   readFile,
 } from 'node:fs/promises';
@@ -223,11 +224,10 @@ test('a write into an unusable directory is a typed error naming it', async () =
 // key.pem of the user's own was replaced too. Files castellan did not write are now refused.
 test('files castellan did not write are never written over; its own, and a provisioned set for the agent, are', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'castellan-atomic-'));
-  const refused = (p: Promise<unknown>, names: RegExp) =>
+  const refused = (p: Promise<unknown>, message: RegExp) =>
     assert.rejects(p, (e: unknown) => {
       assert.equal((e as { kind?: string }).kind, 'invalid-argument');
-      assert.match((e as Error).message, names);
-      assert.match((e as Error).message, /which castellan did not write here.*: refusing/);
+      assert.match((e as Error).message, message);
       return true;
     });
   try {
@@ -238,11 +238,10 @@ test('files castellan did not write are never written over; its own, and a provi
       await writeFile(join(cacerts, f), `${f}\n`);
     }
     const pair = await makePair(5);
-    await refused(
-      writeCertificateFiles(cacerts, pair, clock),
-      /^.*cacerts: would replace cert-chain\.pem, root-cert\.pem, which castellan did not write here \(this folder holds a CA: ca-key\.pem, ca-cert\.pem\)/,
-    );
-    await refused(checkCertificateFolder(cacerts, 'provisioned'), /this folder holds a CA/);
+    const caRefusal =
+      /^.*cacerts: holds a CA \(ca-key\.pem, ca-cert\.pem\): certificates are never written into a CA's folder \(choose another folder\)$/;
+    await refused(writeCertificateFiles(cacerts, pair, clock), caRefusal);
+    await refused(checkCertificateFolder(cacerts, 'provisioned'), caRefusal);
     assert.deepEqual((await readdir(cacerts)).sort(), [
       'ca-cert.pem',
       'ca-key.pem',
@@ -251,11 +250,28 @@ test('files castellan did not write are never written over; its own, and a provi
     ]);
     assert.equal(await readFile(join(cacerts, 'root-cert.pem'), 'utf8'), 'root-cert.pem\n');
 
+    // A CA folder in Kubernetes' own layout (a copy of a mounted Secret): its `..data` links
+    // look like ours, and a second write would have pruned the version holding its key.
+    const projected = join(dir, 'projected');
+    await mkdir(join(projected, '..2026_01_01'), { recursive: true });
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+      await writeFile(join(projected, '..2026_01_01', f), `${f}\n`);
+    }
+    await symlink('..2026_01_01', join(projected, DATA_LINK));
+    for (const f of ['ca-cert.pem', 'ca-key.pem', 'cert-chain.pem', 'root-cert.pem']) {
+      await symlink(join(DATA_LINK, f), join(projected, f));
+    }
+    await refused(writeCertificateFiles(projected, pair, clock, 'provisioned'), /holds a CA/);
+    assert.equal(await readFile(join(projected, 'ca-key.pem'), 'utf8'), 'ca-key.pem\n');
+
     // A key of the user's own: refused for request, kept.
     const own = join(dir, 'own');
     await mkdir(own);
     await writeFile(join(own, 'key.pem'), 'mine\n');
-    await refused(writeCertificateFiles(own, pair, clock), /would replace key\.pem,/);
+    await refused(
+      writeCertificateFiles(own, pair, clock),
+      /own: would replace key\.pem, which castellan did not write here: refusing/,
+    );
     assert.equal(await readFile(join(own, 'key.pem'), 'utf8'), 'mine\n');
 
     // A workload set put there by hand: the agent (renewing over mTLS) may replace it.

@@ -257,6 +257,42 @@ test('ca check warns about a CA certificate that outlives its root', async () =>
     r.stderr,
     'castellan: warning: "O=Istio, CN=Intermediate CA, L=cluster1" expires on 2033-12-08T16:25:25.000Z, after its root (2033-12-08T16:24:36.000Z): what it signs after the root\'s end will not verify\n',
   );
+  // Old and new roots of one subject in root-cert.pem (a rotation): the chain's root is the one
+  // that signed it, not the first of that name (found in review: a false warning).
+  const oldRoot = join(tmp.dir, 'rot-old');
+  const newRoot = join(tmp.dir, 'rot-new');
+  const rotated = join(tmp.dir, 'rot-ca');
+  for (const [dirName, ttl] of [
+    [oldRoot, '100h'],
+    [newRoot, '1000h'],
+  ] as const) {
+    assert.equal(
+      (await inProcess('ca', 'root', '--out', dirName, '--key-type', 'ec-p256', '--ttl', ttl)).code,
+      0,
+    );
+  }
+  assert.equal(
+    (
+      await inProcess(
+        'ca',
+        'intermediate',
+        '--root-dir',
+        newRoot,
+        '--out',
+        rotated,
+        '--ttl',
+        '500h',
+      )
+    ).code,
+    0,
+  );
+  writeFileSync(
+    join(rotated, 'root-cert.pem'),
+    read(oldRoot, 'root-cert.pem') + read(newRoot, 'root-cert.pem'),
+  );
+  const both = await inProcess('ca', 'check', '--cacerts-dir', rotated);
+  assert.equal(both.code, 0, both.stderr);
+  assert.equal(both.stderr, '');
 });
 
 test('ca root makes --out 0700 whatever the umask; ca intermediate says when the root cuts its --ttl short', async () => {

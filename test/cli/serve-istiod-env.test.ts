@@ -300,12 +300,12 @@ describe("istiod's environment variables", () => {
       [
         { ...KUBE, selfSignedRootTtl: '40s', rootRotationGracePercent: '50' },
         {},
-        '--self-signed-root-ttl: 40s is too short for a grace of 50% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 2m',
+        '--self-signed-root-ttl: 40s is too short for a grace of 50% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 2m3s',
       ],
       [
         KUBE,
-        { CITADEL_SELF_SIGNED_CA_CERT_TTL: '30s' },
-        'CITADEL_SELF_SIGNED_CA_CERT_TTL: 30s is too short for a grace of 20% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 30s',
+        { CITADEL_SELF_SIGNED_CA_CERT_TTL: '31s' },
+        'CITADEL_SELF_SIGNED_CA_CERT_TTL: 31s is too short for a grace of 20% (--root-rotation-grace-percent): a new root, backdated 2m for clock skew, would be due for re-issue as soon as it is made; use more than 32s',
       ],
       [
         {},

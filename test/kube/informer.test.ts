@@ -114,3 +114,39 @@ test('a run of failed lists: one warning, then debug lines, then one line when i
     await failing.stop();
   }
 });
+
+// Found in review: client-node resumes a failed watch from its resourceVersion without a list,
+// and only a list ended the run of failures: the next outage, days later, was a debug line.
+test('a watch that fails and resumes without a list: resumption said, and the next outage warned again', async () => {
+  const clock = new ManualClock();
+  const { logger, lines } = capturingLogger();
+  const core = kubeConfigFor(api, 'token-live').makeApiClient(CoreV1Api);
+  const watching = startInformer<V1Secret>({
+    kubeConfig: kubeConfigFor(api, 'token-live'),
+    path: `/api/v1/namespaces/${NS}/secrets`,
+    list: () => core.listNamespacedSecret({ namespace: NS }),
+    clock,
+    retryMs: 1000,
+    logger,
+    handlers: {},
+  });
+  const warnings = () =>
+    lines.filter((l) => l.msg === 'list or watch failed; retrying until it succeeds');
+  const resumptions = () => lines.filter((l) => l.msg === 'list and watch resumed');
+  try {
+    await watching.synced;
+    for (let outage = 1; outage <= 2; outage++) {
+      const watches = api.count({ verb: 'watch', user: 'live' });
+      await waitFor('a watch open', () => api.openWatches > 0);
+      api.failNext({ verb: 'watch', user: 'live' }, 500);
+      api.endWatches(); // the client re-watches at once, and that watch is refused
+      await waitFor(`outage ${outage} warned`, () => warnings().length === outage);
+      await clock.advance(1000); // the retry: a watch from the kept resourceVersion
+      await waitFor(`outage ${outage} over`, () => resumptions().length === outage);
+      assert.ok(api.count({ verb: 'watch', user: 'live' }) >= watches + 2);
+    }
+    assert.ok(warnings().every((l) => l.level === 40));
+  } finally {
+    await watching.stop();
+  }
+});

@@ -71,17 +71,31 @@ test('the threshold: rotate once at most 20% of the lifetime remains, as istiod 
   assert.equal(rootNeedsRotation(nb, na, 99 * DAY, 1), true);
 });
 
-test('longestRootTtlDueAtOnceMs: the TTLs serve refuses are exactly those of roots due at birth', () => {
-  const now = Date.UTC(2026, 0, 1);
-  const born = (ttlMs: number, grace: number): boolean =>
-    rootNeedsRotation(new Date(now - NOT_BEFORE_BACKDATE_MS), new Date(now + ttlMs), now, grace);
+test('longestRootTtlDueAtOnceMs: a root with a longer TTL is never due at birth; the bound is within 2 s of one that is (grace up to 50%)', () => {
+  // As a root is made: the times cut down to whole seconds (X.509 has no smaller unit).
+  const second = (ms: number): Date => new Date(Math.floor(ms / 1000) * 1000);
+  const born = (now: number, ttlMs: number, grace: number): boolean =>
+    rootNeedsRotation(second(now - NOT_BEFORE_BACKDATE_MS), second(now + ttlMs), now, grace);
+  const start = Date.UTC(2026, 0, 1);
   for (const grace of [1, 20, 50, 99]) {
     const longest = longestRootTtlDueAtOnceMs(grace);
-    assert.equal(born(longest, grace), true, `grace ${grace}%: due at birth`);
-    assert.equal(born(longest + 1, grace), false, `grace ${grace}%: not due at birth`);
+    // Every moment within a second: the review's 31 s root at 20% was due when made at +900 ms.
+    for (let offset = 0; offset < 1000; offset += 50) {
+      assert.equal(
+        born(start + offset, longest + 1, grace),
+        false,
+        `grace ${grace}% +${offset} ms`,
+      );
+    }
+    // Tight for the graces people set (the rounding slack grows as 1 / (1 − grace)).
+    if (grace > 50) continue;
+    const dueSomewhere = Array.from({ length: 20 }, (_, i) => start + i * 50).some((now) =>
+      born(now, longest - 2000, grace),
+    );
+    assert.ok(dueSomewhere, `grace ${grace}%: ${longest - 2000} ms is due at birth`);
   }
-  assert.equal(longestRootTtlDueAtOnceMs(20), 30_000);
-  assert.equal(longestRootTtlDueAtOnceMs(50), 120_000);
+  assert.equal(longestRootTtlDueAtOnceMs(20), 31_500);
+  assert.equal(longestRootTtlDueAtOnceMs(50), 123_000);
 });
 
 test('the grace percentage and the new root lifetime are the rotator options', async () => {

@@ -229,6 +229,36 @@ test('cacerts deleted while a plugged-in CA is served: a replica started later s
   assert.equal(b.source.whyNoCa(), undefined);
 });
 
+// Found in review: the waiting replica took the self-signed root at the record's deletion,
+// though another replica still served the plugged-in CA and wrote the record straight back.
+test('the record deleted while a replica still serves the plugged-in CA: written back, and the waiting replica goes on waiting', async () => {
+  const api = await cluster();
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const a = replica(api);
+  await a.source.start();
+  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  await waitFor('the deletion seen', () =>
+    a.lines.some((l) => l.msg.startsWith('cacerts was deleted')),
+  );
+  const clock = new ManualClock(Date.now());
+  const b = replica(api, { clock });
+  await b.source.start();
+  assert.equal(b.state.current(), undefined);
+
+  const reads = () => b.lines.filter((l) => l.msg === 'previous roots read').length;
+  const before = reads();
+  api.deleteObject('secrets', NS, PREVIOUS_ROOTS_SECRET);
+  await waitFor('written back by the serving replica', () =>
+    api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET),
+  );
+  await waitFor('the written-back record read by the waiting one', () => reads() > before);
+  await clock.advance(60_000); // far past the wait for a write-back
+  assert.equal(b.state.current(), undefined, 'still waiting for cacerts');
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined, 'no root made');
+  assert.match(b.source.whyNoCa() ?? '', /is gone, and the mesh trusts the plugged-in roots/);
+});
+
 test('cacerts and the record of its roots both deleted, with no replica serving it: the self-signed root', async () => {
   const api = await cluster();
   putCacerts(api, NS, sampleCacerts('-alt'));

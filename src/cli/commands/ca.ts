@@ -38,6 +38,7 @@ import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
 import { crlRenewalCommand } from '../../ca/crl-expiry.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { formatSerial, type CaCrl } from '../../pki/crl.js';
+import { isSignedBy } from '../../pki/chain.js';
 import { issueCertificate } from '../../pki/issue.js';
 import { checkCommonName } from '../../pki/profiles.js';
 import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
@@ -484,7 +485,8 @@ export function registerCaCommands(program: Command): void {
     // Allowed (Istio's own alt sample set does it, by 49 s), but a leaf signed near the end of
     // the signing certificate would outlive the root its chain needs.
     const top = bundle.certChain.at(-1);
-    const chainRoot = bundle.roots.find((r) => top && r.subject === top.issuer);
+    // By signature, not subject: old and new roots of a rotation share their subject.
+    const chainRoot = bundle.roots.find((r) => top && isSignedBy(top, r));
     const rootEnd = chainRoot?.notAfter;
     for (const c of rootEnd ? bundle.certChain.filter((x) => x.notAfter > rootEnd) : []) {
       process.stderr.write(
@@ -515,7 +517,12 @@ export function registerCaCommands(program: Command): void {
     process.stdout.write(lines.join('\n') + '\n');
     if (crlDue) {
       const file = join(o.cacertsDir, CA_CRL_FILE);
-      const renew = crlRenewalCommand(bundle.crl, o.cacertsDir, now + o.crlWarnWithin);
+      const renew = crlRenewalCommand(
+        bundle.crl,
+        o.cacertsDir,
+        now + o.crlWarnWithin,
+        bundle.signingCert,
+      );
       throw new CastellanError(
         'expired',
         next.getTime() < now

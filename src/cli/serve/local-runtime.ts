@@ -148,7 +148,7 @@ export async function startLocalRuntime(
   const unfollowCrl = followCrlExpiry(caState, clock, (crl) =>
     logger.warn(
       { crl: crl.subject, nextUpdate: crl.nextUpdate?.toISOString() },
-      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, cacertsDir ?? '<the cacerts folder>', clock.now())})`,
+      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, cacertsDir ?? '<the cacerts folder>', clock.now(), caState.current()?.bundle.signingCert)})`,
     ),
   );
 
