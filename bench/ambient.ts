@@ -21,8 +21,7 @@
 // (src/authn/token-cache.ts) costs for tokens seen only once — SHA-256 of the token and a map
 // insert — against fast-jwt's RS256 verification it sits in front of; in authentications/s.
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { stopOnInterrupt, temporaryDir } from './interrupt.js';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createLocalJWKSet, exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -59,7 +58,8 @@ interface AmbientServer {
 
 /** The fake API server with a node of 200 pods (and its ztunnel), and serve --kube against it. */
 async function startAmbient(): Promise<AmbientServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'castellan-bench-ambient-'));
+  const temp = temporaryDir('castellan-bench-ambient-');
+  const dir = temp.path;
   const api = await FakeApiServer.start({ namespaces: [NS, 'app'] });
   let serve: Awaited<ReturnType<typeof startServe>> | undefined;
   let client: grpc.Client | undefined;
@@ -67,7 +67,7 @@ async function startAmbient(): Promise<AmbientServer> {
     client?.close();
     await serve?.stop();
     await api.stop();
-    rmSync(dir, { recursive: true, force: true });
+    temp.remove();
   };
   try {
     const pod = (ns: string, name: string, serviceAccount: string) =>
@@ -104,6 +104,7 @@ async function startAmbient(): Promise<AmbientServer> {
       undefined,
       { entry: binPath, timeoutMs: READY_TIMEOUT_MS },
     );
+    stopOnInterrupt(serve.child);
     if (!(await waitForReady(serve, READY_TIMEOUT_MS - (performance.now() - t0)))) {
       throw new Error(`castellan serve --kube did not get ready: ${serve.stderr().slice(-4000)}`);
     }

@@ -19,11 +19,11 @@
 // failed, and one call is checked by hand before the load (a certificate comes back).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { stopOnInterrupt, temporaryDir } from './interrupt.js';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createKeyAndCsr } from '../src/pki/csr-builder.js';
 import {
@@ -140,6 +140,7 @@ async function startCfssl(dir: string, tls: boolean, probe: (port: number) => Pr
     ],
     { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] },
   );
+  stopOnInterrupt(child);
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
@@ -197,7 +198,8 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
     target: '-',
     async run(options: BenchOptions): Promise<Measurement> {
       if (spawnSync('cfssl', ['version'], { stdio: 'ignore' }).error) throw new Error(NOT_FOUND);
-      const dir = mkdtempSync(join(tmpdir(), 'castellan-bench-cfssl-'));
+      const temp = temporaryDir('castellan-bench-cfssl-');
+      const dir = temp.path;
       let server: Cfssl | undefined;
       try {
         makeCa(dir);
@@ -272,7 +274,7 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
         };
       } finally {
         await server?.stop();
-        rmSync(dir, { recursive: true, force: true });
+        temp.remove();
       }
     },
   };

@@ -19,6 +19,7 @@
 // 4. checks the outcome against the server, since h2load only sees HTTP status 200 even when
 //    the gRPC call failed (grpc-status comes in the trailers): /metrics before and after
 //    (summed over workers by the primary).
+import { onInterrupt } from './interrupt.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -91,6 +92,8 @@ export async function runH2load(args: string[], timeoutMs: number): Promise<H2lo
   // On timeout, h2load first, so that the shell reaps it (killed together, h2load would be
   // left to init, which in a container may never reap it); then, if need be, the whole group.
   let groupTimer: NodeJS.Timeout | undefined;
+  // Its own process group (detached): a Ctrl-C to the bench's group does not reach it.
+  const forget = onInterrupt(() => kill(-child.pid!));
   const timer = setTimeout(() => {
     timedOut = true;
     for (const pid of childPids(child.pid!)) kill(pid);
@@ -102,6 +105,7 @@ export async function runH2load(args: string[], timeoutMs: number): Promise<H2lo
       child.once('close', (c, s) => resolve([c, s]));
     },
   ).finally(() => {
+    forget();
     clearTimeout(timer);
     clearTimeout(groupTimer);
   });

@@ -5,8 +5,8 @@
 // it afterwards.
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { temporaryDir } from './interrupt.js';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { generatePkcs11Key } from '../src/ca/signers/pkcs11-keygen.js';
@@ -31,7 +31,8 @@ const KINDS: Record<'p256' | 'rsa2048', { keyType: CaKeyType; limit: LimitKey }>
 async function softHsmKey(
   keyType: CaKeyType,
 ): Promise<{ uri: string; spki: Uint8Array; remove: () => void }> {
-  const dir = mkdtempSync(join(tmpdir(), 'castellan-bench-hsm-'));
+  const temp = temporaryDir('castellan-bench-hsm-');
+  const dir = temp.path;
   const tokens = join(dir, 'tokens');
   mkdirSync(tokens);
   const conf = join(dir, 'softhsm2.conf');
@@ -46,14 +47,14 @@ async function softHsmKey(
       { stdio: 'pipe' },
     );
   } catch (e) {
-    rmSync(dir, { recursive: true, force: true });
+    temp.remove();
     throw new Error(
       `softhsm2-util failed (install Debian's softhsm2: bash scripts/setup-bench-deps.sh): ${(e as Error).message}`,
     );
   }
   const uri = `pkcs11:token=bench;object=ca?module-path=${MODULE}&pin-source=file:${join(dir, 'pin')}`;
   const spki = await generatePkcs11Key({ uri, keyType, env: process.env });
-  return { uri, spki, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  return { uri, spki, remove: () => temp.remove() };
 }
 
 function leafSpki(): Uint8Array {

@@ -3,9 +3,9 @@
 // read about the server: its processes, CPU and memory from /proc, and its Prometheus counters
 // from the monitoring port.
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { stopOnInterrupt, temporaryDir } from './interrupt.js';
 import { get } from 'node:http';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { binPath, cliPath } from '../test/support/paths.js';
 import {
@@ -73,7 +73,8 @@ const READY_TIMEOUT_MS = 30_000;
  * mode).
  */
 export async function startServer(keyType: CaKeyType, workersFlag?: string): Promise<Server> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'castellan-bench-'));
+  const temp = temporaryDir('castellan-bench-');
+  const dataDir = temp.path;
   const t0 = performance.now();
   // CASTELLAN_BENCH_NODE_ARGS: extra node flags for the server, e.g. to profile it:
   // "--cpu-prof --cpu-prof-dir=/tmp/castellan-prof" (the profile is written on SIGTERM exit).
@@ -82,7 +83,7 @@ export async function startServer(keyType: CaKeyType, workersFlag?: string): Pro
   let serve: ServeProcess | undefined;
   const stop = async (): Promise<void> => {
     await serve?.stop();
-    rmSync(dataDir, { recursive: true, force: true });
+    temp.remove();
   };
   try {
     serve = await startServe(
@@ -102,6 +103,7 @@ export async function startServer(keyType: CaKeyType, workersFlag?: string): Pro
       undefined,
       { entry: binPath, nodeArgs, timeoutMs: READY_TIMEOUT_MS },
     );
+    stopOnInterrupt(serve.child);
     const left = READY_TIMEOUT_MS - (performance.now() - t0);
     if (!(await waitForReady(serve, left))) {
       throw new Error(`castellan serve did not get ready in 30 s: ${serve.stderr().slice(-4000)}`);
