@@ -2,7 +2,6 @@ import type { CoreV1Api } from '@kubernetes/client-node';
 import { PeriodicTask, type Clock } from '../clock.js';
 import { reissueRoot, DEFAULT_SELF_SIGNED_TTL_MS } from '../ca/sources/self-signed.js';
 import { certificatePem } from '../ca/build-key-cert-bundle.js';
-import { NOT_BEFORE_BACKDATE_MS } from '../ca/issue-workload.js';
 import { silentLogger, type Logger } from '../log.js';
 import { describeApiError, ifExists, isApiStatus } from './client.js';
 import {
@@ -25,22 +24,6 @@ export const DEFAULT_ROOT_ROTATION_GRACE_PERCENT = 20;
  * lifetime, and the root is re-issued once the time left is no more than that (at the boundary
  * too: istiod waits only while the wait is positive), or when it has expired.
  */
-/**
- * The longest self-signed root TTL that would be due for re-issue as soon as it is made: a new
- * root is backdated (NOT_BEFORE_BACKDATE_MS, for clock skew; istiod's are not), so its lifetime
- * is the TTL plus the backdate, and with TTL ≤ grace/(100 − grace) × backdate (plus the
- * seconds' rounding, below) the time left at birth is already within the grace period. Such a root was re-issued at every check and the
- * trust bundle grew by one root each time, so serve refuses TTLs up to this.
- */
-export function longestRootTtlDueAtOnceMs(gracePercent: number): number {
-  // Certificate times are whole seconds, cut down: the time left at birth may be up to 1 s
-  // short of the TTL, and the lifetime up to 1 s longer than TTL + backdate (found in review:
-  // at 20%, a 31 s root made late in a second was due at once). So the bound solves
-  // TTL − 1 s ≤ g × (TTL + backdate + 1 s).
-  const g = gracePercent / 100;
-  return (g * (NOT_BEFORE_BACKDATE_MS + 1000) + 1000) / (1 - g);
-}
-
 export function rootNeedsRotation(
   notBefore: Date,
   notAfter: Date,

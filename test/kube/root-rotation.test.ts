@@ -6,11 +6,8 @@ import { ManualClock } from '../support/manual-clock.js';
 import { SwappableCaState } from '../../src/ca/swappable-ca-state.js';
 import { KubeCaSource } from '../../src/kube/cacerts-secret-source.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../src/ca/issue-workload.js';
-import {
-  RootRotator,
-  longestRootTtlDueAtOnceMs,
-  rootNeedsRotation,
-} from '../../src/kube/root-rotation.js';
+import { longestRootTtlDueAtOnceMs } from '../../src/kube/defaults.js';
+import { RootRotator, rootNeedsRotation } from '../../src/kube/root-rotation.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
 import { waitFor } from '../support/wait-for.js';

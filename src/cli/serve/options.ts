@@ -13,12 +13,12 @@ import type { CaOptions } from '../../ca/options.js';
 import { parsePkcs11Uri } from '../../ca/signers/pkcs11-uri.js';
 import { formatDuration, parseDuration, parseGoDuration } from '../../duration.js';
 import { NOT_BEFORE_BACKDATE_MS } from '../../ca/issue-workload.js';
-import { longestRootTtlDueAtOnceMs } from '../../kube/root-rotation.js';
 import { CastellanError } from '../../errors.js';
 import {
   DEFAULT_CRL_CONFIGMAP,
   DEFAULT_LEASE_NAME,
   DEFAULT_ROOT_ROTATION_CHECK_MS,
+  longestRootTtlDueAtOnceMs,
 } from '../../kube/defaults.js';
 import type { KubeOptions } from '../../kube/options.js';
 import { CA_KEY_TYPES, isCaKeyType } from '../../pki/key-type.js';
