@@ -72,6 +72,23 @@ function replica(api: FakeApiServer, o: { clock?: Clock; readCrl?: boolean } = {
   return { source, state, refusals, lines };
 }
 
+/** A replica serving Istio's alt sample CA from `cacerts`, once its roots are recorded. */
+async function servingPlugged(api: FakeApiServer): Promise<Replica> {
+  putCacerts(api, NS, sampleCacerts('-alt'));
+  const a = replica(api);
+  await a.source.start();
+  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
+  return a;
+}
+
+/** `cacerts` deleted, and the deletion seen by `a`, which goes on serving. */
+async function deleteCacerts(api: FakeApiServer, a: Replica): Promise<void> {
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  await waitFor('the deletion seen', () =>
+    a.lines.some((l) => l.msg.startsWith('cacerts was deleted')),
+  );
+}
+
 const eventsFor = (api: FakeApiServer, reason: string) =>
   api.listObjects('events', NS).filter((e) => e.reason === reason);
 const rootOf = (r: Replica): string | undefined => r.state.current()?.bundle.rootBundlePem;
@@ -194,15 +211,9 @@ test('serving a plugged-in CA: deleting cacerts keeps the root, and istio-ca-sec
 // self-signed root. (istiod differs: it makes or loads istio-ca-secret's root.)
 test('cacerts deleted while a plugged-in CA is served: a replica started later serves nothing and says why until cacerts is back', async () => {
   const api = await cluster();
-  putCacerts(api, NS, sampleCacerts('-alt'));
-  const a = replica(api);
-  await a.source.start();
+  const a = await servingPlugged(api);
   const root = rootOf(a);
-  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
-  api.deleteObject('secrets', NS, CACERTS_SECRET);
-  await waitFor('the deletion seen', () =>
-    a.lines.some((l) => l.msg.startsWith('cacerts was deleted')),
-  );
+  await deleteCacerts(api, a);
 
   const b = replica(api);
   await b.source.start();
@@ -233,14 +244,7 @@ test('cacerts deleted while a plugged-in CA is served: a replica started later s
 // though another replica still served the plugged-in CA and wrote the record straight back.
 test('the record deleted while a replica still serves the plugged-in CA: written back, and the waiting replica goes on waiting', async () => {
   const api = await cluster();
-  putCacerts(api, NS, sampleCacerts('-alt'));
-  const a = replica(api);
-  await a.source.start();
-  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
-  api.deleteObject('secrets', NS, CACERTS_SECRET);
-  await waitFor('the deletion seen', () =>
-    a.lines.some((l) => l.msg.startsWith('cacerts was deleted')),
-  );
+  await deleteCacerts(api, await servingPlugged(api));
   const clock = new ManualClock(Date.now());
   const b = replica(api, { clock });
   await b.source.start();
@@ -261,10 +265,7 @@ test('the record deleted while a replica still serves the plugged-in CA: written
 
 test('cacerts and the record of its roots both deleted, with no replica serving it: the self-signed root', async () => {
   const api = await cluster();
-  putCacerts(api, NS, sampleCacerts('-alt'));
-  const a = replica(api);
-  await a.source.start();
-  await waitFor('the roots recorded', () => api.getObject('secrets', NS, PREVIOUS_ROOTS_SECRET));
+  const a = await servingPlugged(api);
   await a.source.stop();
   api.deleteObject('secrets', NS, CACERTS_SECRET);
 
