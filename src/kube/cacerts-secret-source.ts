@@ -471,7 +471,8 @@ export class KubeCaSource {
    * deliberate way back to a self-signed root). True when that is the case.
    *
    * istiod differs: a restarted istiod without its cacerts files makes or loads the self-signed
-   * root (istio-ca-secret), and the mesh moves to it.
+   * root (istio-ca-secret), and the mesh moves to it (pilot/pkg/bootstrap/istio_ca.go,
+   * createIstioCA: `useSelfSignedCA := !signingCABundleComplete || …`).
    */
   private cacertsLost(): boolean {
     if (this.cacertsNow.state !== 'absent' || this.recordedRoots.length === 0) {

@@ -208,7 +208,8 @@ test('serving a plugged-in CA: deleting cacerts keeps the root, and istio-ca-sec
 // it led published it alone: the mesh moved to a root nobody planned at the next rollout. A
 // replica that finds no cacerts while castellan-previous-roots records a plugged-in CA now serves
 // nothing, says why, and waits for cacerts — or for the record's deletion, the way back to a
-// self-signed root. (istiod differs: it makes or loads istio-ca-secret's root.)
+// self-signed root. (istiod differs: it makes or loads istio-ca-secret's root —
+// pilot/pkg/bootstrap/istio_ca.go, createIstioCA, `useSelfSignedCA := !signingCABundleComplete`.)
 test('cacerts deleted while a plugged-in CA is served: a replica started later serves nothing and says why until cacerts is back', async () => {
   const api = await cluster();
   const a = await servingPlugged(api);
