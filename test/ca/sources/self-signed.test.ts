@@ -181,6 +181,35 @@ test('first starts racing on one data dir end with one root, on disk and in ever
   assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
 });
 
+/**
+ * Runs `work` while the first `times` reads of the folder `committed` find nothing (ENOENT), as
+ * when another process commits its set just after we looked; returns how many were hidden.
+ */
+async function hidingCommittedSet(
+  committed: string,
+  times: number,
+  work: () => Promise<void>,
+): Promise<number> {
+  const promises = fs.promises as unknown as Record<string, (...args: unknown[]) => unknown>;
+  const readdir = promises.readdir!;
+  let hidden = 0;
+  promises.readdir = (...args: unknown[]) => {
+    if (hidden < times && args[0] === committed) {
+      hidden++;
+      return Promise.reject(Object.assign(new Error('ENOENT'), { code: 'ENOENT' }));
+    }
+    return readdir.apply(fs.promises, args);
+  };
+  syncBuiltinESMExports();
+  try {
+    await work();
+  } finally {
+    promises.readdir = readdir;
+    syncBuiltinESMExports();
+  }
+  return hidden;
+}
+
 test("a start that sees another process's root arrive before its key and certificate serves that set, not 'root without its key'", async () => {
   // Start A links its root-cert.pem into place first; its key and certificate are still in the
   // committed folder. Start B's first two looks for a committed set came before A's commit, so B
@@ -193,26 +222,12 @@ test("a start that sees another process's root arrive before its key and certifi
   mkdirSync(committed, { recursive: true });
   for (const f of ['ca-cert.pem', 'ca-key.pem']) copyFileSync(join(made, f), join(committed, f));
   copyFileSync(join(made, 'root-cert.pem'), join(dir, 'root-cert.pem')); // A's first link
-  const promises = fs.promises as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const readdir = promises.readdir!;
-  let hidden = 2;
-  promises.readdir = (...args: unknown[]) => {
-    if (hidden > 0 && args[0] === committed) {
-      hidden--;
-      return Promise.reject(Object.assign(new Error('ENOENT'), { code: 'ENOENT' }));
-    }
-    return readdir.apply(fs.promises, args);
-  };
-  syncBuiltinESMExports();
-  try {
+  const looks = await hidingCommittedSet(committed, 2, async () => {
     const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
-    assert.equal(hidden, 0, 'both early looks found nothing');
     assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
     assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
-  } finally {
-    promises.readdir = readdir;
-    syncBuiltinESMExports();
-  }
+  });
+  assert.equal(looks, 2, 'both early looks found nothing');
 });
 
 test('a start that meets another process moving its committed set into place serves that set', async () => {
@@ -228,24 +243,10 @@ test('a start that meets another process moving its committed set into place ser
   for (const f of ['ca-cert.pem', 'root-cert.pem']) copyFileSync(join(made, f), join(committed, f));
   copyFileSync(join(made, 'ca-key.pem'), join(dir, 'ca-key.pem')); // A's first link
   // B's first look for a committed set happened before A's commit: it found none.
-  const promises = fs.promises as unknown as Record<string, (...args: unknown[]) => unknown>;
-  const readdir = promises.readdir!;
-  let first = true;
-  promises.readdir = (...args: unknown[]) => {
-    if (first && args[0] === committed) {
-      first = false;
-      return Promise.reject(Object.assign(new Error('ENOENT'), { code: 'ENOENT' }));
-    }
-    return readdir.apply(fs.promises, args);
-  };
-  syncBuiltinESMExports();
-  try {
+  const looks = await hidingCommittedSet(committed, 1, async () => {
     const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
-    assert.equal(first, false, 'the first look was the one that found nothing');
     assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
     assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
-  } finally {
-    promises.readdir = readdir;
-    syncBuiltinESMExports();
-  }
+  });
+  assert.equal(looks, 1, 'the first look was the one that found nothing');
 });
