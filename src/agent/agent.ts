@@ -4,11 +4,7 @@ import { formatDuration } from '../duration.js';
 import { CastellanError, asCastellanError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { createKeyAndCsr, type WorkloadKeyType } from '../pki/csr-builder.js';
-import {
-  checkCertificateFolder,
-  readCertificateFiles,
-  writeCertificateFiles,
-} from './atomic-files.js';
+import { readCertificateFiles, writeCertificateFiles } from './atomic-files.js';
 import type { CertificateAuthorityClient } from './ca-client.js';
 import type { ExecResult } from './exec-hook.js';
 import {
@@ -85,8 +81,6 @@ export class WorkloadAgent {
 
   /** Picks up a valid certificate left by an earlier run (or provisioned for mTLS renewal). */
   async loadExisting(): Promise<IssuedCertificate | undefined> {
-    // A folder that is not ours to write (a CA's, say) is refused before anything is requested.
-    await checkCertificateFolder(this.config.outDir, 'provisioned');
     const files = await readCertificateFiles(this.config.outDir);
     if (!files) return undefined;
     const stored = acceptStoredCertificate(files.certChainPem, files.keyPem, files.rootCertPem);

@@ -120,15 +120,15 @@ async function readInput(file: string, what: string): Promise<string> {
   }
 }
 
+/** OpenSSL's words for a server certificate that does not lead to a trusted root. */
+const UNTRUSTED_SERVER =
+  /unable to get local issuer certificate|self[- ]signed certificate in certificate chain|unable to verify the first certificate|certificate signature failure/;
+
 /**
  * Calls Istio's CreateCertificate over TLS. Each call builds its channel from scratch: the
  * token, the trusted roots and the client certificate may all have changed since the last
  * call (calls are minutes to hours apart, so a cached channel buys nothing).
  */
-/** OpenSSL's words for a server certificate that does not lead to a trusted root. */
-const UNTRUSTED_SERVER =
-  /unable to get local issuer certificate|self[- ]signed certificate in certificate chain|unable to verify the first certificate|certificate signature failure/;
-
 export class GrpcCaClient implements CertificateAuthorityClient {
   constructor(private readonly options: GrpcCaClientOptions) {}
 

@@ -641,9 +641,15 @@ export class KubeCaSource {
   /** The loaded CRL's nextUpdate passed (at load, or since): still published, said loudly. */
   private crlExpired(crl: CaCrl): void {
     const nextUpdate = crl.nextUpdate?.toISOString() ?? '';
+    const renew = crlRenewalCommand(
+      crl,
+      '<the cacerts folder>',
+      this.o.clock.now(),
+      this.o.state.current()?.bundle.signingCert,
+    );
     this.logger.warn(
       { crl: crl.subject, nextUpdate },
-      `the CA CRL has expired; still published: renew it (${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now(), this.o.state.current()?.bundle.signingCert)})`,
+      `the CA CRL has expired; still published: renew it (${renew})`,
     );
     const secret = this.cacertsSecret;
     void this.o.events?.record(
@@ -656,7 +662,7 @@ export class KubeCaSource {
       {
         type: 'Warning',
         reason: 'CACRLExpired',
-        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with ${crlRenewalCommand(crl, '<the cacerts folder>', this.o.clock.now(), this.o.state.current()?.bundle.signingCert)}, then update ${CACERTS_SECRET}`,
+        message: `${CA_CRL_FILE}: nextUpdate ${nextUpdate} has passed; still published, but peers checking it may reject the certificates it covers (X509_V_ERR_CRL_HAS_EXPIRED): renew it with ${renew}, then update ${CACERTS_SECRET}`,
       },
     );
   }

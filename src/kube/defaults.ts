@@ -9,11 +9,13 @@ export const DEFAULT_ROOT_ROTATION_CHECK_MS = 3_600_000;
 export const DEFAULT_CRL_CONFIGMAP = 'istio-ca-crl';
 
 /**
- * The longest self-signed root TTL that would be due for re-issue as soon as it is made: a new
- * root is backdated (NOT_BEFORE_BACKDATE_MS, for clock skew; istiod's are not), so its lifetime
- * is the TTL plus the backdate, and with TTL ≤ grace/(100 − grace) × backdate (plus the
- * seconds' rounding, below) the time left at birth is already within the grace period. Such a root was re-issued at every check and the
- * trust bundle grew by one root each time, so serve refuses TTLs up to this.
+ * The longest self-signed root TTL that would be due for re-issue as soon as it is made. A new
+ * root is backdated (NOT_BEFORE_BACKDATE_MS, for clock skew; istiod's is not:
+ * security/pkg/pki/util/generate_cert.go, genCertTemplateFromOptions, `notBefore :=
+ * time.Now()`), so its lifetime is the TTL plus the backdate, and with TTL ≤ grace/(100 − grace)
+ * × backdate (plus the seconds' rounding, below) the time left at birth is already within the
+ * grace period. Such a root was re-issued at every check and the trust bundle grew by one root
+ * each time, so serve refuses TTLs up to this.
  */
 export function longestRootTtlDueAtOnceMs(gracePercent: number): number {
   // Certificate times are whole seconds, cut down: the time left at birth may be up to 1 s

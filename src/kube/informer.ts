@@ -55,9 +55,9 @@ export function startInformer<T extends KubernetesObject>(options: {
   let markSynced: () => void = () => {};
   const synced = new Promise<void>((resolve) => (markSynced = resolve));
   const transform = options.transform;
-  // Consecutive failed starts: the first of a run is a warning (an operator must see that the
-  // API server cannot be reached or refuses us), the rest of the run debug lines, and the list
-  // that ends it says so.
+  // Consecutive failed lists and watches: the first of a run is a warning (an operator must see
+  // that the API server cannot be reached or refuses us), the rest of the run debug lines, and
+  // the list or accepted watch that ends it says so (resumed).
   let failures = 0;
   // A list, or a watch the server accepted: ListWatch resumes a failed watch from its
   // resourceVersion without listing again (found in review: the run never ended then, and the

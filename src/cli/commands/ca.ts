@@ -28,6 +28,7 @@ import {
   CA_CRL_FILE,
   CA_KEY_URI_FILE,
   CACERTS_FILE_NAMES,
+  chainCas,
 } from '../../ca/cacerts-layout.js';
 import { KeyUriSigners } from '../../ca/signers/key-uri-signers.js';
 import { generatePkcs11Key } from '../../ca/signers/pkcs11-keygen.js';
@@ -38,7 +39,6 @@ import { updateCaCrl, type Revocation } from '../../ca/crl-file.js';
 import { crlRenewalCommand } from '../../ca/crl-expiry.js';
 import { loadCacertsFolder, readCacertsFolder } from '../../ca/sources/folder.js';
 import { formatSerial, type CaCrl } from '../../pki/crl.js';
-import { isSignedBy } from '../../pki/chain.js';
 import { issueCertificate } from '../../pki/issue.js';
 import { checkCommonName } from '../../pki/profiles.js';
 import { CA_KEY_TYPES, isCaKeyType, type CaKeyType } from '../../pki/key-type.js';
@@ -484,13 +484,13 @@ export function registerCaCommands(program: Command): void {
     for (const key of ['ca-key.pem', 'tls.key']) await warnIfKeyReadable(join(o.cacertsDir, key));
     // Allowed (Istio's own alt sample set does it, by 49 s), but a leaf signed near the end of
     // the signing certificate would outlive the root its chain needs.
-    const top = bundle.certChain.at(-1);
-    // By signature, not subject: old and new roots of a rotation share their subject.
-    const chainRoot = bundle.roots.find((r) => top && isSignedBy(top, r));
-    const rootEnd = chainRoot?.notAfter;
-    for (const c of rootEnd ? bundle.certChain.filter((x) => x.notAfter > rootEnd) : []) {
+    // chainCas ends with the root the chain leads to, found by signature (old and new roots of
+    // a rotation share their subject).
+    const cas = chainCas(bundle);
+    const rootEnd = (cas.at(-1) ?? bundle.signingCert).notAfter;
+    for (const c of cas.filter((x) => x.notAfter > rootEnd)) {
       process.stderr.write(
-        `castellan: warning: "${c.subject}" expires on ${c.notAfter.toISOString()}, after its root (${rootEnd?.toISOString()}): what it signs after the root's end will not verify\n`,
+        `castellan: warning: "${c.subject}" expires on ${c.notAfter.toISOString()}, after its root (${rootEnd.toISOString()}): what it signs after the root's end will not verify\n`,
       );
     }
     const now = systemClock.now();

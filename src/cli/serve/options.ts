@@ -339,8 +339,8 @@ export function completeServeOptions(
     // cache per process; several per pod would multiply them. Scale with replicas instead.
     throw bad('--workers', 'only 1 worker in --kube mode (scale with replicas)');
   }
-  if (kube && selfSignedRootTtlMs <= longestRootTtlDueAtOnceMs(kube.rootRotationGracePercent)) {
-    const longest = longestRootTtlDueAtOnceMs(kube.rootRotationGracePercent);
+  const longest = kube && longestRootTtlDueAtOnceMs(kube.rootRotationGracePercent);
+  if (kube && longest && selfSignedRootTtlMs <= longest) {
     throw bad(
       selfSignedRoot?.subject ?? '--self-signed-root-ttl',
       `${formatDuration(selfSignedRootTtlMs)} is too short for a grace of ${kube.rootRotationGracePercent}% (--root-rotation-grace-percent): a new root, backdated ${formatDuration(NOT_BEFORE_BACKDATE_MS)} for clock skew, would be due for re-issue as soon as it is made; use more than ${formatDuration(Math.ceil(longest / 1000) * 1000)}`,
