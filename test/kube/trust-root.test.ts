@@ -14,7 +14,7 @@ import {
   KEEP_PREVIOUS_ROOTS_ANNOTATION,
   KubeCaSource,
 } from '../../src/kube/cacerts-secret-source.js';
-import { PREVIOUS_ROOTS_SECRET } from '../../src/kube/previous-roots.js';
+import { PREVIOUS_ROOTS_KEY, PREVIOUS_ROOTS_SECRET } from '../../src/kube/previous-roots.js';
 import { SELF_SIGNED_SECRET } from '../../src/kube/self-signed-secret.js';
 import { crlOf, makeCacerts } from '../support/ca-hierarchy.js';
 import { FakeApiServer } from '../support/fake-apiserver/index.js';
@@ -318,6 +318,68 @@ test('keep-previous-roots=false: every root change it drops roots at is a warnin
   putCacerts(api, NS, { ...sampleCacerts('-alt') }, { ...drop, note: 'touched' });
   await waitFor('the edit read', () => r.lines.filter((l) => l.msg === 'cacerts read').length >= 4);
   assert.equal(warnings().length, 2);
+});
+
+// The record emptied by hand rather than deleted: the same release, after the same wait.
+test('the record emptied while no replica serves the plugged-in CA: the waiting replica takes the self-signed root after the wait', async () => {
+  const api = await cluster();
+  const a = await servingPlugged(api);
+  await a.source.stop();
+  api.deleteObject('secrets', NS, CACERTS_SECRET);
+  const clock = new ManualClock(Date.now());
+  const b = replica(api, { clock });
+  await b.source.start();
+  assert.equal(b.state.current(), undefined, 'waits while the record names roots');
+  api.putObject('secrets', NS, {
+    metadata: { name: PREVIOUS_ROOTS_SECRET },
+    data: { [PREVIOUS_ROOTS_KEY]: '' },
+  });
+  await waitFor('the empty record read', () =>
+    b.lines.some((l) => l.msg === 'previous roots read' && l['roots'] === 0),
+  );
+  assert.equal(b.state.current(), undefined, 'not before the wait for a write-back');
+  await clock.advance(5 * 50);
+  await waitFor('the self-signed root', () => b.state.current());
+  assert.match(b.state.current()!.bundle.source, /^self-signed-secret:/);
+});
+
+// Found in review: a stop that came while the first list of Secrets was still in flight (the
+// runtime's start gives up on it, and stops the source) let start() go on once the list came
+// back, and create istio-ca-secret after "stopped before serving".
+test('stopped while its first list is in flight: nothing is created or served once the list returns', async () => {
+  const api = await cluster();
+  const kc = kubeConfigFor(api);
+  const real = kc.makeApiClient(CoreV1Api);
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const core = Object.create(real) as CoreV1Api;
+  core.listNamespacedSecret = async (param) => {
+    const list = await real.listNamespacedSecret(param);
+    await held;
+    return list;
+  };
+  const state = new SwappableCaState();
+  const source = new KubeCaSource({
+    kubeConfig: kc,
+    core,
+    namespace: NS,
+    trustDomain: 'cluster.local',
+    state,
+    clock: systemClock,
+    retryMs: 50,
+  });
+  const started = source.start();
+  await waitFor(
+    'the list under way',
+    () => api.count({ verb: 'list', resource: 'secrets', namespace: NS }) === 1,
+  );
+  const stopping = source.stop();
+  release();
+  await stopping;
+  await started;
+  assert.equal(state.current(), undefined, 'nothing served');
+  assert.equal(api.getObject('secrets', NS, SELF_SIGNED_SECRET), undefined, 'no root created');
+  assert.equal(api.count({ verb: 'create', resource: 'secrets' }), 0);
 });
 
 test('an expired CRL is loaded and published with a CACRLExpired Event; one that expires while loaded gets one then', async () => {
