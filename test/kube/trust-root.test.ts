@@ -48,9 +48,13 @@ interface Replica {
   readonly lines: LogLine[];
 }
 
-function replica(api: FakeApiServer, o: { clock?: Clock; readCrl?: boolean } = {}): Replica {
+function replica(
+  api: FakeApiServer,
+  o: { clock?: Clock; readCrl?: boolean; core?: (real: CoreV1Api) => CoreV1Api } = {},
+): Replica {
   const kc = kubeConfigFor(api);
-  const core = kc.makeApiClient(CoreV1Api);
+  const real = kc.makeApiClient(CoreV1Api);
+  const core = o.core ? o.core(real) : real;
   const clock = o.clock ?? systemClock;
   const state = new SwappableCaState();
   const refusals: string[] = [];
@@ -348,25 +352,18 @@ test('the record emptied while no replica serves the plugged-in CA: the waiting 
 // back, and create istio-ca-secret after "stopped before serving".
 test('stopped while its first list is in flight: nothing is created or served once the list returns', async () => {
   const api = await cluster();
-  const kc = kubeConfigFor(api);
-  const real = kc.makeApiClient(CoreV1Api);
   let release: () => void = () => {};
   const held = new Promise<void>((resolve) => (release = resolve));
-  const core = Object.create(real) as CoreV1Api;
-  core.listNamespacedSecret = async (param) => {
-    const list = await real.listNamespacedSecret(param);
-    await held;
-    return list;
-  };
-  const state = new SwappableCaState();
-  const source = new KubeCaSource({
-    kubeConfig: kc,
-    core,
-    namespace: NS,
-    trustDomain: 'cluster.local',
-    state,
-    clock: systemClock,
-    retryMs: 50,
+  const { source, state } = replica(api, {
+    core: (real) => {
+      const core = Object.create(real) as CoreV1Api;
+      core.listNamespacedSecret = async (param) => {
+        const list = await real.listNamespacedSecret(param);
+        await held;
+        return list;
+      };
+      return core;
+    },
   });
   const started = source.start();
   await waitFor(

@@ -210,23 +210,40 @@ async function hidingCommittedSet(
   return hidden;
 }
 
+/**
+ * Start A's set, made elsewhere, caught midway into start B's data dir: `inCommitted` still in
+ * A's committed folder, the third file already linked into place. `bServesAsSet` runs start B
+ * and checks it serves A's set, whole.
+ */
+async function startAMidway(
+  name: string,
+  inCommitted: readonly string[],
+): Promise<{ committed: string; bServesAsSet: () => Promise<void> }> {
+  const made = join(tmp.dir, `made-by-${name}`);
+  const a = await loadOrCreateSelfSignedCa({ dataDir: made, trustDomain: 'cluster.local' }, clock);
+  const dir = join(tmp.dir, `b-meets-${name}`);
+  const committed = join(dir, '.self-signed-ca.ready');
+  mkdirSync(committed, { recursive: true });
+  for (const f of inCommitted) copyFileSync(join(made, f), join(committed, f));
+  const linked = ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem'].find(
+    (f) => !inCommitted.includes(f),
+  );
+  copyFileSync(join(made, linked!), join(dir, linked!)); // A's first link
+  const bServesAsSet = async (): Promise<void> => {
+    const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
+    assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
+    assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
+  };
+  return { committed, bServesAsSet };
+}
+
 test("a start that sees another process's root arrive before its key and certificate serves that set, not 'root without its key'", async () => {
   // Start A links its root-cert.pem into place first; its key and certificate are still in the
   // committed folder. Start B's first two looks for a committed set came before A's commit, so B
   // finds a self-signed root and no key: the refusal of a lost root must look once more (and find
   // A's set) before refusing.
-  const made = join(tmp.dir, 'made-by-a2');
-  const a = await loadOrCreateSelfSignedCa({ dataDir: made, trustDomain: 'cluster.local' }, clock);
-  const dir = join(tmp.dir, 'b-sees-root-first');
-  const committed = join(dir, '.self-signed-ca.ready');
-  mkdirSync(committed, { recursive: true });
-  for (const f of ['ca-cert.pem', 'ca-key.pem']) copyFileSync(join(made, f), join(committed, f));
-  copyFileSync(join(made, 'root-cert.pem'), join(dir, 'root-cert.pem')); // A's first link
-  const looks = await hidingCommittedSet(committed, 2, async () => {
-    const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
-    assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
-    assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
-  });
+  const { committed, bServesAsSet } = await startAMidway('a2', ['ca-cert.pem', 'ca-key.pem']);
+  const looks = await hidingCommittedSet(committed, 2, bServesAsSet);
   assert.equal(looks, 2, 'both early looks found nothing');
 });
 
@@ -235,18 +252,8 @@ test('a start that meets another process moving its committed set into place ser
   // caught this once in four processes): start B finds no committed set, then start A commits its
   // set and links ca-key.pem into place, and B reads ca-cert.pem (not there yet) and ca-key.pem.
   // B then saw half a set and refused with `incomplete-ca`; it must finish A's set and serve it.
-  const made = join(tmp.dir, 'made-by-a');
-  const a = await loadOrCreateSelfSignedCa({ dataDir: made, trustDomain: 'cluster.local' }, clock);
-  const dir = join(tmp.dir, 'b-meets-a');
-  const committed = join(dir, '.self-signed-ca.ready');
-  mkdirSync(committed, { recursive: true });
-  for (const f of ['ca-cert.pem', 'root-cert.pem']) copyFileSync(join(made, f), join(committed, f));
-  copyFileSync(join(made, 'ca-key.pem'), join(dir, 'ca-key.pem')); // A's first link
+  const { committed, bServesAsSet } = await startAMidway('a1', ['ca-cert.pem', 'root-cert.pem']);
   // B's first look for a committed set happened before A's commit: it found none.
-  const looks = await hidingCommittedSet(committed, 1, async () => {
-    const b = await loadOrCreateSelfSignedCa({ dataDir: dir, trustDomain: 'cluster.local' }, clock);
-    assert.equal(b.signingCert.serialNumber, a.signingCert.serialNumber);
-    assert.deepEqual(readdirSync(dir).sort(), ['ca-cert.pem', 'ca-key.pem', 'root-cert.pem']);
-  });
+  const looks = await hidingCommittedSet(committed, 1, bServesAsSet);
   assert.equal(looks, 1, 'the first look was the one that found nothing');
 });
