@@ -1,4 +1,5 @@
 import type { Http2Server, Http2Session } from 'node:http2';
+import type { TLSSocket } from 'node:tls';
 import {
   Server,
   ServerCredentials,
@@ -17,6 +18,8 @@ import { createCertificateHandler, type CaServiceDeps } from './create-certifica
 import { CaMetrics } from './metrics.js';
 import type { Readiness } from './monitoring.js';
 import type { ServingCertificateManager } from './serving-certificate.js';
+import { GrpcServer } from './h2/grpc-server.js';
+import type { GrpcTransport } from './grpc-transport.js';
 import {
   ConnectionMetrics,
   DEFAULT_CONNECTION_LIMITS,
@@ -38,10 +41,20 @@ export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | '
   readonly shutdownGraceMs?: number;
   /** Handshake, idle and keepalive bounds of the gRPC port's connections. */
   readonly connections?: ConnectionLimits;
+  /** What serves gRPC on the TLS connections (./grpc-transport.ts); `castellan` by default. */
+  readonly transport?: GrpcTransport;
 }
+
+/** Streams one connection may have open (ztunnel sends a node's burst on one connection). */
+const MAX_CONCURRENT_STREAMS = 1000;
 
 // Bounds memory per call: a CSR is refused above 64 KiB anyway.
 const MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024;
+/**
+ * SETTINGS_MAX_HEADER_LIST_SIZE: node:http2's default (65535), which grpc-js's port had, so a
+ * client's metadata limit is where it was (test/reliability/connections.test.ts).
+ */
+const MAX_HEADER_LIST_BYTES = 65535;
 
 /**
  * The CA service: gRPC CreateCertificate over TLS (serving certificate from our own CA,
@@ -52,7 +65,10 @@ const MAX_RECEIVE_MESSAGE_BYTES = 256 * 1024;
 export class CaServer<C> {
   readonly metrics: CaMetrics;
   private readonly serving: ServingCertificateManager;
-  private readonly grpc: Server;
+  /** The grpc-js server, with `transport: 'grpc-js'`. */
+  private readonly grpc: Server | undefined;
+  /** Our gRPC server, with `transport: 'castellan'`. */
+  private readonly h2: GrpcServer | undefined;
   private readonly log: Logger;
   private readonly listener: GuardedTlsListener;
   private listening = false;
@@ -65,22 +81,49 @@ export class CaServer<C> {
     this.metrics = new CaMetrics(options.clock);
     this.serving = options.serving;
     const limits = options.connections ?? DEFAULT_CONNECTION_LIMITS;
-    this.grpc = new Server({
-      'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
-      // channelz (call counters and traces for grpc's debugging service) is bookkeeping on every
-      // call that nothing here reads: 2% of the event loop under load.
-      'grpc.enable_channelz': 0,
-      ...grpcConnectionOptions(limits),
-    });
-    // We own the listening socket and TLS (connection-guard.ts); grpc-js serves HTTP/2 on the
-    // TLS sockets we hand it.
-    const { injector, http2Server } = connectionInjector(this.grpc);
-    http2Server.on('session', (session: Http2Session) => this.listener.watchSession(session));
+    const connectionMetrics = new ConnectionMetrics(this.metrics.registry, () =>
+      this.listener.openConnections(),
+    );
+    let onConnection: (socket: TLSSocket) => void;
+    if ((options.transport ?? 'castellan') === 'castellan') {
+      const h2 = new GrpcServer({
+        maxReceiveMessageBytes: MAX_RECEIVE_MESSAGE_BYTES,
+        limits: {
+          maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
+          maxHeaderListBytes: MAX_HEADER_LIST_BYTES,
+          keepaliveIntervalMs: limits.keepaliveIntervalMs,
+          keepaliveTimeoutMs: limits.keepaliveTimeoutMs,
+          idleTimeoutMs: limits.idleTimeoutMs,
+        },
+        clock: options.clock,
+        onConnectionClosed: (reason) => {
+          if (reason === 'unresponsive' || reason === 'protocol-error' || reason === 'flood') {
+            connectionMetrics.closed.inc({ reason });
+          }
+        },
+      });
+      this.h2 = h2;
+      onConnection = (socket) => h2.takeConnection(socket);
+    } else {
+      const grpc = new Server({
+        'grpc.max_receive_message_length': MAX_RECEIVE_MESSAGE_BYTES,
+        // channelz (call counters and traces for grpc's debugging service) is bookkeeping on every
+        // call that nothing here reads: 2% of the event loop under load.
+        'grpc.enable_channelz': 0,
+        ...grpcConnectionOptions(limits),
+      });
+      this.grpc = grpc;
+      // We own the listening socket and TLS (connection-guard.ts); grpc-js serves HTTP/2 on the
+      // TLS sockets we hand it.
+      const { injector, http2Server } = connectionInjector(grpc);
+      http2Server.on('session', (session: Http2Session) => this.listener.watchSession(session));
+      onConnection = (socket) => injector.injectConnection(socket);
+    }
     this.listener = new GuardedTlsListener({
       certificates: this.serving,
       limits,
-      onConnection: (socket) => injector.injectConnection(socket),
-      metrics: new ConnectionMetrics(this.metrics.registry, () => this.listener.openConnections()),
+      onConnection,
+      metrics: connectionMetrics,
       clock: options.clock,
       logger: this.log,
     });
@@ -88,7 +131,7 @@ export class CaServer<C> {
     const service = (((pkg['istio'] as GrpcObject)['v1'] as GrpcObject)['auth'] as GrpcObject)[
       'IstioCertificateService'
     ] as { service: ServiceDefinition };
-    this.grpc.addService(withUndecodableRequestsMarked(service.service), {
+    this.addService(withUndecodableRequestsMarked(service.service), {
       CreateCertificate: createCertificateHandler({
         ...options,
         metrics: this.metrics,
@@ -99,7 +142,8 @@ export class CaServer<C> {
 
   /** Adds another gRPC service on the same TLS port (call before start). */
   addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
-    this.grpc.addService(service, implementation);
+    this.grpc?.addService(service, implementation);
+    this.h2?.addService(service, implementation);
   }
 
   /** Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens. */
@@ -144,19 +188,38 @@ export class CaServer<C> {
     if (!this.started) {
       // Stopped during start-up, before it listened: no call was ever taken, nothing to drain
       // (grpc-js's tryShutdown would wait out the grace period for sessions that never were).
-      this.grpc.forceShutdown();
+      this.grpc?.forceShutdown();
+      this.h2?.destroyAll();
       return;
     }
     this.unsubscribe?.();
     this.listener.stopAccepting();
     const grace = this.options.shutdownGraceMs ?? 10_000;
+    const h2 = this.h2;
+    if (h2) {
+      await new Promise<void>((resolve) => {
+        const timer = this.options.clock.after(grace, () => {
+          this.log.warn('in-flight calls did not finish in time; closing them');
+          h2.destroyAll();
+          resolve();
+        });
+        void h2.drain().then(() => {
+          timer.cancel();
+          resolve();
+        });
+      });
+      this.listener.destroyAll();
+      return;
+    }
+    const grpc = this.grpc;
+    if (!grpc) return; // one of the two transports is always set
     await new Promise<void>((resolve) => {
       const timer = this.options.clock.after(grace, () => {
         this.log.warn('in-flight calls did not finish in time; closing them');
-        this.grpc.forceShutdown();
+        grpc.forceShutdown();
         resolve();
       });
-      this.grpc.tryShutdown(() => {
+      grpc.tryShutdown(() => {
         // grpc-js may call this while sessions still run their last calls (Node 24 closes them
         // before grpc-js looks, and grpc-js then counts them done): wait for the sessions.
         void this.listener.sessionsEnded().then(() => {

@@ -73,7 +73,7 @@ export class ConnectionMetrics {
     const registers = [registry];
     this.closed = new Counter({
       name: 'castellan_grpc_connections_closed_total',
-      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), stopping (a TLS handshake that ended after a graceful stop began), unresponsive (an HTTP/2 session that did not answer a PING probe: nghttp2 ended it after a reset flood or an undecodable header block). Keepalive and idle closes are done by grpc-js and not counted here.',
+      help: 'Connections the gRPC port closed itself, by reason: handshake-timeout, tls-error (a failed TLS handshake), not-h2 (no HTTP/2 by ALPN), no-certificate (no serving certificate yet), stopping (a TLS handshake that ended after a graceful stop began), unresponsive (a connection that did not answer a PING: with --grpc-transport grpc-js, a probe of a session nghttp2 ended after a reset flood or an undecodable header block; with ours, keepalive), protocol-error (an HTTP/2 protocol error: GOAWAY with its code; our transport), flood (a reset flood, empty frames, or answers the peer does not read: GOAWAY(ENHANCE_YOUR_CALM); our transport). Idle closes, and keepalive closes by grpc-js, are not counted here.',
       labelNames: ['reason'],
       registers,
     });

@@ -4,6 +4,7 @@ import type { AdmissionOptions } from './admission.js';
 import type { TtlPolicy } from './create-certificate.js';
 import type { CsrThreadsSetting } from './csr-check-threads.js';
 import type { ServingNames } from './serving-certificate.js';
+import type { GrpcTransport } from './grpc-transport.js';
 
 /** The listeners of `castellan serve` and what the CA service answers on them. */
 export interface ServerOptions {
@@ -20,6 +21,8 @@ export interface ServerOptions {
   readonly csrThreads: CsrThreadsSetting;
   /** Handshake, idle and keepalive bounds of the gRPC port's connections. */
   readonly connections: ConnectionLimits;
+  /** What serves gRPC on the TLS connections (./ca-server.ts). */
+  readonly grpcTransport: GrpcTransport;
   /** Admission control of CreateCertificate (./admission.ts), for this process. */
   readonly admission: AdmissionOptions;
 }

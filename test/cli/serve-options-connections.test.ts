@@ -47,6 +47,18 @@ describe('serve: connection flags', () => {
     });
   });
 
+  test('--grpc-transport: castellan by default, grpc-js on request, anything else refused', () => {
+    assert.equal(completeServeOptions({}, {}).server.grpcTransport, 'castellan');
+    assert.equal(
+      completeServeOptions({ grpcTransport: 'grpc-js' }, {}).server.grpcTransport,
+      'grpc-js',
+    );
+    assert.match(
+      refusal({ grpcTransport: 'nghttp2' }),
+      /^--grpc-transport: "nghttp2" is not one of castellan, grpc-js/,
+    );
+  });
+
   test('a value that is not a positive duration is refused, naming its flag', () => {
     assert.match(refusal({ handshakeTimeout: '0' }), /^--handshake-timeout: /);
     assert.match(refusal({ idleTimeout: 'soon' }), /^--idle-timeout: /);

@@ -52,6 +52,7 @@ describe('completeServeOptions', () => {
         },
         ttl: { defaultTtlMs: 24 * HOUR, maxTtlMs: 90 * 24 * HOUR },
         csrThreads: 'auto',
+        grpcTransport: 'castellan',
         connections: {
           handshakeTimeoutMs: 10_000,
           idleTimeoutMs: 300_000,

@@ -16,6 +16,7 @@ import { ManualClock } from '../support/manual-clock.js';
 import { waitFor } from '../support/wait-for.js';
 import { createLogger } from '../../src/log.js';
 import { CaServer } from '../../src/server/ca-server.js';
+import type { GrpcTransport } from '../../src/server/grpc-transport.js';
 import { MonitoringServer } from '../../src/server/monitoring.js';
 import { ServingCertificateManager } from '../../src/server/serving-certificate.js';
 import { UNAUTHENTICATED_MESSAGE } from '../../src/server/status-map.js';
@@ -61,6 +62,7 @@ async function startServer(
   issuer: LeafIssuer<unknown> = testLeafIssuer,
   dataDir = tmp(),
   clock: Clock = systemClock,
+  transport?: GrpcTransport,
 ): Promise<Harness> {
   const caState = new TestCaState(ca);
   const dev = await DevTokenIssuer.open(dataDir);
@@ -93,6 +95,7 @@ async function startServer(
     serving,
     logger,
     shutdownGraceMs: SHUTDOWN_GRACE_MS,
+    transport,
   });
   const monitoring = new MonitoringServer({
     readiness: () => server.readiness(),
@@ -466,7 +469,10 @@ describe('CA service lifecycle', () => {
     // grpc-js's tryShutdown looks at them, and grpc-js then reports a closed session finished at
     // once (grpc-js server.ts closeSession), its calls still running. Done by hand here, so this
     // holds on Node 20 too: before CaServer.stop waited for the sessions, the call was cut.
-    const { ca, h, blocked, inflight, dispose } = await serverWithCallInFlight();
+    const { ca, h, blocked, inflight, dispose } = await serverWithCallInFlight(
+      systemClock,
+      'grpc-js',
+    );
     try {
       const sessions = grpcJsSessions(h.server);
       assert.equal(sessions.length, 1);
@@ -545,10 +551,10 @@ describe('CA service lifecycle', () => {
  * A server (serve's wiring, on `clock`) with one CreateCertificate call held in its signing
  * (blockingIssuer): what every stop() test starts from. `dispose` releases the call and stops all.
  */
-async function serverWithCallInFlight(clock: Clock = systemClock) {
+async function serverWithCallInFlight(clock: Clock = systemClock, transport?: GrpcTransport) {
   const ca = await makeTestCa();
   const blocked = blockingIssuer();
-  const h = await startServer(ca, blocked.issuer, tmp(), clock);
+  const h = await startServer(ca, blocked.issuer, tmp(), clock, transport);
   const c = caClient(h.grpcTarget, ca.rootPem);
   const token = await h.dev.mintToken({ namespace: 'a', serviceAccount: 'b', ttlMs: HOUR });
   const inflight = createCertificate(c, { csr: opensslCsr('ec').csrPem }, token);

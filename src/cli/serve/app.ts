@@ -235,6 +235,7 @@ export class ServeApp {
         serving,
         logger,
         connections: options.server.connections,
+        transport: options.server.grpcTransport,
       });
       // Policy bundles: the gRPC Watch stream on the CA port, and optionally GET over HTTPS.
       // Only the caller's workload certificate counts (no tokens): a workload reads its own

@@ -5,6 +5,7 @@
 import { CastellanError } from '../../errors.js';
 import { CA_KEY_TYPES } from '../../pki/key-type.js';
 import type { WorkerMetrics } from '../../server/metrics-aggregation.js';
+import { GRPC_TRANSPORTS } from '../../server/grpc-transport.js';
 import type { ServingSummary } from './app.js';
 import { LOG_LEVELS } from './flags.js';
 import { MAX_CSR_THREADS, MAX_WORKERS, type ServeOptions } from './options.js';
@@ -110,6 +111,7 @@ const workerServeOptions: Check<WorkerServeOptions> = object({
     servingNames: object({ dnsNames: arrayOf(string), ipAddresses: arrayOf(string) }),
     ttl: object({ defaultTtlMs: positiveMs, maxTtlMs: positiveMs }),
     csrThreads: countOrAuto(0, MAX_CSR_THREADS),
+    grpcTransport: oneOf(GRPC_TRANSPORTS),
     connections: object({
       handshakeTimeoutMs: positiveMs,
       idleTimeoutMs: positiveMs,

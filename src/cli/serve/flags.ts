@@ -5,6 +5,7 @@ import type { LevelWithSilent } from 'pino';
 import { DEFAULT_CRL_CONFIGMAP, DEFAULT_LEASE_NAME } from '../../kube/defaults.js';
 import { CA_KEY_TYPES, type CaKeyType } from '../../pki/key-type.js';
 import { collect } from '../options.js';
+import { GRPC_TRANSPORTS, type GrpcTransport } from '../../server/grpc-transport.js';
 
 /** istiod's variable for the trusted node accounts: comma-separated `namespace/serviceaccount`. */
 export const TRUSTED_NODE_ACCOUNTS_ENV = 'CA_TRUSTED_NODE_ACCOUNTS';
@@ -55,6 +56,7 @@ export const SERVE_DEFAULTS = {
   idleTimeout: '5m',
   keepaliveInterval: '30s',
   keepaliveTimeout: '10s',
+  grpcTransport: 'castellan' as GrpcTransport,
   maxInflightCsr: 'auto',
   maxQueuedCsr: 'auto',
   rateLimit: '20/s',
@@ -105,6 +107,7 @@ export interface ServeFlags {
   idleTimeout?: string;
   keepaliveInterval?: string;
   keepaliveTimeout?: string;
+  grpcTransport?: string;
   maxInflightCsr?: string;
   maxQueuedCsr?: string;
   rateLimit?: string;
@@ -224,6 +227,12 @@ export function addServeFlags(command: Command): Command {
       '--keepalive-timeout <duration>',
       "gRPC port: close a connection whose ping is not answered by then (istiod's keepaliveTimeout)",
       SERVE_DEFAULTS.keepaliveTimeout,
+    )
+    .addOption(
+      new Option(
+        '--grpc-transport <name>',
+        'gRPC port: castellan = our HTTP/2 and gRPC (default); grpc-js = @grpc/grpc-js on node:http2 (docs/performance.md)',
+      ).choices(GRPC_TRANSPORTS),
     )
     .option(
       '--max-inflight-csr <n|auto>',

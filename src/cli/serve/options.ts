@@ -26,6 +26,7 @@ import { validateTrustDomain } from '../../pki/spiffe.js';
 import type { AdmissionOptions, RateLimit } from '../../server/admission.js';
 import type { PolicyOptions } from '../../server/policy-options.js';
 import type { ServerOptions } from '../../server/server-options.js';
+import { GRPC_TRANSPORTS, type GrpcTransport } from '../../server/grpc-transport.js';
 import {
   CRL_CONFIGMAP_ENV,
   ENABLE_CA_CRL_ENV,
@@ -327,6 +328,11 @@ export function completeServeOptions(
     ),
   };
 
+  const grpcTransport = flags.grpcTransport ?? SERVE_DEFAULTS.grpcTransport;
+  if (!(GRPC_TRANSPORTS as readonly string[]).includes(grpcTransport)) {
+    throw bad('--grpc-transport', `"${grpcTransport}" is not one of ${GRPC_TRANSPORTS.join(', ')}`);
+  }
+
   const kube = completeKubeOptions(flags, env, namespace);
   if (kube && cacerts) {
     throw bad(
@@ -380,6 +386,7 @@ export function completeServeOptions(
       ttl: { defaultTtlMs, maxTtlMs },
       csrThreads,
       connections,
+      grpcTransport: grpcTransport as GrpcTransport,
       admission: completeAdmission(flags, cores),
     },
     policy: {

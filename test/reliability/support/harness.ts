@@ -10,6 +10,7 @@ import type { AuthRequest, Caller } from '../../../src/authn/authenticator.js';
 import { systemClock, type Clock } from '../../../src/clock.js';
 import { createLogger } from '../../../src/log.js';
 import { CaServer } from '../../../src/server/ca-server.js';
+import type { GrpcTransport } from '../../../src/server/grpc-transport.js';
 import {
   DEFAULT_CONNECTION_LIMITS,
   type ConnectionLimits,
@@ -64,6 +65,8 @@ export async function startReliable(
     impersonation?: Impersonation;
     /** Renewals by workload certificate too (ClientCertAuthenticator), as serve has them. */
     clientCertificates?: boolean;
+    /** What serves gRPC on the port; CaServer's default if unset. */
+    transport?: GrpcTransport;
   } = {},
 ): Promise<Reliable> {
   const clock = options.clock ?? systemClock;
@@ -125,6 +128,7 @@ export async function startReliable(
     logger,
     shutdownGraceMs: 2000,
     connections: { ...DEFAULT_CONNECTION_LIMITS, ...options.connections },
+    transport: options.transport,
   });
   await serving.start();
   const { port } = await server.start();
