@@ -24,6 +24,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createKeyAndCsr, type WorkloadKeyType } from '../src/pki/csr-builder.js';
+import type { GrpcTransport } from '../src/server/grpc-transport.js';
 import { CFSSL_AUTHSIGN_CASE } from './cfssl.js';
 import { createCertificateFrame } from './grpc-frame.js';
 import {
@@ -357,20 +358,22 @@ function h2loadCase(
   concurrency: number,
   workers?: string,
   csrKeyType: WorkloadKeyType = 'ec-p256',
+  transport?: GrpcTransport,
 ): BenchCase {
   const csr = csrKeyType === 'ec-p256' ? '' : ` csr=${csrKeyType}`;
+  const serveArgs = transport ? ['--grpc-transport', transport] : [];
   return {
-    name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}${csr}`,
+    name: `e2e h2load grpc+tls+jwt ${keyType} c=${concurrency}${workers ? ` --workers ${workers}` : ''}${csr}${serveArgs.length ? ` ${serveArgs.join(' ')}` : ''}`,
     limit: LIMITS[keyType],
     // The issue's targets are stated for the P-256 CSRs of the other cases.
-    target: csr ? '-' : TARGETS[keyType](concurrency),
+    target: csr || transport ? '-' : TARGETS[keyType](concurrency),
     // The issue's yardstick: a Go CA doing TLS + HTTP/2 + an authenticated sign, same h2load.
     ...(keyType === 'ec-p256' && concurrency === 64 && !csr
       ? { peer: CFSSL_AUTHSIGN_CASE(64) }
       : {}),
     async run(options): Promise<Measurement> {
       requireH2load(); // before starting anything
-      const server = await startServer(keyType, workers);
+      const server = await startServer(keyType, workers, serveArgs);
       try {
         return await measure(server, concurrency, options, csrKeyType);
       } finally {
@@ -390,5 +393,7 @@ export function h2loadCases(): BenchCase[] {
   // Istio's defaults: sidecars send RSA-2048 CSRs, istiod's self-signed CA is RSA-2048.
   out.push(h2loadCase('ec-p256', 64, undefined, 'rsa-2048'));
   out.push(h2loadCase('rsa-2048', 64, undefined, 'rsa-2048'));
+  // The previous transport, @grpc/grpc-js on node:http2, beside ours (docs/performance.md).
+  out.push(h2loadCase('ec-p256', 64, undefined, 'ec-p256', 'grpc-js'));
   return out;
 }

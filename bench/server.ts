@@ -72,7 +72,11 @@ const READY_TIMEOUT_MS = 30_000;
  * without it, CASTELLAN_BENCH_WORKERS if set, else serve's own default (one process in local
  * mode).
  */
-export async function startServer(keyType: CaKeyType, workersFlag?: string): Promise<Server> {
+export async function startServer(
+  keyType: CaKeyType,
+  workersFlag?: string,
+  serveArgs: readonly string[] = [],
+): Promise<Server> {
   const temp = temporaryDir('castellan-bench-');
   const dataDir = temp.path;
   const t0 = performance.now();
@@ -99,6 +103,7 @@ export async function startServer(keyType: CaKeyType, workersFlag?: string): Pro
         '--rate-limit',
         'off',
         ...(workers ? ['--workers', workers] : []),
+        ...serveArgs,
       ],
       undefined,
       { entry: binPath, nodeArgs, timeoutMs: READY_TIMEOUT_MS },
