@@ -67,8 +67,21 @@ export interface H2Limits {
   readonly idleTimeoutMs: number;
 }
 
-/** Request body bytes one connection may hold at once, across its streams. */
-const MAX_BUFFERED_BODY_BYTES = 4 << 20;
+/**
+ * What one connection may hold for its open streams: their header lists (RFC 7541 sizes) and
+ * request bodies, each body chunk counted with `CHUNK_OVERHEAD_BYTES` more (the object that holds
+ * it: a body sent one byte per DATA frame costs far more than its bytes). nghttp2's default
+ * session memory, which Node's HTTP/2 had: 10 MB. Beyond it, new streams are refused
+ * (REFUSED_STREAM) and a body that would pass it is reset (ENHANCE_YOUR_CALM).
+ */
+const MAX_SESSION_BYTES = 10 << 20;
+const CHUNK_OVERHEAD_BYTES = 256;
+/** A request whose body has not ended this long after its headers is reset (CANCEL). */
+const REQUEST_TIMEOUT_MS = 30_000;
+/** SETTINGS entries one frame may carry (nghttp2's max_settings): more is a flood (CVE-2020-11080). */
+const MAX_SETTINGS_ENTRIES = 32;
+/** Stream ids we reset whose late HEADERS are ignored, not a connection error (RFC 9113 5.1). */
+const RECENTLY_RESET = 128;
 /** The connection's receive window, topped up as DATA arrives (request bodies are bounded above). */
 const CONNECTION_WINDOW = 1 << 20;
 const OUR_MAX_FRAME_SIZE = 16384;
@@ -120,6 +133,10 @@ export interface H2Handler {
 
 interface StreamState {
   readonly s: H2Stream;
+  /** What this stream holds against MAX_SESSION_BYTES. */
+  sessionBytes: number;
+  /** When its headers came (the clock's ms), for REQUEST_TIMEOUT_MS. */
+  readonly openedAt: number;
   remoteClosed: boolean;
   localClosed: boolean;
   headersSent: boolean;
@@ -143,7 +160,13 @@ function frameHeader(length: number, type: number, flags: number, stream: number
 
 export class H2Connection {
   private readonly decoder: HpackDecoder;
-  private input: Buffer | undefined;
+  /** Bytes of a frame not yet whole: kept as they came, joined once the frame is complete. */
+  private readonly inputChunks: Buffer[] = [];
+  private inputBytes = 0;
+  /** How many bytes `inputChunks` must reach before parsing can go on. */
+  private inputNeeded = 0;
+  private settingsSeen = false;
+  private readonly recentlyReset: number[] = [];
   private prefaceSeen = false;
   private readonly streams = new Map<number, StreamState>();
   private lastStreamId = 0;
@@ -153,7 +176,8 @@ export class H2Connection {
   private peerMaxFrameSize = 16384;
   private connSendWindow = 65535;
   private receivedSinceUpdate = 0;
-  private bufferedBodyBytes = 0;
+  private sessionBytes = 0;
+  private requestSweep: Timer | undefined;
   private emptyDataFrames = 0;
   private resetBudget = RESET_BURST;
   private resetBudgetAt: number;
@@ -215,8 +239,17 @@ export class H2Connection {
 
   private onData(chunk: Buffer): void {
     if (this.closed) return;
-    const buf = this.input ? Buffer.concat([this.input, chunk]) : chunk;
-    this.input = undefined;
+    let buf = chunk;
+    if (this.inputBytes > 0) {
+      // A frame (or the preface) arriving in pieces is joined once, when it is whole: joining at
+      // every piece costs the square of its size (a peer sending one-byte TLS records).
+      this.inputChunks.push(chunk);
+      this.inputBytes += chunk.length;
+      if (this.inputBytes < this.inputNeeded) return;
+      buf = Buffer.concat(this.inputChunks, this.inputBytes);
+      this.inputChunks.length = 0;
+      this.inputBytes = 0;
+    }
     let offset = 0;
     if (!this.prefaceSeen) {
       const n = Math.min(buf.length, PREFACE.length);
@@ -225,12 +258,13 @@ export class H2Connection {
         return;
       }
       if (buf.length < PREFACE.length) {
-        this.input = Buffer.from(buf);
+        this.keepInput(buf, PREFACE.length);
         return;
       }
       this.prefaceSeen = true;
       offset = PREFACE.length;
     }
+    let needed = 9;
     while (buf.length - offset >= 9) {
       const length =
         ((buf[offset] as number) << 16) |
@@ -240,7 +274,10 @@ export class H2Connection {
         this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
         return;
       }
-      if (buf.length - offset - 9 < length) break;
+      if (buf.length - offset - 9 < length) {
+        needed = 9 + length;
+        break;
+      }
       const type = buf[offset + 3] as number;
       const flags = buf[offset + 4] as number;
       const id = buf.readUInt32BE(offset + 5) & 0x7fffffff;
@@ -249,13 +286,27 @@ export class H2Connection {
       // A handler may have closed the connection too.
       if (!this.onFrame(type, flags, id, payload) || this.isClosed) return;
     }
-    // A partial frame waits for the rest (at most one frame: 9 + 16384 bytes).
-    if (offset < buf.length) this.input = Buffer.from(buf.subarray(offset));
+    // A partial frame waits for the rest (at most one frame: 9 + 16384 bytes). A copy: a slice
+    // would keep the whole chunk it came in.
+    if (offset < buf.length) this.keepInput(Buffer.from(buf.subarray(offset)), needed);
     this.flush();
+  }
+
+  private keepInput(rest: Buffer, needed: number): void {
+    this.inputChunks.push(rest);
+    this.inputBytes = rest.length;
+    this.inputNeeded = needed;
   }
 
   /** false: the connection failed. */
   private onFrame(type: number, flags: number, id: number, payload: Buffer): boolean {
+    if (!this.settingsSeen) {
+      // The client's preface ends with a SETTINGS frame (RFC 9113 3.4).
+      if (type !== FrameType.SETTINGS || flags & FLAG_ACK) {
+        return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      }
+      this.settingsSeen = true;
+    }
     if (this.continuing && type !== FrameType.CONTINUATION) {
       return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
     }
@@ -306,15 +357,15 @@ export class H2Connection {
       return payload.length === 0 ? true : this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
     }
     if (payload.length % 6 !== 0) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+    if (payload.length / 6 > MAX_SETTINGS_ENTRIES) return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+    let initialWindow: number | undefined;
     for (let i = 0; i < payload.length; i += 6) {
       const key = payload.readUInt16BE(i);
       const value = payload.readUInt32BE(i + 2);
       if (key === 0x2 && value > 1) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
       if (key === 0x4) {
         if (value > 0x7fffffff) return this.fail(H2.FLOW_CONTROL_ERROR, 'protocol-error');
-        const delta = value - this.peerInitialWindow;
-        this.peerInitialWindow = value;
-        for (const st of this.streams.values()) st.sendWindow += delta;
+        initialWindow = value; // the last one counts: each walks every stream
       }
       if (key === 0x5) {
         if (value < 16384 || value > 16777215)
@@ -322,6 +373,15 @@ export class H2Connection {
         this.peerMaxFrameSize = value;
       }
       // HEADER_TABLE_SIZE bounds the table our encoder may use: it uses none, so any size does.
+    }
+    if (initialWindow !== undefined) {
+      const delta = initialWindow - this.peerInitialWindow;
+      this.peerInitialWindow = initialWindow;
+      for (const st of this.streams.values()) {
+        st.sendWindow += delta;
+        // RFC 9113 6.9.2: a window pushed above 2^31-1 is a connection error.
+        if (st.sendWindow > 0x7fffffff) return this.fail(H2.FLOW_CONTROL_ERROR, 'protocol-error');
+      }
     }
     if (!this.answer(frameHeader(0, FrameType.SETTINGS, FLAG_ACK, 0))) return false;
     this.drainPending();
@@ -381,10 +441,17 @@ export class H2Connection {
     const endStream = (flags & FLAG_END_STREAM) !== 0;
     const open = this.streams.get(id);
     if (open) {
-      // Trailers from the client (gRPC clients send none): they must end its side.
-      if (open.remoteClosed || !endStream) return this.resetStream(id, H2.PROTOCOL_ERROR);
+      // Trailers from the client (gRPC clients send none): they must end its side (RFC 9113
+      // 8.1), and a side already ended takes no more frames (5.1, STREAM_CLOSED).
+      if (open.remoteClosed) return this.resetStream(id, H2.STREAM_CLOSED);
+      if (!endStream) return this.resetStream(id, H2.PROTOCOL_ERROR);
       open.remoteClosed = true;
       if (!open.localClosed) this.handler.onStreamEnd(this, open.s);
+      return true;
+    }
+    if (this.recentlyReset.includes(id)) {
+      // Sent before our RST_STREAM reached the client (trailers after an early answer): RFC 9113
+      // 5.1 has them ignored, the block decoded above for its HPACK state.
       return true;
     }
     if (id < this.lastStreamId) {
@@ -398,16 +465,22 @@ export class H2Connection {
     }
     if (id % 2 === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
     this.lastStreamId = id;
-    // A peer that does not read our answers gets no new work: its backlog would only grow.
+    // A peer that does not read our answers gets no new work: its backlog would only grow. Nor
+    // does one whose open streams hold what a connection may.
+    const headerBytes = this.decoder.lastListBytes;
     if (
       this.goingAway ||
       this.streams.size >= this.limits.maxConcurrentStreams ||
-      this.socket.writableLength > MAX_OUTPUT_BACKLOG
+      this.socket.writableLength > MAX_OUTPUT_BACKLOG ||
+      this.sessionBytes + headerBytes > MAX_SESSION_BYTES
     ) {
       return this.refuse(id);
     }
+    this.sessionBytes += headerBytes;
     const st: StreamState = {
       s: { id, headers, body: [], bodyBytes: 0, cancelled: false, onCancel: undefined },
+      sessionBytes: headerBytes,
+      openedAt: this.clock.now(),
       remoteClosed: endStream,
       localClosed: false,
       headersSent: false,
@@ -418,6 +491,8 @@ export class H2Connection {
     this.streams.set(id, st);
     this.idle?.cancel();
     this.idle = undefined;
+    if (!st.remoteClosed)
+      this.requestSweep ??= this.clock.every(REQUEST_TIMEOUT_MS / 3, () => this.sweepRequests());
     this.handler.onStream(this, st.s);
     if (st.remoteClosed && !st.localClosed) this.handler.onStreamEnd(this, st.s);
     return true;
@@ -429,10 +504,6 @@ export class H2Connection {
     if (this.receivedSinceUpdate >= CONNECTION_WINDOW / 2) {
       this.windowUpdate(0, this.receivedSinceUpdate);
       this.receivedSinceUpdate = 0;
-    }
-    if (payload.length === 0 && !(flags & FLAG_END_STREAM)) {
-      if (++this.emptyDataFrames > MAX_EMPTY_DATA_FRAMES)
-        return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
     }
     const st = this.streams.get(id);
     if (!st) {
@@ -447,6 +518,11 @@ export class H2Connection {
       if (pad >= payload.length) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
       data = payload.subarray(1, payload.length - pad);
     }
+    // Frames that carry nothing and end nothing (padding alone counts as nothing).
+    if (data.length === 0 && !(flags & FLAG_END_STREAM)) {
+      if (++this.emptyDataFrames > MAX_EMPTY_DATA_FRAMES)
+        return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+    }
     const s = st.s;
     if (s.bodyBytes + data.length > this.limits.maxStreamBodyBytes + 5) {
       // A message above the limit: the handler answers (gRPC's RESOURCE_EXHAUSTED), which
@@ -455,13 +531,15 @@ export class H2Connection {
       if (this.streams.has(id)) return this.resetStream(id, H2.CANCEL);
       return true;
     }
-    if (this.bufferedBodyBytes + data.length > MAX_BUFFERED_BODY_BYTES) {
-      return this.resetStream(id, H2.ENHANCE_YOUR_CALM);
-    }
     if (data.length > 0) {
+      const cost = data.length + CHUNK_OVERHEAD_BYTES;
+      if (this.sessionBytes + cost > MAX_SESSION_BYTES) {
+        return this.resetStream(id, H2.ENHANCE_YOUR_CALM);
+      }
       s.body.push(Buffer.from(data));
       s.bodyBytes += data.length;
-      this.bufferedBodyBytes += data.length;
+      st.sessionBytes += cost;
+      this.sessionBytes += cost;
     }
     if (flags & FLAG_END_STREAM) {
       st.remoteClosed = true;
@@ -510,7 +588,10 @@ export class H2Connection {
       return true;
     }
     const st = this.streams.get(id);
-    if (!st) return true;
+    if (!st) {
+      // On a stream the client never opened: RFC 9113 5.1 (idle), PROTOCOL_ERROR.
+      return id > this.lastStreamId ? this.fail(H2.PROTOCOL_ERROR, 'protocol-error') : true;
+    }
     if (inc === 0) return this.resetStream(id, H2.PROTOCOL_ERROR);
     st.sendWindow += inc;
     if (st.sendWindow > 0x7fffffff) return this.resetStream(id, H2.FLOW_CONTROL_ERROR);
@@ -603,14 +684,19 @@ export class H2Connection {
 
   private finishLocal(st: StreamState): void {
     st.localClosed = true;
+    // A client still sending (a server that answers early): RST_STREAM(NO_ERROR), RFC 9113 8.1;
+    // queued before forget(), which may end a connection that is going away.
+    if (!st.remoteClosed) {
+      this.queue(...rstFrame(st.s.id, H2.NO_ERROR));
+      this.rememberReset(st.s.id);
+    }
     this.forget(st);
-    // A client still sending (a server that answers early): RST_STREAM(NO_ERROR), RFC 9113 8.1.
-    if (!st.remoteClosed) this.queue(...rstFrame(st.s.id, H2.NO_ERROR));
   }
 
   private forget(st: StreamState): void {
     if (!this.streams.delete(st.s.id)) return;
-    this.bufferedBodyBytes -= st.s.bodyBytes;
+    this.sessionBytes -= st.sessionBytes;
+    st.sessionBytes = 0;
     st.s.body.length = 0;
     if (this.streams.size === 0) {
       if (this.goingAway) this.end();
@@ -638,8 +724,32 @@ export class H2Connection {
       if (!this.spendReset()) return false;
       this.cancelStream(st);
     }
-    this.queue(...rstFrame(id, code));
-    return true;
+    this.rememberReset(id);
+    // Not paid for by a live stream (a bad PRIORITY on any id): bounded by what the peer reads.
+    return st ? (this.queue(...rstFrame(id, code)), true) : this.answer(...rstFrame(id, code));
+  }
+
+  private rememberReset(id: number): void {
+    if (this.recentlyReset.push(id) > RECENTLY_RESET) this.recentlyReset.shift();
+  }
+
+  /** Requests whose body has not ended REQUEST_TIMEOUT_MS after their headers: reset. */
+  private sweepRequests(): void {
+    const before = this.clock.now() - REQUEST_TIMEOUT_MS;
+    let waiting = false;
+    for (const st of [...this.streams.values()]) {
+      if (st.remoteClosed) continue;
+      if (st.openedAt <= before) {
+        this.cancelStream(st);
+        this.queue(...rstFrame(st.s.id, H2.CANCEL));
+        this.rememberReset(st.s.id);
+      } else waiting = true;
+    }
+    if (!waiting) {
+      this.requestSweep?.cancel();
+      this.requestSweep = undefined;
+    }
+    this.flush();
   }
 
   private windowUpdate(id: number, inc: number): void {
@@ -729,11 +839,13 @@ export class H2Connection {
     this.pingTimeout?.cancel();
     this.idle?.cancel();
     this.linger?.cancel();
+    this.requestSweep?.cancel();
     for (const st of [...this.streams.values()]) this.cancelStream(st);
     this.onClosed(this.closeReason ?? 'peer');
   }
 
   private queue(...bufs: Buffer[]): void {
+    if (this.closed) return; // ended: nothing more is written
     for (const b of bufs) this.out.push(b);
   }
 
@@ -750,7 +862,7 @@ export class H2Connection {
 
   private flush(): void {
     if (this.out.length === 0) return;
-    if (this.socket.destroyed) {
+    if (this.socket.destroyed || this.socket.writableEnded) {
       this.out.length = 0;
       return;
     }

@@ -241,9 +241,13 @@ function checkName(name: string): string {
 
 // ---- The decoder. ----
 
-/** Literal-string cache: direct-mapped slots (a power of two), strings up to this many octets. */
-const CACHE_SLOTS = 32;
-const CACHE_MAX_OCTETS = 2048;
+/**
+ * Literal-string cache: direct-mapped slots (a power of two), strings up to this many octets: at
+ * most ≈ 16 KiB per connection (a token nghttp2 never indexes, `authorization`, fits), against
+ * nghttp2's 4 KiB table.
+ */
+const CACHE_SLOTS = 8;
+const CACHE_MAX_OCTETS = 1024;
 const NO_KEY = Buffer.alloc(0);
 /** Longer cached strings are compared natively (memcmp); shorter ones in a JS loop. */
 const NATIVE_COMPARE_OCTETS = 48;
@@ -285,6 +289,9 @@ export class HpackDecoder {
   }
 
   /** Decodes one complete header block. Returns flat [name0, value0, name1, value1, ...]. */
+  /** The header list size (RFC 7541 4.1: name + value + 32 per field) of the last block decoded. */
+  lastListBytes = 0;
+
   decode(block: Uint8Array): string[] {
     const out: string[] = [];
     const end = block.length;
@@ -339,6 +346,7 @@ export class HpackDecoder {
       }
       out.push(name, value);
     }
+    this.lastListBytes = listBytes;
     return out;
   }
 
