@@ -714,6 +714,8 @@ export class H2Connection {
   }
 
   private refuse(id: number): boolean {
+    // The client may still be sending on it (DATA, trailers): those are ignored, not an error.
+    this.rememberReset(id);
     return this.answer(...rstFrame(id, H2.REFUSED_STREAM));
   }
 

@@ -288,10 +288,10 @@ export class HpackDecoder {
     this.values = new Array<string>(this.capacity).fill('');
   }
 
-  /** Decodes one complete header block. Returns flat [name0, value0, name1, value1, ...]. */
   /** The header list size (RFC 7541 4.1: name + value + 32 per field) of the last block decoded. */
   lastListBytes = 0;
 
+  /** Decodes one complete header block. Returns flat [name0, value0, name1, value1, ...]. */
   decode(block: Uint8Array): string[] {
     const out: string[] = [];
     const end = block.length;

@@ -312,10 +312,8 @@ test('decodes the header blocks node:http2 (nghttp2) sends', { timeout: 20_000 }
     assert.deepEqual(sort(got), sort(expected), `request ${i + 1}`);
     for (const [name, value] of got) if (name === 'authorization') authValues.push(value);
   });
-  // nghttp2 sends authorization as a never-indexed literal, every time: the literal cache still
-  // gives back the same string for the same octets.
+  // nghttp2 sends authorization as a never-indexed literal, every time.
   assert.equal(authValues.length, sent.length);
-  for (const v of authValues) assert.ok(Object.is(v, authValues[0]));
   const table = d.dynamicTableEntries();
   assert.ok(!table.some(([n]) => n === 'authorization'), 'nghttp2 never indexes authorization');
   assert.ok(!table.some(([n]) => n === 'x-secret'), 'a sensitive header is never indexed');
@@ -476,7 +474,9 @@ describe('dynamic table', () => {
 });
 
 describe('the same strings come back', () => {
-  test('indexed entries: Object.is across decodes of the same warm block', () => {
+  // Which string object a decode returns cannot be seen from JavaScript (Object.is compares
+  // strings by value): these read the decoder's own table and cache.
+  test('a warm block decodes from the dynamic table, which it leaves as it was', () => {
     const d = new HpackDecoder();
     const auth = `Bearer ${'t'.repeat(900)}`;
     // First block inserts; the warm block refers to the entries by index.
@@ -490,6 +490,8 @@ describe('the same strings come back', () => {
       ]),
     );
     const warm = Uint8Array.from([0x83, 0x87, 0xbe, 0xbf, 0x04, 0x03, 0x61, 0x62, 0x63]);
+    const table = d.dynamicTableEntries();
+    const size = d.dynamicTableSize;
     const a = d.decode(warm);
     const b = d.decode(warm);
     assert.deepEqual(a, [
@@ -504,8 +506,11 @@ describe('the same strings come back', () => {
       ':path',
       'abc',
     ]);
-    assert.notEqual(a, b);
-    for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `string ${i}`);
+    assert.deepEqual(b, a);
+    assert.deepEqual(d.dynamicTableEntries(), table);
+    assert.equal(d.dynamicTableSize, size);
+    const values = (d as unknown as { values: string[] }).values;
+    assert.ok(values.includes(auth), 'the table holds the string it hands out');
   });
 
   test('non-indexed literals (raw and Huffman) come from the cache, keyed by their octets', () => {
@@ -516,10 +521,61 @@ describe('the same strings come back', () => {
     assert.deepEqual(a, [':path', '/sample/path', ':authority', 'www.example.com']);
     // Copies of the block in another buffer: the cache compares octets, not buffers.
     const b = d.decode(Uint8Array.from(block));
-    assert.ok(Object.is(a[1], b[1]) && Object.is(a[3], b[3]));
+    assert.deepEqual(b, a);
+    const cached = (d as unknown as { cacheStrings: string[] }).cacheStrings;
+    assert.ok(cached.includes('/sample/path') && cached.includes('www.example.com'));
     // Other octets of the same length: a different string.
     const c = d.decode(hex('040c 2f73 616d 706c 652f 7061 7479'));
     assert.equal(c[1], '/sample/paty');
     assert.equal(d.decode(block)[1], '/sample/path');
+  });
+
+  test('the literal cache holds at most 8 strings of at most 1024 octets; a longer literal is decoded each time, not kept', () => {
+    const d = new HpackDecoder();
+    const cache = d as unknown as { cacheKeys: Buffer[]; cacheStrings: string[] };
+    // A literal never indexed (RFC 7541 6.2.3), new name, raw value.
+    const neverIndexed = (value: string): Uint8Array =>
+      Uint8Array.from([0x10, ...str('x-v'), ...str(value)]);
+    for (const octets of [1000, 1024, 1025]) {
+      const value = `${octets}:`.padEnd(octets, 'v');
+      const a = d.decode(neverIndexed(value));
+      const b = d.decode(neverIndexed(value));
+      assert.deepEqual(a, ['x-v', value]);
+      assert.deepEqual(b, a);
+      assert.equal(cache.cacheStrings.includes(value), octets <= 1024, `${octets} octets`);
+    }
+    for (let i = 0; i < 200; i++) d.decode(neverIndexed(`${i}:`.padEnd(1024 - (i % 50), 'w')));
+    assert.equal(cache.cacheKeys.length, 8);
+    assert.equal(cache.cacheStrings.length, 8);
+    const held = cache.cacheKeys.reduce((n, k) => n + k.length, 0);
+    assert.ok(held <= 8 * 1024, `${held} octets held`);
+  });
+});
+
+describe('lastListBytes', () => {
+  /** RFC 7541 4.1: each field's name and value octets, plus 32. */
+  const listBytes = (flat: string[]): number =>
+    pairs(flat).reduce((n, [name, value]) => n + name.length + value.length + 32, 0);
+
+  test('the header list size of the last block decoded: indexed, Huffman, literal fields', () => {
+    const d = new HpackDecoder();
+    assert.equal(d.lastListBytes, 0);
+    // RFC 7541 C.4.1: :method GET, :scheme http, :path /, :authority www.example.com (Huffman,
+    // 12 octets on the wire for 15).
+    const first = d.decode(hex('8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff'));
+    assert.equal(d.lastListBytes, 42 + 43 + 38 + 57);
+    assert.equal(d.lastListBytes, listBytes(first));
+    // C.4.2: the same, :authority from the dynamic table, and cache-control: no-cache.
+    const second = d.decode(hex('8286 84be 5886 a8eb 1064 9cbf'));
+    assert.equal(d.lastListBytes, 42 + 43 + 38 + 57 + 53, 'the last block alone');
+    assert.equal(d.lastListBytes, listBytes(second));
+    const big = 'x'.repeat(5000);
+    const third = d.decode(
+      Uint8Array.from([0x10, ...str('x-big'), ...str(big), 0x00, ...str('a'), ...str('')]),
+    );
+    assert.equal(d.lastListBytes, 5 + 5000 + 32 + 1 + 0 + 32);
+    assert.equal(d.lastListBytes, listBytes(third));
+    d.decode(new Uint8Array(0));
+    assert.equal(d.lastListBytes, 0);
   });
 });

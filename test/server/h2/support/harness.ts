@@ -3,7 +3,9 @@
 // h2 tests use: raw frames (test/reliability/support/raw-h2.ts), node:http2 and @grpc/grpc-js.
 // Plain TCP, not TLS: H2Connection reads and writes the socket it is given and nothing else
 // (getAuthContext reads `authorized`, undefined here), and the clients speak h2 with prior
-// knowledge.
+// knowledge. A FakeSocket stands in for the network where a test needs input in pieces of the
+// size it picks.
+import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -162,6 +164,14 @@ export class Harness {
     });
   }
 
+  /** A connection on a FakeSocket (nothing sent yet: `feed` the preface). */
+  fake(): FakeSocket {
+    const socket = new FakeSocket();
+    this.cleanups.push(() => socket.destroy());
+    this.server.takeConnection(socket as unknown as TLSSocket);
+    return socket;
+  }
+
   /** A grpc-js client with a connection of its own (closed by `close()`). */
   client(options: grpc.ChannelOptions = {}): grpc.Client {
     const c = new grpc.Client(this.address, grpc.credentials.createInsecure(), {
@@ -186,6 +196,58 @@ export class Harness {
     for (const f of this.cleanups.splice(0)) f();
     this.server.destroyAll();
     await new Promise<void>((resolve) => this.listener.close(() => resolve()));
+  }
+}
+
+// ---- a socket without a network ----
+
+/**
+ * What H2Connection uses of a socket, with no network under it: the test's input arrives in
+ * 'data' events of the sizes it picks (loopback TCP coalesces small writes), at once; what the
+ * server writes is parsed into `frames`, as a RawConnection's.
+ */
+export class FakeSocket extends EventEmitter {
+  readonly frames: Frame[] = [];
+  readonly remoteAddress = '127.0.0.1';
+  readonly remotePort = 0;
+  readonly writableLength = 0;
+  destroyed = false;
+  writableEnded = false;
+  private written = Buffer.alloc(0);
+
+  /** Emits `bytes` as 'data' events of `piece` bytes (the last maybe fewer). */
+  feed(bytes: Buffer, piece = bytes.length): void {
+    for (let at = 0; at < bytes.length; at += piece) {
+      this.emit('data', bytes.subarray(at, at + piece));
+    }
+  }
+
+  write(data: Buffer): boolean {
+    if (this.writableEnded) throw new Error('FakeSocket: write after end');
+    this.written = Buffer.concat([this.written, data]);
+    while (this.written.length >= 9) {
+      const length = this.written.readUIntBE(0, 3);
+      if (this.written.length < 9 + length) break;
+      this.frames.push({
+        type: this.written[3]!,
+        flags: this.written[4]!,
+        streamId: this.written.readUInt32BE(5) & 0x7fffffff,
+        payload: this.written.subarray(9, 9 + length),
+      });
+      this.written = this.written.subarray(9 + length);
+    }
+    return true;
+  }
+
+  end(): void {
+    this.writableEnded = true;
+  }
+
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.writableEnded = true;
+    process.nextTick(() => this.emit('close'));
   }
 }
 
@@ -244,6 +306,17 @@ export function request(
 
 // ---- what the server sent ----
 
+/** Anything whose received frames a test reads: a RawConnection, a FakeSocket. */
+type Frames = Pick<RawConnection, 'frames'>;
+
+/** The header list size (RFC 7541 4.1: name + value + 32 octets per field) of a header block. */
+export function headerListBytes(block: Buffer): number {
+  const flat = new HpackDecoder({ maxHeaderListBytes: 1 << 24 }).decode(block);
+  let bytes = 0;
+  for (let i = 0; i < flat.length; i += 2) bytes += flat[i]!.length + flat[i + 1]!.length + 32;
+  return bytes;
+}
+
 export interface HeaderBlock {
   readonly streamId: number;
   readonly endStream: boolean;
@@ -253,7 +326,7 @@ export interface HeaderBlock {
 }
 
 /** The complete header blocks the server sent (on `streamId`), decoded by our HPACK decoder. */
-export function headerBlocks(conn: RawConnection, streamId?: number): HeaderBlock[] {
+export function headerBlocks(conn: Frames, streamId?: number): HeaderBlock[] {
   const out: HeaderBlock[] = [];
   let open: { streamId: number; endStream: boolean; parts: Buffer[] } | undefined;
   for (const f of conn.frames) {
@@ -282,14 +355,14 @@ export function field(block: HeaderBlock, name: string): string | undefined {
   return block.fields.find(([n]) => n === name)?.[1];
 }
 
-export function framesOf(conn: RawConnection, type: number, streamId?: number): Frame[] {
+export function framesOf(conn: Frames, type: number, streamId?: number): Frame[] {
   return conn.frames.filter(
     (f) => f.type === type && (streamId === undefined || f.streamId === streamId),
   );
 }
 
 /** The DATA payloads sent on a stream, concatenated. */
-export function dataOf(conn: RawConnection, streamId: number): Buffer {
+export function dataOf(conn: Frames, streamId: number): Buffer {
   return Buffer.concat(framesOf(conn, T.DATA, streamId).map((f) => f.payload));
 }
 
@@ -305,12 +378,12 @@ export function messagesOf(body: Buffer): Buffer[] {
 }
 
 /** The RST_STREAM code the server sent on a stream, if it sent one. */
-export function rstCode(conn: RawConnection, streamId: number): number | undefined {
+export function rstCode(conn: Frames, streamId: number): number | undefined {
   return framesOf(conn, T.RST_STREAM, streamId)[0]?.payload.readUInt32BE(0);
 }
 
 /** The trailer block (Trailers-Only or trailers) the server ended `streamId` with. */
-export async function trailersOf(conn: RawConnection, streamId: number): Promise<HeaderBlock> {
+export async function trailersOf(conn: Frames, streamId: number): Promise<HeaderBlock> {
   return waitFor(`trailers on stream ${streamId}`, () =>
     headerBlocks(conn, streamId).find((b) => b.endStream),
   );
