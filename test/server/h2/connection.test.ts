@@ -47,7 +47,7 @@ import {
   type Raw,
 } from './support/harness.js';
 
-/** RFC 9113 section 7 error codes. */
+/** RFC 9113 section 7 error codes: the tests' own, not src's H2, so a wrong code there fails here. */
 const E = {
   NO_ERROR: 0,
   PROTOCOL_ERROR: 1,
@@ -108,6 +108,29 @@ function settingsOf(payload: Buffer): Map<number, number> {
   for (let i = 0; i < payload.length; i += 6)
     m.set(payload.readUInt16BE(i), payload.readUInt32BE(i + 2));
   return m;
+}
+
+/**
+ * Writes `nextBatch()` to a client that reads nothing until the server closes the connection
+ * (or 64 MB were sent, or the server's backlog passed 8 MB: no bound at all), advancing the
+ * server's clock 1 s per batch (the linger after our GOAWAY). Returns the server's largest
+ * write backlog seen, and checks the close was a flood's.
+ */
+async function floodUntilClosed(h: Harness, conn: Raw, nextBatch: () => Buffer): Promise<number> {
+  conn.socket.pause(); // reads nothing from now on
+  const server = h.sockets[0]!;
+  let sent = 0;
+  let backlog = 0;
+  while (h.closes.length === 0 && sent < 64 << 20 && backlog < 8 << 20) {
+    const batch = nextBatch();
+    await new Promise<void>((resolve) => conn.socket.write(batch, () => resolve()));
+    sent += batch.length;
+    backlog = Math.max(backlog, server.writableLength);
+    await h.clock.advance(1000);
+  }
+  assert.deepEqual(h.closes, ['flood']);
+  assert.ok(server.destroyed);
+  return backlog;
 }
 
 describe('H2Connection: conformance', () => {
@@ -870,22 +893,8 @@ describe('H2Connection: hostile input', () => {
     const h = await start(t);
     const conn = await h.raw();
     await roundTrip(conn, 'ready');
-    conn.socket.pause(); // reads nothing from now on
-    const server = h.sockets[0]!;
     const batch = Buffer.concat(Array.from({ length: 4096 }, () => pingFrame(Buffer.alloc(8))));
-    let sent = 0;
-    let backlog = 0;
-    // Bounded: 200 MB of PINGs would mean no bound at all (the kernel buffers hold a few MB).
-    while (h.closes.length === 0 && sent < 200 << 20) {
-      await new Promise<void>((resolve) => conn.socket.write(batch, () => resolve()));
-      sent += batch.length;
-      backlog = Math.max(backlog, server.writableLength);
-      // The server ends the connection after GOAWAY; a peer that reads nothing is cut after
-      // the linger (1 s on the server's clock).
-      await h.clock.advance(1000);
-    }
-    assert.deepEqual(h.closes, ['flood']);
-    assert.ok(server.destroyed);
+    const backlog = await floodUntilClosed(h, conn, () => batch);
     assert.ok(
       backlog <= (1 << 20) + 256 * 1024,
       `server-side write backlog reached ${backlog} bytes`,
@@ -896,24 +905,14 @@ describe('H2Connection: hostile input', () => {
     const h = await start(t);
     const conn = await h.raw();
     await roundTrip(conn, 'ready');
-    conn.socket.pause();
-    const server = h.sockets[0]!;
     // An unknown method: a Trailers-Only answer per HEADERS frame, no work, no flow control.
     const block = grpcHeaderBlock('/test.h2.Test/Nope');
     let id = 1;
-    let sent = 0;
-    let backlog = 0;
-    while (h.closes.length === 0 && sent < 200 << 20) {
+    const backlog = await floodUntilClosed(h, conn, () => {
       const frames: Buffer[] = [];
       for (let i = 0; i < 2000; i++, id += 2) frames.push(headersFrames(id, block, true));
-      const batch = Buffer.concat(frames);
-      await new Promise<void>((resolve) => conn.socket.write(batch, () => resolve()));
-      sent += batch.length;
-      backlog = Math.max(backlog, server.writableLength);
-      await h.clock.advance(1000);
-    }
-    assert.deepEqual(h.closes, ['flood']);
-    assert.ok(server.destroyed);
+      return Buffer.concat(frames);
+    });
     assert.ok(backlog <= 2 << 20, `server-side write backlog reached ${backlog} bytes`);
   });
 
@@ -925,23 +924,12 @@ describe('H2Connection: hostile input', () => {
     await roundTrip(conn, 'ready');
     assert.equal(rstCode(conn, 1), E.FRAME_SIZE_ERROR);
     assert.equal(framesOf(conn, T.GOAWAY).length, 0);
-    conn.socket.pause();
-    const server = h.sockets[0]!;
     let id = 3;
-    let sent = 0;
-    let backlog = 0;
-    // Bounded: 64 MB of PRIORITY frames, or a backlog of 8 MB, would mean no bound at all.
-    while (h.closes.length === 0 && sent < 64 << 20 && backlog < 8 << 20) {
+    const backlog = await floodUntilClosed(h, conn, () => {
       const frames: Buffer[] = [];
       for (let i = 0; i < 4096; i++, id += 2) frames.push(badPriority(id));
-      const batch = Buffer.concat(frames);
-      await new Promise<void>((resolve) => conn.socket.write(batch, () => resolve()));
-      sent += batch.length;
-      backlog = Math.max(backlog, server.writableLength);
-      await h.clock.advance(1000); // the linger after our GOAWAY, for a peer that reads nothing
-    }
-    assert.deepEqual(h.closes, ['flood']);
-    assert.ok(server.destroyed);
+      return Buffer.concat(frames);
+    });
     assert.ok(
       backlog <= (1 << 20) + 256 * 1024,
       `server-side write backlog reached ${backlog} bytes`,
