@@ -65,10 +65,10 @@ const MAX_HEADER_LIST_BYTES = 65535;
 export class CaServer<C> {
   readonly metrics: CaMetrics;
   private readonly serving: ServingCertificateManager;
-  /** The grpc-js server, with `transport: 'grpc-js'`. */
-  private readonly grpc: Server | undefined;
-  /** Our gRPC server, with `transport: 'castellan'`. */
-  private readonly h2: GrpcServer | undefined;
+  /** What serves gRPC on the TLS connections the listener hands over. */
+  private readonly transport:
+    | { readonly kind: 'castellan'; readonly server: GrpcServer }
+    | { readonly kind: 'grpc-js'; readonly server: Server };
   private readonly log: Logger;
   private readonly listener: GuardedTlsListener;
   private listening = false;
@@ -102,7 +102,7 @@ export class CaServer<C> {
           }
         },
       });
-      this.h2 = h2;
+      this.transport = { kind: 'castellan', server: h2 };
       onConnection = (socket) => h2.takeConnection(socket);
     } else {
       const grpc = new Server({
@@ -112,7 +112,7 @@ export class CaServer<C> {
         'grpc.enable_channelz': 0,
         ...grpcConnectionOptions(limits),
       });
-      this.grpc = grpc;
+      this.transport = { kind: 'grpc-js', server: grpc };
       // We own the listening socket and TLS (connection-guard.ts); grpc-js serves HTTP/2 on the
       // TLS sockets we hand it.
       const { injector, http2Server } = connectionInjector(grpc);
@@ -142,8 +142,11 @@ export class CaServer<C> {
 
   /** Adds another gRPC service on the same TLS port (call before start). */
   addService(service: ServiceDefinition, implementation: UntypedServiceImplementation): void {
-    this.grpc?.addService(service, implementation);
-    this.h2?.addService(service, implementation);
+    if (this.transport.kind === 'castellan') {
+      this.transport.server.addService(service, implementation);
+    } else {
+      this.transport.server.addService(service, implementation);
+    }
   }
 
   /** Ready = a CA is loaded, its serving certificate is in place, and the gRPC port listens. */
@@ -188,47 +191,41 @@ export class CaServer<C> {
     if (!this.started) {
       // Stopped during start-up, before it listened: no call was ever taken, nothing to drain
       // (grpc-js's tryShutdown would wait out the grace period for sessions that never were).
-      this.grpc?.forceShutdown();
-      this.h2?.destroyAll();
+      this.cutCalls();
       return;
     }
     this.unsubscribe?.();
     this.listener.stopAccepting();
     const grace = this.options.shutdownGraceMs ?? 10_000;
-    const h2 = this.h2;
-    if (h2) {
-      await new Promise<void>((resolve) => {
-        const timer = this.options.clock.after(grace, () => {
-          this.log.warn('in-flight calls did not finish in time; closing them');
-          h2.destroyAll();
-          resolve();
-        });
-        void h2.drain().then(() => {
-          timer.cancel();
-          resolve();
-        });
-      });
-      this.listener.destroyAll();
-      return;
-    }
-    const grpc = this.grpc;
-    if (!grpc) return; // one of the two transports is always set
+    const t = this.transport;
     await new Promise<void>((resolve) => {
       const timer = this.options.clock.after(grace, () => {
         this.log.warn('in-flight calls did not finish in time; closing them');
-        grpc.forceShutdown();
+        this.cutCalls();
         resolve();
       });
-      grpc.tryShutdown(() => {
-        // grpc-js may call this while sessions still run their last calls (Node 24 closes them
-        // before grpc-js looks, and grpc-js then counts them done): wait for the sessions.
-        void this.listener.sessionsEnded().then(() => {
-          timer.cancel();
-          resolve();
+      const drained = (): void => {
+        timer.cancel();
+        resolve();
+      };
+      if (t.kind === 'castellan') {
+        // GOAWAY to every connection; resolves once they all closed.
+        void t.server.drain().then(drained);
+      } else {
+        t.server.tryShutdown(() => {
+          // grpc-js may call this while sessions still run their last calls (Node 24 closes
+          // them before grpc-js looks, and grpc-js then counts them done): wait for the sessions.
+          void this.listener.sessionsEnded().then(drained);
         });
-      });
+      }
     });
     this.listener.destroyAll();
+  }
+
+  /** Cuts every call in flight now. */
+  private cutCalls(): void {
+    if (this.transport.kind === 'castellan') this.transport.server.destroyAll();
+    else this.transport.server.forceShutdown();
   }
 }
 

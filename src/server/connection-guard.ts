@@ -98,7 +98,7 @@ export interface GuardedTlsListenerOptions {
   /** The serving identity and the roots that verify optional client certificates. */
   readonly certificates: experimental.CertificateProvider;
   readonly limits: ConnectionLimits;
-  /** Where each TLS connection that negotiated h2 goes (grpc-js's connection injector). */
+  /** Where each TLS connection that negotiated h2 goes: the gRPC transport (ca-server.ts). */
   readonly onConnection: (socket: TLSSocket) => void;
   readonly metrics: ConnectionMetrics;
   readonly clock: Clock;
@@ -106,13 +106,14 @@ export interface GuardedTlsListenerOptions {
 }
 
 /**
- * The gRPC port's own TLS listener. grpc-js's listener offers no TLS handshake timeout and no
- * hook on its connections, so we accept and terminate TLS here (handshake timeout, ALPN h2,
- * optional client certificates, the serving certificate swapped on the same listener) and hand
- * each TLS socket to grpc-js (`Server.createConnectionInjector` with insecure credentials: the
- * socket is already TLS, and grpc-js's getAuthContext still reads its peer certificate, as it
- * checks `session.socket instanceof TLSSocket`). Every TCP connection is counted from accept
- * to close, and `watchSession` closes an HTTP/2 session Node has given up on.
+ * The gRPC port's own TLS listener. We accept and terminate TLS here (handshake timeout, ALPN
+ * h2, optional client certificates, the serving certificate swapped on the same listener) and
+ * hand each TLS socket to the gRPC transport: ours (src/server/h2/), or grpc-js
+ * (`Server.createConnectionInjector` with insecure credentials: the socket is already TLS, and
+ * grpc-js's getAuthContext still reads its peer certificate, as it checks
+ * `session.socket instanceof TLSSocket`; grpc-js's own listener offers no handshake timeout and
+ * no hook on its connections). Every TCP connection is counted from accept to close. With
+ * grpc-js, `watchSession` closes an HTTP/2 session Node has given up on; ours closes its own.
  */
 export class GuardedTlsListener {
   private readonly server: TlsServer;
@@ -159,11 +160,11 @@ export class GuardedTlsListener {
       socket.destroy();
     });
     this.server.on('secureConnection', (socket: TLSSocket) => {
-      // After the handshake, Node's HTTP/2 session owns the socket; an ECONNRESET without a
-      // listener would be thrown.
+      // After the handshake the transport owns the socket; an ECONNRESET without a listener
+      // would be thrown.
       socket.on('error', (err) => logger.debug({ err }, 'gRPC connection error'));
       // A handshake that ends after stopAccepting opens no session: a graceful stop waits for
-      // the sessions (sessionsEnded), and grpc-js, shut down, would serve none on it.
+      // the sessions, and a transport that is shut down would serve none on it.
       if (this.stopped) {
         metrics.closed.inc({ reason: 'stopping' });
         socket.destroy();
@@ -196,7 +197,7 @@ export class GuardedTlsListener {
   }
 
   /**
-   * Stops accepting and sweeping; open connections stay (grpc-js drains its sessions, then
+   * Stops accepting and sweeping; open connections stay (the transport drains them, then
    * `destroyAll` closes what is left, handshakes included), but a handshake that ends from now on
    * is closed (`reason="stopping"`) instead of becoming a session.
    */
@@ -208,7 +209,7 @@ export class GuardedTlsListener {
     this.server.close();
   }
 
-  /** Closes whatever is still open (after grpc-js's shutdown). */
+  /** Closes whatever is still open (after the transport's shutdown). */
   destroyAll(): void {
     for (const socket of this.sockets) socket.destroy();
   }

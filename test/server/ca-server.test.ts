@@ -586,7 +586,11 @@ function grpcJsSessions(server: CaServer<unknown>): Http2Session[] {
 
 function grpcJsServers(server: CaServer<unknown>): Map<unknown, { sessions?: Set<Http2Session> }> {
   type Entry = { sessions?: Set<Http2Session> };
-  const grpc = (server as unknown as { grpc: { http2Servers?: Map<unknown, Entry> } }).grpc;
+  const { transport } = server as unknown as {
+    transport: { kind: string; server: { http2Servers?: Map<unknown, Entry> } };
+  };
+  assert.equal(transport.kind, 'grpc-js');
+  const grpc = transport.server;
   assert.ok(
     grpc.http2Servers instanceof Map,
     "grpc-js keeps its servers in server['http2Servers']",

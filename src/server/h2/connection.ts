@@ -11,11 +11,14 @@ import { HpackDecoder, HpackError } from './hpack-decoder.js';
  * event loop is what set the CA's p99 (docs/performance.md, issue 17). Here a header the client
  * repeats is decoded once per connection and the same string is handed out again.
  *
- * Every limit a hostile peer could push on is bounded here and ends the connection with GOAWAY
- * and the RFC's error code: frame size, header block size and frame count, buffered request
- * bytes, concurrent streams, client resets (CVE-2023-44487; nghttp2's budget, as Node had it),
- * empty DATA frames (CVE-2019-9518), control frames we must answer while the peer reads nothing
- * (CVE-2019-9512/9515), and a peer that does not answer our PING.
+ * Every limit a hostile peer could push on is bounded here, and passing it ends the connection
+ * (GOAWAY with the RFC's error code) or the stream (RST_STREAM, REFUSED_STREAM): frame size,
+ * header block size and frame count, SETTINGS entries, what open streams hold, concurrent
+ * streams, request time, client resets and the resets they provoke (CVE-2023-44487,
+ * CVE-2025-8671; nghttp2's budget), empty DATA frames (CVE-2019-9518), frames we must answer
+ * while the peer reads nothing (CVE-2019-9512/9514/9515), and a peer that does not answer our
+ * PING. Not validated here: which headers a request carries (pseudo-headers first,
+ * connection-specific headers: RFC 9113 8.2.2, 8.3); the gRPC layer reads what it needs.
  */
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -55,7 +58,10 @@ export const H2 = {
 export interface H2Limits {
   /** SETTINGS_MAX_CONCURRENT_STREAMS; a stream above it is refused (REFUSED_STREAM). */
   readonly maxConcurrentStreams: number;
-  /** The largest request body a stream may send (its receive window is set just above it). */
+  /**
+   * The largest request message a stream may send: its body may be 5 bytes more (gRPC's
+   * length prefix), and its receive window is set just above that.
+   */
   readonly maxStreamBodyBytes: number;
   /** SETTINGS_MAX_HEADER_LIST_SIZE, and the bound on one header block's encoded bytes. */
   readonly maxHeaderListBytes: number;
@@ -70,8 +76,8 @@ export interface H2Limits {
 /**
  * What one connection may hold for its open streams: their header lists (RFC 7541 sizes) and
  * request bodies, each body chunk counted with `CHUNK_OVERHEAD_BYTES` more (the object that holds
- * it: a body sent one byte per DATA frame costs far more than its bytes). nghttp2's default
- * session memory, which Node's HTTP/2 had: 10 MB. Beyond it, new streams are refused
+ * it: a body sent one byte per DATA frame costs far more than its bytes). 10 MiB, about Node's
+ * HTTP/2 default (`maxSessionMemory`, 10 MB), which the grpc-js transport has. Beyond it, new streams are refused
  * (REFUSED_STREAM) and a body that would pass it is reset (ENHANCE_YOUR_CALM).
  */
 const MAX_SESSION_BYTES = 10 << 20;
@@ -80,19 +86,22 @@ const CHUNK_OVERHEAD_BYTES = 256;
 const REQUEST_TIMEOUT_MS = 30_000;
 /** SETTINGS entries one frame may carry (nghttp2's max_settings): more is a flood (CVE-2020-11080). */
 const MAX_SETTINGS_ENTRIES = 32;
-/** Stream ids we reset whose late HEADERS are ignored, not a connection error (RFC 9113 5.1). */
-const RECENTLY_RESET = 128;
+/**
+ * Stream ids we reset whose late HEADERS are ignored, not a connection error (RFC 9113 5.1): as
+ * many as streams may be open at once (ca-server.ts MAX_CONCURRENT_STREAMS).
+ */
+const RECENTLY_RESET = 1024;
 /** The connection's receive window, topped up as DATA arrives (request bodies are bounded above). */
 const CONNECTION_WINDOW = 1 << 20;
 const OUR_MAX_FRAME_SIZE = 16384;
-/** nghttp2's stream-reset budget as Node 20 sets it: a burst of 1000, then 33 per second. */
+/** nghttp2's stream-reset budget (its defaults, which Node's HTTP/2 keeps): a burst of 1000, then 33 per second. */
 const RESET_BURST = 1000;
 const RESET_RATE_PER_S = 33;
 /** DATA frames without payload or END_STREAM a connection may send (they cost us, carry nothing). */
 const MAX_EMPTY_DATA_FRAMES = 1000;
 /** CONTINUATION frames one header block may take (each may be empty: bytes alone do not bound it). */
 const MAX_CONTINUATION_FRAMES = 64;
-/** Bytes queued to a peer that does not read before we stop answering it and close. */
+/** Bytes queued to a peer that does not read before the connection is ended (flood). */
 const MAX_OUTPUT_BACKLOG = 1 << 20;
 /** After our GOAWAY and end(), a peer that keeps the socket open is cut after this. */
 const CLOSE_LINGER_MS = 1000;
@@ -166,7 +175,8 @@ export class H2Connection {
   /** How many bytes `inputChunks` must reach before parsing can go on. */
   private inputNeeded = 0;
   private settingsSeen = false;
-  private readonly recentlyReset: number[] = [];
+  private readonly recentlyReset = new Set<number>();
+  private readonly recentlyResetOrder: number[] = [];
   private prefaceSeen = false;
   private readonly streams = new Map<number, StreamState>();
   private lastStreamId = 0;
@@ -222,12 +232,8 @@ export class H2Connection {
     this.armIdle();
   }
 
-  /** Streams open now. */
-  get openStreams(): number {
-    return this.streams.size;
-  }
-
-  get isClosed(): boolean {
+  /** `closed`, read through a getter: a handler called from onFrame may have set it. */
+  private get isClosed(): boolean {
     return this.closed;
   }
 
@@ -449,7 +455,7 @@ export class H2Connection {
       if (!open.localClosed) this.handler.onStreamEnd(this, open.s);
       return true;
     }
-    if (this.recentlyReset.includes(id)) {
+    if (this.recentlyReset.has(id)) {
       // Sent before our RST_STREAM reached the client (trailers after an early answer): RFC 9113
       // 5.1 has them ignored, the block decoded above for its HPACK state.
       return true;
@@ -732,7 +738,11 @@ export class H2Connection {
   }
 
   private rememberReset(id: number): void {
-    if (this.recentlyReset.push(id) > RECENTLY_RESET) this.recentlyReset.shift();
+    if (this.recentlyReset.has(id)) return;
+    this.recentlyReset.add(id);
+    if (this.recentlyResetOrder.push(id) > RECENTLY_RESET) {
+      this.recentlyReset.delete(this.recentlyResetOrder.shift() as number);
+    }
   }
 
   /** Requests whose body has not ended REQUEST_TIMEOUT_MS after their headers: reset. */
@@ -790,7 +800,7 @@ export class H2Connection {
   }
 
   /** Connection error: GOAWAY with the code, its streams cancelled, the socket ended. */
-  fail(code: number, reason: H2CloseReason): false {
+  private fail(code: number, reason: H2CloseReason): false {
     if (this.closed) return false;
     this.closeReason = reason;
     this.queueGoAway(code);

@@ -16,17 +16,23 @@ import {
  * to the same grpc-js-shaped handlers the grpc-js server calls (`call.request`, `metadata`,
  * `getPeer()`, `getAuthContext()`, `cancelled` and its event; `callback(err, value)`, or
  * `write`/`end`/`emit('error')`). What a client sees follows grpc-js 1.14's server where the
- * gRPC protocol leaves a choice (server.js, server-interceptors.js): the same status codes and
- * texts for an unknown method, a missing or second message, a message above the limit, an
- * unsupported compression, a bad or passed `grpc-timeout`; gzip and deflate messages accepted;
- * `grpc-timeout`, `grpc-encoding`, `grpc-accept-encoding`, `accept-encoding`, `te` and
- * `content-type` kept out of the metadata.
+ * gRPC protocol leaves a choice (server.js, server-interceptors.js): its status codes for an
+ * unknown method, a missing or second message, a message above the limit, an unsupported
+ * compression, a bad or passed `grpc-timeout`, and its texts where they name the case; gzip and
+ * deflate messages accepted; `grpc-timeout`, `grpc-encoding`, `grpc-accept-encoding`,
+ * `accept-encoding`, `te` and `content-type` kept out of the metadata; no parser text in a
+ * status. Deliberate differences: a missing or second message on a unary method says "unary
+ * method" (grpc-js says "server streaming method" there, a slip); a message above the limit
+ * says "vs." (grpc-js "vs"); a body that ends inside a message is INTERNAL "Incomplete
+ * message"; the response's content type is `application/grpc` and an OK status carries no
+ * `grpc-message`, as istiod's grpc-go sends them; a request that is not a POST is answered 415
+ * like one that is not gRPC. A header a client repeats stays separate metadata values (node:http2
+ * joins them with ", "), and a `-bin` value is one value, not split at commas.
  */
 
 type Handler = (call: never, callback?: (err: unknown, value?: unknown) => void) => void;
 
 interface Route {
-  readonly path: string;
   readonly streaming: boolean;
   readonly deserialize: (b: Buffer) => unknown;
   readonly serialize: (v: never) => Buffer;
@@ -63,10 +69,14 @@ function literal(name: string, value: string, out: number[]): void {
   pushString(value, out);
 }
 
-/** `:status: 200` (static index 8) and `content-type: application/grpc` (static name 31). */
+/**
+ * `:status: 200` (static index 8), `content-type: application/grpc` (static name 31, as grpc-go
+ * sends it) and the encodings a client may compress with (grpc-js's list).
+ */
 const HEAD_200: readonly number[] = (() => {
   const out = [0x88, 0x0f, 0x10];
   pushString('application/grpc', out);
+  literal('grpc-accept-encoding', 'identity,deflate,gzip', out);
   return out;
 })();
 const RESPONSE_HEADERS = Buffer.from(HEAD_200);
@@ -83,7 +93,7 @@ const UNSUPPORTED_MEDIA_TYPE = (() => {
 })();
 
 /** gRPC's grpc-message encoding: UTF-8, then %XX for bytes outside 0x20–0x7E and '%'. */
-export function percentEncode(message: string): string {
+function percentEncode(message: string): string {
   let out = '';
   for (const b of Buffer.from(message, 'utf8')) {
     out +=
@@ -149,7 +159,7 @@ const NOT_METADATA = new Set([
   'content-type',
 ]);
 
-/** A body that ends inside a message (grpc-js: INTERNAL). */
+/** A body that ends inside a message (grpc-go: INTERNAL; grpc-js says there is no message). */
 const INCOMPLETE = 'Incomplete message';
 
 const DEADLINE = /^(\d{1,8})\s*([HMSmun])$/;
@@ -177,6 +187,7 @@ class BaseCall extends EventEmitter {
   private authContext: object | undefined;
   private deadlineTimer: Timer | undefined;
   private statusSent = false;
+  private closeEmitted = false;
   protected headersSent = false;
 
   constructor(
@@ -239,7 +250,7 @@ class BaseCall extends EventEmitter {
       );
     }
     this.emit('finish');
-    this.emit('close');
+    this.emitClose();
   }
 
   protected sendMessage(bytes: Buffer): void {
@@ -259,6 +270,13 @@ class BaseCall extends EventEmitter {
     this.cancelled = true;
     this.deadlineTimer?.cancel();
     this.emit('cancelled', 'cancelled');
+    this.emitClose();
+  }
+
+  /** 'close' once, whichever ends the call first (a status sent, a cancel, or both). */
+  private emitClose(): void {
+    if (this.closeEmitted) return;
+    this.closeEmitted = true;
     this.emit('close');
   }
 }
@@ -273,10 +291,10 @@ class UnaryCall extends BaseCall {
     let bytes: Buffer;
     try {
       bytes = serialize(value as never);
-    } catch (e) {
+    } catch {
       this.sendStatus({
         code: status.INTERNAL,
-        details: `Error serializing response: ${(e as Error).message}`,
+        details: 'Error serializing response', // as grpc-js: the parser's words stay here
       });
       return;
     }
@@ -309,11 +327,11 @@ class WritableCall extends BaseCall {
     let bytes: Buffer;
     try {
       bytes = this.serialize(message as never);
-    } catch (e) {
+    } catch {
       this.ended = true;
       this.sendStatus({
         code: status.INTERNAL,
-        details: `Error serializing response: ${(e as Error).message}`,
+        details: 'Error serializing response', // as grpc-js: the parser's words stay here
       });
       return false;
     }
@@ -356,7 +374,6 @@ export class GrpcServer implements H2Handler {
         throw new Error(`${method.path}: client-streaming methods are not served`);
       }
       this.routes.set(method.path, {
-        path: method.path,
         streaming: method.responseStream,
         deserialize: method.requestDeserialize as (b: Buffer) => unknown,
         serialize: method.responseSerialize as (v: never) => Buffer,
@@ -379,11 +396,6 @@ export class GrpcServer implements H2Handler {
       }
     });
     this.connections.add(c);
-  }
-
-  /** Connections open now. */
-  get openConnections(): number {
-    return this.connections.size;
   }
 
   /** GOAWAY to every connection: calls in flight finish, new ones go elsewhere. */
@@ -494,8 +506,8 @@ export class GrpcServer implements H2Handler {
     let request: unknown;
     try {
       request = route.deserialize(bytes);
-    } catch (e) {
-      fail(status.INTERNAL, `Error deserializing request: ${(e as Error).message}`);
+    } catch {
+      fail(status.INTERNAL, 'Error deserializing request'); // as grpc-js: no parser text
       return;
     }
     if (route.streaming) {

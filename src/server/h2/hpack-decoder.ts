@@ -1,4 +1,4 @@
-// HPACK (RFC 7541) header block decoder for the minimal HTTP/2 server (measurement prototype).
+// HPACK (RFC 7541) header block decoder for the CA port's HTTP/2 server (./connection.ts).
 //
 // Written from the RFC. What it does, and where it is strict or loose:
 // - Static table (Appendix A), dynamic table with eviction by size (entry = name + value + 32
@@ -19,8 +19,8 @@
 // - Any failure throws HpackError (the caller answers COMPRESSION_ERROR and drops the
 //   connection: the dynamic table is not restored after a failure part-way through a block).
 
-// Huffman code (RFC 7541 Appendix B), index = symbol, 256 = EOS; generated from huffman.json.
-// Exported for tests and the micro-benchmark (they encode with it).
+// Huffman code (RFC 7541 Appendix B), index = symbol, 256 = EOS. Exported for the tests, which
+// encode with it.
 export const HUFFMAN_CODES: readonly number[] = [
   0x1ff8, 0x7fffd8, 0xfffffe2, 0xfffffe3, 0xfffffe4, 0xfffffe5, 0xfffffe6, 0xfffffe7, 0xfffffe8,
   0xffffea, 0x3ffffffc, 0xfffffe9, 0xfffffea, 0x3ffffffd, 0xfffffeb, 0xfffffec, 0xfffffed,
@@ -350,7 +350,7 @@ export class HpackDecoder {
     return out;
   }
 
-  /** Octets in the dynamic table now (for tests and metrics). */
+  /** Octets in the dynamic table now (for tests). */
   get dynamicTableSize(): number {
     return this.bytes;
   }

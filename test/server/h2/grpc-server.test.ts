@@ -271,6 +271,21 @@ describe('GrpcServer with a @grpc/grpc-js client', () => {
 });
 
 describe('GrpcServer: requests a grpc-js client would not send (raw frames)', () => {
+  test("an answer's headers and trailers: grpc-go's content type, grpc-js's accepted encodings, OK without grpc-message", async (t) => {
+    const h = await start(t);
+    const conn = await h.raw();
+    conn.send(request(1, Buffer.from('hi')));
+    await trailersOf(conn, 1);
+    const [head, trailers] = headerBlocks(conn, 1);
+    assert.ok(head && trailers && !head.endStream && trailers.endStream);
+    assert.deepEqual(head.fields, [
+      [':status', '200'],
+      ['content-type', 'application/grpc'],
+      ['grpc-accept-encoding', 'identity,deflate,gzip'],
+    ]);
+    assert.deepEqual(trailers.fields, [['grpc-status', '0']]);
+  });
+
   test('a message above maxReceiveMessageBytes: RESOURCE_EXHAUSTED Trailers-Only, then RST_STREAM(NO_ERROR)', async (t) => {
     const h = await start(t, { maxReceiveMessageBytes: 1024 });
     const conn = await h.raw();
