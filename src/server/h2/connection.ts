@@ -42,7 +42,7 @@ const FLAG_PADDED = 0x8;
 const FLAG_PRIORITY = 0x20;
 
 /** RFC 9113 section 7 error codes. */
-export const H2 = {
+export const H2Error = {
   NO_ERROR: 0,
   PROTOCOL_ERROR: 1,
   INTERNAL_ERROR: 2,
@@ -260,7 +260,7 @@ export class H2Connection {
     if (!this.prefaceSeen) {
       const n = Math.min(buf.length, PREFACE.length);
       if (!buf.subarray(0, n).equals(PREFACE.subarray(0, n))) {
-        this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+        this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
         return;
       }
       if (buf.length < PREFACE.length) {
@@ -277,7 +277,7 @@ export class H2Connection {
         ((buf[offset + 1] as number) << 8) |
         (buf[offset + 2] as number);
       if (length > OUR_MAX_FRAME_SIZE) {
-        this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+        this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
         return;
       }
       if (buf.length - offset - 9 < length) {
@@ -309,12 +309,12 @@ export class H2Connection {
     if (!this.settingsSeen) {
       // The client's preface ends with a SETTINGS frame (RFC 9113 3.4).
       if (type !== FrameType.SETTINGS || flags & FLAG_ACK) {
-        return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+        return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       }
       this.settingsSeen = true;
     }
     if (this.continuing && type !== FrameType.CONTINUATION) {
-      return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     }
     switch (type) {
       case FrameType.DATA:
@@ -324,16 +324,16 @@ export class H2Connection {
       case FrameType.CONTINUATION:
         return this.onContinuation(flags, id, payload);
       case FrameType.PRIORITY:
-        if (id === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
-        if (payload.length !== 5) return this.resetStream(id, H2.FRAME_SIZE_ERROR);
+        if (id === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
+        if (payload.length !== 5) return this.resetStream(id, H2Error.FRAME_SIZE_ERROR);
         return true;
       case FrameType.RST_STREAM:
         return this.onReset(id, payload);
       case FrameType.SETTINGS:
         return this.onSettings(flags, id, payload);
       case FrameType.PING:
-        if (id !== 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
-        if (payload.length !== 8) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+        if (id !== 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
+        if (payload.length !== 8) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
         if (flags & FLAG_ACK) {
           this.pingTimeout?.cancel();
           this.pingTimeout = undefined;
@@ -341,8 +341,8 @@ export class H2Connection {
         }
         return this.answer(frameHeader(8, FrameType.PING, FLAG_ACK, 0), Buffer.from(payload));
       case FrameType.GOAWAY:
-        if (id !== 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
-        if (payload.length < 8) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+        if (id !== 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
+        if (payload.length < 8) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
         // The client opens no more streams; those it has finish, then the connection ends.
         this.goingAway = true;
         this.closeReason ??= 'peer';
@@ -351,31 +351,32 @@ export class H2Connection {
       case FrameType.WINDOW_UPDATE:
         return this.onWindowUpdate(id, payload);
       case FrameType.PUSH_PROMISE:
-        return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+        return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       default:
         return true; // RFC 9113 5.5: unknown frame types are ignored
     }
   }
 
   private onSettings(flags: number, id: number, payload: Buffer): boolean {
-    if (id !== 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (id !== 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     if (flags & FLAG_ACK) {
-      return payload.length === 0 ? true : this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+      return payload.length === 0 ? true : this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
     }
-    if (payload.length % 6 !== 0) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
-    if (payload.length / 6 > MAX_SETTINGS_ENTRIES) return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+    if (payload.length % 6 !== 0) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
+    if (payload.length / 6 > MAX_SETTINGS_ENTRIES)
+      return this.fail(H2Error.ENHANCE_YOUR_CALM, 'flood');
     let initialWindow: number | undefined;
     for (let i = 0; i < payload.length; i += 6) {
       const key = payload.readUInt16BE(i);
       const value = payload.readUInt32BE(i + 2);
-      if (key === 0x2 && value > 1) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      if (key === 0x2 && value > 1) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       if (key === 0x4) {
-        if (value > 0x7fffffff) return this.fail(H2.FLOW_CONTROL_ERROR, 'protocol-error');
+        if (value > 0x7fffffff) return this.fail(H2Error.FLOW_CONTROL_ERROR, 'protocol-error');
         initialWindow = value; // the last one counts: each walks every stream
       }
       if (key === 0x5) {
         if (value < 16384 || value > 16777215)
-          return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+          return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
         this.peerMaxFrameSize = value;
       }
       // HEADER_TABLE_SIZE bounds the table our encoder may use: it uses none, so any size does.
@@ -386,7 +387,8 @@ export class H2Connection {
       for (const st of this.streams.values()) {
         st.sendWindow += delta;
         // RFC 9113 6.9.2: a window pushed above 2^31-1 is a connection error.
-        if (st.sendWindow > 0x7fffffff) return this.fail(H2.FLOW_CONTROL_ERROR, 'protocol-error');
+        if (st.sendWindow > 0x7fffffff)
+          return this.fail(H2Error.FLOW_CONTROL_ERROR, 'protocol-error');
       }
     }
     if (!this.answer(frameHeader(0, FrameType.SETTINGS, FLAG_ACK, 0))) return false;
@@ -395,16 +397,16 @@ export class H2Connection {
   }
 
   private onHeadersFrame(flags: number, id: number, payload: Buffer): boolean {
-    if (id === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (id === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     let start = 0;
     let end = payload.length;
     if (flags & FLAG_PADDED) {
-      if (payload.length < 1) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+      if (payload.length < 1) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
       start = 1;
       end -= payload[0] as number;
     }
     if (flags & FLAG_PRIORITY) start += 5;
-    if (end < start) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (end < start) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     const block = payload.subarray(start, end);
     if (!(flags & FLAG_END_HEADERS)) {
       this.continuing = { id, flags, parts: [Buffer.from(block)], bytes: block.length, frames: 0 };
@@ -416,12 +418,12 @@ export class H2Connection {
 
   private onContinuation(flags: number, id: number, payload: Buffer): boolean {
     const c = this.continuing;
-    if (!c || c.id !== id) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (!c || c.id !== id) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     c.parts.push(Buffer.from(payload));
     c.bytes += payload.length;
     c.frames += 1;
     if (c.bytes > this.limits.maxHeaderListBytes) return this.tooLargeBlock();
-    if (c.frames > MAX_CONTINUATION_FRAMES) return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+    if (c.frames > MAX_CONTINUATION_FRAMES) return this.fail(H2Error.ENHANCE_YOUR_CALM, 'flood');
     if (!(flags & FLAG_END_HEADERS)) return true;
     this.continuing = undefined;
     return this.onHeaderBlock(id, c.flags, Buffer.concat(c.parts, c.bytes));
@@ -432,7 +434,7 @@ export class H2Connection {
    * with it: COMPRESSION_ERROR, as nghttp2 answers (RFC 9113 4.3).
    */
   private tooLargeBlock(): false {
-    return this.fail(H2.COMPRESSION_ERROR, 'protocol-error');
+    return this.fail(H2Error.COMPRESSION_ERROR, 'protocol-error');
   }
 
   private onHeaderBlock(id: number, flags: number, block: Buffer): boolean {
@@ -441,7 +443,7 @@ export class H2Connection {
     try {
       headers = this.decoder.decode(block);
     } catch (e) {
-      if (e instanceof HpackError) return this.fail(H2.COMPRESSION_ERROR, 'protocol-error');
+      if (e instanceof HpackError) return this.fail(H2Error.COMPRESSION_ERROR, 'protocol-error');
       throw e;
     }
     const endStream = (flags & FLAG_END_STREAM) !== 0;
@@ -449,8 +451,8 @@ export class H2Connection {
     if (open) {
       // Trailers from the client (gRPC clients send none): they must end its side (RFC 9113
       // 8.1), and a side already ended takes no more frames (5.1, STREAM_CLOSED).
-      if (open.remoteClosed) return this.resetStream(id, H2.STREAM_CLOSED);
-      if (!endStream) return this.resetStream(id, H2.PROTOCOL_ERROR);
+      if (open.remoteClosed) return this.resetStream(id, H2Error.STREAM_CLOSED);
+      if (!endStream) return this.resetStream(id, H2Error.PROTOCOL_ERROR);
       open.remoteClosed = true;
       if (!open.localClosed) this.handler.onStreamEnd(this, open.s);
       return true;
@@ -463,13 +465,13 @@ export class H2Connection {
     if (id < this.lastStreamId) {
       // A new stream must have a higher id than every stream before it: RFC 9113 5.1.1,
       // PROTOCOL_ERROR (which lower ids were used is not kept: a closed one is answered so too).
-      return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     }
     if (id === this.lastStreamId) {
       // The stream opened last, which we already closed: RFC 9113 5.1, STREAM_CLOSED.
-      return this.fail(H2.STREAM_CLOSED, 'protocol-error');
+      return this.fail(H2Error.STREAM_CLOSED, 'protocol-error');
     }
-    if (id % 2 === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (id % 2 === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     this.lastStreamId = id;
     // A peer that does not read our answers gets no new work: its backlog would only grow. Nor
     // does one whose open streams hold what a connection may.
@@ -505,7 +507,7 @@ export class H2Connection {
   }
 
   private onDataFrame(flags: number, id: number, payload: Buffer): boolean {
-    if (id === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (id === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     this.receivedSinceUpdate += payload.length;
     if (this.receivedSinceUpdate >= CONNECTION_WINDOW / 2) {
       this.windowUpdate(0, this.receivedSinceUpdate);
@@ -513,34 +515,34 @@ export class H2Connection {
     }
     const st = this.streams.get(id);
     if (!st) {
-      if (id > this.lastStreamId) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      if (id > this.lastStreamId) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       return true; // a stream we finished or reset: its late DATA is dropped
     }
-    if (st.remoteClosed) return this.resetStream(id, H2.STREAM_CLOSED);
+    if (st.remoteClosed) return this.resetStream(id, H2Error.STREAM_CLOSED);
     let data = payload;
     if (flags & FLAG_PADDED) {
-      if (payload.length < 1) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+      if (payload.length < 1) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
       const pad = payload[0] as number;
-      if (pad >= payload.length) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      if (pad >= payload.length) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       data = payload.subarray(1, payload.length - pad);
     }
     // Frames that carry nothing and end nothing (padding alone counts as nothing).
     if (data.length === 0 && !(flags & FLAG_END_STREAM)) {
       if (++this.emptyDataFrames > MAX_EMPTY_DATA_FRAMES)
-        return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+        return this.fail(H2Error.ENHANCE_YOUR_CALM, 'flood');
     }
     const s = st.s;
     if (s.bodyBytes + data.length > this.limits.maxStreamBodyBytes + 5) {
       // A message above the limit: the handler answers (gRPC's RESOURCE_EXHAUSTED), which
       // closes our side and resets the client's; if it did not, the stream is reset here.
       this.handler.onBodyTooLarge(this, s, data);
-      if (this.streams.has(id)) return this.resetStream(id, H2.CANCEL);
+      if (this.streams.has(id)) return this.resetStream(id, H2Error.CANCEL);
       return true;
     }
     if (data.length > 0) {
       const cost = data.length + CHUNK_OVERHEAD_BYTES;
       if (this.sessionBytes + cost > MAX_SESSION_BYTES) {
-        return this.resetStream(id, H2.ENHANCE_YOUR_CALM);
+        return this.resetStream(id, H2Error.ENHANCE_YOUR_CALM);
       }
       s.body.push(Buffer.from(data));
       s.bodyBytes += data.length;
@@ -555,9 +557,9 @@ export class H2Connection {
   }
 
   private onReset(id: number, payload: Buffer): boolean {
-    if (id === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
-    if (payload.length !== 4) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
-    if (id > this.lastStreamId) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+    if (id === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
+    if (payload.length !== 4) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
+    if (id > this.lastStreamId) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
     const st = this.streams.get(id);
     if (!st) return true;
     if (!this.spendReset()) return false;
@@ -578,29 +580,29 @@ export class H2Connection {
       this.resetBudget + ((now - this.resetBudgetAt) / 1000) * RESET_RATE_PER_S,
     );
     this.resetBudgetAt = now;
-    if (--this.resetBudget < 0) return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+    if (--this.resetBudget < 0) return this.fail(H2Error.ENHANCE_YOUR_CALM, 'flood');
     return true;
   }
 
   private onWindowUpdate(id: number, payload: Buffer): boolean {
-    if (payload.length !== 4) return this.fail(H2.FRAME_SIZE_ERROR, 'protocol-error');
+    if (payload.length !== 4) return this.fail(H2Error.FRAME_SIZE_ERROR, 'protocol-error');
     const inc = payload.readUInt32BE(0) & 0x7fffffff;
     if (id === 0) {
-      if (inc === 0) return this.fail(H2.PROTOCOL_ERROR, 'protocol-error');
+      if (inc === 0) return this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error');
       this.connSendWindow += inc;
       if (this.connSendWindow > 0x7fffffff)
-        return this.fail(H2.FLOW_CONTROL_ERROR, 'protocol-error');
+        return this.fail(H2Error.FLOW_CONTROL_ERROR, 'protocol-error');
       this.drainPending();
       return true;
     }
     const st = this.streams.get(id);
     if (!st) {
       // On a stream the client never opened: RFC 9113 5.1 (idle), PROTOCOL_ERROR.
-      return id > this.lastStreamId ? this.fail(H2.PROTOCOL_ERROR, 'protocol-error') : true;
+      return id > this.lastStreamId ? this.fail(H2Error.PROTOCOL_ERROR, 'protocol-error') : true;
     }
-    if (inc === 0) return this.resetStream(id, H2.PROTOCOL_ERROR);
+    if (inc === 0) return this.resetStream(id, H2Error.PROTOCOL_ERROR);
     st.sendWindow += inc;
-    if (st.sendWindow > 0x7fffffff) return this.resetStream(id, H2.FLOW_CONTROL_ERROR);
+    if (st.sendWindow > 0x7fffffff) return this.resetStream(id, H2Error.FLOW_CONTROL_ERROR);
     this.sendPending(st);
     this.scheduleFlush();
     return true;
@@ -693,7 +695,7 @@ export class H2Connection {
     // A client still sending (a server that answers early): RST_STREAM(NO_ERROR), RFC 9113 8.1;
     // queued before forget(), which may end a connection that is going away.
     if (!st.remoteClosed) {
-      this.queue(...rstFrame(st.s.id, H2.NO_ERROR));
+      this.queue(...rstFrame(st.s.id, H2Error.NO_ERROR));
       this.rememberReset(st.s.id);
     }
     this.forget(st);
@@ -722,7 +724,7 @@ export class H2Connection {
   private refuse(id: number): boolean {
     // The client may still be sending on it (DATA, trailers): those are ignored, not an error.
     this.rememberReset(id);
-    return this.answer(...rstFrame(id, H2.REFUSED_STREAM));
+    return this.answer(...rstFrame(id, H2Error.REFUSED_STREAM));
   }
 
   /** Resets a stream because of what the peer sent (its reset budget pays for a live one). */
@@ -753,7 +755,7 @@ export class H2Connection {
       if (st.remoteClosed) continue;
       if (st.openedAt <= before) {
         this.cancelStream(st);
-        this.queue(...rstFrame(st.s.id, H2.CANCEL));
+        this.queue(...rstFrame(st.s.id, H2Error.CANCEL));
         this.rememberReset(st.s.id);
       } else waiting = true;
     }
@@ -773,7 +775,7 @@ export class H2Connection {
   /** A frame the peer's frame obliges us to send (ACKs): refused if the peer reads nothing. */
   private answer(...bufs: Buffer[]): boolean {
     if (this.socket.writableLength > MAX_OUTPUT_BACKLOG)
-      return this.fail(H2.ENHANCE_YOUR_CALM, 'flood');
+      return this.fail(H2Error.ENHANCE_YOUR_CALM, 'flood');
     this.queue(...bufs);
     return true;
   }
@@ -817,7 +819,7 @@ export class H2Connection {
     if (this.closed || this.goingAway) return;
     this.goingAway = true;
     this.closeReason = reason;
-    this.queueGoAway(H2.NO_ERROR);
+    this.queueGoAway(H2Error.NO_ERROR);
     this.flush();
     if (this.streams.size === 0) this.end();
   }

@@ -47,7 +47,7 @@ import {
   type Raw,
 } from './support/harness.js';
 
-/** RFC 9113 section 7 error codes: the tests' own, not src's H2, so a wrong code there fails here. */
+/** RFC 9113 section 7 error codes: the tests' own, not src's H2Error, so a wrong code there fails here. */
 const E = {
   NO_ERROR: 0,
   PROTOCOL_ERROR: 1,
