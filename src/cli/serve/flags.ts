@@ -220,7 +220,7 @@ export function addServeFlags(command: Command): Command {
     )
     .option(
       '--keepalive-interval <duration>',
-      "gRPC port: ping a connection quiet for this long (istiod's keepaliveInterval)",
+      "gRPC port: ping every connection this often (istiod's keepaliveInterval)",
       SERVE_DEFAULTS.keepaliveInterval,
     )
     .option(
