@@ -242,12 +242,13 @@ function checkName(name: string): string {
 // ---- The decoder. ----
 
 /**
- * Literal-string cache: direct-mapped slots (a power of two), strings up to this many octets: at
- * most ≈ 16 KiB per connection (a token nghttp2 never indexes, `authorization`, fits), against
- * nghttp2's 4 KiB table.
+ * Literal-string cache: 8 slots in sets of two, literals up to 2 KiB encoded (a service-account
+ * token, which nghttp2 sends never-indexed, fits): at most ≈ 32 KiB per connection, keys and
+ * strings, small beside what its open streams may hold (connection.ts MAX_SESSION_BYTES). Before
+ * the sets, `:path` and the token could share a slot and evict each other at every request.
  */
 const CACHE_SLOTS = 8;
-const CACHE_MAX_OCTETS = 1024;
+const CACHE_MAX_OCTETS = 2048;
 const NO_KEY = Buffer.alloc(0);
 /** Longer cached strings are compared natively (memcmp); shorter ones in a JS loop. */
 const NATIVE_COMPARE_OCTETS = 48;
@@ -277,6 +278,8 @@ export class HpackDecoder {
   private readonly cacheKeys: Buffer[] = new Array<Buffer>(CACHE_SLOTS).fill(NO_KEY);
   private readonly cacheHuff = new Uint8Array(CACHE_SLOTS);
   private readonly cacheStrings: string[] = new Array<string>(CACHE_SLOTS).fill('');
+  /** Per pair of slots, the one used last (the other is replaced on a miss). */
+  private readonly cacheRecent = new Uint8Array(CACHE_SLOTS >> 1);
 
   constructor(options: HpackDecoderOptions = {}) {
     this.maxTableSize = options.maxTableSize ?? 4096;
@@ -431,24 +434,35 @@ export class HpackDecoder {
     if (len > CACHE_MAX_OCTETS) {
       return huff !== 0 ? huffmanDecode(block, start, end) : rawString(block, start, end);
     }
-    const slot =
+    // Two ways per set: the two literals a gRPC client repeats (`:path`, which nghttp2 never
+    // indexes, and `authorization`, which it sends never-indexed) never evict each other.
+    const set =
       (len * 31 +
         (block[start] as number) +
         (block[start + (len >> 1)] as number) * 7 +
         (block[end - 1] as number) * 131 +
         huff) &
-      (CACHE_SLOTS - 1);
-    const key = this.cacheKeys[slot] as Buffer;
-    if (key.length === len && this.cacheHuff[slot] === huff) {
-      if (len > NATIVE_COMPARE_OCTETS) {
-        if (key.compare(block, start, end) === 0) return this.cacheStrings[slot] as string;
-      } else {
+      ((CACHE_SLOTS >> 1) - 1);
+    for (let way = 0; way < 2; way++) {
+      const slot = set * 2 + way;
+      const key = this.cacheKeys[slot] as Buffer;
+      if (key.length !== len || this.cacheHuff[slot] !== huff) continue;
+      let hit: boolean;
+      if (len > NATIVE_COMPARE_OCTETS) hit = key.compare(block, start, end) === 0;
+      else {
         let i = 0;
         while (i < len && key[i] === block[start + i]) i++;
-        if (i === len) return this.cacheStrings[slot] as string;
+        hit = i === len;
+      }
+      if (hit) {
+        this.cacheRecent[set] = way;
+        return this.cacheStrings[slot] as string;
       }
     }
     const str = huff !== 0 ? huffmanDecode(block, start, end) : rawString(block, start, end);
+    const way = 1 - (this.cacheRecent[set] as number);
+    const slot = set * 2 + way;
+    this.cacheRecent[set] = way;
     const copy = Buffer.allocUnsafeSlow(len);
     copy.set(block.subarray(start, end));
     this.cacheKeys[slot] = copy;

@@ -530,25 +530,47 @@ describe('the same strings come back', () => {
     assert.equal(d.decode(block)[1], '/sample/path');
   });
 
-  test('the literal cache holds at most 8 strings of at most 1024 octets; a longer literal is decoded each time, not kept', () => {
+  test('the literal cache holds at most 8 strings of at most 2048 octets; a longer literal is decoded each time, not kept', () => {
     const d = new HpackDecoder();
     const cache = d as unknown as { cacheKeys: Buffer[]; cacheStrings: string[] };
     // A literal never indexed (RFC 7541 6.2.3), new name, raw value.
     const neverIndexed = (value: string): Uint8Array =>
       Uint8Array.from([0x10, ...str('x-v'), ...str(value)]);
-    for (const octets of [1000, 1024, 1025]) {
+    for (const octets of [1000, 2048, 2049]) {
       const value = `${octets}:`.padEnd(octets, 'v');
       const a = d.decode(neverIndexed(value));
       const b = d.decode(neverIndexed(value));
       assert.deepEqual(a, ['x-v', value]);
       assert.deepEqual(b, a);
-      assert.equal(cache.cacheStrings.includes(value), octets <= 1024, `${octets} octets`);
+      assert.equal(cache.cacheStrings.includes(value), octets <= 2048, `${octets} octets`);
     }
-    for (let i = 0; i < 200; i++) d.decode(neverIndexed(`${i}:`.padEnd(1024 - (i % 50), 'w')));
+    for (let i = 0; i < 200; i++) d.decode(neverIndexed(`${i}:`.padEnd(2048 - (i % 50), 'w')));
     assert.equal(cache.cacheKeys.length, 8);
     assert.equal(cache.cacheStrings.length, 8);
     const held = cache.cacheKeys.reduce((n, k) => n + k.length, 0);
-    assert.ok(held <= 8 * 1024, `${held} octets held`);
+    assert.ok(held <= 8 * 2048, `${held} octets held`);
+  });
+
+  test('two literals a client repeats in turn both stay cached, whatever set they fall in (two ways per set)', () => {
+    const cache = (d: HpackDecoder): string[] =>
+      (d as unknown as { cacheStrings: string[] }).cacheStrings;
+    const neverIndexed = (value: string): Uint8Array =>
+      Uint8Array.from([0x10, ...str('x-v'), ...str(value)]);
+    // Pairs of values of the same length and first, middle and last octets: the same set.
+    for (let n = 10; n < 60; n++) {
+      const d = new HpackDecoder();
+      const a = `a${'x'.repeat(n)}m${'y'.repeat(n)}z`;
+      const b = `a${'q'.repeat(n)}m${'r'.repeat(n)}z`;
+      for (let round = 0; round < 3; round++) {
+        d.decode(neverIndexed(a));
+        d.decode(neverIndexed(b));
+      }
+      assert.ok(cache(d).includes(a) && cache(d).includes(b), `length ${a.length}`);
+      // A third literal of the same set replaces the one used least recently (a), not b.
+      const c = `a${'s'.repeat(n)}m${'t'.repeat(n)}z`;
+      d.decode(neverIndexed(c));
+      assert.ok(cache(d).includes(b) && cache(d).includes(c) && !cache(d).includes(a));
+    }
   });
 });
 
