@@ -207,28 +207,36 @@ describe('one hop to the crypto thread = two steps on the event loop', () => {
     const snapshot = caSnapshot('ec-p256', 'chunks');
     const issuer = workloadLeafIssuer(clock, pool);
     const csr = opensslCsr('ec').csrPem;
-    let turn = 0;
-    let spinning = true;
-    const spin = (): void => {
-      turn++;
-      if (spinning) setImmediate(spin);
-    };
-    spin();
-    const resolvedAt: { index: number; turn: number }[] = [];
-    const orders = Array.from({ length: 32 }, (_, i) =>
-      issuer.issue!(snapshot, csr, [`${SPIFFE}${i}`], TTL_MS)!.then((leaf) => {
-        resolvedAt.push({ index: i, turn });
-        return leaf;
-      }),
-    );
-    await Promise.all(orders).finally(() => (spinning = false));
-    const turns = new Set(resolvedAt.map((r) => r.turn));
-    assert.ok(turns.size >= 2, `all 32 replies came back in one turn (${[...turns].join(', ')})`);
-    assert.deepEqual(
-      resolvedAt.map((r) => r.index),
-      orders.map((_, i) => i),
-      'answered in the order sent',
-    );
+    // A batch whose messages all wait while this event loop is held up elsewhere (the suite's
+    // other tests share the two cores) resolves in one turn anyway: up to three batches are
+    // sent, and one answered in chunks is enough. Replies held to the batch's end never are.
+    const seen: number[][] = [];
+    for (let attempt = 0; attempt < 3; attempt++) {
+      let turn = 0;
+      let spinning = true;
+      const spin = (): void => {
+        turn++;
+        if (spinning) setImmediate(spin);
+      };
+      spin();
+      const resolvedAt: { index: number; turn: number }[] = [];
+      const orders = Array.from({ length: 32 }, (_, i) =>
+        issuer.issue!(snapshot, csr, [`${SPIFFE}${i}`], TTL_MS)!.then((leaf) => {
+          resolvedAt.push({ index: i, turn });
+          return leaf;
+        }),
+      );
+      await Promise.all(orders).finally(() => (spinning = false));
+      assert.deepEqual(
+        resolvedAt.map((r) => r.index),
+        orders.map((_, i) => i),
+        'answered in the order sent',
+      );
+      const turns = [...new Set(resolvedAt.map((r) => r.turn))];
+      seen.push(turns);
+      if (turns.length >= 2) return;
+    }
+    assert.fail(`every batch of 32 replies came back in one turn (${JSON.stringify(seen)})`);
   });
 });
 
