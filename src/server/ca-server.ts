@@ -45,7 +45,13 @@ export interface CaServerOptions<C> extends Omit<CaServiceDeps<C>, 'metrics' | '
   readonly transport?: GrpcTransport;
 }
 
-/** Streams one connection may have open (ztunnel sends a node's burst on one connection). */
+/**
+ * Streams one connection may have open: SETTINGS_MAX_CONCURRENT_STREAMS, which clients honour by
+ * queueing the rest. ztunnel sends a node's burst on one connection (a node runs up to a few
+ * hundred pods). istiod allows 100000 (ISTIO_GPRC_MAXSTREAMS, pilot/pkg/features/tuning.go);
+ * each open stream here holds memory until its request ends, so the bound is lower on purpose,
+ * beside the connection's budget (h2/connection.ts MAX_SESSION_BYTES).
+ */
 const MAX_CONCURRENT_STREAMS = 1000;
 
 // Bounds memory per call: a CSR is refused above 64 KiB anyway.
