@@ -62,7 +62,9 @@ describe('cluster messages', () => {
       servingDns: ['ca.example.com', '10.0.0.1'],
       policyDir: '/policies',
       meshConfig: '/mesh.yaml',
+      grpcTransport: 'grpc-js',
     });
+    assert.equal(options.server.grpcTransport, 'grpc-js');
     assert.deepEqual(parsePrimaryMessage(overIpc({ castellan: 'go', options })), {
       castellan: 'go',
       options,
@@ -92,6 +94,10 @@ describe('cluster messages', () => {
     refused(
       () => parsePrimaryMessage(go((o) => (o['ca']!['selfSignedKeyType'] = 'dsa'))),
       'message from the primary: go.options.ca.selfSignedKeyType: expected one of ec-p256, ec-p384, rsa-2048, rsa-3072, rsa-4096',
+    );
+    refused(
+      () => parsePrimaryMessage(go((o) => (o['server']!['grpcTransport'] = 'nghttp2'))),
+      'message from the primary: go.options.server.grpcTransport: expected one of castellan, grpc-js',
     );
     refused(
       () => parsePrimaryMessage(go((o) => (o['authn']!['tokenAudiences'] = ['a', 1]))),
