@@ -210,6 +210,21 @@ describe('GrpcServer with a @grpc/grpc-js client', () => {
     respond(null, Buffer.from('too late')); // ignored
   });
 
+  test("the client's connection drops mid-call (no RST_STREAM): the handler's call is cancelled and told, the late answer dropped", async (t) => {
+    const h = await start(t);
+    h.unary = () => {};
+    const conn = await h.raw();
+    conn.send(request(1, Buffer.from('x')));
+    const { call, respond } = await waitFor('handler called', () => h.unaryCalls[0]);
+    const cancelled = once(call, 'cancelled');
+    conn.socket.destroy();
+    await cancelled;
+    assert.equal(call.cancelled, true);
+    respond(null, Buffer.from('too late')); // nothing to write to: no throw
+    await waitFor('the server side closed', () => h.closes.length === 1);
+    assert.deepEqual(h.closes, ['peer']);
+  });
+
   test('the client cancels a server stream: the call is cancelled, write() returns false', async (t) => {
     const h = await start(t);
     h.stream = (call) => call.write(Buffer.from('first'));
