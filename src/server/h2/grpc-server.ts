@@ -24,8 +24,9 @@ import {
  * status. Deliberate differences: a missing or second message on a unary method says "unary
  * method" (grpc-js says "server streaming method" there, a slip); a message above the limit
  * says "vs." (grpc-js "vs"); a body that ends inside a message is INTERNAL "Incomplete
- * message"; the response's content type is `application/grpc` and an OK status carries no
- * `grpc-message`, as istiod's grpc-go sends them; a request that is not a POST is answered 415
+ * message"; the content type is `application/grpc` and every status carries `grpc-message`,
+ * empty for OK, as istiod's grpc-go sends them (internal/transport/http2_server.go,
+ * WriteStatus; grpc-js sends "OK"); a request that is not a POST is answered 415
  * like one that is not gRPC. A header a client repeats stays separate metadata values (node:http2
  * joins them with ", "), and a `-bin` value is one value, not split at commas.
  */
@@ -83,6 +84,7 @@ const RESPONSE_HEADERS = Buffer.from(HEAD_200);
 const OK_TRAILERS = (() => {
   const out: number[] = [];
   literal('grpc-status', '0', out);
+  literal('grpc-message', '', out);
   return Buffer.from(out);
 })();
 /** `:status: 415` (a literal with static name 8): grpc-js's answer to a non-gRPC content type. */
@@ -139,7 +141,7 @@ function statusBlock(
 ): Buffer {
   const out = head ? [...HEAD_200] : [];
   literal('grpc-status', String(code), out);
-  if (details) literal('grpc-message', percentEncode(details), out);
+  literal('grpc-message', percentEncode(details), out); // empty too, as grpc-go
   if (metadata) {
     for (const [name, values] of Object.entries(metadata.toJSON())) {
       for (const v of values) {

@@ -286,7 +286,7 @@ describe('GrpcServer with a @grpc/grpc-js client', () => {
 });
 
 describe('GrpcServer: requests a grpc-js client would not send (raw frames)', () => {
-  test("an answer's headers and trailers: grpc-go's content type, grpc-js's accepted encodings, OK without grpc-message", async (t) => {
+  test("an answer's headers and trailers: grpc-go's content type, grpc-js's accepted encodings, OK with an empty grpc-message as grpc-go", async (t) => {
     const h = await start(t);
     const conn = await h.raw();
     conn.send(request(1, Buffer.from('hi')));
@@ -298,7 +298,10 @@ describe('GrpcServer: requests a grpc-js client would not send (raw frames)', ()
       ['content-type', 'application/grpc'],
       ['grpc-accept-encoding', 'identity,deflate,gzip'],
     ]);
-    assert.deepEqual(trailers.fields, [['grpc-status', '0']]);
+    assert.deepEqual(trailers.fields, [
+      ['grpc-status', '0'],
+      ['grpc-message', ''],
+    ]);
   });
 
   test('a message above maxReceiveMessageBytes: RESOURCE_EXHAUSTED Trailers-Only, then RST_STREAM(NO_ERROR)', async (t) => {
