@@ -10,6 +10,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { inProcessKeyOf } from '../pki/signer.js';
 import type { CheckedCsr } from '../pki/csr.js';
 import { checkCsr, LeafOrderFailure, type IssuedOnThread, type LeafOrder } from './csr-check.js';
+import { IntKeyMap } from './int-key-map.js';
 
 export type { IssuedOnThread, LeafOrder };
 export { LeafOrderFailure };
@@ -122,7 +123,8 @@ interface Pending {
 interface Slot {
   readonly worker: Worker;
   ready: boolean;
-  readonly pending: Map<number, Pending>;
+  /** Not a Map: see ./int-key-map.ts. */
+  readonly pending: IntKeyMap<Pending>;
   /** Requests of this event-loop turn, posted together (one message, one wake-up). */
   outbox: ThreadRequest[];
   /** The CAs registered with this thread, most recent last (at most CAS_PER_THREAD). */
@@ -268,7 +270,7 @@ export class CsrCheckPool implements CsrChecker, JwtOffload {
     const worker = new Worker(this.workerUrl, { resourceLimits: CRYPTO_THREAD_LIMITS });
     // Never what keeps the process alive: the server's listeners do that.
     worker.unref();
-    const slot: Slot = { worker, ready: false, pending: new Map(), outbox: [], cas: [] };
+    const slot: Slot = { worker, ready: false, pending: new IntKeyMap(), outbox: [], cas: [] };
     this.slots.push(slot);
     worker.on('message', (message: readonly ThreadReply[] | 'ready') => {
       if (message === 'ready') {

@@ -1,6 +1,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { Clock, Timer } from '../../clock.js';
 import { HpackDecoder, HpackError } from './hpack-decoder.js';
+import { IntKeyMap } from '../int-key-map.js';
 
 /**
  * The server side of one HTTP/2 connection (RFC 9113), as much of it as gRPC needs: streams the
@@ -178,7 +179,8 @@ export class H2Connection {
   private readonly recentlyReset = new Set<number>();
   private readonly recentlyResetOrder: number[] = [];
   private prefaceSeen = false;
-  private readonly streams = new Map<number, StreamState>();
+  /** Not a Map: see ../int-key-map.ts. */
+  private readonly streams = new IntKeyMap<StreamState>();
   private lastStreamId = 0;
   private continuing:
     { id: number; flags: number; parts: Buffer[]; bytes: number; frames: number } | undefined;
@@ -751,7 +753,7 @@ export class H2Connection {
   private sweepRequests(): void {
     const before = this.clock.now() - REQUEST_TIMEOUT_MS;
     let waiting = false;
-    for (const st of [...this.streams.values()]) {
+    for (const st of this.streams.values()) {
       if (st.remoteClosed) continue;
       if (st.openedAt <= before) {
         this.cancelStream(st);
@@ -806,7 +808,7 @@ export class H2Connection {
     if (this.closed) return false;
     this.closeReason = reason;
     this.queueGoAway(code);
-    for (const st of [...this.streams.values()]) this.cancelStream(st);
+    for (const st of this.streams.values()) this.cancelStream(st);
     this.end();
     return false;
   }
@@ -827,7 +829,7 @@ export class H2Connection {
   /** Cuts the connection now: streams cancelled, socket destroyed. */
   destroy(reason: H2CloseReason): void {
     this.closeReason ??= reason;
-    for (const st of [...this.streams.values()]) this.cancelStream(st);
+    for (const st of this.streams.values()) this.cancelStream(st);
     this.closed = true;
     this.socket.destroy();
   }
@@ -854,7 +856,7 @@ export class H2Connection {
     this.idle?.cancel();
     this.linger?.cancel();
     this.requestSweep?.cancel();
-    for (const st of [...this.streams.values()]) this.cancelStream(st);
+    for (const st of this.streams.values()) this.cancelStream(st);
     this.onClosed(this.closeReason ?? 'peer');
   }
 
