@@ -6,6 +6,7 @@ import { createLogDestination, createLogger, type Logger } from '../../log.js';
 import { NATIVE_P256, type NativeP256Binding } from '../../pki/fast/native-p256.js';
 import { addServeFlags, type ServeFlags } from './flags.js';
 import { limitHeapGrowth } from './heap-growth.js';
+import { stopPretenuring } from './pretenuring.js';
 import { completeServeOptions } from './options.js';
 import { OUTPUT_FAILED, stopSignal } from './signals.js';
 
@@ -20,6 +21,7 @@ export function registerServeCommand(program: Command): void {
     // Every flag is checked before anything starts.
     const options = completeServeOptions(flags, env);
     const heapGrowth = limitHeapGrowth(process.execArgv);
+    const pretenuring = stopPretenuring(process.execArgv);
     const logDestination = createLogDestination();
     const host = {
       clock: systemClock,
@@ -28,7 +30,7 @@ export function registerServeCommand(program: Command): void {
       logger: createLogger({ level: options.logLevel, destination: logDestination }),
       stopRequested: stopSignal([process.stdout, logDestination]),
     };
-    host.logger.debug({ heapGrowth }, 'V8 old-generation growth');
+    host.logger.debug({ heapGrowth, pretenuring }, 'V8 heap settings');
     reportCsrCheck(NATIVE_P256, host.logger);
     // A server runs until it is asked to stop. While it waits (for the API server, for a CA)
     // nothing else need hold the event loop: the Kubernetes client's retries run on timers that

@@ -9,11 +9,13 @@ import { isCastellanError } from '../../errors.js';
 import { createLogDestination, createLogger } from '../../log.js';
 import { runClusterWorker } from './cluster.js';
 import { limitHeapGrowth } from './heap-growth.js';
+import { stopPretenuring } from './pretenuring.js';
 import { OUTPUT_FAILED, stopSignal } from './signals.js';
 
 const worker = cluster.worker;
 // The primary's node arguments are this process's too (node:cluster's default execArgv).
 limitHeapGrowth(process.execArgv);
+stopPretenuring(process.execArgv);
 const logDestination = createLogDestination();
 const stopRequested = stopSignal([process.stdout, logDestination]);
 runClusterWorker({
