@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { connect as http2Connect } from 'node:http2';
+import { Socket } from 'node:net';
 import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -112,6 +113,31 @@ for (const transport of GRPC_TRANSPORTS) {
         'no connection left open',
         async () => (await r.metric('castellan_grpc_open_connections')) === 0,
       );
+    });
+
+    test("Nagle's algorithm is off on every accepted connection (TCP_NODELAY, as Go sets it on istiod's)", async () => {
+      // Node offers no getsockopt, so the setter is watched: the guard calls it on the accepted
+      // TCP socket before TLS. Why it matters: src/server/connection-guard.ts.
+      const calls: { remotePort: number | undefined; noDelay: boolean }[] = [];
+      // eslint-disable-next-line @typescript-eslint/unbound-method -- called below with the socket as `this`
+      const original = Socket.prototype.setNoDelay;
+      Socket.prototype.setNoDelay = function (this: Socket, noDelay?: boolean) {
+        calls.push({ remotePort: this.remotePort, noDelay: noDelay ?? true });
+        return original.call(this, noDelay);
+      };
+      let conn: RawConnection | undefined;
+      try {
+        conn = await rawTcp(r.port);
+        const clientPort = conn.socket.localPort;
+        await waitFor('the accepted socket seen', () =>
+          calls.some((c) => c.remotePort === clientPort),
+        );
+        const mine = calls.filter((c) => c.remotePort === clientPort);
+        assert.deepEqual(mine.at(-1), { remotePort: clientPort, noDelay: true });
+      } finally {
+        Socket.prototype.setNoDelay = original;
+        conn?.socket.destroy();
+      }
     });
 
     test('a rapid-reset flood (streams opened and reset): GOAWAY, then the server closes the connection', async () => {
