@@ -28,6 +28,7 @@ import { join } from 'node:path';
 import { createKeyAndCsr } from '../src/pki/csr-builder.js';
 import {
   RAMP_SECONDS,
+  warmUpDuration,
   parseStats,
   readLog,
   runH2load,
@@ -236,10 +237,8 @@ function cfsslCase(mode: 'authsign' | 'sign', concurrency: number): BenchCase {
           ...['-d', bodyPath, '-H', 'content-type: application/json'],
           url,
         ];
-        const warmUp = await runH2load(
-          ['-n', String(Math.max(4 * concurrency, 128)), ...args],
-          120_000,
-        );
+        // The same warm-up as Castellan's cases (bench/h2load.ts, step 2).
+        const warmUp = await runH2load(['-D', warmUpDuration(options.seconds), ...args], 120_000);
         checkAllSucceeded('warm-up', parseStats(warmUp.output, protocol));
 
         const pid = server.child.pid!;
