@@ -10,7 +10,7 @@
 // 2. warm-up: `h2load -D 2s -c c` (WARM_UP_SECONDS; no longer than the measured run), so the
 //    server's JIT is warm before timing, with the same accounting as the measured run (step 4).
 //    It was `-n max(4c, 128)` until 2026-12-07: 256 calls at P-256 c=64, after which the first
-//    second of the measured run still had a p99 of 30–39 ms against 11–19 ms for most seconds
+//    second of the measured run still had a p99 of 30–37 ms against 11–19 ms for most seconds
 //    after it (the JIT still compiling); in single runs, 5,000 calls of warm-up brought that
 //    second to 24 ms and 20,000 to 15 (docs/performance.md, "Warm-up"). A CA serves for days:
 //    the figures are for a warm one. Start-up has its own case;
