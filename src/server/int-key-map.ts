@@ -14,7 +14,10 @@
 // arrays that are replaced (grown or shrunk) are emptied first, as FifoRing does (./fifo-ring.ts).
 //
 // Open addressing with linear probing, and deletion by shifting the entries after the removed
-// one back (no tombstones, so a table that only churns never needs rebuilding).
+// one back (no tombstones, so a table that only churns never needs rebuilding). Keys are not
+// secret: a client that picks stream ids to share one home slot makes each lookup walk at most
+// the entries held, which the caller bounds (1000 open streams per connection); V8 hashes a
+// Map's small-integer keys without a seed too.
 
 const MIN_CAPACITY = 8;
 
