@@ -155,6 +155,8 @@ interface StreamState {
   readonly pending: Buffer[];
   /** The trailer block, sent once `pending` is empty. */
   trailers: Buffer | undefined;
+  /** In the connection's `waiting` list (its DATA waits for a window). */
+  waiting: boolean;
 }
 
 function frameHeader(length: number, type: number, flags: number, stream: number): Buffer {
@@ -181,6 +183,13 @@ export class H2Connection {
   private prefaceSeen = false;
   /** Not a Map: see ../int-key-map.ts. */
   private readonly streams = new IntKeyMap<StreamState>();
+  /**
+   * Streams whose DATA waits for a window, in the order they began to wait: a window that opens
+   * serves the longest waiting first. (Walking `streams` instead, in its hash order, starved the
+   * streams late in that order while new ones kept taking the window: 200 calls on one
+   * connection, ambient mode's burst, saw a p99 of 3.7 s against 0.2 s.)
+   */
+  private waiting: StreamState[] = [];
   private lastStreamId = 0;
   private continuing:
     { id: number; flags: number; parts: Buffer[]; bytes: number; frames: number } | undefined;
@@ -497,6 +506,7 @@ export class H2Connection {
       sendWindow: this.peerInitialWindow,
       pending: [],
       trailers: undefined,
+      waiting: false,
     };
     this.streams.set(id, st);
     this.idle?.cancel();
@@ -672,7 +682,13 @@ export class H2Connection {
     while (st.pending.length > 0) {
       const data = st.pending[0] as Buffer;
       const n = Math.min(data.length, st.sendWindow, this.connSendWindow, this.peerMaxFrameSize);
-      if (n <= 0 && data.length > 0) return;
+      if (n <= 0 && data.length > 0) {
+        if (!st.waiting) {
+          st.waiting = true;
+          this.waiting.push(st);
+        }
+        return;
+      }
       this.queue(frameHeader(n, FrameType.DATA, 0, st.s.id), data.subarray(0, n));
       st.sendWindow -= n;
       this.connSendWindow -= n;
@@ -685,10 +701,18 @@ export class H2Connection {
     }
   }
 
+  /** A window opened: the waiting streams, longest waiting first; those still short wait on. */
   private drainPending(): void {
-    for (const st of this.streams.values()) {
-      if (st.pending.length > 0 || st.trailers) this.sendPending(st);
+    const waiting = this.waiting;
+    this.waiting = [];
+    for (const st of waiting) {
+      st.waiting = false;
+      // Gone since (finished, reset, cancelled): nothing to send.
+      if (!st.localClosed && this.streams.get(st.s.id) === st) this.sendPending(st);
     }
+    // Emptied, as IntKeyMap's replaced arrays are: if it sits in the old generation, it keeps
+    // nothing alive.
+    waiting.length = 0;
     this.scheduleFlush();
   }
 
