@@ -22,6 +22,7 @@ export const RUNTIME_SENSITIVE: readonly string[] = [
   'test/reliability/connections.test', // sessions nghttp2 ended, handshakes, keepalive
   'test/cli/serve.test', // the process: SIGTERM drains calls in flight
   'test/cli/heap-growth.test', // V8 flags set at run time
+  'test/cli/pretenuring.test', // the same
   'test/pki/fast/', // CSR key import paths by OpenSSL version, against the reference
   'test/server/csr-check', // the crypto thread and its V8 resource limits
   'test/charts/dockerfile.test', // the image's entrypoint flags
