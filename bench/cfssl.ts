@@ -181,7 +181,7 @@ async function startCfssl(dir: string, tls: boolean, probe: (port: number) => Pr
 
 /** h2load's outcome must be all 2xx: cfssl answers a refused call with 4xx. */
 function checkAllSucceeded(run: string, s: H2loadStats): void {
-  if (s.failed || s.errored || s.timeout || s.succeeded !== s.done) {
+  if (s.failed || s.errored || s.timeout || s.succeeded !== s.done || s.succeeded === 0) {
     throw new Error(
       `${run}: h2load saw ${s.succeeded} succeeded of ${s.done} done, ${s.failed} failed, ${s.errored} errored, ${s.timeout} timed out`,
     );

@@ -21,7 +21,8 @@
 
 const MIN_CAPACITY = 8;
 
-export class IntKeyMap<T> {
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- any value but undefined, which marks a free slot
+export class IntKeyMap<T extends {} | null> {
   private keys: Float64Array;
   /** undefined: a free slot (values are never undefined). */
   private vals: (T | undefined)[];
@@ -89,7 +90,8 @@ export class IntKeyMap<T> {
         i = j;
       }
     }
-    // A burst's table is given back once it is mostly empty (an eighth, with room to spare).
+    // A burst's table is given back once it is a sixteenth full (to a quarter of its size, where
+    // it is then at most a quarter full: far from growing again).
     if (this.vals.length > 64 && this.count * 16 <= this.vals.length) {
       this.resize(this.vals.length / 4);
     }

@@ -50,8 +50,12 @@ describe('limitHeapGrowth', () => {
     assert.deepEqual(growth, { source: 'castellan', percent: SERVE_HEAP_GROWING_PERCENT });
   });
 
-  test("leaves the operator's own flag, in either spelling", () => {
-    for (const flag of ['--heap-growing-percent=150', '--heap_growing_percent=20']) {
+  test("leaves the operator's own flag, in any spelling node takes", () => {
+    for (const flag of [
+      '--heap-growing-percent=150',
+      '--heap_growing_percent=20',
+      '-heap-growing-percent=90',
+    ]) {
       const set: string[] = [];
       assert.deepEqual(
         limitHeapGrowth(['--inspect', flag], (f) => set.push(f)),

@@ -61,12 +61,15 @@ describe('stopPretenuring', () => {
     assert.deepEqual(result, { source: 'castellan', enabled: false });
   });
 
-  test("leaves the operator's own flag, either way and in either spelling", () => {
+  test("leaves the operator's own flag, either way and in any spelling node takes", () => {
     for (const flag of [
       '--allocation-site-pretenuring',
       '--no-allocation-site-pretenuring',
       '--allocation_site_pretenuring',
       '--no_allocation_site_pretenuring',
+      '--noallocation-site-pretenuring',
+      '-allocation-site-pretenuring',
+      '-no-allocation-site-pretenuring',
     ]) {
       const set: string[] = [];
       assert.deepEqual(

@@ -30,6 +30,8 @@ describe('IntKeyMap', () => {
       [3, (r: number) => 2 ** 32 * Math.floor(r * 40) + Math.floor(r * 7)],
       // Few keys: long runs of insert and delete of the same ones (the one-call-in-flight case).
       [4, (r: number) => Math.floor(r * 3)],
+      // Between 2^31 and 2^32, where `key | 0` is negative.
+      [5, (r: number) => 2 ** 31 + 3 * Math.floor(r * 500)],
     ] as const) {
       const random = prng(seed);
       const ours = new IntKeyMap<string>();
@@ -50,6 +52,14 @@ describe('IntKeyMap', () => {
       }
       assert.deepEqual(sorted(ours.values()), sorted([...reference.values()]), `seed ${seed}`);
       for (const [key, value] of reference) assert.equal(ours.get(key), value);
+      // Drained in random order (through every shrink), every remaining key found at each step.
+      const left = [...reference.keys()].sort(() => random() - 0.5);
+      while (left.length > 0) {
+        const key = left.pop()!;
+        assert.equal(ours.delete(key), true, `seed ${seed}, draining ${key}`);
+        for (const k of left) assert.equal(ours.has(k), true, `seed ${seed}, ${k} lost`);
+      }
+      assert.equal(ours.size, 0);
     }
   });
 

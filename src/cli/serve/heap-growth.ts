@@ -26,8 +26,8 @@ import { setFlagsFromString } from 'node:v8';
  */
 export const SERVE_HEAP_GROWING_PERCENT = 70;
 
-/** `--heap-growing-percent` as node accepts it (dashes or underscores, V8's spelling). */
-const GROWING_FLAG = /^--heap[-_]growing[-_]percent(=|$)/;
+/** `--heap-growing-percent` as node accepts it (one or two dashes; dashes or underscores). */
+const GROWING_FLAG = /^--?heap[-_]growing[-_]percent(=|$)/;
 
 /** What limitHeapGrowth did: set our value, or left the one node was started with. */
 export type HeapGrowth =

@@ -13,13 +13,14 @@ import { setFlagsFromString } from 'node:v8';
  * too and is promoted; the old generation fills with finished calls, and the full collections
  * that free them pause the event loop. Whether a run tipped into it was chance: at P-256 c=64,
  * with pretenuring the event loop promoted 0.9–1.3 MB per young collection (≈ 2.4 KB per call),
- * scavenges paused it for 3.1–3.6 ms, and it ran 5–9 full collections in 10 s; without, 9–65 KB,
- * 1.1–1.4 ms, and none or one. docs/performance.md, "Pretenuring", has the runs.
+ * scavenges paused it for 3.1–3.6 ms, and traced 10 s runs had 9–11 full collections; without,
+ * 9–65 KB, 1.1–1.4 ms, and one. docs/performance.md, "Pretenuring", has the runs.
  *
  * Like --heap-growing-percent (./heap-growth.ts) it is read at run time: V8 consults it each time
  * it weighs a site's survival (test/cli/pretenuring.test.ts checks that on this Node).
  */
-const PRETENURING_FLAG = /^--(no[-_])?allocation[-_]site[-_]pretenuring$/;
+// V8's parser takes one or two dashes, and `no` with or without a separator after it.
+const PRETENURING_FLAG = /^--?(no[-_]?)?allocation[-_]site[-_]pretenuring$/;
 
 /** What stopPretenuring did: turned it off, or left the operator's flag. */
 export type Pretenuring =

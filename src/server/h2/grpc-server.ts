@@ -385,10 +385,11 @@ export class GrpcServer implements H2Handler {
   }
 
   /** Serves HTTP/2 on a TLS socket that negotiated h2. */
-  takeConnection(socket: TLSSocket): void {
+  /** Serves `socket`; the connection, for tests (undefined when stopping: the socket is closed). */
+  takeConnection(socket: TLSSocket): H2Connection | undefined {
     if (this.stopping) {
       socket.destroy();
-      return;
+      return undefined;
     }
     const c = new H2Connection(socket, this, this.limits, this.options.clock, (reason) => {
       this.connections.delete(c);
@@ -398,6 +399,7 @@ export class GrpcServer implements H2Handler {
       }
     });
     this.connections.add(c);
+    return c;
   }
 
   /** GOAWAY to every connection: calls in flight finish, new ones go elsewhere. */

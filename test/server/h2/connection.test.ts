@@ -419,6 +419,25 @@ describe('H2Connection: conformance', () => {
     for (const id of ids) await assertEchoed(conn, id, body);
   });
 
+  test('flow control: streams that finish through their own WINDOW_UPDATE leave the waiting list', async (t) => {
+    // Stream windows of 0: every answer waits, and each is let out by a WINDOW_UPDATE on its own
+    // stream, never on the connection (which would walk the list). The list must not keep the
+    // finished streams (each holding its call) for the life of the connection.
+    const h = await start(t);
+    const conn = await h.raw([[S.INITIAL_WINDOW_SIZE, 0]]);
+    const server = h.connections[0]!;
+    for (let id = 1; id <= 399; id += 2) {
+      conn.send(request(id, Buffer.from(`call ${id}`)));
+      await waitFor(`call ${id} answered into the wait`, () => server.waitingEntries > 0);
+      conn.send(windowUpdate(id, 1000));
+      await trailersOf(conn, id);
+    }
+    assert.ok(server.waitingEntries <= 1, `${server.waitingEntries} entries for 0 open streams`);
+    // Still served, the windows still honoured.
+    conn.send(request(401, Buffer.from('last')), windowUpdate(401, 1000));
+    await assertEchoed(conn, 401, Buffer.from('last'));
+  });
+
   test("the peer's SETTINGS_MAX_FRAME_SIZE bounds our DATA frames (16384 by default)", async (t) => {
     const h = await start(t);
     const body = Buffer.alloc(50_000, 3);

@@ -10,7 +10,7 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import type { TLSSocket } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { GrpcServer } from '../../../../src/server/h2/grpc-server.js';
-import type { H2CloseReason } from '../../../../src/server/h2/connection.js';
+import type { H2CloseReason, H2Connection } from '../../../../src/server/h2/connection.js';
 import { HpackDecoder } from '../../../../src/server/h2/hpack-decoder.js';
 import { ManualClock } from '../../../support/manual-clock.js';
 import { waitFor } from '../../../support/wait-for.js';
@@ -91,6 +91,8 @@ export class Harness {
   readonly closes: H2CloseReason[] = [];
   /** Server-side sockets, in the order accepted. */
   readonly sockets: Socket[] = [];
+  /** The server's connections, in the order accepted (raw and client ones; not `fake()`'s). */
+  readonly connections: H2Connection[] = [];
   readonly unaryCalls: ReceivedUnary[] = [];
   readonly streamCalls: StreamCall[] = [];
   /** The unary handler after the call is recorded; default: echo. */
@@ -133,7 +135,8 @@ export class Harness {
     this.listener = createServer((socket) => {
       this.sockets.push(socket);
       socket.on('error', () => {}); // as the production listener: a reset is a close
-      this.server.takeConnection(socket as unknown as TLSSocket);
+      const c = this.server.takeConnection(socket as unknown as TLSSocket);
+      if (c) this.connections.push(c);
     });
   }
 
