@@ -126,10 +126,10 @@ describe('Dockerfile', () => {
       assert.equal(found.length, 1, op);
       return found[0]!.args;
     };
-    // The young generation held at Node 20's size (Node 24's V8 would grow it to 64 MB semi-spaces).
+    // The young generation held at 8 MB semi-spaces (Node 24's V8 would grow it to 64 MB).
     assert.deepEqual(JSON.parse(one('ENTRYPOINT')), [
       'node',
-      '--max-semi-space-size=16',
+      '--max-semi-space-size=8',
       '/app/bin/castellan.js',
     ]);
     assert.deepEqual(JSON.parse(one('CMD')), ['serve', '--kube']);
@@ -205,7 +205,7 @@ describe('the runtime layout works with production dependencies only', () => {
       // Node's flags as the image's ENTRYPOINT gives them.
       const run = spawnSync(
         process.execPath,
-        ['--max-semi-space-size=16', join(dir, 'bin', 'castellan.js'), '--help'],
+        ['--max-semi-space-size=8', join(dir, 'bin', 'castellan.js'), '--help'],
         {
           cwd: dir,
           encoding: 'utf8',
