@@ -177,12 +177,25 @@ export function policyBundleService(options: PolicyBundleServingOptions): {
       (bundle) => {
         if (call.cancelled) return;
         let last = bundle.hash;
-        call.write(update(bundle));
-        const stop = options.source.onBundle((b) => {
-          if (b.workload.namespace !== namespace || b.workload.name !== pod || b.hash === last)
-            return;
+        // A client that does not read (its windows closed) gets the newest bundle once it reads
+        // again, not every one made meanwhile: what waits for it is one bundle, not a backlog.
+        let blocked = false;
+        let newest: PolicyBundle | undefined;
+        const send = (b: PolicyBundle): void => {
           last = b.hash;
-          call.write(update(b));
+          if (!call.write(update(b))) blocked = true;
+        };
+        call.on('drain', () => {
+          blocked = false;
+          const b = newest;
+          newest = undefined;
+          if (b && b.hash !== last) send(b);
+        });
+        send(bundle);
+        const stop = options.source.onBundle((b) => {
+          if (b.workload.namespace !== namespace || b.workload.name !== pod) return;
+          if (blocked) newest = b;
+          else if (b.hash !== last) send(b);
         });
         call.on('cancelled', stop);
         call.on('close', stop);

@@ -5,6 +5,11 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createServer, request, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import {
+  createServer as createTlsServer,
+  type Server as TlsServer,
+  type TLSSocket,
+} from 'node:tls';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import {
@@ -16,6 +21,8 @@ import {
   type ClientReadableStream,
 } from '@grpc/grpc-js';
 import { ClientCertAuthenticator } from '../../src/authn/client-cert-authenticator.js';
+import { systemClock } from '../../src/clock.js';
+import { GrpcServer } from '../../src/server/h2/grpc-server.js';
 import { PolicyCompiler } from '../../src/policy/compiler.js';
 import { DEFAULT_MESH } from '../../src/policy/mesh.js';
 import { parseWorkload } from '../../src/policy/workload.js';
@@ -27,6 +34,12 @@ import {
 import { ap, resources } from '../policy/helpers.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { policyBundleClient } from './support/client.js';
+import { FRAME, rawH2 } from '../reliability/support/raw-h2.js';
+import { dataOf, messagesOf, request as h2Request, windowUpdate } from './h2/support/harness.js';
+import { waitFor } from '../support/wait-for.js';
+
+/** RFC 9113 SETTINGS_INITIAL_WINDOW_SIZE. */
+const SETTINGS_INITIAL_WINDOW_SIZE = 4;
 
 const read = (f: string): string => readFileSync(join(istioSampleCerts, f), 'utf8');
 const root = read('root-cert.pem');
@@ -61,6 +74,10 @@ let https: HttpsServer;
 let grpc: Server;
 let httpsPort = 0;
 let grpcPort = 0;
+/** The same service on Castellan's own transport (the CA port's default), behind TLS. */
+let ours: GrpcServer;
+let oursTls: TlsServer;
+let oursPort = 0;
 
 before(async () => {
   https = createServer(
@@ -89,9 +106,40 @@ before(async () => {
   );
 });
 
+before(async () => {
+  ours = new GrpcServer({
+    maxReceiveMessageBytes: 4096,
+    limits: {
+      maxConcurrentStreams: 100,
+      maxHeaderListBytes: 65535,
+      keepaliveIntervalMs: 0,
+      keepaliveTimeoutMs: 10_000,
+      idleTimeoutMs: 0,
+    },
+    clock: systemClock,
+  });
+  const { service, implementation } = policyBundleService(options);
+  ours.addService(service, implementation);
+  oursTls = createTlsServer(
+    {
+      key: serverKey,
+      cert: serverCert,
+      ca: root,
+      requestCert: true,
+      rejectUnauthorized: false,
+      ALPNProtocols: ['h2'],
+    },
+    (socket: TLSSocket) => ours.takeConnection(socket),
+  );
+  await new Promise<void>((r) => oursTls.listen(0, '127.0.0.1', r));
+  oursPort = (oursTls.address() as AddressInfo).port;
+});
+
 after(async () => {
   await new Promise<void>((r) => https.close(() => r()));
   grpc.forceShutdown();
+  ours.destroyAll();
+  await new Promise<void>((r) => oursTls.close(() => r()));
 });
 
 function get(
@@ -176,6 +224,7 @@ test('GET /v1/bundles: without a client certificate, 401', async () => {
 function watch(
   pod: string,
   as: { cert: string; key: string } = { cert: clientCert, key: clientKey },
+  port = grpcPort,
 ): ClientReadableStream<Record<string, string>> {
   const creds = credentials.createSsl(
     Buffer.from(root),
@@ -183,7 +232,7 @@ function watch(
     Buffer.from(as.cert),
     { checkServerIdentity: () => undefined },
   );
-  return policyBundleClient(`localhost:${grpcPort}`, creds).Watch({ namespace: 'foo', pod });
+  return policyBundleClient(`localhost:${port}`, creds).Watch({ namespace: 'foo', pod });
 }
 
 /** How a Watch that should be refused ends: its status code and details. */
@@ -220,6 +269,58 @@ test('Watch streams the current bundle, then a new version when a policy changes
   assert.equal(updates.length, 2);
   assert.notEqual(updates[0]!['hash'], updates[1]!['hash']);
   assert.ok(updates[1]!['bundleJson']!.includes('foo/allow-foo'));
+});
+
+test('Watch (our transport) to a client that does not read: the updates made meanwhile are coalesced, and it gets the newest when it reads', async () => {
+  // On our transport only: grpc-js's server call takes every write (its HTTP/2 stream queues
+  // them whatever the client's window), so there the backlog stays in memory, as before.
+  // A raw client with stream windows of 0: nothing the server writes can go out until it opens
+  // them, so what the server holds meanwhile is exactly what its writes kept.
+  const conn = await rawH2(oursPort, { cert: clientCert, key: clientKey, ca: root }, [
+    [SETTINGS_INITIAL_WINDOW_SIZE, 0],
+  ]);
+  const path = '/castellan.v1.PolicyBundleService/Watch';
+  // WatchBundleRequest{namespace: "foo", pod: "foo-1"}, as protobuf.
+  const watchRequest = Buffer.from([
+    0x0a,
+    3,
+    ...Buffer.from('foo'),
+    0x12,
+    5,
+    ...Buffer.from('foo-1'),
+  ]);
+  conn.socket.write(h2Request(1, watchRequest, path));
+  // Bundles of ≈ 14 KB: the server's writes say "enough" once 64 KiB wait (src/server/h2/grpc-server.ts).
+  const padding = Array.from({ length: 400 }, (_, k) => `"/pad/${k}"`).join(', ');
+  const policy = (i: number) =>
+    resources(
+      ap(
+        'foo',
+        'coalesce',
+        `{selector: {matchLabels: {app: foo}}, rules: [{to: [{operation: {paths: ["/p${i}", ${padding}]}}]}]}`,
+      ),
+    )[0]!;
+  // The first bundle is made once the call is authorized.
+  await waitFor('the Watch call in', () => conn.frames.some((f) => f.type === FRAME.HEADERS));
+  const changes = 100;
+  for (let i = 0; i < changes; i++) {
+    compiler.upsertPolicy(policy(i));
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(dataOf(conn, 1).length, 0, 'nothing went out through the closed window');
+  // The windows open: what was held goes out, then the newest bundle, then nothing more.
+  conn.socket.write(Buffer.concat([windowUpdate(0, 1 << 30), windowUpdate(1, 1 << 30)]));
+  const newest = `/p${changes - 1}"`;
+  await waitFor('the newest bundle', () => dataOf(conn, 1).includes(newest));
+  const updates = messagesOf(dataOf(conn, 1));
+  compiler.removePolicy('AuthorizationPolicy', 'foo', 'coalesce');
+  conn.socket.destroy();
+  // The first bundle (small: no such policy yet), five changes (the writes said yes until 64
+  // KiB waited: the fifth bundle of ≈ 14 KB passed it and its write said no), then the newest:
+  // seven, for a hundred changes.
+  assert.equal(updates.length, 7, `${updates.length} updates for ${changes} changes`);
+  assert.ok(updates.at(-1)!.includes(newest));
+  assert.ok(!updates[5]!.includes(newest));
 });
 
 test("Watch of another workload's bundle fails with PERMISSION_DENIED", async () => {

@@ -127,6 +127,8 @@ export interface H2Stream {
   cancelled: boolean;
   /** Called once when `cancelled` becomes true. */
   onCancel: (() => void) | undefined;
+  /** Called (in a microtask) when DATA that had to wait for a window has all gone out. */
+  onDrain?: (() => void) | undefined;
 }
 
 export interface H2Handler {
@@ -157,6 +159,10 @@ interface StreamState {
   trailers: Buffer | undefined;
   /** In the connection's `waiting` list (its DATA waits for a window). */
   waiting: boolean;
+  /** Its DATA had to wait for a window since it last all went out: `onDrain` is owed. */
+  stalled: boolean;
+  /** Bytes in `pending`. */
+  pendingBytes: number;
 }
 
 function frameHeader(length: number, type: number, flags: number, stream: number): Buffer {
@@ -513,6 +519,8 @@ export class H2Connection {
       pending: [],
       trailers: undefined,
       waiting: false,
+      stalled: false,
+      pendingBytes: 0,
     };
     this.streams.set(id, st);
     this.idle?.cancel();
@@ -643,6 +651,7 @@ export class H2Connection {
     const st = this.writable(stream);
     if (!st || st.trailers) return;
     st.pending.push(payload);
+    st.pendingBytes += payload.length;
     this.sendPending(st);
     this.scheduleFlush();
   }
@@ -689,6 +698,7 @@ export class H2Connection {
       const data = st.pending[0] as Buffer;
       const n = Math.min(data.length, st.sendWindow, this.connSendWindow, this.peerMaxFrameSize);
       if (n <= 0 && data.length > 0) {
+        st.stalled = true;
         if (!st.waiting) {
           st.waiting = true;
           this.waiting.push(st);
@@ -698,8 +708,15 @@ export class H2Connection {
       this.queue(frameHeader(n, FrameType.DATA, 0, st.s.id), data.subarray(0, n));
       st.sendWindow -= n;
       this.connSendWindow -= n;
+      st.pendingBytes -= n;
       if (n === data.length) st.pending.shift();
       else st.pending[0] = data.subarray(n);
+    }
+    if (st.stalled) {
+      st.stalled = false;
+      const s = st.s;
+      // Not from inside sendPending: a handler that writes again on 'drain' comes back here.
+      if (s.onDrain && !st.trailers) queueMicrotask(() => s.onDrain?.());
     }
     if (st.trailers) {
       this.queueHeaderBlock(st.s.id, st.trailers, true);
@@ -729,6 +746,15 @@ export class H2Connection {
     this.waiting = waiting.filter((st) => st.waiting);
     this.waitingGone = 0;
     waiting.length = 0;
+  }
+
+  /**
+   * DATA bytes the stream's handler has written that have not gone out for want of a window: a
+   * streaming call's backpressure (grpc-server.ts, WritableCall.write).
+   */
+  unsentBytes(stream: H2Stream): number {
+    const st = this.streams.get(stream.id);
+    return st && st.s === stream ? st.pendingBytes : 0;
   }
 
   /** Entries in the list of streams waiting for a window, finished ones included (for tests). */

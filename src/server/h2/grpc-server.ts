@@ -305,9 +305,19 @@ class UnaryCall extends BaseCall {
   }
 }
 
+/**
+ * What a streaming call may have written and not yet sent (the client's windows closed) before
+ * `write` returns false, as a Node Writable's highWaterMark: the handler waits for 'drain'.
+ * grpc-js's call, an object-mode Writable (highWaterMark 16), says so after 16 messages its
+ * HTTP/2 stream has not yet taken.
+ */
+export const STREAM_HIGH_WATER_BYTES = 64 * 1024;
+
 /** grpc-js's ServerWritableStream, as our streaming handler uses it. */
 class WritableCall extends BaseCall {
   private ended = false;
+  /** A write returned false: 'drain' is owed once what waits has gone out (as a Writable). */
+  private needDrain = false;
 
   constructor(
     request: unknown,
@@ -317,6 +327,11 @@ class WritableCall extends BaseCall {
     private readonly serialize: (v: never) => Buffer,
   ) {
     super(request, metadata, connection, stream);
+    stream.onDrain = () => {
+      if (!this.needDrain || this.ended || this.cancelled) return;
+      this.needDrain = false;
+      this.emit('drain');
+    };
     // As grpc-js: emitting 'error' on the call ends it with that status.
     this.on('error', (e: unknown) => {
       this.ended = true;
@@ -338,7 +353,10 @@ class WritableCall extends BaseCall {
       return false;
     }
     this.sendMessage(bytes);
-    return true;
+    // false: the client is not reading; write again on 'drain'.
+    if (this.connection.unsentBytes(this.stream) < STREAM_HIGH_WATER_BYTES) return true;
+    this.needDrain = true;
+    return false;
   }
 
   end(): void {

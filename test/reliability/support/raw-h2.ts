@@ -1,7 +1,7 @@
 // A hand-written HTTP/2 client over TLS (RFC 9113): it writes exactly the frames a test asks
 // for, answers nothing (no SETTINGS ack, no PING ack) and never closes on its own, as a hostile
 // or dead peer would. Only the frames it reads from the server are parsed.
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { connect as netConnect, type Socket } from 'node:net';
 
 export const FRAME = {
@@ -141,21 +141,34 @@ function watch(socket: Socket): RawConnection {
   };
 }
 
-/** TLS with ALPN h2, the connection preface and an empty SETTINGS frame; nothing else. */
-export async function rawH2(port: number): Promise<RawConnection> {
+/**
+ * TLS with ALPN h2, the connection preface and a SETTINGS frame (empty, or `settings`); nothing
+ * else. `tls`: more TLS options, e.g. a client certificate.
+ */
+export async function rawH2(
+  port: number,
+  tls: ConnectionOptions = {},
+  settings: readonly (readonly [number, number])[] = [],
+): Promise<RawConnection> {
   const socket: TLSSocket = tlsConnect({
     host: '127.0.0.1',
     port,
     servername: 'localhost',
     ALPNProtocols: ['h2'],
     rejectUnauthorized: false,
+    ...tls,
   });
   const conn = watch(socket);
   await new Promise<void>((resolve, reject) => {
     socket.once('secureConnect', resolve);
     socket.once('error', reject);
   });
-  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, Buffer.alloc(0))]));
+  const entries = Buffer.alloc(6 * settings.length);
+  settings.forEach(([id, value], i) => {
+    entries.writeUInt16BE(id, 6 * i);
+    entries.writeUInt32BE(value, 6 * i + 2);
+  });
+  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, entries)]));
   return conn;
 }
 

@@ -13,6 +13,7 @@ import { grpcHeaderBlock, headersFrames } from '../../reliability/support/raw-h2
 import {
   ECHO,
   Harness,
+  S,
   STREAM,
   T,
   dataFrame,
@@ -26,6 +27,7 @@ import {
   rstCode,
   stillServes,
   trailersOf,
+  windowUpdate,
   type HarnessOptions,
   type HeaderBlock,
   type Raw,
@@ -100,6 +102,40 @@ describe('GrpcServer with a @grpc/grpc-js client', () => {
     const [s] = (await once(stream, 'status')) as [grpc.StatusObject];
     assert.equal(s.code, status.OK);
     assert.deepEqual(got, ['m 0', 'm 1', 'm 2', 'm 3', 'm 4']);
+  });
+
+  test("server streaming: write() says false once 64 KiB wait for the client's window, and 'drain' comes when they have gone out", async (t) => {
+    const h = await start(t);
+    const chunk = Buffer.alloc(10_000, 1);
+    let accepted = 0;
+    let refused = 0;
+    let drains = 0;
+    h.stream = (call) => {
+      while (call.write(chunk)) accepted++;
+      refused++;
+      call.on('drain', () => {
+        drains++;
+        call.write(Buffer.from('last'));
+        call.end();
+      });
+    };
+    // Stream windows of 0: nothing the handler writes can go out.
+    const conn = await h.raw([[S.INITIAL_WINDOW_SIZE, 0]]);
+    conn.send(request(1, Buffer.from('s'), STREAM));
+    await waitFor('a write refused', () => refused === 1);
+    // Six messages (60,030 bytes with their prefixes) are under 64 KiB; the seventh is not.
+    assert.equal(accepted, 6);
+    await roundTrip(conn, 'held');
+    assert.equal(dataOf(conn, 1).length, 0);
+    assert.equal(drains, 0);
+    conn.send(windowUpdate(0, 1 << 20), windowUpdate(1, 1 << 20));
+    const trailers = await trailersOf(conn, 1);
+    assert.equal(field(trailers, 'grpc-status'), '0');
+    assert.equal(drains, 1);
+    assert.deepEqual(messagesOf(dataOf(conn, 1)), [
+      ...Array.from({ length: 7 }, () => chunk),
+      Buffer.from('last'),
+    ]);
   });
 
   test('a handler error: code, details (non-ASCII and "%", percent-encoded on the wire) and metadata arrive as such', async (t) => {
