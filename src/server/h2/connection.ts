@@ -161,8 +161,6 @@ interface StreamState {
   waiting: boolean;
   /** Its DATA had to wait for a window since it last all went out: `onDrain` is owed. */
   stalled: boolean;
-  /** Bytes in `pending`. */
-  pendingBytes: number;
 }
 
 function frameHeader(length: number, type: number, flags: number, stream: number): Buffer {
@@ -520,7 +518,6 @@ export class H2Connection {
       trailers: undefined,
       waiting: false,
       stalled: false,
-      pendingBytes: 0,
     };
     this.streams.set(id, st);
     this.idle?.cancel();
@@ -651,7 +648,6 @@ export class H2Connection {
     const st = this.writable(stream);
     if (!st || st.trailers) return;
     st.pending.push(payload);
-    st.pendingBytes += payload.length;
     this.sendPending(st);
     this.scheduleFlush();
   }
@@ -708,7 +704,6 @@ export class H2Connection {
       this.queue(frameHeader(n, FrameType.DATA, 0, st.s.id), data.subarray(0, n));
       st.sendWindow -= n;
       this.connSendWindow -= n;
-      st.pendingBytes -= n;
       if (n === data.length) st.pending.shift();
       else st.pending[0] = data.subarray(n);
     }
@@ -754,7 +749,11 @@ export class H2Connection {
    */
   unsentBytes(stream: H2Stream): number {
     const st = this.streams.get(stream.id);
-    return st && st.s === stream ? st.pendingBytes : 0;
+    if (!st || st.s !== stream) return 0;
+    // Summed when asked (a streaming call's write), not kept up on every call's send.
+    let bytes = 0;
+    for (const b of st.pending) bytes += b.length;
+    return bytes;
   }
 
   /** Entries in the list of streams waiting for a window, finished ones included (for tests). */
