@@ -82,6 +82,29 @@ describe('IntKeyMap', () => {
     assert.equal(map.get(1), undefined);
   });
 
+  test('stream ids a client picks to share one home slot: all found, removed in any order, the table sound after', () => {
+    // The map hashes with the top bits of key × 0x9e3779b1; a table of 2048 slots (1000 entries)
+    // uses the top 11. These 1000 odd ids all land in slot 0: one cluster of 1000.
+    const ids: number[] = [];
+    for (let id = 1; ids.length < 1000; id += 2) {
+      if (Math.imul(id, 0x9e3779b1) >>> 21 === 0) ids.push(id);
+    }
+    const map = new IntKeyMap<number>();
+    for (const id of ids) map.set(id, id);
+    assert.equal(map.capacity, 2048, 'the table the ids were chosen for');
+    for (const id of ids) assert.equal(map.get(id), id);
+    // Removed from the middle of the cluster outwards: each removal shifts the rest back.
+    const order = [...ids.slice(500), ...ids.slice(0, 500).reverse()];
+    for (let i = 0; i < order.length; i++) {
+      assert.equal(map.delete(order[i]!), true);
+      if (i % 97 === 0)
+        for (const id of order.slice(i + 1)) assert.equal(map.has(id), true, `${id}`);
+    }
+    assert.equal(map.size, 0);
+    map.set(7, 7);
+    assert.equal(map.get(7), 7);
+  });
+
   test('values() is a copy: deleting while walking it visits every entry once', () => {
     const map = new IntKeyMap<number>();
     for (let id = 1; id <= 99; id += 2) map.set(id, id);
