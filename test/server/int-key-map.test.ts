@@ -93,8 +93,9 @@ describe('IntKeyMap', () => {
     for (const id of ids) map.set(id, id);
     assert.equal(map.capacity, 2048, 'the table the ids were chosen for');
     for (const id of ids) assert.equal(map.get(id), id);
-    // Removed from the middle of the cluster outwards: each removal shifts the rest back.
-    const order = [...ids.slice(500), ...ids.slice(0, 500).reverse()];
+    // Removed from the cluster's home slot first, then from its middle outwards: each removal
+    // shifts the rest back, into the home slot too.
+    const order = [ids[0]!, ...ids.slice(500), ...ids.slice(1, 500).reverse()];
     for (let i = 0; i < order.length; i++) {
       assert.equal(map.delete(order[i]!), true);
       if (i % 97 === 0)
