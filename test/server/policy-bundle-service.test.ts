@@ -2,6 +2,7 @@
 // caller presents Istio's sample workload certificate (spiffe://trust-domain-foo/ns/foo/sa/foo).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, request, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -34,7 +35,7 @@ import {
 import { ap, resources } from '../policy/helpers.js';
 import { istioSampleCerts } from '../support/paths.js';
 import { policyBundleClient } from './support/client.js';
-import { FRAME, rawH2 } from '../reliability/support/raw-h2.js';
+import { FRAME, rawH2, rstStream } from '../reliability/support/raw-h2.js';
 import { dataOf, messagesOf, request as h2Request, windowUpdate } from './h2/support/harness.js';
 import { waitFor } from '../support/wait-for.js';
 
@@ -76,6 +77,8 @@ let httpsPort = 0;
 let grpcPort = 0;
 /** The same service on Castellan's own transport (the CA port's default), behind TLS. */
 let ours: GrpcServer;
+/** Watch calls of `ours` following the compiler now. */
+let oursFollowing = 0;
 let oursTls: TlsServer;
 let oursPort = 0;
 
@@ -118,7 +121,23 @@ before(async () => {
     },
     clock: systemClock,
   });
-  const { service, implementation } = policyBundleService(options);
+  const { service, implementation } = policyBundleService({
+    ...options,
+    source: {
+      bundle: (namespace, name) => compiler.bundle(namespace, name),
+      onBundle: (listener) => {
+        oursFollowing++;
+        const stop = compiler.onBundle(listener);
+        let stopped = false;
+        return () => {
+          if (stopped) return;
+          stopped = true;
+          oursFollowing--;
+          stop();
+        };
+      },
+    },
+  });
   ours.addService(service, implementation);
   oursTls = createTlsServer(
     {
@@ -271,6 +290,30 @@ test('Watch streams the current bundle, then a new version when a policy changes
   assert.ok(updates[1]!['bundleJson']!.includes('foo/allow-foo'));
 });
 
+const WATCH_PATH = '/castellan.v1.PolicyBundleService/Watch';
+/** WatchBundleRequest{namespace: "foo", pod: "foo-1"}, as protobuf, for raw HTTP/2 clients. */
+const watchRequest = Buffer.from([
+  0x0a,
+  3,
+  ...Buffer.from('foo'),
+  0x12,
+  5,
+  ...Buffer.from('foo-1'),
+]);
+/**
+ * foo/coalesce, version `i`: a bundle of ≈ 14 KB, so that a few of them pass the 64 KiB our
+ * transport lets a streaming call's writes wait with (src/server/h2/grpc-server.ts).
+ */
+const padding = Array.from({ length: 400 }, (_, k) => `"/pad/${k}"`).join(', ');
+const bigPolicy = (i: number) =>
+  resources(
+    ap(
+      'foo',
+      'coalesce',
+      `{selector: {matchLabels: {app: foo}}, rules: [{to: [{operation: {paths: ["/p${i}", ${padding}]}}]}]}`,
+    ),
+  )[0]!;
+
 test('Watch (our transport) to a client that does not read: the updates made meanwhile are coalesced, and it gets the newest when it reads', async () => {
   // On our transport only: grpc-js's server call takes every write (its HTTP/2 stream queues
   // them whatever the client's window), so there the backlog stays in memory, as before.
@@ -279,32 +322,12 @@ test('Watch (our transport) to a client that does not read: the updates made mea
   const conn = await rawH2(oursPort, { cert: clientCert, key: clientKey, ca: root }, [
     [SETTINGS_INITIAL_WINDOW_SIZE, 0],
   ]);
-  const path = '/castellan.v1.PolicyBundleService/Watch';
-  // WatchBundleRequest{namespace: "foo", pod: "foo-1"}, as protobuf.
-  const watchRequest = Buffer.from([
-    0x0a,
-    3,
-    ...Buffer.from('foo'),
-    0x12,
-    5,
-    ...Buffer.from('foo-1'),
-  ]);
-  conn.socket.write(h2Request(1, watchRequest, path));
-  // Bundles of ≈ 14 KB: the server's writes say "enough" once 64 KiB wait (src/server/h2/grpc-server.ts).
-  const padding = Array.from({ length: 400 }, (_, k) => `"/pad/${k}"`).join(', ');
-  const policy = (i: number) =>
-    resources(
-      ap(
-        'foo',
-        'coalesce',
-        `{selector: {matchLabels: {app: foo}}, rules: [{to: [{operation: {paths: ["/p${i}", ${padding}]}}]}]}`,
-      ),
-    )[0]!;
+  conn.socket.write(h2Request(1, watchRequest, WATCH_PATH));
   // The first bundle is made once the call is authorized.
   await waitFor('the Watch call in', () => conn.frames.some((f) => f.type === FRAME.HEADERS));
   const changes = 100;
   for (let i = 0; i < changes; i++) {
-    compiler.upsertPolicy(policy(i));
+    compiler.upsertPolicy(bigPolicy(i));
     await new Promise((r) => setImmediate(r));
   }
   assert.equal(dataOf(conn, 1).length, 0, 'nothing went out through the closed window');
@@ -321,6 +344,29 @@ test('Watch (our transport) to a client that does not read: the updates made mea
   assert.equal(updates.length, 7, `${updates.length} updates for ${changes} changes`);
   assert.ok(updates.at(-1)!.includes(newest));
   assert.ok(!updates[5]!.includes(newest));
+});
+
+test('Watch (our transport) whose client resets it while updates wait: it stops following the policies, and the port serves on', async () => {
+  const conn = await rawH2(oursPort, { cert: clientCert, key: clientKey, ca: root }, [
+    [SETTINGS_INITIAL_WINDOW_SIZE, 0],
+  ]);
+  conn.socket.write(h2Request(1, watchRequest, WATCH_PATH));
+  await waitFor('the Watch following', () => oursFollowing === 1);
+  for (let i = 0; i < 10; i++) {
+    compiler.upsertPolicy(bigPolicy(i));
+    await new Promise((r) => setImmediate(r));
+  }
+  conn.socket.write(rstStream(1));
+  await waitFor('the Watch stopped following', () => oursFollowing === 0);
+  // Changes after the reset reach no call, and nothing fails.
+  compiler.upsertPolicy(bigPolicy(10));
+  compiler.removePolicy('AuthorizationPolicy', 'foo', 'coalesce');
+  conn.socket.destroy();
+  const again = watch('foo-1', undefined, oursPort);
+  const [first] = (await once(again, 'data')) as [Record<string, string>];
+  again.on('error', () => {}); // CANCELLED, by us
+  again.cancel();
+  assert.equal(first['pod'], 'foo-1');
 });
 
 test("Watch of another workload's bundle fails with PERMISSION_DENIED", async () => {
