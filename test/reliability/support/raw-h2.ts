@@ -163,13 +163,18 @@ export async function rawH2(
     socket.once('secureConnect', resolve);
     socket.once('error', reject);
   });
-  const entries = Buffer.alloc(6 * settings.length);
-  settings.forEach(([id, value], i) => {
-    entries.writeUInt16BE(id, 6 * i);
-    entries.writeUInt32BE(value, 6 * i + 2);
-  });
-  socket.write(Buffer.concat([PREFACE, frame(FRAME.SETTINGS, 0, 0, entries)]));
+  socket.write(Buffer.concat([PREFACE, settingsFrame(settings)]));
   return conn;
+}
+
+/** A SETTINGS frame with these [identifier, value] entries (RFC 9113 6.5.1). */
+export function settingsFrame(settings: readonly (readonly [number, number])[]): Buffer {
+  const payload = Buffer.alloc(6 * settings.length);
+  settings.forEach(([id, value], i) => {
+    payload.writeUInt16BE(id, 6 * i);
+    payload.writeUInt32BE(value, 6 * i + 2);
+  });
+  return frame(FRAME.SETTINGS, 0, 0, payload);
 }
 
 /** A bare TCP connection that sends `bytes` (maybe none) and then nothing. */

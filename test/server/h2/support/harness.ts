@@ -20,6 +20,7 @@ import {
   grpcHeaderBlock,
   headersFrames,
   rawTcp,
+  settingsFrame,
   type Frame,
   type RawConnection,
 } from '../../../reliability/support/raw-h2.js';
@@ -256,14 +257,7 @@ export class FakeSocket extends EventEmitter {
 
 // ---- frames ----
 
-export function settingsFrame(settings: readonly (readonly [number, number])[]): Buffer {
-  const payload = Buffer.alloc(6 * settings.length);
-  settings.forEach(([id, value], i) => {
-    payload.writeUInt16BE(id, 6 * i);
-    payload.writeUInt32BE(value, 6 * i + 2);
-  });
-  return frame(T.SETTINGS, 0, 0, payload);
-}
+export { settingsFrame };
 
 export function dataFrame(streamId: number, payload: Buffer, endStream = false): Buffer {
   return frame(T.DATA, endStream ? F.END_STREAM : 0, streamId, payload);
